@@ -8,8 +8,9 @@ What root reads there must still be only what that user could give it:
   holds itself (its stdout under Docker: the start hangs, as the pipe's writer is root), and read_checked opens
   the *link* again, following it and blocking: re-pointed between the check and the open, root opens whatever
   the service user names (a FIFO: a hang; /dev/watchdog: a reboot), before the inode comparison refuses it;
-- a hard link keeps its owner: a root-only key linked into the service user's folder (fs.protected_hardlinks=0)
-  passes as root's, and root loads a key the service user could not read.
+- a link the service user makes in its folder to a root-only key elsewhere passes (trusted follows a link of an
+  owner's, and the key is root's in a folder only root may change; a hard link keeps root as its owner, with
+  fs.protected_hardlinks=0): root loads a key the service user could not read.
 
 Real files, owners, a pipe and inotify (the tests run as root)."""
 
@@ -146,10 +147,14 @@ def test_a_link_repointed_after_the_check_is_not_followed_by_root(tmp_path: Path
 
 
 @root
-def test_a_root_only_key_hard_linked_into_the_service_users_folder_is_not_loaded(tmp_path: Path, pki: Pki) -> None:
-    """Another service's key, root's alone (0600 in a folder of mode 0700), hard-linked by the service user into
-    private/ (it owns the folder; fs.protected_hardlinks=0 lets it link a file it may not read: made by root
-    here, this host has 1).  The link passes as root's file; root reads it for a user that could not."""
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_root_only_key_linked_into_the_service_users_folder_is_not_loaded(tmp_path: Path, pki: Pki,
+                                                                             link: str) -> None:
+    """Another service's key, root's alone (0600 in a folder of mode 0700: the service user cannot read it),
+    linked by the service user into private/, the folder it may own: a symbolic link of its own (trusted
+    follows it: the link is an owner's, the file root's in a folder only root may change), or a hard link
+    (fs.protected_hardlinks=0 lets it link a file it may not read: made by root here, this host has 1).
+    Root reads, and tunsec then holds and signs with, a key its service user could not read."""
     vault = tmp_path / "other-service"
     vault.mkdir(mode=0o700)
     secret = vault / "tls.key"
@@ -158,9 +163,11 @@ def test_a_root_only_key_hard_linked_into_the_service_users_folder_is_not_loaded
     folder = tmp_path / "private"
     folder.mkdir()
     os.chown(folder, uid(SERVICE), -1)
-    os.link(secret, folder / "tls.key")
+    if link == "symlink":
+        service_link(str(secret), folder / "tls.key")
+    else:
+        os.link(secret, folder / "tls.key")
     issues: list[ConfigIssue] = []
     keys = Credentials(str(tmp_path), issues, owners=(uid(SERVICE),)).private_keys()
     assert spki(pki.sun.key) not in [spki(k) for k in keys], "root loaded a key its service user may not read"
     assert any("tls.key" in i.file for i in issues), issues
-
