@@ -25,17 +25,27 @@ from pathlib import Path
 import connections_data
 import pytest
 from connections_data import CERT_CONF, Pki, key_bytes, moon_dir, pem, spki
+from reachable import scratch_dir
 
 from tunsec.conf import credentials
 from tunsec.conf.config import load_config
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.safefs import Checked
+from tunsec.safefs import trusted as real_trusted
 
 pki = connections_data.pki   # the module-scoped PKI fixture
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership, the root check)")
 SERVICE = "tunsec"
 IN_OPEN = 0x20
+
+
+@pytest.fixture
+def where() -> Iterator[Path]:
+    """Root's, 0755, under sticky /tmp (as /etc/swanctl): a tree the service user may search, as a real one
+    (pytest's own is root's alone, mode 0700)."""
+    with scratch_dir("revrootfiles-creds-") as d:
+        yield d
 
 
 def uid(name: str) -> int:
@@ -48,12 +58,12 @@ def service_link(target: str, link: Path) -> None:
     os.lchown(link, uid(SERVICE), -1)
 
 
-def service_certs(tmp_path: Path, pki: Pki) -> tuple[Path, Path]:
+def service_certs(where: Path, pki: Pki) -> tuple[Path, Path]:
     """moon's configuration (root's; its `certs = moonCert.pem`) with x509/ the service user's: (the file, the
     name the configuration gives, which the service user may now replace: by a link)."""
-    conf = moon_dir(tmp_path, pki, CERT_CONF)
-    os.chown(tmp_path / "x509", uid(SERVICE), -1)
-    return conf, tmp_path / "x509" / "moonCert.pem"
+    conf = moon_dir(where, pki, CERT_CONF)
+    os.chown(where / "x509", uid(SERVICE), -1)
+    return conf, where / "x509" / "moonCert.pem"
 
 
 def loads(conf: Path) -> bool:
@@ -66,10 +76,10 @@ def loads(conf: Path) -> bool:
 
 
 @root
-def test_a_service_users_link_into_a_pipe_root_holds_is_not_read(tmp_path: Path, pki: Pki) -> None:
+def test_a_service_users_link_into_a_pipe_root_holds_is_not_read(where: Path, pki: Pki) -> None:
     """A file the configuration names (certs, cacerts, authorities, secrets' file: the folders' listings skip
     what is not a regular file) replaced by a link to a pipe root holds."""
-    conf, cert = service_certs(tmp_path, pki)
+    conf, cert = service_certs(where, pki)
     assert loads(conf)   # the folder the service user owns passes, as h/fixrootfiles wants
     r, w = os.pipe()   # a pipe this (root) process holds, as tunsec up holds its stdout under Docker
     try:
@@ -105,9 +115,9 @@ class Inotify:
 
 
 @pytest.fixture
-def decoy(tmp_path: Path) -> Iterator[tuple[Path, Inotify]]:
+def decoy(where: Path) -> Iterator[tuple[Path, Inotify]]:
     """A file of root's elsewhere, watched: in real life a FIFO (root's start hangs) or /dev/watchdog."""
-    path = tmp_path / "elsewhere" / "decoy"
+    path = where / "elsewhere" / "decoy"
     path.parent.mkdir()
     path.write_bytes(b"not for root to open\n")
     watch = Inotify(path)
@@ -116,16 +126,15 @@ def decoy(tmp_path: Path) -> Iterator[tuple[Path, Inotify]]:
 
 
 @root
-def test_a_link_repointed_after_the_check_is_not_followed_by_root(tmp_path: Path, pki: Pki,
+def test_a_link_repointed_after_the_check_is_not_followed_by_root(where: Path, pki: Pki,
                                                                    decoy: tuple[Path, Inotify],
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The race the service user may run against tunsec up (it owns the link's folder): the link points at a
     pipe root holds when it is checked and elsewhere when root opens it.  The window is made certain here by
     re-pointing the link right after the check (what a process of the service user renaming links in a loop
     wins now and then)."""
-    conf, link = service_certs(tmp_path, pki)
+    conf, link = service_certs(where, pki)
     target, watch = decoy
-    real_trusted = credentials.trusted
 
     def raced(path: str, owners: tuple[int, ...] = ()) -> Checked:
         checked = real_trusted(path, owners)
@@ -148,19 +157,19 @@ def test_a_link_repointed_after_the_check_is_not_followed_by_root(tmp_path: Path
 
 @root
 @pytest.mark.parametrize("link", ["symlink", "hardlink"])
-def test_a_root_only_key_linked_into_the_service_users_folder_is_not_loaded(tmp_path: Path, pki: Pki,
+def test_a_root_only_key_linked_into_the_service_users_folder_is_not_loaded(where: Path, pki: Pki,
                                                                              link: str) -> None:
     """Another service's key, root's alone (0600 in a folder of mode 0700: the service user cannot read it),
     linked by the service user into private/, the folder it may own: a symbolic link of its own (trusted
     follows it: the link is an owner's, the file root's in a folder only root may change), or a hard link
     (fs.protected_hardlinks=0 lets it link a file it may not read: made by root here, this host has 1).
     Root reads, and tunsec then holds and signs with, a key its service user could not read."""
-    vault = tmp_path / "other-service"
+    vault = where / "other-service"
     vault.mkdir(mode=0o700)
     secret = vault / "tls.key"
     secret.write_bytes(key_bytes(pki.sun.key))
     secret.chmod(0o600)
-    folder = tmp_path / "private"
+    folder = where / "private"
     folder.mkdir()
     os.chown(folder, uid(SERVICE), -1)
     if link == "symlink":
@@ -168,6 +177,6 @@ def test_a_root_only_key_linked_into_the_service_users_folder_is_not_loaded(tmp_
     else:
         os.link(secret, folder / "tls.key")
     issues: list[ConfigIssue] = []
-    keys = Credentials(str(tmp_path), issues, owners=(uid(SERVICE),)).private_keys()
+    keys = Credentials(str(where), issues, owners=(uid(SERVICE),)).private_keys()
     assert spki(pki.sun.key) not in [spki(k) for k in keys], "root loaded a key its service user may not read"
     assert any("tls.key" in i.file for i in issues), issues
