@@ -24,29 +24,12 @@ from pathlib import Path
 
 import pytest
 from reachable import scratch_dir
+from test_root_ctl_client import SERVER  # the fake server: records what it is sent, answers
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/python3"),
                                 reason="needs root (owners, a process of the service user) and a system Python")
 SERVICE = "tunsec"
 SYSTEM_PYTHON = "/usr/bin/python3"
-
-ROOT_DAEMON = """import os, socket, sys
-srv = socket.socket(socket.AF_UNIX)
-srv.bind(sys.argv[1])
-os.chmod(sys.argv[1], 0o666)   # as /run/dbus/system_bus_socket: anyone may connect
-srv.listen(4)
-open(sys.argv[2], "w").close()
-while True:
-    conn, _ = srv.accept()
-    with conn:
-        try:
-            got = conn.recv(4096)
-            with open(sys.argv[2], "ab") as f:
-                f.write(got)
-            conn.sendall(b'{"ok": true, "message": "answered by another root daemon"}\\n')
-        except OSError:
-            pass
-"""
 
 
 @pytest.fixture
@@ -61,7 +44,8 @@ def root_daemon(base: Path) -> Iterator[tuple[Path, Path]]:
     run = base / "other-daemon"
     run.mkdir(mode=0o755)
     sock, got = run / "d.sock", run / "got"
-    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", ROOT_DAEMON, str(sock), str(got)])
+    answer = '{"ok": true, "message": "answered by another root daemon"}'
+    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", SERVER, str(sock), str(got), answer])   # as root
     try:
         for _ in range(1000):
             if got.exists():
