@@ -1,7 +1,8 @@
-"""Review of h/fixrootfiles (scriptfile.py): a #! line with a NUL byte is a traceback, not a refusal.
+"""A #! line with a NUL byte is a refusal naming the script, at start, reload and each run, not a traceback
+(scriptfile.py, updown.py).  Review revrootfiles F4; failed before its fix.
 
-scriptfile.shebang splits the #! line as bytes and hands the interpreter's name, NUL and all, to
-safefs.trusted, whose os.lstat raises ValueError ("embedded null byte"), which neither scriptfile nor
+Before the fix, scriptfile.shebang split the #! line as bytes and handed the interpreter's name, NUL and all,
+to safefs.trusted, whose os.lstat raises ValueError ("embedded null byte"), which neither scriptfile nor
 updown catches (they catch Untrusted, and updown.run OSError/ValueError only around the exec).  Who may
 write the script may write that line: root, or with the default `user` the service user, whose own scripts
 pass the check.  So `tunsec up` (root, updown.refusals before anything is set up), a reload

@@ -1,9 +1,10 @@
-"""Review of h/fixrootfiles (scriptfile.launch): a #! script is not run "as the kernel would run it".
+"""A #! script runs only when the kernel would run it: with its execute permission, not from a noexec mount
+(scriptfile.launch).  Review revrootfiles F5; failed before its fix.
 
 launch() executes a #! script's interpreter itself (through its checked descriptor) and hands it the script's
-path.  The kernel's own checks on the script are then never made: it runs without its execute permission
-(`chmod -x` no longer disables a script; strongSwan, and tunsec before the merge, got EACCES) and from a file
-system mounted noexec (a /tmp, /dev/shm or volume mounted so that nothing on it is executed).  Real files, a
+path.  Before the fix, the kernel's own checks on the script were then never made: it ran without its execute
+permission (`chmod -x` no longer disabled a script; strongSwan, and tunsec before the merge, got EACCES) and from
+a file system mounted noexec (a /tmp, /dev/shm or volume mounted so that nothing on it is executed).  Real files, a
 real run through updown.run; the noexec mount in a mount namespace of its own (nothing on the host changes)."""
 
 from __future__ import annotations

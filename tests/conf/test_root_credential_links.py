@@ -1,22 +1,24 @@
-"""Review of h/fixrootfiles (conf/credentials.py, safefs.trusted with owners): links the service user puts in
-a credential folder it may own, read by root at `tunsec up` (load_config's root check).
+"""Links the service user puts in a credential folder it may own, read by root at `tunsec up` (load_config's
+root check: conf/credentials.py, safefs.trusted with owners).  Review revrootfiles F1 (a root-only key linked
+in) and F2 (a pipe root holds, a link re-pointed after the check); these tests failed before its fix.
 
 The service user may own x509/, x509ca/, private/... (credential_owners): it reads them itself at a reload.
-What root reads there must still be only what that user could give it:
-- safefs.trusted lets an anonymous pipe reached through /proc/self/fd pass (for ``-c <(...)``: "only processes
-  root started hold its ends"), also at the end of a link of the service user's: root then reads a pipe it
-  holds itself (its stdout under Docker: the start hangs, as the pipe's writer is root), and read_checked opens
+What root reads there must still be only what that user could give it.  Before the fix:
+- safefs.trusted let an anonymous pipe reached through /proc/self/fd pass (for ``-c <(...)``: "only processes
+  root started hold its ends"), also at the end of a link of the service user's: root then read a pipe it
+  holds itself (its stdout under Docker: the start hangs, as the pipe's writer is root), and read_checked opened
   the *link* again, following it and blocking: re-pointed between the check and the open, root opens whatever
   the service user names (a FIFO: a hang; /dev/watchdog: a reboot), before the inode comparison refuses it;
-- a link the service user makes in its folder to a root-only key elsewhere passes (trusted follows a link of an
+- a link the service user makes in its folder to a root-only key elsewhere passed (trusted follows a link of an
   owner's, and the key is root's in a folder only root may change; a hard link keeps root as its owner, with
-  fs.protected_hardlinks=0): root loads a key the service user could not read.
+  fs.protected_hardlinks=0): root loaded a key the service user could not read.
+Now a pipe passes only by a way root's alone, and what an owner may change on the way is read with that
+owner's rights.
 
 Real files, owners, a pipe and inotify (the tests run as root)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pwd
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 import connections_data
 import pytest
 from connections_data import CERT_CONF, Pki, key_bytes, moon_dir, pem, spki
+from opened import Inotify
 from reachable import scratch_dir
 
 from tunsec.conf import credentials
@@ -37,7 +40,6 @@ from tunsec.safefs import trusted as real_trusted
 pki = connections_data.pki   # the module-scoped PKI fixture
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (ownership, the root check)")
 SERVICE = "tunsec"
-IN_OPEN = 0x20
 
 
 @pytest.fixture
@@ -94,24 +96,6 @@ def test_a_service_users_link_into_a_pipe_root_holds_is_not_read(where: Path, pk
     finally:
         os.close(r)
     assert left == data, "root read a pipe of its own through a link of the service user's"
-
-
-class Inotify:
-    """Who opened a file (IN_OPEN), without blocking."""
-
-    def __init__(self, path: Path) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        assert self.fd >= 0 and libc.inotify_add_watch(self.fd, bytes(path), IN_OPEN) >= 0, ctypes.get_errno()
-
-    def opened(self) -> bool:
-        try:
-            return bool(os.read(self.fd, 4096))
-        except BlockingIOError:
-            return False
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @pytest.fixture

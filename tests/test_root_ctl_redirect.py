@@ -1,11 +1,12 @@
-"""Review of h/fixrootfiles (ctlpeer.py): root's CLI request and a socket path another user may re-point.
+"""Root's CLI request and a control socket path another user may re-point (ctlpeer.py): a server of root's
+counts only at a name nobody but root may have put there.  Review revrootfiles F3; failed before its fix.
 
 The shipped unit (contrib/systemd/tunsec.service: User=tunsec, RuntimeDirectory=tunsec) makes the control
 socket's directory /run/tunsec the service user's.  As root the CLI reads the path from a file only root may
 change and accepts a server whose SO_PEERCRED uid is root or the service user.  But the service user (taken
 over, or an updown script, which runs as it) may put a symbolic link (with fs.protected_hardlinks=0 a hard
-link) at the socket's name in its own directory: root then connects to any other root daemon's socket, whose
-uid 0 passes the check, and writes root's request there: what ctlpeer's docstring says the file check is for
+link) at the socket's name in its own directory: root then connected to any other root daemon's socket, whose
+uid 0 passed the check, and wrote root's request there: what ctlpeer's docstring says the file check is for
 ("it may name any socket root may connect to (another daemon's, root's alone), and root would write its
 request there").  The same holds for a default path under an XDG_RUNTIME_DIR that root inherited (`su`).
 
