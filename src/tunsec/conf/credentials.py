@@ -110,7 +110,9 @@ def _read_as_owner(path: str, checked: Checked, owners: tuple[int, ...]) -> byte
     try:
         with privilege.acting_as(privilege.target_of(uid)):
             return read_checked(path, checked, _MAX_CREDENTIAL_BYTES)
-    except (OSError, privilege.PrivilegeError) as err:
+    except OSError as err:   # no CAP_SETUID/CAP_SETGID: tunsec up could not drop to that user either
+        raise Untrusted(f"cannot read it as {who(uid)}: {err.strerror or err}") from None
+    except privilege.PrivilegeError as err:
         raise Untrusted(f"cannot read it as {who(uid)}: {err}") from None
     except Untrusted as err:
         raise Untrusted(f"{err.why}; read as {who(uid)}, who may change it or a directory or link on its way: "
