@@ -10,7 +10,11 @@ the command wait its timeout, no more.  As root two things still matter:
 - who serves it: a user who may make the name first (a socket path in a directory others may write, no
   tunsec running) would answer root's commands with whatever status it likes.  As root the request goes
   only to a server running as root or as the service user (tunsec { user }: the running tunsec is one of
-  those), asked of the kernel (SO_PEERCRED: who listened), before the request is sent.
+  those), asked of the kernel (SO_PEERCRED: who listened), before the request is sent.  Root as the server
+  counts only when nobody but root may have put the name there -- the directory root's alone, the name a
+  socket of root's, not a link: where the service user may change the directory (the shipped unit's
+  /run/tunsec is its own), it would link the name to any other root daemon's socket, whose uid 0 would pass
+  (review revrootfiles F3).  There only the service user may serve.
 Not as root the file decides nothing that user could not do itself (as for tunsec up).
 """
 
@@ -18,12 +22,13 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import struct
 from collections.abc import Collection
 from dataclasses import dataclass
 
 from tunsec.runtime import default_control_socket
-from tunsec.safefs import who
+from tunsec.safefs import root_only, who
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,37 @@ def server_refusal(sock: socket.socket, t: Target) -> str | None:
         return None
     _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                           struct.calcsize("3i")))
-    if uid in t.servers:
+    not_root = _not_roots_name(t.path)
+    servers = t.servers - {0} if not_root else t.servers
+    if uid in servers:
         return None
+    if uid == 0 and not_root:
+        others = f"; it may be served only by {_names(servers)}" if servers else ""
+        return (f"{t.path} is served by root, but {not_root}: another user may have put another root daemon's "
+                f"socket at that name{others}; not sending it root's request; put the control socket in a directory "
+                "only root may change (tunsec { control_socket }, or tunsec { user } other than root, whose "
+                "daemon then serves it), or name the socket with --socket PATH")
     return (f"{t.path} is served by a process of {who(uid)}, not by {_names(t.servers)}: not sending it root's "
             "request; name the configuration it runs with (-c FILE, whose tunsec { user } it is), "
             "or run the command as that user")
 
 
+def _not_roots_name(path: str) -> str | None:
+    """Why another user may have put what path names there (then a server of root's proves nothing), or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not root_only(directory):
+        return f"a user other than root may change {directory} or a directory above it"
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        return f"{path} cannot be looked at: {err.strerror or err}"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link"
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0:
+        return f"{path} is not a socket of root's"
+    return None
+
+
 def _names(uids: Collection[int]) -> str:
-    return " or ".join(["root", *(f"{who(u)} (tunsec {{ user }})" for u in sorted(uids) if u != 0)])
+    names = [*(["root"] if 0 in uids else []), *(f"{who(u)} (tunsec {{ user }})" for u in sorted(uids) if u != 0)]
+    return " or ".join(names) or "nobody"

@@ -26,14 +26,13 @@ long list goes a slice at a time (Answer.encode_sliced), back to the event loop 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
 import socket
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -49,26 +48,6 @@ DEADLINE = 10.0   # seconds for a whole exchange (`tunsec status` waits as long 
 T = TypeVar("T")
 
 
-@contextlib.contextmanager
-def _acting_as(t: privilege.Target | None) -> Iterator[None]:
-    """Effective uid and gid of t (real and saved stay: root can come back, t's processes cannot
-    signal or trace us meanwhile); a no-op for None.  Needs one thread (the drop checks it later)."""
-    if t is None:
-        yield
-        return
-    uid, gid, groups = os.geteuid(), os.getegid(), os.getgroups()
-    os.setgroups([])
-    os.setegid(t.gid)
-    os.seteuid(t.uid)
-    try:
-        yield
-    finally:
-        os.seteuid(uid)
-        os.setegid(gid)
-        os.setgroups(groups)
-        privilege.harden()   # a change of the effective uid resets the dumpable flag
-
-
 def bind(path: str, t: privilege.Target | None) -> socket.socket:
     """A bound AF_UNIX stream socket at path, mode 0660, owned by t when tunsec becomes t (else by
     whoever runs it).  Raises OSError (a bind as t in a directory t may not write: EACCES)."""
@@ -78,7 +57,7 @@ def bind(path: str, t: privilege.Target | None) -> socket.socket:
     try:
         old = os.umask(SOCKET_UMASK)
         try:
-            with _acting_as(as_user):
+            with privilege.acting_as(as_user):
                 sock.bind(path)
         finally:
             os.umask(old)

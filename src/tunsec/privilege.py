@@ -30,6 +30,7 @@ import os
 import pwd
 import resource
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -189,6 +190,44 @@ def target_for(user: str | None) -> Target | None:
                              f"(useradd --system --no-create-home --shell /usr/sbin/nologin {user}) or name "
                              "another") from None
     return Target(user, pw.pw_uid, pw.pw_gid)
+
+
+def target_of(uid: int) -> Target:
+    """The user uid as drop() would make it: its primary group, no supplementary ones."""
+    try:
+        pw = pwd.getpwuid(uid)
+    except KeyError:
+        raise PrivilegeError(f"uid {uid} has no entry in the user database") from None
+    return Target(pw.pw_name, pw.pw_uid, pw.pw_gid)
+
+
+@contextlib.contextmanager
+def acting_as(t: Target | None) -> Iterator[None]:
+    """Effective uid and gid of t, no supplementary groups (as drop() leaves them); real and saved stay:
+    root can come back, t's processes cannot signal or trace us meanwhile.  A no-op for None.  Needs one
+    thread (the drop checks it later).  OSError (EPERM) when this process may not switch."""
+    if t is None:
+        yield
+        return
+    uid, gid, groups = os.geteuid(), os.getegid(), os.getgroups()
+    try:
+        os.setgroups([])
+        os.setegid(t.gid)
+        os.seteuid(t.uid)
+    except OSError:
+        _back(uid, gid, groups)
+        raise
+    try:
+        yield
+    finally:
+        _back(uid, gid, groups)
+
+
+def _back(uid: int, gid: int, groups: list[int]) -> None:
+    os.seteuid(uid)
+    os.setegid(gid)
+    os.setgroups(groups)
+    harden()   # a change of the effective uid resets the dumpable flag
 
 
 def needs_switch(t: Target | None) -> bool:

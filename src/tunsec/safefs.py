@@ -32,7 +32,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MAX_READ = 1 << 16   # a marker is 59 bytes, a sequence state file a few hundred
@@ -137,11 +137,15 @@ _PIPE = re.compile(r"pipe:\[(\d+)\]")
 @dataclass(frozen=True)
 class Checked:
     """What trusted() let through: the file itself (every link resolved) and its (st_dev, st_ino); or an
-    anonymous pipe of this process (``-c <(...)``, ``-c /dev/stdin``): pipe_ino its inode, path the name given."""
+    anonymous pipe of this process (``-c <(...)``, ``-c /dev/stdin``): pipe_ino its inode, path the magic link
+    in /proc the name led to.  by_owner: the file, a directory or a link on the way is an owner's (trusted
+    with owners passed, root's alone did not): what the name leads to, that owner chose, so root opens it with
+    that owner's ids (credentials._read_as_owner) or through an O_PATH descriptor (scriptfile), never as root."""
 
     path: str
     ident: tuple[int, int] | None
     pipe_ino: int | None = None
+    by_owner: bool = False
 
 
 def trusted(path: str | Path, owners: Collection[int] = ()) -> Checked:
@@ -150,9 +154,20 @@ def trusted(path: str | Path, owners: Collection[int] = ()) -> Checked:
     (an ACL granting write shows in the group bits), and the directories and symbolic links on the way to it
     pass resolve_private with owners; a link at the end is followed, under the same rule.  A name that leads
     nowhere is refused: root acts only on what it checked, and read_trusted reads only the file checked here.
+    Checked.by_owner says when the path passed only thanks to owners (root's alone it did not).
     An anonymous pipe reached through /proc/self/fd (a magic link of root's: ``-c <(...)``, ``/dev/stdin``)
-    passes: only processes root started hold its ends, and no other user may open them through /proc (ptrace
-    rule)."""
+    passes when the way to it is root's alone: only processes root started hold its ends, and no other user
+    may open them through /proc (ptrace rule).  Through an owner's link or directory it is refused: the owner
+    would pick a pipe root holds itself (its own stdout: root's read never ends)."""
+    try:
+        return _walk(path, ())
+    except Untrusted:
+        if not owners:
+            raise
+    return replace(_walk(path, owners), by_owner=True)   # the same walk, owners' entries allowed
+
+
+def _walk(path: str | Path, owners: Collection[int]) -> Checked:
     name = os.path.join(os.getcwd(), path)
     for _ in range(40):
         try:
@@ -163,6 +178,8 @@ def trusted(path: str | Path, owners: Collection[int] = ()) -> Checked:
             st = os.lstat(here)
         except OSError as err:
             raise Untrusted(f"{err.filename or name} cannot be looked at: {err.strerror or err}") from None
+        except ValueError:   # a NUL in the name (os calls refuse it): nothing by that name can exist
+            raise Untrusted(f"{path!r}: a file name cannot hold a NUL byte") from None
         mode = stat.S_IMODE(st.st_mode)
         if st.st_uid != 0 and st.st_uid not in owners:
             raise Untrusted(f"{here} is owned by {who(st.st_uid)}, mode {mode:04o}", fix_for(here))
@@ -170,7 +187,11 @@ def trusted(path: str | Path, owners: Collection[int] = ()) -> Checked:
             target = os.readlink(here)
             pipe = _PIPE.fullmatch(target)
             if pipe and real.startswith("/proc/"):
-                return Checked(str(path), None, int(pipe[1]))
+                if owners:   # reached only when the way is not root's alone (trusted)
+                    raise Untrusted(f"{path} leads to a pipe ({here}) through a link or directory "
+                                    f"{' or '.join(who(u) for u in owners)} may change: only a name of root's alone "
+                                    "may lead to a pipe")
+                return Checked(here, None, int(pipe[1]))
             name = os.path.join(real, target)
             continue
         if mode & 0o022:
@@ -202,18 +223,21 @@ def read_trusted(path: str | Path, limit: int = MAX_CONFIG) -> bytes:
 def read_checked(path: str | Path, checked: Checked, limit: int = MAX_CONFIG) -> bytes:
     """read_trusted's second half: open what checked names and read it, Untrusted if it is not that one."""
     try:
-        if checked.pipe_ino is not None:   # the magic link again, to the same pipe; blocking: root's writer ends it
-            fd = os.open(path, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        if checked.pipe_ino is not None:
+            # the magic link the check found (not path again: its links may point elsewhere by now), without
+            # blocking in open; compared below, then read blocking: root's writer ends it
+            fd = os.open(checked.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         else:   # the file itself, no link followed: its name was resolved by the check
             fd = _open_nofollow(checked.path)
     except OSError as err:
-        raise Untrusted(f"{err.filename or path} cannot be opened as checked: {err.strerror or err} (replaced or "
-                        "removed since?)") from None
+        since = "" if isinstance(err, PermissionError) else " (replaced or removed since?)"
+        raise Untrusted(f"{err.filename or path} cannot be opened as checked: {err.strerror or err}{since}") from None
     try:
         st = os.fstat(fd)
         if checked.pipe_ino is not None:
             if not stat.S_ISFIFO(st.st_mode) or st.st_ino != checked.pipe_ino:
                 raise Untrusted(f"{path} is no longer the pipe it was when checked")
+            os.set_blocking(fd, True)
         elif not stat.S_ISREG(st.st_mode):
             raise Untrusted(f"{checked.path} is {_kind(st.st_mode)}, not a regular file")
         elif (st.st_dev, st.st_ino) != checked.ident:

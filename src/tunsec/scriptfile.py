@@ -12,7 +12,9 @@ mode, and the fix) and again before each run.  What the kernel executes is the f
 through an O_PATH descriptor compared with it (/proc/self/fd/N): a binary itself, or for a #! script its
 interpreter (checked the same way), which is handed the script's path as the kernel would hand it (so $0
 stays the script's path: scripts find their files next to it).  That path is one only root and the runner
-may change (the check), and they gain nothing by swapping the script before the interpreter opens it.  An
+may change (the check), and they gain nothing by swapping the script before the interpreter opens it.  The
+kernel's own checks on the script, which executing the interpreter skips, are made first: the runner may
+execute it and its mount is not noexec (``chmod -x`` disables a script).  A NUL in the #! line is refused.  An
 interpreter that is ``/usr/bin/env NAME`` searches the fixed PATH updown scripts get (system directories).
 """
 
@@ -27,7 +29,7 @@ from tunsec.safefs import Checked, Untrusted, trusted, who
 
 _HEAD = 256            # what the kernel reads of a file for its #! line (BINPRM_BUF_SIZE)
 _DEPTH = 4             # interpreters of interpreters the kernel follows (a few)
-_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def owners_for(uid: int) -> tuple[int, ...]:
@@ -62,21 +64,19 @@ def _check(path: str, owners: tuple[int, ...], depth: int) -> Checked:
 def shebang(checked: Checked) -> tuple[str, str | None] | None:
     """The interpreter a checked file's #! line names and its one optional argument, as the kernel splits
     the line; None: no #! (or a file this user may only execute: then no interpreter can read it either)."""
+    # through an O_PATH descriptor of the file checked (_open: no driver's open, compared with the check),
+    # opened again for reading through /proc: root reads that file, whatever the runner renames meanwhile on
+    # its way (a directory swapped for a link to /dev would otherwise have root open /dev/watchdog)
+    ref = _open(checked)
     try:
-        st = os.lstat(checked.path)
-    except OSError as err:
-        raise Untrusted(f"{checked.path} cannot be looked at: {err.strerror or err}") from None
-    if not stat.S_ISREG(st.st_mode):   # opened only once it looked regular: an open may act on a device
-        raise Untrusted(f"{checked.path} is not a regular file")
-    try:
-        fd = os.open(checked.path, _OPEN)
+        fd = os.open(f"/proc/self/fd/{ref}", _READ)
     except PermissionError:
         return None
     except OSError as err:
         raise Untrusted(f"{checked.path} cannot be opened as checked: {err.strerror or err}") from None
+    finally:
+        os.close(ref)
     try:
-        if not _same(os.fstat(fd), checked):
-            raise Untrusted(f"{checked.path} was replaced while it was checked")
         head = os.read(fd, _HEAD)
     finally:
         os.close(fd)
@@ -84,7 +84,10 @@ def shebang(checked: Checked) -> tuple[str, str | None] | None:
         return None
     if b"\n" not in head:
         raise Untrusted(f"{checked.path}: its #! line is longer than {_HEAD - 1} bytes")
-    words = head[2:].split(b"\n", 1)[0].strip(b" \t").split(None, 1)
+    line = head[2:].split(b"\n", 1)[0]
+    if b"\0" in line:   # no file name holds one: the kernel would run something other than the line says
+        raise Untrusted(f"{checked.path}: its #! line holds a NUL byte")
+    words = line.strip(b" \t").split(None, 1)
     if not words:
         raise Untrusted(f"{checked.path}: its #! line names no interpreter")
     return os.fsdecode(words[0]), os.fsdecode(words[1].lstrip(b" \t")) if len(words) > 1 else None
@@ -107,10 +110,27 @@ def launch(argv: Sequence[str], uid: int) -> Launch:
     change that path (the check), who gain nothing by swapping the file before the interpreter opens it."""
     checked = check(argv[0], uid)
     line = shebang(checked)
-    if line is None:
+    if line is None:   # the kernel checks the execute permission and the mount when it executes the file
         return Launch(_open(checked), tuple(argv))
+    _may_execute(checked, uid)
     interp, arg = line
     return Launch(open_checked(interp, uid), (interp, *([arg] if arg is not None else []), *argv))
+
+
+def _may_execute(checked: Checked, uid: int) -> None:
+    """The kernel's checks on a #! script itself, which executing its interpreter skips: the runner (this
+    process's effective ids) may execute it, and its file system is not mounted noexec.  So ``chmod -x``
+    still disables a script, and a noexec /tmp or volume still runs nothing, as when the kernel runs it."""
+    try:
+        noexec = os.statvfs(checked.path).f_flag & os.ST_NOEXEC
+        allowed = os.access(checked.path, os.X_OK, effective_ids=True)
+        mode = stat.S_IMODE(os.stat(checked.path).st_mode)
+    except OSError as err:
+        raise Untrusted(f"{checked.path} cannot be looked at: {err.strerror or err}") from None
+    if noexec:
+        raise Untrusted(f"{checked.path} is on a file system mounted noexec: nothing on it is executed")
+    if not allowed:
+        raise Untrusted(f"{checked.path} is not executable by {runner(uid)} (mode {mode:04o}): chmod +x it to run it")
 
 
 def open_checked(path: str, uid: int) -> int:

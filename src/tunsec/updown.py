@@ -205,8 +205,11 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
     except Untrusted as err:
         if err.fix:   # someone else may change it now
             log.error("%s: not run: %s", what, scriptfile.refusal(f"updown script {argv[0]}", err, uid))
-        else:   # gone, not a regular file, replaced while checked
+        else:   # gone, not a regular file, replaced while checked, not executable
             log.error("%s: cannot run it: %s", what, err.why)
+        return False
+    except ValueError as exc:   # a NUL in a name the check passes to the OS (it refuses those it sees)
+        log.error("%s: cannot run it: %s", what, exc)
         return False
     fd = run_as.fd
     try:   # the file checked, whatever its name means by now; argv[0] stays the name the script knows

@@ -13,6 +13,7 @@ from pathlib import Path
 import connections_data
 import pytest
 from connections_data import CERT_CONF, Pki, moon_dir
+from reachable import scratch_dir
 
 from tunsec.conf.config import load_config
 from tunsec.conf.errors import ConfigError
@@ -69,14 +70,20 @@ def test_a_credential_another_user_may_change_is_refused_as_root(tmp_path: Path,
 
 
 @root
-def test_the_service_users_own_ca_passes_but_not_with_user_root(tmp_path: Path, pki: Pki) -> None:
+def test_the_service_users_own_ca_passes_but_not_with_user_root(pki: Pki) -> None:
     """The service user reads the files itself at a reload and holds them while it runs: owning them gives it
-    nothing more.  With user = root nobody but root may change them."""
-    conf = gateway(tmp_path, pki)
-    ca = changeable(tmp_path, "ca-owner", SERVICE)
+    nothing more.  With user = root nobody but root may change them.  Root reads a file the service user owns
+    as that user (review revrootfiles F1), so the tree is one that user may search (pytest's is root's, 0700)."""
+    with scratch_dir("root-credentials-") as where:
+        _own_ca_passes_but_not_with_user_root(where, pki)
+
+
+def _own_ca_passes_but_not_with_user_root(where: Path, pki: Pki) -> None:
+    conf = gateway(where, pki)
+    ca = changeable(where, "ca-owner", SERVICE)
     (conn,) = load_config(conf, root_check=True).connections
     assert conn.ike.local.private_key is not None
-    conf = gateway(tmp_path, pki, user="root")
+    conf = gateway(where, pki, user="root")
     os.chown(ca, uid(SERVICE), -1)
     with pytest.raises(ConfigError, match=f"{ca} is owned by {SERVICE} .*so nobody but root may change it"):
         load_config(conf, root_check=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tunsec.conf.errors import BadValue, ConfigIssue
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.secret import Secret
-from tunsec.safefs import Untrusted, read_checked, trusted, who
+from tunsec.safefs import Checked, Untrusted, read_checked, trusted, who
 
 __all__ = [
     "KEY_DIRS",
@@ -79,9 +80,15 @@ def _read_credential(path: str, owners: tuple[int, ...] | None = None) -> bytes:
 def _read_trusted(path: str, owners: tuple[int, ...]) -> bytes:
     """As root: the file, only when nobody but root and owners may change it or the path to it, read as
     checked (safefs.read_checked: the inode the check found, a regular file).  Another user who may replace
-    a CA certificate makes tunsec trust their CA; one who may replace a key, sign with theirs."""
+    a CA certificate makes tunsec trust their CA; one who may replace a key, sign with theirs.  When the file,
+    a directory or a link on the way is an owner's, it is read with that owner's rights: the owner chose
+    what the name leads to (a link to a root-only key elsewhere, a hard link of one), so root reads there
+    only what the owner may read itself -- as it does at a reload."""
     try:
-        return read_checked(path, trusted(path, owners), _MAX_CREDENTIAL_BYTES)
+        checked = trusted(path, owners)
+        if not checked.by_owner:
+            return read_checked(path, checked, _MAX_CREDENTIAL_BYTES)
+        return _read_as_owner(path, checked, owners)
     except Untrusted as err:
         if not err.fix:   # gone, not a regular file, too large: not a question of who may change it
             raise BadValue(err.why) from None
@@ -91,6 +98,25 @@ def _read_trusted(path: str, owners: tuple[int, ...]) -> bytes:
                        f"path: as root, {err.fix}") from None
     except ValueError:
         raise BadValue("invalid file name") from None
+
+
+def _read_as_owner(path: str, checked: Checked, owners: tuple[int, ...]) -> bytes:
+    """read_checked with the effective ids of the owner (credential_owners: one user) that may change the way."""
+    from tunsec import privilege
+
+    (uid,) = owners
+    if threading.active_count() != 1:   # the switch of ids is the whole process's: another thread would share it
+        raise Untrusted(f"cannot read it as {who(uid)} while other threads run; this is a bug in tunsec")
+    try:
+        with privilege.acting_as(privilege.target_of(uid)):
+            return read_checked(path, checked, _MAX_CREDENTIAL_BYTES)
+    except OSError as err:   # no CAP_SETUID/CAP_SETGID: tunsec up could not drop to that user either
+        raise Untrusted(f"cannot read it as {who(uid)}: {err.strerror or err}") from None
+    except privilege.PrivilegeError as err:
+        raise Untrusted(f"cannot read it as {who(uid)}: {err}") from None
+    except Untrusted as err:
+        raise Untrusted(f"{err.why}; read as {who(uid)}, who may change it or a directory or link on its way: "
+                        f"root reads there only what {who(uid)} may read") from None
 
 
 def credential_owners(user: str | None) -> tuple[int, ...]:
