@@ -13,8 +13,12 @@ Two engines on a fake clock (test_engine_crossings' pair: A initiated, B answere
 
 from __future__ import annotations
 
+import asyncio
+
 from test_engine_crossings import A, Pair, established
 from test_engine_delete_at_once import events
+from test_ikeservice_delete_silent_peer import answer_late, gateway_sa, silence
+from test_ikeservice_peers import connected, run
 
 from tunsec.ike.events import ChildSaDown, ChildSaUp
 from tunsec.ike.sa import State
@@ -43,3 +47,27 @@ def test_terminate_child_during_our_rekey_of_it_leaves_no_child_sa_up() -> None:
     ups = [e for e in evs if isinstance(e, ChildSaUp) and e.rekey_of == old.unique_id]
     assert sa.state is State.ESTABLISHED
     assert (ups, sa.children) == ([], []), "the terminated child came back up by our rekey in flight"
+
+
+def test_through_the_service_terminate_child_during_our_rekey_leaves_nothing_in_the_worker() -> None:
+    """The same through the real IKE service (test_ikeservice_peers.Gateway: the worker's logic and C
+    fast path in process): the rekey's Child SA is installed, a lineage of its own, and the site's
+    traffic flows again after `tunsec terminate --child`."""
+    async def body() -> tuple[int, list[object]]:
+        gw = await connected(1)
+        sa = gateway_sa(gw, 0)
+        (old,) = sa.children
+        lost = silence(gw, 0)
+        sa.rekey_child(old.unique_id)
+        gw.service._pump()
+        await gw.settle()
+        assert lost, "the site answered our rekey; its answer is held back"
+        assert gw.service.terminate_child("gw", "net").deleted == 1
+        await gw.settle()
+        assert gw.children_of(0) == []   # out at once
+        await answer_late(gw, 0, lost)
+        await asyncio.sleep(0)
+        return len(gw.children_of(0)), list(gateway_sa(gw, 0).children)
+
+    booked, children = run(body())
+    assert (booked, children) == (0, []), "the terminated child is installed again (our rekey's answer)"

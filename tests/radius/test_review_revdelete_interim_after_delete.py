@@ -63,3 +63,5 @@ def test_no_interim_update_names_a_deleted_sessions_address_while_its_peer_is_si
     assert state is State.DELETING   # the silent peer's IKE SA still waits for its DELETE's answer
     assert [(r.get("User-Name"), r.get("Framed-IP-Address")) for r in after] == [], \
         f"{len(after)} Interim-Updates of the deleted session, naming the address given back"
+    # its Stop went when its Child SAs left and its address was given back, with their final counters
+    assert [(r.get("User-Name"), r.get("Framed-IP-Address")) for r in stops] == [("site0", VIP)]
