@@ -1,15 +1,15 @@
 """Review revdelete F1: a session we deleted keeps being accounted, with an address given to another.
 
-Since h/fixreload an IKE SA we delete (terminate, a reload's logout, RADIUS DAE, unique = replace,
-Session-Timeout, ...) takes its Child SAs out of the worker and gives the peer's virtual IP leases
-back to the pool at once (ike/sa_teardown.py): the next client can be leased that address within the
-second.  Its RADIUS accounting session, though, lives on until the IKE SA closes, which for a peer
-that stays silent is when our DELETE's retransmissions give up (~165 s): Interim-Updates keep going
-every interval, each naming the session's user and its Framed-IP-Address, and its Stop comes at the
-end.  An accounting server (or a firewall that learns who is behind an address from RADIUS
-accounting: user-to-IP mapping, RSSO) then sees two open sessions with one Framed-IP-Address, and an
-Interim-Update of the deleted user's after the new user's Start maps the new user's traffic to the
-deleted user; the deleted user's late Stop removes the mapping of the address the new user holds.
+Since h/fixreload an IKE SA we delete (terminate, a reload's logout, RADIUS DAE, unique = replace, Session-
+Timeout, ...) takes its Child SAs out of the worker and gives the peer's virtual IP leases back to the pool at
+once (ike/sa_teardown.py): with a full pool, the next client of another identity is leased that address within
+the second (policy/pools.py: the longest offline goes first). Its RADIUS accounting session, though, lives on
+until the IKE SA closes, which for a peer that stays silent is when our DELETE's retransmissions give up (~165
+s): Interim-Updates keep going every interval, each naming the session's user and its Framed-IP-Address, and
+its Stop comes at the end. An accounting server (or a firewall that learns who is behind an address from
+RADIUS accounting: user-to-IP mapping, RSSO) then sees two open sessions with one Framed-IP-Address, and an
+Interim-Update of the deleted user's after the new user's Start maps the new user's traffic to the deleted
+user; the deleted user's late Stop removes the mapping of the address the new user holds.
 
 "What remains" (docs/issue9-coverage.md) names the late Stop, not the Interim-Updates nor that the
 address is someone else's meanwhile.
