@@ -17,8 +17,10 @@ engine on a socket of its own, the worker's logic in process)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
+import pytest
 from test_ikeservice_peers import InProcessWorker, run
 from test_ikeservice_ports import LO, can_bind, conf, free_ports
 from test_ikeservice_ports_draining import site_engine
@@ -30,8 +32,10 @@ from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 
 
-def test_a_removed_port_is_not_kept_open_by_an_established_ike_sa_of_another_connection() -> None:
-    async def body() -> tuple[bool, set[int], State]:
+def _reload_removing_the_port_of_a_peer_of_another_connection() -> tuple[bool, set[int], State, int]:
+    """Connection one's peer up on connection two's port, then a reload removes two: whether that port
+    can be bound again, the ports kept draining, the IKE SA's state, and the port."""
+    async def body() -> tuple[bool, set[int], State, int]:
         ports = dict(zip(("one", "two"), free_ports(2), strict=True))
         worker = InProcessWorker(asyncio.get_running_loop(), lambda msg: None)
         svc = IkeService(parse_config(conf(ports), "ports.conf").connections, lambda: worker, {4: LO},  # type: ignore[arg-type]
@@ -52,10 +56,25 @@ def test_a_removed_port_is_not_kept_open_by_an_established_ike_sa_of_another_con
                 assert sa.name == "one" and sa.local_port == ports["two"] and sa.state is State.ESTABLISHED
                 await svc.reload(parse_config(conf({"one": ports["one"]}), "ports.conf"))
                 await pump(site, s, ports["two"], events, rounds=3)
-                return can_bind(ports["two"]), set(svc.sockets.draining), sa.state
+                return can_bind(ports["two"]), set(svc.sockets.draining), sa.state, ports["two"]
             finally:
                 svc.close()
 
-    closed, draining, state = run(body())
+    return run(body())
+
+
+def test_a_removed_port_is_not_kept_open_by_an_established_ike_sa_of_another_connection() -> None:
+    closed, draining, state, _ = _reload_removing_the_port_of_a_peer_of_another_connection()
     assert state is State.ESTABLISHED   # its connection is still there: nothing to delete
     assert (closed, draining) == (True, set()), "a port no connection uses is held open by a live IKE SA"
+
+
+def test_the_reload_says_which_established_ike_sas_lose_the_port(caplog: pytest.LogCaptureFixture) -> None:
+    """The IKE SA that stays without its port is not left silently: the reload warns, naming the port
+    and the connection (docs/operations.md)."""
+    with caplog.at_level(logging.WARNING, logger="tunsec.ike"):
+        _, _, state, port = _reload_removing_the_port_of_a_peer_of_another_connection()
+    assert state is State.ESTABLISHED
+    said = [r.getMessage() for r in caplog.records if "no longer configured" in r.getMessage()]
+    assert said == [f"reload: IKE port {port} is no longer configured: closed; established IKE SAs of one ran on "
+                    "it and have no IKE path until their peers reconnect to a configured port"]
