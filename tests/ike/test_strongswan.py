@@ -282,7 +282,7 @@ def test_initiator_psk_esp_traffic_and_delete(swan: Swan, tmp_path: Path, propos
         remote_esp=swan.b, actions=[[0.5, "esp_ping"], [2.0, "delete"]],
     )  # fmt: skip
     events = swan.drive(tmp_path, sc)
-    assert _names(events) == ["IkeSaUp", "ChildSaUp", "EspReply", "ChildSaDown", "IkeSaDown"], events
+    assert _names(events) == ["IkeSaUp", "ChildSaUp", "EspReply", "ChildSaDown", "IkeSaDeleting", "IkeSaDown"], events
     assert events[2]["ok"], "strongSwan's ESP reply did not decrypt with our key_in"
     log = swan.log()
     assert "CHILD_SA net{" in log and "established with SPIs" in log
@@ -300,7 +300,7 @@ def test_initiator_rekeys_and_pfs(swan: Swan, tmp_path: Path) -> None:
     events = swan.drive(tmp_path, sc)
     assert _names(events) == [
         "IkeSaUp", "ChildSaUp", "ChildSaUp", "ChildSaDown", "IkeSaRekeyed", "ChildSaUp", "ChildSaDown",
-        "ChildSaDown", "IkeSaDown",
+        "ChildSaDown", "IkeSaDeleting", "IkeSaDown",
     ], events  # fmt: skip
     assert events[2]["rekey_of"] == events[1]["unique_id"]
     assert "ESP:AES_GCM_16_256/ECP_256" in swan.log()
@@ -332,7 +332,7 @@ def test_certificates_ecdsa_and_rsa(swan: Swan, tmp_path: Path) -> None:
         "actions": [[1.5, "delete"]],
     }  # fmt: skip
     events = swan.drive(tmp_path, sc)
-    assert _names(events) == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDown"], events
+    assert _names(events) == ["IkeSaUp", "ChildSaUp", "ChildSaDown", "IkeSaDeleting", "IkeSaDown"], events
     log = swan.log()
     assert "authentication of 'C=CH, O=test, CN=moon' with ECDSA_WITH_SHA384_DER successful" in log
     assert "with RSA_EMSA_PKCS1_SHA2_256 successful" in log

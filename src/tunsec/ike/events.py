@@ -161,6 +161,17 @@ class IkeSaDown:
 
 
 @dataclass(frozen=True)
+class IkeSaDeleting:
+    """We began to delete the established IKE SA (``IkeSa.delete``): its Child SAs went down and its
+    peer's leases back to the pool just before (their events came first), while the IKE SA waits for
+    its DELETE's answer (IkeSaDown then, with the same reason).  The session ends here for those who
+    account for it: its address may be another peer's from now on (review revdelete F1)."""
+
+    name: str
+    reason: DownReason
+
+
+@dataclass(frozen=True)
 class ChildSaUp:
     """A Child SA to install: UPDATE the larval inbound SA ``spi_in``, ADD ``spi_out``.
 
@@ -354,6 +365,7 @@ Event = (
     IkeSaUp
     | IkeSaRekeyed
     | IkeSaDown
+    | IkeSaDeleting
     | ChildSaUp
     | ChildSaDown
     | AuthFailed

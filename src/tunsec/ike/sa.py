@@ -433,6 +433,7 @@ class IkeSa:
         self._queue.append(informational.DeleteChildTask([child], reason))
         if at_once:
             informational.child_down(self._st, child, reason)   # the answer then finds it gone: no second event
+            self._abandon_requests(child)   # nor does our rekey of it that is out bring it back
         self._start_next()
 
     @_notifies
@@ -502,7 +503,7 @@ class IkeSa:
             self._state = State.DELETING
             self._delete_reason = reason
             self._abort_queue()
-            self._end_children(reason)   # at once, not when the peer answers (sa_teardown.py)
+            self._end_children(reason, deleting=True)   # at once, not when the peer answers (sa_teardown.py)
             self._queue.append(informational.DeleteIkeTask())
             self._start_next()
         elif self._state not in (State.DELETING, State.REKEYED):
@@ -786,3 +787,5 @@ class IkeSa:
         log.debug("%s: IKE SA closed: %s", self.name, reason)
 
     _end_children = sa_teardown.end_children
+    _abandon_requests = sa_teardown.abandon_requests
+    abandon_creating = sa_teardown.abandon_creating

@@ -22,16 +22,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .events import ChildSaDown, DownReason, SpiUnused
+from .events import ChildSaDown, DownReason, IkeSaDeleting, SpiUnused
+from .exchanges.base import Task
+from .exchanges.create_child_sa import CreateChildTask
 
 if TYPE_CHECKING:
     from .sa import IkeSa
+    from .state import ChildSa
 
 
-def end_children(self: IkeSa, reason: DownReason) -> None:
+def end_children(self: IkeSa, reason: DownReason, deleting: bool = False) -> None:
     """Report every Child SA down (the installed ones; the SPIs of those being set up as unused) and
     give the peer's leases back.  Nothing to do for an IKE SA a rekey replaced: its Child SAs live on
-    in the heir."""
+    in the heir.  ``deleting``: we began to delete the IKE SA (``IkeSa.delete``), which then says so
+    (IkeSaDeleting: its accounting session ends now, not at IkeSaDown)."""
     if self._heir is not None:
         return
     st = self._st
@@ -46,3 +50,36 @@ def end_children(self: IkeSa, reason: DownReason) -> None:
         for lease in st.peer_vips:
             st.address_pool.release(lease, st.peer_id)
     st.peer_vips = ()
+    if deleting:
+        st.emit(IkeSaDeleting(self.name, reason))
+
+
+def abandon_requests(self: IkeSa, child: ChildSa) -> None:
+    """``child`` is deleted at once (terminate --child): our rekey of it that is out installs nothing
+    when answered, and the peer is asked to delete its half (review revdelete F2; a queued one is
+    dropped unsent by ``start_next``: its Child SA is gone)."""
+    pending = self._pending
+    if pending is not None and isinstance(pending.task, CreateChildTask) and pending.task.rekeying is child:
+        pending.task.abandon()
+
+
+def abandon_creating(self: IkeSa, child_name: str) -> int:
+    """``terminate --child``: new Child SAs of config ``child_name`` not up yet do not come up.  Queued
+    and delayed requests go unsent; the one out installs nothing when answered (the peer is asked to
+    delete its half).  How many there were."""
+    def creates(task: Task) -> bool:
+        return isinstance(task, CreateChildTask) and task.creates == child_name   # (abandoned: None)
+    n = 0
+    for task in [t for t in self._queue if creates(t)]:
+        self._queue.remove(task)
+        task.abort(self._st)
+        n += 1
+    delayed = [(when, t) for when, t in self._delayed if not creates(t)]
+    n += len(self._delayed) - len(delayed)
+    self._delayed = tuple(delayed)
+    pending = self._pending
+    if pending is not None and creates(pending.task):
+        assert isinstance(pending.task, CreateChildTask)
+        pending.task.abandon()
+        n += 1
+    return n

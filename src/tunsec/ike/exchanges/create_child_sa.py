@@ -64,6 +64,9 @@ class CreateChildTask(Task):
         # the peer rekeyed the same Child SA while our request was out: (its lowest nonce, its SA)
         self.collision: tuple[bytes, ChildSa] | None = None
         self._groups = KeGroups(g for p in cfg.esp_proposals for g in p.dh_groups)
+        # the Child SA this rekeys, or this new one's child, was deleted at once (terminate --child)
+        # while the request was out: its answer installs nothing (abandon)
+        self.abandoned = False
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -104,6 +107,8 @@ class CreateChildTask(Task):
             childmod.drop_child(st, child)
             self.try_again = err.type == NotifyType.TEMPORARY_FAILURE
             return Outcome.DONE
+        if self.abandoned or (old is not None and st.children.get(old.spi_in) is not old):
+            return self._discard(st, child, answered=err is None)
         if err is not None and old is None and err.type == NotifyType.TEMPORARY_FAILURE:
             return self._busy(st, child)
         if err is not None:
@@ -135,6 +140,22 @@ class CreateChildTask(Task):
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, nonces, shared or None, rekey_of)
         if self._rekey is not None:
             self._settle_rekey(child, min(nonces))
+        return Outcome.DONE
+
+    def abandon(self) -> None:
+        """What this request asks for must not come up (sa_teardown.abandon_child_requests)."""
+        self.abandoned = True
+
+    def _discard(self, st: IkeSaState, child: ChildSa, answered: bool) -> Outcome:
+        """The Child SA our rekey replaces went away while the request was out (deleted at once, or by
+        the peer), or the request was abandoned: the new Child SA never comes up here (else a terminated
+        child came back as a lineage of its own, review revdelete F2); the peer that installed its half
+        is asked to delete it, as strongSwan's child_rekey does."""
+        log.info("%s: Child SA %s was deleted while our %s was out: not installing the new one", st.name,
+                 child.name, "rekey of it" if self._rekey is not None else "request for a new one")
+        childmod.drop_child(st, child)
+        if answered:   # by our inbound SPI, its outbound one
+            self._followups.append(DeleteChildTask([child], DownReason.DELETED))
         return Outcome.DONE
 
     def _busy(self, st: IkeSaState, child: ChildSa) -> Outcome:
@@ -172,7 +193,8 @@ class CreateChildTask(Task):
 
     @property
     def creates(self) -> str | None:
-        return self._cfg.name if self._rekey is None else None
+        """The child config this request creates a new Child SA of (not once abandoned: none comes up)."""
+        return self._cfg.name if self._rekey is None and not self.abandoned else None
 
     @property
     def proposed(self) -> ChildSa | None:

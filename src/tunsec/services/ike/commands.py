@@ -89,6 +89,10 @@ def terminate_child(self: IkeService, conn: str, child: str) -> tries.Terminated
     yet stop too: else the child came back a few seconds after the operator's terminate."""
     stopped = self.tries.stop(conn, child)
     self.acquiring.discard((conn, child))
+    # its new Child SAs under way (an initiate just before, a trap's, a re-creation's try) never come up:
+    # their answers install nothing (review revdelete F2), so a re-creation whose try it was ends now
+    if abandoned := sum(sa.abandon_creating(child) for sa in self.endpoint.sas if sa.name == conn and not sa.is_closed):
+        log.info("%s: terminate child %s: %d CHILD_SA(s) being set up will not come up", conn, child, abandoned)
     said = [t.describe() for t in stopped] + recreate.stop(self, conn, child)
     if said:
         log.info("%s: terminate child %s: %s", conn, child, tries.stopped_line(said))

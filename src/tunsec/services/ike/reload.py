@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tunsec.ike")
 
-_AUTHENTICATED = frozenset({State.ESTABLISHED, State.DELETING, State.REKEYED})
+# the IKE SAs that keep a port no connection uses open: those on their way out (a DELETE under way,
+# answered or given up on in bounded time; a rekeyed one lingering), never an established one
+_LEAVING = frozenset({State.DELETING, State.REKEYED})
 
 
 def check_reload(self: IkeService, cfg: Config) -> list[str]:
@@ -114,12 +116,23 @@ def forgotten(self: IkeService, spi: bytes) -> None:
 
 
 def close_unused_ports(self: IkeService) -> None:
-    """Close the IKE ports that neither a connection nor an authenticated IKE SA (one being deleted
-    too) uses.  Not for a peer's half-open one: a port left to IKE SAs takes no new IKE_SA_INIT
-    (IkeService._readable), and one that came in before the reload would not keep it open for its
-    half_open_timeout."""
+    """Close the IKE ports that neither a connection nor an IKE SA being deleted uses.  Not for a peer's
+    half-open one: a port left to IKE SAs takes no new IKE_SA_INIT (IkeService._readable), and one that
+    came in before the reload would not keep it open for its half_open_timeout.  Nor for an established
+    one of a connection still configured whose peer came in on another connection's port (a responder's
+    connection is chosen by address and identity, not port): it would keep a port the operator removed
+    open for as long as its peer keeps it up, i.e. for good (review revdelete F3).  That IKE SA stays,
+    without its IKE path (as before the port was kept for DELETEs): logged, its peer reconnects to a
+    port that is configured, or the IKE SA ends by DPD or its lifetime."""
+    before = set(self.sockets.ports)
     self.sockets.close_unused(self.connections.values(), {sa.local_port for sa in self.endpoint.sas
-                                                          if sa.state in _AUTHENTICATED})
+                                                          if sa.state in _LEAVING})
+    closed = before - self.sockets.ports
+    stranded = [sa for sa in self.endpoint.sas if sa.state is State.ESTABLISHED and sa.local_port in closed]
+    for port in sorted({sa.local_port for sa in stranded}):
+        names = sorted({sa.name for sa in stranded if sa.local_port == port})
+        log.warning("reload: IKE port %d is no longer configured: closed; established IKE SAs of %s ran on it "
+                    "and have no IKE path until their peers reconnect to a configured port", port, ", ".join(names))
 
 
 def _stale_initiations(self: IkeService, renewed: set[str], now: float) -> list[tuple[str, str | None]]:

@@ -59,6 +59,7 @@ from tunsec.ike.events import (
     DownReason,
     EapRelayAbandoned,
     EapRelayRequest,
+    IkeSaDeleting,
     IkeSaDown,
     IkeSaLimit,
     IkeSaRekeyed,
@@ -504,7 +505,7 @@ class IkeService(Service):
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
                 self.sweep_excludes()   # the exclude routes of peers no IKE SA has any more go
-                self._acct_stop(sa, ev.reason)
+                self._acct_stop(sa, ev.reason)   # one IkeSaDeleting ended already: nothing left
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:
                     self._ike_lineage_gone(handle)   # not rekeyed: no successor uses the handle
@@ -514,6 +515,10 @@ class IkeService(Service):
                     self._after_loss(ev.name, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
                     self._after_expiry(up.ev)
+            case IkeSaDeleting():
+                # its Child SAs (their final counters awaited) and leases went just before: the session
+                # ends now, not ~165 s later with a silent peer, its address maybe another's by then
+                self._acct_stop(sa, ev.reason)
             case ChildSaUp():
                 if sa.state is State.DELETING and sa.local_spi not in self.ike_up:
                     return   # its IKE SA was refused as it came up (_outdated): nothing of it goes to the worker
