@@ -98,22 +98,29 @@ def _department(i: int, ca: Issued) -> IkeConfig:
         local_addr=GATEWAY, send_cert="always")
 
 
+def _connect(ident: Identity, me: Issued, chain: tuple[x509.Certificate, ...],
+             net_of_client: str) -> list[tuple[str, object]]:
+    """One client (``me``, sending ``chain``) against the six department connections: the gateway's
+    (connection name, event) pairs."""
+    client = IkeConfig(
+        "c", LocalAuth("pubkey", ident, me.cert, chain, me.key),
+        RemoteAuth("pubkey", Identity.parse("gw.example"), (ROOT.cert,)), PROPOSALS,
+        (child_config("net", net_of_client, "10.0.0.0/16", "aes128gcm16"),),
+        local_addr=CLIENT, remote_addr=GATEWAY, send_cert="always")
+    net = Network()
+    a = net.add(CLIENT, IkeEndpoint([client], wall_clock=lambda: NOW))
+    net.add(GATEWAY, IkeEndpoint([_department(i, ca) for i, ca in enumerate(DEPARTMENTS)], wall_clock=lambda: NOW))
+    a.initiate("c", "net", net.now)
+    net.run()
+    return [(sa.name, ev) for sa, ev in net.events[GATEWAY]]
+
+
 def test_one_ike_auth_builds_the_path_once_however_many_ca_sets(handed: list[int]) -> None:
     """Six department connections (root + their own CA each) and a forged chain whose top claims
     the root: one IKE_AUTH of an unauthenticated peer should cost one chain's worth of signature
     checks (at most MAX_CERTS - 1 intermediates handed to the builder), not six."""
     leaf, chain = _forged_chain(ROOT.cert.subject)
-    mallory = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.from_name(leaf.cert.subject), leaf.cert, chain, leaf.key),
-        RemoteAuth("pubkey", Identity.parse("gw.example"), (ROOT.cert,)), PROPOSALS,
-        (child_config("net", "10.10.0.0/16", "10.0.0.0/16", "aes128gcm16"),),
-        local_addr=CLIENT, remote_addr=GATEWAY, send_cert="always")
-    net = Network()
-    a = net.add(CLIENT, IkeEndpoint([mallory], wall_clock=lambda: NOW))
-    net.add(GATEWAY, IkeEndpoint([_department(i, ca) for i, ca in enumerate(DEPARTMENTS)], wall_clock=lambda: NOW))
-    a.initiate("c", "net", net.now)
-    net.run()
-    events = [ev for _, ev in net.events[GATEWAY]]
+    events = [ev for _, ev in _connect(Identity.from_name(leaf.cert.subject), leaf, chain, "10.10.0.0/16")]
     assert [ev for ev in events if isinstance(ev, AuthFailed)] and not [ev for ev in events if isinstance(ev, IkeSaUp)]
     assert sum(handed) <= certs.MAX_CERTS - 1, (
         f"one IKE_AUTH handed the path builder {sum(handed)} intermediates in {len(handed)} builds ({handed})")
@@ -122,16 +129,5 @@ def test_one_ike_auth_builds_the_path_once_however_many_ca_sets(handed: list[int
 def test_an_honest_department_client_still_lands_in_its_connection() -> None:
     """What a fix must keep (F5): a client of department 3's CA gets dept3."""
     bob = make_cert(DEPARTMENTS[3], "bob", san=["bob@dept3.example"])
-    client = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.parse("bob@dept3.example"), bob.cert, (), bob.key),
-        RemoteAuth("pubkey", Identity.parse("gw.example"), (ROOT.cert,)), PROPOSALS,
-        (child_config("net", "10.13.0.0/16", "10.0.0.0/16", "aes128gcm16"),),
-        local_addr=CLIENT, remote_addr=GATEWAY, send_cert="always")
-    net = Network()
-    a = net.add(CLIENT, IkeEndpoint([client], wall_clock=lambda: NOW))
-    net.add(GATEWAY, IkeEndpoint([_department(i, ca) for i, ca in enumerate(DEPARTMENTS)], wall_clock=lambda: NOW))
-    a.initiate("c", "net", net.now)
-    net.run()
-    assert [sa.name for sa, ev in net.events[GATEWAY] if isinstance(ev, IkeSaUp)] == ["dept3"]
-
-
+    events = _connect(Identity.parse("bob@dept3.example"), bob, (), "10.13.0.0/16")
+    assert [name for name, ev in events if isinstance(ev, IkeSaUp)] == ["dept3"]
