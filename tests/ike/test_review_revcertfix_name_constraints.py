@@ -14,7 +14,8 @@ verification. The peer owns every key of its chain, so every signature it needs 
   builder goes round I1 -> I2 -> I1 evaluating the constraints again at each step until the cap:
   "Exceeded maximum name constraint check limit", ~180 ms a verification on the review machine,
   before the AUTH payload is looked at;
-- F5 (ike_auth_cas.verified_key) then does it again for each alike connection's CA set.
+- F5 (ike_auth_cas.verified_key) then does it again for each alike connection's CA set;
+- an EAP-TLS client's chain goes through the same verify_peer after its handshake (up to 16 KiB).
 
 At ~5 such IKE_AUTHs a second the control process (one thread) does nothing else: every peer's
 IKE waits. The assertions are on what the verifier says and on whether the path builder was
@@ -31,6 +32,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from test_eap_tls import converse, server
+from test_eap_tls_chain_bounds import _peer
 
 from tunsec.ike import certs
 from tunsec.ike.auth import AuthError
@@ -128,3 +131,10 @@ def test_through_ike_auth_the_budget_is_not_spent() -> None:
     failed = [ev for _, ev in net.events["192.0.2.2"] if isinstance(ev, AuthFailed)]
     assert failed, f"the gateway refused nothing: {net.events['192.0.2.2']}"
     assert BUDGET not in failed[0].reason, failed[0].reason
+
+
+def test_an_eap_tls_client_does_not_spend_the_budget_either() -> None:
+    leaf, chain = _chain(None)
+    result = converse(server(), _peer(leaf, chain))
+    assert not result.ok
+    assert result.reason is not None and BUDGET not in result.reason, result.reason
