@@ -1,6 +1,6 @@
 """The responder's connection chosen by the CA that trusts the peer's certificate (ike_auth_cas.py).
 
-test_review_revfrag_two_cas.py shows the choice (a contractor lands in "contractors", staff stay
+test_engine_cert_two_cas.py shows the choice (a contractor lands in "contractors", staff stay
 in "staff"); here what it must not do: try one CA set twice, try again after a refusal that is
 not about trust, count a chain no connection trusts more than once, or move the peer to a
 connection that authenticates us otherwise than the one whose IDr and AUTH it gets.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 from cryptography import x509
-from test_review_revfrag_two_cas import CLIENT, CONTRACTORS_CA, GATEWAY, GW, NOW, STAFF_CA, _client, _gateway_conn
+from test_engine_cert_two_cas import CLIENT, CONTRACTORS_CA, GATEWAY, GW, NOW, STAFF_CA, _client, _gateway_conn
 
 from tunsec.ike import certs
 from tunsec.ike.auth import PublicKey
