@@ -32,18 +32,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from test_cert_chain_budget import gateway_refusals
 from test_eap_tls import converse, server
 from test_eap_tls_chain_bounds import _peer
 
 from tunsec.ike import certs
 from tunsec.ike.auth import AuthError
-from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import MAX_IKE_MESSAGE
-from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import AuthFailed
 from tunsec.ike.identity import Identity
-from tunsec.ike.proposals import parse_proposals
-from tunsec.ike.testing import EPOCH, Issued, Network, make_ca, make_cert
+from tunsec.ike.testing import EPOCH, Issued, make_ca, make_cert
 
 NOW = EPOCH + datetime.timedelta(days=30)
 CA = make_ca("revcertfix NC trusted CA")
@@ -113,23 +110,8 @@ def test_name_constraints_times_names_are_bounded_before_the_path_is_built(monke
 def test_through_ike_auth_the_budget_is_not_spent() -> None:
     """The same chain in an IKE_AUTH's CERT payloads: the gateway's refusal."""
     leaf, chain = _chain(None)
-    mallory = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.from_name(leaf.cert.subject), leaf.cert, chain, leaf.key),
-        RemoteAuth("pubkey", Identity.parse("gw.example"), (CA.cert,)),
-        parse_proposals("aes128-sha256-ecp256"), (child_config("net", "10.1.0.0/16", "10.2.0.0/16", "aes128gcm16"),),
-        local_addr="192.0.2.1", remote_addr="192.0.2.2", send_cert="always")
-    gateway = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.parse("gw.example"), GW.cert, (), GW.key),
-        RemoteAuth("pubkey", Identity.any(), (CA.cert,)),
-        parse_proposals("aes128-sha256-ecp256"), (child_config("net", "10.2.0.0/16", "10.1.0.0/16", "aes128gcm16"),),
-        local_addr="192.0.2.2", send_cert="always")
-    net = Network()
-    a = net.add("192.0.2.1", IkeEndpoint([mallory], wall_clock=lambda: NOW))
-    net.add("192.0.2.2", IkeEndpoint([gateway], wall_clock=lambda: NOW))
-    a.initiate("c", "net", net.now)
-    net.run()
-    failed = [ev for _, ev in net.events["192.0.2.2"] if isinstance(ev, AuthFailed)]
-    assert failed, f"the gateway refused nothing: {net.events['192.0.2.2']}"
+    failed = gateway_refusals(leaf, chain, CA, GW)
+    assert failed, "the gateway refused nothing"
     assert BUDGET not in failed[0].reason, failed[0].reason
 
 
