@@ -3,9 +3,10 @@
 The peer's certificates are checked before anything of the peer is proven, so what the path builder
 gets is trimmed first: at most MAX_CERTS certificates (EAP-TLS, too, whose TLS message may hold
 many more), no RSA key beyond MAX_RSA_BITS or with an exponent beyond MAX_RSA_EXPONENT_BITS bits,
-and of the intermediates one per subject name, none self-issued, each with an issuer that is a CA
-or another of them. What must keep working: honest chains in any order, with the root sent along,
-and a cross-signed intermediate that reaches our CA through one of its two issuers.
+and of the intermediates those on a path of issuer names toward a CA, none self-signed, at most
+two per subject name (since review revcertfix F1/F2: tests/ike/test_cert_path_candidates.py).
+What must keep working: honest chains in any order, with the root sent along, and a cross-signed
+intermediate that reaches our CA through one of its two issuers.
 """
 
 from __future__ import annotations

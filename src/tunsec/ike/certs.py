@@ -18,25 +18,30 @@ A CA's keyUsage, when present, must allow keyCertSign (RFC 5280 §4.2.1.3, §6.1
 
 The peer's certificates are unauthenticated input, checked before anything else of the peer is
 (IKE_AUTH: before its AUTH signature; EAP-TLS: before our Finished). So before the path is built
-the chain is bounded (:func:`_path_candidates`): at most :data:`MAX_CERTS` certificates, no RSA
-key of more than :data:`MAX_RSA_BITS` bits or with a public exponent of more than
-:data:`MAX_RSA_EXPONENT_BITS` bits, and of the intermediates only those that can be on a path to
-a configured CA, one per subject name. The path builder then follows one issuer per name, a
-signature check per step, where a peer's self-issued "CAs" of one name and key used to send it
-round a loop until its own cap of about 150 signature checks (review revfrag F1).
+the chain is bounded: at most :data:`MAX_CERTS` certificates, no RSA key of more than
+:data:`MAX_RSA_BITS` bits or with a public exponent of more than :data:`MAX_RSA_EXPONENT_BITS`
+bits (:func:`check_key`), and of the intermediates only those on a path of issuer names from the
+peer's certificate to a configured CA that goes nowhere twice, at most two per subject name
+(:func:`_path_candidates`). A peer's self-issued "CAs" of one name and key used to send the
+builder round a loop until its own cap of about 150 signature checks (review revfrag F1), and a
+loop of names I1 <-> I2 through every name constraint of the chain until its cap of 2^20 name
+comparisons (review revcertfix F3). The name constraints are bounded too (:func:`check_names`,
+:func:`_check_name_cost`): cryptography compares each subjectAltName below an intermediate with
+each of its subtrees.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -44,6 +49,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from .auth import AuthError, PublicKey
 from .identity import MAX_TEXT, Identity, certificate_has_identity
 from .peer_warnings import peer_input
+
+# what reading a lazily parsed part of a hostile certificate raises (its extensions: a duplicate, a
+# general name of a type cryptography does not know)
+UNREADABLE = (ValueError, UnsupportedAlgorithm, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 class NotTrusted(AuthError):
@@ -151,6 +160,8 @@ MAX_CERTS = 8
 # modulus with a 3071-bit exponent: ~8 ms a signature check, against ~0.1 ms with 65537)
 MAX_RSA_BITS = 8192
 MAX_RSA_EXPONENT_BITS = 64
+# the curves cryptography's path builder verifies with (besides RSA)
+PATH_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 
 def check_key(cert: x509.Certificate) -> None:
@@ -165,30 +176,115 @@ def check_key(cert: x509.Certificate) -> None:
                         f"{MAX_RSA_EXPONENT_BITS} bits")
 
 
-def _path_candidates(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
-    """The peer's intermediates that can be on a path from its certificate to one of ``cas``, at
-    most one per subject name, in the order sent. Names compare as the path builder compares them,
-    exactly (string types included). Left out:
+# a CA re-keyed, or cross-signed, is sent in two issues of one name (RFC 4158 §2.4): no PKI needs three
+MAX_PER_SUBJECT = 2
+# the name constraints' cost: cryptography compares every subjectAltName of the certificates below an
+# intermediate with every subtree of its nameConstraints. A certificate of an IKE peer names a few
+# hosts or users, and a CA a PKI constrains lists a few domains; the configured CAs' own
+# constraints are the operator's and not bounded.
+MAX_NAMES = 64          # subjectAltNames of one certificate of the peer's
+MAX_SUBTREES = 64       # permitted plus excluded subtrees of one intermediate of the peer's
+MAX_NAME_CHECKS = 4096  # (subtrees of the intermediates) x (names of the chain), for the whole chain
 
-    - a self-issued one (subject = issuer): only a trust anchor may be, and those are ``cas``;
-    - one whose issuer is neither a CA nor another intermediate: nothing can issue it;
-    - of several with one subject, all but the first whose issuer is a CA, else the first: a
-      cross-signed CA reaches the anchor we have (a peer's own chain is the peer's to get right).
-    """
+
+def _names(cert: x509.Certificate) -> int:
+    try:
+        return len(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return 0
+
+
+def _subtrees(cert: x509.Certificate) -> int:
+    try:
+        nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return 0
+    return len(nc.permitted_subtrees or ()) + len(nc.excluded_subtrees or ())
+
+
+def check_names(cert: x509.Certificate) -> None:
+    """AuthError if ``cert`` (a peer's) carries more subjectAltNames or name-constraint subtrees than
+    any PKI's certificate does (see :data:`MAX_NAMES`)."""
+    if (names := _names(cert)) > MAX_NAMES:
+        raise AuthError(f"certificate {subject_text(cert)} has {names} subjectAltNames (at most {MAX_NAMES})")
+    if (subtrees := _subtrees(cert)) > MAX_SUBTREES:
+        raise AuthError(f"certificate {subject_text(cert)} has {subtrees} name-constraint subtrees "
+                        f"(at most {MAX_SUBTREES})")
+
+
+def _check_name_cost(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> None:
+    """AuthError if the chain's name constraints could cost the path builder more than
+    :data:`MAX_NAME_CHECKS` comparisons (each certificate checked by :func:`check_names` first)."""
+    subtrees = sum(_subtrees(c) for c in intermediates)
+    names = sum(_names(c) for c in (leaf, *intermediates))
+    if subtrees * names > MAX_NAME_CHECKS:
+        raise AuthError(f"certificate {subject_text(leaf)}: its chain's {subtrees} name-constraint subtrees over "
+                        f"{names} subjectAltNames are too many to compare (at most {MAX_NAME_CHECKS})")
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is self-issued and signed by its own key: a root sent along (only a configured CA
+    anchors a path) or a revfrag F1 loop. A self-issued certificate of another key (RFC 4158's
+    rollover link: the new root key signed by the old) may be on a path. One with a key the path
+    builder would not use (not RSA that check_key takes, nor ECDSA on its curves) or cannot read is
+    counted as self-signed, unchecked: no path could go through it."""
+    if cert.subject.public_bytes() != cert.issuer.public_bytes():
+        return False
+    try:
+        key = cert.public_key()
+        check_key(cert)
+    except (AuthError, *UNREADABLE):
+        return True
+    if not isinstance(key, rsa.RSAPublicKey) and not (
+            isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in PATH_CURVES):
+        return True
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, TypeError, *UNREADABLE):   # TypeError: a signature algorithm it cannot verify
+        return False
+    return True
+
+
+def _toward_anchors(given: Sequence[x509.Certificate], trusted: set[bytes]) -> list[x509.Certificate]:
+    """Of ``given``, those on a path of issuer names to a trusted name that never comes back to a name:
+    a fixpoint from the CAs' names, each round taking the certificates whose issuer is reached and
+    whose subject is not yet (or is their issuer: a self-issued link between two keys of one name).
+    An intermediate that leads to no CA, or only round a loop of names, is left out (review
+    revcertfix F1, F3)."""
+    reached = set(trusted)
+    kept: list[x509.Certificate] = []
+    while new := [c for c in given if c not in kept and c.issuer.public_bytes() in reached
+                  and (c.subject.public_bytes() not in reached or c.subject.public_bytes() == c.issuer.public_bytes())]:
+        kept += new
+        reached.update(c.subject.public_bytes() for c in new)
+    return kept
+
+
+def _below(leaf: x509.Certificate, kept: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """Of ``kept``, those a path from ``leaf`` can pass through (by issuer names), in the order given."""
+    wanted = {leaf.issuer.public_bytes()}
+    reached: list[x509.Certificate] = []
+    while new := [c for c in kept if c not in reached and c.subject.public_bytes() in wanted]:
+        reached += new
+        wanted.update(c.issuer.public_bytes() for c in new)
+    return [c for c in kept if c in reached]
+
+
+def _path_candidates(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The peer's intermediates that can be on a path from its certificate to one of ``cas``, in the
+    order sent. Names compare as the path builder compares them, exactly (string types included).
+    Left out: a self-signed one (a root sent along: only a configured CA anchors a path), a copy
+    sent twice, and one that is not on a path of issuer names from the peer's certificate toward a
+    CA's name (:func:`_toward_anchors`). Two issues of one subject (a re-keyed or cross-signed CA)
+    are both kept; AuthError if more are."""
     trusted = {ca.subject.public_bytes() for ca in cas}
-    given = [c for c in chain[1:] if c.subject.public_bytes() != c.issuer.public_bytes()]
-    names = {c.subject.public_bytes() for c in given}
-    chosen: dict[bytes, tuple[int, x509.Certificate]] = {}
-    for cert in given:
-        issuer = cert.issuer.public_bytes()
-        rank = 0 if issuer in trusted else 1 if issuer in names else None
-        if rank is None:
-            continue
-        subject = cert.subject.public_bytes()
-        if subject not in chosen or rank < chosen[subject][0]:
-            chosen[subject] = (rank, cert)
-    keep = {id(cert) for _, cert in chosen.values()}
-    return [c for c in given if id(c) in keep]
+    given = [c for c in dict.fromkeys(chain[1:]) if not _self_signed(c)]
+    kept = _below(chain[0], _toward_anchors(given, trusted))
+    for subject, n in Counter(c.subject.public_bytes() for c in kept).items():
+        if n > MAX_PER_SUBJECT:
+            named = next(c for c in kept if c.subject.public_bytes() == subject)
+            raise AuthError(f"peer sent {n} CA certificates named {subject_text(named)} (at most {MAX_PER_SUBJECT})")
+    return kept
 
 
 @peer_input("a peer's certificates")
@@ -218,8 +314,8 @@ def verify_peer(
         raise AuthError("no CA configured to verify the peer's certificate")
     try:
         return _verify(chain, cas, when, peer_id)
-    except (ValueError, UnsupportedAlgorithm) as exc:  # lazily parsed parts of a hostile certificate
-        raise AuthError(f"peer certificate unusable: {exc}") from None
+    except UNREADABLE as exc:  # lazily parsed parts of a hostile certificate
+        raise AuthError(f"peer certificate unusable: {_cut(str(exc))}") from None
 
 
 def _verify(
@@ -229,6 +325,8 @@ def _verify(
     intermediates = _path_candidates(chain, cas)
     for cert in (leaf, *intermediates):
         check_key(cert)
+        check_names(cert)
+    _check_name_cost(leaf, intermediates)
     try:
         verified = _policy_builder(cas, when).build_client_verifier().verify(leaf, intermediates)
     except verification.VerificationError as exc:
@@ -236,7 +334,7 @@ def _verify(
     try:
         leaf.subject   # noqa: B018 (read lazily: a CA may have signed a subject cryptography refuses)
     except ValueError as exc:
-        raise AuthError(f"peer certificate unusable, its subject does not parse: {exc}") from None
+        raise AuthError(f"peer certificate unusable, its subject does not parse: {_cut(str(exc))}") from None
     check_usage(leaf)
     if not certificate_has_identity(leaf, peer_id):
         raise AuthError(f"certificate {subject_text(leaf)} does not certify identity {peer_id}")

@@ -43,11 +43,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from OpenSSL import SSL, crypto
 
 from ..auth import AuthError, PrivateKey
-from ..certs import MAX_CERTS, check_key, verify_peer
+from ..certs import MAX_CERTS, UNREADABLE, check_key, check_names, verify_peer
 from ..identity import Identity, IdentityError, certified_identity
 from ..peer_warnings import peer_input
 from . import identity
@@ -168,9 +167,11 @@ def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: in
     """OpenSSL's verdict is replaced by verify_peer after the handshake (same checks as IKE's). But
     OpenSSL checks the signatures of the chain the client sent before that, each with the key of
     the certificate above it (it is called for each, top first, before its key is used): it goes
-    on only as deep as verify_peer looks and with keys verify_peer takes (review revfrag F1), so a
-    client's 16 KiB of certificates cost no more than its IKE CERT payloads would."""
-    why = f"client sent a chain of more than {MAX_CERTS} certificates" if depth >= MAX_CERTS else _key_refused(cert)
+    on only as deep as verify_peer looks and with keys verify_peer takes (review revfrag F1), and then
+    compares the names of the chain with its name constraints: only with as many of them as
+    verify_peer takes (review revcertfix F3). So a client's 16 KiB of certificates cost no more
+    than its IKE CERT payloads would."""
+    why = f"client sent a chain of more than {MAX_CERTS} certificates" if depth >= MAX_CERTS else _cert_refused(cert)
     if why is None:
         return True
     owner = conn.get_app_data()
@@ -180,13 +181,16 @@ def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: in
 
 
 @peer_input("an EAP-TLS client's certificate")   # (as cryptography objects: see peer_warnings)
-def _key_refused(cert: crypto.X509) -> str | None:
-    """Why certs.check_key refuses the key of a certificate in the client's chain, or None."""
+def _cert_refused(cert: crypto.X509) -> str | None:
+    """Why certs.check_key refuses the key of a certificate in the client's chain, or certs.check_names
+    its names, or None."""
     try:
-        check_key(cert.to_cryptography())
+        mine = cert.to_cryptography()
+        check_key(mine)
+        check_names(mine)
     except AuthError as exc:
         return str(exc)
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm):
+    except (*UNREADABLE, x509.InvalidVersion):
         pass   # _check_client says why, after the handshake
     return None
 

@@ -9,10 +9,13 @@ Like strongSwan, which moves on to the next candidate whose CA constraint the ch
 (ike_auth.c, update_cfg_candidates), the chain is tried against each alike candidate's CAs in
 the order ``_select_config`` ranks them, and the first that trusts it is taken.
 
-Each try is bounded (certs.py: a chain's path is built in at most a few signature checks), and
-a CA set is tried once however many connections share it; only a chain no CA of theirs trusts
-is tried again (certs.NotTrusted), any other refusal (identity, key usage, size) ends the
-search: it is the same for every candidate. A chain none trusts fails once, in the first
+The chain is verified once, with the CAs of all the alike candidates (de-duplicated), and the
+first candidate whose CAs hold the CA it verified to takes the peer: an unauthenticated peer's
+chain costs one path build however many connections there are (review revcertfix F1), bounded
+as certs.py bounds it. Only when that CA is a later candidate's is the chain built once more,
+with the earlier candidates' CAs, if the peer sent intermediates (a sub-CA of one under the
+root of another: the path builder takes the CA it finds first). A refusal (untrusted, identity,
+key usage, size) is the same for every candidate: a chain none trusts fails once, in the first
 candidate's name, as before: one failed authentication, counted once.
 """
 
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 
 from cryptography import x509
 
-from ..certs import NotTrusted, VerifiedPeer, subject_text, verify_peer
+from ..certs import NotTrusted, VerifiedPeer, ca_fingerprint, subject_text, verify_peer
 from ..config import IkeConfig
 from ..identity import Identity
 from ..state import IkeSaState
@@ -48,25 +51,36 @@ def alike_by_ca(st: IkeSaState, ranked: Sequence[IkeConfig]) -> list[IkeConfig]:
 def verified_key(
     st: IkeSaState, chain: Sequence[x509.Certificate], peer_id: Identity, candidates: Sequence[IkeConfig]
 ) -> VerifiedPeer:
-    """The key of the peer's certificate and the CA it verified to, verified with the CAs of the first of ``candidates``
-    (``st.config`` first) that trusts it; ``st.config`` becomes that connection. Raises the first
-    candidate's AuthError if none trusts it."""
-    refused: NotTrusted | None = None
-    tried: set[tuple[x509.Certificate, ...]] = set()
-    for cfg in candidates or (st.config,):
-        cas = cfg.remote.cas
-        if cas in tried:
-            continue
-        tried.add(cas)
+    """The key of the peer's certificate and the CA it verified to, verified with the CAs of all of
+    ``candidates`` (``st.config`` first) at once; ``st.config`` becomes the first of them whose CAs
+    hold that CA. Raises the AuthError of that one build if none trusts it (in ``st.config``'s name)."""
+    ranked = list(candidates or (st.config,))
+    verified = verify_peer(chain, _union(ranked), st.wall_clock(), peer_id)
+    chosen = _trusting(ranked, verified.anchor)
+    if chosen > 0 and len(chain) > 1:
+        # the builder looks in its store first: a chain through a CA of a later candidate (a sub-CA,
+        # sent along) may reach an earlier one's too (its root); the earlier one keeps the peer, as
+        # when each set was tried in turn. (A leaf alone reaches only the CAs of its issuer's name
+        # and key: one anchor.)
         try:
-            verified = verify_peer(chain, cas, st.wall_clock(), peer_id)
-        except NotTrusted as exc:
-            refused = refused or exc
-            continue
-        if cfg is not st.config:
-            log.info("%s: switching to connection %s: its CAs trust the certificate of %s", st.name, cfg.name,
-                     subject_text(chain[0]))
-            st.config = cfg
-        return verified
-    assert refused is not None   # at least st.config's CAs were tried
-    raise refused
+            earlier = verify_peer(chain, _union(ranked[:chosen]), st.wall_clock(), peer_id)
+        except NotTrusted:
+            pass
+        else:
+            verified, chosen = earlier, _trusting(ranked, earlier.anchor)
+    cfg = ranked[chosen]
+    if cfg is not st.config:
+        log.info("%s: switching to connection %s: its CAs trust the certificate of %s", st.name, cfg.name,
+                 subject_text(chain[0]))
+        st.config = cfg
+    return verified
+
+
+def _union(ranked: Sequence[IkeConfig]) -> tuple[x509.Certificate, ...]:
+    """The CAs of ``ranked``, each once, in rank order."""
+    return tuple(dict.fromkeys(ca for cfg in ranked for ca in cfg.remote.cas))
+
+
+def _trusting(ranked: Sequence[IkeConfig], anchor: bytes) -> int:
+    """The index of the first of ``ranked`` that has the CA of fingerprint ``anchor``."""
+    return next(i for i, cfg in enumerate(ranked) if any(ca_fingerprint(ca) == anchor for ca in cfg.remote.cas))

@@ -68,14 +68,23 @@ def test_an_unauthenticated_initiator_cannot_make_the_gateway_spend_the_budget()
     """The same through the engine: IKE_SA_INIT, then an IKE_AUTH whose CERT payloads are that chain
     (the AUTH signature is never looked at: the chain is refused first)."""
     leaf, loop = _looping_chain()
+    failed = gateway_refusals(leaf, loop, CA, GW)
+    assert failed, "the gateway refused nothing"
+    assert BUDGET not in failed[0].reason, failed[0].reason
+
+
+def gateway_refusals(peer: Issued, chain: tuple[x509.Certificate, ...], ca: Issued,
+                     gw: Issued) -> list[AuthFailed]:
+    """An initiator authenticating with ``peer`` and its CERT payloads ``chain`` against a gateway
+    (certificate ``gw``) trusting ``ca``: the gateway's AuthFailed events."""
     mallory = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.from_name(leaf.cert.subject), leaf.cert, loop, leaf.key),
-        RemoteAuth("pubkey", Identity.parse("gw.example"), (CA.cert,)),
+        "c", LocalAuth("pubkey", Identity.from_name(peer.cert.subject), peer.cert, chain, peer.key),
+        RemoteAuth("pubkey", Identity.parse("gw.example"), (ca.cert,)),
         parse_proposals("aes128-sha256-ecp256"), (child_config("net", "10.1.0.0/16", "10.2.0.0/16", "aes128gcm16"),),
         local_addr="192.0.2.1", remote_addr="192.0.2.2", send_cert="always")
     gateway = IkeConfig(
-        "c", LocalAuth("pubkey", Identity.parse("gw.example"), GW.cert, (), GW.key),
-        RemoteAuth("pubkey", Identity.any(), (CA.cert,)),
+        "c", LocalAuth("pubkey", Identity.parse("gw.example"), gw.cert, (), gw.key),
+        RemoteAuth("pubkey", Identity.any(), (ca.cert,)),
         parse_proposals("aes128-sha256-ecp256"), (child_config("net", "10.2.0.0/16", "10.1.0.0/16", "aes128gcm16"),),
         local_addr="192.0.2.2", send_cert="always")
     net = Network()
@@ -83,6 +92,4 @@ def test_an_unauthenticated_initiator_cannot_make_the_gateway_spend_the_budget()
     net.add("192.0.2.2", IkeEndpoint([gateway], wall_clock=lambda: NOW))
     a.initiate("c", "net", net.now)
     net.run()
-    failed = [ev for _, ev in net.events["192.0.2.2"] if isinstance(ev, AuthFailed)]
-    assert failed, "the gateway refused nothing"
-    assert BUDGET not in failed[0].reason, failed[0].reason
+    return [ev for _, ev in net.events["192.0.2.2"] if isinstance(ev, AuthFailed)]
