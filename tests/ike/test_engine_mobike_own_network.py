@@ -19,8 +19,8 @@ there, so its DPD succeeds and it never reconnects: its traffic is black-holed u
 from __future__ import annotations
 
 import pytest
+from test_engine_mobike_tunnel_address import _move
 from test_engine_vips import GW, PSK
-from test_review_revmobike_tunnel_address import _move
 
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
