@@ -79,6 +79,15 @@ static void rearm(ts_dp *dp) {
     atomic_store(&dp->stop, false);
 }
 
+/* a socket bound to one of our addresses is one of our ESP ends (ownesp.c); a wildcard one's SAs
+ * name the address their ESP leaves from (ts_sad_add), an unknown one (family 0) nothing */
+static void note_bound(ts_dp *dp, const ts_queue *q) {
+    if (q->bound4.family == 4 && !q->any4)
+        ts_own_end_note(dp, &q->bound4);
+    if (q->bound6.family == 6 && !q->any6)
+        ts_own_end_note(dp, &q->bound6);
+}
+
 int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
     pthread_rwlock_wrlock(&dp->lock);
     dp->queues[0].tun_fd = tun_fd;
@@ -86,6 +95,7 @@ int ts_dp_set_fds(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
     dp->queues[0].udp6_fd = udp6_fd;
     ts_socket_local(udp4_fd, &dp->queues[0].bound4, &dp->queues[0].any4);
     ts_socket_local(udp6_fd, &dp->queues[0].bound6, &dp->queues[0].any6);
+    note_bound(dp, &dp->queues[0]);
     if (dp->nqueues < 1)
         dp->nqueues = 1;
     rearm(dp);
@@ -103,6 +113,7 @@ int ts_dp_add_queue(ts_dp *dp, int tun_fd, int udp4_fd, int udp6_fd) {
     dp->queues[i] = (ts_queue){.tun_fd = tun_fd, .udp4_fd = udp4_fd, .udp6_fd = udp6_fd};
     ts_socket_local(udp4_fd, &dp->queues[i].bound4, &dp->queues[i].any4);
     ts_socket_local(udp6_fd, &dp->queues[i].bound6, &dp->queues[i].any6);
+    note_bound(dp, &dp->queues[i]);
     dp->nqueues = i + 1;
     rearm(dp);
     pthread_rwlock_unlock(&dp->lock);
@@ -326,6 +337,10 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     *icmp_len = 0;
     if (!ts_flow_parse(pkt, len, &f)) {
         *drop = TS_DROP_MALFORMED;
+        return 0;
+    }
+    if (ts_own_end_from(dp, &f)) {   /* our own ESP (or IKE), whatever SA it would enter: ownesp.c */
+        *drop = TS_DROP_ESP_LOOP;
         return 0;
     }
     ts_spd_entry *e = ts_spd_lookup_cached(&dp->spd, cache, &f);

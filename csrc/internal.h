@@ -433,6 +433,7 @@ size_t ts_pktinfo_put(void *buf, size_t cap, const ts_addr *src);
 void ts_socket_local(int fd, ts_addr *bound, bool *wildcard);
 
 /* ---- the context (dp.c) ---------------------------------------------------- */
+#define TS_OWN_ENDS 16              /* our ESP ends the loop guard knows (ownesp.c) */
 #define TS_INVALID_SPI_SLOTS 256   /* a power of two: the hash is masked */
 typedef struct ts_queue {
     int tun_fd, udp4_fd, udp6_fd;
@@ -463,6 +464,10 @@ struct ts_dp {
     /* ... the address an IPv6 source is (dp.c source_hash): its prefix of dos.ipv6_source_prefix
      * bits (ts_dp_set_ipv6_source_prefix, under the write lock; the loops read it under the read lock) */
     uint8_t source_mask6[16];
+    /* our ESP ends (ownesp.c): UDP read from the TUN from one of them is our own ESP; written under
+     * the write lock, read by the loops under the read lock */
+    ts_addr own_ends[TS_OWN_ENDS];
+    int n_own_ends;
     uint64_t ike_tag_key[2][2];        /* ts_dp_ike_spi_key's (under lock): the last set, the one before */
     int ike_tag_keys;                  /* how many of them are set */
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
@@ -471,6 +476,10 @@ struct ts_dp {
 };
 
 uint64_t ts_now_ns(void);
+/* ownesp.c: note one of our ESP ends (write lock held; NULL or port 0: nothing; family 0: our port
+ * from any address), and whether a flow read from the TUN is UDP from one of them */
+void ts_own_end_note(ts_dp *dp, const ts_addr *local);
+bool ts_own_end_from(const ts_dp *dp, const ts_flow *f);
 /* mask: the first bits (0..128) of an IPv6 address set, the rest clear (dp.c) */
 void ts_ipv6_prefix_mask(uint8_t mask[16], unsigned bits);
 uint64_t ts_siphash24(const uint64_t key[2], const uint8_t *in, size_t len);   /* dp.c */

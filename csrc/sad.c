@@ -398,6 +398,8 @@ int ts_sad_update(ts_dp *dp, const ts_sa_params *p) {
         rc = TS_ESTATE;
     else
         rc = fill(sa, p);
+    if (rc == TS_OK)
+        ts_own_end_note(dp, &p->local);
     pthread_rwlock_unlock(&dp->lock);
     return rc;
 }
@@ -420,6 +422,7 @@ int ts_sad_add(ts_dp *dp, const ts_sa_params *p) {
     } else {
         insert(&dp->sad, sa);
         ts_spd_bind_new(&dp->spd, sa);
+        ts_own_end_note(dp, &sa->local);
         sa = NULL;
     }
     pthread_rwlock_unlock(&dp->lock);
@@ -474,8 +477,10 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
         if (moves)
             bucket_unlink(&dp->sad, sa);
         sa->remote = *new_remote;
-        if (new_local)
+        if (new_local) {
             sa->local = *new_local;
+            ts_own_end_note(dp, new_local);
+        }
         build_peer(sa);
         if (moves)
             bucket_link(&dp->sad, sa);

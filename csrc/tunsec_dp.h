@@ -98,11 +98,13 @@ enum ts_drop {
     TS_DROP_FRAGMENT_NO_POLICY,       /* outbound packet that shows no ports (a later fragment, or a
                                          first one too short for them) matched no policy that allows
                                          any port: port-restricted ones never take it (RFC 4301 §7) */
-    TS_DROP_ESP_LOOP,                 /* outbound packet that is our own ESP-in-UDP to the chosen SA's
-                                         peer (UDP from the SA's port, and address if it has one, to
-                                         its remote address and port): the peer's address is routed
-                                         into the TUN, and sealing it again would loop (review
-                                         revmobike F1) */
+    TS_DROP_ESP_LOOP,                 /* outbound packet that is our own ESP-in-UDP: UDP from one of
+                                         our ESP ends (ownesp.c: an SA's local address and port, or
+                                         its port from any address if its local is the wildcard),
+                                         whatever its destination, or from the chosen SA's port to
+                                         its peer: a peer's address is routed into the TUN, and
+                                         sealing it again would loop (review revmobike F1, revmobfix
+                                         F2: two SAs sealing each other's) */
     TS_DROP__COUNT
 };
 

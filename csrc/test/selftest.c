@@ -16,7 +16,8 @@
  * later fragments, and port selectors),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
  * sender's share of the event queue), test_source_prefix.c (the IPv6 prefix a sender counts
- * under, dos.ipv6_source_prefix), test_ike_trust.c (the reserve of established IKE SAs and
+ * under, dos.ipv6_source_prefix), test_own_esp.c (our own ESP read back from the TUN, whichever
+ * SA it would enter), test_ike_trust.c (the reserve of established IKE SAs and
  * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
  * data: the local address a datagram came to, the source ESP leaves from), test_spd.c and
@@ -101,6 +102,8 @@ int main(int argc, char **argv) {
     test_spd_range_10k();
     test_spd_range_fallback();
     test_spd_range_churn();
+    test_own_esp_ends();
+    test_own_esp_pair();
     test_sandbox_seccomp();
     test_spd_grow_oom();
     test_spd_index_oom();

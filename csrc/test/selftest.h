@@ -135,6 +135,8 @@ void ike_hdr(uint8_t *p, size_t len, uint32_t hlen);   /* an IKE_SA_INIT header 
 void test_ike_marker(void);             /* test_ike_queue.c */
 void test_ike_source_share(void);
 void test_ike_source_share_threads(void);
+void test_own_esp_ends(void);          /* test_own_esp.c */
+void test_own_esp_pair(void);
 void test_source_prefix_mask(void);     /* test_source_prefix.c */
 void test_source_prefix_slots(void);
 void test_source_prefix_shares(void);

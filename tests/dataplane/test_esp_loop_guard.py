@@ -2,10 +2,11 @@
 
 An outbound SA whose peer address the host routes into the TUN (a peer that moved to an address
 inside a pool or a tunnel) would have its ESP-in-UDP read back from the TUN and sealed again, round
-after round (tests/dataplane/test_review_revmobike_esp_loop.py shows it with a real TUN).  A packet
+after round (tests/dataplane/test_esp_loop_tun.py shows it with a real TUN).  A packet
 that is UDP from the chosen SA's port (and address, unless the SA's is the wildcard) to its remote
-address and port is dropped as `esp_loop`; traffic that merely looks alike (another source address
-or port, another destination port, a later fragment) is sealed as before.  Through cffi, packets
+address and port is dropped as `esp_loop`, and so is any UDP from one of our ESP ends (our address
+and port: the worker's own, whatever SA it would enter, review revmobfix F2: csrc/ownesp.c); traffic
+that merely looks alike (another source address or port, a later fragment) is sealed as before.  Through cffi, packets
 built with scapy."""
 
 from __future__ import annotations
@@ -64,11 +65,22 @@ def test_traffic_that_only_looks_alike_is_sealed(family: int) -> None:
     dp = _dp(family)
     gw, lan = (GW, "10.9.0.7") if family == 4 else (GW6, "fd00:9::7")
     for packet in (_udp(family, lan, 4500, 4500),     # a host behind us doing NAT-T of its own
-                   _udp(family, gw, 4501, 4500),      # another port of ours
-                   _udp(family, gw, 4500, 4501)):     # to another port of the peer's
+                   _udp(family, gw, 4501, 4500)):     # another port of ours
         esp, to, drop, _ = dp.outbound(packet)
         assert drop == Drop.NONE and esp and to is not None
     assert dp.drops()["esp_loop"] == 0
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_anything_from_our_esp_end_is_ours_whatever_its_destination(family: int) -> None:
+    """Nothing but the worker (and our IKE on that port) sends from our ESP socket's address and port:
+    UDP from there is dropped whatever its destination (review revmobfix F2, ownesp.c), to another
+    port of the SA's peer (our IKE to a peer on a custom port), or to another SA's peer
+    (test_esp_loop_pair.py)."""
+    dp = _dp(family)
+    gw = GW if family == 4 else GW6
+    assert dp.outbound(_udp(family, gw, 4500, 4501))[2] == Drop.ESP_LOOP
+    assert dp.drops()["esp_loop"] == 1
 
 
 def test_an_sa_from_the_wildcard_drops_its_esp_from_any_of_our_addresses() -> None:

@@ -2,7 +2,7 @@
 
 A peer's new address (MOBIKE's UPDATE_SA_ADDRESSES, or a NAT float without MOBIKE) is refused
 when this host routes it into the TUN or to itself (address_role.refused_address): the proofs are
-test_review_revmobike_tunnel_address.py.  Here: the check outlives an IKE rekey (the successor
+test_engine_mobike_tunnel_address.py.  Here: the check outlives an IKE rekey (the successor
 gets the endpoint's address roles too), and what must keep working: a full tunnel is nobody's (a
 client on the internet is followed although another connection's remote_ts is 0.0.0.0/0), and a
 client behind the NAT another client is behind (the address of an established peer) is followed;
@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from test_engine_mobike_own_network import _hub_cfg, _spoke_cfg
+from test_engine_mobike_tunnel_address import CLIENT, VIP, _move, _site_cfg
 from test_engine_vips import GW, V4, client_cfg, gateway, gateway_cfg, pools
-from test_review_revmobike_tunnel_address import CLIENT, VIP, _move, _site_cfg
 
 from tunsec.ike.config import ChildConfig, child_config
 from tunsec.ike.endpoint import IkeEndpoint
@@ -113,3 +114,20 @@ def test_a_client_cannot_move_into_what_another_peer_of_its_connection_holds(mob
     _moves(net, c_sa, SPOKE_HOST, mobike)
     assert g_sa.esp_remote == (CLIENT, 4500) and g_sa.remote_addr == (CLIENT, 4500)
     assert not c_sa.is_closed
+
+
+@pytest.mark.parametrize("mobike", [True, False])
+def test_a_peer_cannot_move_into_its_own_remote_ts_from_outside_it(mobike: bool) -> None:
+    """A move within the peer's own remote_ts is followed only if its current address lies in that
+    network already (address_role.own_network, review revmobfix F1): a spoke on the internet whose
+    request arrives from a host of its own LAN (its IKE through its own tunnel, or a spoofed source)
+    stays where it is, or its ESP would go into its own tunnel."""
+    net = Network()
+    gw = net.add(GW, IkeEndpoint([_hub_cfg()]))
+    spoke = net.add(CLIENT, IkeEndpoint([_spoke_cfg(CLIENT, mobike)]))
+    spoke.initiate("hub", "lan", net.now)
+    net.run(until=net.now + 5)
+    (s_sa,), (g_sa,) = spoke.sas, gw.sas
+    assert g_sa.esp_remote == (CLIENT, 4500)
+    _moves(net, s_sa, "10.1.0.5", mobike)
+    assert g_sa.esp_remote == (CLIENT, 4500) and g_sa.remote_addr == (CLIENT, 4500)

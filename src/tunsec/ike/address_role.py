@@ -165,7 +165,8 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
     tunnel would loop its ESP through the TUN, a spoofed source behind another peer would put this
     peer's ESP into that peer's tunnel.  ``moving`` counts every "tunnel" role, the connection's own
     too (its remote_ts, or any Child SA's claims, another peer's of the same connection as well):
-    ESP sent there goes into the TUN whichever tunnel holds it; full tunnels are nobody's (the
+    ESP sent there goes into the TUN whichever tunnel holds it, but not a move within the network
+    of its own its current address lies in already (own_network); full tunnels are nobody's (the
     module), so a peer on the internet is still followed, and "peer" comes first, so clients sharing
     one NAT's public address are too.  A REDIRECT's target keeps the stricter own-remote_ts rule
     (the tunnel the new IKE SA is to set up; not a full tunnel's, whose new gateway gets an exclude
@@ -183,7 +184,7 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
         return f"{address} is inside pool {role.pool} of connection {role.connection} " \
                f"({what} would go to a road warrior)"
     if moving:
-        if role is not None and role.kind == "tunnel":
+        if role is not None and role.kind == "tunnel" and not own_network(st, role):
             return f"{address} is inside remote_ts {role.network} of {holder(role.connection)} " \
                    f"({what} would go into that tunnel)"
         return None
@@ -199,6 +200,33 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
     if tunnel is not None:
         return f"{address} is {tunnel} ({what} would go into that tunnel)"
     return None
+
+
+def own_network(st: IkeSaState, role: Role) -> bool:
+    """Whether a moving peer's new address, in the "tunnel" ``role``, lies in its own network: the most
+    specific network holding it (``role.network``) is one of the connection's configured remote_ts, or
+    of this IKE SA's own Child SAs' (what they negotiated), and holds the peer's current address too
+    (review revmobfix F1).  Such a peer's outer address lies inside what its tunnel carries (a spoke
+    whose WAN 10.1.255.1 is in its branch block 10.1.0.0/16, a site reached through a router in its
+    own remote_ts: dataplane/exclude.py), so the host reaches it outside the TUN already (an exclude
+    route, or a more specific route of its own), and a second address there is reached the same way:
+    the exclude gate (services/ike/exclude_gate.py) routes an authenticated peer's new address before
+    our first datagram to it, and mobility.py moves the Child SAs' ESP only after that.  Refusing it
+    would leave the peer's ESP at the address it left (a failover to its second uplink, a NAT's new
+    mapping).  A narrower network of another peer's (a claim), another connection's, or a network
+    the peer does not live in yet stays refused: that is the TUN's traffic to someone else."""
+    net = role.network
+    if net is None or role.connection != st.config.name:
+        return False
+    try:
+        current = unmapped(ipaddress.ip_address(st.esp_remote[0]))
+    except ValueError:
+        return False
+    if current not in net:
+        return False
+    configured = (n for child in st.config.children for ts in child.remote_ts if not ts.dynamic for n in ts.networks())
+    negotiated = (n for child in st.children.values() for ts in child.remote_ts for n in ts.networks())
+    return any(n == net for n in (*configured, *negotiated))
 
 
 def _same(ip: IPAddress, text: str) -> bool:

@@ -179,9 +179,11 @@ def serve(
     """Answer an authenticated request (whole or reassembled; ``request``: see _Answered)."""
     if self._waiting is not None:
         return  # a retransmission of the request whose answer waits for the backend
-    self._last_heard = self._now
-    if _follows(self, msg) and _acceptable(self, addr):
+    if _follows(self, msg):
+        if not _acceptable(self, addr):
+            return   # neither served nor answered there: see _acceptable
         self._float(addr, local)
+    self._last_heard = self._now
     self._st.request_path = (addr, local)
     try:
         response = self._dispatch(msg.exchange, payloads)
@@ -220,7 +222,13 @@ def _follows(self: IkeSa, msg: Message) -> bool:
 
 def _acceptable(self: IkeSa, addr: Address) -> bool:
     """A float stays within the connection's remote_addrs and the Child SAs' address family, as a
-    MOBIKE update must (mobike._unacceptable); a refusal is counted and the request still answered."""
+    MOBIKE update must (mobike._unacceptable).  A refused request is counted and dropped unserved and
+    unanswered, its message ID still expected (review revmobfix F1): answered at the refused address,
+    the peer's requests (its DPD) would succeed there while its ESP goes to the address it left, and
+    it would never notice; unanswered, its DPD fails and it connects again from where it is (a new IKE
+    SA, checked as any other), and the genuine copy of a request sent ahead of it from a spoofed source
+    is served and answered at the peer's address.  RFC 7296 §2.23 has an SA follow only an address it
+    accepts; §2.11 sends a response only where the request came from, so none at the old address."""
     if addr[0] == self._st.remote_addr[0]:
         return True   # a NAT's new port (or our end): the connection took this IP already
     refusal = _unacceptable(self._st, addr)

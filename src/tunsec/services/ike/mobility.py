@@ -3,6 +3,7 @@ MOBIKE updates of the peer (_follow_peers), Child SAs following (MIGRATE)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
@@ -17,6 +18,7 @@ from tunsec.dataplane.pipe import Direction, Endpoint
 from tunsec.ike.constants import HeaderFlag
 from tunsec.ike.sa import State
 from tunsec.loglimit import suffix
+from tunsec.policy.selector import parse_ip
 from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.ike.state import ChildState
 
@@ -35,6 +37,11 @@ MIGRATE_BACKOFF = 1.0
 # addresses moves our end first, its own after the return routability check, milliseconds later
 MOVE_INTERVAL = 1.0
 MOVE_BURST = 2
+
+# the Child SAs wait for the exclude route of their peer's new address (_route_ready): at most this
+# long (a netlink job stuck: then they go as before), looking every ROUTE_POLL seconds
+ROUTE_WAIT = 5.0
+ROUTE_POLL = 0.01
 
 _INITIATOR = int(HeaderFlag.INITIATOR)   # an int: int & IntFlag makes a new HeaderFlag each datagram
 
@@ -184,6 +191,7 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
     and at the end; if it never goes through, the Child SA is rekeyed: its successor is installed
     where its IKE SA is now, so the Child SAs follow the IKE SA either way."""
     while self._moves.get(ike) is move:   # else the IKE SA went, or the worker restarted
+        await _route_ready(self, move.path)
         async with self._changes:
             path = move.path
             moved, retry = await _batch(self, ike, move, path)
@@ -198,6 +206,29 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
         if _wait(self, move) > 0:
             _start_mover(self, ike, move)   # the newest target, when the budget allows
             return
+
+
+async def _route_ready(self: IkeService, path: IkePath) -> None:
+    """Wait while the peer's new address waits for its exclude route (services/ike/exclude_gate.py):
+    an address the TUN's routes capture (a peer inside its own remote_ts moving within it,
+    address_role.own_network; any peer beside a full tunnel) gets its host route before our first IKE
+    datagram to it, and the Child SAs' ESP must not go there earlier either, or it goes into the TUN
+    (dropped there as esp_loop, csrc/ownesp.c; review revmobfix F1).  A NAT float moves the IKE SA
+    at once and its answer is what the gate holds while the route goes in, so the MIGRATE could
+    otherwise come first; a MOBIKE move of ESP comes after the return routability check, whose
+    request the gate held already.  Not longer than ROUTE_WAIT: a stuck netlink job leaves the move
+    as it was before."""
+    gate = self.sockets.gate
+    if gate is None:
+        return
+    try:
+        ip = parse_ip(path[0][0])
+    except ValueError:
+        return
+    loop = asyncio.get_running_loop()
+    until = loop.time() + ROUTE_WAIT
+    while ip in gate.waiting and loop.time() < until:
+        await asyncio.sleep(ROUTE_POLL)
 
 
 async def _batch(self: IkeService, ike: int, move: IkeMove, path: IkePath) -> tuple[list[ChildState], float]:

@@ -1,6 +1,6 @@
 """Review revmobike F1, the consequence: an outbound SA whose peer address is one the host routes
 into the TUN (what a MOBIKE update or a NAT float from a road warrior's own virtual IP makes of its
-Child SA, tests/ike/test_review_revmobike_tunnel_address.py) encrypts its own ESP again and again.
+Child SA, tests/ike/test_engine_mobike_tunnel_address.py) encrypts its own ESP again and again.
 
 Real parts in a namespace of the test's own: a TUN with the pool's route, the ESP-in-UDP socket on
 4500, the fast path's loop thread.  One datagram is sent to the client's virtual IP; its ESP goes to
