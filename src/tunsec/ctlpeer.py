@@ -107,7 +107,11 @@ def server_refusal(sock: socket.socket, t: Target) -> str | None:
 def _not_roots_name(path: str) -> str | None:
     """Why another user may have put what path names there (then a server of root's proves nothing), or None."""
     directory = os.path.dirname(os.path.abspath(path))
-    if not root_only(directory):
+    try:
+        dmode = os.lstat(directory).st_mode
+    except OSError:
+        dmode = 0o777
+    if not root_only(directory) or dmode & 0o022:
         return f"a user other than root may change {directory} or a directory above it"
     try:
         st = os.lstat(path)
@@ -115,7 +119,7 @@ def _not_roots_name(path: str) -> str | None:
         return f"{path} cannot be looked at: {err.strerror or err}"
     if stat.S_ISLNK(st.st_mode):
         return f"{path} is a symbolic link"
-    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0:
+    if not stat.S_ISSOCK(st.st_mode) or st.st_uid != 0 or st.st_nlink != 1:
         return f"{path} is not a socket of root's"
     return None
 

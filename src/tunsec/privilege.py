@@ -214,6 +214,8 @@ def acting_as(t: Target | None) -> Iterator[None]:
         os.setgroups([])
         os.setegid(t.gid)
         os.seteuid(t.uid)
+        now = get_caps()
+        set_caps(0, now.permitted, now.inheritable)
     except OSError:
         _back(uid, gid, groups)
         raise
@@ -225,6 +227,9 @@ def acting_as(t: Target | None) -> Iterator[None]:
 
 def _back(uid: int, gid: int, groups: list[int]) -> None:
     os.seteuid(uid)
+    if uid == 0:
+        now = get_caps()
+        set_caps(now.permitted, now.permitted, now.inheritable)
     os.setegid(gid)
     os.setgroups(groups)
     harden()   # a change of the effective uid resets the dumpable flag

@@ -25,6 +25,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from tunsec import privilege
 from tunsec.safefs import Checked, Untrusted, trusted, who
 
 _HEAD = 256            # what the kernel reads of a file for its #! line (BINPRM_BUF_SIZE)
@@ -45,7 +46,7 @@ def check(path: str, uid: int) -> Checked:
 
 def _check(path: str, owners: tuple[int, ...], depth: int) -> Checked:
     checked = trusted(path, owners)
-    line = shebang(checked)
+    line = shebang(checked, owners[0] if owners else 0)
     if line is not None:
         interp = line[0]
         if depth <= 0:
@@ -61,7 +62,7 @@ def _check(path: str, owners: tuple[int, ...], depth: int) -> Checked:
     return checked
 
 
-def shebang(checked: Checked) -> tuple[str, str | None] | None:
+def shebang(checked: Checked, uid: int | None = None) -> tuple[str, str | None] | None:
     """The interpreter a checked file's #! line names and its one optional argument, as the kernel splits
     the line; None: no #! (or a file this user may only execute: then no interpreter can read it either)."""
     # through an O_PATH descriptor of the file checked (_open: no driver's open, compared with the check),
@@ -69,7 +70,9 @@ def shebang(checked: Checked) -> tuple[str, str | None] | None:
     # its way (a directory swapped for a link to /dev would otherwise have root open /dev/watchdog)
     ref = _open(checked)
     try:
-        fd = os.open(f"/proc/self/fd/{ref}", _READ)
+        who_reads = privilege.target_of(uid) if checked.by_owner and uid is not None and uid != os.geteuid() else None
+        with privilege.acting_as(who_reads):
+            fd = os.open(f"/proc/self/fd/{ref}", _READ)
     except PermissionError:
         return None
     except OSError as err:
@@ -78,6 +81,8 @@ def shebang(checked: Checked) -> tuple[str, str | None] | None:
         os.close(ref)
     try:
         head = os.read(fd, _HEAD)
+    except OSError as err:
+        raise Untrusted(f"{checked.path} cannot be read: {err.strerror or err}") from None
     finally:
         os.close(fd)
     if not head.startswith(b"#!"):
