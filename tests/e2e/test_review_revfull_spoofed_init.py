@@ -145,3 +145,37 @@ def test_spoofed_sources_add_no_exclude_routes_however_many(topo: RoutedHosts) -
     assert leaked == [], f"{len(leaked)} of {len(MANY)} spoofed sources routed around the tunnel:\n" \
                          f"{tunsec_routes(topo)}"
     assert tunsec_routes(topo) == before
+
+
+POOL_SOURCES = [f"10.3.0.{i}" for i in range(10, 50)]   # the hub's road warriors' addresses
+
+
+@dataclass(frozen=True)
+class HubConn(Conn):
+    """b: a road-warrior hub (pool 10.3.0.0/24, no full tunnel): it gives CAP_NET_ADMIN up at start."""
+
+    def sections(self) -> str:
+        return "pools {\n  rw4 {\n    addrs = 10.3.0.0/24\n  }\n}\n"
+
+    def conn_lines(self) -> str:
+        return (f"    local_addrs = {self.me.outer4}\n    remote_addrs = %any\n    pools = rw4\n"
+                f"    proposals = {self.proposals}\n")
+
+    def remote_lines(self) -> str:
+        return "      auth = psk\n      id = roadwarrior.tunsec.test\n"
+
+
+def test_refused_exclude_routes_for_spoofed_sources_are_not_an_error_line_each(topo: RoutedHosts) -> None:
+    """F6: without CAP_NET_ADMIN every made-up source inside a TUN route (here the hub's pool, whose
+    addresses the router would otherwise reach by b's default route) costs a routing-table dump in a
+    thread and one ERROR line naming the route and a root command, unlimited."""
+    conn = HubConn(topo.b, topo.a, remote_ts="dynamic")
+    hub = TunsecIke(topo, conn)
+    hub.start()
+    assert "dev tunsec0" in topo.run(topo.b, ["ip", "route", "get", POOL_SOURCES[0]]).stdout
+    spoof(topo, POOL_SOURCES, init_request(topo, conn))
+    assert wait_until(lambda: answered(hub, POOL_SOURCES[-1]) or "10.3.0.49/32" in hub.log_text(), 15), \
+        hub.log_tail()
+    wait_until(lambda: "exclude route 10.3.0.49/32" in hub.log_text(), 5)
+    refused = [ln for ln in hub.log_text().splitlines() if "exclude route" in ln and "refused" in ln]
+    assert len(refused) <= 10, f"{len(refused)} error lines for {len(POOL_SOURCES)} spoofed sources:\n{refused[0]}"
