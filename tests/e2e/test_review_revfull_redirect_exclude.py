@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from ike_peers import TunsecIke
+from ike_peers import CHILD, TunsecIke
 from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from routed_hosts import RoutedHosts
 
@@ -53,6 +53,9 @@ def test_a_forged_init_redirect_does_not_route_its_target_around_the_full_tunnel
     gateway.stop()
     gateway.write(extra_conn="")
     gateway.start()
+    if not wait_until(lambda: bool(client.established()), 10):   # it gave up (or refused): asked again
+        r = client.cli("initiate", "--child", CHILD)
+        assert r.returncode == 0, r.stdout + r.stderr
     client.wait_established(timeout=60)
     path = topo.run(topo.a, ["ip", "route", "get", VICTIM]).stdout
     assert "dev tunsec0" in path, (f"the tunnel is up, yet traffic to {VICTIM} leaves in clear: {path}"
