@@ -26,7 +26,8 @@ ELSEWHERE = "203.0.113.9"     # any internet address: the full tunnel's
 
 @pytest.fixture
 def topo() -> Iterator[RoutedHosts]:
-    with RoutedHosts(prefix="revfull") as t:
+    t = RoutedHosts(prefix="revfull")
+    with t:
         yield t
 
 

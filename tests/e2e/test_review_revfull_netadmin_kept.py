@@ -29,7 +29,8 @@ CAP_NET_ADMIN = 1 << 12
 
 @pytest.fixture
 def topo() -> Iterator[RoutedHosts]:
-    with RoutedHosts(prefix="revfull") as t:
+    t = RoutedHosts(prefix="revfull")
+    with t:
         yield t
 
 

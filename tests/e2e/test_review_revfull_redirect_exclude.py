@@ -30,7 +30,8 @@ FAST = "  retransmit_timeout = 1\n  retransmit_base = 1.0\n  retransmit_tries = 
 
 @pytest.fixture
 def topo() -> Iterator[RoutedHosts]:
-    with RoutedHosts(prefix="revfull") as t:
+    t = RoutedHosts(prefix="revfull")
+    with t:
         yield t
 
 

@@ -74,7 +74,8 @@ class SiteConn(Conn):
 
 @pytest.fixture
 def topo() -> Iterator[RoutedHosts]:
-    with RoutedHosts(prefix="revfull") as t:
+    t = RoutedHosts(prefix="revfull")
+    with t:
         for key in ("all", "default", "veth0"):   # loose reverse-path filter, systemd's 50-default.conf
             t.run(t.b, ["sysctl", "-q", "-w", f"net.ipv4.conf.{key}.rp_filter=2"])
         yield t
