@@ -36,6 +36,7 @@ from typing import Any
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason
 from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTPROT_TUNSEC
+from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.tun")
 
@@ -129,6 +130,12 @@ class ExcludeRoutes:
 
     tun: str
     held: dict[IPAddress, Path] = field(default_factory=dict)
+    # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
+    # unauthenticated captured address leaves by (services/ike/exclude_gate.py)
+    paths: dict[int, list[Path]] = field(default_factory=dict)
+    refused: int = 0          # exclude routes refused (status)
+    denied: bool = False      # one was refused for want of CAP_NET_ADMIN: no table dump per address again
+    _refused_log: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
     # held for a whole change: the IKE service's threads and a reload's add and remove at once
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -141,16 +148,22 @@ class ExcludeRoutes:
         """An exclude route for each of peers the TUN's routes (tun_nets: in, or about to go in) capture;
         what failed, one line each (logged)."""
         failed: list[str] = []
+        peers = [p for p in peers if p not in self.held]
+        if not peers:
+            return failed
+        if self.denied:   # refused for want of CAP_NET_ADMIN already: no dump per address (review revfull F6)
+            for peer in peers:
+                failed.append(self._refusal(f"exclude route {_host(peer)} not added: no CAP_NET_ADMIN (refused "
+                                            f"before); IKE and ESP to peer {peer} go into TUN {self.tun}"))
+            return failed
         with self._lock, _iproute() as ipr, _netlink("listing routes for the exclude routes"):
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
             paths: dict[int, list[Path]] = {}
             for peer in peers:
-                if peer in self.held:
-                    continue
                 family = _family(peer)
                 if family not in paths:
-                    paths[family] = _paths(ipr, family, tun_idx)
+                    paths[family] = self.paths[family] = _paths(ipr, family, tun_idx)
                 path = best_path(paths[family], peer)
                 if not captured(peer, tun_nets, path):
                     continue
@@ -158,12 +171,29 @@ class ExcludeRoutes:
                 try:
                     self._add(ipr, peer, path)
                 except NetlinkError as exc:
+                    self.denied = self.denied or exc.code == errno.EPERM
                     via = f" via {path.gateway}" if path.gateway else ""
-                    failed.append(f"exclude route {_host(peer)}{via} refused: {_reason(exc)}; IKE and ESP to peer "
-                                  f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
-                                  f"dev {_ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})")
-                    log.error("%s", failed[-1])
+                    # only configured or authenticated peers get here (exclude_gate.py): the command is theirs
+                    failed.append(self._refusal(
+                        f"exclude route {_host(peer)}{via} refused: {_reason(exc)}; IKE and ESP to peer "
+                        f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
+                        f"dev {_ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})"))
         return failed
+
+    def _refusal(self, line: str) -> str:
+        """Counted, logged rate-limited (a hub's authenticating clients may be many)."""
+        self.refused += 1
+        if (held := self._refused_log.admit()) is not None:
+            log.error("%s%s", line, suffix(held))
+        return line
+
+    def refresh(self) -> None:
+        """The host's own paths listed again (paths), for IKE that leaves without an exclude route."""
+        with self._lock, _iproute() as ipr, _netlink("listing the host's paths for IKE"):
+            idx = ipr.link_lookup(ifname=self.tun)
+            tun_idx = idx[0] if idx else None
+            for family in (socket.AF_INET, socket.AF_INET6):
+                self.paths[family] = _paths(ipr, family, tun_idx)
 
     def _route(self, peer: IPAddress, path: Path) -> dict[str, object]:
         """pyroute2's arguments for peer's exclude route by path."""
@@ -189,13 +219,12 @@ class ExcludeRoutes:
     def follow(self) -> None:
         """Each exclude route onto the path the host has for its peer now: the host's default route changed
         while tunsec runs (DHCP, NetworkManager, another uplink).  None found (the uplink gone for a moment):
-        the route stays as it is."""
-        if not self.held:
-            return
+        the route stays as it is.  The paths are kept for IKE sent without an exclude route (paths)."""
         with self._lock, _iproute() as ipr, _netlink("following the host's paths for the exclude routes"):
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
-            paths = {fam: _paths(ipr, fam, tun_idx) for fam in {_family(p) for p in self.held}}
+            paths: dict[int, list[Path]] = {fam: _paths(ipr, fam, tun_idx) for fam in (socket.AF_INET, socket.AF_INET6)}
+            self.paths.update(paths)
             for peer, had in list(self.held.items()):
                 now = best_path(paths[_family(peer)], peer)
                 if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
@@ -212,13 +241,14 @@ class ExcludeRoutes:
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
         keep = set(peers)
-        self._remove([p for p in list(self.held) if p not in keep])
+        self.remove([p for p in list(self.held) if p not in keep])
 
     def close(self) -> None:
         """At exit, after the TUN's routes: every exclude route of ours goes."""
-        self._remove(list(self.held))
+        self.remove(list(self.held))
 
-    def _remove(self, gone: list[IPAddress]) -> None:
+    def remove(self, gone: list[IPAddress]) -> None:
+        """The exclude routes of gone go (those held)."""
         if not gone:
             return
         with self._lock, _iproute() as ipr:
@@ -253,6 +283,10 @@ class ExcludeRoutes:
                             log.info("exclude route %s an earlier tunsec left removed", dst)
         except OSError as exc:
             log.warning("exclude routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
+        try:   # the host's own paths, before the TUN's routes go in: IKE to unauthenticated peers leaves by them
+            self.refresh()
+        except OSError as exc:
+            log.warning("the host's paths not listed: %s", exc.strerror or exc)
 
 
 def _stale_of(r: Any, mark: int) -> bool:
@@ -268,13 +302,12 @@ def _ifname(ipr: Any, idx: int) -> str:
     return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{idx}"
 
 
-
 async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:
     """Until stopping: the exclude routes follow the host's paths (ExcludeRoutes.follow, in a thread)."""
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-        if stopping.is_set() or not excludes.held:
+        if stopping.is_set():
             continue
         try:
             await asyncio.to_thread(excludes.follow)
