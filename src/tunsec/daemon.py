@@ -34,6 +34,7 @@ from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
+from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.espsockets import Sockets
 from tunsec.ike.address_role import is_full_tunnel
@@ -100,6 +101,7 @@ class Daemon:
         self._privilege_given_up = False
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
+        self.killswitch = KillSwitch("")   # a full tunnel's halves' standing prohibit routes (killswitch.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -125,7 +127,7 @@ class Daemon:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
-        self.excludes = ExcludeRoutes(self.tun.name)
+        self.excludes, self.killswitch = ExcludeRoutes(self.tun.name), KillSwitch(self.tun.name)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -144,6 +146,7 @@ class Daemon:
             if self.excludes is not None:   # before the TUN's routes: the peers' paths as they were
                 self.excludes.clear_stale()
             self._exclude_peers(routes)
+            self.killswitch.ensure(n for n, _ in routes)   # before the halves: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
         except OSError as err:
@@ -488,7 +491,10 @@ class Daemon:
             return []
         wanted = self._tun_routes()
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
+        nets = [n for n, _ in wanted]
+        lines += [f"{reroute.FAILED}{ln}" for ln in await asyncio.to_thread(self.killswitch.ensure, nets)]
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
+        await asyncio.to_thread(self.killswitch.keep_only, nets)   # after the halves went
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
             await self.ike.vips.source_routes()
             self.ike.sweep_excludes(reset=True)   # the TUN's routes changed: checked again
@@ -666,6 +672,7 @@ class Daemon:
             self.tun = None
         if self.excludes is not None:   # after the TUN's routes: nothing goes into the TUN any more
             self.excludes.close()
+        self.killswitch.close()   # last: the host's default route carries the traffic again
         self.sockets.close()
 
     async def run(self) -> int:

@@ -58,6 +58,11 @@ def tun_networks(net: IPNetwork) -> tuple[IPNetwork, ...]:
     return _HALVES.get(net, (net,))
 
 
+def is_half(net: IPNetwork) -> bool:
+    """net is one half of a family's default route (a full tunnel's TUN route: killswitch.py)."""
+    return any(net in halves for halves in _HALVES.values())
+
+
 def tun_routes(routes: Iterable[Route]) -> list[Route]:
     """The services' routes as the TUN gets them (tun_networks), each network once, first come first."""
     out: dict[IPNetwork, tuple[IPNetwork, ...]] = {}
