@@ -248,6 +248,10 @@ class ExcludeRoutes:
         keep = set(peers)
         self.remove([p for p in list(self.held) if p not in keep])
 
+    def keep_captured(self, tun_nets: Sequence[IPNetwork]) -> None:
+        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go."""
+        self.remove([p for p in list(self.held) if not any(p in n for n in tun_nets if n.version == p.version)])
+
     def close(self) -> None:
         """At exit, after the TUN's routes: every exclude route of ours goes."""
         self.remove(list(self.held))
