@@ -20,7 +20,6 @@ from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, mark_metrics, route_mark
-from tunsec.dataplane.killswitch import STANDING_PRIORITY
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason, netlink_failure
 from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN as RT_TABLE_MAIN
 from tunsec.dataplane.prohibitroute import RTN_PROHIBIT as RTN_PROHIBIT
@@ -365,8 +364,6 @@ class Tun:
                 continue
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
             # route, in by now, is preferred, so it goes whether its network is wanted or not
-            if dst in wanted and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY:
-                continue   # a full tunnel's standing prohibit route, still wanted: ours again (killswitch.py)
             if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
                 self._adopt(dst, r, f"left by an earlier tunsec; no route through TUN {self.name} yet")
                 continue
