@@ -1,4 +1,4 @@
-"""Review revfull F5: CAP_NET_ADMIN kept for a full tunnel is never given up, not even once a reload
+"""(review revfull F5) CAP_NET_ADMIN kept for a full tunnel is never given up, not even once a reload
 made it a split tunnel that needs no exclude route.
 
 daemon._give_up_privilege keeps CAP_NET_ADMIN (for life: netadmin.BlocksHold, the one release path,

@@ -1,4 +1,4 @@
-"""Review revfull F4: the exclude gate (services/ike/exclude_gate.py) bounds what it holds per address
+"""(review revfull F4) the exclude gate (services/ike/exclude_gate.py) bounds what it holds per address
 (HELD_PER_PEER) but not how many addresses wait at once: each new captured address is one more entry
 in ``waiting``, one more task and one more job queued for the default thread pool, each job a full
 dump of the routing table under ExcludeRoutes' lock (so the k-th costs O(k) once the earlier ones are

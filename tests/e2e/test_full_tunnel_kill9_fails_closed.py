@@ -1,4 +1,4 @@
-"""Review revfull F3: after a kill -9 (a crash, the OOM killer) a full tunnel's traffic leaves in clear.
+"""(review revfull F3) after a kill -9 (a crash, the OOM killer) a full tunnel's traffic leaves in clear.
 
 The halves (0.0.0.0/1 + 128.0.0.0/1) are routes of the TUN tunsec made: they go with it when its last
 descriptor closes, and the host's default route, which h/fixfull no longer replaces, takes every

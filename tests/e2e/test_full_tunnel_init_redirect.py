@@ -1,4 +1,4 @@
-"""Review revfull F2: a full-tunnel client follows an (unauthenticated) IKE_SA_INIT REDIRECT to any
+"""(review revfull F2) a full-tunnel client follows an (unauthenticated) IKE_SA_INIT REDIRECT to any
 address, which gets an exclude route; the redirected IKE SA never comes up, so no IkeSaDown sweeps the
 route, and the address's traffic leaves in clear for as long as the client runs, its tunnel up.
 

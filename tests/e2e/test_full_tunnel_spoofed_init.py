@@ -1,4 +1,4 @@
-"""Review revfull F1: an unauthenticated IKE_SA_INIT from a spoofed source makes a full-tunnel gateway
+"""(review revfull F1) an unauthenticated IKE_SA_INIT from a spoofed source makes a full-tunnel gateway
 route that source's address around its tunnel, in clear (services/ike/exclude_gate.py).
 
 tunsec runs on b (tests/routed_hosts.py: b reaches everything beyond its link through router r) as
