@@ -71,13 +71,11 @@ def test_a_full_tunnel_site_answers_a_road_warrior_and_routes_it_out_only_once_a
     lines = site.log_text().splitlines()
     routed = next(i for i, ln in enumerate(lines) if f"exclude route {topo.a.outer4}/32" in ln)
     up = next(i for i, ln in enumerate(lines) if "IKE SA established" in ln)
-    assert up < routed or "IKE_SA_INIT" not in "".join(lines[:routed]), lines[:routed + 1]
-    assert up <= routed + 1, f"the client's address was routed out before it was authenticated:\n{lines[routed]}"
+    # the IKE SA is up (its IKE_AUTH answer is about to leave) before the route goes in, not at IKE_SA_INIT
+    assert up < routed, f"the client's address was routed out before it was authenticated:\n{lines[routed]}"
     path = topo.run(topo.b, ["ip", "route", "get", topo.a.outer4]).stdout
     assert f"via {topo.links[1][1]} dev veth0" in path, path
     # the Child SA carries traffic: the client's ESP left by the uplink, not into the site's TUN
-    vip = client.established()[0]
-    assert vip
     r = topo.run(topo.a, ["ping", "-c", "2", "-W", "2", topo.b.inner4], check=False)
     assert r.returncode == 0, r.stdout + r.stderr + site.log_tail()
     client.stop()
