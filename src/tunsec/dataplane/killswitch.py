@@ -31,7 +31,7 @@ from typing import Any
 
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.exclude import IPNetwork, is_half
-from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason
+from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 
 log = logging.getLogger("tunsec.tun")
@@ -65,12 +65,12 @@ class KillSwitch:
             self.close()
             return []
         failed: list[str] = []
-        with IPRoute() as ipr, _netlink(f"adding the full tunnel's standing routes (device {self.name})"):
+        with IPRoute() as ipr, as_oserror(f"adding the full tunnel's standing routes (device {self.name})"):
             try:
                 idx = self._device(ipr)
             except NetlinkError as exc:
                 failed.append(f"device {self.name} for the full tunnel's standing routes refused: "
-                              f"{_reason(exc)}; if tunsec is killed its full tunnel's traffic leaves in clear")
+                              f"{reason(exc)}; if tunsec is killed its full tunnel's traffic leaves in clear")
                 log.error("%s", failed[-1])
                 return failed
             for half in want:
@@ -80,7 +80,7 @@ class KillSwitch:
                     ipr.route("add", dst=str(half), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:   # EEXIST: one a killed run of ours left: ours now
-                        failed.append(f"standing route {half} dev {self.name} refused: {_reason(exc)}; if tunsec "
+                        failed.append(f"standing route {half} dev {self.name} refused: {reason(exc)}; if tunsec "
                                       f"is killed its full tunnel's traffic leaves in clear (as root: ip route add "
                                       f"{half} dev {self.name} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY})")
                         log.error("%s", failed[-1])
@@ -116,5 +116,5 @@ class KillSwitch:
                     log.info("device %s of the full tunnel's standing routes removed", self.name)
         except (NetlinkError, OSError) as exc:
             log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
-                        _reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
+                        reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
         self.held.clear()

@@ -60,6 +60,12 @@ class Role:
 
 # What a full tunnel covers, by family (see the module): the IPv6 one is the global unicast space.
 _EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("2000::/3")}
+# A family's default route as the TUN gets it (dataplane/exclude.py: more specific than the host's own,
+# which stays), and what _default_routes counts as a full tunnel too
+HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
+    ipaddress.ip_network("0.0.0.0/0"): (ipaddress.ip_network("0.0.0.0/1"), ipaddress.ip_network("128.0.0.0/1")),
+    ipaddress.ip_network("::/0"): (ipaddress.ip_network("::/1"), ipaddress.ip_network("8000::/1")),
+}
 
 
 def _default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
