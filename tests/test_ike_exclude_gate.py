@@ -15,7 +15,7 @@ from typing import Any
 
 from tunsec.dataplane.exclude import IPAddress, IPNetwork, Path
 from tunsec.ike.endpoint import Datagram
-from tunsec.services.ike.exclude_gate import HELD_PER_PEER, WAITING_MAX, ExcludeGate
+from tunsec.services.ike.exclude_gate import HELD_PER_PEER, WAITING_MAX, ExcludeGate, exclude_counters
 
 HALVES = [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
 GATEWAY, OTHER, STATIC = ip_address("198.51.100.2"), ip_address("203.0.113.5"), ip_address("192.0.2.99")
@@ -27,6 +27,7 @@ UPLINK = 7                             # the interface of the host's default rou
 @dataclass
 class Routes:
     held: dict[IPAddress, Path] = field(default_factory=dict)
+    refused: int = 0
     asked: list[list[IPAddress]] = field(default_factory=list)
     removed: list[set[IPAddress]] = field(default_factory=list)
     paths: dict[int, list[Path]] = field(default_factory=lambda: {
@@ -109,6 +110,7 @@ def test_an_unauthenticated_captured_address_leaves_by_the_uplink_without_a_rout
         assert tasks == [] and routes.asked == [] and routes.held == {} and g.clear == set()
         routes.paths.clear()   # none known: as routed (into the TUN), counted
         assert g.check(SPOOFED, datagram(SPOOFED)) == 0 and g.stats.into_tun == 1
+        assert exclude_counters(g) == {"held": 0, "refused": 0, "uplink": 0, "into_tun": 1, "dropped": 0}
     asyncio.run(run())
 
 

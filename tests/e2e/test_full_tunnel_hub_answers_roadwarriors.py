@@ -73,6 +73,8 @@ def test_a_full_tunnel_site_answers_a_road_warrior_and_routes_it_out_only_once_a
     up = next(i for i, ln in enumerate(lines) if "IKE SA established" in ln)
     # the IKE SA is up (its IKE_AUTH answer is about to leave) before the route goes in, not at IKE_SA_INIT
     assert up < routed, f"the client's address was routed out before it was authenticated:\n{lines[routed]}"
+    counters = site.status()["exclude_routes"]   # its IKE_SA_INIT answer left by the uplink's interface
+    assert counters["uplink"] >= 1 and counters["held"] == 2 and counters["into_tun"] == 0, counters
     path = topo.run(topo.b, ["ip", "route", "get", topo.a.outer4]).stdout
     assert f"via {topo.links[1][1]} dev veth0" in path, path
     # the Child SA carries traffic: the client's ESP left by the uplink, not into the site's TUN

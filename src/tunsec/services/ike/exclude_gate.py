@@ -24,6 +24,7 @@ closes, half-open or failed ones too (sweep).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -45,6 +46,13 @@ class GateStats:
     uplink: int = 0     # IKE to an unauthenticated captured address sent by the uplink's interface, no route
     into_tun: int = 0   # such IKE that could not be (port 4500, no path known): into the TUN, as routed
     dropped: int = 0    # datagrams dropped: WAITING_MAX addresses waited already, or HELD_PER_PEER of its own
+
+
+def exclude_counters(gate: ExcludeGate | None) -> dict[str, int]:
+    """The status document's ``exclude_routes`` (all 0 without a TUN)."""
+    if gate is None:
+        return {"held": 0, "refused": 0, "uplink": 0, "into_tun": 0, "dropped": 0}
+    return {"held": len(gate.routes.held), "refused": gate.routes.refused, **dataclasses.asdict(gate.stats)}
 
 
 def _never(ip: IPAddress, data: bytes) -> bool:
