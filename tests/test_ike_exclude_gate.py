@@ -1,11 +1,13 @@
-"""IKE to an address the TUN's routes capture waits for its exclude route (services/ike/exclude_gate.py):
-the datagrams held, then sent once the route is in; an address outside the TUN's routes passes at once; the
-routes of addresses no IKE SA nor connection has any more go at the sweep.  A stand-in for ExcludeRoutes
-records what it was asked (its netlink is tests/dataplane/test_exclude_routes.py's)."""
+"""IKE to a trusted address the TUN's routes capture waits for its exclude route (services/ike/exclude_gate.py):
+the datagrams held, then sent once the route is in; an address outside the TUN's routes passes at once; an
+untrusted captured one leaves by the uplink's interface without a route; the routes of addresses no IKE SA
+nor connection has any more go at the sweep.  A stand-in for ExcludeRoutes records what it was asked (its
+netlink is tests/dataplane/test_exclude_routes.py's)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
@@ -13,28 +15,35 @@ from typing import Any
 
 from tunsec.dataplane.exclude import IPAddress, IPNetwork, Path
 from tunsec.ike.endpoint import Datagram
-from tunsec.services.ike.exclude_gate import HELD_PER_PEER, ExcludeGate
+from tunsec.services.ike.exclude_gate import HELD_PER_PEER, WAITING_MAX, ExcludeGate, exclude_counters
 
 HALVES = [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
 GATEWAY, OTHER, STATIC = ip_address("198.51.100.2"), ip_address("203.0.113.5"), ip_address("192.0.2.99")
+SPOOFED = ip_address("203.0.113.80")   # an IKE_SA_INIT's source nothing authenticated
+LOCAL = ip_address("192.0.2.7")       # on the host's connected link (a more specific route than the TUN's)
+UPLINK = 7                             # the interface of the host's default route
 
 
 @dataclass
 class Routes:
     held: dict[IPAddress, Path] = field(default_factory=dict)
-    asked: list[IPAddress] = field(default_factory=list)
-    kept: list[set[IPAddress]] = field(default_factory=list)
+    refused: int = 0
+    asked: list[list[IPAddress]] = field(default_factory=list)
+    removed: list[set[IPAddress]] = field(default_factory=list)
+    paths: dict[int, list[Path]] = field(default_factory=lambda: {
+        socket.AF_INET: [Path(ip_network("0.0.0.0/0"), "192.0.2.1", UPLINK),
+                         Path(ip_network("192.0.2.0/24"), None, 3)]})
 
     def ensure(self, peers: Iterable[IPAddress], tun_nets: Sequence[IPNetwork]) -> list[str]:
+        self.asked.append(list(peers))
         for p in peers:
-            self.asked.append(p)
-            self.held[p] = Path(ip_network("0.0.0.0/0"), "192.0.2.1", 2)
+            self.held[p] = Path(ip_network("0.0.0.0/0"), "192.0.2.1", UPLINK)
         return []
 
-    def keep_only(self, peers: Iterable[IPAddress]) -> None:
-        keep = set(peers)
-        self.kept.append(keep)
-        self.held = {p: v for p, v in self.held.items() if p in keep}
+    def remove(self, gone: list[IPAddress]) -> None:
+        self.removed.append(set(gone))
+        for p in gone:
+            self.held.pop(p, None)
 
 
 def datagram(to: IPAddress, n: int = 0) -> Datagram:
@@ -46,7 +55,8 @@ def gate(routes: Routes, nets: list[IPNetwork], sent: list[Datagram], tasks: lis
         task = asyncio.ensure_future(coro)
         tasks.append(task)
         return task
-    return ExcludeGate(routes, lambda: nets, sent.append, lambda: [STATIC], spawn)  # type: ignore[arg-type]
+    return ExcludeGate(routes, lambda: nets, sent.append, lambda: [STATIC], spawn,  # type: ignore[arg-type]
+                       lambda ip, data: ip not in (SPOOFED, LOCAL))
 
 
 def test_a_captured_peer_gets_its_exclude_route_before_its_first_datagram_goes() -> None:
@@ -54,11 +64,11 @@ def test_a_captured_peer_gets_its_exclude_route_before_its_first_datagram_goes()
         routes, sent, tasks = Routes(), [], []
         g = gate(routes, HALVES, sent, tasks)
         first = [datagram(GATEWAY, n) for n in range(HELD_PER_PEER + 3)]
-        assert all(g.holds(GATEWAY, d) for d in first)
+        assert all(g.check(GATEWAY, d) is None for d in first)
         assert sent == [] and routes.asked == []   # asked in a thread, once
         await asyncio.gather(*tasks)
-        assert routes.asked == [GATEWAY] and sent == first[:HELD_PER_PEER]   # the rest: IKE retransmits them
-        assert not g.holds(GATEWAY, datagram(GATEWAY))   # from now on: straight out
+        assert routes.asked == [[GATEWAY]] and sent == first[:HELD_PER_PEER]   # the rest: IKE retransmits them
+        assert g.check(GATEWAY, datagram(GATEWAY)) == 0   # from now on: straight out, as routed
     asyncio.run(run())
 
 
@@ -66,8 +76,8 @@ def test_an_address_outside_the_tun_routes_passes_at_once() -> None:
     async def run() -> None:
         routes, sent, tasks = Routes(), [], []
         g = gate(routes, [ip_network("10.0.0.0/8")], sent, tasks)
-        assert not g.holds(GATEWAY, datagram(GATEWAY))
-        assert not g.holds(ip_address("2001:db8::1"), datagram(ip_address("2001:db8::1")))
+        assert g.check(GATEWAY, datagram(GATEWAY)) == 0
+        assert g.check(ip_address("2001:db8::1"), datagram(ip_address("2001:db8::1"))) == 0
         assert tasks == [] and routes.asked == []
     asyncio.run(run())
 
@@ -77,11 +87,42 @@ def test_the_sweep_removes_the_routes_of_peers_no_ike_sa_nor_connection_has() ->
         routes, sent, tasks = Routes(), [], []
         g = gate(routes, HALVES, sent, tasks)
         for peer in (GATEWAY, OTHER):
-            g.holds(peer, datagram(peer))
+            g.check(peer, datagram(peer))
         await asyncio.gather(*tasks)
+        assert routes.asked == [[GATEWAY, OTHER]]   # one job for both
+        assert g.may_sweep()
         g.sweep(lambda: [GATEWAY])   # OTHER's IKE SA closed (a MOBIKE move, a REDIRECT away)
         await asyncio.gather(*tasks)
-        assert set(routes.held) == {GATEWAY} and routes.kept == [{GATEWAY, STATIC}]
+        assert set(routes.held) == {GATEWAY} and routes.removed == [{OTHER}]
         g.sweep(lambda: [GATEWAY])   # nothing to remove: no thread
-        assert len(tasks) == 3
+        assert len(tasks) == 2
+    asyncio.run(run())
+
+
+def test_an_unauthenticated_captured_address_leaves_by_the_uplink_without_a_route() -> None:
+    """Review revfull F1: an IKE_SA_INIT answer, a COOKIE or an INIT REDIRECT to a made-up source gets no
+    exclude route; it leaves by the interface of the host's own path (the kernel skips the TUN's routes)."""
+    async def run() -> None:
+        routes, sent, tasks = Routes(), [], []
+        g = gate(routes, HALVES, sent, tasks)
+        assert g.check(SPOOFED, datagram(SPOOFED)) == UPLINK
+        assert g.check(LOCAL, datagram(LOCAL)) == 0   # not captured after all
+        assert tasks == [] and routes.asked == [] and routes.held == {} and g.clear == set()
+        routes.paths.clear()   # none known: as routed (into the TUN), counted
+        assert g.check(SPOOFED, datagram(SPOOFED)) == 0 and g.stats.into_tun == 1
+        assert exclude_counters(g) == {"held": 0, "refused": 0, "uplink": 0, "into_tun": 1, "dropped": 0}
+    asyncio.run(run())
+
+
+def test_the_gate_holds_a_bounded_number_of_trusted_addresses_in_one_job() -> None:
+    """Review revfull F4: a burst of authenticated peers waits WAITING_MAX addresses at most, one task."""
+    async def run() -> None:
+        routes, sent, tasks = Routes(), [], []
+        g = gate(routes, HALVES, sent, tasks)
+        many = [ip_address(0x0A000000 + i) for i in range(WAITING_MAX + 10)]
+        verdicts = [g.check(ip, datagram(ip)) for ip in many]
+        assert verdicts == [None] * len(many)
+        assert len(g.waiting) == WAITING_MAX and g.stats.dropped == 10 and len(tasks) == 1
+        await asyncio.gather(*tasks)
+        assert routes.asked == [many[:WAITING_MAX]] and len(sent) == WAITING_MAX and not g.waiting
     asyncio.run(run())

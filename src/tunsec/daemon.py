@@ -34,6 +34,7 @@ from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
+from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
 from tunsec.espsockets import Sockets
 from tunsec.ike.address_role import is_full_tunnel
@@ -100,6 +101,7 @@ class Daemon:
         self._privilege_given_up = False
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
+        self.killswitch = KillSwitch("")   # a full tunnel's halves' standing prohibit routes (killswitch.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -125,7 +127,7 @@ class Daemon:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
-        self.excludes = ExcludeRoutes(self.tun.name)
+        self.excludes, self.killswitch = ExcludeRoutes(self.tun.name), KillSwitch(self.tun.name)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -144,6 +146,7 @@ class Daemon:
             if self.excludes is not None:   # before the TUN's routes: the peers' paths as they were
                 self.excludes.clear_stale()
             self._exclude_peers(routes)
+            self.killswitch.ensure(n for n, _ in routes)   # before the halves: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
         except OSError as err:
@@ -488,7 +491,12 @@ class Daemon:
             return []
         wanted = self._tun_routes()
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
+        nets = [n for n, _ in wanted]
+        lines += [f"{reroute.FAILED}{ln}" for ln in await asyncio.to_thread(self.killswitch.ensure, nets)]
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
+        await asyncio.to_thread(self.killswitch.keep_only, nets)   # after the halves went
+        if self.excludes is not None:   # a peer no TUN route captures any more needs none (review revfull F5)
+            await asyncio.to_thread(self.excludes.keep_captured, nets)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
             await self.ike.vips.source_routes()
             self.ike.sweep_excludes(reset=True)   # the TUN's routes changed: checked again
@@ -572,25 +580,31 @@ class Daemon:
         self._privilege_given_up = True
         record = self.tun.record if self.tun is not None else None
         own = bool(self.tun and self.tun.routes and not self.tun.created)
-        # exclude routes held, or a full tunnel that needs one for each peer it meets (exclude_gate.py)
-        own = own or bool(self.excludes and self.tun and (self.excludes.held or is_full_tunnel(
-            [n for n, _ in self.tun.routes])))
-        blocked = bool(self.tun and any(u.blocked for u in self.tun.unrouted.values()))
+        # blocks held at start need CAP_NET_ADMIN to be put back (blockwatch) and removed at exit; so do a full
+        # tunnel's routes: both until none is left (netadmin.py)
+        blocked = bool(self.tun and any(u.blocked for u in self.tun.unrouted.values())) or self._full_routing()
         vips = self._virtual_ips()
-        try:   # blocks held at start need CAP_NET_ADMIN to be put back (blockwatch) and removed at exit
+        try:
             privilege.give_up_control(self.privilege, self.cfg.tunsec, bool(self.manual.plans), own or blocked,
                                       virtual_ips=vips, block_record=record is not None and record.fd >= 0)
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
         if (self.tun is not None and self.privilege.drop and blocked and not (own or vips)
                 and privilege.has_cap(privilege.CAP_NET_ADMIN)):   # until the last block goes (netadmin.py)
-            self._blocks_hold = netadmin.BlocksHold.start(blockwatch.Keeper(self.tun), self._virtual_ips,
+            self._blocks_hold = netadmin.BlocksHold.start(blockwatch.Keeper(self.tun),
+                                                          lambda: self._virtual_ips() or self._full_routing(),
                                                           [self.ike.resolver.renew] if self.ike is not None else [])
         if record is not None and self.privilege.drop:
             record.usable_after_drop(privilege._me())
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
             log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
                         privilege._me(), _read_grant(self.cfg.path))
+
+    def _full_routing(self) -> bool:
+        """Exclude routes or standing prohibit routes held, or a full tunnel that needs an exclude route for
+        each authenticated peer it meets (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
+        return bool(self.tun and ((self.excludes and self.excludes.held) or self.killswitch.held
+                                  or is_full_tunnel([n for n, _ in self.tun.routes])))
 
     async def _start_serving(self) -> None:
         """The control socket and the metrics listener accept from now on (again: a no-op)."""
@@ -666,6 +680,7 @@ class Daemon:
             self.tun = None
         if self.excludes is not None:   # after the TUN's routes: nothing goes into the TUN any more
             self.excludes.close()
+        self.killswitch.close()   # last: the host's default route carries the traffic again
         self.sockets.close()
 
     async def run(self) -> int:

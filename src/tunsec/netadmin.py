@@ -1,4 +1,5 @@
-"""CAP_NET_ADMIN kept at the privilege drop for the blocks alone, given up for good once none is held.
+"""CAP_NET_ADMIN kept at the privilege drop for the blocks alone (or a full tunnel's routes: its exclude
+routes and standing prohibit routes, daemon._full_routing), given up for good once none is held.
 
 The control process keeps CAP_NET_ADMIN after its drop (privilege.give_up_control) for the routes it put on
 a TUN that outlives it (removed at exit), for the virtual IPs a gateway assigns at run time, or for the
@@ -80,8 +81,9 @@ class BlocksHold:
             log.error("control process gave up CAP_NET_ADMIN but threads %s still hold it (they did not end)",
                       ", ".join(map(str, left)))
         else:
-            log.info("control process gave up CAP_NET_ADMIN: it holds no prohibit route any more (a reload's new "
-                     "route is now a command for root, as after a start without blocks)")
+            log.info("control process gave up CAP_NET_ADMIN: it holds no prohibit route any more, nor an exclude "
+                     "route or full tunnel (a reload's new route is now a command for root, as after a start "
+                     "without blocks)")
         return True
 
 

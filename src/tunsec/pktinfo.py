@@ -81,22 +81,28 @@ def source_ancillary(family: int, source: str | None) -> Ancillary:
     return anc
 
 
-def _source_ancillary(family: int, source: str) -> Ancillary:
-    if source in WILDCARDS:
+def _source_ancillary(family: int, source: str, oif: int = 0) -> Ancillary:
+    if source in WILDCARDS and not oif:
         return ()
-    ip = ipaddress.ip_address(source)
+    ip = ipaddress.ip_address(source if source not in WILDCARDS else WILDCARDS[family == socket.AF_INET6])
     if family == socket.AF_INET and ip.version == 4:
-        return ((socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, ip.packed, bytes(4))),)
+        return ((socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(oif, ip.packed, bytes(4))),)
     if family == socket.AF_INET6 and ip.version == 6:
-        return ((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ip.packed, 0)),)
+        return ((socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _IN6_PKTINFO.pack(ip.packed, oif)),)
     return ()
 
 
-def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str | None) -> None:
+def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str | None, oif: int = 0) -> None:
     """``sock.sendto`` from ``source`` (None: the route's choice).  If the kernel refuses that
     source (the address is no longer ours) the datagram leaves from the route's choice instead, as
-    the C loop's ESP does.  Raises what ``sendto`` raises."""
-    anc = source_ancillary(sock.family, source) if source is not None else ()
+    the C loop's ESP does.  ``oif``: the interface it must leave by (ipi_ifindex, ipi6_ifindex), which
+    makes the kernel's route lookup skip every route of another device: IKE to an address a full
+    tunnel's TUN routes capture, by the host's own path, without a route for it (exclude_gate.py;
+    ``ping -I eth0`` works so).  Raises what ``sendto`` raises."""
+    if oif:
+        anc = _source_ancillary(sock.family, source or WILDCARDS[sock.family == socket.AF_INET6], oif)
+    else:
+        anc = source_ancillary(sock.family, source) if source is not None else ()
     if not anc:
         sock.sendto(data, addr)
         return

@@ -324,6 +324,8 @@ def render(doc: dict[str, Any]) -> str:
     if doc.get("ike_refused"):
         lines.append("IKE requests refused from authenticated peers: "
                      + ", ".join(f"{k} {v}" for k, v in doc["ike_refused"].items()))
+    if any((excl := doc.get("exclude_routes") or {}).values()):   # a TUN route covers IKE peers
+        lines.append("exclude routes: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
     if unanswered := doc.get("ike_sends_unanswered"):   # only once there are any: the worker's fault
         lines.append(f"IKE sent through the worker (port 4500), given up unanswered: {unanswered}")
     if refused := doc.get("ike_reserve_refused"):   # only once there are any: the worker was full

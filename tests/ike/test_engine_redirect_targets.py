@@ -139,15 +139,32 @@ def test_follow_redirects_no_refuses_a_redirect_anyway() -> None:
 @pytest.mark.parametrize("remote_ts", ["0.0.0.0/0", "0.0.0.0/1, 128.0.0.0/1"])
 def test_a_full_tunnel_client_follows_a_redirect_into_its_remote_ts(remote_ts: str) -> None:
     """A full tunnel covers every gateway: the daemon keeps the new gateway's address out of the TUN's
-    routes (an exclude route, as for the first), so its remote_ts refuses no target; a narrower
-    remote_ts beside it still does."""
+    routes (an exclude route, as for the first), so its remote_ts refuses no target of an authenticated
+    REDIRECT (IKE_AUTH); a narrower remote_ts beside it still does."""
     child = child_config("net", "10.1.0.0/16", f"{remote_ts}, 10.2.0.0/16", "aes128gcm16")
     net = Network()
     net.add(CLIENT, IkeEndpoint([client_cfg(children=(child,))]))
-    net.add(GW_A, IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B)]))
+    net.add(GW_A, IkeEndpoint([gateway_cfg(GW_A, redirect_to=GW_B, redirect_on="auth")]))
     b = net.add(GW_B, IkeEndpoint([gateway_cfg(GW_B)]))
-    sa = net.nodes[CLIENT].initiate("rw", "net", 0.0)
+    net.nodes[CLIENT].initiate("rw", "net", 0.0)
     net.run(until=5.0)
+    (sa,) = net.nodes[CLIENT].sas   # the one the REDIRECT in IKE_AUTH started
     assert sa.state is State.ESTABLISHED and sa.remote_addr[0] == GW_B and b.sa_count == 1
     assert_init_redirect_refused(client_endpoint(children=(child,)), "10.2.0.5", "10.2.0.5 is inside remote_ts "
                                  "10.2.0.0/16 of child net (IKE would go into the tunnel)")
+
+
+@pytest.mark.parametrize("remote_ts", ["0.0.0.0/0", "0.0.0.0/1, 128.0.0.0/1"])
+def test_a_full_tunnel_client_refuses_an_init_redirect_into_its_full_tunnel(remote_ts: str) -> None:
+    """Review revfull F2: a REDIRECT in IKE_SA_INIT is unauthenticated (anyone on the path has the nonce);
+    its target would get an exclude route, in clear around the full tunnel: refused, unless it is the
+    connection's own remote address."""
+    child = child_config("net", "10.1.0.0/16", remote_ts, "aes128gcm16")
+    assert_init_redirect_refused(client_endpoint(children=(child,)), GW_B, f"{GW_B} is inside remote_ts "
+                                 f"{remote_ts.split(', ')[-1]} of child net (IKE would go into the tunnel)")
+    client = client_endpoint(children=(child,), remote_addr=GW_B)
+    sa = client.initiate("rw", "net", 0.0)
+    (request,) = client.datagrams_to_send(0.0)
+    reply = _answer(request.data, (NotifyPayload(NotifyType.REDIRECT, encode_redirect(GW_B, _nonce(request.data))),))
+    client.receive(reply, (GW_B, 500), 0.1, (CLIENT, 500))
+    assert sa.state is not State.CLOSED and [d.addr[0] for d in client.datagrams_to_send(0.1)] == [GW_B]

@@ -30,12 +30,15 @@ import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from tunsec.dataplane.blockrecord import block_mark
-from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason
-from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTPROT_TUNSEC
+from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
+from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
+from tunsec.dataplane.routes import RT_SCOPE_LINK, RTN_UNICAST, destination, ifname, in_main, next_hops
+from tunsec.ike.address_role import HALVES
+from tunsec.loglimit import LogLimiter, suffix
 
 log = logging.getLogger("tunsec.tun")
 
@@ -44,17 +47,16 @@ IPAddress = IPv4Address | IPv6Address
 Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, the tunnel's local networks
 
 FOLLOW_INTERVAL = 10.0   # seconds between two looks at the host's paths for the exclude routes
-RTN_UNICAST = 1   # linux/rtnetlink.h
-RT_SCOPE_LINK = 253
-_HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
-    ip_network("0.0.0.0/0"): (ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")),
-    ip_network("::/0"): (ip_network("::/1"), ip_network("8000::/1")),
-}
 
 
 def tun_networks(net: IPNetwork) -> tuple[IPNetwork, ...]:
     """What goes into the TUN's routes for a tunnel's network: a default route as its two halves."""
-    return _HALVES.get(net, (net,))
+    return HALVES.get(net, (net,))
+
+
+def is_half(net: IPNetwork) -> bool:
+    """net is one half of a family's default route (a full tunnel's TUN route: killswitch.py)."""
+    return any(net in halves for halves in HALVES.values())
 
 
 def tun_routes(routes: Iterable[Route]) -> list[Route]:
@@ -99,19 +101,12 @@ def _paths(ipr: Any, family: int, tun_idx: int | None) -> list[Path]:
     """The main table's unicast routes of family, but the TUN's and tunsec's own (the path before them)."""
     out: list[Path] = []
     for r in ipr.route("dump", family=family):
-        table = r.get_attr("RTA_TABLE")
-        if ((table if table is not None else r["table"]) != RT_TABLE_MAIN or r["type"] != RTN_UNICAST
-                or r["proto"] == RTPROT_TUNSEC):
+        if not in_main(r) or r["type"] != RTN_UNICAST or r["proto"] == RTPROT_TUNSEC:
             continue
-        hop = r
-        if r.get_attr("RTA_OIF") is None and (hops := r.get_attr("RTA_MULTIPATH")):
-            hop = hops[0]   # a multipath route: its first next hop (the exclude route takes one)
-        oif = hop.get_attr("RTA_OIF") if hop is r else hop["oif"]
+        gateway, oif = next_hops(r)[0]   # a multipath route: its first next hop (the exclude route takes one)
         if oif is None or oif == tun_idx:
             continue
-        dst = r.get_attr("RTA_DST") or ("0.0.0.0" if family == socket.AF_INET else "::")
-        out.append(Path(ip_network(f"{dst}/{r['dst_len']}"), hop.get_attr("RTA_GATEWAY"), int(oif),
-                        int(r.get_attr("RTA_PRIORITY") or 0)))
+        out.append(Path(destination(r), gateway, int(oif), int(r.get_attr("RTA_PRIORITY") or 0)))
     return out
 
 
@@ -129,6 +124,12 @@ class ExcludeRoutes:
 
     tun: str
     held: dict[IPAddress, Path] = field(default_factory=dict)
+    # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
+    # unauthenticated captured address leaves by (services/ike/exclude_gate.py)
+    paths: dict[int, list[Path]] = field(default_factory=dict)
+    refused: int = 0          # exclude routes refused (status)
+    denied: bool = False      # one was refused for want of CAP_NET_ADMIN: no table dump per address again
+    _refused_log: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
     # held for a whole change: the IKE service's threads and a reload's add and remove at once
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -141,16 +142,22 @@ class ExcludeRoutes:
         """An exclude route for each of peers the TUN's routes (tun_nets: in, or about to go in) capture;
         what failed, one line each (logged)."""
         failed: list[str] = []
-        with self._lock, _iproute() as ipr, _netlink("listing routes for the exclude routes"):
+        peers = [p for p in peers if p not in self.held]
+        if not peers:
+            return failed
+        if self.denied:   # refused for want of CAP_NET_ADMIN already: no dump per address (review revfull F6)
+            for peer in peers:
+                failed.append(self._refusal(f"exclude route {_host(peer)} not added: no CAP_NET_ADMIN (refused "
+                                            f"before); IKE and ESP to peer {peer} go into TUN {self.tun}"))
+            return failed
+        with self._lock, _iproute() as ipr, as_oserror("listing routes for the exclude routes"):
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
             paths: dict[int, list[Path]] = {}
             for peer in peers:
-                if peer in self.held:
-                    continue
                 family = _family(peer)
                 if family not in paths:
-                    paths[family] = _paths(ipr, family, tun_idx)
+                    paths[family] = self.paths[family] = _paths(ipr, family, tun_idx)
                 path = best_path(paths[family], peer)
                 if not captured(peer, tun_nets, path):
                     continue
@@ -158,12 +165,29 @@ class ExcludeRoutes:
                 try:
                     self._add(ipr, peer, path)
                 except NetlinkError as exc:
+                    self.denied = self.denied or exc.code == errno.EPERM
                     via = f" via {path.gateway}" if path.gateway else ""
-                    failed.append(f"exclude route {_host(peer)}{via} refused: {_reason(exc)}; IKE and ESP to peer "
-                                  f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
-                                  f"dev {_ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})")
-                    log.error("%s", failed[-1])
+                    # only configured or authenticated peers get here (exclude_gate.py): the command is theirs
+                    failed.append(self._refusal(
+                        f"exclude route {_host(peer)}{via} refused: {reason(exc)}; IKE and ESP to peer "
+                        f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
+                        f"dev {ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})"))
         return failed
+
+    def _refusal(self, line: str) -> str:
+        """Counted, logged rate-limited (a hub's authenticating clients may be many)."""
+        self.refused += 1
+        if (held := self._refused_log.admit()) is not None:
+            log.error("%s%s", line, suffix(held))
+        return line
+
+    def refresh(self) -> None:
+        """The host's own paths listed again (paths), for IKE that leaves without an exclude route."""
+        with self._lock, _iproute() as ipr, as_oserror("listing the host's paths for IKE"):
+            idx = ipr.link_lookup(ifname=self.tun)
+            tun_idx = idx[0] if idx else None
+            for family in (socket.AF_INET, socket.AF_INET6):
+                self.paths[family] = _paths(ipr, family, tun_idx)
 
     def _route(self, peer: IPAddress, path: Path) -> dict[str, object]:
         """pyroute2's arguments for peer's exclude route by path."""
@@ -189,13 +213,12 @@ class ExcludeRoutes:
     def follow(self) -> None:
         """Each exclude route onto the path the host has for its peer now: the host's default route changed
         while tunsec runs (DHCP, NetworkManager, another uplink).  None found (the uplink gone for a moment):
-        the route stays as it is."""
-        if not self.held:
-            return
-        with self._lock, _iproute() as ipr, _netlink("following the host's paths for the exclude routes"):
+        the route stays as it is.  The paths are kept for IKE sent without an exclude route (paths)."""
+        with self._lock, _iproute() as ipr, as_oserror("following the host's paths for the exclude routes"):
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
-            paths = {fam: _paths(ipr, fam, tun_idx) for fam in {_family(p) for p in self.held}}
+            paths: dict[int, list[Path]] = {fam: _paths(ipr, fam, tun_idx) for fam in (socket.AF_INET, socket.AF_INET6)}
+            self.paths.update(paths)
             for peer, had in list(self.held.items()):
                 now = best_path(paths[_family(peer)], peer)
                 if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
@@ -203,7 +226,7 @@ class ExcludeRoutes:
                 try:
                     ipr.route("replace", **self._route(peer, now))
                 except NetlinkError as exc:
-                    log.warning("exclude route %s stays on its old path: %s", _host(peer), _reason(exc))
+                    log.warning("exclude route %s stays on its old path: %s", _host(peer), reason(exc))
                     continue
                 self.held[peer] = now
                 log.info("exclude route %s follows the host's path: %s", _host(peer),
@@ -212,13 +235,18 @@ class ExcludeRoutes:
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
         keep = set(peers)
-        self._remove([p for p in list(self.held) if p not in keep])
+        self.remove([p for p in list(self.held) if p not in keep])
+
+    def keep_captured(self, tun_nets: Sequence[IPNetwork]) -> None:
+        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go."""
+        self.remove([p for p in list(self.held) if not any(p in n for n in tun_nets if n.version == p.version)])
 
     def close(self) -> None:
         """At exit, after the TUN's routes: every exclude route of ours goes."""
-        self._remove(list(self.held))
+        self.remove(list(self.held))
 
-    def _remove(self, gone: list[IPAddress]) -> None:
+    def remove(self, gone: list[IPAddress]) -> None:
+        """The exclude routes of gone go (those held)."""
         if not gone:
             return
         with self._lock, _iproute() as ipr:
@@ -231,7 +259,7 @@ class ExcludeRoutes:
                 except NetlinkError as exc:
                     if exc.code != errno.ESRCH:   # gone already: removed by someone else, or with its device
                         log.warning("exclude route %s stays: %s (as root: ip route del %s proto %d metric %d)",
-                                    _host(peer), _reason(exc), _host(peer), RTPROT_TUNSEC, self.mark)
+                                    _host(peer), reason(exc), _host(peer), RTPROT_TUNSEC, self.mark)
                     continue
                 log.info("exclude route %s removed", _host(peer))
 
@@ -239,7 +267,7 @@ class ExcludeRoutes:
         """At start, before any of its own: the exclude routes a killed run of this instance left (tunsec's
         proto, host routes, its TUN's mark as their metric)."""
         try:
-            with _iproute() as ipr, _netlink("listing the exclude routes an earlier tunsec may have left"):
+            with _iproute() as ipr, as_oserror("listing the exclude routes an earlier tunsec may have left"):
                 for family in (socket.AF_INET, socket.AF_INET6):
                     for r in ipr.route("dump", family=family):
                         if _stale_of(r, self.mark):
@@ -248,25 +276,22 @@ class ExcludeRoutes:
                                 ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"),
                                           proto=RTPROT_TUNSEC, priority=self.mark)
                             except NetlinkError as exc:
-                                log.warning("exclude route %s an earlier tunsec left stays: %s", dst, _reason(exc))
+                                log.warning("exclude route %s an earlier tunsec left stays: %s", dst, reason(exc))
                                 continue
                             log.info("exclude route %s an earlier tunsec left removed", dst)
         except OSError as exc:
             log.warning("exclude routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
+        try:   # the host's own paths, before the TUN's routes go in: IKE to unauthenticated peers leaves by them
+            self.refresh()
+        except OSError as exc:
+            log.warning("the host's paths not listed: %s", exc.strerror or exc)
 
 
 def _stale_of(r: Any, mark: int) -> bool:
     """A host route of tunsec's proto in the main table with mark as its metric: an exclude route of ours."""
-    table = r.get_attr("RTA_TABLE")
     host = 32 if r["family"] == socket.AF_INET else 128
-    return bool((table if table is not None else r["table"]) == RT_TABLE_MAIN and r["type"] == RTN_UNICAST
-                and r["proto"] == RTPROT_TUNSEC and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
-
-
-def _ifname(ipr: Any, idx: int) -> str:
-    links = ipr.get_links(idx)
-    return str(links[0].get_attr("IFLA_IFNAME")) if links else f"#{idx}"
-
+    return bool(in_main(r) and r["type"] == RTN_UNICAST and r["proto"] == RTPROT_TUNSEC
+                and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
 
 
 async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:
@@ -274,7 +299,7 @@ async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: flo
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-        if stopping.is_set() or not excludes.held:
+        if stopping.is_set():
             continue
         try:
             await asyncio.to_thread(excludes.follow)

@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 
@@ -79,6 +79,17 @@ def netlink_failure(exc: NetlinkError, operation: str, fix: str = "") -> OSError
     """A refused netlink request as an OSError with the kernel's errno, whose strerror says what was
     being done, why the kernel refused and, where known, what to do about it."""
     return OSError(_errno(exc), f"{operation}: {_reason(exc)}" + (f"; {fix}" if fix else ""))
+
+
+def reason(exc: NetlinkError) -> str:
+    """The errno's text, and the kernel's own words where it gave any (the public name of _reason)."""
+    return _reason(exc)
+
+
+def as_oserror(operation: str, fix: Callable[[], str] = lambda: "") -> AbstractContextManager[None]:
+    """The netlink requests of the block: a refusal raises netlink_failure's OSError (the public name of
+    _netlink)."""
+    return _netlink(operation, fix)
 
 
 @contextmanager

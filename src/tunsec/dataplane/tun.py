@@ -25,6 +25,7 @@ from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN as RT_TABLE_MAIN
 from tunsec.dataplane.prohibitroute import RTN_PROHIBIT as RTN_PROHIBIT
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC as RTPROT_TUNSEC
 from tunsec.dataplane.prohibitroute import delete as _delete_prohibit
+from tunsec.dataplane.routes import RT_SCOPE_LINK, destination, gateways, ifname, in_main
 from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
@@ -347,7 +348,7 @@ class Tun:
         """False when the routes could not be listed (the record's leftovers stay this instance's)."""
         try:
             with _iproute() as ipr, _netlink("listing prohibit routes"):
-                found = [(_network(r), r) for family in (socket.AF_INET, socket.AF_INET6)
+                found = [(destination(r), r) for family in (socket.AF_INET, socket.AF_INET6)
                          for r in ipr.route("dump", family=family) if _ours_prohibit(r)]
         except OSError as exc:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
@@ -392,7 +393,7 @@ class Tun:
         family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst}"):
             for r in ipr.route("dump", family=family):
-                if _ours_prohibit(r) and _network(r) == dst and self.owns(dst, route_mark(r)):
+                if _ours_prohibit(r) and destination(r) == dst and self.owns(dst, route_mark(r)):
                     _delete_prohibit(ipr, _prohibit_key(r, dst), dst, self.owns)
 
     def owns(self, dst: IPNetwork, mark: int | None) -> bool:
@@ -624,15 +625,7 @@ class Tun:
 
 def _ours_prohibit(r: Any) -> bool:
     """A prohibit route tunsec made (block): in the main table, with our proto."""
-    table = r.get_attr("RTA_TABLE")
-    return bool(r["type"] == RTN_PROHIBIT and r["proto"] == RTPROT_TUNSEC
-                and (table if table is not None else r["table"]) == RT_TABLE_MAIN)
-
-
-def _network(r: Any) -> IPNetwork:
-    """A route's destination (a default route has no RTA_DST)."""
-    dst = r.get_attr("RTA_DST") or ("0.0.0.0" if r["family"] == socket.AF_INET else "::")
-    return ip_network(f"{dst}/{r['dst_len']}")
+    return bool(r["type"] == RTN_PROHIBIT and r["proto"] == RTPROT_TUNSEC and in_main(r))
 
 
 def _delete_stale(r: Any, dst: IPNetwork) -> None:
@@ -695,25 +688,23 @@ def _same_dst(r: Any, dst: IPNetwork) -> bool:
 
 
 RTN_LOCAL = 2   # linux/rtnetlink.h
-RT_SCOPE_LINK = 253
 
 
 def _lan_role(ipr: Any, ip: IPv4Address | IPv6Address, tun: int) -> str | None:
     """What ``ip`` is to this host outside the TUN (index tun): see Tun.address_conflict."""
     family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    main = [r for r in ipr.route("dump", family=family) if r.get_attr("RTA_TABLE", r["table"]) == RT_TABLE_MAIN]
-    if any(ip in _gateways(r) for r in main):
+    main = [r for r in ipr.route("dump", family=family) if in_main(r)]
+    if any(ip in gateways(r) for r in main):
         return "a router of this host (a gateway of its main routing table)"
     on_link = [(ip_network(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}", strict=False), a["index"])
                for a in ipr.get_addr(family=family) if a["index"] != tun and a.get_attr("IFA_ADDRESS")]
     # on-link routes to other interfaces too (not a default route through a VPN device)
-    on_link += [(_network(r), r.get_attr("RTA_OIF")) for r in main
+    on_link += [(destination(r), r.get_attr("RTA_OIF")) for r in main
                 if r["scope"] == RT_SCOPE_LINK and r["dst_len"] and r.get_attr("RTA_OIF") not in (tun, None)]
     for net, idx in on_link:
         if ip in net:
-            links = ipr.get_links(idx)
-            name = links[0].get_attr("IFLA_IFNAME") if links else f"#{idx}"
-            return f"an address of network {net} on the link of interface {name} (a neighbour, a server, its broadcast)"
+            return (f"an address of network {net} on the link of interface {ifname(ipr, idx)} (a neighbour, a "
+                    f"server, its broadcast)")
     try:
         found = ipr.route("get", dst=str(ip))[0]
     except NetlinkError:   # unreachable: no network of the host's
@@ -722,12 +713,6 @@ def _lan_role(ipr: Any, ip: IPv4Address | IPv6Address, tun: int) -> str | None:
             m.get_attr("IFA_ADDRESS") == str(ip) for m in ipr.get_addr(index=tun)):
         return "a local address of this host (a local route)"
     return None
-
-
-def _gateways(r: Any) -> set[IPv4Address | IPv6Address]:
-    """A route's next hops (RTA_GATEWAY, and each of a multipath route's)."""
-    hops = [r, *(r.get_attr("RTA_MULTIPATH") or [])]
-    return {ip_address(g) for h in hops if (g := h.get_attr("RTA_GATEWAY"))}
 
 
 def local_address_in(networks: tuple[IPNetwork, ...]) -> str | None:

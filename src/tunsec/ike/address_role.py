@@ -60,6 +60,12 @@ class Role:
 
 # What a full tunnel covers, by family (see the module): the IPv6 one is the global unicast space.
 _EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("2000::/3")}
+# A family's default route as the TUN gets it (dataplane/exclude.py: more specific than the host's own,
+# which stays), and what _default_routes counts as a full tunnel too
+HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
+    ipaddress.ip_network("0.0.0.0/0"): (ipaddress.ip_network("0.0.0.0/1"), ipaddress.ip_network("128.0.0.0/1")),
+    ipaddress.ip_network("::/0"): (ipaddress.ip_network("::/1"), ipaddress.ip_network("8000::/1")),
+}
 
 
 def _default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
@@ -154,7 +160,8 @@ def usable_gateway(address: str) -> bool:
                 or (ip.version == 4 and ip in _THIS_NETWORK))
 
 
-def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = False) -> str | None:
+def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = False,
+                    authenticated: bool = False) -> str | None:
     """Why ``what`` of ``st``'s connection must not be sent to ``address``, or None: a client's IKE
     to a REDIRECT's target (redirect.refused_target), or, ``moving``, a peer's IKE and ESP to the
     address it moved to (MOBIKE's UPDATE_SA_ADDRESSES, or a NAT float without MOBIKE:
@@ -169,9 +176,12 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
     of its own its current address lies in already (own_network); full tunnels are nobody's (the
     module), so a peer on the internet is still followed, and "peer" comes first, so clients sharing
     one NAT's public address are too.  A REDIRECT's target keeps the stricter own-remote_ts rule
-    (the tunnel the new IKE SA is to set up; not a full tunnel's, whose new gateway gets an exclude
-    route as the first one did) and other_tunnel's (ours as specifically:
-    the gateway we talk to is the one the host sends that traffic to anyway)."""
+    (the tunnel the new IKE SA is to set up) and other_tunnel's (ours as specifically: the gateway we
+    talk to is the one the host sends that traffic to anyway).  A target inside the connection's own full
+    tunnel is allowed only if the REDIRECT is ``authenticated`` (in IKE_AUTH) or the target is the
+    connection's remote address: the new gateway gets an exclude route as the first one did, and an
+    unauthenticated REDIRECT in IKE_SA_INIT, which anyone on the path can forge, must not choose the
+    address routed around the full tunnel (review revfull F2)."""
     if not usable_gateway(address):
         kind = "peer" if moving else "gateway"
         return f"{address} is no {kind} address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
@@ -189,13 +199,15 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
                    f"({what} would go into that tunnel)"
         return None
     host = Ts.host(ip)
+    trusted = authenticated or address_match(st.config.remote_addr, str(ip)) is AddressMatch.EXACT
     everything = full_tunnel(st.config)
-    for child in st.config.children:
-        for ts in child.remote_ts:
-            # a full tunnel's networks cover every gateway: the daemon keeps the new one's address out of the
-            # TUN's routes (an exclude route, dataplane/exclude.py), as the first gateway's (h/fixfull)
-            if not ts.dynamic and ts.contains(host) and not set(ts.networks()) <= everything:
-                return f"{address} is inside remote_ts {ts} of child {child.name} ({what} would go into the tunnel)"
+    # a full tunnel's networks cover every gateway: the daemon keeps a trusted new one's address out of the
+    # TUN's routes (an exclude route, dataplane/exclude.py), as the first gateway's; a narrower one is named first
+    holding = sorted(((set(ts.networks()) <= everything, child.name, ts) for child in st.config.children
+                      for ts in child.remote_ts if not ts.dynamic and ts.contains(host)), key=lambda h: h[0])
+    for full, child_name, ts in holding:
+        if not (full and trusted):
+            return f"{address} is inside remote_ts {ts} of child {child_name} ({what} would go into the tunnel)"
     tunnel = other_tunnel(role, st.config, ip)
     if tunnel is not None:
         return f"{address} is {tunnel} ({what} would go into that tunnel)"

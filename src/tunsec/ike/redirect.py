@@ -123,15 +123,17 @@ def canonical_gateway(address: str) -> str:
     return str(unmapped(ipaddress.ip_address(address)))
 
 
-def refused_target(st: IkeSaState, address: str) -> str | None:
+def refused_target(st: IkeSaState, address: str, authenticated: bool = False) -> str | None:
     """Why a client does not go to ``address`` (a REDIRECT's, or what its FQDN resolved to), or None:
-    address_role.refused_address's reasons for our IKE (review revclient F2)."""
-    return refused_address(st, address, "IKE")
+    address_role.refused_address's reasons for our IKE (review revclient F2); ``authenticated``: the
+    REDIRECT came in IKE_AUTH (a target inside the client's own full tunnel is allowed then)."""
+    return refused_address(st, address, "IKE", authenticated=authenticated)
 
 
-def not_followed(st: IkeSaState, redirect: Redirect) -> str | None:
-    """Why a client does not follow ``redirect`` (an FQDN's addresses are checked once resolved)."""
+def not_followed(st: IkeSaState, redirect: Redirect, authenticated: bool = False) -> str | None:
+    """Why a client does not follow ``redirect`` (an FQDN's addresses are checked once resolved);
+    ``authenticated``: it came in IKE_AUTH, not IKE_SA_INIT (which anyone on the path can forge)."""
     if not st.config.follow_redirects:
         return f"REDIRECT to {redirect.gateway} not followed: follow_redirects = no"
-    why = None if redirect.fqdn else refused_target(st, redirect.gateway)
+    why = None if redirect.fqdn else refused_target(st, redirect.gateway, authenticated)
     return f"REDIRECT not followed: {why}" if why is not None else None

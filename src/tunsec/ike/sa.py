@@ -650,7 +650,7 @@ class IkeSa:
         if st.resolving != gateway or self._state == State.CLOSED:
             return  # an answer for a lookup we no longer wait for
         self._now = now
-        usable = [canonical_gateway(a) for a in addresses if refused_target(st, a) is None]
+        usable = [canonical_gateway(a) for a in addresses if refused_target(st, a, st.authenticated_target) is None]
         if not usable:
             self._resolve_failed(f"gateway {gateway} has no usable address")
             return

@@ -35,6 +35,12 @@ def resolve_failed(self: IkeSa, why: str) -> None:
     self._close(DownReason.NEGOTIATION_FAILED)
 
 
+def target_authenticated(sa: IkeSa) -> bool:
+    """sa (an initiator) goes to the gateway a REDIRECT in IKE_AUTH named (authenticated), not one in
+    IKE_SA_INIT since (services/ike/exclude_trust.py)."""
+    return sa._st.authenticated_target
+
+
 def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
     """Start a new IKE SA at the gateway the IKE_AUTH response named (RFC 5685 §6), unless
     that makes more than MAX_REDIRECTS within REDIRECT_PERIOD (a loop between gateways)."""
@@ -69,6 +75,7 @@ def follow_auth_redirect(self: IkeSa, redirect: Redirect) -> None:
         new._st.spi_i = st.spi_book.reserve(st.local_spi, lambda: make_ike_spi(st.rng, st.spi_tag, remote[0]))
     new._redirect_history = history
     new._st.redirected_from = old
+    new._st.authenticated_target = True
     if redirect.fqdn:
         new._st.resolving = redirect.gateway
         new._await_address()

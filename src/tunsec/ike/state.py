@@ -217,6 +217,7 @@ class IkeSaState:
     # gateway whose address it waits for, and a REDIRECT received in IKE_AUTH (with the child it asked for)
     redirected_from: str | None = None
     resolving: str | None = None
+    authenticated_target: bool = False   # remote_addr (or resolving) is what a REDIRECT in IKE_AUTH named
     auth_redirect: Redirect | None = None
     auth_redirect_child: str | None = None
     # MOBIKE (RFC 4555, exchanges/mobike.py): both sides announced MOBIKE_SUPPORTED in IKE_AUTH

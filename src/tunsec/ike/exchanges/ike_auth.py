@@ -352,7 +352,7 @@ class IkeAuthTask(Task):
         except RedirectError as exc:
             st.emit(NegotiationFailed(st.name, "INVALID_SYNTAX", f"IKE_AUTH: {exc}"))
         else:
-            why = not_followed(st, redirect)
+            why = not_followed(st, redirect, authenticated=True)
             if why is None:
                 st.auth_redirect = redirect
             else:

@@ -203,6 +203,7 @@ class IkeSaInitTask(Task):
         if self._redirects > MAX_REDIRECTS:
             return self._fail(st, "REDIRECT", f"redirected more than {MAX_REDIRECTS} times, last to {redirect.gateway}")
         old = st.remote_addr[0]
+        st.authenticated_target = False   # this one is not (an exclude route's trust: exclude_trust.py)
         st.emit(Redirected(st.name, old, redirect.gateway))
         self._redirected_from = old
         self._cookie = None  # a cookie belongs to the gateway that sent it

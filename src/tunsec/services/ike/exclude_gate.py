@@ -1,68 +1,141 @@
-"""IKE to a peer address the TUN's routes would capture waits for that address's exclude route
-(dataplane/exclude.py): an address not known at start (a gateway by FQDN, a MOBIKE move, a REDIRECT's
-target, a client a full-tunnel hub hears from) gets its host route before our first datagram to it, so
-neither that datagram nor the Child SAs' ESP after it goes into the TUN.
+"""IKE to a peer address the TUN's routes would capture (a full tunnel's halves, a remote_ts or pool
+covering it): an exclude route (dataplane/exclude.py) only for an address something vouches for, the
+uplink's interface for the rest.
 
-The check is in memory (the address against the TUN's routes) for every datagram sent; only a captured
-address without an exclude route goes to a thread (netlink), its datagrams held meanwhile (a few: IKE
-retransmits the rest).  The exclude routes of addresses that no IKE SA nor connection has any more go
-when an IKE SA closes (sweep).
+Trusted, so routed around the TUN (an exclude route before our first datagram to it, so neither that
+datagram nor the Child SAs' ESP after it goes into the TUN): a connection's remote_addrs (``static``),
+the peer of an IKE SA once it is authenticated (the responder's IKE_AUTH answer leaves after its
+IkeSaUp; the initiator's next message after the answer), a MOBIKE move of such an SA, and the target
+of a REDIRECT in IKE_AUTH (``trusted``: services/ike/exclude_trust.py).  Everything else tunsec sends
+IKE to is unauthenticated (an IKE_SA_INIT answer, a COOKIE, a REDIRECT in IKE_SA_INIT: to anyone who
+can send one datagram with a made-up source): it gets no route (review revfull F1: one spoofed
+datagram would have routed an address of the attacker's choice around the full tunnel, in clear) and
+leaves by the interface of the host's own path to it (IP_PKTINFO's ipi_ifindex, pktinfo.sendto: the
+kernel's lookup then skips the TUN's routes), or, where that is not possible (port 4500 goes through
+the worker; no path known), into the TUN as the routes say, counted.
+
+The check is in memory for every datagram sent; only a trusted captured address without an exclude
+route waits, its datagrams held (a few: IKE retransmits the rest), at most WAITING_MAX addresses at once
+(beyond: dropped, counted), all of them added by one task in one netlink job (review revfull F4).  The
+exclude routes of addresses that no IKE SA nor connection has any more go when an IKE SA that had one
+closes, half-open or failed ones too (sweep).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from tunsec.dataplane.exclude import ExcludeRoutes, IPAddress, IPNetwork
+from tunsec.dataplane.exclude import ExcludeRoutes, IPAddress, IPNetwork, best_path, captured
 from tunsec.ike.endpoint import Datagram
 
 log = logging.getLogger("tunsec.ike")
 
 HELD_PER_PEER = 8   # datagrams held per address while its exclude route goes in
+WAITING_MAX = 64    # addresses waiting for their exclude route at once (a burst of clients authenticating)
+
+
+@dataclass
+class GateStats:
+    """What the gate did besides routing (status: exclude_gate)."""
+
+    uplink: int = 0     # IKE to an unauthenticated captured address sent by the uplink's interface, no route
+    into_tun: int = 0   # such IKE that could not be (port 4500, no path known): into the TUN, as routed
+    dropped: int = 0    # datagrams dropped: WAITING_MAX addresses waited already, or HELD_PER_PEER of its own
+
+
+def exclude_counters(gate: ExcludeGate | None) -> dict[str, int]:
+    """The status document's ``exclude_routes`` (all 0 without a TUN)."""
+    if gate is None:
+        return {"held": 0, "refused": 0, "uplink": 0, "into_tun": 0, "dropped": 0}
+    return {"held": len(gate.routes.held), "refused": gate.routes.refused, **dataclasses.asdict(gate.stats)}
+
+
+def _never(ip: IPAddress, data: bytes) -> bool:
+    return False
 
 
 @dataclass
 class ExcludeGate:
-    """Holds the IKE datagrams to a captured address until its exclude route is in, then sends them."""
+    """Holds the IKE datagrams to a trusted captured address until its exclude route is in, then sends them;
+    tells the interface the others leave by."""
 
     routes: ExcludeRoutes
     tun_nets: Callable[[], list[IPNetwork]]   # the TUN's routes now
     send: Callable[[Datagram], None]            # sends a held datagram (IkeSockets.send)
-    static: Callable[[], list[IPAddress]]     # the connections' peer addresses: never swept
+    static: Callable[[], list[IPAddress]]     # the connections' peer addresses: trusted, never swept
     spawn: Callable[[object], object]         # runs a coroutine as a task the service awaits at shutdown
-    clear: set[IPAddress] = field(default_factory=set)   # checked: not captured (or its route refused)
+    trusted: Callable[[IPAddress, bytes], bool] = _never   # an authenticated IKE SA's peer (exclude_trust.py)
+    clear: set[IPAddress] = field(default_factory=set)   # trusted, checked: not captured (or its route refused)
     waiting: dict[IPAddress, list[Datagram]] = field(default_factory=dict)
+    stats: GateStats = field(default_factory=GateStats)
+    _busy: bool = False   # the one task adding the waiting addresses' routes runs
 
-    def holds(self, ip: IPAddress, datagram: Datagram) -> bool:
-        """True: the datagram waits for ip's exclude route (sent once it is in)."""
+    def check(self, ip: IPAddress, datagram: Datagram) -> int | None:
+        """None: the datagram waits for ip's exclude route (sent once it is in), or is dropped.  Else it is
+        sent now: 0 as the routes say, another number by that interface (ip is captured and untrusted)."""
         if ip in self.routes.held or ip in self.clear:
-            return False
-        if not any(ip in n for n in self.tun_nets() if n.version == ip.version):
-            return False   # not cached: a gateway's clients outside its tunnels would fill the set
+            return 0
+        nets = self.tun_nets()
+        if not any(ip in n for n in nets if n.version == ip.version):
+            return 0   # not cached: a gateway's clients outside its tunnels would fill the set
+        if ip not in self.static() and not self.trusted(ip, datagram.data):
+            return self._uplink(ip, nets)
         held = self.waiting.get(ip)
         if held is None:
+            if len(self.waiting) >= WAITING_MAX:
+                self.stats.dropped += 1   # IKE retransmits it
+                return None
             self.waiting[ip] = [datagram]
-            self.spawn(self._exclude(ip))
+            if not self._busy:
+                self._busy = True
+                self.spawn(self._exclude())
         elif len(held) < HELD_PER_PEER:
             held.append(datagram)
-        return True
+        else:
+            self.stats.dropped += 1
+        return None
 
-    async def _exclude(self, ip: IPAddress) -> None:
+    def _uplink(self, ip: IPAddress, nets: list[IPNetwork]) -> int:
+        """The interface of the host's own path to ip (the last one the exclude routes saw), if the TUN's
+        routes capture it; 0 (as routed) if they do not after all, or no path is known (counted)."""
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        path = best_path(self.routes.paths.get(family, ()), ip)
+        if path is None:
+            self.stats.into_tun += 1
+            return 0
+        return path.oif if captured(ip, nets, path) else 0
+
+    async def _exclude(self) -> None:
+        """The waiting addresses' exclude routes, all in one netlink job, until none waits."""
         try:
-            await asyncio.to_thread(self.routes.ensure, [ip], self.tun_nets())
-        except OSError as err:   # the refusal is logged; the datagrams go as before (into the TUN)
-            log.error("exclude route for IKE peer %s: %s", ip, err.strerror or err)
-        if ip not in self.routes.held:
-            self.clear.add(ip)   # not captured after all (a more specific route of the host's), or refused
-        for datagram in self.waiting.pop(ip, []):
-            self.send(datagram)
+            while self.waiting:
+                batch = list(self.waiting)
+                try:
+                    await asyncio.to_thread(self.routes.ensure, batch, self.tun_nets())
+                except OSError as err:   # the datagrams go as before (into the TUN)
+                    log.error("exclude routes for IKE peers %s: %s", ", ".join(map(str, batch[:4])),
+                              err.strerror or err)
+                for ip in batch:
+                    if ip not in self.routes.held:
+                        self.clear.add(ip)   # not captured after all (a more specific route of the host's), or refused
+                    for datagram in self.waiting.pop(ip, []):
+                        self.send(datagram)
+        finally:
+            self._busy = False
 
     def reset(self) -> None:
         """The TUN's routes changed (a reload): what was clear is checked again."""
         self.clear.clear()
+
+    def may_sweep(self) -> bool:
+        """An exclude route, or a checked address, may be stale: one not a connection's peer is held."""
+        static = set(self.static())
+        return bool(self.clear) or any(p not in static for p in self.routes.held)
 
     def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
         """The exclude routes of addresses no IKE SA (live(): a pass over them, only made when an exclude
@@ -72,5 +145,8 @@ class ExcludeGate:
             return
         keep.update(live())
         self.clear &= keep
-        if not all(p in keep for p in self.routes.held):
-            self.spawn(asyncio.to_thread(self.routes.keep_only, keep))
+        # decided now: an address that starts waiting after this, its route added before the thread runs,
+        # stays (review revfull R1)
+        stale = [p for p in self.routes.held if p not in keep]
+        if stale:
+            self.spawn(asyncio.to_thread(self.routes.remove, stale))

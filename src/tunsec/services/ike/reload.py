@@ -111,6 +111,7 @@ def forgotten(self: IkeService, spi: bytes) -> None:
     """The engine forgot an IKE SA (IkeEndpoint.on_forget): its SPI leaves the worker (trusted.py), and
     if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port."""
     self.trusted.remove(spi)
+    self._sweep_due = self._sweep_due or (self.sockets.gate is not None and self.sockets.gate.may_sweep())
     if self.sockets.draining:
         self._port_freed = True
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import itertools
 import logging
 import socket
@@ -103,6 +102,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.exclude_gate import ExcludeGate
+from tunsec.services.ike.exclude_trust import authenticated_peer
 from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.keypool import KeyPoolRefill
@@ -184,6 +184,7 @@ class IkeService(Service):
         self.trusted = TrustedSpis(worker, self.spi_tag)   # established IKE SAs' SPIs and the tags' key, in the worker
         self.endpoint.on_forget = self._forgotten   # whichever way an IKE SA went
         self._port_freed = False   # an IKE SA on a port only IKE SAs use went (_pump closes it if it was the last)
+        self._sweep_due = False    # an IKE SA went, half-open ones too: _pump sweeps the exclude routes once
         self.trap_reqids: dict[tuple[str, str], int] = {}        # (connection, child) -> reqid of its traps
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
@@ -340,7 +341,8 @@ class IkeService(Service):
     def exclude_routes(self, routes: ExcludeRoutes) -> None:
         """IKE to an address the TUN's routes capture waits for its exclude route (exclude_gate.py)."""
         self.sockets.gate = ExcludeGate(routes, lambda: [n for n, _ in self.tun.routes] if self.tun else [],
-                                        self.sockets.send, self.peer_addresses, self._spawn)
+                                        self.sockets.send, self.peer_addresses, self._spawn,
+                                        lambda ip, data: authenticated_peer(self.endpoint, self.ike_up, ip, data))
 
     def sweep_excludes(self, reset: bool = False) -> None:
         """The exclude routes of addresses no IKE SA nor connection has go (reset: the TUN's routes changed)."""
@@ -350,11 +352,8 @@ class IkeService(Service):
             gate.sweep(lambda: [parse_ip(s.remote_addr[0]) for s in self.endpoint.sas if not s.is_closed])
 
     def peer_addresses(self) -> list[IPAddress]:
-        out = []
-        for conn in self.connections.values():
-            with contextlib.suppress(ValueError, TypeError):
-                out.append(ipaddress.ip_address(conn.ike.remote_addr or ""))
-        return out
+        """The connections' remote_addrs: trusted for an exclude route (exclude_gate.py)."""
+        return [a for conn in self.connections.values() for a in conn.remote_addrs]
 
     # --- who owns what -------------------------------------------------------------
     def _ike_handle(self, sa: IkeSa) -> int:
@@ -397,6 +396,9 @@ class IkeService(Service):
                 self._handle(*item)
         if self._peers_to_check:
             self._follow_peers()
+        if self._sweep_due:   # the exclude routes of peers no IKE SA has any more go (exclude_gate.py)
+            self._sweep_due = False
+            self.sweep_excludes()
         if self._port_freed:   # the last IKE SA on a port a reload left to them went
             self._port_freed = False
             _reload.close_unused_ports(self)
@@ -504,7 +506,6 @@ class IkeService(Service):
                 self._ike_rekeyed(sa, ev)
             case IkeSaDown():
                 log.info("%s: IKE SA closed: %s", ev.name, ev.reason)
-                self.sweep_excludes()   # the exclude routes of peers no IKE SA has any more go
                 self._acct_stop(sa, ev.reason)   # one IkeSaDeleting ended already: nothing left
                 self.vips.down(self._ike_handles.get(sa))
                 if (handle := self._ike_handles.pop(sa, None)) is not None and sa.heir is None:

@@ -133,9 +133,15 @@ class IkeSockets:
     def send(self, datagram: Datagram) -> None:
         data, addr, local_port, source = datagram
         ip = parse_ip(addr[0])
-        if self.gate is not None and self.gate.holds(ip, datagram):
-            return
+        oif = 0   # the interface it leaves by: an unauthenticated address a TUN route captures
+        if self.gate is not None:
+            verdict = self.gate.check(ip, datagram)
+            if verdict is None:
+                return   # held for its exclude route, or dropped (exclude_gate.py)
+            oif = verdict
         if local_port == NATT_PORT:
+            if oif and self.gate is not None:   # the worker's SEND_IKE takes no interface: as routed, counted
+                self.gate.stats.into_tun += 1
             self._send_natt(data, Endpoint(ip, addr[1]), source)
             return
         s = self.socket(ip.version, local_port)
@@ -149,8 +155,10 @@ class IkeSockets:
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
         wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
-        try:   # not contextlib.suppress: an object and two method calls per datagram  # noqa: SIM105
-            pktinfo.sendto(s, data, addr, source if wildcard else None)
+        try:   # not contextlib.suppress: an object and two method calls per datagram
+            pktinfo.sendto(s, data, addr, source if wildcard else None, oif)
+            if oif and self.gate is not None:
+                self.gate.stats.uplink += 1
         except OSError:
             pass
 

@@ -17,6 +17,7 @@ from tunsec.ike.sa import IkeSa
 from tunsec.ike.stats import AUTHENTICATED_REFUSALS, EndpointStats
 from tunsec.policy.pools import AddressPools, LeaseInfo, LeaseRef, lease_info
 from tunsec.services.ike.barrier import Barrier
+from tunsec.services.ike.exclude_gate import exclude_counters
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.sockets import IkeSockets
 from tunsec.services.ike.spis import SpiPool
@@ -59,6 +60,9 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # IKE we sent through the worker (port 4500) whose answer it never gave: given up (ours, no
         # peer's: it was under ike_drops.send_ike_unanswered before)
         "ike_sends_unanswered": sockets.natt_unanswered,
+        # exclude routes (services/ike/exclude_gate.py): held now, refused; IKE to an unauthenticated address
+        # a TUN route captures sent by the uplink's interface, or into the TUN; IKE dropped past the gate's bound
+        "exclude_routes": exclude_counters(sockets.gate),
         # our established IKE SAs whose SPI the worker had no room for (IKE_SPI_ADD refused ENOSPC, it
         # holds TS_IKE_SPI_MAX): their IKE has no reserve against floods of spoofed IKE (trusted.py)
         "ike_reserve_refused": reserve_refused,

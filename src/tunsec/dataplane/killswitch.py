@@ -1,0 +1,120 @@
+"""A full tunnel fails closed: a standing route under each of its halves, into a device that drops what
+it is given (review revfull F3).
+
+A full tunnel's routes are the halves of a default route on the TUN (dataplane/exclude.py): they go with
+the TUN when its last descriptor closes.  After a kill -9 (a crash, the OOM killer) the host's own default
+route, which the halves only outranked, would carry everything in clear until the next start (for ever if
+it fails).  So each half also has a route of the same network with a metric below the TUN's
+(STANDING_PRIORITY; the TUN's is 0) into a device of this instance's (``name``): a persistent TUN no
+process reads (no carrier: the kernel drops what is routed to it; a dummy device would do the same, but
+its kernel module is often missing).  While the TUN lives its route wins; once it is gone the device
+takes the traffic.  The
+exclude routes (host routes, more specific) survive as well, so a restart's IKE still reaches its peers.
+
+Not a prohibit route: the kernel's IPv4 lookup stops at an error route of the longest prefix whatever
+the output interface asked for, and IKE to an address nothing has authenticated yet leaves by the
+uplink's interface through that lookup (IP_PKTINFO's ipi_ifindex, services/ike/exclude_gate.py: it
+skips the routes of other devices, the TUN's and this one's, and takes the host's default route).
+
+The device (and with it its routes) is added before the halves at start and at a reload that brings a
+full tunnel, found again at a start after a kill -9 (EEXIST), and deleted at a clean stop after the
+TUN, at a reload that drops the full tunnel, and at a start that has none.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunsec.dataplane.blockrecord import block_mark
+from tunsec.dataplane.exclude import IPNetwork, is_half
+from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
+from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
+
+log = logging.getLogger("tunsec.tun")
+
+# below the TUN's routes (metric 0): the route that holds a full tunnel's half once the TUN is gone
+STANDING_PRIORITY = 0xFFFFFFFE
+
+
+def device_name(tun: str) -> str:
+    """This instance's device: from its TUN's mark (blockrecord.block_mark), 12 characters."""
+    return f"tsks{block_mark(tun) & 0xFFFFFFFF:08x}"
+
+
+@dataclass
+class KillSwitch:
+    """This instance's device and its standing routes, by half."""
+
+    tun: str
+    held: set[IPNetwork] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return device_name(self.tun)
+
+    def ensure(self, nets: Iterable[IPNetwork]) -> list[str]:
+        """A standing route for each half among nets (the TUN's routes about to go in); with none, the
+        device a killed run left goes.  What failed, one line each (logged: the tunnel then fails open
+        after a kill -9)."""
+        want = [n for n in nets if is_half(n)]
+        if not want:
+            self.close()
+            return []
+        failed: list[str] = []
+        with IPRoute() as ipr, as_oserror(f"adding the full tunnel's standing routes (device {self.name})"):
+            try:
+                idx = self._device(ipr)
+            except NetlinkError as exc:
+                failed.append(f"device {self.name} for the full tunnel's standing routes refused: "
+                              f"{reason(exc)}; if tunsec is killed its full tunnel's traffic leaves in clear")
+                log.error("%s", failed[-1])
+                return failed
+            for half in want:
+                if half in self.held:
+                    continue
+                try:
+                    ipr.route("add", dst=str(half), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:   # EEXIST: one a killed run of ours left: ours now
+                        failed.append(f"standing route {half} dev {self.name} refused: {reason(exc)}; if tunsec "
+                                      f"is killed its full tunnel's traffic leaves in clear (as root: ip route add "
+                                      f"{half} dev {self.name} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY})")
+                        log.error("%s", failed[-1])
+                        continue
+                self.held.add(half)
+                log.info("standing route %s dev %s (under TUN %s's route: the full tunnel fails closed)", half,
+                         self.name, self.tun)
+        return failed
+
+    def _device(self, ipr: Any) -> int:
+        """The device's index, added (a persistent TUN, up: its routes are used without a carrier) if it is
+        not there."""
+        found = ipr.link_lookup(ifname=self.name)
+        if not found:
+            ipr.link("add", ifname=self.name, kind="tuntap", mode="tun")
+            found = ipr.link_lookup(ifname=self.name)
+        ipr.link("set", index=found[0], state="up")
+        return int(found[0])
+
+    def keep_only(self, nets: Iterable[IPNetwork]) -> None:
+        """No half among nets any more (a reload dropped the full tunnel): the device goes."""
+        if not any(is_half(n) for n in nets):
+            self.close()
+
+    def close(self) -> None:
+        """At a clean stop, after the TUN's routes: the device and its routes go, and the host's default
+        route carries the traffic again."""
+        try:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.name)
+                if found:
+                    ipr.link("del", index=found[0])
+                    log.info("device %s of the full tunnel's standing routes removed", self.name)
+        except (NetlinkError, OSError) as exc:
+            log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
+                        reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
+        self.held.clear()

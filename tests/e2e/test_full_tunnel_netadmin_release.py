@@ -1,0 +1,66 @@
+"""(review revfull F5) CAP_NET_ADMIN kept for a full tunnel is never given up, not even once a reload
+made it a split tunnel that needs no exclude route.
+
+daemon._give_up_privilege keeps CAP_NET_ADMIN (for life: netadmin.BlocksHold, the one release path,
+is for blocks alone) when a tunnel is a full tunnel or an exclude route is in at the drop. Before
+h/fixfull a full tunnel of a TUN tunsec made, without virtual IPs, dropped it at start. Here a site
+(no ``vips``) sends everything to its hub; a reload narrows ``remote_ts`` to the hub's LAN, which
+covers no IKE peer: nothing is left that needs the capability (the hub's exclude route, kept
+because the hub is still configured, is no longer needed either), yet the control process, the one
+that reads every unauthenticated IKE datagram, keeps the right to rewrite the host's routes,
+addresses and firewall.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ike_peers import Conn, TunsecIke
+from routed_hosts import RoutedHosts
+
+from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
+
+CAP_NET_ADMIN = 1 << 12
+
+
+@pytest.fixture
+def topo() -> Iterator[RoutedHosts]:
+    t = RoutedHosts(prefix="revfull")
+    with t:
+        yield t
+
+
+def capabilities(pid: int) -> tuple[int, str]:
+    """The effective capabilities and real uid of pid."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["CapEff"].strip(), 16), fields["Uid"].split()[0]
+
+
+def readable_by_tunsec(site: TunsecIke) -> None:
+    gid = grp.getgrnam("tunsec").gr_gid   # it reads its configuration as its own user since it started
+    for path in (site.dir, site.conf):
+        os.chown(path, -1, gid)
+        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+
+
+def test_cap_net_admin_goes_once_no_full_tunnel_nor_needed_exclude_route_is_left(topo: RoutedHosts) -> None:
+    site = TunsecIke(topo, Conn(topo.a, topo.b, remote_ts="0.0.0.0/0"))
+    site.start()
+    assert site.proc is not None
+    caps, uid = capabilities(site.proc.pid)
+    assert uid != "0" and caps & CAP_NET_ADMIN   # kept for the full tunnel: fine
+    site.write(remote_ts=topo.b.inner_net4)
+    readable_by_tunsec(site)
+    r = site.cli("reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    tun = topo.run(topo.a, ["ip", "route", "show", "dev", "tunsec0"]).stdout
+    assert "0.0.0.0/1" not in tun and topo.b.inner_net4 in tun, tun
+    # the hub's address is reached by the default route again, whatever its exclude route says
+    ours = topo.run(topo.a, ["ip", "route", "show", "proto", str(RTPROT_TUNSEC)]).stdout
+    caps, _ = capabilities(site.proc.pid)
+    assert not caps & CAP_NET_ADMIN, f"CAP_NET_ADMIN kept with no full tunnel left (routes of tunsec's: {ours!r})"
+    site.stop()
