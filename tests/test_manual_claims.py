@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from test_ikeservice_peers import _now, ipv4_udp, run, site_ip
 from test_ikeservice_ts_claims import Client, TsGateway, refusals, sent_as
+from test_manual_network_reload_no_ike_peer import KEY, LEGACY, ROTATED, MixedGateway, hub, manual
 from test_reload_ike import SECRET
-from test_review_revreload_manual_overlap import KEY, LEGACY, ROTATED, MixedGateway, hub, manual
 
 from tunsec.conf.config import load_config, parse_config
 from tunsec.daemon import Daemon
@@ -40,7 +40,7 @@ TO_LEGACY = Endpoint(ipaddress.ip_address(LEGACY), 4500)
 
 
 def config(tmp: Path, spokes: str = "", tunnels: str = "") -> str:
-    """The gateway's file: the state directory, hub connections (test_review_revreload_manual_overlap.hub) and
+    """The gateway's file: the state directory, hub connections (test_manual_network_reload_no_ike_peer.hub) and
     manual tunnels (its manual(): legacy, 10.2.2.0/24 toward 10.1.0.0/24)."""
     return (f"tunsec {{ control_socket = /nonexistent/tunsec.sock\n state_dir = {tmp}/state }}\n"
             + (f"connections {{\n{spokes}}}\n" if spokes else "")

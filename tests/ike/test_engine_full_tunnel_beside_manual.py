@@ -1,4 +1,4 @@
-"""Review revclaimfix F1: a site-to-site full tunnel beside a manual tunnel never comes up.
+"""review revclaimfix F1: a site-to-site full tunnel beside a manual tunnel never comes up.
 
 h/fixmanclaims books each manual tunnel's remote_ts toward its local_ts in the selector claims.  A
 connection of this host with ``local_ts = 10.1.0.0/24, remote_ts = 0.0.0.0/0`` (a site's default
@@ -12,7 +12,8 @@ upgrading loses its default route with runtime TS_UNACCEPTABLE lines only.
 The fix proposed: our own proposal leaves out what the claims hold (as outside_others_leases leaves
 out the pools), so the responder's answer lies outside the manual network; at least, a load
 warning for an initiated child whose remote_ts holds a manual tunnel's toward meeting local_ts.
-Both tests fail on main."""
+Both tests failed on main before h/fixclaims2 (exchanges/child.py outside_others_claims, the
+load warning of conf/manual.py); further cases: test_engine_proposal_outside_claims.py."""
 from __future__ import annotations
 
 import dataclasses
