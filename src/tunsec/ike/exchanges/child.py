@@ -122,7 +122,7 @@ def outside_others_claims(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...],
     rest is for the answer's check as before.  A primary and a backup named with these very
     selectors share them (``named``).  Nothing left, or too many pieces for an SA: the proposal
     goes whole, and the answer's refusal names the overlap."""
-    if st.ts_claims is None or not tsr:
+    if st.ts_claims is None or not tsi or not tsr:   # no local side known: no claim is told apart
         return tsr
     named, by_name = st.config.assigns(cfg.name, tsr), st.config.names_its_peer
     proof = st.config.lease_proof
