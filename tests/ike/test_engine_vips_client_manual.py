@@ -13,7 +13,7 @@ from test_engine_vips import gateway
 from test_engine_vips_client import CLIENT
 from test_engine_vips_client_tunnels import home, leasing, refused, run, wide_gateway
 from test_manual_claims import config, write
-from test_review_revreload_manual_overlap import KEY, hub, manual
+from test_manual_network_reload_no_ike_peer import KEY, hub, manual
 
 from tunsec.conf.config import load_config
 from tunsec.daemon import Daemon

@@ -35,6 +35,7 @@ from tunsec.policy.selector import Ts
 
 if TYPE_CHECKING:
     from tunsec.conf.connections import Connection
+    from tunsec.policy.pools import PoolConfig
 
 __all__ = ["Esp", "ManualTunnel", "ike_inside_manual_warnings", "parse_spi", "read_manual_section"]
 
@@ -296,26 +297,66 @@ def read_manual_section(section: Section, issues: list[ConfigIssue]) -> tuple[Ma
 
 
 
-def ike_inside_manual_warnings(tunnels: Sequence[ManualTunnel], connections: Sequence[Connection]) -> list[ConfigIssue]:
-    """A connection's child whose every remote selector lies inside one manual tunnel's remote_ts,
-    toward local_ts that meet the tunnel's: those networks are the manual tunnel's (the selector
-    claims, services/manual_claims.py), so a Child SA of it toward the tunnel's local side is refused
-    (TS_UNACCEPTABLE; a road warrior has nothing left to narrow to).  Warned, not refused: the peer may
-    reach other local hosts of the child's local_ts.  A wider remote_ts (a hub's, a full tunnel) is
-    narrowed around the tunnel or refused per peer at negotiation, and is not warned about; neither
-    is a child with a ``dynamic`` side (what it negotiates is not known here)."""
+def ike_inside_manual_warnings(tunnels: Sequence[ManualTunnel], connections: Sequence[Connection],
+                               pools: Sequence[PoolConfig] = ()) -> list[ConfigIssue]:
+    """What the selector claims (services/manual_claims.py) will refuse or narrow of the connections
+    beside the manual tunnels, toward local_ts that meet a tunnel's (its networks are the tunnel's):
+    - a child whose every remote selector lies inside a tunnel's remote_ts: its Child SAs toward the
+      tunnel's local side are refused (TS_UNACCEPTABLE; a road warrior has nothing left to narrow to);
+    - a child of a connection without pools whose remote_ts holds or overlaps a tunnel's (a site's
+      full tunnel through a hub beside a manual tunnel toward its LAN, review revclaimfix F1): what we
+      start is proposed without the tunnel's network (exchanges/child.py outside_others_claims), and
+      a peer whose request or answer holds it is refused, a site not being narrowed;
+    - a pool of a connection that overlaps a tunnel's remote_ts: a client leased an address there
+      has its IKE SA, but every Child SA of it refused.
+    Warned, not refused: the peer may reach other local hosts, other networks of remote_ts, and the
+    other addresses of the pool.  A child with a ``dynamic`` side is not warned about (what it
+    negotiates is not known here); a road warrior's wider remote_ts is narrowed around the tunnel."""
     out = []
     for c in connections:
         for child in c.children:
             remote, local = child.config.remote_ts, child.config.local_ts
-            t = next((t for t in tunnels if _inside_manual(remote, local, t)), None)
-            if t is not None:
-                out.append(ConfigIssue(
-                    child.file or c.file, child.line or c.line, f"connections.{c.name}.children.{child.name}.remote_ts",
+            key = f"connections.{c.name}.children.{child.name}.remote_ts"
+            where = (child.file or c.file, child.line or c.line, key)
+            if (t := next((t for t in tunnels if _inside_manual(remote, local, t)), None)) is not None:
+                out.append(ConfigIssue(*where,
                     f"{_ts_text(remote)} lies inside manual tunnel {t.name}'s remote_ts {_ts_text(t.remote_ts)} "
                     f"toward local_ts that meet its {_ts_text(t.local_ts)}: those networks are the manual "
                     "tunnel's, and this child's Child SAs toward them are refused (TS_UNACCEPTABLE); remove one "
                     "of the two, or give them local_ts apart"))
+            elif not c.ike.pools and (t := next((t for t in tunnels if _meets_manual(remote, local, t)), None)):
+                out.append(ConfigIssue(*where,
+                    f"{_ts_text(remote)} overlaps manual tunnel {t.name}'s remote_ts {_ts_text(t.remote_ts)} "
+                    f"toward local_ts that meet its {_ts_text(t.local_ts)}: those networks are the manual "
+                    "tunnel's, so a Child SA this host starts proposes remote_ts without them (narrowed around "
+                    "the tunnel), and a peer whose request or answer holds them is refused (TS_UNACCEPTABLE); "
+                    "leave them out of remote_ts, or give the two local_ts apart"))
+    return out + _pool_manual_warnings(tunnels, connections, pools)
+
+
+def _pool_manual_warnings(tunnels: Sequence[ManualTunnel], connections: Sequence[Connection],
+                          pools: Sequence[PoolConfig]) -> list[ConfigIssue]:
+    """A pool of a connection that overlaps a manual tunnel's remote_ts, one of its children's
+    local_ts meeting the tunnel's: a client leased an address there is refused every Child SA toward
+    that side (its lease is its remote side, the tunnel's), and gets the same lease back next time."""
+    by_name = {p.name: p for p in pools}
+    out = []
+    for c in connections:
+        locals_ = [ts for child in c.children for ts in child.config.local_ts if not ts.dynamic]
+        for name in c.ike.pools:
+            if (pool := by_name.get(name)) is None:
+                continue
+            span = Ts(pool.first, pool.last)
+            for t in tunnels:
+                held = next((m for m in t.remote_ts if m.intersect(span) is not None), None)
+                if held is None or not _locals_meet(locals_, t):
+                    continue
+                out.append(ConfigIssue(
+                    c.file, c.line, f"connections.{c.name}.pools",
+                    f"pool {name} ({pool.first}-{pool.last}) overlaps manual tunnel {t.name}'s remote_ts {held} "
+                    f"toward local_ts that meet its {_ts_text(t.local_ts)}: a client leased an address there has "
+                    "every Child SA toward that side refused (TS_UNACCEPTABLE); take those addresses out of the pool"))
+                break
     return out
 
 
@@ -323,7 +364,18 @@ def _inside_manual(remote: Sequence[Ts], local: Sequence[Ts], t: ManualTunnel) -
     if any(ts.dynamic for ts in (*remote, *local)):
         return False
     inside = all(any(r.intersect(m) == r for m in t.remote_ts) for r in remote)
-    return inside and any(mine.intersect(m) is not None for mine in local for m in t.local_ts)
+    return inside and _locals_meet(local, t)
+
+
+def _meets_manual(remote: Sequence[Ts], local: Sequence[Ts], t: ManualTunnel) -> bool:
+    """remote_ts holds or overlaps some of ``t``'s, toward local_ts that meet its (no ``dynamic`` side)."""
+    if any(ts.dynamic for ts in (*remote, *local)):
+        return False
+    return any(r.intersect(m) is not None for r in remote for m in t.remote_ts) and _locals_meet(local, t)
+
+
+def _locals_meet(local: Sequence[Ts], t: ManualTunnel) -> bool:
+    return any(mine.intersect(m) is not None for mine in local for m in t.local_ts)
 
 
 def _ts_text(selectors: Sequence[Ts]) -> str:

@@ -60,6 +60,7 @@ host selectors, and a claim is found without a pass over every client.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -241,13 +242,55 @@ class TsClaims:
     def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]:
         """The claims whose remote selector holds ``ip``, each with every remote selector its peer
         holds on its connection (all its Child SAs: whether together they are a full tunnel, asked by
-        ike/address_role.py of a virtual IP or REDIRECT target a client is given, a rare question)."""
+        ike/address_role.py of a virtual IP or REDIRECT target a client is given, a rare question).
+        Each Child SA's selectors come widened across the gaps between them that other claims hold
+        (:meth:`_widened`), the claim's own among them: a full tunnel we proposed without a manual
+        tunnel's network (exchanges/child.py outside_others_claims) is a full tunnel still."""
         fam, at = ip.version, int(ip)
         starts, entries = self._starts[fam], self._entries[fam]
         near = entries[bisect.bisect_left(starts, at - self._reach[fam]):bisect.bisect_right(starts, at)]
         found = [e[2] for e in near + self._wide[fam] if e[0] <= at <= e[1]]
-        return [(c, [e[2].ts for held in self._by_handle.values() for e in held
-                     if e[2].conn == c.conn and e[2].peer == c.peer]) for c in found]
+        out = []
+        for c in found:
+            mine = self._widened(c.handle)
+            own = next((ts for ts in mine if ts.contains(c.ts)), c.ts)
+            peers = [ts for handle, held in self._by_handle.items() if held and held[0][2].conn == c.conn
+                     and held[0][2].peer == c.peer for ts in (mine if handle == c.handle else self._widened(handle))]
+            out.append((dataclasses.replace(c, ts=own), peers))
+        return out
+
+    def _widened(self, handle: int) -> list[Ts]:
+        """The remote selectors of ``handle``, two of them (of one protocol and ports) joined where the
+        addresses between them are all held by other claims: what was cut out of a proposal or an
+        answer for others' sake (0.0.0.0/0 without a manual tunnel's 10.2.2.0/24 is 0.0.0.0/0 again)."""
+        pieces = sorted((e[2].ts for e in self._by_handle.get(handle, ())),
+                        key=lambda t: (t.version, t.protocol, t.start_port, t.end_port, int(t.start)))
+        out: list[Ts] = []
+        for ts in pieces:
+            last = out[-1] if out else None
+            if last is not None and (last.version, last.protocol, last.start_port, last.end_port) == \
+                    (ts.version, ts.protocol, ts.start_port, ts.end_port) and \
+                    self._held_by_others(handle, ts.version, int(last.end) + 1, int(ts.start) - 1):
+                if int(ts.end) > int(last.end):
+                    out[-1] = dataclasses.replace(last, end=ts.end)
+                continue
+            out.append(ts)
+        return out
+
+    def _held_by_others(self, handle: int, fam: int, first: int, last: int) -> bool:
+        """Whether every address of first..last (none: True) lies in a claim of another handle."""
+        if first > last:
+            return True
+        spans = sorted((e[0], e[1]) for held_by, held in self._by_handle.items() if held_by != handle
+                       for e in held if e[2].ts.version == fam and e[1] >= first and e[0] <= last)
+        at = first
+        for lo, hi in spans:
+            if lo > at:
+                return False
+            at = max(at, hi + 1)
+            if at > last:
+                return True
+        return False
 
 
 def _as_named(peer: object, named: bool, by_name: bool | None) -> tuple[bool, bool | None]:

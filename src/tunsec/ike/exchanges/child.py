@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
 from tunsec.loglimit import LogLimiter, suffix
-from tunsec.policy.claims import Peer, describe
+from tunsec.policy.claims import Claim, Peer, describe, is_manual
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
 from ..config import ChildConfig
@@ -98,11 +98,57 @@ def initiator_ts(
 
     ``requesting_vips``: IKE_AUTH with a CFG_REQUEST, where our address is not known yet.
     """
+    tsr = resolve_each(cfg.remote_ts, remote_dynamic(st))
     if requesting_vips:
-        tsi = any_of_family(cfg.local_ts, sorted({v.version for v in st.config.vips}))
+        # our side is the virtual IP the answer brings: which claims it meets is not known yet (the
+        # answer is checked against them, answer_not_others)
+        return any_of_family(cfg.local_ts, sorted({v.version for v in st.config.vips})), tsr
+    tsi = resolve_each(cfg.local_ts, local_dynamic(st))
+    return tsi, outside_others_claims(st, cfg, tsi, tsr)
+
+
+def outside_others_claims(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...],
+                          tsr: tuple[Ts, ...]) -> tuple[Ts, ...]:
+    """Our proposal's TSr for a new Child SA without what others hold toward local selectors that
+    meet ``tsi`` (policy/claims.py: manual tunnels, other peers), as responder_select leaves the pools
+    out of a client's (outside_others_leases).  answer_not_others refuses an answer that overlaps
+    them, and a responder answers within what it was offered: proposing them whole, a full tunnel
+    beside a manual tunnel toward the same LAN was refused at every try (review revclaimfix F1);
+    without them it comes up with the rest.  A rekey keeps its selectors and does not come here.
+
+    Which claims are this peer's own (a reauthentication's, a second IKE SA's, which may overlap) is
+    known once it is authenticated (CREATE_CHILD_SA: the same test as answer_not_others).  In
+    IKE_AUTH it is not yet: only claims that cannot be its own are left out (is_surely_other), the
+    rest is for the answer's check as before.  A primary and a backup named with these very
+    selectors share them (``named``).  Nothing left, or too many pieces for an SA: the proposal
+    goes whole, and the answer's refusal names the overlap."""
+    if st.ts_claims is None or not tsi or not tsr:   # no local side known: no claim is told apart
+        return tsr
+    named, by_name = st.config.assigns(cfg.name, tsr), st.config.names_its_peer
+    proof = st.config.lease_proof
+    if st.peer_id is not None:
+        found = st.ts_claims.overlaps(Peer(st.peer_id, proof), tsr, tsi, named, by_name)
     else:
-        tsi = resolve_each(cfg.local_ts, local_dynamic(st))
-    return tsi, resolve_each(cfg.remote_ts, remote_dynamic(st))
+        found = [(c, common) for c, common in st.ts_claims.overlaps(Peer(None, proof), tsr, tsi, named, by_name)
+                 if is_surely_other(c, proof, by_name)]
+    if not found:
+        return tsr
+    taken = [claim.ts for claim, _ in found]
+    left = tuple(dict.fromkeys(p for sel in tsr for p in sel.without_all(taken)))   # one of each, in order
+    if not left or len(left) > side_limit(tsr) or _unusable(tsi, left) is not None:
+        return tsr
+    log.info("%s child %s: proposing TSr %s, not %s: %s", st.name, cfg.name, _ts_text(left), _ts_text(tsr),
+             describe(found))
+    return left
+
+
+def is_surely_other(claim: Claim, proof: str, by_name: bool) -> bool:
+    """Whether ``claim`` is another peer's whoever answers our IKE_AUTH (proving ``proof``, on a
+    connection that names its peer or not: ``by_name``): a manual tunnel's, or one no peer proven so
+    is the same as (TsClaims.overlaps: the same identity, proof and ``by_name``)."""
+    if is_manual(claim) or not isinstance(claim.peer, Peer):
+        return True
+    return claim.peer.proof != proof or claim.by_name != by_name or bool(claim.peer.tag)
 
 
 def sa_payloads(
