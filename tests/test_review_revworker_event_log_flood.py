@@ -1,0 +1,85 @@
+"""Review revworker F3: a worker taken over writes the control process's log without bound, through events.
+
+Daemon._on_event logs every worker event no service owns, one line each, with no rate limit: an
+INVALID_SPI from an address no IKE SA has (INFO "ESP for unknown SPI ..."), an EXPIRE of an SA
+nobody installed (WARNING "SA ... reached its ... limit"), an ACQUIRE of a policy nobody added
+(INFO).  In a healthy worker the fast path bounds the first (one a second per source, ten a second
+in all: docs/pipe.md) and the others only name what the control process installed; a worker taken
+over writes them as fast as the pipe takes them, 40-odd bytes a datagram, each a line of ~80 bytes
+in tunsec's own voice (logger tunsec, process tunsec: not marked as the worker's).  The worker's
+stderr is held to 1000 lines in 10 s for exactly this (stderr_relay.py: "a worker taken over would
+flood the log"), and malformed datagrams are rate-limited in the pipe reader; these lines are not.
+Under systemd, journald's per-service rate limit (10,000 lines in 30 s by default) then drops
+tunsec's own lines with them, the AUTHENTICATION_FAILED and ban lines fail2ban reads among them.
+
+A real Daemon (a manual tunnel, test_reload_manual.Harness) reading a real SOCK_SEQPACKET pipe with
+its WorkerClient; the worker's end written by a thread, as the worker writes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from pathlib import Path
+
+import pytest
+from test_reload_manual import Harness, conf, tunnel
+
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerClient
+from tunsec.dataplane.pipe import Direction, Endpoint, ExpireReason, Selector
+
+EACH = 3000   # events of each kind the worker sends
+
+
+def _events() -> list[bytes]:
+    """What a worker taken over sends: events naming nothing the control process installed."""
+    a, b = ipaddress.ip_address("10.9.0.1"), ipaddress.ip_address("10.8.0.1")
+    sel = Selector(a, a, b, b)
+    out = []
+    for i in range(EACH):
+        src = Endpoint(ipaddress.ip_address(f"198.51.{100 + i // 250}.{i % 250 + 1}"), 4500)
+        out.append(pipe.encode(pipe.InvalidSpi(spi=0x1000 + i, remote=src)))
+        out.append(pipe.encode(pipe.Expire(spi=0x2000 + i, direction=Direction.IN, hard=False,
+                                           reason=ExpireReason.BYTES)))
+        out.append(pipe.encode(pipe.Acquire(policy_id=0x7000_0000 + i, selector=sel)))
+    return out
+
+
+def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fails on main: 9000 forged events (3000 each of INVALID_SPI, soft EXPIREs of unknown SAs and
+    ACQUIREs of unknown policies) are 9000 lines of the control process's own; the malformed
+    datagrams' lines, for comparison, are at most 10 in 10 s."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
+        await h.start()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        theirs.settimeout(30)
+        wc = WorkerClient(h.daemon._on_event)
+        wc._sock = ours
+        loop = asyncio.get_running_loop()
+        loop.add_reader(ours.fileno(), wc._readable)
+        datagrams = _events()
+
+        def write() -> None:
+            for data in datagrams:
+                theirs.send(data)
+            theirs.send(pipe.encode(pipe.FirstUse(spi=0xFFFF_FFFF)))   # the last: nobody's either
+
+        await loop.run_in_executor(None, write)
+        while not any("worker event FirstUse" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+        loop.remove_reader(ours.fileno())
+        wc._closed()
+        theirs.close()
+        h.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="tunsec"):
+        asyncio.run(body())
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("tunsec")
+             and ("unknown SPI" in r.getMessage() or "reached its" in r.getMessage()
+                  or "has no SA" in r.getMessage())]
+    assert len(lines) <= 100, f"{len(lines)} log lines for {3 * EACH} events the worker made up"
