@@ -1,15 +1,16 @@
 """Review revworker F5: a DUMP answer is taken up to 64 MiB whatever the control process installed.
 
-WorkerClient holds a DUMP's parts up to DUMP_MAX_BYTES (64 MiB as read, ~570,000 SA_INFOs: review F's
-F2 bounded what used to be endless) and decodes every one as it is read: ~25 ms of the event loop and
-~550 KB of objects per 64 KiB part (8-9 times its size), so a full answer is ~25 s of CPU and ~550 MB
-held until the status, scrape or accounting sample that asked is done.  Those three ask on their own
-(daemon.dump for `tunsec status` and each Prometheus scrape, radius accounting's sample): a worker
-taken over answers each with the cap, which on a small appliance is the OOM killer's reason to pick
-the control process, and at a 15 s scrape interval keeps its loop busy for good.  The cap is
-"a size no gateway's DUMP reaches" (client._room_for_part), not what this control process can be
-answered: the SAs it installed (every one it asked for: manual tunnels, Child SAs, the GETSPI pool)
-and the policies it added.  Here a gateway holding 2 SAs takes a DUMP of 27,072 (48 full parts, 1/21 of the cap).
+WorkerClient holds a DUMP's parts up to DUMP_MAX_BYTES (64 MiB as read, ~570,000 SA_INFOs: review F's F2
+bounded what used to be endless) and decodes every one as it is read: ~7 ms of the event loop here
+(client.py says ~25 ms) and ~560 KB of resident memory per 64 KiB part (564 SA_INFOs), so a full answer
+is ~7-25 s of CPU and ~560 MB held until the status, scrape or accounting sample that asked is done.
+Those three ask on their own (daemon.dump for `tunsec status` and each Prometheus scrape, radius
+accounting's sample): a worker taken over answers each with the cap, which on a small appliance is the
+OOM killer's reason to pick the control process, and at a 15 s scrape interval keeps its loop busy for
+good. The cap is "a size no gateway's DUMP reaches" (client._room_for_part), not what this control
+process can be answered: the SAs it installed (every one it asked for: manual tunnels, Child SAs, the
+GETSPI pool) and the policies it added. Here a gateway holding 2 SAs takes a DUMP of 27,072 (48 full
+parts, 1/21 of the cap).
 
 A real Daemon (one manual tunnel, test_reload_manual.Harness) whose WorkerClient reads a real
 SOCK_SEQPACKET pipe; the worker's end answers the DUMP with full parts from a thread.
