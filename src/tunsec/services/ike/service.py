@@ -95,6 +95,7 @@ from tunsec.services.ike import (
     traps,
     tries,
     vip_refused,
+    worker_claims,
 )
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
@@ -641,6 +642,9 @@ class IkeService(Service):
         self._pump()
 
     # --- worker events -------------------------------------------------------------
+    def worker_entries(self) -> int:
+        return worker_claims.entries(self)
+
     def on_event(self, msg: pipe.Message) -> bool:
         """Worker events that belong to IKE; True when handled."""
         match msg:
@@ -652,6 +656,8 @@ class IkeService(Service):
                 return True
             case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
                 self.spi_pool.larval_expired(msg.spi)
+                return True
+            case pipe.Expire() if worker_claims.refused_expire(self, msg):   # a limit never installed
                 return True
             case pipe.Expire():
                 self._acct_expired(msg)   # its counters first: a hard EXPIRE deletes the Child SA
