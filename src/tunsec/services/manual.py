@@ -214,6 +214,9 @@ class ManualService(Service):
     def carries_ipv6(self) -> bool:
         return any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts)
 
+    def worker_entries(self) -> int:
+        return sum(2 + len(p.policies) for p in self.plans)
+
     # --- lifecycle -----------------------------------------------------------------
     def prepare(self) -> None:
         self._open_seq_state()
