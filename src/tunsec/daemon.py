@@ -356,7 +356,7 @@ class Daemon:
         if self.ike is None:
             return {"ok": False, "error": "no IKE connections configured"}
         try:
-            lifted = self.ike.auth_ban.lift(target)
+            lifted = self.ike.auth_ban.lift(target) + self.ike.worker_path.ban.lift(target)   # either path's
         except ValueError:
             return {"ok": False, "error": f"unban: {target!r} is not an address or network (e.g. 192.0.2.7, "
                                           "2001:db8:1:2::/64, fe80::1%eth0)"}

@@ -96,6 +96,7 @@ from tunsec.services.ike import (
     tries,
     vip_refused,
     worker_claims,
+    worker_path,
 )
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
@@ -205,6 +206,7 @@ class IkeService(Service):
         self.auth_failed_log = SourceLimiter(flush_to=auth_log.report,
                                              ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)
         self.auth_ban = AuthBan(ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)   # the daemon sets its settings
+        self.worker_path = worker_path.WorkerPath(self.auth_ban)   # IKE SAs opened through the worker: their own ban
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
@@ -527,6 +529,10 @@ class IkeService(Service):
                     self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))
             case ChildSaDown():
                 self._child_gone(sa, ev)
+            case AuthFailed() if self.worker_path.of(sa):   # the worker may have made it up (worker_path.py)
+                auth_log.failed(self.worker_path.failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
+                                self._unproven(sa), self.worker_path.counting(), backend=ev.backend,
+                                refused=ev.refused, counted=ev.counted, tag=worker_path.TAG)
             case AuthFailed():
                 auth_log.failed(self.auth_failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
                                 self._unproven(sa), self.auth_ban, backend=ev.backend, refused=ev.refused,
@@ -638,7 +644,13 @@ class IkeService(Service):
             # as the IKE sockets' recv says of theirs
             fam = msg.remote.addr.version
             local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
-        self.receive(msg.data, (addr_text(msg.remote.addr), msg.remote.port), local)
+        remote = (addr_text(msg.remote.addr), msg.remote.port)
+        if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
+            self.endpoint.stats.auth_banned += 1
+            return
+        before = self.endpoint.last_registered
+        self.receive(msg.data, remote, local)
+        self.worker_path.opened(before, self.endpoint.last_registered)   # the IKE SA it opened, if any
         self._pump()
 
     # --- worker events -------------------------------------------------------------
