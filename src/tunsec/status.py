@@ -323,6 +323,9 @@ def render(doc: dict[str, Any]) -> str:
     if bans := doc.get("auth_bans"):   # sources refused for failed authentications (tunsec.ike.auth_ban)
         lines.append("IKE_SA_INIT refused (failed authentications): " + ", ".join(
             f"{b['source']} for {b['seconds_left']}s ({b['failures']} failures)" for b in bans))
+    if bans := doc.get("auth_bans_worker_path"):   # the same, of IKE SAs opened through the worker
+        lines.append("IKE_SA_INIT refused through the worker's port 4500 only (failed authentications there): "
+                     + ", ".join(f"{b['source']} for {b['seconds_left']}s ({b['failures']} failures)" for b in bans))
     if uncounted := doc.get("auth_ban_uncounted"):   # the ban table full of bans in force
         lines.append(f"failed authentications not counted (ban table full of bans): {uncounted}")
     if doc.get("ike_refused"):

@@ -691,7 +691,7 @@ class IkeService(Service):
         radius = {} if self.radius is None else self.radius.status(self.accounting, self.dae)
         return _status.status(rows, _status.lease_rows(self.pools), self.endpoint, self.spi_pool, self.barrier,
                               self.sockets, radius, self.events, self.ke_refill.pool, self.trusted.refused,
-                              self.auth_ban)
+                              self.auth_ban, self.worker_path.ban)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
