@@ -19,14 +19,14 @@ SOCK_SEQPACKET pipe; the worker's end answers the DUMP with full parts from a th
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 from pipe_codec_data import sa_info
 from test_reload_manual import Harness, conf, tunnel
+from worker_pipe import attach
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient, WorkerError
+from tunsec.dataplane.client import WorkerError
 
 PARTS = 48        # full parts (564 SA_INFOs each): ~3 MiB, 1/21 of the cap
 PER_PART = 1200   # SA_INFOs encoded, of which the first part takes what fits
@@ -40,14 +40,8 @@ def test_a_dump_answer_is_bounded_by_what_the_control_process_installed(tmp_path
         await h.start()
         installed = len(h.worker.dp.sas())
         assert installed == 2
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        theirs.settimeout(30)
-        wc = WorkerClient(h.daemon._on_event)
-        wc._sock = ours
-        loop = asyncio.get_running_loop()
-        loop.add_reader(ours.fileno(), wc._readable)
-        h.daemon.worker = wc
+        wp = attach(h.daemon)
+        theirs, loop = wp.theirs, asyncio.get_running_loop()
 
         def answer() -> None:
             req = pipe.decode(theirs.recv(65536))
@@ -64,9 +58,7 @@ def test_a_dump_answer_is_bounded_by_what_the_control_process_installed(tmp_path
         except WorkerError:
             taken = 0
         await answering
-        loop.remove_reader(ours.fileno())
-        wc._closed()
-        theirs.close()
+        wp.close()
         h.stop()
         assert taken <= 1000 * installed, f"a DUMP of {taken} SAs taken from a worker holding {installed}"
 

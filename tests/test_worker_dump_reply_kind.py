@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import pytest
 from test_reload_manual import Harness, conf, tunnel
+from worker_pipe import attach
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient
 
 
 @pytest.mark.parametrize("answer", ["another kind", "a repeated drop name"])
@@ -33,14 +32,8 @@ def test_a_malformed_dump_answer_is_a_status_error(tmp_path: Path, answer: str) 
     async def body() -> None:
         h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
         await h.start()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        theirs.settimeout(30)
-        wc = WorkerClient(h.daemon._on_event)
-        wc._sock = ours
-        loop = asyncio.get_running_loop()
-        loop.add_reader(ours.fileno(), wc._readable)
-        h.daemon.worker = wc
+        wp = attach(h.daemon)
+        theirs, loop = wp.theirs, asyncio.get_running_loop()
 
         def reply() -> None:
             req = pipe.decode(theirs.recv(65536))
@@ -58,9 +51,7 @@ def test_a_malformed_dump_answer_is_a_status_error(tmp_path: Path, answer: str) 
         except Exception as err:   # what the control socket's catch-all then logs
             result = err
         await replying
-        loop.remove_reader(ours.fileno())
-        wc._closed()
-        theirs.close()
+        wp.close()
         h.stop()
         assert isinstance(result, dict) and result.get("ok") is False and "worker" in str(result.get("error")), \
             f"status answered {result!r}"

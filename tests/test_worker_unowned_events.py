@@ -21,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 from pathlib import Path
 
 import pytest
 from test_reload_manual import Harness, conf, tunnel
+from worker_pipe import attach
 
 from tunsec.dataplane import pipe
-from tunsec.dataplane.client import WorkerClient
 from tunsec.dataplane.pipe import Direction, Endpoint, ExpireReason, Selector
 
 EACH = 3000   # events of each kind the worker sends
@@ -55,13 +54,8 @@ def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.L
     async def body() -> None:
         h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
         await h.start()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        ours.setblocking(False)
-        theirs.settimeout(30)
-        wc = WorkerClient(h.daemon._on_event)
-        wc._sock = ours
-        loop = asyncio.get_running_loop()
-        loop.add_reader(ours.fileno(), wc._readable)
+        wp = attach(h.daemon, as_worker=False)
+        theirs, loop = wp.theirs, asyncio.get_running_loop()
         datagrams = _events()
 
         def write() -> None:
@@ -72,9 +66,7 @@ def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.L
         await loop.run_in_executor(None, write)
         while not any("worker event FirstUse" in r.getMessage() for r in caplog.records):
             await asyncio.sleep(0.01)
-        loop.remove_reader(ours.fileno())
-        wc._closed()
-        theirs.close()
+        wp.close()
         h.stop()
 
     with caplog.at_level(logging.DEBUG, logger="tunsec"):
