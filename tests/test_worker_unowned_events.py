@@ -75,3 +75,31 @@ def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.L
              and ("unknown SPI" in r.getMessage() or "reached its" in r.getMessage()
                   or "has no SA" in r.getMessage())]
     assert len(lines) <= 100, f"{len(lines)} log lines for {3 * EACH} events the worker made up"
+
+
+def test_soft_expires_of_a_manual_sa_are_not_a_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The review's remark under F3: ManualService owns the EXPIREs of its SAs and wrote a WARNING for
+    each soft one, whatever their number (fails before h/fixworker: 3000 lines)."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
+        await h.start()
+        wp = attach(h.daemon, as_worker=False)
+        theirs, loop = wp.theirs, asyncio.get_running_loop()
+        spi = h.daemon.manual.plans[0].inbound.spi
+        forged = pipe.encode(pipe.Expire(spi=spi, direction=Direction.IN, hard=False, reason=ExpireReason.BYTES))
+
+        def write() -> None:
+            for _ in range(EACH):
+                theirs.send(forged)
+            theirs.send(pipe.encode(pipe.FirstUse(spi=0xFFFF_FFFF)))   # the last: nobody's
+
+        await loop.run_in_executor(None, write)
+        while not any("worker event FirstUse" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+        wp.close()
+        h.stop()
+
+    with caplog.at_level(logging.DEBUG, logger="tunsec"):
+        asyncio.run(body())
+    lines = [r for r in caplog.records if "reached its soft bytes limit" in r.getMessage()]
+    assert 0 < len(lines) <= 100, f"{len(lines)} log lines for {EACH} soft EXPIREs of one SA"
