@@ -24,6 +24,8 @@ from test_ikeservice_peers import Gateway, run, site_ip
 from test_worker_forged_auth_ban import _forge_failure
 
 from tunsec import logs
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import Errno
 
 TAG = " (through the worker's port 4500, not for fail2ban)"   # worker_path.TAG, as an operator reads it
 
@@ -44,6 +46,8 @@ def test_failures_through_the_worker_ban_the_worker_path_in_words_fail2ban_does_
         now = time.monotonic()
         assert not svc.auth_ban.bans(now), "the port-500 ban counted failures the worker may have made up"
         assert [b.source for b in svc.worker_path.ban.bans(now)] == [source]
+        doc = svc.status(pipe.Reply(1, pipe.MsgType.DUMP, Errno.OK))   # tunsec status lists it apart
+        assert not doc["auth_bans"] and [b["source"] for b in doc["auth_bans_worker_path"]] == [source]
         # the next IKE_SA_INIT through the worker from that source is refused, before the engine sees it
         dropped = svc.endpoint.stats.auth_banned
         with contextlib.suppress(AssertionError, TimeoutError):   # refused: no IKE_SA_INIT answer, no failure
