@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,19 +48,19 @@ def _events() -> list[bytes]:
     return out
 
 
-def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Fails on main: 9000 forged events (3000 each of INVALID_SPI, soft EXPIREs of unknown SAs and
-    ACQUIREs of unknown policies) are 9000 lines of the control process's own; the malformed
-    datagrams' lines, for comparison, are at most 10 in 10 s."""
+def _send_all(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+              datagrams: Callable[[Harness], list[bytes]]) -> None:
+    """A real Daemon with one manual tunnel takes ``datagrams(harness)`` from its worker's end, then a
+    FIRST_USE nobody owns; returns once that last one was handled (its DEBUG line logged)."""
     async def body() -> None:
         h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
         await h.start()
         wp = attach(h.daemon, as_worker=False)
         theirs, loop = wp.theirs, asyncio.get_running_loop()
-        datagrams = _events()
+        sent = datagrams(h)
 
         def write() -> None:
-            for data in datagrams:
+            for data in sent:
                 theirs.send(data)
             theirs.send(pipe.encode(pipe.FirstUse(spi=0xFFFF_FFFF)))   # the last: nobody's either
 
@@ -71,6 +72,13 @@ def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.L
 
     with caplog.at_level(logging.DEBUG, logger="tunsec"):
         asyncio.run(body())
+
+
+def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fails on main: 9000 forged events (3000 each of INVALID_SPI, soft EXPIREs of unknown SAs and
+    ACQUIREs of unknown policies) are 9000 lines of the control process's own; the malformed
+    datagrams' lines, for comparison, are at most 10 in 10 s."""
+    _send_all(tmp_path, caplog, lambda h: _events())
     lines = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("tunsec")
              and ("unknown SPI" in r.getMessage() or "reached its" in r.getMessage()
                   or "has no SA" in r.getMessage())]
@@ -80,26 +88,10 @@ def test_events_nobody_owns_are_not_a_line_each(tmp_path: Path, caplog: pytest.L
 def test_soft_expires_of_a_manual_sa_are_not_a_line_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The review's remark under F3: ManualService owns the EXPIREs of its SAs and wrote a WARNING for
     each soft one, whatever their number (fails before h/fixworker: 3000 lines)."""
-    async def body() -> None:
-        h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
-        await h.start()
-        wp = attach(h.daemon, as_worker=False)
-        theirs, loop = wp.theirs, asyncio.get_running_loop()
+    def forged(h: Harness) -> list[bytes]:
         spi = h.daemon.manual.plans[0].inbound.spi
-        forged = pipe.encode(pipe.Expire(spi=spi, direction=Direction.IN, hard=False, reason=ExpireReason.BYTES))
+        return [pipe.encode(pipe.Expire(spi=spi, direction=Direction.IN, hard=False, reason=ExpireReason.BYTES))] * EACH
 
-        def write() -> None:
-            for _ in range(EACH):
-                theirs.send(forged)
-            theirs.send(pipe.encode(pipe.FirstUse(spi=0xFFFF_FFFF)))   # the last: nobody's
-
-        await loop.run_in_executor(None, write)
-        while not any("worker event FirstUse" in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.01)
-        wp.close()
-        h.stop()
-
-    with caplog.at_level(logging.DEBUG, logger="tunsec"):
-        asyncio.run(body())
+    _send_all(tmp_path, caplog, forged)
     lines = [r for r in caplog.records if "reached its soft bytes limit" in r.getMessage()]
     assert 0 < len(lines) <= 100, f"{len(lines)} log lines for {EACH} soft EXPIREs of one SA"
