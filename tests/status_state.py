@@ -156,6 +156,7 @@ def daemon(gw: Gateway) -> Any:
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
         sockets=SimpleNamespace(offloads=lambda: []),
         worker=SimpleNamespace(pid=None, malformed=0, late=0, dump_overflows=0, stderr_dropped=0),
+        unowned=SimpleNamespace(count=0), services=[],
         calm=None, restarts=[], started=0.0, ctl_counts=Counts(),
         service_status=lambda dump: [{"tunnels": []}, gw.ike_part()])
 

@@ -136,7 +136,7 @@ class FakeWorker:
         self.dump_overflows = 0   # as WorkerClient: DUMP answers past its cap (status reads it)
         self.stderr_dropped = 0
 
-    async def request(self, build: Callable[[int], Any]) -> list[Reply]:
+    async def request(self, build: Callable[[int], Any], max_bytes: int | None = None) -> list[Reply]:
         built = build(next(self.ids))
         # a Child SA's install comes encoded (pipe.direct): as the worker, read it
         msg: Any = pipe.decode(built) if isinstance(built, bytes) else built

@@ -26,6 +26,7 @@ from tunsec.daemon import Daemon
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
 from tunsec.metrics import event_families
+from tunsec.worker_distrust import UnownedEvents
 
 LIFE_BYTES = 4000   # a few 228-byte packets
 
@@ -49,7 +50,7 @@ class LimitPair(Pair):
 
 def dispatch(pair: Pair, side: str, msg: pipe.Message) -> None:
     """The daemon's handling of a worker event, its services being ``side``'s IKE service."""
-    Daemon._on_event(SimpleNamespace(services=[pair.svc[side]]), msg)  # type: ignore[arg-type]
+    Daemon._on_event(SimpleNamespace(services=[pair.svc[side]], unowned=UnownedEvents()), msg)  # type: ignore[arg-type]
 
 
 def send(pair: Pair, n: int) -> int:

@@ -77,8 +77,9 @@ class InProcessWorker:
         # a test's: an awaitable for a request whose answer it holds back (the worker applied it)
         self.hold: Callable[[pipe.Message], Awaitable[object] | None] | None = None
 
-    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        """As WorkerClient's: applied when sent, answered in a later turn; WorkerError unless all say OK,
+    async def request(self, build: Callable[[int], pipe.Message], max_bytes: int | None = None) -> list[pipe.Reply]:
+        """As WorkerClient's (max_bytes unchecked: this worker does not lie): applied when sent, answered
+        in a later turn; WorkerError unless all say OK,
         or (from a TimeoutError) if no answer came within client.REQUEST_TIMEOUT: a request whose
         answer a test holds for ever must end as it would through the pipe, not hang the test."""
         msg, fut = self.send(build)

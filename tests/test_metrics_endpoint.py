@@ -205,6 +205,7 @@ def _daemon(worker_malformed: int = 0) -> Any:
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
         sockets=SimpleNamespace(offloads=lambda: []),
         worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0, dump_overflows=0, stderr_dropped=0),
+        unowned=SimpleNamespace(count=0), services=[],
         calm=None,
         restarts=[], started=0.0, service_status=lambda dump: [{"tunnels": []}])
 

@@ -24,7 +24,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunsec import ctlsocket, gctune, memtrim, netadmin, privilege, reroute, sdnotify, selftest, updown
+from tunsec import ctlsocket, gctune, memtrim, netadmin, privilege, reroute, sdnotify, selftest, updown, worker_distrust
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import find_child, ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
@@ -49,6 +49,7 @@ from tunsec.services.ike import IkeService
 from tunsec.services.ike.commands import joined_answer
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document_sliced
+from tunsec.worker_distrust import UnownedEvents
 
 if TYPE_CHECKING:
     from tunsec import metrics
@@ -75,6 +76,7 @@ class Daemon:
         self.mtu = 0
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
+        self.unowned = UnownedEvents()   # worker events no service owns (tunsec status: unowned_events)
         # the selector claims (policy/claims.py), one for both services: the manual tunnels' are booked as
         # ManualService is made, before the IKE service answers anyone, and no IKE peer takes them
         # (services/manual_claims.py)
@@ -220,20 +222,8 @@ class Daemon:
     # --- running ---------------------------------------------------------------
     def _on_event(self, msg: pipe.Message) -> None:
         """Each worker event goes to the service that owns its SA or policy; the rest is logged."""
-        if any(svc.on_event(msg) for svc in self.services):
-            return
-        match msg:
-            case pipe.Expire():
-                log.warning("SA %s %08x reached its %s %s limit", msg.direction.name.lower(), msg.spi,
-                            "hard" if msg.hard else "soft", msg.reason.name.lower())
-            case pipe.InvalidSpi():
-                log.info("ESP for unknown SPI %08x from %s port %d", msg.spi, msg.remote.addr, msg.remote.port)
-            case pipe.Acquire():
-                log.info("traffic for policy %d has no SA (no IKE configured for it)", msg.policy_id)
-            case pipe.Ike():
-                log.debug("IKE message from %s ignored: no IKE connections configured", msg.remote.addr)
-            case _:
-                log.debug("worker event %s", type(msg).__name__)
+        if not any(svc.on_event(msg) for svc in self.services):
+            self.unowned.note(msg)   # counted, its line rate-limited: the worker decides how many
 
     def service_status(self, dump: pipe.Reply) -> list[dict[str, Any]]:
         """Each service's part of the status document; a kind not configured gives its empty part."""
@@ -242,7 +232,7 @@ class Daemon:
         return [running[k].status_rows(dump) if k in running else k.idle_status() for k in kinds]
 
     async def dump(self) -> pipe.Reply:
-        merged = pipe.join_dump_replies(await self.worker.request(lambda r: pipe.Dump(r)))
+        merged = await worker_distrust.dump(self.worker, self.services)   # bounded, checked (F5, F6)
         if self.calm is not None:   # status or a scrape: every SA decoded at once, a burst of its own
             self.calm.note(len(merged.sas))
         if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)
@@ -369,7 +359,7 @@ class Daemon:
         if self.ike is None:
             return {"ok": False, "error": "no IKE connections configured"}
         try:
-            lifted = self.ike.auth_ban.lift(target)
+            lifted = self.ike.auth_ban.lift(target) + self.ike.worker_path.ban.lift(target)   # either path's
         except ValueError:
             return {"ok": False, "error": f"unban: {target!r} is not an address or network (e.g. 192.0.2.7, "
                                           "2001:db8:1:2::/64, fe80::1%eth0)"}

@@ -294,6 +294,12 @@ def state_families(doc: dict[str, Any], worker_up: bool,
     yield CounterMetricFamily("tunsec_worker_stderr_dropped_lines", "Lines the worker wrote to its stderr past "
                               "the relay's rate limit, dropped (since the worker started)",
                               value=doc.get("worker", {}).get("stderr_dropped", 0))
+    yield CounterMetricFamily("tunsec_worker_unowned_events", "Worker events naming no SA or policy a "
+                              "service installed, counted and their lines rate-limited (since tunsec started)",
+                              value=doc.get("worker", {}).get("unowned_events", 0))
+    yield CounterMetricFamily("tunsec_worker_refused_expires", "EXPIREs from the worker for a limit the SA "
+                              "was never given, ignored (since tunsec started)",
+                              value=doc.get("worker", {}).get("refused_expires", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",

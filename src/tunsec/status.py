@@ -184,10 +184,14 @@ def status_rows(d: Daemon, dump: Reply) -> dict[str, Any]:
         # malformed: datagrams from it the control process could not decode, dropped (since it started);
         # late_answers: answers to requests nobody waited for any more (timed out), dropped;
         # dump_overflows: DUMP answers that grew past client.DUMP_MAX_BYTES, failed (a lying worker);
-        # stderr_dropped: lines of its stderr over the relay's rate limit, dropped (stderr_relay.py)
+        # stderr_dropped: lines of its stderr over the relay's rate limit, dropped (stderr_relay.py);
+        # unowned_events: events naming no service's SA or policy, since tunsec started (worker_distrust);
+        # refused_expires: EXPIREs for limits the SA was never given, ignored (the services')
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
                    "malformed": d.worker.malformed, "late_answers": d.worker.late,
-                   "dump_overflows": d.worker.dump_overflows, "stderr_dropped": d.worker.stderr_dropped},
+                   "dump_overflows": d.worker.dump_overflows, "stderr_dropped": d.worker.stderr_dropped,
+                   "unowned_events": d.unowned.count,
+                   "refused_expires": sum(svc.refused_expires for svc in d.services)},
         # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
         # the worker's are among its gauges
         # control_socket: requests refused (busy: every connection slot taken) or cut short, since the
@@ -319,6 +323,9 @@ def render(doc: dict[str, Any]) -> str:
     if bans := doc.get("auth_bans"):   # sources refused for failed authentications (tunsec.ike.auth_ban)
         lines.append("IKE_SA_INIT refused (failed authentications): " + ", ".join(
             f"{b['source']} for {b['seconds_left']}s ({b['failures']} failures)" for b in bans))
+    if bans := doc.get("auth_bans_worker_path"):   # the same, of IKE SAs opened through the worker
+        lines.append("IKE_SA_INIT refused through the worker's port 4500 only (failed authentications there): "
+                     + ", ".join(f"{b['source']} for {b['seconds_left']}s ({b['failures']} failures)" for b in bans))
     if uncounted := doc.get("auth_ban_uncounted"):   # the ban table full of bans in force
         lines.append(f"failed authentications not counted (ban table full of bans): {uncounted}")
     if doc.get("ike_refused"):

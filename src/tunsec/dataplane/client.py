@@ -118,6 +118,7 @@ class _Parts:
 
     replies: list[pipe.Reply]
     size: int
+    cap: int | None = None   # the request's own cap (request's max_bytes), else dump_max_bytes
 
 
 def _fail(entry: _Entry, err: WorkerError) -> None:
@@ -365,15 +366,16 @@ class WorkerClient:
         reaches, not what this process installed), and a `status` is all that it costs."""
         parts = self._parts.get(req_id)
         held = parts.size if parts is not None else 0
-        if held + max(size, PART_MIN_BYTES) <= self.dump_max_bytes:
+        cap = parts.cap if parts is not None and parts.cap is not None else self.dump_max_bytes
+        if held + max(size, PART_MIN_BYTES) <= cap:
             return True
         self.dump_overflows += 1
         entry = self._pending.pop(req_id)
         self._parts.pop(req_id, None)
         if (suppressed := self._overflow_log.admit()) is not None:
             log.error("the worker's answer to request %d grew past %d bytes: request failed%s",
-                      req_id, self.dump_max_bytes, suffix(suppressed))
-        _fail(entry, WorkerError(f"answer over {self.dump_max_bytes} bytes", Errno.ENOSPC))
+                      req_id, cap, suffix(suppressed))
+        _fail(entry, WorkerError(f"answer over {cap} bytes", Errno.ENOSPC))
         return False
 
     def _closed(self) -> None:
@@ -417,8 +419,10 @@ class WorkerClient:
         if fut.cancelled():
             self._forget(req_id, fut)
 
-    async def request(self, build: Callable[[int], pipe.Message]) -> list[pipe.Reply]:
-        """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK."""
+    async def request(self, build: Callable[[int], pipe.Message], max_bytes: int | None = None) -> list[pipe.Reply]:
+        """Send build(req_id) and wait for its answer(s); WorkerError unless all say OK.  max_bytes:
+        its answer's parts held at most (a DUMP's: what the caller installed, see worker_distrust),
+        below dump_max_bytes."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = self._next_id()
@@ -426,6 +430,8 @@ class WorkerClient:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
         self._pending[req_id] = (fut, None, None, None)
+        if max_bytes is not None:   # its parts start empty: _received appends to them, _forget drops them
+            self._parts[req_id] = _Parts([], 0, min(max_bytes, self.dump_max_bytes))
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)

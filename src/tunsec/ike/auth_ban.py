@@ -86,8 +86,10 @@ class AuthBan:
     """The table: ``failed`` after each counted failure, ``refuses`` for each incoming datagram."""
 
     def __init__(self, settings: AuthBanSettings | None = None, ipv6_prefix: int = DEFAULT_IPV6_SOURCE_PREFIX,
-                 cap: int = CAP) -> None:
+                 cap: int = CAP, tag: str = "") -> None:
         self.settings = settings or AuthBanSettings()
+        # after AUTHENTICATION_FAILED in its ban lines: a ban not for fail2ban (services/ike/worker_path.py)
+        self.tag = tag
         self.ipv6_prefix = ipv6_prefix
         self.cap = cap
         self.dropped = 0     # IKE_SA_INIT requests refused (also the endpoint's ike_drops.auth_banned)
@@ -169,17 +171,17 @@ class AuthBan:
         # the source before anything else, no text the peer chose: the shipped fail2ban filter's <SUBNET>
         extra = {"remote": key, "ban_seconds": round(entry.until - now)}
         if factor == 1:
-            log.error("banned: AUTHENTICATION_FAILED from %s: the peer failed authentication %d times in %ds, "
-                      "its IKE_SA_INIT requests dropped for %ds", key, entry.failures, now - entry.first,
+            log.error("banned: AUTHENTICATION_FAILED%s from %s: the peer failed authentication %d times in %ds, "
+                      "its IKE_SA_INIT requests dropped for %ds", self.tag, key, entry.failures, now - entry.first,
                       entry.until - now, extra=extra)
             return ban
         # a wider prefix's: no one peer failed, many of its sources did (review revban2 F3: it read as a
         # /64's); how many, and the threshold it reached, say why the whole prefix is refused
         parts = self._parts(key, now)
-        log.error("banned: AUTHENTICATION_FAILED from %s: %d of its /%ds failed authentication %d times in %ds "
+        log.error("banned: AUTHENTICATION_FAILED%s from %s: %d of its /%ds failed authentication %d times in %ds "
                   "(a /%s is banned at %d x auth_failures of its parts), its IKE_SA_INIT requests dropped for %ds",
-                  key, parts, self.ipv6_prefix, entry.failures, now - entry.first, key.rpartition("/")[2], factor,
-                  entry.until - now, extra={**extra, "parts": parts})
+                  self.tag, key, parts, self.ipv6_prefix, entry.failures, now - entry.first, key.rpartition("/")[2],
+                  factor, entry.until - now, extra={**extra, "parts": parts})
         return ban
 
     def _parts(self, wider: str, now: float) -> int:

@@ -212,6 +212,7 @@ class IkeEndpoint:
         # told our SPI of each SA as it closes and is forgotten, by whatever path (deleted, expired, dead,
         # replaced, dropped, a rekeyed one that goes quietly): the service's set of the worker's trusted SPIs
         self.on_forget: Callable[[bytes], None] = _nothing
+        self.last_registered: IkeSa | None = None   # the IKE SA made last (which a datagram opened: the service)
         # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
         self._by_peer = SpisByPeer()   # (connection, authenticated peer identity) -> SPIs: INITIAL_CONTACT
@@ -471,6 +472,7 @@ class IkeEndpoint:
     def _register(self, sa: IkeSa) -> None:
         self.spi_book.release(sa.local_spi)   # a successor's: reserved until now
         self._sas[sa.local_spi] = sa
+        self.last_registered = sa
         sa.watch(self._touch_cb)
         self._touch(sa)
 

@@ -13,6 +13,7 @@ this interface, in this order:
     check_reload(cfg)      `tunsec reload`: what of the new configuration it cannot apply while running
     reload(cfg)            then (every service agreed) apply it: add, remove, replace; the rest untouched
     on_event(msg)          a worker event; True if the service owns it (the daemon logs the rest)
+    worker_entries()       how many SAs and policies it holds in the worker (what a DUMP may answer)
     status(dump)           its part of `tunsec status` (merged into one JSON document); status_rows(dump)
                            the same with its long lists as Rows, what the daemon asks for
     shutdown()             before the worker stops (DELETEs still go out through it)
@@ -125,6 +126,14 @@ class Service(ABC):
     @abstractmethod
     def on_event(self, msg: pipe.Message) -> bool:
         """A worker event; True if it concerns an SA or policy this service owns (and was handled)."""
+
+    # EXPIREs from the worker for limits the SA was never given: refused (tunsec status, metrics)
+    refused_expires: int = 0
+
+    @abstractmethod
+    def worker_entries(self) -> int:
+        """The SAs and policies this service holds in the worker now, about: a DUMP answer of the
+        worker is held only up to what the services' entries make (worker_distrust.dump_cap)."""
 
     @abstractmethod
     def status(self, dump: pipe.Reply) -> dict[str, Any]:

@@ -187,6 +187,7 @@ class ManualService(Service):
         # hard EXPIREs the worker could not have meant (see _impossible_expiry): ignored, not persisted
         self.refused_expires = 0
         self._refused_log = LogLimiter()
+        self._expire_log = LogLimiter()   # EXPIREs of its SAs: a soft one of a configured limit is a line each
         # tunnels of the configuration the last reload could not install, and why: their remote
         # networks stay routed into the TUN (routes), where no policy takes their traffic and the
         # worker drops it; without that route the host's other routes would carry it in clear.  The
@@ -213,6 +214,9 @@ class ManualService(Service):
 
     def carries_ipv6(self) -> bool:
         return any(ts.version == 6 for p in self.plans for ts in p.tunnel.remote_ts)
+
+    def worker_entries(self) -> int:
+        return sum(2 + len(p.policies) for p in self.plans)
 
     # --- lifecycle -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -492,10 +496,11 @@ class ManualService(Service):
                 if msg.hard:   # whatever the limit (time, bytes, packets, sequence numbers) the worker removed it
                     self.expired[key] = msg.reason.name.lower()
                     self._persist_expired(key, msg.reason)
-                log.warning("SA %s %08x reached its %s %s limit%s", msg.direction.name.lower(), msg.spi,
-                            what, msg.reason.name.lower(),
-                            "; removed, manual keys cannot be renewed: replace them in the config"
-                            if msg.hard else "")
+                if (held := self._expire_log.admit()) is not None:   # the worker decides how many (F3)
+                    log.warning("SA %s %08x reached its %s %s limit%s%s", msg.direction.name.lower(), msg.spi,
+                                what, msg.reason.name.lower(),
+                                "; removed, manual keys cannot be renewed: replace them in the config"
+                                if msg.hard else "", suffix(held))
                 return True
             case pipe.Acquire() if (p := self._expired_policy(msg.policy_id)) is not None:
                 # its outbound SA expired (logged then): the traffic is dropped (no_sa), once a second

@@ -35,12 +35,13 @@ AGAIN = "the back end ended a conversation whose refusal was counted"
 
 def failed(limiter: SourceLimiter, name: str, remote: tuple[str, int], by_peer: bool, reason: str,
            unproven: bool, ban: AuthBan | None = None, *, backend: bool = False, refused: bool = False,
-           counted: bool = False) -> None:
+           counted: bool = False, tag: str = "") -> None:
     """Log an AuthFailed of connection ``name`` with the peer at ``remote``; ``unproven``: of an
     IKE SA the peer opened and has not authenticated (anyone can cause it: rate-limited, and counted
     towards ``ban`` only if the peer failed our check of its credentials: not if it refused us, our
     back end gave no verdict (``backend``), it was refused after proving them (``refused``) or this
-    refusal was counted already (``counted``): AuthFailed.counts, auth_ban.py)."""
+    refusal was counted already (``counted``): AuthFailed.counts, auth_ban.py).  ``tag``: after
+    AUTHENTICATION_FAILED, for failures the shipped fail2ban filter must not take (worker_path.py)."""
     host, port = remote
     side = REFUSED if by_peer else BACKEND if backend else DENIED if refused else AGAIN if counted else FAILED
     if unproven and side is FAILED and ban is not None:
@@ -48,38 +49,38 @@ def failed(limiter: SourceLimiter, name: str, remote: tuple[str, int], by_peer: 
     held = limiter.admit_from(host, port, side) if unproven else Held(0)
     if held is None:
         return
-    report(held)   # those held back came before this one
+    report(held, tag)   # those held back came before this one
     # the address where nothing the peer chose can come before it (an operator's or fail2ban's
     # block); the reason may quote the peer's identity: repr'd, it cannot pass for tunsec's text
-    log.error("%s: AUTHENTICATION_FAILED from %s[%d]: %s (%r)", name, host, port, side, reason,
+    log.error("%s: AUTHENTICATION_FAILED%s from %s[%d]: %s (%r)", name, tag, host, port, side, reason,
               extra={"remote": host, "remote_port": port})
 
 
-def report(held: Held) -> None:
+def report(held: Held, tag: str = "") -> None:
     """What the limiter held back (a burst over, or the next line passing): a line each."""
-    for text, fields in held_lines(held):
+    for text, fields in held_lines(held, tag):
         log.error("%s", text, extra=fields)
 
 
-def held_lines(held: Held) -> list[tuple[str, dict[str, object]]]:
+def held_lines(held: Held, tag: str = "") -> list[tuple[str, dict[str, object]]]:
     """The lines (text, JSON fields) that report ``held``: one per source named, one for the rest."""
-    lines = [_source_line(s) for s in held.top]
+    lines = [_source_line(s, tag) for s in held.top]
     if held.rest_lines:
         fields: dict[str, object] = {"suppressed": held.rest_lines, "suppressed_sources": held.rest_sources}
         if held.rest_unknown:
             fields["suppressed_sources_more"] = True
-        lines.append((f"AUTHENTICATION_FAILED: {held.rest_lines} more like it suppressed from {held.others()}",
+        lines.append((f"AUTHENTICATION_FAILED{tag}: {held.rest_lines} more like it suppressed from {held.others()}",
                       fields))
     return lines
 
 
-def _source_line(s: Source) -> tuple[str, dict[str, object]]:
+def _source_line(s: Source, tag: str = "") -> tuple[str, dict[str, object]]:
     """One source's failures held back, as the documented filter reads a failure (the address
     before anything else, the count after the match); no text the peer chose."""
     n = f"{s.count} failure{'' if s.count == 1 else 's'}"
     of = f" from {s.prefix}, this address among them" if s.prefix else ""
     # "suppressed: " first: in JSON too a space comes before AUTHENTICATION_FAILED, as the filter wants
-    text = (f"suppressed: AUTHENTICATION_FAILED from {s.address}[{s.port}]: {s.kind} {s.count} more "
+    text = (f"suppressed: AUTHENTICATION_FAILED{tag} from {s.address}[{s.port}]: {s.kind} {s.count} more "
             f"time{'' if s.count == 1 else 's'} (this line stands for {n}{of})")
     fields: dict[str, object] = {"remote": s.address, "remote_port": s.port, "suppressed": s.count}
     if s.prefix:

@@ -95,6 +95,8 @@ from tunsec.services.ike import (
     traps,
     tries,
     vip_refused,
+    worker_claims,
+    worker_path,
 )
 from tunsec.services.ike import invalid_spi as _invalid_spi
 from tunsec.services.ike import reload as _reload
@@ -206,6 +208,7 @@ class IkeService(Service):
         self.auth_failed_log = SourceLimiter(flush_to=auth_log.report,
                                              ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)
         self.auth_ban = AuthBan(ipv6_prefix=self.endpoint.limits.ipv6_source_prefix)   # the daemon sets its settings
+        self.worker_path = worker_path.WorkerPath(self.auth_ban)   # IKE SAs opened through the worker: their own ban
         self._timer_log = LogLimiter(burst=1, period=60.0)      # the timer itself failed (a bug)
         self._receive_log = LogLimiter(burst=1, period=60.0)    # an IKE datagram the engine failed on (a bug)
         self.receive_errors = 0
@@ -532,6 +535,10 @@ class IkeService(Service):
                     self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))
             case ChildSaDown():
                 self._child_gone(sa, ev)
+            case AuthFailed() if self.worker_path.of(sa):   # the worker may have made it up (worker_path.py)
+                auth_log.failed(self.worker_path.failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
+                                self._unproven(sa), self.worker_path.counting(), backend=ev.backend,
+                                refused=ev.refused, counted=ev.counted, tag=worker_path.TAG)
             case AuthFailed():
                 auth_log.failed(self.auth_failed_log, ev.name, sa.remote_addr, ev.by_peer, ev.reason,
                                 self._unproven(sa), self.auth_ban, backend=ev.backend, refused=ev.refused,
@@ -643,10 +650,19 @@ class IkeService(Service):
             # as the IKE sockets' recv says of theirs
             fam = msg.remote.addr.version
             local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
-        self.receive(msg.data, (addr_text(msg.remote.addr), msg.remote.port), local)
+        remote = (addr_text(msg.remote.addr), msg.remote.port)
+        if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
+            self.endpoint.stats.auth_banned += 1
+            return
+        before = self.endpoint.last_registered
+        self.receive(msg.data, remote, local)
+        self.worker_path.opened(before, self.endpoint.last_registered)   # the IKE SA it opened, if any
         self._pump()
 
     # --- worker events -------------------------------------------------------------
+    def worker_entries(self) -> int:
+        return worker_claims.entries(self)
+
     def on_event(self, msg: pipe.Message) -> bool:
         """Worker events that belong to IKE; True when handled."""
         match msg:
@@ -658,6 +674,8 @@ class IkeService(Service):
                 return True
             case pipe.Expire() if msg.reason is ExpireReason.LARVAL_TIMEOUT:
                 self.spi_pool.larval_expired(msg.spi)
+                return True
+            case pipe.Expire() if worker_claims.refused_expire(self, msg):   # a limit never installed
                 return True
             case pipe.Expire():
                 self._acct_expired(msg)   # its counters first: a hard EXPIRE deletes the Child SA
@@ -679,7 +697,7 @@ class IkeService(Service):
         radius = {} if self.radius is None else self.radius.status(self.accounting, self.dae)
         return _status.status(rows, _status.lease_rows(self.pools), self.endpoint, self.spi_pool, self.barrier,
                               self.sockets, radius, self.events, self.ke_refill.pool, self.trusted.refused,
-                              self.auth_ban)
+                              self.auth_ban, self.worker_path.ban)
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:

@@ -34,7 +34,7 @@ _KE_POOL_COUNTERS = tuple([f.name for f in dataclasses.fields(KePoolStats)])
 def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any]] | Rows[Any], endpoint: IkeEndpoint,
            spi_pool: SpiPool, barrier: Barrier, sockets: IkeSockets, radius: dict[str, Any],
            events: EventCounts, ke_pool: KeyPairPool | None = None, reserve_refused: int = 0,
-           auth_ban: AuthBan | None = None) -> dict[str, Any]:
+           auth_ban: AuthBan | None = None, worker_ban: AuthBan | None = None) -> dict[str, Any]:
     now = time.monotonic()
     return {
         "ike_sas": ike_sas,
@@ -50,6 +50,9 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # left, failures that earned it; the drops are ike_drops.auth_banned
         "auth_bans": [{"source": b.source, "seconds_left": round(b.until - now), "failures": b.failures}
                       for b in (auth_ban.bans(now) if auth_ban else [])],
+        # the same for IKE SAs opened through the worker (port 4500; worker_path.py): refused only there
+        "auth_bans_worker_path": [{"source": b.source, "seconds_left": round(b.until - now), "failures": b.failures}
+                                  for b in (worker_ban.bans(now) if worker_ban else [])],
         # failures of new sources not counted while the table was full of bans in force (auth_ban.py)
         "auth_ban_uncounted": auth_ban.uncounted if auth_ban else 0,
         "auth_bans_started": auth_ban.bans_total if auth_ban else 0,   # since the start (a reload keeps it)
@@ -142,7 +145,8 @@ def _by_child(counts: Mapping[tuple[str, str], int]) -> list[dict[str, Any]]:
 def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
-            "auth_bans": [], "auth_ban_uncounted": 0, "auth_bans_started": 0, "ike_sends_unanswered": 0,
+            "auth_bans": [], "auth_bans_worker_path": [], "auth_ban_uncounted": 0, "auth_bans_started": 0,
+            "ike_sends_unanswered": 0,
             "ike_reserve_refused": 0, "ike_spis": {},
             "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},

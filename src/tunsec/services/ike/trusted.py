@@ -29,8 +29,9 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from tunsec.dataplane import pipe
+from tunsec.dataplane import client, pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Errno
 from tunsec.ike.events import IkeSaUp
@@ -40,6 +41,16 @@ from tunsec.loglimit import LogLimiter, suffix
 log = logging.getLogger("tunsec.ike")
 
 RETRY = 1.0   # seconds between tries of requests the client refused (the pipe drains meanwhile)
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A request waiting for its answer: the SPI it is for (None: the tag key), True an ADD."""
+
+    fut: asyncio.Future[list[pipe.Reply]]
+    spi: bytes | None
+    add: bool
+    at: float   # the loop's time it was sent
 
 
 def peer_of(ev: IkeSaUp) -> int:
@@ -66,6 +77,12 @@ class TrustedSpis:
         self._retry: asyncio.TimerHandle | None = None
         self._rotation: asyncio.TimerHandle | None = None
         self._log = LogLimiter(burst=1, period=60.0)
+        # requests of this worker not answered yet, by request id, oldest first; one timer gives up
+        # on those unanswered after REQUEST_TIMEOUT (see _watch)
+        self._waiting: dict[int, _Sent] = {}
+        self._give_up: asyncio.TimerHandle | None = None
+        self.unanswered = 0                # requests the worker left unanswered past REQUEST_TIMEOUT
+        self._unanswered_log = LogLimiter(burst=1, period=60.0)
 
     def add(self, spi: bytes, peer: int = 0) -> None:
         if spi in self.spis:
@@ -85,6 +102,7 @@ class TrustedSpis:
         delete).  Also the first worker's start."""
         self.key_due = True
         self.unsent = dict.fromkeys(self.spis, True)
+        self._waiting.clear()   # the gone worker's (failed): the new one's request ids start again
         self._flush()
 
     def start(self) -> None:
@@ -97,10 +115,10 @@ class TrustedSpis:
         self._rotation = asyncio.get_running_loop().call_later(ROTATE, self._rotated)
 
     def close(self) -> None:
-        for timer in (self._retry, self._rotation):
+        for timer in (self._retry, self._rotation, self._give_up):
             if timer is not None:
                 timer.cancel()
-        self._retry = self._rotation = None
+        self._retry = self._rotation = self._give_up = None
 
     def _due(self, spi: bytes, add: bool) -> None:
         self.unsent.pop(spi, None)
@@ -147,7 +165,7 @@ class TrustedSpis:
         keys = [k for k in (self.tag.previous, self.tag.key) if k is not None]
         try:
             for key in keys:
-                worker().request_soon(functools.partial(pipe.IkeSpiKey, key=key), self._answered, _quiet)
+                self._request(worker(), functools.partial(pipe.IkeSpiKey, key=key), None, True)
         except WorkerError:
             return False
         return True
@@ -156,13 +174,62 @@ class TrustedSpis:
         peer = self.spis.get(spi, 0)
         try:
             if add:
-                self.worker().request_soon(lambda req_id: pipe.IkeSpiAdd(req_id, spi, peer), self._answered, _quiet)
+                self._request(self.worker(), lambda req_id: pipe.IkeSpiAdd(req_id, spi, peer), spi, True)
             else:
-                self.worker().request_soon(lambda req_id: pipe.IkeSpiDelete(req_id, spi), self._answered, _quiet)
+                self._request(self.worker(), lambda req_id: pipe.IkeSpiDelete(req_id, spi), spi, False)
         except WorkerError:
             return False   # no worker (the next one is sent the whole set), or the pipe is backed up
         return True
+
+    def _request(self, worker: WorkerClient, build: Callable[[int], pipe.Message], spi: bytes | None,
+                 add: bool) -> None:
+        """Send it (WorkerError if the client refuses) and watch it: given up REQUEST_TIMEOUT after it
+        was sent if still unanswered, as every other request is (review revworker F4).  A request
+        waited for for ever stays among the client's pending ones, whose count must come back to 0 for
+        the key pairs to be refilled (IkeService._setting_up).  One timer for all (a burst of IKE SAs
+        comes up together), not one per request."""
+        ids: list[int] = []
+
+        def built(req_id: int) -> pipe.Message:
+            ids.append(req_id)
+            return build(req_id)
+
+        fut = worker.request_soon(built, self._answered, _quiet)
+        loop = asyncio.get_running_loop()
+        self._waiting[ids[0]] = _Sent(fut, spi, add, loop.time())
+        if self._give_up is None:
+            self._give_up = loop.call_later(client.REQUEST_TIMEOUT, self._gave_up)
+
+    def _gave_up(self) -> None:
+        """The requests the worker has left unanswered for REQUEST_TIMEOUT: forgotten (cancelled) and,
+        if still wanted, due again after RETRY (the worker may be slow, not lying); the timer again
+        for the oldest still waiting."""
+        self._give_up = None
+        loop = asyncio.get_running_loop()
+        now, waiting, late = loop.time(), self._waiting, 0
+        while waiting:
+            req_id, sent = next(iter(waiting.items()))
+            if now - sent.at < client.REQUEST_TIMEOUT:
+                self._give_up = loop.call_at(sent.at + client.REQUEST_TIMEOUT, self._gave_up)
+                break
+            del waiting[req_id]
+            if sent.fut.done():   # failed (the worker went): resend() sends it again
+                continue
+            sent.fut.cancel()
+            late += 1
+            if sent.spi is None:
+                self.key_due = True
+            elif sent.add == (sent.spi in self.spis) and sent.spi not in self.unsent:   # still wanted
+                self.unsent[sent.spi] = sent.add
+        if late:
+            self.unanswered += late
+            if (held := self._unanswered_log.admit()) is not None:
+                log.warning("the worker left %d IKE SPI request(s) unanswered for %.0f s: given up, to be sent "
+                            "again%s", late, client.REQUEST_TIMEOUT, suffix(held))
+            self._retry_later()
     def _answered(self, replies: list[pipe.Reply]) -> None:
+        if replies:
+            self._waiting.pop(replies[0].req_id, None)
         # EEXIST/ENOENT: the worker's set is already as asked (a resend raced an add or delete)
         for reply in replies:
             if reply.errno is Errno.ENOSPC:

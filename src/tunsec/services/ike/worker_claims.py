@@ -1,0 +1,69 @@
+"""What the worker says of the IKE service's Child SAs, checked against what the service installed.
+
+A worker taken over can name any installed SA in an EXPIRE (review revworker F2): a soft one would
+renegotiate that Child SA with its peer (a CREATE_CHILD_SA, a key exchange and an install on both
+ends), a hard one delete it (a DELETE to the peer).  The service installs soft limits in bytes and
+packets only, and only when rekey_bytes/rekey_packets are set (conf/children.py soft_limits: the
+engine times its own rekeys), and hard ones only for life_bytes/life_packets/life_time: an EXPIRE for
+a limit the SA's settings never gave the worker is a lie, refused (counted ``refused_expires``, in
+tunsec status and metrics, as ManualService counts its own), its line rate-limited.  SEQ_OVERFLOW
+stays believed (an SA can run out of sequence numbers; the worker holds the counter), and
+LARVAL_TIMEOUT is the SPI pool's (never a Child SA's).
+
+Also how many SAs and policies the service holds in the worker (entries), what a DUMP answer is
+bounded by (worker_distrust.dump_cap).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tunsec.conf.children import Child
+from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe import ExpireReason
+from tunsec.loglimit import LogLimiter, suffix
+from tunsec.services.ike.spis import SPI_POOL, SPI_POOL_BURST
+
+if TYPE_CHECKING:
+    from tunsec.services.ike.service import IkeService
+
+log = logging.getLogger("tunsec.ike")
+
+_refused_log = LogLimiter()   # one IKE service a process: the worker decides how many lines
+
+
+def installed_limit(plan: Child, hard: bool, reason: ExpireReason) -> bool:
+    """Whether a Child SA of these settings went into the worker with a limit of that kind."""
+    if reason is ExpireReason.SEQ_OVERFLOW:
+        return True
+    if hard:
+        limits = {ExpireReason.BYTES: plan.life_bytes, ExpireReason.PACKETS: plan.life_packets,
+                  ExpireReason.TIME: plan.life_time}
+    else:   # soft_limits: never a time (the engine's timers rekey on time)
+        limits = {ExpireReason.BYTES: plan.rekey_bytes, ExpireReason.PACKETS: plan.rekey_packets}
+    return limits.get(reason, 0) > 0
+
+
+def refused_expire(svc: IkeService, msg: pipe.Expire) -> bool:
+    """True: the EXPIRE names one of the service's Child SAs at a limit it never installed, and was
+    refused (counted, logged rate-limited).  False: not ours, or believable."""
+    state = svc._child_of_sa(msg.spi, msg.direction, msg.remote)
+    if state is None or installed_limit(state.plan, msg.hard, msg.reason):
+        return False
+    svc.refused_expires += 1
+    if (held := _refused_log.admit()) is not None:
+        log.error("%s: CHILD_SA %s: the worker says SA %s %08x reached its %s %s limit, which it was never "
+                  "given: ignored%s", state.conn, state.child, msg.direction.name.lower(), msg.spi,
+                  "hard" if msg.hard else "soft", msg.reason.name.lower(), suffix(held))
+    return True
+
+
+def entries(svc: IkeService) -> int:
+    """The SAs and policies the service holds in the worker, about: each Child SA's two SAs (a
+    standby outbound one, an unanswered ADD: the cap's slack), inbound SAs lingering after a rekey,
+    Child SA and trap policies, and the larval SAs of the SPI pool and of negotiations under way."""
+    sas = 2 * len(svc.children) + sum(len(mine) for mine in svc._lingering.values())
+    policies = len(svc.child_policies) + len(svc.trap_policies)
+    larval = SPI_POOL + SPI_POOL_BURST + 2 * svc.endpoint.half_open
+    return sas + policies + larval
