@@ -1,0 +1,40 @@
+"""Review revsecrets F1: a configuration error echoes part of a shared secret.
+
+An unquoted value ends at '}' (strongSwan's grammar), so a PSK, EAP password or RADIUS secret that
+holds a '}' is cut there and the rest of its line is parsed as a new key: the error names that key,
+which is the secret's tail, in `tunsec check`/`up`'s output and in a refused reload's answer and
+log line.  syntax._echo_name already keeps hex runs out of errors; a word-like tail is echoed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunsec.conf.config import parse_config
+from tunsec.conf.errors import ConfigError
+
+from config_data import psk_gateway
+
+TAIL = "correcthorsebattery"
+
+
+def _errors(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "tunsec.conf")
+    return str(info.value)
+
+
+@pytest.mark.parametrize("section", [
+    "ike { secret = Tr0ub4dor}%s }",
+    "ike { secret = x } eap-carol { id = carol\n secret = pa55}%s }",
+])
+def test_a_secret_holding_a_brace_is_not_echoed_in_the_error(section: str) -> None:
+    text = psk_gateway().replace("secrets { ike { secret = s3cret } }", "secrets { " + section % TAIL + " }")
+    shown = _errors(text)
+    assert "line" in shown or "tunsec.conf:" in shown   # the error still says where
+    assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
+
+
+def test_a_radius_secret_holding_a_brace_is_not_echoed_in_the_error() -> None:
+    text = psk_gateway() + "radius { servers { r1 { address = 192.0.2.9\n secret = rad}%s } } }\n" % TAIL
+    shown = _errors(text)
+    assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
