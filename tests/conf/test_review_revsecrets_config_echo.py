@@ -8,11 +8,10 @@ log line.  syntax._echo_name already keeps hex runs out of errors; a word-like t
 from __future__ import annotations
 
 import pytest
+from config_data import psk_gateway
 
 from tunsec.conf.config import parse_config
 from tunsec.conf.errors import ConfigError
-
-from config_data import psk_gateway
 
 TAIL = "correcthorsebattery"
 
@@ -24,17 +23,17 @@ def _errors(text: str) -> str:
 
 
 @pytest.mark.parametrize("section", [
-    "ike { secret = Tr0ub4dor}%s }",
-    "ike { secret = x } eap-carol { id = carol\n secret = pa55}%s }",
+    "ike {{ secret = Tr0ub4dor}}{} }}",
+    "ike {{ secret = x }} eap-carol {{ id = carol\n secret = pa55}}{} }}",
 ])
 def test_a_secret_holding_a_brace_is_not_echoed_in_the_error(section: str) -> None:
-    text = psk_gateway().replace("secrets { ike { secret = s3cret } }", "secrets { " + section % TAIL + " }")
+    text = psk_gateway().replace("secrets { ike { secret = s3cret } }", "secrets { " + section.format(TAIL) + " }")
     shown = _errors(text)
     assert "line" in shown or "tunsec.conf:" in shown   # the error still says where
     assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
 
 
 def test_a_radius_secret_holding_a_brace_is_not_echoed_in_the_error() -> None:
-    text = psk_gateway() + "radius { servers { r1 { address = 192.0.2.9\n secret = rad}%s } } }\n" % TAIL
+    text = psk_gateway() + "radius { servers { r1 { address = 192.0.2.9\n secret = rad}" + TAIL + " } } }\n"
     shown = _errors(text)
     assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"

@@ -13,11 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tunsec.conf.config import load_config
-
 from config_data import KEY_IN_HEX, manual, psk_gateway, tunnel
 
+from tunsec.conf.config import load_config
 
 # a strong PSK: no weak-PSK warning to confuse with the one asked for
 STRONG = psk_gateway().replace("secret = s3cret", "secret = 0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ==")
