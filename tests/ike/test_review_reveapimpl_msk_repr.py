@@ -11,7 +11,7 @@ there after AUTH failed, for as long as the object lives.
 Fails on main (b0ed2386)."""
 from __future__ import annotations
 
-from tests.ike.test_engine_eap import A, B, NOW, client, gateway
+from tests.ike.test_engine_eap import NOW, A, B, client, gateway
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.testing import Network
 
