@@ -138,6 +138,12 @@ def _echo_name(name: str) -> str | None:
     return None
 
 
+def _word_after_brace(cur: _Cursor) -> bool:
+    """Whether the line goes on with more than braces and a comment after the '}' at cur."""
+    rest = cur.text[cur.pos + 1 :].split("\n", 1)[0].split("#", 1)[0]
+    return bool(rest.replace("}", "").strip())
+
+
 class _SettingsParser:
     """Recursive-descent parser over strongSwan's settings grammar.
 
@@ -284,12 +290,26 @@ class _SettingsParser:
         """The value after '=': parts separated by blanks, joined by one space.
 
         Like strongSwan, a bare value ends at '#', '}' or the end of the line;
-        quoted parts keep their spaces. An empty value is returned as ''.
+        quoted parts keep their spaces. An empty value is returned as ''. A '}'
+        followed by more than braces and a comment on its line is an error (None).
         """
         parts: list[str] = []
         while True:
             cur.skip_spaces()
             c = cur.peek()
+            if c == "}" and _word_after_brace(cur):
+                # A bare value ends at '}' (strongSwan), so a secret holding '}' would go on as a new
+                # key whose name -- the secret's tail -- an error echoes (stderr, a reload's answer,
+                # the log): refuse at the key, echo nothing of the line, and drop it.
+                self.error(
+                    cur.file,
+                    cur.line,
+                    key,
+                    "an unquoted value ends at '}' and more follows on its line: quote a value that holds '}'",
+                )
+                section.damaged = True
+                cur.skip_to_eol()
+                return None
             if c in ("", "\n", "#", "}"):
                 return " ".join(parts)
             if c == '"':

@@ -37,3 +37,20 @@ def test_a_radius_secret_holding_a_brace_is_not_echoed_in_the_error() -> None:
     text = psk_gateway() + "radius { servers { r1 { address = 192.0.2.9\n secret = rad}" + TAIL + " } } }\n"
     shown = _errors(text)
     assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
+
+
+def test_a_secret_starting_with_a_brace_is_not_echoed_and_the_error_says_to_quote() -> None:
+    """An empty bare value ends at the '}' too: the tail of ``secret = }tail`` is not a new key."""
+    text = psk_gateway().replace("secret = s3cret", "secret = }" + TAIL)
+    shown = _errors(text)
+    assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
+    assert "secrets.ike.secret" in shown and "quote a value that holds '}'" in shown
+
+
+def test_a_quoted_secret_holding_a_brace_loads_and_closing_braces_on_its_line_still_work() -> None:
+    """The guard: a quoted '}' is the value's, and braces (and a comment) after a bare value close
+    sections as before."""
+    text = psk_gateway().replace("secrets { ike { secret = s3cret } }",
+                                 'secrets { ike { secret = "Tr0ub4dor}' + TAIL + '" } }  # the PSK')
+    cfg = parse_config(text, "tunsec.conf")
+    assert [s.secret.reveal() for s in cfg.ike_secrets] == [b"Tr0ub4dor}" + TAIL.encode()]
