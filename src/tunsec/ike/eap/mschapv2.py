@@ -61,8 +61,17 @@ def hash_nt_password_hash(password_hash: bytes) -> bytes:
     return md4(password_hash)
 
 
+def hashed_name(username: bytes) -> bytes:
+    """The part of a user name ChallengeHash takes: RFC 2759 section 8.2 leaves out a prepended
+    domain (``CORP\\alice`` -> ``alice``), as Windows and strongSwan's extract_username() do (the
+    bytes after the first backslash; none after a trailing one).  Only the hash: the Response's Name
+    field, the account lookup and the proven account keep the whole name."""
+    _, sep, user = username.partition(b"\\")
+    return user if sep else username
+
+
 def challenge_hash(peer_challenge: bytes, auth_challenge: bytes, username: bytes) -> bytes:
-    return hashlib.sha1(peer_challenge + auth_challenge + username).digest()[:8]
+    return hashlib.sha1(peer_challenge + auth_challenge + hashed_name(username)).digest()[:8]
 
 
 def _des_key(key7: bytes) -> bytes:
@@ -179,9 +188,8 @@ class EapAuthenticator:
     _ident: int = 0
     _state: str = "new"
     _challenge: bytes = b""
-    _password: str | None = None
     _account: bytes | None = None  # the name of the account the password was found in (Account)
-    _msk: bytes = b""
+    _msk: bytes = field(default=b"", repr=False)  # key material: never in a repr (as EapPeer's)
     _auth_resp: bytes = field(default=b"", repr=False)
 
     def start(self) -> bytes:

@@ -86,7 +86,9 @@ METHOD_NAMES = {"eap-mschapv2": "EAP-MSCHAPv2", "eap-tls": "EAP-TLS", "eap-radiu
 
 @dataclass
 class GatewayEap:
-    authenticator: EapServer | EapRelay  # a method run here, or the relay to the AAA backend
+    # a method run here, or the relay to the AAA backend: out of the repr, as it holds a conversation's
+    # key material (MSK, TLS state) and the half-open IKE SA's state shows this in its own
+    authenticator: EapServer | EapRelay = field(repr=False)
     idi: IdPayload
     request: tuple[Payload, ...]  # what the last round answers of the first IKE_AUTH request (answered_last)
     msk: Secret | None = None
