@@ -110,10 +110,15 @@ def test_bad_eap_radius_values_name_the_key(tmp_path: Path, pki: Pki, key: str, 
     assert f"swanctl.conf:{line_of(text, f'{key} = {value}')}: radius.{key}: {says}" in found, found
 
 
+def _own_warnings(conf: Path) -> list[str]:
+    """The load's warnings but those of the files' modes (moon_dir writes them as the umask says)."""
+    return [str(w) for w in load_config(conf).warnings if "every local user may read it" not in str(w)]
+
+
 def test_eap_radius_without_trust_eap_identity_warns_of_the_unproven_limits(tmp_path: Path, pki: Pki) -> None:
-    warnings = [str(w).removeprefix(f"{tmp_path}/") for w in load_config(moon_dir(tmp_path, pki, GATEWAY)).warnings]
+    warnings = [w.removeprefix(f"{tmp_path}/") for w in _own_warnings(moon_dir(tmp_path, pki, GATEWAY))]
     assert len(warnings) == 2 and all("without radius.trust_eap_identity" in w for w in warnings), warnings
     assert warnings[0].startswith("swanctl.conf:") and "connections.rw-staff.remote.auth: " in warnings[0]
     assert "8 IKE SAs per name from one source, 32 per source, 2 virtual IPs per name from one source" in warnings[0]
     trusted = GATEWAY.replace("class_group = yes", "class_group = yes\n    trust_eap_identity = yes")
-    assert load_config(moon_dir(tmp_path, pki, trusted)).warnings == ()
+    assert _own_warnings(moon_dir(tmp_path, pki, trusted)) == []

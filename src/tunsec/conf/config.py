@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tunsec.conf.authorities import read_authorities
 from tunsec.conf.connections import Connection, port_warnings, read_connections
@@ -22,6 +22,7 @@ from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
+from tunsec.conf.readable import readable_secret_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
 from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
@@ -58,6 +59,9 @@ class Config:
     files: tuple[str, ...] = field(default=(), compare=False)
     # those read from a file without root_check (privilege.check_config_files refuses them as root)
     unchecked: tuple[str, ...] = field(default=(), compare=False)
+    # the files read that hold key material: every one of files when the configuration holds a secret,
+    # and the private keys loaded (load_config warns of those every local user may read)
+    sensitive_files: tuple[str, ...] = field(default=(), compare=False)
 
     def connection(self, name: str) -> Connection:
         for conn in self.connections:
@@ -168,6 +172,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
             *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], files)),
         files=tuple(files), unchecked=tuple(record.unchecked),
+        sensitive_files=(*(files if manual or secrets is not None or radius is not None else ()), *creds.key_files),
     )
 
 
@@ -197,4 +202,6 @@ def load_config(path: str | os.PathLike[str], *, root_check: bool = False) -> Co
         text = exc.text
     if not root_check:
         record.unchecked.append(name)
-    return parse_config(text, name, root_check=root_check, record=record)
+    cfg = parse_config(text, name, root_check=root_check, record=record)
+    readable = readable_secret_warnings(cfg.sensitive_files)
+    return replace(cfg, warnings=(*cfg.warnings, *readable)) if readable else cfg

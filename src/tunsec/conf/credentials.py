@@ -237,6 +237,7 @@ class Credentials:
         self.authority_cas: list[x509.Certificate] = []
         self.passphrases: dict[str, Passphrase] = {}
         self.extra_keys: list[tuple[str, str]] = []  # (folder, path): secrets entries outside the folders
+        self.key_files: list[str] = []  # the private keys loaded (readable.py warns of those others may read)
         self._cas: list[x509.Certificate] | None = None
         self._keys: list[PrivateKey] | None = None
         self._own: list[tuple[str, x509.Certificate]] | None = None
@@ -334,6 +335,7 @@ class Credentials:
         if folder == "ecdsa" and not isinstance(key, ec.EllipticCurvePrivateKey):
             self.file_issue(path, f"not an ECDSA key ({key_kind(key)}) in the ecdsa folder")
             return None
+        self.key_files.append(path)
         return key
 
     def key_for(self, cert: x509.Certificate) -> PrivateKey | None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import connections_data
 import pytest
 from config_data import KEY_IN_HEX, manual, psk_gateway, tunnel
+from connections_data import Pki, moon_dir
 
 from tunsec.conf.config import load_config
+from tunsec.conf.readable import readable_secret_warnings
 
 # a strong PSK: no weak-PSK warning to confuse with the one asked for
+pki = connections_data.pki   # the module-scoped PKI fixture (as test_radius_groups.py takes it)
+
 STRONG = psk_gateway().replace("secret = s3cret", "secret = 0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ==")
 
 
@@ -42,3 +47,33 @@ def test_a_configuration_only_its_owner_reads_is_not_warned_about(tmp_path: Path
     os.chmod(conf, 0o600)
     said = [str(w) for w in load_config(conf).warnings]
     assert not said, said
+
+
+def _mode_warnings(conf: Path) -> list[str]:
+    return [str(w) for w in load_config(conf).warnings if "may read" in str(w)]
+
+
+def test_an_included_file_every_user_may_read_is_named_and_a_pipe_is_not_asked(tmp_path: Path) -> None:
+    """Every file read counts (an include holding the secrets too); a configuration on a pipe
+    (``-c <(...)``) has no mode worth asking."""
+    main, secrets = tmp_path / "tunsec.conf", tmp_path / "secrets.conf"
+    main.write_text(STRONG.replace("secrets { ike { secret = 0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ== } }",
+                                   "include secrets.conf"))
+    secrets.write_text("secrets { ike { secret = 0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ== } }\n")
+    os.chmod(main, 0o600)
+    os.chmod(secrets, 0o644)
+    said = _mode_warnings(main)
+    assert len(said) == 1 and said[0].startswith(f"{secrets}: ") and "(mode 0644)" in said[0], said
+    fifo = tmp_path / "piped.conf"
+    os.mkfifo(fifo)
+    assert readable_secret_warnings([str(fifo)]) == []
+
+
+def test_a_private_key_every_user_may_read_is_warned_about(tmp_path: Path, pki: Pki) -> None:
+    conf = moon_dir(tmp_path, pki)
+    os.chmod(conf, 0o600)
+    key = tmp_path / "private" / "moonKey.pem"
+    os.chmod(key, 0o644)
+    assert [w.split(": ", 1)[0] for w in _mode_warnings(conf)] == [str(key)]
+    os.chmod(key, 0o640)
+    assert _mode_warnings(conf) == []
