@@ -20,8 +20,9 @@ from connections_data import Pki, moon_dir
 from tunsec.conf.config import load_config
 from tunsec.conf.readable import readable_secret_warnings
 
-# a strong PSK: no weak-PSK warning to confuse with the one asked for
 pki = connections_data.pki   # the module-scoped PKI fixture (as test_radius_groups.py takes it)
+
+# a strong PSK: no weak-PSK warning to confuse with the one asked for
 
 STRONG = psk_gateway().replace("secret = s3cret", "secret = 0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ==")
 
