@@ -1,4 +1,6 @@
-"""Review revcert3 F3: address_role.own_network takes a network another peer of the same connection
+"""Review revcert3 F3 (its proofs, then a guard).
+
+address_role.own_network takes a network another peer of the same connection
 holds as the moving peer's own, when that peer's claim is exactly one of the connection's configured
 remote_ts networks.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from test_engine_mobike_own_network import _hub_cfg, _spoke_cfg
+from test_engine_mobike_own_network import UPLINK1, UPLINK2, _hub_cfg, _spoke_cfg
 from test_engine_mobike_tunnel_address import _move
 from test_engine_vips import GW
 
@@ -30,7 +32,7 @@ from tunsec.ike.config import child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
 from tunsec.ike.testing import Network
-from tunsec.policy.claims import TsClaims
+from tunsec.policy.claims import Peer, TsClaims
 from tunsec.policy.selector import Ts
 
 A_WAN = "10.1.255.1"      # spoke A's outer address, inside the block 10.1.0.0/16 ...
@@ -60,3 +62,27 @@ def test_a_spoke_is_not_followed_into_the_lan_another_spoke_of_its_connection_ho
         s_sa.send_liveness()
     net.run(until=net.now + 30)
     assert h_sa.esp_remote == (A_WAN, 4500), "spoke A's ESP now goes to a host of spoke B's LAN"
+
+
+@pytest.mark.parametrize("mobike", [True, False])
+def test_a_spoke_is_still_followed_inside_the_lan_its_own_child_sa_holds(mobike: bool) -> None:
+    """Guard: a claim of the moving peer's own (its Child SA of 10.1.0.0/16, booked as the IKE
+    service books it: its identity and proof) is no other peer's."""
+    hub_cfg = _hub_cfg()
+    booked = TsClaims()
+    booked.add(1, "spoke", Peer(Identity.parse("spoke.example"), hub_cfg.lease_proof), [Ts.parse("10.1.0.0/16")],
+               [Ts.parse("10.9.0.0/16")], by_name=hub_cfg.names_its_peer)
+    net = Network()
+    hub = net.add(GW, IkeEndpoint([hub_cfg], ts_claims=booked))
+    spoke = net.add(UPLINK1, IkeEndpoint([_spoke_cfg(UPLINK1, mobike)]))
+    spoke.initiate("hub", "lan", net.now)
+    net.run(until=net.now + 5)
+    (s_sa,), (h_sa,) = spoke.sas, hub.sas
+    assert h_sa.esp_remote == (UPLINK1, 4500)
+    _move(net, UPLINK1, UPLINK2)
+    if mobike:
+        assert s_sa.update_addresses((UPLINK2, 4500))
+    else:
+        s_sa.send_liveness()
+    net.run(until=net.now + 30)
+    assert h_sa.esp_remote == (UPLINK2, 4500)
