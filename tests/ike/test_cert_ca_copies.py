@@ -1,4 +1,6 @@
-"""Review revcert3 F1: the union build of h/fixcerts2 lets one connection's copy of a CA stand in for
+"""Review revcert3 F1 (its proofs, then a guard).
+
+The union build of h/fixcerts2 lets one connection's copy of a CA stand in for
 another connection's copy of the same CA (same name and key, other certificate), so a peer lands in
 a connection whose configured CA does not trust its chain.
 
@@ -74,3 +76,17 @@ def test_a_chain_the_first_connections_ca_refuses_does_not_land_there(first_copy
     net.run()
     up = [sa.name for sa, ev in net.events[GATEWAY] if isinstance(ev, IkeSaUp)]
     assert up == ["partner-contractors"], f"the peer landed in {up}: its CA there does not trust its chain"
+
+
+def test_a_chain_both_copies_trust_lands_in_the_first_connection() -> None:
+    """Guard: the copy a path builds to does not choose; the first connection whose copy trusts the
+    chain does (the second build, with the earlier connections' CAs, for a leaf alone too)."""
+    bob = make_cert(PARTNER, "bob", san=["bob@contractors.example"])
+    renewed = _copy(PARTNER, EPOCH + datetime.timedelta(days=3650), None)
+    net = Network()
+    a = net.add(CLIENT, IkeEndpoint([_client(bob, "bob@contractors.example", "10.9.0.0/16")], wall_clock=lambda: NOW))
+    net.add(GATEWAY, IkeEndpoint([_conn("partner-staff", PARTNER.cert, "10.9.0.0/16"),
+                                  _conn("partner-contractors", renewed, "10.9.0.0/16")], wall_clock=lambda: NOW))
+    a.initiate("c", "net", net.now)
+    net.run()
+    assert [sa.name for sa, ev in net.events[GATEWAY] if isinstance(ev, IkeSaUp)] == ["partner-staff"]
