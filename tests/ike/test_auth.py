@@ -121,8 +121,9 @@ def test_chain_verification(kind: str) -> None:
     root = make_ca(kind=kind)
     inter = make_ca("intermediate", kind=kind, issuer=root)
     leaf = make_cert(inter, "moon", san=["moon.example", "10.0.0.1", "moon@example"], kind=kind, days=365)
-    pub, anchor = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
+    pub, anchor, anchor_cert = verify_peer([leaf.cert, inter.cert], [root.cert], NOW, Identity.parse("moon.example"))
     assert anchor == ca_fingerprint(root.cert)   # the chain verified to the root, not the intermediate sent
+    assert anchor_cert == root.cert
     assert pub.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == leaf.key.public_key().public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunsec.policy.claims import holder
+from tunsec.policy.claims import Peer, holder
 from tunsec.policy.pad import AddressMatch, address_match, same_ip
 from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
@@ -194,7 +194,7 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
         return f"{address} is inside pool {role.pool} of connection {role.connection} " \
                f"({what} would go to a road warrior)"
     if moving:
-        if role is not None and role.kind == "tunnel" and not own_network(st, role):
+        if role is not None and role.kind == "tunnel" and not own_network(st, role, ip):
             return f"{address} is inside remote_ts {role.network} of {holder(role.connection)} " \
                    f"({what} would go into that tunnel)"
         return None
@@ -214,7 +214,7 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
     return None
 
 
-def own_network(st: IkeSaState, role: Role) -> bool:
+def own_network(st: IkeSaState, role: Role, address: IPAddress) -> bool:
     """Whether a moving peer's new address, in the "tunnel" ``role``, lies in its own network: the most
     specific network holding it (``role.network``) is one of the connection's configured remote_ts, or
     of this IKE SA's own Child SAs' (what they negotiated), and holds the peer's current address too
@@ -225,8 +225,10 @@ def own_network(st: IkeSaState, role: Role) -> bool:
     the exclude gate (services/ike/exclude_gate.py) routes an authenticated peer's new address before
     our first datagram to it, and mobility.py moves the Child SAs' ESP only after that.  Refusing it
     would leave the peer's ESP at the address it left (a failover to its second uplink, a NAT's new
-    mapping).  A narrower network of another peer's (a claim), another connection's, or a network
-    the peer does not live in yet stays refused: that is the TUN's traffic to someone else."""
+    mapping).  A narrower network of another peer's (a claim), another connection's, a network
+    the peer does not live in yet, or one another peer holds (a claim of exactly that network:
+    another spoke's LAN, :func:`_held_by_another`) stays refused: that is the TUN's traffic to
+    someone else."""
     net = role.network
     if net is None or role.connection != st.config.name:
         return False
@@ -238,7 +240,19 @@ def own_network(st: IkeSaState, role: Role) -> bool:
         return False
     configured = (n for child in st.config.children for ts in child.remote_ts if not ts.dynamic for n in ts.networks())
     negotiated = (n for child in st.children.values() for ts in child.remote_ts for n in ts.networks())
-    return any(n == net for n in (*configured, *negotiated))
+    return any(n == net for n in (*configured, *negotiated)) and not _held_by_another(st, net, address)
+
+
+def _held_by_another(st: IkeSaState, net: IPNetwork, address: IPAddress) -> bool:
+    """Whether another peer's Child SA (of any connection: TsClaims tells peers apart as a Child SA's
+    selectors are checked) holds ``net`` itself, as a claim that holds ``address``: the configured
+    network is then that peer's LAN, not the moving peer's (review revcert3 F3).  A narrower claim
+    is the role's network already (refused); a full tunnel is nobody's (the module)."""
+    if st.ts_claims is None:
+        return False
+    me = Peer(st.peer_id, st.config.lease_proof)
+    found = st.ts_claims.overlaps(me, [Ts.host(address)], [], by_name=st.config.names_its_peer)
+    return any(n == net for claim, _ in found for n in claim.ts.networks())
 
 
 def _same(ip: IPAddress, text: str) -> bool:

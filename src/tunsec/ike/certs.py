@@ -84,10 +84,17 @@ def ca_fingerprint(ca: x509.Certificate) -> bytes:
 
 
 class VerifiedPeer(NamedTuple):
-    """A peer certificate that verified: its key, and the fingerprint of the CA it verified to."""
+    """A peer certificate that verified: its key, the fingerprint of the CA it verified to (what an
+    IKE SA remembers), and that CA's certificate itself (one of the ``cas`` it was verified with): two
+    certificates of one CA's name and key share a fingerprint but are two trust anchors to the path
+    builder (one may be expired, or name-constrained), so a connection is chosen by the certificate
+    (exchanges/ike_auth_cas.py; review revcert3 F1)."""
 
     key: PublicKey
     anchor: bytes
+    anchor_cert: x509.Certificate
+
+
 def _may_sign_certificates(_policy: verification.Policy, ca: x509.Certificate, ku: x509.KeyUsage | None) -> None:
     """A CA's keyUsage, if it has one, allows keyCertSign (RFC 5280 §4.2.1.3): a key marked for
     signatures only (a service certificate a PKI made cA) issues nothing."""
@@ -179,10 +186,12 @@ def check_key(cert: x509.Certificate) -> None:
 # a CA re-keyed, or cross-signed, is sent in two issues of one name (RFC 4158 §2.4): no PKI needs three
 MAX_PER_SUBJECT = 2
 # the name constraints' cost: cryptography compares every subjectAltName of the certificates below an
-# intermediate with every subtree of its nameConstraints. A certificate of an IKE peer names a few
-# hosts or users, and a CA a PKI constrains lists a few domains; the configured CAs' own
-# constraints are the operator's and not bounded.
-MAX_NAMES = 64          # subjectAltNames of one certificate of the peer's
+# intermediate with every subtree of its nameConstraints. A CA a PKI constrains lists a few domains;
+# the configured CAs' own constraints are the operator's and not bounded. The peer's own certificate
+# is held to MAX_NAMES only below a constraint (an intermediate's or a configured CA's): without one
+# its names cost no comparison, and a multi-domain certificate (a site's web certificate reused:
+# public CAs issue up to 100 names) is legitimate (review revcert3 F2).
+MAX_NAMES = 64          # subjectAltNames of one intermediate of the peer's, or of its certificate below a constraint
 MAX_SUBTREES = 64       # permitted plus excluded subtrees of one intermediate of the peer's
 MAX_NAME_CHECKS = 4096  # (subtrees of the intermediates) x (names of the chain), for the whole chain
 
@@ -202,14 +211,27 @@ def _subtrees(cert: x509.Certificate) -> int:
     return len(nc.permitted_subtrees or ()) + len(nc.excluded_subtrees or ())
 
 
-def check_names(cert: x509.Certificate) -> None:
-    """AuthError if ``cert`` (a peer's) carries more subjectAltNames or name-constraint subtrees than
-    any PKI's certificate does (see :data:`MAX_NAMES`)."""
-    if (names := _names(cert)) > MAX_NAMES:
+def check_names(cert: x509.Certificate, constrained: bool = True) -> None:
+    """AuthError if ``cert`` (a peer's) carries more name-constraint subtrees than any PKI's
+    certificate does, or, ``constrained`` (an intermediate, or the peer's certificate below a name
+    constraint: :func:`constrained_below`), more subjectAltNames (see :data:`MAX_NAMES`)."""
+    if constrained and (names := _names(cert)) > MAX_NAMES:
         raise AuthError(f"certificate {subject_text(cert)} has {names} subjectAltNames (at most {MAX_NAMES})")
     if (subtrees := _subtrees(cert)) > MAX_SUBTREES:
         raise AuthError(f"certificate {subject_text(cert)} has {subtrees} name-constraint subtrees "
                         f"(at most {MAX_SUBTREES})")
+
+
+def constrained_below(above: Sequence[x509.Certificate]) -> bool:
+    """Whether one of ``above`` (the intermediates a path from the peer's certificate may take, the
+    CAs it may end in) has name constraints its names would be compared with. A certificate whose
+    constraints cannot be read counts as constrained: the cap stays where it may apply."""
+    def subtrees(cert: x509.Certificate) -> int:
+        try:
+            return _subtrees(cert)
+        except UNREADABLE:
+            return 1
+    return any(subtrees(c) for c in above)
 
 
 def _check_name_cost(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]) -> None:
@@ -287,6 +309,14 @@ def _path_candidates(chain: Sequence[x509.Certificate], cas: Sequence[x509.Certi
     return kept
 
 
+def _anchors_near(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
+                  cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """Of ``cas``, those a path from ``leaf`` through ``intermediates`` may end in (by issuer names):
+    another connection's CA (exchanges/ike_auth_cas.py builds with several) holds none of its names."""
+    issuers = {c.issuer.public_bytes() for c in (leaf, *intermediates)}
+    return [ca for ca in cas if ca.subject.public_bytes() in issuers]
+
+
 @peer_input("a peer's certificates")
 def load_certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
@@ -325,7 +355,9 @@ def _verify(
     intermediates = _path_candidates(chain, cas)
     for cert in (leaf, *intermediates):
         check_key(cert)
+    for cert in intermediates:
         check_names(cert)
+    check_names(leaf, constrained_below([*intermediates, *_anchors_near(leaf, intermediates, cas)]))
     _check_name_cost(leaf, intermediates)
     try:
         verified = _policy_builder(cas, when).build_client_verifier().verify(leaf, intermediates)
@@ -341,4 +373,5 @@ def _verify(
     key = leaf.public_key()
     if not isinstance(key, PublicKey):
         raise AuthError(f"unsupported public key type {type(key).__name__}")
-    return VerifiedPeer(key, ca_fingerprint(verified.chain[-1]))   # the chain ends in a store CA
+    anchor = verified.chain[-1]   # the chain ends in a store CA
+    return VerifiedPeer(key, ca_fingerprint(anchor), anchor)

@@ -46,7 +46,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from ..auth import AuthError, PrivateKey
-from ..certs import MAX_CERTS, UNREADABLE, check_key, check_names, verify_peer
+from ..certs import MAX_CERTS, UNREADABLE, check_key, check_names, constrained_below, verify_peer
 from ..identity import Identity, IdentityError, certified_identity
 from ..peer_warnings import peer_input
 from . import identity
@@ -170,29 +170,47 @@ def _accept_for_now(conn: SSL.Connection, cert: crypto.X509, err: int, depth: in
     on only as deep as verify_peer looks and with keys verify_peer takes (review revfrag F1), and then
     compares the names of the chain with its name constraints: only with as many of them as
     verify_peer takes (review revcertfix F3). So a client's 16 KiB of certificates cost no more
-    than its IKE CERT payloads would."""
-    why = f"client sent a chain of more than {MAX_CERTS} certificates" if depth >= MAX_CERTS else _cert_refused(cert)
+    than its IKE CERT payloads would. The client's own certificate (depth 0, called last, after
+    every certificate above it) is held to certs.MAX_NAMES only below a name constraint, as
+    verify_peer holds it (review revcert3 F2): the authenticator notes one as it passes."""
+    owner = conn.get_app_data()
+    mine = owner if isinstance(owner, EapTlsAuthenticator) else None
+    if depth >= MAX_CERTS:
+        why: str | None = f"client sent a chain of more than {MAX_CERTS} certificates"
+    else:
+        # without the authenticator (none set) the cap stays on every certificate
+        why = _cert_refused(cert, depth > 0 or mine is None or mine._constrained)
+        if why is None and depth > 0 and mine is not None and _constrains(cert):
+            mine._constrained = True
     if why is None:
         return True
-    owner = conn.get_app_data()
-    if isinstance(owner, EapTlsAuthenticator):   # the handshake fails: this is why
-        owner._refused = f"client certificate refused: {why}"
+    if mine is not None:   # the handshake fails: this is why
+        mine._refused = f"client certificate refused: {why}"
     return False
 
 
 @peer_input("an EAP-TLS client's certificate")   # (as cryptography objects: see peer_warnings)
-def _cert_refused(cert: crypto.X509) -> str | None:
+def _cert_refused(cert: crypto.X509, capped: bool = False) -> str | None:
     """Why certs.check_key refuses the key of a certificate in the client's chain, or certs.check_names
-    its names, or None."""
+    its names (``capped``: an intermediate's, or the client's own below a name constraint), or None."""
     try:
         mine = cert.to_cryptography()
         check_key(mine)
-        check_names(mine)
+        check_names(mine, capped)
     except AuthError as exc:
         return str(exc)
     except (*UNREADABLE, x509.InvalidVersion):
         pass   # _check_client says why, after the handshake
     return None
+
+
+@peer_input("an EAP-TLS client's certificate")
+def _constrains(cert: crypto.X509) -> bool:
+    """Whether a certificate above the client's has name constraints (one OpenSSL cannot read: as if)."""
+    try:
+        return constrained_below([cert.to_cryptography()])
+    except (*UNREADABLE, x509.InvalidVersion):
+        return True
 
 
 # TLS 1.2 suites the server accepts: forward-secret (ephemeral ECDH) key exchange with AEAD only,
@@ -275,6 +293,7 @@ class EapTlsAuthenticator:
     _proven: Identity | None = None
     _anchor: bytes | None = None   # the CA its certificate verified to (certs.ca_fingerprint)
     _refused: str | None = None   # why _accept_for_now stopped OpenSSL's check of the client's chain
+    _constrained: bool = False   # a certificate above the client's has name constraints (_accept_for_now)
 
     def start(self) -> bytes:
         self._ident = self.rand(1)[0]

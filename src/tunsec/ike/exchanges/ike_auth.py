@@ -124,9 +124,9 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
         _verify_psk(st, peer_id, octets, auth)
     else:
         chain = load_certificates(_peer_certs(payloads))
-        key, anchor = verified_key(st, chain, peer_id, by_ca)
-        verify_signature(key, octets, auth)
-        st.peer_anchor = anchor   # a reload that stops trusting it logs the peer out (services/ike/revoked.py)
+        verified = verified_key(st, chain, peer_id, by_ca)
+        verify_signature(verified.key, octets, auth)
+        st.peer_anchor = verified.anchor   # a reload that stops trusting it logs the peer out (services/ike/revoked.py)
         # one certificate, one peer, whichever of its identities it sent (certified_identity)
         try:
             proven = certified_identity(chain[0])

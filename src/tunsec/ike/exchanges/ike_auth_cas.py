@@ -6,17 +6,22 @@ what we prove ourselves with (the peer's method, our identity and certificate), 
 only by their ``cacerts`` (staff and contractors, each ``remote.id = %any``), the first would
 take every client, and refuse the other CA's as untrusted (counted towards the auth ban).
 Like strongSwan, which moves on to the next candidate whose CA constraint the chain meets
-(ike_auth.c, update_cfg_candidates), the chain is tried against each alike candidate's CAs in
-the order ``_select_config`` ranks them, and the first that trusts it is taken.
+(ike_auth.c, update_cfg_candidates), the first of the alike candidates, in the order
+``_select_config`` ranks them, whose CAs trust the chain is taken.
 
 The chain is verified once, with the CAs of all the alike candidates (de-duplicated), and the
-first candidate whose CAs hold the CA it verified to takes the peer: an unauthenticated peer's
-chain costs one path build however many connections there are (review revcertfix F1), bounded
-as certs.py bounds it. Only when that CA is a later candidate's is the chain built once more,
-with the earlier candidates' CAs, if the peer sent intermediates (a sub-CA of one under the
-root of another: the path builder takes the CA it finds first). A refusal (untrusted, identity,
-key usage, size) is the same for every candidate: a chain none trusts fails once, in the first
-candidate's name, as before: one failed authentication, counted once.
+first candidate whose CAs hold the CA certificate it verified to takes the peer: an
+unauthenticated peer's chain costs one path build however many connections there are (review
+revcertfix F1), bounded as certs.py bounds it. The CA is matched as the certificate itself, not
+by its name and key (certs.ca_fingerprint): two copies of one CA (one expired, or issued with
+name constraints, in one connection; the current one in another) are two trust anchors, and the
+chain may verify only to the second (review revcert3 F1). Only when that CA is a later
+candidate's is the chain built once more, with the earlier candidates' CAs: if the peer sent
+intermediates (a sub-CA of one under the root of another: the path builder takes the CA it
+finds first), or if an earlier candidate holds another copy of that CA (which may trust the
+chain as well). At most two path builds. A refusal (untrusted, identity, key usage, size) is
+the same for every candidate: a chain none trusts fails once, in the first candidate's name, as
+before: one failed authentication, counted once.
 """
 
 from __future__ import annotations
@@ -56,18 +61,18 @@ def verified_key(
     hold that CA. Raises the AuthError of that one build if none trusts it (in ``st.config``'s name)."""
     ranked = list(candidates or (st.config,))
     verified = verify_peer(chain, _union(ranked), st.wall_clock(), peer_id)
-    chosen = _trusting(ranked, verified.anchor)
-    if chosen > 0 and len(chain) > 1:
+    chosen = _trusting(ranked, verified.anchor_cert)
+    if chosen > 0 and (len(chain) > 1 or _copy_earlier(ranked[:chosen], verified)):
         # the builder looks in its store first: a chain through a CA of a later candidate (a sub-CA,
-        # sent along) may reach an earlier one's too (its root); the earlier one keeps the peer, as
-        # when each set was tried in turn. (A leaf alone reaches only the CAs of its issuer's name
-        # and key: one anchor.)
+        # sent along) may reach an earlier one's too (its root), or an earlier one's copy of the same
+        # CA; the earlier one keeps the peer, as when each set was tried in turn. (A leaf alone
+        # reaches only the CAs of its issuer's name and key: the copies of one CA.)
         try:
             earlier = verify_peer(chain, _union(ranked[:chosen]), st.wall_clock(), peer_id)
         except NotTrusted:
             pass
         else:
-            verified, chosen = earlier, _trusting(ranked, earlier.anchor)
+            verified, chosen = earlier, _trusting(ranked, earlier.anchor_cert)
     cfg = ranked[chosen]
     if cfg is not st.config:
         log.info("%s: switching to connection %s: its CAs trust the certificate of %s", st.name, cfg.name,
@@ -81,6 +86,14 @@ def _union(ranked: Sequence[IkeConfig]) -> tuple[x509.Certificate, ...]:
     return tuple(dict.fromkeys(ca for cfg in ranked for ca in cfg.remote.cas))
 
 
-def _trusting(ranked: Sequence[IkeConfig], anchor: bytes) -> int:
-    """The index of the first of ``ranked`` that has the CA of fingerprint ``anchor``."""
-    return next(i for i, cfg in enumerate(ranked) if any(ca_fingerprint(ca) == anchor for ca in cfg.remote.cas))
+def _trusting(ranked: Sequence[IkeConfig], anchor: x509.Certificate) -> int:
+    """The index of the first of ``ranked`` that has the CA certificate ``anchor`` (equal as DER: not
+    another certificate of its name and key)."""
+    return next(i for i, cfg in enumerate(ranked) if anchor in cfg.remote.cas)
+
+
+def _copy_earlier(earlier: Sequence[IkeConfig], verified: VerifiedPeer) -> bool:
+    """Whether one of ``earlier`` holds another certificate of the CA ``verified`` ends in (its name
+    and key): the path builder took one copy, the other may trust the chain too."""
+    return any(ca_fingerprint(ca) == verified.anchor and ca != verified.anchor_cert
+               for cfg in earlier for ca in cfg.remote.cas)

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
+
+from cryptography import x509
 
 from tunsec.ike.certs import ca_fingerprint
 from tunsec.ike.psk import PskEntry
 from tunsec.ike.sa import State
+from tunsec.ike.state import now_utc
 
 if TYPE_CHECKING:
     from tunsec.conf.connections import Connection
@@ -115,12 +119,18 @@ def removed_cas(self: IkeService, renewed: Changed, now: float) -> list[str]:
     new serial) still verifies what it issued, and logs no one out; a CA added does not either.  A
     peer whose chain verified to an intermediate CA that was itself among the CAs is logged out when
     that one goes, even if its root stays (it reconnects through the root if it sends the
-    intermediate).  An SA we initiated is judged the same: its peer's certificate proved the responder."""
+    intermediate).  An SA we initiated is judged the same: its peer's certificate proved the responder.
+    Where a copy of a CA left and another copy of its name and key stays (review revcert3 F1: two
+    certificates of one CA are two trust anchors), the peers stay only if a remaining copy is within
+    its validity now: an expired copy verifies no one (still_trusted).  A remaining copy's name
+    constraints are not held against the peers' certificates: an IKE SA keeps its anchor, not its
+    chain (docs/configuration.md)."""
     out: list[str] = []
-    for _, new in renewed:
+    when = now_utc()
+    for old, new in renewed:
         if new.ike.remote.method not in ("pubkey", "eap-tls"):
             continue
-        trusted = {ca_fingerprint(ca) for ca in new.ike.remote.cas}
+        trusted = still_trusted(old.ike.remote.cas, new.ike.remote.cas, when)
         for sa, up in _established(self, new.name):
             if up.ev.peer_anchor is None or up.ev.peer_anchor in trusted:
                 continue
@@ -129,3 +139,12 @@ def removed_cas(self: IkeService, renewed: Changed, now: float) -> list[str]:
             _log_out(sa, now)
             out.append(f"{up.ev.remote_id} ({new.name})")
     return list(dict.fromkeys(out))
+
+
+def still_trusted(old: Sequence[x509.Certificate], new: Sequence[x509.Certificate], when: datetime) -> set[bytes]:
+    """The anchors (certs.ca_fingerprint) whose peers a connection's new CAs ``new`` still trust: every
+    one of ``new``'s, but of a CA one of whose copies (``old``'s, its name and key) left, only if a
+    remaining copy is valid at ``when``."""
+    left = {ca_fingerprint(ca) for ca in old if ca not in new}
+    return {ca_fingerprint(ca) for ca in new
+            if ca_fingerprint(ca) not in left or ca.not_valid_before_utc <= when <= ca.not_valid_after_utc}
