@@ -1,8 +1,8 @@
-"""Review revclaims3 (of h/fixclaims2): policy/claims.py containing widens a Child SA's pieces
+"""Review revclaims3 (of h/fixclaims2), F2 and F4: policy/claims.py containing widens a Child SA's pieces
 across the gaps other claims hold, and hands that widened range to ike/address_role.py as the
 claim's own network.
 
-F1: the widening also applies to a peer that is no full tunnel: its network in the role becomes
+review revclaims3 F2: the widening also applies to a peer that is no full tunnel: its network in the role becomes
 less specific (a spoke's 10.0.0.0/24 and 10.0.2.0/24 around another spoke's 10.0.1.0/24 become
 10.0.0.0/23 and 10.0.2.0/24), and other_tunnel, which lets an address through when the asking
 connection's own remote_ts holds it as specifically, then lets through an address that the host
@@ -10,7 +10,7 @@ sends into the spoke's tunnel (its /24 is the only policy there: the claims keep
 connection's Child SAs out of it).  Before the merge the role named the /24 and the address was
 refused.
 
-F2: _held_by_others counts a gap as held whatever the holder's protocol and ports: pieces around
+review revclaims3 F4: _held_by_others counts a gap as held whatever the holder's protocol and ports: pieces around
 another claim's 10.2.2.0/24 *tcp/22 only* are joined to 0.0.0.0/0 and the peer is a full tunnel
 (nobody's), though the rest of 10.2.2.0/24 (UDP, ICMP, other TCP ports) is held by no one and
 the peer's SA does not carry it."""
@@ -33,7 +33,7 @@ LOCAL = (Ts.parse("10.9.0.0/24"),)
 
 
 def test_a_spoke_that_is_no_full_tunnel_keeps_its_own_networks_in_the_role() -> None:
-    """F1: spoke A holds 10.0.0.0/24 and 10.0.2.0/24 in one Child SA, spoke B 10.0.1.0/24 between
+    """review revclaims3 F2: spoke A holds 10.0.0.0/24 and 10.0.2.0/24 in one Child SA, spoke B 10.0.1.0/24 between
     them; the connection ``home`` routes 10.0.0.0/23.  10.0.0.5 goes into A's tunnel (its /24 is
     the most specific policy, and the only one: the claims keep home's Child SAs out of it), so a
     REDIRECT target or virtual IP there must be refused for home (other_tunnel).  On main the role
@@ -51,7 +51,7 @@ def test_a_spoke_that_is_no_full_tunnel_keeps_its_own_networks_in_the_role() -> 
 
 
 def test_pieces_around_a_ports_only_claim_are_no_full_tunnel() -> None:
-    """F2: the gap 10.2.2.0/24 is held only for tcp/22 by another peer: the rest of it is nobody's,
+    """review revclaims3 F4: the gap 10.2.2.0/24 is held only for tcp/22 by another peer: the rest of it is nobody's,
     so a peer holding everything around it is no full tunnel, and an internet address in its
     pieces is its tunnel's (as with a gap nobody holds, test_pieces_with_a_gap_nobody_holds_are_no_full_tunnel)."""
     claims = TsClaims()
