@@ -27,6 +27,7 @@ from tunsec.bench.netns import in_netns, scratch_netns
 from tunsec.daemon import Daemon
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.exclude import Route
+from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import RTN_PROHIBIT, IPRoute, NetlinkError, Tun
 from tunsec.ike.config import child_config
 from tunsec.ike.events import IkeSaUp
@@ -286,6 +287,7 @@ class Reloading:
         self.services = [type("Service", (), {"routes": staticmethod(lambda: routes)})]
         self.ike = type("IkeService", (), {"vips": client.vips, "sweep_excludes": staticmethod(lambda reset: None)})
         self.excludes = None   # no exclude routes: these networks cover no peer
+        self.killswitch = KillSwitch("")   # no full tunnel here: it holds no route
 
     def _add_route(self, net: ipaddress.IPv4Network, local_nets: tuple[()]) -> None:
         Daemon._add_route(self, net, local_nets)  # type: ignore[arg-type]

@@ -37,8 +37,8 @@ from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routes import RT_SCOPE_LINK, RTN_UNICAST, destination, ifname, in_main, next_hops
-from tunsec.ike.address_role import HALVES
 from tunsec.loglimit import LogLimiter, suffix
+from tunsec.policy.full_tunnel import HALVES
 
 log = logging.getLogger("tunsec.tun")
 

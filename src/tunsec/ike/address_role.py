@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunsec.policy.claims import Peer, holder
+from tunsec.policy.full_tunnel import default_routes as _default_routes
 from tunsec.policy.pad import AddressMatch, address_match, same_ip
 from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
@@ -56,30 +57,6 @@ class Role:
     connection: str = ""            # "pool", "tunnel": the connection whose pools / remote_ts hold it
     pool: str = ""                  # "pool": the pool's name
     network: IPNetwork | None = None   # "tunnel": the most specific network of that remote_ts holding it
-
-
-# What a full tunnel covers, by family (see the module): the IPv6 one is the global unicast space.
-_EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("2000::/3")}
-# A family's default route as the TUN gets it (dataplane/exclude.py: more specific than the host's own,
-# which stays), and what _default_routes counts as a full tunnel too
-HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
-    ipaddress.ip_network("0.0.0.0/0"): (ipaddress.ip_network("0.0.0.0/1"), ipaddress.ip_network("128.0.0.0/1")),
-    ipaddress.ip_network("::/0"): (ipaddress.ip_network("::/1"), ipaddress.ip_network("8000::/1")),
-}
-
-
-def _default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
-    """Those of ``nets`` that are a default route: per family, the networks up to the shortest
-    prefix length at which the networks that wide cover the family (_EVERYTHING), or none."""
-    found: set[IPNetwork] = set()
-    for version, space in _EVERYTHING.items():
-        mine = [n for n in nets if n.version == version]
-        for length in sorted({n.prefixlen for n in mine}):
-            wide = [n for n in mine if n.prefixlen <= length]
-            if any(space.subnet_of(n) for n in ipaddress.collapse_addresses(wide)):  # type: ignore[type-var, arg-type]
-                found.update(wide)
-                break
-    return found
 
 
 def full_tunnel(config: IkeConfig) -> set[IPNetwork]:

@@ -65,7 +65,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tunsec.policy.selector import IPAddress, Ts
+from tunsec.policy.full_tunnel import default_routes
+from tunsec.policy.held import Held
+from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
 
 @dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
@@ -242,55 +244,63 @@ class TsClaims:
     def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]:
         """The claims whose remote selector holds ``ip``, each with every remote selector its peer
         holds on its connection (all its Child SAs: whether together they are a full tunnel, asked by
-        ike/address_role.py of a virtual IP or REDIRECT target a client is given, a rare question).
-        Each Child SA's selectors come widened across the gaps between them that other claims hold
-        (:meth:`_widened`), the claim's own among them: a full tunnel we proposed without a manual
-        tunnel's network (exchanges/child.py outside_others_claims) is a full tunnel still."""
+        ike/address_role.py of a virtual IP or REDIRECT target a client is given, and of every MOBIKE
+        move or NAT float of an authenticated peer).  Each Child SA's selectors come widened across
+        the gaps between them that other peers' claims hold (:meth:`_widened`): a full tunnel we
+        proposed without a manual tunnel's network (exchanges/child.py outside_others_claims) is a
+        full tunnel still.  The claim itself comes widened only when its peer's widened selectors are
+        a full tunnel and its widened range is part of it (review revclaims3 F2: a spoke's
+        10.0.0.0/24 beside another's 10.0.1.0/24 stays a /24, the network its policy routes).
+        Cost: the claims found, one pass over all claims per peer found, a bisect per gap."""
         fam, at = ip.version, int(ip)
         starts, entries = self._starts[fam], self._entries[fam]
         near = entries[bisect.bisect_left(starts, at - self._reach[fam]):bisect.bisect_right(starts, at)]
         found = [e[2] for e in near + self._wide[fam] if e[0] <= at <= e[1]]
+        everyone: list[_Entry] | None = None
+        asked: list[tuple[str, object, list[Ts], set[IPNetwork]]] = []   # per peer: its pieces, its full tunnel
         out = []
         for c in found:
-            mine = self._widened(c.handle)
-            own = next((ts for ts in mine if ts.contains(c.ts)), c.ts)
-            peers = [ts for handle, held in self._by_handle.items() if held and held[0][2].conn == c.conn
-                     and held[0][2].peer == c.peer for ts in (mine if handle == c.handle else self._widened(handle))]
-            out.append((dataclasses.replace(c, ts=own), peers))
+            known = next((a for a in asked if a[0] == c.conn and a[1] == c.peer), None)
+            if known is None:
+                if everyone is None:   # the one pass over every Child SA's claims
+                    everyone = [e for held in self._by_handle.values() for e in held]
+                known = self._peer_widened(c.conn, c.peer, everyone)
+                asked.append(known)
+            pieces, full = known[2], known[3]
+            own = next((ts for ts in pieces if ts.contains(c.ts)), c.ts)
+            out.append((dataclasses.replace(c, ts=own) if set(own.networks()) <= full else c, pieces))
         return out
 
-    def _widened(self, handle: int) -> list[Ts]:
-        """The remote selectors of ``handle``, two of them (of one protocol and ports) joined where the
-        addresses between them are all held by other claims: what was cut out of a proposal or an
-        answer for others' sake (0.0.0.0/0 without a manual tunnel's 10.2.2.0/24 is 0.0.0.0/0 again)."""
-        pieces = sorted((e[2].ts for e in self._by_handle.get(handle, ())),
-                        key=lambda t: (t.version, t.protocol, t.start_port, t.end_port, int(t.start)))
-        out: list[Ts] = []
-        for ts in pieces:
-            last = out[-1] if out else None
-            if last is not None and (last.version, last.protocol, last.start_port, last.end_port) == \
-                    (ts.version, ts.protocol, ts.start_port, ts.end_port) and \
-                    self._held_by_others(handle, ts.version, int(last.end) + 1, int(ts.start) - 1):
-                if int(ts.end) > int(last.end):
-                    out[-1] = dataclasses.replace(last, end=ts.end)
-                continue
-            out.append(ts)
-        return out
+    def _peer_widened(self, conn: str, peer: object,
+                      everyone: list[_Entry]) -> tuple[str, object, list[Ts], set[IPNetwork]]:
+        """Every Child SA of ``peer`` on ``conn`` widened (each once), across what the others hold
+        (the peer's own Child SAs are no others: what it holds itself joins nothing), and the
+        networks of them that are a full tunnel (default_routes), if any."""
+        mine = [handle for handle, held in self._by_handle.items()
+                if held and held[0][2].conn == conn and held[0][2].peer == peer]
+        skip = set(mine)
+        others = Held.of((e[0], e[1], e[2].ts) for e in everyone if e[2].handle not in skip)
+        pieces = [ts for handle in mine for ts in _widened([e[2].ts for e in self._by_handle[handle]], others)]
+        return conn, peer, pieces, default_routes([net for ts in pieces for net in ts.networks()])
 
-    def _held_by_others(self, handle: int, fam: int, first: int, last: int) -> bool:
-        """Whether every address of first..last (none: True) lies in a claim of another handle."""
-        if first > last:
-            return True
-        spans = sorted((e[0], e[1]) for held_by, held in self._by_handle.items() if held_by != handle
-                       for e in held if e[2].ts.version == fam and e[1] >= first and e[0] <= last)
-        at = first
-        for lo, hi in spans:
-            if lo > at:
-                return False
-            at = max(at, hi + 1)
-            if at > last:
-                return True
-        return False
+
+def _widened(held: Sequence[Ts], others: Held) -> list[Ts]:
+    """A Child SA's remote selectors ``held``, two of them (of one protocol and ports) joined where the
+    addresses between them are all held by ``others`` for that traffic: what was cut out of a proposal
+    or an answer for others' sake (0.0.0.0/0 without a manual tunnel's 10.2.2.0/24 is 0.0.0.0/0 again;
+    not without a claim of its tcp/22 only, whose other traffic is nobody's: review revclaims3 F4)."""
+    pieces = sorted(held, key=lambda t: (t.version, t.protocol, t.start_port, t.end_port, int(t.start)))
+    out: list[Ts] = []
+    for ts in pieces:
+        last = out[-1] if out else None
+        if last is not None and (last.version, last.protocol, last.start_port, last.end_port) == \
+                (ts.version, ts.protocol, ts.start_port, ts.end_port) and \
+                others.holds(ts, int(last.end) + 1, int(ts.start) - 1):
+            if int(ts.end) > int(last.end):
+                out[-1] = dataclasses.replace(last, end=ts.end)
+            continue
+        out.append(ts)
+    return out
 
 
 def _as_named(peer: object, named: bool, by_name: bool | None) -> tuple[bool, bool | None]:
