@@ -4,7 +4,8 @@ answer (the answer was lost and resent, or overtaken).  The new Child SA is up a
 the lineage's only one: it must come up here too (strongSwan's child_rekey keeps it: "peer sent an
 incorrect delete for CHILD_SA after responding to our rekeying").  h/fixdelete2 discards it and asks
 the peer to delete it (CreateChildTask._discard), as for an operator's terminate: no Child SA is left
-on either side."""
+on either side.  Fixed in h/fixdel4: the old Child SA is held (CreateChildTask.takes_peer_delete) and the
+answer brings the new one up as its rekey."""
 
 from __future__ import annotations
 
