@@ -20,6 +20,7 @@ from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.constants import ExchangeType, NotifyType
 from tunsec.ike.events import IkeSaDown, PeerUnreachable
 from tunsec.ike.exchanges import informational
+from tunsec.ike.exchanges.base import Task
 from tunsec.ike.message import NotifyPayload, Payload, decode_header
 from tunsec.ike.sa import State
 from tunsec.ike.state import IkeSaState
@@ -48,9 +49,9 @@ def received(monkeypatch: pytest.MonkeyPatch) -> list[Sequence[Payload]]:
     seen: list[Sequence[Payload]] = []
     real = informational.respond
 
-    def spy(st: IkeSaState, payloads: Sequence[Payload]) -> informational.Response:
+    def spy(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = None) -> informational.Response:
         seen.append(payloads)
-        return real(st, payloads)
+        return real(st, payloads, pending)
 
     monkeypatch.setattr(informational, "respond", spy)
     return seen

@@ -788,4 +788,4 @@ class IkeSa:
 
     _end_children = sa_teardown.end_children
     _abandon_requests = sa_teardown.abandon_requests
-    abandon_creating = sa_teardown.abandon_creating
+    abandon_creating = _notifies(sa_teardown.abandon_creating)   # it may report a held Child SA down

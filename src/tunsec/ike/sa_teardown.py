@@ -39,6 +39,9 @@ def end_children(self: IkeSa, reason: DownReason, deleting: bool = False) -> Non
     if self._heir is not None:
         return
     st = self._st
+    pending = self._pending
+    if pending is not None and isinstance(pending.task, CreateChildTask):
+        pending.task.let_old_go(st, DownReason.DELETED_BY_PEER)   # the one the peer deleted, held for our rekey
     for child in list(st.children.values()):
         if child.installed:
             st.emit(ChildSaDown(self.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason))
@@ -66,7 +69,7 @@ def abandon_requests(self: IkeSa, child: ChildSa) -> None:
 def abandon_creating(self: IkeSa, child_name: str) -> int:
     """``terminate --child``: new Child SAs of config ``child_name`` not up yet do not come up.  Queued
     and delayed requests go unsent; the one out installs nothing when answered (the peer is asked to
-    delete its half).  How many there were."""
+    delete its half), nor does our rekey of one the peer deleted meanwhile.  How many there were."""
     def creates(task: Task) -> bool:
         return isinstance(task, CreateChildTask) and task.creates == child_name   # (abandoned: None)
     n = 0
@@ -81,5 +84,11 @@ def abandon_creating(self: IkeSa, child_name: str) -> int:
     if pending is not None and creates(pending.task):
         assert isinstance(pending.task, CreateChildTask)
         pending.task.abandon()
+        n += 1
+    elif pending is not None and isinstance(pending.task, CreateChildTask) and pending.task.holds_old(child_name):
+        # our rekey of a Child SA the peer deleted meanwhile (held until the answer, not in ``children``,
+        # so terminate_child does not see it): down now, and the answer brings nothing up
+        pending.task.abandon()
+        pending.task.let_old_go(self._st, DownReason.DELETED)
         n += 1
     return n

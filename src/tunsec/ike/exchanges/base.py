@@ -102,6 +102,12 @@ class Task(ABC):
         that ran out)."""
         return None
 
+    def takes_peer_delete(self, st: IkeSaState, child: ChildSa) -> bool:
+        """The peer's DELETE names ``child`` while this request is out: True if this request took it
+        out of ``st.children`` and reports it down itself when it ends (our rekey of it, which the
+        peer may have answered already: create_child_sa.CreateChildTask)."""
+        return False
+
     def yield_to_peer_rekey(self) -> IkeRekey | None:
         """The peer deletes the IKE SA while this request is out: the new IKE SA of the peer's
         rekey that replaces ours after a collision (RFC 7296 §2.8.2), or None to just close."""

@@ -34,7 +34,7 @@ from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
-from . import rekey_ike
+from . import informational, rekey_ike
 from .base import KeGroups, KeRetry, Outcome, Response, Task, error_notify, find, find_notify, notify
 from .informational import DeleteChildTask
 
@@ -67,6 +67,9 @@ class CreateChildTask(Task):
         # the Child SA this rekeys, or this new one's child, was deleted at once (terminate --child)
         # while the request was out: its answer installs nothing (abandon)
         self.abandoned = False
+        # the peer deleted the Child SA this rekeys while the request was out (takes_peer_delete): it
+        # is unregistered, and reported down when the answer comes, after the new one is up
+        self._old_held = False
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -93,10 +96,16 @@ class CreateChildTask(Task):
         return [*payloads, tsi, tsr]
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
-        child = self._child
-        assert child is not None
         if self._groups.follow(payloads) is KeRetry.RETRY:
             return Outcome.RETRY
+        outcome = self._answered(st, payloads)
+        # the old Child SA the peer deleted ends here unless the new one came up as its rekey
+        self.let_old_go(st, DownReason.DELETED_BY_PEER)
+        return outcome
+
+    def _answered(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:
+        child = self._child
+        assert child is not None
         err = error_notify(payloads)
         old = self._rekey
         if err is not None and old is not None and (err.type == NotifyType.TEMPORARY_FAILURE
@@ -107,7 +116,9 @@ class CreateChildTask(Task):
             childmod.drop_child(st, child)
             self.try_again = err.type == NotifyType.TEMPORARY_FAILURE
             return Outcome.DONE
-        if self.abandoned or (old is not None and st.children.get(old.spi_in) is not old):
+        if self.abandoned or (old is not None and st.children.get(old.spi_in) is not old and not self._old_held):
+            # we deleted it at once (terminate --child), or the peer did after its rekey of it won a
+            # collision (its new Child SA carries the lineage on): ours is not wanted
             return self._discard(st, child, answered=err is None)
         if err is not None and old is None and err.type == NotifyType.TEMPORARY_FAILURE:
             return self._busy(st, child)
@@ -139,18 +150,48 @@ class CreateChildTask(Task):
         nonces = (self._nonce, nonce.data)
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, nonces, shared or None, rekey_of)
         if self._rekey is not None:
-            self._settle_rekey(child, min(nonces))
+            self._settle_rekey(st, child, min(nonces))
         return Outcome.DONE
 
     def abandon(self) -> None:
         """What this request asks for must not come up (sa_teardown.abandon_child_requests)."""
         self.abandoned = True
 
+    def takes_peer_delete(self, st: IkeSaState, child: ChildSa) -> bool:
+        """The peer deletes the Child SA we are rekeying.  It may have answered our rekey already and
+        deleted the old one itself (its hard lifetime; RFC 7296 lets either end delete a rekeyed SA),
+        its DELETE overtaking the answer: the new Child SA is up there, the lineage's only one.  So
+        the old one is unregistered now (the DELETE is answered as usual) but reported down only when
+        our request ends: after the new one is up as its rekey, as when our own DELETE of it is
+        answered, or as deleted by the peer if no new one comes up (strongSwan's child_rekey keeps
+        the new one too: "peer sent an incorrect delete ... after responding to our rekeying").  Not
+        once abandoned (terminate --child), nor after the peer rekeyed it too (a collision: the
+        peer's new Child SA carries the lineage on)."""
+        if child is not self._rekey or self.abandoned or child.rekeyed_by_peer:
+            return False
+        st.children.pop(child.spi_in, None)
+        self._old_held = True
+        log.info("%s: peer deleted Child SA %s while our rekey of it is out: reported down when answered",
+                 st.name, child.name)
+        return True
+
+    def holds_old(self, child_name: str) -> bool:
+        """The old Child SA of config ``child_name`` the peer deleted is held until the answer."""
+        return self._old_held and self._rekey is not None and self._rekey.name == child_name
+
+    def let_old_go(self, st: IkeSaState, reason: DownReason) -> None:
+        """Report the old Child SA the peer deleted down (once), if this request holds it."""
+        if self._old_held:
+            self._old_held = False
+            assert self._rekey is not None
+            informational.report_down(st, self._rekey, reason)
+
     def _discard(self, st: IkeSaState, child: ChildSa, answered: bool) -> Outcome:
         """The Child SA our rekey replaces went away while the request was out (deleted at once, or by
-        the peer), or the request was abandoned: the new Child SA never comes up here (else a terminated
-        child came back as a lineage of its own, review revdelete F2); the peer that installed its half
-        is asked to delete it, as strongSwan's child_rekey does."""
+        the peer whose own rekey of it won), or the request was abandoned: the new Child SA never comes
+        up here (else a terminated child came back as a lineage of its own, review revdelete F2); the
+        peer that installed its half is asked to delete it, as strongSwan's child_rekey does.  Not when
+        the peer deleted the old one after answering us (takes_peer_delete, review revdel3 F1)."""
         log.info("%s: Child SA %s was deleted while our %s was out: not installing the new one", st.name,
                  child.name, "rekey of it" if self._rekey is not None else "request for a new one")
         childmod.drop_child(st, child)
@@ -201,18 +242,25 @@ class CreateChildTask(Task):
         """The Child SA our request offered (None before it was built)."""
         return self._child
 
-    def _settle_rekey(self, new: ChildSa, our_min: bytes) -> None:
+    def _settle_rekey(self, st: IkeSaState, new: ChildSa, our_min: bytes) -> None:
         """Delete what our rekey replaced, or, after a collision, whichever SA is redundant.
 
         RFC 7296 §2.8.1: of two rekeys of one Child SA, the one whose exchange had
         the lowest nonce is redundant and is deleted by the side that created it;
-        the other side deletes the old SA.
+        the other side deletes the old SA.  One the peer deleted already (takes_peer_delete)
+        is reported down now, after the new one's up: the new one carries its lineage on.
         """
         old = self._rekey
         assert old is not None
         old.rekeyed_by_us = (our_min, new)
         if self.collision is not None and rekey_ike.redundant_is_ours(our_min, self.collision[0]):
             self._followups.append(DeleteChildTask([new], DownReason.REKEY_COLLISION))
+            return
+        if self._old_held:
+            if st.children.get(new.spi_in) is new:   # (not if the IKE SA's delete took it: child.install)
+                log.info("%s: peer deleted Child SA %s after answering our rekey of it: the new one replaces it",
+                         st.name, old.name)
+                self.let_old_go(st, DownReason.REKEYED)
             return
         self._followups.append(DeleteChildTask([old], DownReason.REKEYED))
 
@@ -236,6 +284,7 @@ class CreateChildTask(Task):
         return self._followups
 
     def abort(self, st: IkeSaState) -> None:
+        self.let_old_go(st, DownReason.DELETED_BY_PEER)   # no answer here: no new Child SA replaces it
         if self._child is not None:
             childmod.drop_child(st, self._child)
 

@@ -106,17 +106,24 @@ class AuthFailedTask(Task):
 
 def child_down(st: IkeSaState, child: ChildSa, reason: DownReason, detail: str = "") -> None:
     if st.children.pop(child.spi_in, None) is not None and child.installed:
-        st.emit(ChildSaDown(st.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason, detail))
+        report_down(st, child, reason, detail)
 
 
-def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
+def report_down(st: IkeSaState, child: ChildSa, reason: DownReason, detail: str = "") -> None:
+    """ChildSaDown for ``child``, taken out of ``st.children`` already."""
+    st.emit(ChildSaDown(st.name, child.name, child.unique_id, child.spi_in, child.spi_out, reason, detail))
+
+
+def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = None) -> Response:
+    """``pending``: our request that is out, which may report a Child SA the peer deletes down itself
+    (Task.takes_peer_delete: our rekey of it, answered before the peer's DELETE was sent)."""
     deletes = find_all(payloads, DeletePayload)
     if any(d.protocol == ProtocolId.IKE for d in deletes):
         return Response([], close=True, reason=DownReason.DELETED_BY_PEER)
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
         return Response([], close=True, reason=DownReason.AUTH_FAILED)
-    ours, ignored = _delete_children(st, deletes)
+    ours, ignored = _delete_children(st, deletes, pending)
     response: list[Payload] = []
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
@@ -126,7 +133,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     return Response(response, followups=followups, spis_ignored=ignored)
 
 
-def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload]) -> tuple[list[bytes], int]:
+def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: Task | None
+                     ) -> tuple[list[bytes], int]:
     """Take down the Child SAs whose outbound SPIs the peer's ESP Delete payloads list; our inbound
     SPIs of them, and how many listed SPIs were not looked at.  A request may list 16,000 SPIs (and
     several payloads): each is one lookup in a map made once, a repeated one is skipped, and past as
@@ -145,6 +153,8 @@ def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload]) -> tuple[
             child = by_out.pop(int.from_bytes(spi, "big"), None)
             if child is not None:
                 ours.append(spi_bytes(child.spi_in))
+                if pending is not None and pending.takes_peer_delete(st, child):
+                    continue   # unregistered; reported down when our rekey of it ends
                 # the peer ends a Child SA it rekeyed with us: its successor carries on
                 child_down(st, child, DownReason.REKEYED if child.rekeyed_by_peer else DownReason.DELETED_BY_PEER)
     return ours, ignored

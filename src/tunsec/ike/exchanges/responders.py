@@ -26,7 +26,7 @@ def _ike_auth(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None)
 
 
 def _informational(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
-    return informational.respond(st, payloads)
+    return informational.respond(st, payloads, pending)
 
 
 def _mobike(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
