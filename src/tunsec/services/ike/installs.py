@@ -27,7 +27,9 @@ from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.services.ike import install_failed, install_requests, recreate, restart, tries
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
+from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
+from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -776,7 +778,8 @@ def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddres
         my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
         local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
         hostaccess=plan.hostaccess, peer_id_proven=info.get("remote_id_proven", True),
-        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())))
+        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())),
+        peer_key=peer_of(info.ev) if isinstance(info, IkeUpRecord) else 0)
 
 
 def _updown_down(self: IkeService, lineage: Lineage) -> None:
