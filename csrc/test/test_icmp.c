@@ -4,6 +4,18 @@
 
 static void test_icmp_share(void);
 
+/* PROTECT (reqid 1) for any source and destination of one family, as policy id */
+static void protect_any(ts_dp *dp, uint32_t id, int family) {
+    ts_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = 1;
+    pol.priority = 20;
+    pol.id = id;
+    sel_net(&pol.sel, family, family == 4 ? A4 : A6, family == 4 ? B4 : B6, 0);
+    CHECK(ts_spd_add(dp, &pol) == TS_OK);
+}
+
 /* ---- 7. ICMP too big --------------------------------------------------------------- */
 void test_icmp(void) {
     struct pair pr;
@@ -38,17 +50,8 @@ void test_icmp_limits(void) {
     struct pair pr;
     pair_new(&pr, 20, false, 64, 0);
     ts_dp_set_tunnel_mtu(pr.tx, 1400);
-    ts_policy pol;                      /* any source, so odd ones reach the MTU check */
-    memset(&pol, 0, sizeof(pol));
-    pol.action = TS_ACT_PROTECT;
-    pol.reqid = 1;
-    pol.priority = 20;
-    pol.id = 3;
-    sel_net(&pol.sel, 4, A4, B4, 0);
-    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
-    pol.id = 4;
-    sel_net(&pol.sel, 6, A6, B6, 0);
-    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    protect_any(pr.tx, 3, 4);           /* any source, so odd ones reach the MTU check */
+    protect_any(pr.tx, 4, 6);
     int drop;
     size_t icmp;
     struct { int family; uint8_t proto, type; uint8_t src0, src_last; bool later_frag; bool answer; } cases[] = {
@@ -125,14 +128,7 @@ static void test_icmp_share(void) {
     struct pair pr;
     pair_new(&pr, 20, false, 64, 0);
     ts_dp_set_tunnel_mtu(pr.tx, 1400);
-    ts_policy pol;                      /* any IPv4 source */
-    memset(&pol, 0, sizeof(pol));
-    pol.action = TS_ACT_PROTECT;
-    pol.reqid = 1;
-    pol.priority = 20;
-    pol.id = 3;
-    sel_net(&pol.sel, 4, A4, B4, 0);
-    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    protect_any(pr.tx, 3, 4);           /* any IPv4 source */
     uint64_t t0 = 1ull << 62;
     ts_test_set_clock(pr.tx, t0);
     int drop;
