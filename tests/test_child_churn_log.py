@@ -22,6 +22,8 @@ import logging
 import pytest
 from test_ikeservice_peers import connected, run
 
+from tunsec.loglimit import PeerLogLimiter
+
 LOOPS = 60
 ROOM = 20   # lines the churn may write: a burst of a limiter and its summary, whatever the loop count
 
@@ -43,3 +45,47 @@ def test_a_peers_child_sa_churn_writes_a_bounded_number_of_info_lines(caplog: py
         assert len(churn) <= ROOM, f"{len(churn)} INFO lines for {LOOPS} Child SAs the peer made and deleted"
 
     run(body())
+
+
+def test_our_own_rekeys_are_logged_at_full_rate(caplog: pytest.LogCaptureFixture) -> None:
+    """Fix of review revpeerdos F3: what we start is not the peer's churn (operators and tests wait
+    for its lines): the gateway rekeys site 0's Child SA LOOPS times, and each new Child SA's "up"
+    line is written at INFO."""
+    async def body() -> None:
+        gw = await connected(1)
+        site = gw.site_sa(0)
+        ours = gw.service.endpoint.sa_by_spi(site.spi_r)
+        assert ours is not None
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="tunsec"):
+            for _ in range(LOOPS):
+                gw.service._rekey_child(ours, ours.children[-1].unique_id)
+                gw.service._pump()   # (a call straight on the SA: its request goes out with the pump)
+                await gw.settle()
+        ups = [r for r in caplog.records if r.levelno >= logging.INFO and "CHILD_SA net up" in r.getMessage()]
+        assert len(ups) == LOOPS
+
+    run(body())
+
+
+def test_one_peers_churn_leaves_another_peers_lines() -> None:
+    """Fix of review revpeerdos F3: the limiter is per peer: after peer A spent its burst, peer B's
+    lines still pass; A's held lines are counted in its next line admitted."""
+    now = [0.0]
+    limiter = PeerLogLimiter(burst=3, period=60.0, clock=lambda: now[0])
+    assert [limiter.admit("a") for _ in range(5)] == [0, 0, 0, None, None]
+    assert limiter.admit("b") == 0
+    now[0] = 60.0
+    assert limiter.admit("a") == 2
+
+
+def test_the_peer_table_is_bounded_and_a_busy_peer_keeps_its_limit() -> None:
+    """Fix of review revpeerdos F3: past ``cap`` peers a new one takes the quietest's place (Space-
+    Saving), so many peers cannot flush a busy peer's entry and with it its limit; the lines the
+    evicted one held are reported with the next line admitted."""
+    limiter = PeerLogLimiter(burst=2, period=60.0, cap=4, clock=lambda: 0.0)
+    assert [limiter.admit("busy") for _ in range(50)] == [0, 0] + [None] * 48   # more than a quarter of all
+    for i in range(100):
+        limiter.admit(f"quiet{i}")
+    assert len(limiter) == 4
+    assert limiter.admit("busy") is None   # still over its limit: its entry stayed
