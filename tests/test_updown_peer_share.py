@@ -17,10 +17,11 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
-from test_ikeservice_peers import run
+from test_ikeservice_peers import Gateway, run
 from test_ikeservice_updown import event, lines, script, until
 
 from tunsec.ike.config import DEFAULT_MAX_IKE_SAS
+from tunsec.services.ike.trusted import peer_of
 from tunsec.updown import PARALLEL, Scripts
 
 
@@ -45,5 +46,54 @@ def test_one_identitys_ike_sas_leave_another_clients_up_client_a_slot(tmp_path: 
             gate.touch()   # a failure must not leave the loop waiting for the scripts
             await asyncio.wait(tasks)
         assert sorted(line.split()[1] for line in lines(log)) == ["alice"] + ["mallory"] * DEFAULT_MAX_IKE_SAS
+
+    run(body())
+
+
+def test_a_peers_share_is_by_its_peer_key_and_a_run_waiting_for_it_holds_no_slot(tmp_path: Path) -> None:
+    """Fix of review revpeerdos F1: three IKE SAs of one peer (the service's peer_key, whatever
+    identity each shows) and three slots in all: two of the peer's scripts run, its third waits for
+    its share without a slot, so another peer's script takes the third slot at once."""
+    log, gate = tmp_path / "started.log", tmp_path / "gate"
+    path = tmp_path / "updown.sh"
+    path.write_text(f'#!/bin/sh\necho "$PLUTO_REQID" >> {log}\nwhile [ ! -e {gate} ]; do sleep 0.01; done\n')
+    path.chmod(0o700)
+    argv = (str(path),)
+
+    async def body() -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        scripts = Scripts(lambda coro: tasks.add(asyncio.ensure_future(coro)), parallel=3)
+        for key in (1, 2, 3):   # one peer, three identities as shown (the key is what counts)
+            assert scripts.submit(key, argv, dataclasses.replace(event(key, f"10.3.0.{key}"), peer_key=7))
+        assert scripts.submit(4, argv, dataclasses.replace(event(4, "10.3.1.1"), peer_key=8))
+        try:
+            await until(lambda: "4" in lines(log))
+            assert sorted(lines(log)) == ["1", "2", "4"]   # the peer's third waits for its share
+        finally:
+            gate.touch()
+            await asyncio.wait(tasks)
+        assert sorted(lines(log)) == ["1", "2", "3", "4"]
+
+    run(body())
+
+
+def test_the_service_runs_a_peers_scripts_in_its_identitys_share(tmp_path: Path) -> None:
+    """Fix of review revpeerdos F1: the IKE service gives each up (and so its down) the peer's key
+    of its IKE SA (trusted.peer_of: identity and proof, what max_ike_sas_per_identity counts)."""
+    argv, log, _ = script(tmp_path)
+
+    async def body() -> None:
+        gw = Gateway(1, mobike=False)
+        await gw.start()
+        conn = gw.service.connections["gw"]
+        gw.service.connections["gw"] = dataclasses.replace(
+            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        gw.connect(0)
+        await gw.settle()
+        await until(lambda: len(lines(log)) == 1)
+        (child,) = gw.children_of(0)
+        (record,) = gw.service.ike_up.values()
+        told = child.lineage.updown
+        assert told is not None and told.peer_key == peer_of(record.ev) != 0
 
     run(body())
