@@ -18,7 +18,7 @@ import dataclasses
 from pathlib import Path
 
 from test_ikeservice_peers import Gateway, run
-from test_ikeservice_updown import event, lines, script, until
+from test_ikeservice_updown import event, lines, script, until, with_updown
 
 from tunsec.ike.config import DEFAULT_MAX_IKE_SAS
 from tunsec.services.ike.trusted import peer_of
@@ -85,9 +85,7 @@ def test_the_service_runs_a_peers_scripts_in_its_identitys_share(tmp_path: Path)
     async def body() -> None:
         gw = Gateway(1, mobike=False)
         await gw.start()
-        conn = gw.service.connections["gw"]
-        gw.service.connections["gw"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        with_updown(gw, argv)
         gw.connect(0)
         await gw.settle()
         await until(lambda: len(lines(log)) == 1)
