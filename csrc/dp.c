@@ -1,6 +1,7 @@
 /* Per-packet processing: outbound (inner IP -> ESP) and inbound (UDP
  * payload -> inner IP), plus the context that owns SAD, SPD and counters. */
 #include "internal.h"
+#include "limit.h"
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
@@ -177,51 +178,9 @@ static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
 }
 
 /* the rate limiters' clock: CLOCK_MONOTONIC, unless a test stopped it (ts_test_set_clock) */
-static uint64_t limiter_now(ts_dp *dp) {
-    uint64_t t = atomic_load_explicit(&dp->test_clock_ns, memory_order_relaxed);
-    return t ? t : ts_now_ns();
-}
-
 void ts_test_set_clock(ts_dp *dp, uint64_t now_ns) {
     atomic_store(&dp->test_clock_ns, now_ns);
 }
-
-/* *last: when the limiter last said yes (0 = never).  now < last + interval rather than a
- * difference, so a thread with an older now (another thread passed meanwhile) is refused too */
-static bool rate_ok(_Atomic uint64_t *last, uint64_t now, uint64_t interval_ns) {
-    uint64_t prev = atomic_load(last);
-    if (prev && now < prev + interval_ns)
-        return false;
-    return atomic_compare_exchange_strong(last, &prev, now);
-}
-
-/* Token bucket as GCRA: one _Atomic holds the theoretical arrival time, so
- * loop threads share it without a lock.  burst answers at once, then one
- * per interval. */
-static bool bucket_ok(_Atomic uint64_t *tat, uint64_t now, uint64_t interval_ns, uint64_t burst) {
-    uint64_t prev = atomic_load(tat);
-    for (;;) {
-        uint64_t next = (prev > now ? prev : now) + interval_ns;
-        if (next - now > burst * interval_ns)
-            return false;
-        if (atomic_compare_exchange_weak(tat, &prev, next))
-            return true;
-    }
-}
-
-/* gives back the answer bucket_ok just granted, for a caller that did not use it after all.
- * Moving *tat back one interval is bucket_ok undone, even after other threads took or the
- * clock moved: bucket_ok reads at least now from it, so a refund never makes more than a full
- * bucket.  Each refund follows its own take, which raised *tat by an interval or more, so it
- * cannot wrap below 0 (the floor is a guard only). */
-static void bucket_refund(_Atomic uint64_t *tat, uint64_t interval_ns) {
-    uint64_t prev = atomic_load(tat);
-    while (!atomic_compare_exchange_weak(tat, &prev, prev > interval_ns ? prev - interval_ns : 0))
-        ;
-}
-
-#define ICMP_INTERVAL_NS 10000000ull   /* 100 ICMP answers per second ... */
-#define ICMP_BURST 20                  /* ... after a burst of 20 */
 
 static void acquire(ts_dp *dp, ts_spd_entry *e, const ts_flow *f) {
     if (!rate_ok(&e->last_acquire_ns, limiter_now(dp), 1000000000ull))
@@ -374,8 +333,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
     uint32_t mtu = atomic_load(&dp->tunnel_mtu);
     if (mtu && len > mtu && dont_fragment(pkt)) {
         *drop = TS_DROP_TOO_BIG;
-        if (ts_icmp_may_answer(pkt, len, &f) &&
-            bucket_ok(&dp->icmp_tat_ns, limiter_now(dp), ICMP_INTERVAL_NS, ICMP_BURST))
+        if (ts_icmp_may_answer(pkt, len, &f) && ts_icmp_limit_ok(dp, &f))
             *icmp_len = ts_icmp_too_big(pkt, len, mtu, out, outcap);
         else
             ts_drop(dp, TS_DROP_ICMP_SUPPRESSED);
@@ -499,7 +457,7 @@ static uint64_t hash_source(const ts_dp *dp, const ts_addr *src, const uint8_t m
 /* an IPv6 one by its prefix (dos.ipv6_source_prefix): the per-source slots of INVALID_SPI and of
  * queued IKE datagrams, unknown or tagged, take their bits from it (anyone may send those, from
  * any address of the host's prefix) */
-static uint64_t source_hash(const ts_dp *dp, const ts_addr *src) {
+uint64_t ts_source_hash(const ts_dp *dp, const ts_addr *src) {
     return hash_source(dp, src, dp->source_mask6);
 }
 
@@ -514,12 +472,12 @@ static uint64_t address_hash(const ts_dp *dp, const ts_addr *src) {
 }
 
 static _Atomic uint64_t *invalid_spi_slot(ts_dp *dp, const ts_addr *src) {
-    return &dp->invalid_spi_src_ns[source_hash(dp, src) & (TS_INVALID_SPI_SLOTS - 1)];
+    return &dp->invalid_spi_src_ns[ts_source_hash(dp, src) & (TS_INVALID_SPI_SLOTS - 1)];
 }
 
 /* the high half: sources that share an INVALID_SPI slot need not share this one */
 static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
-    return (unsigned)(source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
+    return (unsigned)(ts_source_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
 }
 
 /* a known datagram's sender's slot in the known shares: by its whole address */

@@ -288,6 +288,12 @@ bool ts_icmp_may_answer(const uint8_t *pkt, size_t len, const ts_flow *f);
  * packet, reversed, is not one the n selectors admit (RFC 4301 §6.2); true for
  * anything else */
 bool ts_icmp_quote_ok(const uint8_t *pkt, size_t len, const ts_flow *f, const ts_selector *sel, uint32_t n);
+/* whether the too-big packet of flow f may be answered now: its sender's share, then all senders'
+ * (icmp_limit.c; lock-free) */
+bool ts_icmp_limit_ok(ts_dp *dp, const ts_flow *f);
+/* the keyed hash of a source address, an IPv6 one by its dos.ipv6_source_prefix (dp.c): the per-source
+ * limiters' slots */
+uint64_t ts_source_hash(const ts_dp *dp, const ts_addr *src);
 
 /* ---- offloads (offload.c) --------------------------------------------------- */
 typedef void (*ts_gro_emit)(void *ctx, const uint8_t *p, size_t len);
@@ -435,6 +441,7 @@ void ts_socket_local(int fd, ts_addr *bound, bool *wildcard);
 /* ---- the context (dp.c) ---------------------------------------------------- */
 #define TS_OWN_ENDS 16              /* our ESP ends the loop guard knows (ownesp.c) */
 #define TS_INVALID_SPI_SLOTS 256   /* a power of two: the hash is masked */
+#define TS_ICMP_SOURCE_SLOTS 256   /* a power of two: the hash is masked */
 typedef struct ts_queue {
     int tun_fd, udp4_fd, udp6_fd;
     ts_addr bound4, bound6;            /* where the UDP sockets are bound (IKE events' local address) */
@@ -472,7 +479,9 @@ struct ts_dp {
     int ike_tag_keys;                  /* how many of them are set */
     _Atomic uint64_t invalid_spi_src_ns[TS_INVALID_SPI_SLOTS];
     _Atomic uint64_t test_clock_ns;   /* ts_test_set_clock: the rate limiters' clock if > 0 */
-    _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers */
+    _Atomic uint64_t icmp_tat_ns;     /* token bucket (GCRA) for ICMP too-big answers, all senders */
+    /* ... and one per sender (icmp_limit.c), in slots the keyed source hash picks */
+    _Atomic uint64_t icmp_src_tat_ns[TS_ICMP_SOURCE_SLOTS];
 };
 
 uint64_t ts_now_ns(void);

@@ -46,6 +46,13 @@ def script(tmp_path: Path, hang_if: str = "") -> tuple[tuple[str, ...], Path, Pa
     return (str(path),), log, gate
 
 
+def with_updown(gw: Gateway, argv: tuple[str, ...]) -> None:
+    """The gateway's connection "gw" runs ``argv`` as its first child's updown script."""
+    conn = gw.service.connections["gw"]
+    gw.service.connections["gw"] = dataclasses.replace(
+        conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+
+
 @pytest.fixture(autouse=True)
 def _no_script_left(tmp_path: Path) -> Iterator[None]:
     yield
@@ -70,9 +77,7 @@ def test_a_clients_hanging_script_holds_up_no_other_clients_up(tmp_path: Path) -
     async def body() -> None:
         gw = Gateway(2, mobike=False)
         await gw.start()
-        conn = gw.service.connections["gw"]
-        gw.service.connections["gw"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        with_updown(gw, argv)
         gw.connect(0)
         await gw.settle(wait_tasks=False)
         gw.connect(1)
@@ -145,9 +150,7 @@ def test_a_worker_restart_gives_each_up_client_its_down_client_before_the_next_u
 
     async def body() -> None:
         gw = await pool_gateway(1)
-        conn = gw.service.connections["gw"]
-        gw.service.connections["gw"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        with_updown(gw, argv)
         gw.connect(A)
         await gw.settle()
         gw.worker = InProcessWorker(asyncio.get_running_loop(), gw._natt_out)   # the worker died; a new one
@@ -171,9 +174,7 @@ def test_an_up_skipped_over_the_bound_is_counted_and_gets_no_down(tmp_path: Path
     async def body() -> None:
         gw = await pool_gateway(1)
         gw.service.scripts = Scripts(gw.service._spawn, limit=0)
-        conn = gw.service.connections["gw"]
-        gw.service.connections["gw"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        with_updown(gw, argv)
         gw.connect(A)
         await gw.settle()
         assert gw.service.events.updown_skipped == {("gw", "net"): 1}
@@ -201,9 +202,7 @@ def test_a_worker_restart_of_a_site_with_40_child_sas_runs_every_up_and_down(tmp
     async def body() -> None:
         gw = Gateway(1, mobike=False)
         await gw.start()
-        conn = gw.service.connections["gw"]
-        gw.service.connections["gw"] = dataclasses.replace(
-            conn, children=(dataclasses.replace(conn.children[0], updown=argv),))
+        with_updown(gw, argv)
         names = [f"n{k}" for k in range(SITE_CHILDREN)]
         cfg = dataclasses.replace(
             psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")), site_ip(0), GW,

@@ -2,6 +2,20 @@
  * and the rate limit. */
 #include "selftest.h"
 
+static void test_icmp_share(void);
+
+/* PROTECT (reqid 1) for any source and destination of one family, as policy id */
+static void protect_any(ts_dp *dp, uint32_t id, int family) {
+    ts_policy pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.action = TS_ACT_PROTECT;
+    pol.reqid = 1;
+    pol.priority = 20;
+    pol.id = id;
+    sel_net(&pol.sel, family, family == 4 ? A4 : A6, family == 4 ? B4 : B6, 0);
+    CHECK(ts_spd_add(dp, &pol) == TS_OK);
+}
+
 /* ---- 7. ICMP too big --------------------------------------------------------------- */
 void test_icmp(void) {
     struct pair pr;
@@ -36,17 +50,8 @@ void test_icmp_limits(void) {
     struct pair pr;
     pair_new(&pr, 20, false, 64, 0);
     ts_dp_set_tunnel_mtu(pr.tx, 1400);
-    ts_policy pol;                      /* any source, so odd ones reach the MTU check */
-    memset(&pol, 0, sizeof(pol));
-    pol.action = TS_ACT_PROTECT;
-    pol.reqid = 1;
-    pol.priority = 20;
-    pol.id = 3;
-    sel_net(&pol.sel, 4, A4, B4, 0);
-    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
-    pol.id = 4;
-    sel_net(&pol.sel, 6, A6, B6, 0);
-    CHECK(ts_spd_add(pr.tx, &pol) == TS_OK);
+    protect_any(pr.tx, 3, 4);           /* any source, so odd ones reach the MTU check */
+    protect_any(pr.tx, 4, 6);
     int drop;
     size_t icmp;
     struct { int family; uint8_t proto, type; uint8_t src0, src_last; bool later_frag; bool answer; } cases[] = {
@@ -96,8 +101,9 @@ void test_icmp_limits(void) {
     }
     pair_free(&pr);
 
-    /* a flood: the first answers go out, then the bucket runs dry (it refills
-     * at 100/s, far slower than this loop), and every withheld one is counted */
+    /* a flood from one sender: the first answers go out (its share's burst of 10), then its
+     * bucket runs dry (it refills at 10/s, far slower than this loop), and every withheld one is
+     * counted */
     pair_new(&pr, 20, false, 64, 0);
     ts_dp_set_tunnel_mtu(pr.tx, 1400);
     size_t len = make_inner(4, 1472, true, bufA);
@@ -106,8 +112,50 @@ void test_icmp_limits(void) {
         CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
         answered += icmp > 0;
     }
-    CHECK(answered >= 20 && answered < n);
+    CHECK(answered >= 10 && answered < n);
     CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == (uint64_t)(n - answered));
     CHECK(drop_count(pr.tx, TS_DROP_TOO_BIG) == (uint64_t)n);
+    pair_free(&pr);
+    test_icmp_share();
+}
+
+/* One sender's flood leaves the others their answers (review revpeerdos F2), with the limiters'
+ * clock stopped: the flooding sender gets its burst of 10; another sender is still answered; then
+ * senders one packet each until all of them together used the shared burst of 50; a sender the
+ * shared budget refused 15 times keeps its share (each refusal gives its turn back), so once the
+ * shared bucket has answers again (10 ms, too short to refill a share) it is answered. */
+static void test_icmp_share(void) {
+    struct pair pr;
+    pair_new(&pr, 20, false, 64, 0);
+    ts_dp_set_tunnel_mtu(pr.tx, 1400);
+    protect_any(pr.tx, 3, 4);           /* any IPv4 source */
+    uint64_t t0 = 1ull << 62;
+    ts_test_set_clock(pr.tx, t0);
+    int drop;
+    size_t icmp;
+    int answered = 0;
+    size_t len = make_inner(4, 1472, true, bufA);
+    for (int i = 0; i < 40; i++) {
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        answered += icmp > 0;
+    }
+    CHECK(answered == 10);
+    int sources = 0;
+    for (;; sources++) {                /* 10.9.x.y: one packet each, till the shared burst is spent */
+        bufA[12] = 10, bufA[13] = 9, bufA[14] = (uint8_t)(sources / 200), bufA[15] = (uint8_t)(1 + sources % 200);
+        bufA[10] = bufA[11] = 0;
+        put16(bufA + 10, csum(bufA, 20));
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);
+        if (!icmp || sources > 100)
+            break;
+    }
+    CHECK(sources == 40);               /* 50 in all: 10 of the flooding sender's, 40 others */
+    for (int i = 0; i < 14; i++) {      /* the sender refused: more while the shared budget is spent */
+        CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && icmp == 0);
+    }
+    ts_test_set_clock(pr.tx, t0 + 10000000ull);   /* 10 shared answers more, a tenth of a share's */
+    CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && icmp > 0);
+    CHECK(drop_count(pr.tx, TS_DROP_ICMP_SUPPRESSED) == 30 + 1 + 14);
+    ts_test_set_clock(pr.tx, 0);
     pair_free(&pr);
 }

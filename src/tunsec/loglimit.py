@@ -34,6 +34,11 @@ class LogLimiter:
     _passed: int = field(default=0, init=False)
     _held: int = field(default=0, init=False)
 
+    @property
+    def holding(self) -> int:
+        """Lines dropped since the last one that passed."""
+        return self._held
+
     def admit(self) -> int | None:
         """None: drop this line.  Else how many lines were dropped since the last one that passed."""
         now = self.clock()
@@ -45,6 +50,55 @@ class LogLimiter:
         self._passed += 1
         held, self._held = self._held, 0
         return held
+
+
+@dataclass
+class _PeerEntry:
+    limiter: LogLimiter
+    count: int   # lines asked for (Space-Saving: at most this many; an evicted entry's count is carried)
+
+
+@dataclass
+class PeerLogLimiter:
+    """A LogLimiter per peer, for lines an authenticated peer may cause as often as it likes (its
+    Child SAs made and deleted, its IKE rekeys: review revpeerdos F3): one peer's churn spends its
+    own burst, never another peer's, and never floods the log (journald's rate limit would then
+    drop every line, the others' authentication failures too).  At most ``cap`` peers are held,
+    by Space-Saving as SourceLimiter's tally: a new peer past the cap takes the smallest entry's
+    place and count + 1, so a busy peer keeps its entry (and its limit) however many others come;
+    what the evicted entry held is reported with the next line admitted."""
+
+    burst: int = 10
+    period: float = 60.0
+    cap: int = 1024
+    clock: Callable[[], float] = time.monotonic
+    _peers: dict[object, _PeerEntry] = field(default_factory=dict, init=False)
+    _lost: int = field(default=0, init=False)   # lines held for peers evicted since
+
+    def admit(self, peer: object) -> int | None:
+        """None: drop this line of ``peer``'s.  Else how many lines were dropped since its last
+        one passed (with those of evicted peers)."""
+        entry = self._peers.get(peer)
+        if entry is None:
+            entry = self._peers[peer] = _PeerEntry(LogLimiter(self.burst, self.period, self.clock), self._evict())
+        entry.count += 1
+        held = entry.limiter.admit()
+        if held is None:
+            return None
+        held, self._lost = held + self._lost, 0
+        return held
+
+    def _evict(self) -> int:
+        """Room for one more peer; the count it starts from (O(cap), only past the cap)."""
+        if len(self._peers) < self.cap:
+            return 0
+        smallest = min(self._peers, key=lambda k: self._peers[k].count)
+        gone = self._peers.pop(smallest)
+        self._lost += gone.limiter.holding
+        return gone.count
+
+    def __len__(self) -> int:
+        return len(self._peers)
 
 
 def suffix(held: int) -> str:

@@ -50,7 +50,7 @@ import ipaddress
 import logging
 import os
 import shlex
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,9 @@ class ChildEvent:
     peer_id_proven: bool = True
     eap_id: str | None = None   # the EAP identity (None: the peer did not authenticate with EAP)
     groups: tuple[str, ...] = ()   # the groups its RADIUS Access-Accept gave it
+    # not told to the script: whose share of the slots its runs take (Scripts); the service's
+    # trusted.peer_of (identity and proof, the same for all the peer's IKE SAs); 0: peer_of_event
+    peer_key: int = 0
 
 
 def environments(ev: ChildEvent) -> list[dict[str, str]]:
@@ -249,6 +252,9 @@ def refusals(children: Iterable[tuple[str, Sequence[str]]], uid: int) -> list[st
 
 
 PARALLEL = 8        # scripts running at once, service-wide (each IKE SA's one at a time)
+# of those, one peer's at once (all its IKE SAs: max_ike_sas_per_identity is 8 by default, so its
+# scripts hanging would otherwise hold every slot; review revpeerdos F1)
+PER_PEER = 2
 # ups of one IKE SA waiting for their turn, over the Child SAs it may hold (max_child_sas): a backstop;
 # an up dropped with its down leaves the queue, so it holds no more ups than the IKE SA's live Child SAs
 QUEUE_SLACK = 32
@@ -345,6 +351,43 @@ class _Turn:
     waited: Callable[[asyncio.Future[None]], None] = lambda _: None   # the callback on each of waits
 
 
+def peer_of_event(ev: ChildEvent) -> object:
+    """The peer whose share of the slots ``ev``'s runs take: ``peer_key`` if the service gave one,
+    else its identity as shown, how it was proven, its EAP identity, and for an unproven one its
+    address (an unproven name is the client's choice: it shares nobody's share by naming itself)."""
+    if ev.peer_key:
+        return ev.peer_key
+    return (ev.peer_id, ev.peer_id_proven, ev.eap_id, None if ev.peer_id_proven else ev.peer)
+
+
+class _Shares:
+    """A semaphore of ``each`` per peer, made on its first use and dropped when its last user is
+    done, so the table holds only the peers with runs waiting or running."""
+
+    def __init__(self, each: int) -> None:
+        self._each = each
+        self._held: dict[object, tuple[asyncio.Semaphore, int]] = {}   # peer -> (its share, users)
+
+    @contextlib.asynccontextmanager
+    async def of(self, peer: object) -> AsyncIterator[None]:
+        sem, users = self._held.get(peer, (None, 0))
+        if sem is None:
+            sem = asyncio.Semaphore(self._each)
+        self._held[peer] = (sem, users + 1)
+        try:
+            async with sem:
+                yield
+        finally:
+            sem, users = self._held[peer]
+            if users > 1:
+                self._held[peer] = (sem, users - 1)
+            else:
+                del self._held[peer]
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
 def _dropped(turn: _Turn) -> bool:
     return turn.go.done() and not turn.go.cancelled() and not turn.go.result()
 
@@ -358,8 +401,10 @@ class Scripts:
     """Runs the updown scripts of the IKE service's Child SAs.
 
     Each IKE SA's events run one at a time, in the order they came (a Child SA's up before its
-    down); IKE SAs run side by side, at most PARALLEL scripts at once: a client whose script
-    hangs holds up its own events only (until UPDOWN_TIMEOUT), never another client's.
+    down); IKE SAs run side by side, at most PARALLEL scripts at once and at most PER_PEER of one
+    peer's (peer_of_event: all the IKE SAs of one identity), the peer's share taken before a
+    slot, so that one waiting for its share holds none: a client whose script hangs holds up its
+    own events only (until UPDOWN_TIMEOUT), never another client's, however many IKE SAs it opens.
     Across IKE SAs one order still matters: an up for addresses whose down is queued (a virtual
     IP leased again to another client, a Child SA renegotiated under a new reqid after a worker
     restart) waits for that down, which would otherwise remove the rules the up just made.
@@ -370,9 +415,10 @@ class Scripts:
     so that their downs are skipped too."""
 
     def __init__(self, spawn: Callable[[Coroutine[Any, Any, None]], object],
-                 parallel: int = PARALLEL, limit: int | None = None) -> None:
+                 parallel: int = PARALLEL, limit: int | None = None, per_peer: int = PER_PEER) -> None:
         self._spawn = spawn
         self._parallel = parallel
+        self._shares = _Shares(per_peer)
         self._limit = limit   # a fixed bound (tests); None: each submit's cap plus QUEUE_SLACK
         self._slots: asyncio.Semaphore | None = None   # made in the running loop, on first use
         self._tails: dict[int, asyncio.Future[None]] = {}   # IKE SA -> the end of its last queued event
@@ -477,7 +523,7 @@ class Scripts:
                 return   # dropped with its down (_drop_up), which did the bookkeeping
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._parallel)
-            async with self._slots:
+            async with self._shares.of(peer_of_event(turn.ev)), self._slots:
                 for env in envs:
                     await run(argv, env)
         finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import LogLimiter, PeerLogLimiter, suffix
 from tunsec.policy.claims import Claim, Peer, describe, is_manual
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
@@ -26,6 +26,7 @@ from ..state import ChildSa, IkeSaState
 from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
 
 log = logging.getLogger(__name__)
+_narrow_log = PeerLogLimiter()   # by (connection, identity, proof): one peer's narrowed requests
 # a client may ask again and again (CREATE_CHILD_SA): its refusals are not a line each
 _NO_LEASE_LOG = LogLimiter(burst=5, period=60.0)
 
@@ -382,8 +383,10 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
         pieces = dict.fromkeys(p for sel in tsi for p in sel.without_all(taken))   # one of each, in order
         left = tuple(pieces)
         if left and _unusable(tsr, left) is None:
-            log.info("%s child %s: TSi of peer %s narrowed to %s: %s", st.name, cfg.name, st.peer_id,
-                     _ts_text(left), why)
+            # the peer may ask as often as it likes: its share of lines (review revpeerdos F3)
+            held = _narrow_log.admit((st.name, st.peer_id, st.config.lease_proof))
+            log.log(logging.DEBUG if held is None else logging.INFO, "%s child %s: TSi of peer %s narrowed to %s: %s%s",
+                    st.name, cfg.name, st.peer_id, _ts_text(left), why, suffix(held or 0))
             return left
     return Refusal(NotifyType.TS_UNACCEPTABLE,
                    f"peer {st.peer_id} proposed TSi {_ts_text(proposed)}, narrowed to {_ts_text(tsi)}, which {why}",

@@ -24,10 +24,12 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import Peer, describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text, parse_ip
-from tunsec.services.ike import install_failed, install_requests, recreate, restart, tries
+from tunsec.services.ike import churn_log, install_failed, install_requests, recreate, restart, tries
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
+from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
+from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -432,9 +434,10 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
         return   # deleted while its install was answered: _child_down has taken it out again
     recreate.installed(self, state)
     plan = state.plan
-    log.info("%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
-             ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
-             addr_text(state.remote.addr), state.reqid)
+    churn_log.line(self, churn_log.child_peer(self, state.ike, state.unique_id, not ev.initiator, state.conn), log,
+                   "%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
+                   ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
+                   addr_text(state.remote.addr), state.reqid)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
         told = self._updown_event(state, plan, state.local.addr)
@@ -734,8 +737,10 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
         # current worker issued it (_delete_sa) and it was not removed when its install failed
         if not install_failed.removed_already(self, ike, ev.unique_id):
             self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
-        log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
-                 ev.describe())
+        theirs = churn_log.peer_deleted(ev.reason) and ev.unique_id != churn_log.FIRST_CHILD
+        churn_log.line(self, churn_log.peer_of_sa(self, sa, sa.name) if theirs else None, log,
+                       "%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
+                       ev.describe())
         return
     linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
     recreate.lost(self, state)   # (a re-creation's, lost before its install said OK: tried again)
@@ -752,8 +757,9 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
                 await self._add_standby(member, "old SA deleted")
         await self._remove(state, lineage_ended, linger=linger)
     conn_name = state.conn
-    log.info("%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child, state.spi_in,
-             state.spi_out, ev.describe(), state.remote.addr)
+    peer = churn_log.child_peer(self, state.ike, state.unique_id, churn_log.peer_deleted(ev.reason), conn_name)
+    churn_log.line(self, peer, log, "%s: CHILD_SA %s %08x_i %08x_o deleted: %s (peer %s)", conn_name, state.child,
+                   state.spi_in, state.spi_out, ev.describe(), state.remote.addr)
     if lineage_ended:
         self._updown_down(state.lineage)
     conn = self.connections.get(conn_name)
@@ -776,7 +782,8 @@ def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddres
         my_id=info.get("local_id", ""), peer_id=info.get("remote_id", ""),
         local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
         hostaccess=plan.hostaccess, peer_id_proven=info.get("remote_id_proven", True),
-        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())))
+        eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())),
+        peer_key=peer_of(info.ev) if isinstance(info, IkeUpRecord) else 0)
 
 
 def _updown_down(self: IkeService, lineage: Lineage) -> None:

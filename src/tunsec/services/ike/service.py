@@ -85,6 +85,7 @@ from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
 from tunsec.services.ike import (
     auth_log,
+    churn_log,
     commands,
     ikesas,
     installs,
@@ -221,6 +222,7 @@ class IkeService(Service):
         # authenticated peers' other requests refused (TS_UNACCEPTABLE, a rekey to other selectors,
         # NO_PROPOSAL_CHOSEN...): each may come again at once, a line each otherwise
         self.refused_log = LogLimiter(burst=5, period=60.0)
+        self.churn_log = churn_log.limiter()   # per peer: the lines of its Child SA churn and IKE rekeys
         self.install_failed_log = LogLimiter(burst=5, period=60.0)   # Child SAs the worker did not take
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends

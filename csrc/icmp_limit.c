@@ -1,0 +1,32 @@
+/* How many ICMP "too big" answers the fast path sends (review revpeerdos F2).  These answers are
+ * the only signal that shrinks a sender's packets to what the tunnel carries (PMTU discovery);
+ * with one bucket for every sender, one source sending oversized DF packets at 100/s (a LAN host,
+ * or a road warrior looping them through its own tunnel) took every answer and left the others'
+ * flows black-holed.  So each sender has a share first, in slots the keyed source hash picks (an
+ * IPv6 one by its dos.ipv6_source_prefix, as the INVALID_SPI limiter counts sources), and then all
+ * together a larger budget, near Linux's icmp_msgs_per_sec (1000/s, burst 50).  Both are GCRA
+ * buckets on one _Atomic each: the loop threads share them without a lock, nothing is allocated. */
+#include "internal.h"
+#include "limit.h"
+
+#include <string.h>
+
+#define ICMP_SOURCE_INTERVAL_NS 100000000ull   /* one sender: 10 answers a second ... */
+#define ICMP_SOURCE_BURST 10                   /* ... after a burst of 10 (new flows to several tunnels) */
+#define ICMP_INTERVAL_NS 1000000ull            /* all senders: 1000 answers a second ... */
+#define ICMP_BURST 50                          /* ... after a burst of 50 */
+
+bool ts_icmp_limit_ok(ts_dp *dp, const ts_flow *f) {
+    ts_addr src = {.family = f->family};
+    memcpy(src.addr, f->src, f->family == 4 ? 4 : 16);
+    /* the high bits: a sender that shares an INVALID_SPI slot (the low bits) need not share this one */
+    _Atomic uint64_t *slot = &dp->icmp_src_tat_ns[(ts_source_hash(dp, &src) >> 40) & (TS_ICMP_SOURCE_SLOTS - 1)];
+    uint64_t now = limiter_now(dp);
+    /* the sender's own share first, so a sender over it takes nothing from the others' budget */
+    if (!bucket_ok(slot, now, ICMP_SOURCE_INTERVAL_NS, ICMP_SOURCE_BURST))
+        return false;
+    if (bucket_ok(&dp->icmp_tat_ns, now, ICMP_INTERVAL_NS, ICMP_BURST))
+        return true;
+    bucket_refund(slot, ICMP_SOURCE_INTERVAL_NS);   /* nothing was sent: the sender's share is not spent */
+    return false;
+}
