@@ -24,7 +24,7 @@ import pytest
 from test_ikeservice_peers import InProcessWorker, run
 from test_ikeservice_ports import LO, can_bind, conf, free_ports
 from test_ikeservice_ports_draining import site_engine
-from test_review_revreload_port_closed import pump
+from test_reload_port_closed_after_deletes import pump
 
 from tunsec.conf.config import parse_config
 from tunsec.ike.sa import State

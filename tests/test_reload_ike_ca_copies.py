@@ -5,7 +5,7 @@ another copy stays, the peer stays only if the remaining copy is within its vali
 copy verifies no one, so the peer is logged out as if the CA had left (services/ike/revoked.py
 still_trusted).  A remaining copy that is valid keeps the peer (a renewal: test_reload_ike_revoked_ca.py).
 
-The gateway of test_review_revreload_ca_removed (a real IkeService fed from the file through the
+The gateway of test_reload_ca_removed_logout (a real IkeService fed from the file through the
 daemon's reload command, the worker's logic in-process, certificate clients as engines)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from test_ikeservice_peers import run
+from test_reload_ca_removed_logout import CA_B, CONF, pem, up
 from test_reload_ike import down_events
 from test_reload_ike_revoked_ca import GONE, both_up
-from test_review_revreload_ca_removed import CA_B, CONF, pem, up
 
 from tunsec.ike.events import DownReason
 from tunsec.ike.testing import EPOCH, Issued

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from test_ikeservice_peers import run
 from test_reload_ike import SECRET, ConfiguredGateway, conn, down_events
-from test_review_revreload_named_psk import GROUP
+from test_reload_named_psk_removed import GROUP
 
 from tunsec.ike.events import DownReason
 

@@ -3,7 +3,7 @@
 or PSK entry is (services/ike/revoked.removed_cas); a CA is known by its subject and public key, so
 one renewed with both logs no one out, and neither does one added.
 
-The gateway of test_review_revreload_ca_removed (a real IkeService fed from the file through the
+The gateway of test_reload_ca_removed_logout (a real IkeService fed from the file through the
 daemon's reload command, the worker's logic in-process, certificate clients as engines)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_ikeservice_peers import GW, run, site_ip
+from test_reload_ca_removed_logout import CA_B, CONF, CertGateway, pem, up, write_credentials
 from test_reload_ike import down_events
-from test_review_revreload_ca_removed import CA_B, CONF, CertGateway, pem, up, write_credentials
 
 from tunsec.ike.events import DownReason
 from tunsec.ike.testing import make_ca

@@ -4,7 +4,7 @@ with its IKE SA, and an IDi the RADIUS User-Name cannot hold whole is refused.
 - The Accept's Session-Timeout, Class and Acct-Interim-Interval (``RelayReply.accepted``) come out
   with the IKE SA in its IkeSaUp (``IkeSaUp.accepted``), whenever the client sends its last AUTH:
   the engine keeps them with the half-open SA (GatewayEap), not the edge in a table that other
-  logins share and can push them out of (F2; tests/radius/test_review_revradius_unclaimed.py).
+  logins share and can push them out of (F2; tests/radius/test_radius_accept_kept_with_sa.py).
 - Without ``eap_id`` the relay's EAP identity is IDi, and the Access-Request's User-Name holds 253
   bytes: a longer IDi was cut there, the server checked the cut name, and an Accept without a
   User-Name of its own proved the whole IDi.  Refused before the backend is asked, as a longer
