@@ -5,7 +5,8 @@ before the client is authenticated (EAP Identity, the method's rounds, EAP-Succe
 answer but the last) are not trusted by services/ike/exclude_trust.py (no IkeSaUp yet), so the gate
 (services/ike/exclude_gate.py) gives them the uplink's interface; on port 4500 the worker's SEND_IKE
 takes no interface and IkeSockets.send sends them as routed: into the full tunnel's TUN (counted
-``into_tun``).  The client never sees them and the connection never comes up.
+``into_tun``).  The client never sees them and the connection never comes up.  Fixed: SEND_IKE
+carries the uplink's interface (OIF) as pktinfo.sendto does on port 500.
 
 Real engines (a client and a gateway IkeEndpoint, EAP-MSCHAPv2 as tests/ike/test_engine_eap.py),
 the real trust function, the real ExcludeGate and IkeSockets.send; the gateway's IKE_AUTH answers
@@ -54,10 +55,10 @@ class Routes:
 class NattRecorder(IkeSockets):
     """IkeSockets whose SEND_IKE (the worker's port 4500) is recorded instead of piped."""
 
-    natt: list[bytes]
+    natt: list[tuple[bytes, int]]   # (datagram, its SEND_IKE's OIF)
 
-    def _send_natt(self, data: bytes, remote: Any, source: str | None = None) -> None:
-        self.natt.append(data)
+    def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0) -> None:
+        self.natt.append((data, oif))
 
 
 def test_a_natd_eap_road_warriors_ike_auth_answers_do_not_go_into_the_full_tunnels_tun() -> None:
@@ -100,4 +101,7 @@ def test_a_natd_eap_road_warriors_ike_auth_answers_do_not_go_into_the_full_tunne
         assert stats.into_tun == 0, (
             f"{stats.into_tun} of the hub's {answers} IKE_AUTH answers to the NAT'd EAP client went into the "
             "full tunnel's TUN (port 4500 has no interface): the client never gets them")
+        # the answers before IkeSaUp left by the uplink's interface (SEND_IKE's OIF), not as routed
+        by_uplink = [d for d, oif in sockets.natt if oif == UPLINK]
+        assert len(by_uplink) == stats.uplink == answers - 1, (sockets.natt, stats)
     asyncio.run(run())
