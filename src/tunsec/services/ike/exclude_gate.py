@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from tunsec.dataplane.exclude import ExcludeRoutes, IPAddress, IPNetwork, best_path, captured
 from tunsec.ike.endpoint import Datagram
+from tunsec.policy.selector import parse_ip
 
 log = logging.getLogger("tunsec.ike")
 
@@ -132,10 +133,20 @@ class ExcludeGate:
         """The TUN's routes changed (a reload): what was clear is checked again."""
         self.clear.clear()
 
-    def may_sweep(self) -> bool:
-        """An exclude route, or a checked address, may be stale: one not a connection's peer is held."""
+    def may_sweep(self, gone: Iterable[str] | None = None) -> bool:
+        """An exclude route, or a checked address, may be stale: one not a connection's peer is held (of
+        ``gone``, a forgotten IKE SA's addresses, if given: only those can have become stale)."""
         static = set(self.static())
-        return bool(self.clear) or any(p not in static for p in self.routes.held)
+        if gone is None:
+            return bool(self.clear) or any(p not in static for p in self.routes.held)
+        for text in gone:
+            try:
+                ip = parse_ip(text)
+            except ValueError:
+                continue
+            if ip not in static and (ip in self.routes.held or ip in self.clear):
+                return True
+        return False
 
     def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
         """The exclude routes of addresses no IKE SA (live(): a pass over them, only made when an exclude
