@@ -271,7 +271,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(SpdDelete, req_ids, u32s),
     st.builds(SpdFlush, req_ids),
     st.builds(Dump, req_ids),
-    st.tuples(req_ids, ike_args()).map(lambda t: SendIke(t[0], *t[1])),
+    st.tuples(req_ids, ike_args(), st.just(0) | u32s).map(lambda t: SendIke(t[0], *t[1], t[2])),
     replies(),
     st.builds(Acquire, policy_id=u32s, selector=selectors),
     st.builds(
@@ -450,6 +450,9 @@ REALISTIC: list[Message] = [
     Reply(14, MsgType.DELETE, Errno.OK, current=Lifetime(bytes=1 << 40, packets=12345, seconds=3600)),
     Reply(15, MsgType.DELETE, Errno.OK),
     Reply(16, MsgType.DELETE, Errno.ENOENT),
+    # IKE to an unauthenticated address a full tunnel's TUN routes capture: by the uplink's interface (OIF)
+    SendIke(14, b"ike", REMOTE4, LOCAL4, oif=7),   # by the uplink's interface (OIF)
+    SendIke(15, b"ike", REMOTE6, None, oif=0xFFFFFFFF),
 ]
 
 # ----------------------------------------------------------------- raw helpers

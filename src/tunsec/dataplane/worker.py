@@ -384,7 +384,7 @@ class Worker:
         marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
         # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
         source = _addr_text(msg.local.addr) if msg.local is not None else None
-        pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source)
+        pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source, msg.oif)
         return self._ok(msg)
 
     # --- timers ------------------------------------------------------------------

@@ -211,7 +211,7 @@ class IkeEndpoint:
         self.spi_book = IkeSpiBook(self._sas)   # those SPIs and the ones rekeys in flight drew (spi_book.py)
         # told our SPI of each SA as it closes and is forgotten, by whatever path (deleted, expired, dead,
         # replaced, dropped, a rekeyed one that goes quietly): the service's set of the worker's trusted SPIs
-        self.on_forget: Callable[[bytes], None] = _nothing
+        self.on_forget: Callable[[bytes, IkeSa], None] = _nothing
         self.last_registered: IkeSa | None = None   # the IKE SA made last (which a datagram opened: the service)
         # bound methods every IKE SA keeps, made once (each access to self._touch makes a new one)
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
@@ -652,7 +652,7 @@ class IkeEndpoint:
                     del self._by_init[init]
                 self._by_address.forget(spi)
                 self.spi_book.release_all(spi)   # SPIs its rekeys drew that made no SA
-                self.on_forget(spi)
+                self.on_forget(spi, sa)
             sa.watch(None)
             return
         self._by_address.follow(sa)
@@ -753,7 +753,7 @@ class IkeEndpoint:
             self._by_peer.add(sa.local_spi, (sa.name, sa.peer_id))
 
 
-def _nothing(_: bytes) -> None:
+def _nothing(_: bytes, __: IkeSa) -> None:
     pass
 
 

@@ -437,6 +437,16 @@ def _unpack_ike_peer(exts: _Exts) -> int:
     return int(peer)
 
 
+def _unpack_oif(exts: _Exts) -> int:
+    body = exts.opt(Ext.OIF)
+    if body is None:
+        return 0
+    oif = _unpack_u32(body)
+    if not oif:
+        raise _Malformed("OIF is zero (leave it out: the datagram leaves as routed)")
+    return oif
+
+
 def _unpack_data(body: bytes) -> bytes:
     if len(body) < _DATA_HDR.size:
         raise _Malformed("DATA extension too short")
@@ -502,7 +512,7 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.SPDDELETE: lambda req_id, exts: SpdDelete(req_id, _unpack_u32(exts.one(Ext.POLICY_ID))),
     MsgType.SPDFLUSH: lambda req_id, _exts: SpdFlush(req_id),
     MsgType.DUMP: lambda req_id, _exts: Dump(req_id),
-    MsgType.SEND_IKE: lambda req_id, exts: SendIke(req_id, *_unpack_ike(exts)),
+    MsgType.SEND_IKE: lambda req_id, exts: SendIke(req_id, *_unpack_ike(exts), _unpack_oif(exts)),
     MsgType.ACQUIRE: lambda _req_id, exts: Acquire(
         policy_id=_unpack_u32(exts.one(Ext.POLICY_ID)), selector=_unpack_selector(exts.one(Ext.SELECTOR))),
     MsgType.EXPIRE: lambda _req_id, exts: _unpack_expire(exts),

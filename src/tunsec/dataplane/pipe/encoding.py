@@ -261,7 +261,10 @@ def _update_exts(msg: Update | Add) -> list[bytes]:
 
 
 def _send_ike_exts(msg: SendIke | Ike) -> list[bytes]:
-    return _ike_exts(msg.data, msg.remote, msg.local)
+    exts = _ike_exts(msg.data, msg.remote, msg.local)
+    if isinstance(msg, SendIke) and msg.oif:
+        exts.append(_ext(Ext.OIF, _U32_BODY.pack(msg.oif)))
+    return exts
 
 
 def _extensions(msg: Message) -> list[bytes]:
@@ -463,6 +466,8 @@ _IKE_TAIL: Final = {
 
 
 def _whole_ike(msg: SendIke | Ike) -> bytes:
+    if getattr(msg, "oif", 0):
+        return _encode_general(msg)   # rare (IKE past a full tunnel's TUN): OIF the general way
     data, remote, local = msg.data, msg.remote, msg.local
     size = len(data)
     pad = -size % 4

@@ -204,13 +204,15 @@ class Dump:
 @dataclass(frozen=True)
 class SendIke:
     """An IKE message to send from port 4500 (the worker adds the marker, unless the peer's
-    port is 500: constants.has_marker)."""
+    port is 500: constants.has_marker).  oif: the interface it leaves by (0: as routed), for IKE to
+    an unauthenticated address a full tunnel's TUN routes capture (services/ike/exclude_gate.py)."""
 
     TYPE: ClassVar[MsgType] = MsgType.SEND_IKE
     req_id: int
     data: bytes
     remote: Endpoint
     local: Endpoint | None = None
+    oif: int = 0
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -221,9 +223,11 @@ class SendIke:
         if self.local is not None:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
+        _check_int("oif", self.oif, 0, _U32)
 
     def _plain(self) -> bool:
-        return _plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
+        return (_plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
+                and type(self.oif) is int and self.oif == 0)
 
 
 @quick_init

@@ -160,6 +160,8 @@ def _quick_ike(data: bytes) -> Ike | SendIke | None:
             return None
     msg: Ike | SendIke = _new(SendIke) if req_id else _new(Ike)
     vars(msg).update(req_id=req_id, data=data[_IKE_HEAD.size:_IKE_HEAD.size + n], remote=remote, local=local)
+    if req_id:
+        vars(msg)["oif"] = 0   # an OIF extension makes the size another: the general way takes it
     return msg
 
 

@@ -70,6 +70,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.ADDR_NEW_LOCAL: _ENDPOINT.size,
     Ext.IKE_SPI: _IKE_SPI.size,
     Ext.IKE_PEER: _IKE_PEER.size,
+    Ext.OIF: _U32_BODY.size,
     Ext.IKE_SPI_KEY: _IKE_SPI_KEY.size,
 }
 
@@ -96,7 +97,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.SPDDELETE: {Ext.POLICY_ID: (1, 1)},
     MsgType.SPDFLUSH: {},
     MsgType.DUMP: {},
-    MsgType.SEND_IKE: _IKE_SCHEMA,
+    MsgType.SEND_IKE: {**_IKE_SCHEMA, Ext.OIF: (0, 1)},
     MsgType.ACQUIRE: {Ext.POLICY_ID: (1, 1), Ext.SELECTOR: (1, 1)},
     MsgType.EXPIRE: {Ext.EXPIRE: (1, 1), Ext.ADDR_REMOTE: (0, 1), Ext.LIFETIME_CURRENT: (0, 1)},
     MsgType.INVALID_SPI: {Ext.SPI: (1, 1), Ext.ADDR_REMOTE: (1, 1)},

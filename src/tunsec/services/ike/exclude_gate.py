@@ -11,8 +11,8 @@ IKE to is unauthenticated (an IKE_SA_INIT answer, a COOKIE, a REDIRECT in IKE_SA
 can send one datagram with a made-up source): it gets no route (review revfull F1: one spoofed
 datagram would have routed an address of the attacker's choice around the full tunnel, in clear) and
 leaves by the interface of the host's own path to it (IP_PKTINFO's ipi_ifindex, pktinfo.sendto: the
-kernel's lookup then skips the TUN's routes), or, where that is not possible (port 4500 goes through
-the worker; no path known), into the TUN as the routes say, counted.
+kernel's lookup then skips the TUN's routes; on port 4500 the worker's SEND_IKE carries it as OIF, review
+revfull3 F1), or, where no path is known, into the TUN as the routes say, counted.
 
 The check is in memory for every datagram sent; only a trusted captured address without an exclude
 route waits, its datagrams held (a few: IKE retransmits the rest), at most WAITING_MAX addresses at once
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from tunsec.dataplane.exclude import ExcludeRoutes, IPAddress, IPNetwork, best_path, captured
 from tunsec.ike.endpoint import Datagram
+from tunsec.policy.selector import parse_ip
 
 log = logging.getLogger("tunsec.ike")
 
@@ -44,7 +45,7 @@ class GateStats:
     """What the gate did besides routing (status: exclude_gate)."""
 
     uplink: int = 0     # IKE to an unauthenticated captured address sent by the uplink's interface, no route
-    into_tun: int = 0   # such IKE that could not be (port 4500, no path known): into the TUN, as routed
+    into_tun: int = 0   # such IKE that could not be (no path known): into the TUN, as routed
     dropped: int = 0    # datagrams dropped: WAITING_MAX addresses waited already, or HELD_PER_PEER of its own
 
 
@@ -132,10 +133,20 @@ class ExcludeGate:
         """The TUN's routes changed (a reload): what was clear is checked again."""
         self.clear.clear()
 
-    def may_sweep(self) -> bool:
-        """An exclude route, or a checked address, may be stale: one not a connection's peer is held."""
+    def may_sweep(self, gone: Iterable[str] | None = None) -> bool:
+        """An exclude route, or a checked address, may be stale: one not a connection's peer is held (of
+        ``gone``, a forgotten IKE SA's addresses, if given: only those can have become stale)."""
         static = set(self.static())
-        return bool(self.clear) or any(p not in static for p in self.routes.held)
+        if gone is None:
+            return bool(self.clear) or any(p not in static for p in self.routes.held)
+        for text in gone:
+            try:
+                ip = parse_ip(text)
+            except ValueError:
+                continue
+            if ip not in static and (ip in self.routes.held or ip in self.clear):
+                return True
+        return False
 
     def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
         """The exclude routes of addresses no IKE SA (live(): a pass over them, only made when an exclude

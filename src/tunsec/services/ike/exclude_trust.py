@@ -1,17 +1,25 @@
 """Which IKE peers the exclude gate may route around the TUN (services/ike/exclude_gate.py): the peer of
 the IKE SA a datagram belongs to, once that IKE SA is authenticated, or the gateway an authenticated
 REDIRECT (in IKE_AUTH) named.  Asked only for a captured address without an exclude route: an IKE_SA_INIT
-answer, a COOKIE, an INIT REDIRECT (no IKE SA, or a half-open one) are not trusted (review revfull F1)."""
+answer, a COOKIE, an INIT REDIRECT (no IKE SA, or a half-open one) are not trusted (review revfull F1).
+
+Only an address the peer has proven is trusted, not one it merely sent from (an authenticated peer holds
+the keys and may send from any source; review revfull3 F2): while a MOBIKE update's return routability
+check is under way only the checked address (``esp_remote``, where ESP still goes), the new one once the
+check succeeded; a peer without MOBIKE only at the address it authenticated from (IkeSaUp's): a NAT float
+is a request from that address and no more, so IKE there leaves by the uplink's interface and gets no
+exclude route (its ESP then follows the TUN's routes until the peer reconnects, or uses MOBIKE)."""
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 
 from tunsec.ike.address_role import unmapped
 from tunsec.ike.constants import IKE_HEADER_LEN, HeaderFlag
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.sa_redirect import target_authenticated
 from tunsec.policy.selector import IPAddress, parse_ip
+from tunsec.services.ike.record import IkeUpRecord
 
 
 def our_spi(data: bytes) -> bytes | None:
@@ -21,17 +29,32 @@ def our_spi(data: bytes) -> bytes | None:
     return data[0:8] if data[19] & HeaderFlag.INITIATOR else data[8:16]
 
 
-def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes], ip: IPAddress, data: bytes) -> bool:
+def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes] | Mapping[bytes, IkeUpRecord], ip: IPAddress,
+                       data: bytes) -> bool:
     """data (a message we send to ip) belongs to an IKE SA whose peer is at ip and is authenticated: the
     SA is up (``up``: the service's established SAs by our SPI, filled on IkeSaUp before its IKE_AUTH
-    answer leaves), or its initiation follows a REDIRECT in IKE_AUTH."""
+    answer leaves), or its initiation follows a REDIRECT in IKE_AUTH; and ip is an address the peer proved
+    (the module's doc).  ``up`` a mapping (the service's ike_up): its IkeSaUp says where a peer without
+    MOBIKE authenticated from; a set of SPIs (tests) does not."""
     spi = our_spi(data)
     sa = endpoint.sa_by_spi(spi) if spi is not None else None
     if sa is None or sa.is_closed:
         return False
+    if target_authenticated(sa):
+        return _same(sa.remote_addr[0], ip)
+    if sa.local_spi not in up:
+        return False
+    # esp_remote: remote_addr, unless a MOBIKE update's return routability check is under way
+    if not _same(sa.esp_remote[0], ip):
+        return False
+    record = up.get(sa.local_spi) if isinstance(up, Mapping) else None
+    if record is None or sa.mobike:
+        return True
+    return _same(record.ev.remote_addr[0], ip)   # a NAT float proves nothing
+
+
+def _same(addr: str, ip: IPAddress) -> bool:
     try:
-        if unmapped(parse_ip(sa.remote_addr[0])) != unmapped(ip):
-            return False
+        return unmapped(parse_ip(addr)) == unmapped(ip)
     except ValueError:
         return False
-    return sa.local_spi in up or target_authenticated(sa)

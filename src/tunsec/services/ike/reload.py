@@ -16,6 +16,7 @@ from tunsec.services.ike.revoked import log_out_revoked
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
+    from tunsec.ike.sa import IkeSa
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -107,11 +108,15 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     return out
 
 
-def forgotten(self: IkeService, spi: bytes) -> None:
+def forgotten(self: IkeService, spi: bytes, sa: IkeSa) -> None:
     """The engine forgot an IKE SA (IkeEndpoint.on_forget): its SPI leaves the worker (trusted.py), and
-    if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port."""
+    if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port.  The
+    exclude routes are swept only if its addresses held one (a half-open SA of a spoofed IKE_SA_INIT has
+    none: a flood of them would have bought a pass over all IKE SAs per turn; review revfull3)."""
     self.trusted.remove(spi)
-    self._sweep_due = self._sweep_due or (self.sockets.gate is not None and self.sockets.gate.may_sweep())
+    gate = self.sockets.gate
+    self._sweep_due = self._sweep_due or (gate is not None and gate.may_sweep(
+        {sa.remote_addr[0], sa.esp_remote[0]}))
     if self.sockets.draining:
         self._port_freed = True
 

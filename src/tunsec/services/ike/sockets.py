@@ -140,9 +140,11 @@ class IkeSockets:
                 return   # held for its exclude route, or dropped (exclude_gate.py)
             oif = verdict
         if local_port == NATT_PORT:
-            if oif and self.gate is not None:   # the worker's SEND_IKE takes no interface: as routed, counted
-                self.gate.stats.into_tun += 1
-            self._send_natt(data, Endpoint(ip, addr[1]), source)
+            # the worker's socket, by the uplink's interface as on port 500 (SEND_IKE's OIF): an EAP
+            # client's IKE_AUTH rounds before its SA is up (review revfull3 F1)
+            self._send_natt(data, Endpoint(ip, addr[1]), source, oif)
+            if oif and self.gate is not None:
+                self.gate.stats.uplink += 1
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -201,7 +203,7 @@ class IkeSockets:
                         "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
         return None
 
-    def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None) -> None:
+    def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None, oif: int = 0) -> None:
         """SEND_IKE without a task per datagram (see WorkerClient.request_soon), from ``source`` if it
         is an address of the peer's family (ADDR_LOCAL: the worker's sockets may be on the wildcard)."""
         local = None
@@ -211,7 +213,7 @@ class IkeSockets:
         # the answer is seen by request_soon's then and failed, in the turn it comes (no done
         # callback per datagram: one is scheduled and run a turn later, ~6k instructions)
         try:
-            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local),
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local, oif),
                                               lambda replies: self._natt_answered(remote, sent, replies),
                                               lambda err: self._natt_failed(remote, sent, err))
         except WorkerError as err:
