@@ -29,6 +29,7 @@ from test_worker_forged_auth_ban import site_cfg
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Endpoint
+from tunsec.ike.auth_ban import AuthBan
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import IkeSaUp
 
@@ -59,10 +60,10 @@ async def _forge_success(gw: Gateway, claimed: str) -> None:
     raise AssertionError("the forged IKE SA never came up")
 
 
-def _rotating_brute_force(gw: Gateway) -> list[str]:
+def _rotating_brute_force(gw: Gateway, ban: AuthBan | None = None) -> list[str]:
     """Failed authentications seen on port 500 from addresses in PREFIX's /48, each in a /64 and a /56
     of its own (each stays under its threshold), 16 x auth_failures and more in all; the bans after."""
-    ban, now = gw.service.auth_ban, time.monotonic()
+    ban, now = gw.service.auth_ban if ban is None else ban, time.monotonic()
     per64 = ban.settings.max - 1
     for i in range(2 * 16 * ban.settings.max // per64 + 1):
         for _ in range(per64):
@@ -83,6 +84,30 @@ def test_a_success_through_the_worker_does_not_vouch_for_a_prefix_in_the_port_50
             f"{list(gw.service.auth_ban._vouched)}"
 
     run(go())
+
+
+def test_a_success_through_the_worker_vouches_for_its_prefix_on_the_worker_path() -> None:
+    """Fails on main, the other side of the same line: the worker-path ban's succeeded() is never
+    called, so a carrier's /48 whose clients start on port 4500 (remote_port = 4500) is never vouched
+    for there (review revban2 F1's protection): after a client of it authenticated through the worker,
+    one attacker rotating over the /48's /64s through the worker still gets the whole /48 banned on
+    that path, the client who just authenticated included."""
+    async def go() -> None:
+        gw = Gateway(1)
+        await gw.start()
+        await _forge_success(gw, CLAIMED)   # here a genuine client of the carrier's, through 4500
+        path = gw.service.worker_path.counting()
+        bans = _rotating_brute_force(gw, path)
+        assert not any(b.endswith("/48") or b.endswith("/56") for b in bans), \
+            f"the carrier's wider prefix banned on the worker path after its client authenticated there: {bans}"
+        assert path.refuses(_init_request(), CLAIMED, time.monotonic()) is False
+
+    run(go())
+
+
+def _init_request() -> bytes:
+    """An IKE_SA_INIT request's header (what AuthBan.refuses looks at)."""
+    return bytes(16) + bytes([0x21, 0x20, 34, 0x08]) + bytes(8)
 
 
 def test_guard_the_rotating_brute_force_bans_the_48() -> None:
