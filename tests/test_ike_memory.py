@@ -179,7 +179,8 @@ class FakeWorker:
 
     def request_soon(self, build: Callable[[int], Any],
                      then: Callable[[list[Reply]], None] | None = None,
-                     failed: Callable[[WorkerError], None] | None = None) -> asyncio.Future[list[Reply]]:
+                     failed: Callable[[WorkerError], None] | None = None,
+                     late: object = None) -> asyncio.Future[list[Reply]]:
         fut = asyncio.ensure_future(self.request(build))
 
         def ended(f: asyncio.Future[list[Reply]]) -> None:   # as WorkerClient's: then or failed

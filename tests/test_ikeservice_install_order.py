@@ -52,7 +52,7 @@ class PipeOrderWorker(InProcessWorker):
 
     def request_soon(self, build: Callable[[int], pipe.Message],
                      then: Callable[[list[pipe.Reply]], None] | None = None,
-                     failed: object = None) -> asyncio.Future[list[pipe.Reply]]:
+                     failed: object = None, late: object = None) -> asyncio.Future[list[pipe.Reply]]:
         replies = self._apply(build)   # (answered, never failed: no ``failed``)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
 

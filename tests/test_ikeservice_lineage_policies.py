@@ -76,8 +76,9 @@ def spdadd_requests(gw: PoolGateway) -> list[asyncio.Future[list[pipe.Reply]]]:
     soon = worker.request_soon
 
     def request_soon(build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None,
-                     failed: object = None) -> asyncio.Future[list[pipe.Reply]]:
-        fut = soon(build, then, failed)
+                     failed: object = None,
+                     late: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
+        fut = soon(build, then, failed, late)
         if isinstance(worker.log[-1], pipe.SpdAdd):
             futures.append(fut)
         return fut

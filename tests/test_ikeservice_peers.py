@@ -76,6 +76,7 @@ class InProcessWorker:
         self.in_flight = 0   # as WorkerClient's: requests waiting for their answer
         # a test's: an awaitable for a request whose answer it holds back (the worker applied it)
         self.hold: Callable[[pipe.Message], Awaitable[object] | None] | None = None
+        self._late: Callable[[list[pipe.Reply]], None] | None = None   # see request_soon
 
     async def request(self, build: Callable[[int], pipe.Message], max_bytes: int | None = None) -> list[pipe.Reply]:
         """As WorkerClient's (max_bytes unchecked: this worker does not lie): applied when sent, answered
@@ -99,9 +100,12 @@ class InProcessWorker:
 
     def request_soon(self, build: Callable[[int], pipe.Message],
                      then: Callable[[list[pipe.Reply]], None] | None = None,
-                     failed: object = None) -> asyncio.Future[list[pipe.Reply]]:
+                     failed: object = None,
+                     late: Callable[[list[pipe.Reply]], None] | None = None) -> asyncio.Future[list[pipe.Reply]]:
         """As WorkerClient's: applied when sent; the future gets the answers (errno unchecked) in a
-        later turn, and ``then`` is called with them as they are read (it never fails: no ``failed``)."""
+        later turn, and ``then`` is called with them as they are read (it never fails: no ``failed``);
+        ``late`` with them if they come after the future was cancelled (given up on)."""
+        self._late = late   # to send (not a parameter: tests replace send with wrappers of two)
         return self.send(build, then)[1]
 
     def send(self, build: Callable[[int], pipe.Message], then: Callable[[list[pipe.Reply]], None] | None = None
@@ -109,6 +113,7 @@ class InProcessWorker:
         """The request goes through the worker's handling now, as a pipe delivers requests in the
         order they were sent; its answers are read in a later event-loop turn, or, when ``hold``
         (a test's) gives an awaitable for it, once that is done (never: a hung worker)."""
+        late, self._late = self._late, None   # request_soon's
         built = build(next(self.ids))
         # a Child SA's install comes encoded (pipe.direct): as the worker, read it
         msg = pipe.decode(built) if isinstance(built, bytes) else built
@@ -126,6 +131,8 @@ class InProcessWorker:
                 fut.set_result(replies)
                 if then is not None:
                     then(replies)
+            elif fut.cancelled() and late is not None:
+                late(replies)
         held = self.hold(msg) if self.hold is not None else None
         if held is None:
             asyncio.get_running_loop().call_soon(answered)

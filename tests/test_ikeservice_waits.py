@@ -113,7 +113,8 @@ class HoldingWorker:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def request_soon(self, build: Any, then: Any = None, failed: Any = None) -> asyncio.Future[list[pipe.Reply]]:
+    def request_soon(self, build: Any, then: Any = None, failed: Any = None,
+                     late: Any = None) -> asyncio.Future[list[pipe.Reply]]:
         built = build(next(self.ids))
         # a Child SA's install comes encoded (pipe.direct): as the worker, read it
         msg = pipe.decode(built) if isinstance(built, bytes) else built

@@ -26,7 +26,7 @@ class Worker:
         self.keys: list[bytes] = []   # IKE_SPI_KEYs, in order
         self.first_key_at: int | None = None   # how many SPI requests came before the first key
 
-    def request_soon(self, build, then, failed=None):  # type: ignore[no-untyped-def]
+    def request_soon(self, build, then, failed=None, late=None):  # type: ignore[no-untyped-def]
         if self.full:
             raise WorkerError("IkeSpiDelete (65536 requests already wait for room in the pipe)", Errno.EIO)
         msg = build(1)

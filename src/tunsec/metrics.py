@@ -391,6 +391,8 @@ def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
                               "(of tunsec_ike_datagrams_held)", value=held.get("spi_waits", 0))
     yield CounterMetricFamily("tunsec_ike_spis_returned", "Pooled inbound SPIs handed back to the worker "
                               "(half-open IKE SAs that timed out or failed)", value=held.get("spis_returned", 0))
+    yield CounterMetricFamily("tunsec_ike_spis_late_returned", "Inbound SPIs handed back to the worker whose GETSPI "
+                              "was answered after it was given up on", value=held.get("spis_late_returned", 0))
     yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped", "Incoming IKE datagrams dropped because the "
                               "most that may wait for an inbound SPI already did", value=held.get("held_dropped", 0))
     yield CounterMetricFamily("tunsec_ike_datagrams_held_dropped_half_open", "Of those, datagrams of half-open IKE "

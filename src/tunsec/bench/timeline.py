@@ -99,14 +99,15 @@ def install(out: IO[str]) -> None:
 
     request_soon = client.WorkerClient.request_soon
 
-    def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None, failed: Any = None) -> Any:
+    def traced_request_soon(self: Any, build: Callable[[int], Any], then: Any = None, failed: Any = None,
+                            late: Any = None) -> Any:
         def traced_build(req_id: int) -> Any:
             built = build(req_id)
             msg = pipe.decode(built) if isinstance(built, bytes) else built   # pipe.direct's: an install
             sa = getattr(msg, "sa", None)
             note("pipe_tx", id=req_id, type=type(msg).__name__, **({"spi_in": sa.spi} if sa is not None else {}))
             return built
-        return request_soon(self, traced_build, then, failed)
+        return request_soon(self, traced_build, then, failed, late)
 
     received = client.WorkerClient._received
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import tunsec
 from tunsec.dataplane import pipe
+from tunsec.dataplane.late_answers import Late, LateAnswers
 from tunsec.dataplane.pipe import Errno, PipeError
 from tunsec.dataplane.stderr_relay import StderrRelay
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX
@@ -138,10 +139,12 @@ def _name(msg: pipe.Message | bytes) -> str:
 
 
 def send_soon(worker: WorkerClient, what: str, build: Callable[[int], pipe.Message | bytes],
-              then: Callable[[list[pipe.Reply]], None] | None = None) -> Sent:
+              then: Callable[[list[pipe.Reply]], None] | None = None, late: Late | None = None) -> Sent:
     """:meth:`WorkerClient.request_soon`, its refusal (the worker gone, the pipe full) an answer
     that failed, for :func:`answered` to report with the others."""
     try:
+        if late is not None:
+            return what, worker.request_soon(build, then, late=late)
         return what, worker.request_soon(build, then)
     except WorkerError as err:
         failed: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
@@ -200,6 +203,7 @@ class WorkerClient:
         self.stderr: StderrRelay | None = None   # the worker's stderr, read here (stderr_relay.py)
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
+        self._late = LateAnswers()   # of those, the ones still wanted (request_soon's ``late``)
         self.dump_overflows = 0   # DUMP answers that grew past dump_max_bytes: failed (status)
         # the worker decides how many lines of these there are: a worker taken over would flood the log
         self._malformed_log = LogLimiter()
@@ -313,6 +317,8 @@ class WorkerClient:
                 # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
                 # counted, not logged per datagram (a hung worker that wakes up answers thousands)
                 self.late += 1
+                if (late := self._late.take(req_id)) is not None:
+                    self._late_answer(data, late)
                 return
             if data[_FLAGS] & pipe.FLAG_MORE and not self._room_for_part(req_id, len(data)):
                 return
@@ -355,9 +361,12 @@ class WorkerClient:
                 # answered, so nothing to forget (its entry is gone): a callback left on the future
                 # would be scheduled and run for nothing, ~6k instructions per request
                 fut.remove_done_callback(forget)
+                self._late.ended(req_id, given_up=False)
             fut.set_result(replies)
             if then is not None:
                 then(replies)
+        elif fut.cancelled() and (late := self._late.take(req_id)) is not None:
+            late(replies)   # given up in this very turn: as late as any
 
     def _room_for_part(self, req_id: int, size: int) -> bool:
         """Whether a part of ``size`` bytes (flag MORE) of request req_id's answer may be held; if
@@ -393,8 +402,20 @@ class WorkerClient:
         pending = list(self._pending.values())
         self._pending.clear()
         self._parts.clear()
+        self._late.clear()
         for entry in pending:
             _fail(entry, WorkerError("worker", Errno.EIO))
+
+    def _late_answer(self, data: bytes, late: Late) -> None:
+        """A late answer someone still wants (request_soon's ``late``): decoded and handed over; one
+        in parts is not (no ``late`` request is answered so)."""
+        try:
+            msg = pipe.decode(data)
+        except PipeError:
+            self.malformed += 1
+            return
+        if isinstance(msg, pipe.Reply) and not msg.more:
+            late([msg])
 
     def _next_id(self) -> int:
         """A request id no request waiting for its answer holds: the next one, 1..REQ_ID_MAX and round
@@ -404,7 +425,7 @@ class WorkerClient:
         req_id = self._last_id
         while True:
             req_id = req_id + 1 if req_id < REQ_ID_MAX else 1
-            if req_id not in self._pending:
+            if req_id not in self._pending and not self._late.holds(req_id):
                 self._last_id = req_id
                 return req_id
 
@@ -416,6 +437,7 @@ class WorkerClient:
             self._parts.pop(req_id, None)
 
     def _forget_cancelled(self, req_id: int, fut: asyncio.Future[list[pipe.Reply]]) -> None:
+        self._late.ended(req_id, given_up=fut.cancelled())   # failed: its ``late`` is not wanted either
         if fut.cancelled():
             self._forget(req_id, fut)
 
@@ -450,7 +472,7 @@ class WorkerClient:
 
     def request_soon(self, build: Callable[[int], pipe.Message | bytes],
                      then: Callable[[list[pipe.Reply]], None] | None = None,
-                     failed: _Failed | None = None) -> asyncio.Future[list[pipe.Reply]]:
+                     failed: _Failed | None = None, late: Late | None = None) -> asyncio.Future[list[pipe.Reply]]:
         """Send build(req_id) at the end of this loop turn (see _send); the returned future gets its
         answer(s) (errno unchecked), or WorkerError if the worker goes or the pipe refuses it. No task
         and no timer, unlike :meth:`request`: for SEND_IKE, which a burst of clients makes by the
@@ -464,7 +486,8 @@ class WorkerClient:
         its answer outgrows the cap; not when it is cancelled), which is then taken as retrieved: with
         ``then``, no done callback is needed (each costs ~6k instructions, scheduled and run).
         ``build`` may give the datagram itself (pipe.direct: a Child SA's install, encoded without
-        the message objects)."""
+        the message objects).  ``late(answers)`` is called if the answer comes after the future was
+        cancelled (given up on): what the worker did that only the answer names (late_answers.py)."""
         if self._sock is None:
             raise WorkerError("worker not running", Errno.EIO)
         req_id = self._next_id()
@@ -481,6 +504,8 @@ class WorkerClient:
         # then, not when an answer comes, which a hung worker never sends (_received takes the
         # callback off again when the answer comes)
         fut.add_done_callback(forget)
+        if late is not None:
+            self._late.want(req_id, late)
         return fut
 
     def _send(self, data: bytes) -> None:

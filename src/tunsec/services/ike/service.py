@@ -491,7 +491,7 @@ class IkeService(Service):
                     return
                 self.attempts.pop(ev.name, None)
                 if not sa.is_initiator:   # its wider IPv6 prefixes are someone's shared ones (auth_ban.py)
-                    self.auth_ban.succeeded(ev.remote_addr[0], time.monotonic())
+                    self.worker_path.succeeded(sa, ev.remote_addr[0])   # on its path's ban only
                 # one line with the virtual IPs we assigned: a record per client less at scale; the
                 # peer's identity (named twice then) as text once
                 peer = str(ev.remote_id) if ev.peer_vips else ev.remote_id

@@ -149,6 +149,8 @@ class SpiPool:
         self.clock = time.monotonic
         self._seen_half_open = 0   # the half-open count at the last follow_half_open
         self.returned = 0          # pooled SPIs handed back to the worker (half-open SAs that went away)
+        self.late_returned = 0     # SPIs of GETSPIs given up on and answered later, handed back (_late_spi)
+        self._late_spis: list[int] = []   # of those, to DELETE at the end of this loop turn
         self._give_up = GiveUp(_request_timeout)   # cancels what is unanswered after REQUEST_TIMEOUT
 
     @property
@@ -262,9 +264,10 @@ class SpiPool:
             # log each SPI every 30 s)
             batch = _Batch(self._generation, want)
             got = functools.partial(self._got_spi, batch)
+            late = functools.partial(self._late_spi, self._generation)
             lo, hi = self._range()
             batch.sent = [send_soon(w, "GetSpi", lambda r: pipe.GetSpi(r, lo, hi, larval_seconds=0),
-                                    got) for _ in range(want)]
+                                    got, late) for _ in range(want)]
             self._asking += want
             # no task per batch (a burst sends one per client): the answers come in through ``got``;
             # the last request's end (answered, failed, or cancelled by _give_up) ends the batch, as
@@ -316,6 +319,25 @@ class SpiPool:
             elif (held := self._getspi_log.admit()) is not None:   # the worker's bug: not ours to use or DELETE
                 log.warning("GETSPI answered %08x, outside the range asked for: not used%s", spi, suffix(held))
         self._spi_barrier()
+
+    def _late_spi(self, generation: int, replies: list[pipe.Reply]) -> None:
+        """The answer to a GETSPI given up on (GiveUp) came after all: the worker made that larval SA,
+        with no larval timeout, and no one holds its SPI: DELETEd, counted (review revworker2 F3:
+        else each slow episode left up to SPI_POOL + SPI_POOL_BURST SAs in the worker for good).
+        Not pooled instead: the refill that gave it up has asked again since."""
+        if generation != self._generation or replies[0].errno is not pipe.Errno.OK:
+            return
+        spi = replies[0].spi
+        if spi is None or spi & _GEN_MASK != self._range()[0]:   # outside the range asked: not ours
+            return
+        self.late_returned += 1
+        if not self._late_spis:   # one DELETE batch per loop turn, not a task per late answer
+            asyncio.get_running_loop().call_soon(self._return_late)
+        self._late_spis.append(spi)
+
+    def _return_late(self) -> None:
+        spis, self._late_spis = self._late_spis, []
+        self._spawn(self._return_spis(spis, self._generation))
 
     def _collect(self, batch: _Batch, _last: object = None) -> None:
         """The end of GETSPIs sent together (their SPIs went in as read, see _got_spi): one round trip

@@ -84,6 +84,8 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
                      # is HELD_MAX - HELD_RESERVE)
                      "waiting_max_half_open": spi_pool.waiting_max_half_open,
                      "spis_returned": spi_pool.returned,   # pooled SPIs handed back (half-open SAs gone)
+                     # SPIs of GETSPIs given up on (no answer in REQUEST_TIMEOUT) whose answer came later
+                     "spis_late_returned": spi_pool.late_returned,
                      "held_dropped": spi_pool.held_dropped,
                      "held_dropped_half_open": spi_pool.held_dropped_half_open,   # of those, half-open SAs'
                      "install_waits": barrier.install_waits,

@@ -7,8 +7,10 @@ packets only, and only when rekey_bytes/rekey_packets are set (conf/children.py 
 engine times its own rekeys), and hard ones only for life_bytes/life_packets/life_time: an EXPIRE for
 a limit the SA's settings never gave the worker is a lie, refused (counted ``refused_expires``, in
 tunsec status and metrics, as ManualService counts its own), its line rate-limited.  SEQ_OVERFLOW
-stays believed (an SA can run out of sequence numbers; the worker holds the counter), and
-LARVAL_TIMEOUT is the SPI pool's (never a Child SA's).
+is believed only as a healthy worker sends it (csrc/dp.c kill_sa TS_EXP_SEQ): hard, for an outbound SA
+without ESN whose 2^32 sequence numbers are used up (the worker holds the counter); a soft one, or one
+of an inbound or ESN SA, is refused as the others (review revworker2 F1: else reason 4 instead of 1
+passes any lie).  LARVAL_TIMEOUT is the SPI pool's (never a Child SA's).
 
 Also how many SAs and policies the service holds in the worker (entries), what a DUMP answer is
 bounded by (worker_distrust.dump_cap).
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.conf.children import Child
 from tunsec.dataplane import pipe
-from tunsec.dataplane.pipe import ExpireReason
+from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.services.ike.spis import SPI_POOL, SPI_POOL_BURST
 
@@ -34,7 +36,8 @@ _refused_log = LogLimiter()   # one IKE service a process: the worker decides ho
 
 
 def installed_limit(plan: Child, hard: bool, reason: ExpireReason) -> bool:
-    """Whether a Child SA of these settings went into the worker with a limit of that kind."""
+    """Whether a Child SA of these settings went into the worker with a limit of that kind (the
+    sequence numbers' is checked by seq_overflow_possible)."""
     if reason is ExpireReason.SEQ_OVERFLOW:
         return True
     if hard:
@@ -45,11 +48,20 @@ def installed_limit(plan: Child, hard: bool, reason: ExpireReason) -> bool:
     return limits.get(reason, 0) > 0
 
 
+def seq_overflow_possible(msg: pipe.Expire, esn: bool) -> bool:
+    """Whether a worker could truly send this EXPIRE as far as sequence numbers go: only hard, for an
+    outbound SA without ESN (64-bit numbers never run out); any other reason is not this check's."""
+    if msg.reason is not ExpireReason.SEQ_OVERFLOW:
+        return True
+    return msg.hard and msg.direction is Direction.OUT and not esn
+
+
 def refused_expire(svc: IkeService, msg: pipe.Expire) -> bool:
     """True: the EXPIRE names one of the service's Child SAs at a limit it never installed, and was
     refused (counted, logged rate-limited).  False: not ours, or believable."""
     state = svc._child_of_sa(msg.spi, msg.direction, msg.remote)
-    if state is None or installed_limit(state.plan, msg.hard, msg.reason):
+    if state is None or (installed_limit(state.plan, msg.hard, msg.reason)
+                         and seq_overflow_possible(msg, state.esn)):
         return False
     svc.refused_expires += 1
     if (held := _refused_log.admit()) is not None:

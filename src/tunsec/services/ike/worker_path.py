@@ -13,7 +13,9 @@ fail2ban jail block UDP 500 and 4500 from it at the firewall.
 So an IKE SA whose IKE_SA_INIT came through the worker is noted (``opened``); its failures count in
 a ban of their own (``ban``), which refuses only IKE_SA_INITs that arrive through the worker (a path
 the worker can cut anyway), and their lines and ban lines say AUTHENTICATION_FAILED followed by TAG,
-which the shipped filter (contrib/fail2ban/) does not match.  A brute force straight to port 4500
+which the shipped filter (contrib/fail2ban/) does not match.  Successes, which vouch for the source's
+wider IPv6 prefixes for a day (auth_ban.py), also count only in the ban of their own path
+(``succeeded``).  A brute force straight to port 4500
 (an IKE_SA_INIT sent there, as a peer with remote_port = 4500 does) is still banned by tunsec, from
 4500, but no longer blocked by fail2ban (docs/operations.md, "Logs").  The settings are the main
 ban's (tunsec { auth_failures* }); `tunsec unban` lifts both.
@@ -58,6 +60,15 @@ class WorkerPath:
         it made one (the engine's last registered SA changed)."""
         if after is not None and after is not before and not after.is_initiator:
             self._sas.add(after)
+
+    def succeeded(self, sa: IkeSa, ip: str) -> None:
+        """A responder IKE SA authenticated: vouch for the source's wider IPv6 prefixes (auth_ban.py)
+        in the ban of the path it came in on only.  A worker taken over could otherwise name any
+        address with one working credential and so shield a /64-rotating brute force on port 500 from
+        the wider bans for a day; and the worker path's own prefixes need vouching as much (review
+        revworker2 F2)."""
+        ban = self.counting() if self.of(sa) else self._main
+        ban.succeeded(ip, time.monotonic())
 
     def of(self, sa: IkeSa) -> bool:
         """Whether ``sa``'s IKE_SA_INIT came through the worker."""
