@@ -7,7 +7,8 @@ While held, the old Child SA is out of its IKE SA's list, so the service no long
 not a Child SA being deleted either (Accounting.expired drops it).  When the rekey's answer comes,
 the old Child SA goes down as REKEYED; its DELETEs find nothing (the worker removed the SAs), so
 the traffic after the last DUMP is in no record.  Two real IkeServices with the worker and the C
-fast path in process (test_radius_accounting_expire.AcctPair), a real UDP accounting server."""
+fast path in process (test_radius_accounting_expire.AcctPair), a real UDP accounting server.  Fixed
+(h/fixdel6): _child_of_sa finds a held Child SA (IkeSa.held_children, rekey_hold.py), its EXPIRE has its owner."""
 from __future__ import annotations
 
 import asyncio
