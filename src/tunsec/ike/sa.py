@@ -787,5 +787,6 @@ class IkeSa:
         log.debug("%s: IKE SA closed: %s", self.name, reason)
 
     _end_children = sa_teardown.end_children
+    held_children = sa_teardown.held_children   # out of ``children``, held for our rekey of it
     _abandon_requests = sa_teardown.abandon_requests
     abandon_creating = _notifies(sa_teardown.abandon_creating)   # it may report a held Child SA down

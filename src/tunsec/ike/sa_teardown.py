@@ -57,6 +57,18 @@ def end_children(self: IkeSa, reason: DownReason, deleting: bool = False) -> Non
         st.emit(IkeSaDeleting(self.name, reason))
 
 
+def held_children(self: IkeSa) -> list[ChildSa]:
+    """The Child SA the peer deleted while our rekey of it is out (CreateChildTask.takes_peer_delete):
+    no longer in ``children`` and not reported down yet, it is still this IKE SA's until the rekey
+    ends, so the service keeps what it stands for (its claim across a worker restart, its counters'
+    owner at its EXPIRE).  Empty for an IKE SA a rekey replaced (the heir holds its Child SAs)."""
+    pending = self._pending
+    if self._heir is not None or pending is None or not isinstance(pending.task, CreateChildTask):
+        return []
+    held = pending.task.held
+    return [] if held is None else [held]
+
+
 def abandon_requests(self: IkeSa, child: ChildSa) -> None:
     """``child`` is deleted at once (terminate --child): our rekey of it that is out installs nothing
     when answered, and the peer is asked to delete its half (review revdelete F2; a queued one is

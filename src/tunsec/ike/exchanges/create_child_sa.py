@@ -175,6 +175,11 @@ class CreateChildTask(Task):
                  st.name, child.name)
         return True
 
+    @property
+    def held(self) -> ChildSa | None:
+        """The old Child SA the peer deleted, held until the answer (takes_peer_delete), if any."""
+        return self._rekey if self._old_held else None
+
     def holds_old(self, child_name: str) -> bool:
         """The old Child SA of config ``child_name`` the peer deleted is held until the answer."""
         return self._old_held and self._rekey is not None and self._rekey.name == child_name

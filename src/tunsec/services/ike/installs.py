@@ -24,7 +24,7 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import Peer, describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text, parse_ip
-from tunsec.services.ike import churn_log, install_failed, install_requests, recreate, restart, tries
+from tunsec.services.ike import churn_log, install_failed, install_requests, recreate, rekey_hold, restart, tries
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
 from tunsec.services.ike.record import IkeUpRecord
@@ -57,7 +57,7 @@ def _child_of_sa(self: IkeService, spi: int, direction: Direction, remote: Endpo
                     remote == state.moving_to[0] and _still_held(self, state):
                 moving = state
             continue
-        if not _still_held(self, state):
+        if not _still_held(self, state) and not rekey_hold.held(self, state):   # (held: its EXPIREs' counters)
             continue
         return state
     return moving
@@ -72,6 +72,8 @@ def _still_held(self: IkeService, state: ChildState) -> bool:
 def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
     """A Child SA's lifetime: soft -> rekey it, hard -> delete it.  False if not ours."""
     state = self._child_of_sa(spi, direction, remote)
+    if state is not None and rekey_hold.expired(self, state, hard):   # our rekey of it is out and ends it
+        return True
     if state is not None and (sa := self._ike_sa(state.ike)) is not None:
         if hard and any(c.deleting for c in sa.children if c.unique_id == state.unique_id):
             # its other SA's EXPIRE came first (a time lifetime ends both at once): one DELETE
