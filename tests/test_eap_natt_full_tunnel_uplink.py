@@ -53,12 +53,14 @@ class Routes:
 
 
 class NattRecorder(IkeSockets):
-    """IkeSockets whose SEND_IKE (the worker's port 4500) is recorded instead of piped."""
+    """IkeSockets whose SEND_IKE (the worker's port 4500) is recorded instead of piped, and answered OK."""
 
     natt: list[tuple[bytes, int]]   # (datagram, its SEND_IKE's OIF)
 
     def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0) -> None:
         self.natt.append((data, oif))
+        sent: Any = asyncio.get_running_loop().create_future()
+        self._natt_answered(remote, sent, [], oif)   # the worker's OK: the gate counts it (uplink)
 
 
 def test_a_natd_eap_road_warriors_ike_auth_answers_do_not_go_into_the_full_tunnels_tun() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from tunsec.dataplane.exclude import IPAddress, IPNetwork, Path
 from tunsec.ike.endpoint import Datagram
 from tunsec.services.ike.exclude_gate import HELD_PER_PEER, WAITING_MAX, ExcludeGate, exclude_counters
+from tunsec.services.ike.exclude_trust import Trust
 
 HALVES = [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
 GATEWAY, OTHER, STATIC = ip_address("198.51.100.2"), ip_address("203.0.113.5"), ip_address("192.0.2.99")
@@ -110,7 +111,8 @@ def test_an_unauthenticated_captured_address_leaves_by_the_uplink_without_a_rout
         assert tasks == [] and routes.asked == [] and routes.held == {} and g.clear == set()
         routes.paths.clear()   # none known: as routed (into the TUN), counted
         assert g.check(SPOOFED, datagram(SPOOFED)) == 0 and g.stats.into_tun == 1
-        assert exclude_counters(g) == {"held": 0, "refused": 0, "uplink": 0, "into_tun": 1, "dropped": 0}
+        assert exclude_counters(g) == {"held": 0, "refused": 0, "uplink": 0, "into_tun": 1, "dropped": 0,
+                                  "uplink_failed": 0, "unproven_float": 0}
     asyncio.run(run())
 
 
@@ -125,4 +127,18 @@ def test_the_gate_holds_a_bounded_number_of_trusted_addresses_in_one_job() -> No
         assert len(g.waiting) == WAITING_MAX and g.stats.dropped == 10 and len(tasks) == 1
         await asyncio.gather(*tasks)
         assert routes.asked == [many[:WAITING_MAX]] and len(sent) == WAITING_MAX and not g.waiting
+    asyncio.run(run())
+
+
+def test_ike_of_an_up_sa_to_where_its_peer_floated_unproven_is_dropped_counted_not_sent_by_the_uplink() -> None:
+    """Review revfull4 F2: answered by the uplink, a floated client's DPD would succeed while its ESP goes
+    into the TUN; dropped, its DPD fails and it reconnects (services/ike/exclude_trust.py)."""
+    async def run() -> None:
+        routes, sent, tasks = Routes(), [], []
+        g = gate(routes, HALVES, sent, tasks)
+        g.trusted = lambda ip, data: Trust.UNPROVEN
+        assert g.check(OTHER, datagram(OTHER)) is None
+        assert tasks == [] and routes.asked == [] and sent == []
+        assert (g.stats.unproven_float, g.stats.uplink) == (1, 0)
+        assert exclude_counters(g)["unproven_float"] == 1
     asyncio.run(run())

@@ -11,6 +11,7 @@ this is the control process's port 500 and the worker's SEND_IKE.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
@@ -98,11 +99,14 @@ def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str 
     the C loop's ESP does.  ``oif``: the interface it must leave by (ipi_ifindex, ipi6_ifindex), which
     makes the kernel's route lookup skip every route of another device: IKE to an address a full
     tunnel's TUN routes capture, by the host's own path, without a route for it (exclude_gate.py;
-    ``ping -I eth0`` works so).  Raises what ``sendto`` raises."""
+    ``ping -I eth0`` works so).  Raises what ``sendto`` raises.  With ``oif`` it never leaves as
+    routed: a source the kernel refuses there is retried once from the wildcard by that interface, and
+    an interface that is gone (ENODEV/ENXIO: a recreated uplink's stale ifindex) raises, for the caller
+    to count (review revfull4 F1: as routed is into a full tunnel's TUN)."""
     if oif:
-        anc = _source_ancillary(sock.family, source or WILDCARDS[sock.family == socket.AF_INET6], oif)
-    else:
-        anc = source_ancillary(sock.family, source) if source is not None else ()
+        _send_by(sock, data, addr, source, oif)
+        return
+    anc = source_ancillary(sock.family, source) if source is not None else ()
     if not anc:
         sock.sendto(data, addr)
         return
@@ -114,3 +118,19 @@ def sendto(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str 
         # the source is not ours (any more; EINVAL or, from some routes, ENETUNREACH): the
         # route's choice then, which fails again if the destination is what is wrong
         sock.sendto(data, addr)
+
+
+def _send_by(sock: socket.socket, data: bytes, addr: tuple[str, int], source: str | None, oif: int) -> None:
+    """sendto by interface ``oif``, from ``source`` if the kernel takes it there, else from the wildcard."""
+    wildcard = WILDCARDS[sock.family == socket.AF_INET6]
+    try:
+        sock.sendmsg([data], _source_ancillary(sock.family, source or wildcard, oif), 0, addr)
+    except (BlockingIOError, InterruptedError):
+        raise
+    except OSError as err:
+        if source is None or source in WILDCARDS or err.errno in GONE:
+            raise
+        sock.sendmsg([data], _source_ancillary(sock.family, wildcard, oif), 0, addr)
+
+
+GONE = frozenset({errno.ENODEV, errno.ENXIO})   # the interface asked for is not there (any more)

@@ -251,37 +251,56 @@ class TsClaims:
         full tunnel still.  The claim itself comes widened only when its peer's widened selectors are
         a full tunnel and its widened range is part of it (review revclaims3 F2: a spoke's
         10.0.0.0/24 beside another's 10.0.1.0/24 stays a /24, the network its policy routes).
-        Cost: the claims found, one pass over all claims per peer found, a bisect per gap."""
+        Cost: the claims found, one pass over the Child SAs, and one pass over all claims per peer found
+        that has two selectors of one kind in a Child SA (review revfull4 F3), a bisect per gap."""
         fam, at = ip.version, int(ip)
         starts, entries = self._starts[fam], self._entries[fam]
         near = entries[bisect.bisect_left(starts, at - self._reach[fam]):bisect.bisect_right(starts, at)]
         found = [e[2] for e in near + self._wide[fam] if e[0] <= at <= e[1]]
-        everyone: list[_Entry] | None = None
-        asked: list[tuple[str, object, list[Ts], set[IPNetwork]]] = []   # per peer: its pieces, its full tunnel
+        if not found:
+            return []
+        # each peer's Child SAs, in one pass over them (not one per peer found: review revfull4 F3)
+        handles: dict[tuple[str, object], list[int]] = {}
+        for handle, held in self._by_handle.items():
+            if held:
+                handles.setdefault((held[0][2].conn, held[0][2].peer), []).append(handle)
+        asked: dict[tuple[str, object], tuple[list[Ts], set[IPNetwork]]] = {}   # per peer: its pieces, its full tunnel
         out = []
         for c in found:
-            known = next((a for a in asked if a[0] == c.conn and a[1] == c.peer), None)
+            known = asked.get((c.conn, c.peer))
             if known is None:
-                if everyone is None:   # the one pass over every Child SA's claims
-                    everyone = [e for held in self._by_handle.values() for e in held]
-                known = self._peer_widened(c.conn, c.peer, everyone)
-                asked.append(known)
-            pieces, full = known[2], known[3]
+                known = asked[c.conn, c.peer] = self._peer_widened(handles.get((c.conn, c.peer), []))
+            pieces, full = known
             own = next((ts for ts in pieces if ts.contains(c.ts)), c.ts)
             out.append((dataclasses.replace(c, ts=own) if set(own.networks()) <= full else c, pieces))
         return out
 
-    def _peer_widened(self, conn: str, peer: object,
-                      everyone: list[_Entry]) -> tuple[str, object, list[Ts], set[IPNetwork]]:
-        """Every Child SA of ``peer`` on ``conn`` widened (each once), across what the others hold
-        (the peer's own Child SAs are no others: what it holds itself joins nothing), and the
-        networks of them that are a full tunnel (default_routes), if any."""
-        mine = [handle for handle, held in self._by_handle.items()
-                if held and held[0][2].conn == conn and held[0][2].peer == peer]
-        skip = set(mine)
-        others = Held.of((e[0], e[1], e[2].ts) for e in everyone if e[2].handle not in skip)
-        pieces = [ts for handle in mine for ts in _widened([e[2].ts for e in self._by_handle[handle]], others)]
-        return conn, peer, pieces, default_routes([net for ts in pieces for net in ts.networks()])
+    def _peer_widened(self, mine: list[int]) -> tuple[list[Ts], set[IPNetwork]]:
+        """Every Child SA ``mine`` of a peer on a connection widened (each once), across what the
+        others hold (the peer's own Child SAs are no others: what it holds itself joins nothing),
+        and the networks of them that are a full tunnel (default_routes), if any.  Only a Child SA
+        with two pieces of one kind can be widened (_widened joins only those): the others' claims
+        are merged (a pass over all claims) only for such a peer, so peers that split a subnet by
+        ports or protocol cost their own claims only (review revfull4 F3)."""
+        if not any(_joinable(self._by_handle[handle]) for handle in mine):
+            pieces = [ts for handle in mine for ts in sorted((e[2].ts for e in self._by_handle[handle]), key=_order)]
+        else:
+            skip = set(mine)
+            others = Held.of((e[0], e[1], e[2].ts) for handle, held in self._by_handle.items() if handle not in skip
+                             for e in held)
+            pieces = [ts for handle in mine for ts in _widened([e[2].ts for e in self._by_handle[handle]], others)]
+        return pieces, default_routes([net for ts in pieces for net in ts.networks()])
+
+
+def _order(t: Ts) -> tuple[int, int, int, int, int]:
+    """Selectors by kind (version, protocol, ports), then address: as _widened goes through them."""
+    return t.version, t.protocol, t.start_port, t.end_port, int(t.start)
+
+
+def _joinable(held: Sequence[_Entry]) -> bool:
+    """Two of a Child SA's claims are of one kind (version, protocol, ports): _widened may join them."""
+    kinds = {(e[2].ts.version, e[2].ts.protocol, e[2].ts.start_port, e[2].ts.end_port) for e in held}
+    return len(kinds) < len(held)
 
 
 def _widened(held: Sequence[Ts], others: Held) -> list[Ts]:
@@ -289,7 +308,7 @@ def _widened(held: Sequence[Ts], others: Held) -> list[Ts]:
     addresses between them are all held by ``others`` for that traffic: what was cut out of a proposal
     or an answer for others' sake (0.0.0.0/0 without a manual tunnel's 10.2.2.0/24 is 0.0.0.0/0 again;
     not without a claim of its tcp/22 only, whose other traffic is nobody's: review revclaims3 F4)."""
-    pieces = sorted(held, key=lambda t: (t.version, t.protocol, t.start_port, t.end_port, int(t.start)))
+    pieces = sorted(held, key=_order)
     out: list[Ts] = []
     for ts in pieces:
         last = out[-1] if out else None

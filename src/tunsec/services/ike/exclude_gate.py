@@ -12,7 +12,12 @@ can send one datagram with a made-up source): it gets no route (review revfull F
 datagram would have routed an address of the attacker's choice around the full tunnel, in clear) and
 leaves by the interface of the host's own path to it (IP_PKTINFO's ipi_ifindex, pktinfo.sendto: the
 kernel's lookup then skips the TUN's routes; on port 4500 the worker's SEND_IKE carries it as OIF, review
-revfull3 F1), or, where no path is known, into the TUN as the routes say, counted.
+revfull3 F1), or, where no path is known, into the TUN as the routes say, counted.  Never as routed when
+that interface is refused (gone: a recreated uplink's stale ifindex): counted (uplink_failed), and the
+host's paths listed again for the retransmit (review revfull4 F1).  IKE of an up IKE SA without MOBIKE to
+where its peer floated (exclude_trust.Trust.UNPROVEN) is dropped, counted (unproven_float): answered by the
+uplink its DPD would succeed while its ESP goes into the TUN; unanswered, the peer reconnects (review
+revfull4 F2).
 
 The check is in memory for every datagram sent; only a trusted captured address without an exclude
 route waits, its datagrams held (a few: IKE retransmits the rest), at most WAITING_MAX addresses at once
@@ -27,17 +32,21 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tunsec.dataplane.exclude import ExcludeRoutes, IPAddress, IPNetwork, best_path, captured
 from tunsec.ike.endpoint import Datagram
+from tunsec.pktinfo import GONE
 from tunsec.policy.selector import parse_ip
+from tunsec.services.ike.exclude_trust import Trust
 
 log = logging.getLogger("tunsec.ike")
 
 HELD_PER_PEER = 8   # datagrams held per address while its exclude route goes in
 WAITING_MAX = 64    # addresses waiting for their exclude route at once (a burst of clients authenticating)
+REFRESH_MIN = 1.0   # seconds between two listings of the host's paths after sends by a refused interface
 
 
 @dataclass
@@ -47,17 +56,24 @@ class GateStats:
     uplink: int = 0     # IKE to an unauthenticated captured address sent by the uplink's interface, no route
     into_tun: int = 0   # such IKE that could not be (no path known): into the TUN, as routed
     dropped: int = 0    # datagrams dropped: WAITING_MAX addresses waited already, or HELD_PER_PEER of its own
+    uplink_failed: int = 0   # IKE by the uplink's interface the kernel refused (gone: a recreated uplink)
+    unproven_float: int = 0  # IKE of an up IKE SA without MOBIKE to where it floated: dropped
+
+
+# no TUN: the counters all 0, built once (dataclasses.asdict per status request kept memory behind:
+# test_ike_memory)
+_NO_GATE = {"held": 0, "refused": 0, **dataclasses.asdict(GateStats())}
 
 
 def exclude_counters(gate: ExcludeGate | None) -> dict[str, int]:
     """The status document's ``exclude_routes`` (all 0 without a TUN)."""
     if gate is None:
-        return {"held": 0, "refused": 0, "uplink": 0, "into_tun": 0, "dropped": 0}
+        return dict(_NO_GATE)
     return {"held": len(gate.routes.held), "refused": gate.routes.refused, **dataclasses.asdict(gate.stats)}
 
 
-def _never(ip: IPAddress, data: bytes) -> bool:
-    return False
+def _never(ip: IPAddress, data: bytes) -> Trust | bool:
+    return Trust.NONE
 
 
 @dataclass
@@ -70,11 +86,12 @@ class ExcludeGate:
     send: Callable[[Datagram], None]            # sends a held datagram (IkeSockets.send)
     static: Callable[[], list[IPAddress]]     # the connections' peer addresses: trusted, never swept
     spawn: Callable[[object], object]         # runs a coroutine as a task the service awaits at shutdown
-    trusted: Callable[[IPAddress, bytes], bool] = _never   # an authenticated IKE SA's peer (exclude_trust.py)
+    trusted: Callable[[IPAddress, bytes], Trust | bool] = _never   # an authenticated IKE SA's peer (exclude_trust.py)
     clear: set[IPAddress] = field(default_factory=set)   # trusted, checked: not captured (or its route refused)
     waiting: dict[IPAddress, list[Datagram]] = field(default_factory=dict)
     stats: GateStats = field(default_factory=GateStats)
     _busy: bool = False   # the one task adding the waiting addresses' routes runs
+    _refreshed: float = float("-inf")   # when the host's paths were last listed after a refused send
 
     def check(self, ip: IPAddress, datagram: Datagram) -> int | None:
         """None: the datagram waits for ip's exclude route (sent once it is in), or is dropped.  Else it is
@@ -84,8 +101,13 @@ class ExcludeGate:
         nets = self.tun_nets()
         if not any(ip in n for n in nets if n.version == ip.version):
             return 0   # not cached: a gateway's clients outside its tunnels would fill the set
-        if ip not in self.static() and not self.trusted(ip, datagram.data):
-            return self._uplink(ip, nets)
+        if ip not in self.static():
+            trust = self.trusted(ip, datagram.data)
+            if trust is Trust.UNPROVEN:
+                self.stats.unproven_float += 1
+                return None
+            if not trust:
+                return self._uplink(ip, nets)
         held = self.waiting.get(ip)
         if held is None:
             if len(self.waiting) >= WAITING_MAX:
@@ -110,6 +132,27 @@ class ExcludeGate:
             self.stats.into_tun += 1
             return 0
         return path.oif if captured(ip, nets, path) else 0
+
+    def sent(self, err: int | None) -> None:
+        """A datagram given an interface by _uplink was sent (err None) or refused (err: its errno, 0 if
+        unknown: the worker's).  A gone interface, or an unknown error, has the host's paths listed again
+        (at most every REFRESH_MIN s, in a thread), so that the retransmit leaves by the new one."""
+        if err is None:
+            self.stats.uplink += 1
+            return
+        self.stats.uplink_failed += 1
+        if err and err not in GONE:
+            return
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_MIN:
+            self._refreshed = now
+            self.spawn(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            await asyncio.to_thread(self.routes.refresh)
+        except OSError as err:
+            log.warning("the host's paths for IKE by the uplink not listed again: %s", err.strerror or err)
 
     async def _exclude(self) -> None:
         """The waiting addresses' exclude routes, all in one netlink job, until none waits."""

@@ -8,10 +8,13 @@ the keys and may send from any source; review revfull3 F2): while a MOBIKE updat
 check is under way only the checked address (``esp_remote``, where ESP still goes), the new one once the
 check succeeded; a peer without MOBIKE only at the address it authenticated from (IkeSaUp's): a NAT float
 is a request from that address and no more, so IKE there leaves by the uplink's interface and gets no
-exclude route (its ESP then follows the TUN's routes until the peer reconnects, or uses MOBIKE)."""
+exclude route.  Nor does the gate answer it there (Trust.UNPROVEN: dropped, counted): its ESP would follow the
+TUN's routes while its DPD succeeded by the uplink, and it would never reconnect; unanswered, its DPD fails
+and it connects again from the new address, which it then proves (review revfull4 F2)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Container, Mapping
 
 from tunsec.ike.address_role import unmapped
@@ -29,8 +32,19 @@ def our_spi(data: bytes) -> bytes | None:
     return data[0:8] if data[19] & HeaderFlag.INITIATOR else data[8:16]
 
 
+class Trust(enum.Enum):
+    """What the gate may do with IKE to an address: true only for PROVEN (an exclude route)."""
+
+    NONE = "none"           # no authenticated IKE SA's proven peer: by the uplink's interface
+    PROVEN = "proven"       # the authenticated peer's proven address: an exclude route
+    UNPROVEN = "unproven"   # an up IKE SA without MOBIKE, to where it floated: not answered there
+
+    def __bool__(self) -> bool:
+        return self is Trust.PROVEN
+
+
 def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes] | Mapping[bytes, IkeUpRecord], ip: IPAddress,
-                       data: bytes) -> bool:
+                       data: bytes) -> Trust:
     """data (a message we send to ip) belongs to an IKE SA whose peer is at ip and is authenticated: the
     SA is up (``up``: the service's established SAs by our SPI, filled on IkeSaUp before its IKE_AUTH
     answer leaves), or its initiation follows a REDIRECT in IKE_AUTH; and ip is an address the peer proved
@@ -39,18 +53,22 @@ def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes] | Mapping[byt
     spi = our_spi(data)
     sa = endpoint.sa_by_spi(spi) if spi is not None else None
     if sa is None or sa.is_closed:
-        return False
+        return Trust.NONE
     if target_authenticated(sa):
-        return _same(sa.remote_addr[0], ip)
+        return _trust(_same(sa.remote_addr[0], ip))
     if sa.local_spi not in up:
-        return False
+        return Trust.NONE
     # esp_remote: remote_addr, unless a MOBIKE update's return routability check is under way
     if not _same(sa.esp_remote[0], ip):
-        return False
+        return Trust.NONE
     record = up.get(sa.local_spi) if isinstance(up, Mapping) else None
-    if record is None or sa.mobike:
-        return True
-    return _same(record.ev.remote_addr[0], ip)   # a NAT float proves nothing
+    if record is None or sa.mobike or _same(record.ev.remote_addr[0], ip):
+        return Trust.PROVEN
+    return Trust.UNPROVEN   # a NAT float proves nothing
+
+
+def _trust(proven: bool) -> Trust:
+    return Trust.PROVEN if proven else Trust.NONE
 
 
 def _same(addr: str, ip: IPAddress) -> bool:

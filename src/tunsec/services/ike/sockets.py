@@ -142,9 +142,8 @@ class IkeSockets:
         if local_port == NATT_PORT:
             # the worker's socket, by the uplink's interface as on port 500 (SEND_IKE's OIF): an EAP
             # client's IKE_AUTH rounds before its SA is up (review revfull3 F1)
+            # counted by the gate as the worker answers (_natt_answered, _natt_failed)
             self._send_natt(data, Endpoint(ip, addr[1]), source, oif)
-            if oif and self.gate is not None:
-                self.gate.stats.uplink += 1
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -159,10 +158,12 @@ class IkeSockets:
         wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
         try:   # not contextlib.suppress: an object and two method calls per datagram
             pktinfo.sendto(s, data, addr, source if wildcard else None, oif)
+        except OSError as err:
             if oif and self.gate is not None:
-                self.gate.stats.uplink += 1
-        except OSError:
-            pass
+                self.gate.sent(err.errno or 0)   # by the uplink, refused: counted (review revfull4 F1)
+            return
+        if oif and self.gate is not None:
+            self.gate.sent(None)
 
     def socket(self, family: int, port: int) -> socket.socket | None:
         """The socket bound to ``port``: where a request came in, or an initiator's local_port
@@ -214,10 +215,10 @@ class IkeSockets:
         # callback per datagram: one is scheduled and run a turn later, ~6k instructions)
         try:
             sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local, oif),
-                                              lambda replies: self._natt_answered(remote, sent, replies),
-                                              lambda err: self._natt_failed(remote, sent, err))
+                                              lambda replies: self._natt_answered(remote, sent, replies, oif),
+                                              lambda err: self._natt_failed(remote, sent, err, oif))
         except WorkerError as err:
-            self._send_failed(remote, str(err))
+            self._send_failed(remote, str(err), oif)
             return
         now = self.clock()
         self._give_up_natt(now, NATT_SENDS_MAX - 1)
@@ -252,16 +253,21 @@ class IkeSockets:
 
     # (a SEND_IKE given up, _give_up_natt, is counted there and gets neither: cancelled)
     def _natt_answered(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]],
-                       replies: list[pipe.Reply]) -> None:
+                       replies: list[pipe.Reply], oif: int = 0) -> None:
         self.natt_sends.pop(sent, None)
         if (bad := next((r.errno for r in replies if r.errno is not Errno.OK), None)) is not None:
-            self._send_failed(remote, bad.name)
+            self._send_failed(remote, bad.name, oif)
+        elif oif and self.gate is not None:
+            self.gate.sent(None)
 
-    def _natt_failed(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]], err: WorkerError) -> None:
+    def _natt_failed(self, remote: Endpoint, sent: asyncio.Future[list[pipe.Reply]], err: WorkerError,
+                     oif: int = 0) -> None:
         self.natt_sends.pop(sent, None)
-        self._send_failed(remote, str(err))
+        self._send_failed(remote, str(err), oif)
 
-    def _send_failed(self, remote: Endpoint, why: str) -> None:
+    def _send_failed(self, remote: Endpoint, why: str, oif: int = 0) -> None:
+        if oif and self.gate is not None:
+            self.gate.sent(0)   # the worker's errno says less than the kernel's: the paths listed again
         if (held := self._send_log.admit()) is not None:
             log.warning("sending IKE to %s failed: %s%s", remote.addr, why, suffix(held))
 
