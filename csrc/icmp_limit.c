@@ -2,10 +2,13 @@
  * the only signal that shrinks a sender's packets to what the tunnel carries (PMTU discovery);
  * with one bucket for every sender, one source sending oversized DF packets at 100/s (a LAN host,
  * or a road warrior looping them through its own tunnel) took every answer and left the others'
- * flows black-holed.  So each sender has a share first, in slots the keyed source hash picks (an
- * IPv6 one by its dos.ipv6_source_prefix, as the INVALID_SPI limiter counts sources), and then all
- * together a larger budget, near Linux's icmp_msgs_per_sec (1000/s, burst 50).  Both are GCRA
- * buckets on one _Atomic each: the loop threads share them without a lock, nothing is allocated. */
+ * flows black-holed.  So each sender has a share first, in slots the keyed hash of its whole address
+ * picks, and then all together a larger budget, near Linux's icmp_msgs_per_sec (1000/s, burst 50).
+ * Not by dos.ipv6_source_prefix as the INVALID_SPI limiter counts outer sources: these senders are
+ * the hosts whose packets enter the tunnel, a protected LAN's, all of one /64, so by prefix one host
+ * took every IPv6 neighbour's answers (review revcfg F3).  A host that makes up source addresses
+ * gets more shares, but never more than the budget of all.  Both are GCRA buckets on one _Atomic
+ * each: the loop threads share them without a lock, nothing is allocated. */
 #include "internal.h"
 #include "limit.h"
 
@@ -19,8 +22,8 @@
 bool ts_icmp_limit_ok(ts_dp *dp, const ts_flow *f) {
     ts_addr src = {.family = f->family};
     memcpy(src.addr, f->src, f->family == 4 ? 4 : 16);
-    /* the high bits: a sender that shares an INVALID_SPI slot (the low bits) need not share this one */
-    _Atomic uint64_t *slot = &dp->icmp_src_tat_ns[(ts_source_hash(dp, &src) >> 40) & (TS_ICMP_SOURCE_SLOTS - 1)];
+    /* the high bits: a sender that shares a known-IKE slot (bits 32..) need not share this one */
+    _Atomic uint64_t *slot = &dp->icmp_src_tat_ns[(ts_address_hash(dp, &src) >> 40) & (TS_ICMP_SOURCE_SLOTS - 1)];
     uint64_t now = limiter_now(dp);
     /* the sender's own share first, so a sender over it takes nothing from the others' budget */
     if (!bucket_ok(slot, now, ICMP_SOURCE_INTERVAL_NS, ICMP_SOURCE_BURST))

@@ -72,15 +72,22 @@ def test_many_senders_at_once_share_a_budget_larger_than_one_senders() -> None:
     assert dp.drops()["icmp_suppressed"] == 60 - ALL_BURST
 
 
-def test_an_ipv6_sender_is_counted_by_its_prefix() -> None:
-    """Fix of review revpeerdos F2: a host owns its /64 (dos.ipv6_source_prefix), so 20 packets from
-    20 addresses of one /64 get one sender's share; a sender of another /64 is still answered."""
+def test_an_ipv6_sender_is_counted_by_its_whole_address() -> None:
+    """Fix of review revcfg F3 (it was counted by its /64, fix of revpeerdos F2): the senders are the
+    hosts whose packets enter the tunnel, a LAN's, all of one /64, so each address has its share:
+    20 packets from one address get one share, its /64 neighbour and a sender of another /64 are
+    still answered, and 60 addresses of one /64 (a host making them up) get no more than the budget
+    of all."""
     dp = _stopped(ANY6)
 
     def big6(src: str) -> bytes:
         return bytes(IPv6(src=src, dst="fd02::1") / UDP(sport=1, dport=2) / Raw(b"\x5a" * 1500))
 
-    answers = [dp.outbound(big6(f"fd01:0:0:1::{i + 1:x}"))[3] for i in range(20)]
+    answers = [dp.outbound(big6("fd01:0:0:1::1"))[3] for _ in range(20)]
     assert sum(1 for a in answers if a) == SOURCE_BURST
-    answer = dp.outbound(big6("fd01:0:0:2::1"))[3]
-    assert answer and IPv6(answer)[ICMPv6PacketTooBig].mtu == MTU
+    # (a neighbour whose slot the keyed hash makes the flooder's, 1 in 256, shares its share)
+    others = [dp.outbound(big6(a))[3] for a in ("fd01:0:0:1::2", "fd01:0:0:1::3", "fd01:0:0:2::1", "fd01:0:0:2::2")]
+    answered = [a for a in others if a]
+    assert len(answered) >= 3 and all(IPv6(a)[ICMPv6PacketTooBig].mtu == MTU for a in answered)
+    made_up = [dp.outbound(big6(f"fd01:0:0:1::{i + 4:x}"))[3] for i in range(60)]
+    assert sum(1 for a in made_up if a) == ALL_BURST - SOURCE_BURST - len(answered)
