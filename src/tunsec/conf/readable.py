@@ -38,7 +38,8 @@ def files_holding_keys(root: Section, files: Iterable[str]) -> list[str]:
 
 def readable_secret_warnings(files: Iterable[str]) -> list[ConfigIssue]:
     """One warning per regular file others (``o+r``) may read; the files are those holding keys
-    (Config.sensitive_files: files_holding_keys and the private keys loaded).  A file on a pipe (``-c <(...)``) or gone since has no mode worth asking."""
+    (Config.sensitive_files: files_holding_keys and the private keys loaded).  A file on a pipe
+    (``-c <(...)``) or gone since has no mode worth asking."""
     out: list[ConfigIssue] = []
     for path in dict.fromkeys(files):
         try:
