@@ -24,7 +24,7 @@ from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.readable import files_holding_keys, readable_secret_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
-from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text
+from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text, withhold_tails
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
 from tunsec.policy.pools import PoolConfig
 from tunsec.radius.settings import RadiusSettings
@@ -155,7 +155,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
             radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip
     if issues:
-        raise ConfigError(_ordered(issues, files))
+        raise ConfigError(_ordered(withhold_tails(root, issues), files))
     return Config(
         path=path,
         tunsec=tunsec,
@@ -164,14 +164,14 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
         ike_secrets=tuple(psks),
         pools=pools,
         radius=radius,
-        warnings=tuple(_ordered([
+        warnings=tuple(_ordered(withhold_tails(root, [
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *ike_inside_manual_warnings(manual, connections, pools),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
-        ], files)),
+        ], "a warning"), files)),
         files=tuple(files), unchecked=tuple(record.unchecked),
         sensitive_files=(*files_holding_keys(root, files), *creds.key_files),
     )
