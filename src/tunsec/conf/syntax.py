@@ -224,44 +224,33 @@ class _SettingsParser:
         stack: tuple[str, ...],
     ) -> None:
         """Statements until the matching '}' (or the end of the file at top level)."""
-        outer = self.hiding
+        outer = self.hiding   # a nested section's statements leave the enclosing one's as it was
         try:
-            self._statements(cur, section, depth, opened_at, stack)
+            while True:
+                cur.skip_blanks()
+                c = cur.peek()
+                self.hiding = self._tail_at(cur, section) if c else section.tail
+                if c == "":
+                    self._unclosed(cur, section, opened_at)
+                    return
+                if c == "\n":
+                    cur.next()
+                elif c == "}":
+                    line = cur.line
+                    cur.next()
+                    if opened_at is not None:
+                        return
+                    self.error(cur.file, line, section.path, "'}' without a matching '{'")
+                else:
+                    self._statement(cur, section, depth, stack)
         finally:
             self.hiding = outer
 
-    def _statements(
-        self,
-        cur: _Cursor,
-        section: Section,
-        depth: int,
-        opened_at: int | None,
-        stack: tuple[str, ...],
-    ) -> None:
-        while True:
-            cur.skip_blanks()
-            c = cur.peek()
-            self.hiding = self._tail_at(cur, section) if c else section.tail
-            if c == "":
-                if opened_at is not None:
-                    self.error(
-                        cur.file,
-                        opened_at,
-                        section.path,
-                        f"section '{section.name}' is never closed (missing '}}')",
-                    )
-                    section.damaged = True
-                return
-            if c == "\n":
-                cur.next()
-            elif c == "}":
-                line = cur.line
-                cur.next()
-                if opened_at is not None:
-                    return
-                self.error(cur.file, line, section.path, "'}' without a matching '{'")
-            else:
-                self._statement(cur, section, depth, stack)
+    def _unclosed(self, cur: _Cursor, section: Section, opened_at: int | None) -> None:
+        """The end of the file: an error if the section was opened (not the top level)."""
+        if opened_at is not None:
+            self.error(cur.file, opened_at, section.path, f"section '{section.name}' is never closed (missing '}}')")
+            section.damaged = True
 
     def _statement(self, cur: _Cursor, section: Section, depth: int, stack: tuple[str, ...]) -> None:
         line = cur.line
