@@ -19,11 +19,19 @@
 #define ICMP_INTERVAL_NS 1000000ull            /* all senders: 1000 answers a second ... */
 #define ICMP_BURST 50                          /* ... after a burst of 50 */
 
+/* the high bits: a sender that shares a known-IKE slot (bits 32..) need not share this one */
+static unsigned source_slot(const ts_dp *dp, const ts_addr *src) {
+    return (unsigned)(ts_address_hash(dp, src) >> 40) & (TS_ICMP_SOURCE_SLOTS - 1);
+}
+
+unsigned ts_test_icmp_source_slot(ts_dp *dp, const ts_addr *src) {
+    return source_slot(dp, src);
+}
+
 bool ts_icmp_limit_ok(ts_dp *dp, const ts_flow *f) {
     ts_addr src = {.family = f->family};
     memcpy(src.addr, f->src, f->family == 4 ? 4 : 16);
-    /* the high bits: a sender that shares a known-IKE slot (bits 32..) need not share this one */
-    _Atomic uint64_t *slot = &dp->icmp_src_tat_ns[(ts_address_hash(dp, &src) >> 40) & (TS_ICMP_SOURCE_SLOTS - 1)];
+    _Atomic uint64_t *slot = &dp->icmp_src_tat_ns[source_slot(dp, &src)];
     uint64_t now = limiter_now(dp);
     /* the sender's own share first, so a sender over it takes nothing from the others' budget */
     if (!bucket_ok(slot, now, ICMP_SOURCE_INTERVAL_NS, ICMP_SOURCE_BURST))
