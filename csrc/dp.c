@@ -466,8 +466,9 @@ uint64_t ts_source_hash(const ts_dp *dp, const ts_addr *src) {
  * whatever address it sends from, so a host's 2^64 addresses give it nothing more; by /64, every
  * road warrior of an office or
  * Wi-Fi LAN shared one share of 32 for its DPD, rekeys and DELETEs, and an insider with two
- * identities sending its own SPIs from one address of the LAN filled it for all of them */
-static uint64_t address_hash(const ts_dp *dp, const ts_addr *src) {
+ * identities sending its own SPIs from one address of the LAN filled it for all of them; and the
+ * ICMP too-big answers' per-sender share (icmp_limit.c, review revcfg F3) */
+uint64_t ts_address_hash(const ts_dp *dp, const ts_addr *src) {
     return hash_source(dp, src, WHOLE_ADDRESS);
 }
 
@@ -482,7 +483,7 @@ static unsigned ike_source_slot(const ts_dp *dp, const ts_addr *src) {
 
 /* a known datagram's sender's slot in the known shares: by its whole address */
 static unsigned ike_known_source_slot(const ts_dp *dp, const ts_addr *src) {
-    return (unsigned)(address_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
+    return (unsigned)(ts_address_hash(dp, src) >> 32) & (TS_IKE_SOURCE_SLOTS - 1);
 }
 
 unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src) {

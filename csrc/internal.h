@@ -294,6 +294,9 @@ bool ts_icmp_limit_ok(ts_dp *dp, const ts_flow *f);
 /* the keyed hash of a source address, an IPv6 one by its dos.ipv6_source_prefix (dp.c): the per-source
  * limiters' slots */
 uint64_t ts_source_hash(const ts_dp *dp, const ts_addr *src);
+/* the keyed hash of the whole source address, whatever dos.ipv6_source_prefix is (dp.c): the shares
+ * of senders that are not anyone on the Internet (known IKE datagrams, ICMP too-big answers) */
+uint64_t ts_address_hash(const ts_dp *dp, const ts_addr *src);
 
 /* ---- offloads (offload.c) --------------------------------------------------- */
 typedef void (*ts_gro_emit)(void *ctx, const uint8_t *p, size_t len);
@@ -339,7 +342,7 @@ typedef struct ts_event_slot {
  *   identities (credentials) at least to fill it;
  * - its sender's: TS_IKE_KNOWN_PER_SOURCE in the source slots (apart from the unknown ones' shares,
  *   which a spoofed flood fills): peers with several identities on one address (or one whose slot
- *   it shares) are held to it.  By its whole address, an IPv6 one's too (dp.c address_hash, not the
+ *   it shares) are held to it.  By its whole address, an IPv6 one's too (dp.c ts_address_hash, not the
  *   prefix the others count under, whatever dos.ipv6_source_prefix is): the peer's share bounds what its host's 2^64 addresses get, and
  *   by /64 a LAN's road warriors had one share, an insider's two identities enough to fill it
  *   (review revfastfix F1).  It is twice a peer's share, so a peer that spoofs another's address

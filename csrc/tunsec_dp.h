@@ -393,6 +393,11 @@ unsigned ts_test_ike_known_source_slot(ts_dp *dp, const ts_addr *src);
  * one slot share one share, so a test that wants peers held apart picks ids whose slots differ */
 unsigned ts_test_ike_peer_slot(ts_dp *dp, uint64_t peer);
 
+/* ICMP too-big test hook: the slot of src's share of the answers (its whole address hashed with
+ * this context's random key); senders in one slot share one share, so a test that wants senders
+ * limited apart picks addresses whose slots differ. */
+unsigned ts_test_icmp_source_slot(ts_dp *dp, const ts_addr *src);
+
 /* SAD test hook: the most SAs in one bucket of the SPI hash (keyed per context, so that peers,
  * who choose our outbound SPIs, cannot chain theirs together) */
 size_t ts_test_sad_longest_chain(ts_dp *dp);

@@ -140,9 +140,17 @@ static void test_icmp_share(void) {
         answered += icmp > 0;
     }
     CHECK(answered == 10);
+    ts_addr flooder = {.family = 4};
+    memcpy(flooder.addr, bufA + 12, 4);
+    unsigned flooders = ts_test_icmp_source_slot(pr.tx, &flooder);
     int sources = 0;
-    for (;; sources++) {                /* 10.9.x.y: one packet each, till the shared burst is spent */
-        bufA[12] = 10, bufA[13] = 9, bufA[14] = (uint8_t)(sources / 200), bufA[15] = (uint8_t)(1 + sources % 200);
+    for (int n = 0;; sources++) {       /* 10.9.x.y: one packet each, till the shared burst is spent */
+        ts_addr next = {.family = 4};
+        do {                            /* not one in the flooder's slot (1 in 256: its share is spent) */
+            next.addr[0] = 10, next.addr[1] = 9, next.addr[2] = (uint8_t)(n / 200), next.addr[3] = (uint8_t)(1 + n % 200);
+            n++;
+        } while (ts_test_icmp_source_slot(pr.tx, &next) == flooders);
+        memcpy(bufA + 12, next.addr, 4);
         bufA[10] = bufA[11] = 0;
         put16(bufA + 10, csum(bufA, 20));
         CHECK(out1(pr.tx, bufA, len, bufB, &drop, &icmp) == 0 && drop == TS_DROP_TOO_BIG);

@@ -39,6 +39,10 @@ class LogLimiter:
         """Lines dropped since the last one that passed."""
         return self._held
 
+    def forget_held(self) -> None:
+        """The held count is reported elsewhere (PeerLogLimiter: an evicted peer's)."""
+        self._held = 0
+
     def admit(self) -> int | None:
         """None: drop this line.  Else how many lines were dropped since the last one that passed."""
         now = self.clock()
@@ -66,7 +70,10 @@ class PeerLogLimiter:
     drop every line, the others' authentication failures too).  At most ``cap`` peers are held,
     by Space-Saving as SourceLimiter's tally: a new peer past the cap takes the smallest entry's
     place and count + 1, so a busy peer keeps its entry (and its limit) however many others come;
-    what the evicted entry held is reported with the next line admitted."""
+    what the evicted entry held is reported with the next line admitted.  The new peer also takes
+    the evicted entry's limiter, its burst as far as spent (Space-Saving's overestimate applied to
+    the limit: the newcomer may be the evicted peer back), so peers rotating past the cap share
+    ``cap`` bursts instead of each eviction starting a full one (review revcfg F4)."""
 
     burst: int = 10
     period: float = 60.0
@@ -80,7 +87,7 @@ class PeerLogLimiter:
         one passed (with those of evicted peers)."""
         entry = self._peers.get(peer)
         if entry is None:
-            entry = self._peers[peer] = _PeerEntry(LogLimiter(self.burst, self.period, self.clock), self._evict())
+            entry = self._peers[peer] = self._evict() or _PeerEntry(LogLimiter(self.burst, self.period, self.clock), 0)
         entry.count += 1
         held = entry.limiter.admit()
         if held is None:
@@ -88,14 +95,17 @@ class PeerLogLimiter:
         held, self._lost = held + self._lost, 0
         return held
 
-    def _evict(self) -> int:
-        """Room for one more peer; the count it starts from (O(cap), only past the cap)."""
+    def _evict(self) -> _PeerEntry | None:
+        """Past the cap, the smallest entry, removed, for a new peer to go on from: its count and its
+        limiter, whose held lines move to those reported with the next line admitted (O(cap), only
+        past the cap).  None below the cap: the new peer starts afresh."""
         if len(self._peers) < self.cap:
-            return 0
+            return None
         smallest = min(self._peers, key=lambda k: self._peers[k].count)
         gone = self._peers.pop(smallest)
         self._lost += gone.limiter.holding
-        return gone.count
+        gone.limiter.forget_held()
+        return gone
 
     def __len__(self) -> int:
         return len(self._peers)

@@ -54,3 +54,35 @@ def test_a_quoted_secret_holding_a_brace_loads_and_closing_braces_on_its_line_st
                                  'secrets { ike { secret = "Tr0ub4dor}' + TAIL + '" } }  # the PSK')
     cfg = parse_config(text, "tunsec.conf")
     assert [s.secret.reveal() for s in cfg.ike_secrets] == [b"Tr0ub4dor}" + TAIL.encode()]
+
+
+STRONG = "0sQ29ycmVjdC1Ib3JzZS1CYXR0ZXJ5LVN0YXBsZS0xMjM0NQ=="
+WITHHELD = "what follows the '}' that ends this value on its line has"
+
+
+@pytest.mark.parametrize("tail", [
+    "{} = 1 }}",            # parses: a key of secrets, refused there by its validator
+    "{} {{\n x = 1 }}",     # parses: a section of secrets, on over the next line
+    "include {} }}",        # an include of a file that does not exist
+    '{} "x }}',             # an unterminated quoted string
+], ids=["key", "section-over-lines", "include", "quote"])
+def test_a_secrets_rest_after_its_brace_that_reads_on_is_not_echoed(tail: str) -> None:
+    """Review revcfg F1: strongSwan reads on after the '}' that ends a bare value, so tunsec does
+    too; but what follows may be a secret's rest, so neither the parser's nor a validator's error
+    about it names its key or shows its text: the error is the value's, at its key."""
+    text = psk_gateway().replace("secrets { ike { secret = s3cret } }",
+                                 "secrets { ike { secret = pa55}" + tail.format(TAIL) + " }")
+    shown = _errors(text)
+    assert TAIL not in shown, f"the secret's tail is in the error: {shown!r}"
+    assert f"secrets.ike.secret: {WITHHELD} an error" in shown
+
+
+def test_a_warning_about_a_secrets_rest_is_not_echoed_either() -> None:
+    """Review revcfg F1: a tail that parses as an entry with a weak PSK is warned about at the value
+    whose '}' it follows, without its name."""
+    text = psk_gateway().replace("secrets { ike { secret = s3cret } }", (
+        f"secrets {{ ike {{ id = moon.example\n secret = {STRONG} }} ike-{TAIL} {{ id = nobody.example\n"
+        " secret = short } }"))
+    said = [str(w) for w in parse_config(text, "tunsec.conf").warnings]
+    assert said and not any(TAIL in w for w in said), said
+    assert any(f"secrets.ike.secret: {WITHHELD} a warning" in w for w in said), said

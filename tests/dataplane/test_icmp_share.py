@@ -20,14 +20,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from esp_ref import ipv4_udp, new_key, sender
+from esp_ref import c_addr, ipv4_udp, new_key, sender
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
 from scapy.packet import Raw
 from tunsec.dataplane._fastpath import lib
 
 from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Action, Policy, Selector
+from tunsec.dataplane.pipe import Action, Endpoint, Policy, Selector
 
 MTU = 1400
 T0 = 1 << 62   # far ahead of CLOCK_MONOTONIC, as a stopped clock may be
@@ -72,15 +72,27 @@ def test_many_senders_at_once_share_a_budget_larger_than_one_senders() -> None:
     assert dp.drops()["icmp_suppressed"] == 60 - ALL_BURST
 
 
-def test_an_ipv6_sender_is_counted_by_its_prefix() -> None:
-    """Fix of review revpeerdos F2: a host owns its /64 (dos.ipv6_source_prefix), so 20 packets from
-    20 addresses of one /64 get one sender's share; a sender of another /64 is still answered."""
+def test_an_ipv6_sender_is_counted_by_its_whole_address() -> None:
+    """Fix of review revcfg F3 (it was counted by its /64, fix of revpeerdos F2): the senders are the
+    hosts whose packets enter the tunnel, a LAN's, all of one /64, so each address has its share:
+    20 packets from one address get one share, its /64 neighbour and a sender of another /64 are
+    still answered, and 60 addresses of one /64 (a host making them up) get no more than the budget
+    of all."""
     dp = _stopped(ANY6)
 
     def big6(src: str) -> bytes:
         return bytes(IPv6(src=src, dst="fd02::1") / UDP(sport=1, dport=2) / Raw(b"\x5a" * 1500))
 
-    answers = [dp.outbound(big6(f"fd01:0:0:1::{i + 1:x}"))[3] for i in range(20)]
+    def slot(address: str) -> int:
+        return int(lib.ts_test_icmp_source_slot(dp._dp, c_addr(Endpoint(ipaddress.ip_address(address), 0))))
+
+    answers = [dp.outbound(big6("fd01:0:0:1::1"))[3] for _ in range(20)]
     assert sum(1 for a in answers if a) == SOURCE_BURST
-    answer = dp.outbound(big6("fd01:0:0:2::1"))[3]
-    assert answer and IPv6(answer)[ICMPv6PacketTooBig].mtu == MTU
+    # senders not in the flooder's slot (1 in 256 is, by the keyed hash: it shares the spent share)
+    lan = [a for a in (f"fd01:0:0:1::{i:x}" for i in range(2, 200)) if slot(a) != slot("fd01:0:0:1::1")]
+    other = next(a for a in (f"fd01:0:0:2::{i:x}" for i in range(1, 200)) if slot(a) != slot("fd01:0:0:1::1"))
+    for address in (lan[0], other):   # a /64 neighbour, a sender of another /64
+        answer = dp.outbound(big6(address))[3]
+        assert answer and IPv6(answer)[ICMPv6PacketTooBig].mtu == MTU
+    made_up = [dp.outbound(big6(a))[3] for a in lan[1:61]]
+    assert sum(1 for a in made_up if a) == ALL_BURST - SOURCE_BURST - 2

@@ -22,9 +22,9 @@ from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
-from tunsec.conf.readable import readable_secret_warnings
+from tunsec.conf.readable import files_holding_keys, readable_secret_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
-from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text
+from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text, withhold_tails
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
 from tunsec.policy.pools import PoolConfig
 from tunsec.radius.settings import RadiusSettings
@@ -59,8 +59,9 @@ class Config:
     files: tuple[str, ...] = field(default=(), compare=False)
     # those read from a file without root_check (privilege.check_config_files refuses them as root)
     unchecked: tuple[str, ...] = field(default=(), compare=False)
-    # the files read that hold key material: every one of files when the configuration holds a secret,
-    # and the private keys loaded (load_config warns of those every local user may read)
+    # the files read that hold key material: those of files a secret or a manual key was written in
+    # (readable.files_holding_keys), and the private keys loaded (load_config warns of those every local
+    # user may read)
     sensitive_files: tuple[str, ...] = field(default=(), compare=False)
 
     def connection(self, name: str) -> Connection:
@@ -154,7 +155,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
             radius_groups=radius is not None and radius.gives_groups,
         )  # fmt: skip
     if issues:
-        raise ConfigError(_ordered(issues, files))
+        raise ConfigError(_ordered(withhold_tails(root, issues), files))
     return Config(
         path=path,
         tunsec=tunsec,
@@ -163,16 +164,16 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
         ike_secrets=tuple(psks),
         pools=pools,
         radius=radius,
-        warnings=tuple(_ordered([
+        warnings=tuple(_ordered(withhold_tails(root, [
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *ike_inside_manual_warnings(manual, connections, pools),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
-        ], files)),
+        ], "a warning"), files)),
         files=tuple(files), unchecked=tuple(record.unchecked),
-        sensitive_files=(*(files if manual or secrets is not None or radius is not None else ()), *creds.key_files),
+        sensitive_files=(*files_holding_keys(root, files), *creds.key_files),
     )
 
 

@@ -25,9 +25,11 @@ __all__ = [
     "Section",
     "Setting",
     "Unreadable",
+    "ValueTail",
     "parse_settings",
     "parse_tree",
     "read_config_text",
+    "withhold_tails",
 ]
 
 # Deep enough for any real swanctl.conf (connections.<c>.children.<c>.x is 4),
@@ -36,14 +38,33 @@ MAX_SECTION_DEPTH = 32
 MAX_INCLUDE_DEPTH = 16
 
 
+@dataclass(frozen=True)
+class ValueTail:
+    """A bare value that ended at '}' with more statements after it on the '}''s line (strongSwan
+    reads those on, review revcfg F1).  They may be the rest of a secret that holds a '}' (``secret =
+    Tr0ub}dor = x``), so what is wrong with them, the key they are under or any of their text, is never
+    echoed: :meth:`issue` reports it at this value's ``key`` and ``line`` instead."""
+
+    file: str
+    line: int
+    key: str
+
+    def issue(self, what: str = "an error") -> ConfigIssue:
+        return ConfigIssue(self.file, self.line, self.key, (
+            f"what follows the '}}' that ends this value on its line has {what} (not shown: it may be the "
+            "rest of the value): quote a value that holds '}', or start the next statement on a new line"))
+
+
 @dataclass
 class Setting:
-    """``name = value`` with where its (last, effective) value was written."""
+    """``name = value`` with where its (last, effective) value was written.  ``tail``: written after
+    the '}' of that value on its line (its errors are that value's, see :class:`ValueTail`)."""
 
     name: str
     value: str
     file: str
     line: int
+    tail: ValueTail | None = None
 
 
 @dataclass
@@ -52,7 +73,9 @@ class Section:
 
     ``file``/``line`` are those of the first block. ``damaged`` is set when a
     syntax error occurred directly inside, so validators can skip "missing key"
-    complaints that would only repeat the syntax error.
+    complaints that would only repeat the syntax error.  ``tail``: opened after
+    the '}' that ended that value on its line, so its name and all in it are not
+    echoed (:class:`ValueTail`).
     """
 
     name: str
@@ -62,21 +85,22 @@ class Section:
     settings: dict[str, Setting] = field(default_factory=dict)
     sections: dict[str, Section] = field(default_factory=dict)
     damaged: bool = False
+    tail: ValueTail | None = None
 
     def key_path(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
 
-    def child(self, name: str, file: str, line: int) -> Section:
+    def child(self, name: str, file: str, line: int, tail: ValueTail | None = None) -> Section:
         existing = self.sections.get(name)
-        if existing is None:
-            existing = Section(name, self.key_path(name), file, line)
+        if existing is None:   # one that exists already was named elsewhere: its name is not a secret's
+            existing = Section(name, self.key_path(name), file, line, tail=tail)
             self.sections[name] = existing
         return existing
 
-    def set(self, name: str, value: str, file: str, line: int) -> None:
+    def set(self, name: str, value: str, file: str, line: int, tail: ValueTail | None = None) -> None:
         # strongSwan: a repeated key silently takes the later value.
         self.settings.pop(name, None)
-        self.settings[name] = Setting(name, value, file, line)
+        self.settings[name] = Setting(name, value, file, line, tail)
 
 
 class _Cursor:
@@ -157,9 +181,24 @@ class _SettingsParser:
         self.files: list[str] = []
         self.root_check = root_check
         self.record = record
+        # the latest value that ended at '}' with more on that line: (file, the '}''s line, the tail)
+        self.brace: tuple[str, int, ValueTail] | None = None
+        self.hiding: ValueTail | None = None   # the statement being read is that value's tail
 
     def error(self, file: str, line: int, key: str, message: str) -> None:
+        if self.hiding is not None:   # neither the key nor the text of what may be a secret's rest
+            self.issues.append(self.hiding.issue())
+            return
         self.issues.append(ConfigIssue(file, line, key, message))
+
+    def _tail_at(self, cur: _Cursor, section: Section) -> ValueTail | None:
+        """The value whose tail a statement at cur in section is: the section's, or one whose '}'
+        ended on this line."""
+        if section.tail is not None:
+            return section.tail
+        if self.brace is not None and self.brace[:2] == (cur.file, cur.line):
+            return self.brace[2]
+        return None
 
     # -- files ----------------------------------------------------------
 
@@ -185,29 +224,33 @@ class _SettingsParser:
         stack: tuple[str, ...],
     ) -> None:
         """Statements until the matching '}' (or the end of the file at top level)."""
-        while True:
-            cur.skip_blanks()
-            c = cur.peek()
-            if c == "":
-                if opened_at is not None:
-                    self.error(
-                        cur.file,
-                        opened_at,
-                        section.path,
-                        f"section '{section.name}' is never closed (missing '}}')",
-                    )
-                    section.damaged = True
-                return
-            if c == "\n":
-                cur.next()
-            elif c == "}":
-                line = cur.line
-                cur.next()
-                if opened_at is not None:
+        outer = self.hiding   # a nested section's statements leave the enclosing one's as it was
+        try:
+            while True:
+                cur.skip_blanks()
+                c = cur.peek()
+                self.hiding = self._tail_at(cur, section) if c else section.tail
+                if c == "":
+                    self._unclosed(cur, section, opened_at)
                     return
-                self.error(cur.file, line, section.path, "'}' without a matching '{'")
-            else:
-                self._statement(cur, section, depth, stack)
+                if c == "\n":
+                    cur.next()
+                elif c == "}":
+                    line = cur.line
+                    cur.next()
+                    if opened_at is not None:
+                        return
+                    self.error(cur.file, line, section.path, "'}' without a matching '{'")
+                else:
+                    self._statement(cur, section, depth, stack)
+        finally:
+            self.hiding = outer
+
+    def _unclosed(self, cur: _Cursor, section: Section, opened_at: int | None) -> None:
+        """The end of the file: an error if the section was opened (not the top level)."""
+        if opened_at is not None:
+            self.error(cur.file, opened_at, section.path, f"section '{section.name}' is never closed (missing '}}')")
+            section.damaged = True
 
     def _statement(self, cur: _Cursor, section: Section, depth: int, stack: tuple[str, ...]) -> None:
         line = cur.line
@@ -223,9 +266,9 @@ class _SettingsParser:
         c = cur.peek()
         if c == "=":
             cur.next()
-            value = self._value(cur, section, section.key_path(name))
+            value = self._value(cur, section, section.key_path(name), line)
             if value is not None:
-                section.set(name, value, cur.file, line)
+                section.set(name, value, cur.file, line, self.hiding)
         elif c == "{" or (c == "\n" and self._brace_on_later_line(cur)):
             cur.next()
             self._subsection(cur, section, name, line, depth, stack)
@@ -283,33 +326,26 @@ class _SettingsParser:
             parent.damaged = True
             self._skip_block(cur)
             return
-        child = parent.child(name, cur.file, line)
+        child = parent.child(name, cur.file, line, self.hiding)
         self._body(cur, child, depth + 1, line, stack)
 
-    def _value(self, cur: _Cursor, section: Section, key: str) -> str | None:
-        """The value after '=': parts separated by blanks, joined by one space.
+    def _value(self, cur: _Cursor, section: Section, key: str, line: int) -> str | None:
+        """The value after '=' (of ``key``, on ``line``): parts separated by blanks, joined by one space.
 
         Like strongSwan, a bare value ends at '#', '}' or the end of the line;
-        quoted parts keep their spaces. An empty value is returned as ''. A '}'
-        followed by more than braces and a comment on its line is an error (None).
+        quoted parts keep their spaces. An empty value is returned as ''. After
+        a '}' the line is read on, as strongSwan does (``a { x = 1 } b { y = 2 }``);
+        but the statements there may be a secret's rest: their errors are this
+        value's (:class:`ValueTail`).
         """
         parts: list[str] = []
         while True:
             cur.skip_spaces()
             c = cur.peek()
             if c == "}" and _word_after_brace(cur):
-                # A bare value ends at '}' (strongSwan), so a secret holding '}' would go on as a new
-                # key whose name -- the secret's tail -- an error echoes (stderr, a reload's answer,
-                # the log): refuse at the key, echo nothing of the line, and drop it.
-                self.error(
-                    cur.file,
-                    cur.line,
-                    key,
-                    "an unquoted value ends at '}' and more follows on its line: quote a value that holds '}'",
-                )
-                section.damaged = True
-                cur.skip_to_eol()
-                return None
+                # a value that is itself a tail keeps the first value's key: its own names the tail
+                tail = self.hiding or ValueTail(cur.file, line, key)
+                self.brace = (cur.file, cur.line, tail)
             if c in ("", "\n", "#", "}"):
                 return " ".join(parts)
             if c == '"':
@@ -361,7 +397,7 @@ class _SettingsParser:
             elif c == "{":
                 line = cur.line
                 cur.next()
-                scratch = Section("", section.path, cur.file, line)
+                scratch = Section("", section.path, cur.file, line, tail=self.hiding)
                 if depth + 1 > MAX_SECTION_DEPTH:
                     self._skip_block(cur)
                 else:
@@ -562,6 +598,35 @@ def parse_tree(text: str, path: str, issues: list[ConfigIssue], *, root_check: b
     stack = (os.path.realpath(path),) if os.path.exists(path) else ()
     parser.parse_text(text, path, root, 0, stack)
     return root, parser.files
+
+
+def withhold_tails(root: Section, issues: list[ConfigIssue], what: str = "an error") -> list[ConfigIssue]:
+    """``issues`` with each one about a value's tail (a key or section written after the '}' that
+    ended a value on its line, or in such a section) replaced by that value's :meth:`ValueTail.issue`:
+    a validator names keys and quotes values, which there may be a secret's rest (review revcfg F1)."""
+    tails: dict[str, ValueTail] = {}   # key path -> the value it is a tail of
+    todo = [root]
+    while todo:
+        section = todo.pop()
+        if section.tail is not None:
+            tails[section.path] = section.tail
+        tails.update((section.key_path(n), s.tail) for n, s in section.settings.items() if s.tail is not None)
+        todo.extend(section.sections.values())
+    if not tails:
+        return issues
+    return [_withheld(issue, tails, what) for issue in issues]
+
+
+def _withheld(issue: ConfigIssue, tails: dict[str, ValueTail], what: str) -> ConfigIssue:
+    """The issue, or its value's if its key is a tail's path or under one (names hold no '.' that
+    matters here: a prefix that is not a tail's path matches nothing)."""
+    key = issue.key
+    while key:
+        tail = tails.get(key)
+        if tail is not None:
+            return tail.issue(what)
+        key = key.rpartition(".")[0]
+    return issue
 
 
 def parse_settings(text: str, path: str = "<string>", issues: list[ConfigIssue] | None = None) -> Section:
