@@ -23,6 +23,7 @@ NOT_KEYS = {
     ("tunsec.conf.credentials", "Passphrase", "key"),  # the settings key the passphrase was written at
     ("tunsec.conf.errors", "ConfigIssue", "key"),  # the settings key an issue is about
     ("tunsec.ike.config", "IkeConfig", "psk_name"),  # the name of the secrets entry, not the PSK
+    ("tunsec.conf.syntax", "ValueTail", "key"),  # the settings key of a value ending at '}', never its tail
 }
 
 
