@@ -20,6 +20,7 @@ from collections.abc import Container, Mapping
 from tunsec.ike.address_role import unmapped
 from tunsec.ike.constants import IKE_HEADER_LEN, HeaderFlag
 from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.sa import IkeSa
 from tunsec.ike.sa_redirect import target_authenticated
 from tunsec.policy.selector import IPAddress, parse_ip
 from tunsec.services.ike.record import IkeUpRecord
@@ -65,6 +66,14 @@ def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes] | Mapping[byt
     if record is None or sa.mobike or _same(record.ev.remote_addr[0], ip):
         return Trust.PROVEN
     return Trust.UNPROVEN   # a NAT float proves nothing
+
+
+def kept_address(sa: IkeSa, up: Mapping[bytes, IkeUpRecord]) -> str:
+    """The address of live IKE SA ``sa`` whose exclude route the sweep keeps: for an up IKE SA without
+    MOBIKE the one it authenticated from, not where it floated (which proves nothing: else it would keep
+    a route another client proved there after that client left, and be answered by it)."""
+    record = up.get(sa.local_spi)
+    return record.ev.remote_addr[0] if record is not None and not sa.mobike else sa.remote_addr[0]
 
 
 def _trust(proven: bool) -> Trust:

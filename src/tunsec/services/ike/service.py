@@ -105,7 +105,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.exclude_gate import ExcludeGate
-from tunsec.services.ike.exclude_trust import authenticated_peer
+from tunsec.services.ike.exclude_trust import authenticated_peer, kept_address
 from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.keypool import KeyPoolRefill
@@ -354,7 +354,7 @@ class IkeService(Service):
         if (gate := self.sockets.gate) is not None:
             if reset:
                 gate.reset()
-            gate.sweep(lambda: [parse_ip(s.remote_addr[0]) for s in self.endpoint.sas if not s.is_closed])
+            gate.sweep(lambda: [parse_ip(kept_address(s, self.ike_up)) for s in self.endpoint.sas if not s.is_closed])
 
     def peer_addresses(self) -> list[IPAddress]:
         """The connections' remote_addrs: trusted for an exclude route (exclude_gate.py)."""
