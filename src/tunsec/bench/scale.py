@@ -60,6 +60,7 @@ from types import FrameType
 from typing import Any
 
 from tunsec.bench import timeline
+from tunsec.bench.harness import rcvbuf_errors
 from tunsec.bench.netns import TwoHosts
 from tunsec.bench.ping import ping_from
 from tunsec.bench.procs import (
@@ -111,6 +112,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     ccpu0 = tree_cpu_seconds(clients.pids())
     sampler = SchedSampler(gateway.pids())
     sampler.start()
+    drops0 = rcvbuf_errors(topo)   # a retransmission after a drop here is the kernel's, not the gateway's answer
     t0 = time.monotonic()
     clients.load()
     if (done := clients.wait_established(timeout)) is not None:
@@ -133,6 +135,9 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     answered = ping_from(topo.b, sorted(vips.values()), topo.a.inner4,
                          max(5.0, timeout - (time.monotonic() - t0)))
     res.pinged = len(answered)
+    drops = rcvbuf_errors(topo)
+    res.rcvbuf_gateway = drops[topo.a.ns] - drops0[topo.a.ns]
+    res.rcvbuf_clients = drops[topo.b.ns] - drops0[topo.b.ns]
     if res.pinged == clients.clients:
         res.t_pinged = time.monotonic() - t0
     res.cpu_gateway = tree_cpu_seconds(gateway.pids()) - cpu0

@@ -25,6 +25,8 @@ class ScaleResult:
     setup_median: float | None = None     # per client, IKE_SA_INIT to IKE SA up (ClientTimes.setup_seconds) ...
     setup_max: float | None = None        # ... and the slowest
     retransmits: int = 0            # requests the clients sent again (their log): answers later than 4 s, or lost
+    rcvbuf_gateway: int = 0         # UDP datagrams the kernel dropped for a full receive buffer (RcvbufErrors)
+    rcvbuf_clients: int = 0         # ... in the gateway's and the clients' namespaces, load to last ping
     main_run: float | None = None   # share of t_burst the gateway's main process (threads summed) was on a CPU
     main_wait: float | None = None  # ... runnable but waiting for one (the rest it slept: SchedSampler)
     rss_before: int = 0
@@ -101,6 +103,8 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("ms INIT to up per client, median", [_ms(r.setup_median) for r in results], 0),
         ("ms INIT to up per client, max", [_ms(r.setup_max) for r in results], 0),
         ("client retransmissions (client log)", [float(r.retransmits) for r in results], 0),
+        ("UDP receive-buffer drops, gateway namespace", [float(r.rcvbuf_gateway) for r in results], 0),
+        ("UDP receive-buffer drops, clients' namespace", [float(r.rcvbuf_clients) for r in results], 0),
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
         ("gateway RSS after, MiB", [r.rss_after / 2**20 for r in results], 1),
         ("gateway KiB per client", [r.kib_per_client for r in results], 1),
