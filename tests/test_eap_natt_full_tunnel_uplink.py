@@ -39,7 +39,7 @@ UPLINK = 7
 
 
 class Routes:
-    """ExcludeRoutes' surface the gate uses: the host's default route by the uplink, no route held."""
+    """ExcludeRoutes' surface the gate uses: the host's default route by the uplink; records routes asked."""
 
     def __init__(self) -> None:
         self.held: dict[Any, Path] = {}

@@ -29,6 +29,7 @@ import io
 import ipaddress
 import time
 from pathlib import Path
+from typing import TypeVar
 
 from f2b import fail2ban_regex
 from test_ikeservice_peers import GW, Gateway, psk_ike, run, site_ip, site_net
@@ -42,31 +43,37 @@ from tunsec.ike.events import AuthFailed, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.secret import Secret
 
+T = TypeVar("T")
 WRONG = Secret(b"not the shared secret at all")
 
 
-async def _forge_failure(gw: Gateway, victim: str) -> None:
-    """One IKE_SA_INIT + IKE_AUTH with a wrong PSK, every datagram handed up as the worker would hand
-    up one from ``victim`` port 4500, the answers to ``victim`` taken from the worker's SEND_IKEs."""
-    cfg = dataclasses.replace(site_cfg(0), psk=WRONG)
-    attacker = IkeEndpoint([cfg])
-    attacker.initiate(cfg.name, "net", time.monotonic())
-    claimed = Endpoint(ipaddress.ip_address(victim), 4500)
+async def through_worker(gw: Gateway, cfg: IkeConfig, claimed: str, wanted: type[T]) -> T:
+    """One IKE_SA_INIT + IKE_AUTH of ``cfg``, every datagram handed up as the worker would hand up one
+    from ``claimed`` port 4500, the answers to ``claimed`` taken from the worker's SEND_IKEs: the
+    first event of type ``wanted`` the initiator sees."""
+    peer = IkeEndpoint([cfg])
+    peer.initiate(cfg.name, "net", time.monotonic())
+    src = Endpoint(ipaddress.ip_address(claimed), 4500)
     for _ in range(50):
-        for d in attacker.datagrams_to_send(time.monotonic()):
-            gw.service.receive_natt(pipe.Ike(data=d.data, remote=claimed))
+        for d in peer.datagrams_to_send(time.monotonic()):
+            gw.service.receive_natt(pipe.Ike(data=d.data, remote=src))
         for _ in range(5):
             await asyncio.sleep(0)
         if gw.service._tasks or gw.service.sockets.natt_sends:
             await asyncio.wait([*gw.service._tasks, *gw.service.sockets.natt_sends])
-        for src, dst, data in [w for w in gw.wire if w[1][0] == victim]:
-            gw.wire.remove((src, dst, data))
-            attacker.receive(data, src, time.monotonic(), (victim, 4500))
-        while (ev := attacker.next_event()) is not None:
-            if isinstance(ev[1], AuthFailed):
-                assert ev[1].by_peer   # the gateway refused the (wrong) PSK: counted as the victim's failure
-                return
-    raise AssertionError("the forged IKE_AUTH never failed")
+        for s, dst, data in [w for w in gw.wire if w[1][0] == claimed]:
+            gw.wire.remove((s, dst, data))
+            peer.receive(data, s, time.monotonic(), (claimed, 4500))
+        while (ev := peer.next_event()) is not None:
+            if isinstance(ev[1], wanted):
+                return ev[1]
+    raise AssertionError(f"the exchange through the worker never gave {wanted.__name__}")
+
+
+async def _forge_failure(gw: Gateway, victim: str) -> None:
+    """One IKE_SA_INIT + IKE_AUTH with a wrong PSK, as the worker would hand it up from ``victim``."""
+    failed = await through_worker(gw, dataclasses.replace(site_cfg(0), psk=WRONG), victim, AuthFailed)
+    assert failed.by_peer   # the gateway refused the (wrong) PSK: counted as the victim's failure
 
 
 def site_cfg(i: int) -> IkeConfig:

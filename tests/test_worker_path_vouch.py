@@ -20,17 +20,12 @@ failed() per failure, as IkeService counts each one seen on its own sockets.
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import time
 
 from test_ikeservice_peers import Gateway, run
-from test_worker_forged_auth_ban import site_cfg
+from test_worker_forged_auth_ban import site_cfg, through_worker
 
-from tunsec.dataplane import pipe
-from tunsec.dataplane.pipe import Endpoint
 from tunsec.ike.auth_ban import AuthBan
-from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import IkeSaUp
 
 PREFIX = "2001:db8:77::"    # the attacker's /48
@@ -38,26 +33,8 @@ CLAIMED = "2001:db8:77:1::1"   # the address the worker claims for its one succe
 
 
 async def _forge_success(gw: Gateway, claimed: str) -> None:
-    """One IKE_SA_INIT + IKE_AUTH with the right PSK, every datagram handed up as the worker hands up
-    one from ``claimed`` port 4500, the answers to it taken from the worker's SEND_IKEs."""
-    cfg = site_cfg(0)
-    client = IkeEndpoint([cfg])
-    client.initiate(cfg.name, "net", time.monotonic())
-    src = Endpoint(ipaddress.ip_address(claimed), 4500)
-    for _ in range(50):
-        for d in client.datagrams_to_send(time.monotonic()):
-            gw.service.receive_natt(pipe.Ike(data=d.data, remote=src))
-        for _ in range(5):
-            await asyncio.sleep(0)
-        if gw.service._tasks or gw.service.sockets.natt_sends:
-            await asyncio.wait([*gw.service._tasks, *gw.service.sockets.natt_sends])
-        for s, dst, data in [w for w in gw.wire if w[1][0] == claimed]:
-            gw.wire.remove((s, dst, data))
-            client.receive(data, s, time.monotonic(), (claimed, 4500))
-        while (ev := client.next_event()) is not None:
-            if isinstance(ev[1], IkeSaUp):
-                return
-    raise AssertionError("the forged IKE SA never came up")
+    """One IKE_SA_INIT + IKE_AUTH with the right PSK, as the worker hands it up from ``claimed``."""
+    await through_worker(gw, site_cfg(0), claimed, IkeSaUp)
 
 
 def _rotating_brute_force(gw: Gateway, ban: AuthBan | None = None) -> list[str]:

@@ -17,15 +17,14 @@ set as a NAT'd client makes it), the real trust function and ExcludeGate; the ne
 from __future__ import annotations
 
 import asyncio
-import socket
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_address
 from typing import Any
 
+from test_eap_natt_full_tunnel_uplink import HALVES, UPLINK, Routes
 from test_engine_float_refused import _connected
 from test_engine_mobike_tunnel_address import CLIENT, _move
 from test_engine_vips import GW
 
-from tunsec.dataplane.exclude import Path
 from tunsec.ike.endpoint import Datagram
 from tunsec.ike.events import IkeSaUp
 from tunsec.ike.testing import Network
@@ -34,22 +33,6 @@ from tunsec.services.ike.exclude_trust import authenticated_peer
 from tunsec.services.ike.record import IkeUpRecord
 
 NEW = "203.0.113.9"   # the client's NAT's new public address (a mobile client's mapping moved)
-HALVES = [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]   # the hub's full tunnel
-UPLINK = 7
-
-
-class Routes:
-    """ExcludeRoutes' surface the gate uses: the host's default route by the uplink; records routes asked."""
-
-    def __init__(self) -> None:
-        self.held: dict[Any, Path] = {}
-        self.refused = 0
-        self.paths = {socket.AF_INET: [Path(ip_network("0.0.0.0/0"), "192.0.2.254", UPLINK)]}
-
-    def ensure(self, peers: list[Any], nets: list[Any]) -> list[str]:
-        for p in peers:
-            self.held[p] = self.paths[socket.AF_INET][0]
-        return []
 
 
 def test_a_floated_clients_dpd_does_not_succeed_while_its_esp_goes_into_the_full_tunnels_tun() -> None:
