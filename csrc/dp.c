@@ -53,9 +53,7 @@ ts_dp *ts_dp_new(void) {
     return dp;
 }
 
-void ts_dp_free(ts_dp *dp) {
-    if (!dp)
-        return;
+void ts_dp_wipe(ts_dp *dp) {
     ts_sad_destroy(&dp->sad);
     ts_spd_destroy(&dp->spd);
     ts_ike_spis_destroy(&dp->ike_spis);
@@ -68,7 +66,15 @@ void ts_dp_free(ts_dp *dp) {
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);
     pthread_rwlock_destroy(&dp->lock);
-    OPENSSL_cleanse(dp->ike_tag_key, sizeof(dp->ike_tag_key));
+    /* all of it, not only the keys we know of today (the per-source limits' SipHash key, the IKE
+     * tag keys): OPENSSL_cleanse, which the compiler cannot drop as a dead store before free() */
+    OPENSSL_cleanse(dp, sizeof(*dp));
+}
+
+void ts_dp_free(ts_dp *dp) {
+    if (!dp)
+        return;
+    ts_dp_wipe(dp);
     free(dp);
 }
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <openssl/crypto.h>
 
 #define MIN_SLOTS 64
 
@@ -33,6 +34,7 @@ void ts_ike_spis_destroy(ts_ike_spis *s) {
     free(s->slots);
     s->slots = NULL;
     s->cap = s->count = 0;
+    OPENSSL_cleanse(s->key, sizeof(s->key));   /* the hash's key goes with the table */
 }
 
 uint64_t ts_ike_spi_hash(const ts_ike_spis *s, uint64_t spi) {
@@ -182,14 +184,20 @@ static uint32_t spi_tag(const uint64_t key[2], uint32_t r, const ts_addr *addr) 
     return (uint32_t)ts_siphash24(key, in, 5 + alen);
 }
 
+/* The two below copy the caller's key into words on the stack: the copy is wiped on the way out
+ * (the control process calls them once per IKE SA, not per packet; the caller's key is its own). */
 uint32_t ts_ike_spi_tag(const uint8_t key[16], uint32_t r, const ts_addr *addr) {
-    const uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
-    return spi_tag(k, r, addr);
+    uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
+    uint32_t tag = spi_tag(k, r, addr);
+    OPENSSL_cleanse(k, sizeof(k));
+    return tag;
 }
 
 uint64_t ts_siphash24_bytes(const uint8_t key[16], const uint8_t *in, size_t len) {
-    const uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
-    return ts_siphash24(k, in, len);
+    uint64_t k[2] = {le64_at(key), le64_at(key + 8)};
+    uint64_t h = ts_siphash24(k, in, len);
+    OPENSSL_cleanse(k, sizeof(k));
+    return h;
 }
 
 int ts_dp_ike_spi_key(ts_dp *dp, const uint8_t key[16]) {

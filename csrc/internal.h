@@ -487,6 +487,8 @@ struct ts_dp {
     _Atomic uint64_t icmp_src_tat_ns[TS_ICMP_SOURCE_SLOTS];
 };
 
+/* release what the context owns and wipe it all (its keys among it): ts_dp_free before its free */
+void ts_dp_wipe(ts_dp *dp);
 uint64_t ts_now_ns(void);
 /* ownesp.c: note one of our ESP ends (write lock held; NULL or port 0: nothing; family 0: our port
  * from any address), and whether a flow read from the TUN is UDP from one of them */

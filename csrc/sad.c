@@ -127,6 +127,7 @@ void ts_sad_destroy(ts_sad *s) {
     free(s->by_reqid);
     s->by_reqid = NULL;
     s->count = 0;
+    OPENSSL_cleanse(s->key, sizeof(s->key));   /* the hash's key goes with the table */
 }
 
 static bool same_peer(const ts_addr *a, const ts_addr *b) {

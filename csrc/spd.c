@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <openssl/crypto.h>
 
 static size_t alen(uint8_t family) { return family == 4 ? 4 : 16; }
 
@@ -347,6 +348,7 @@ void ts_spd_destroy(ts_spd *spd) {
     spd->v = NULL;
     spd->head = spd->rest = NULL;
     spd->n = spd->cap = spd->nrest = spd->nhashed = 0;
+    OPENSSL_cleanse(spd->key, sizeof(spd->key));   /* the index's key goes with the SPD */
 }
 
 /* the range index from v, afresh (its memory too when shrink): after running out of memory,

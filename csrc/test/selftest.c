@@ -10,8 +10,9 @@
  * sockets.  Exits non-zero on any failure.
  *
  * One file per unit under test: test_esp.c, test_replay.c, test_seq.c
- * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the keyed hash of outbound SAs), test_dead_sa.c (SAs at a
- * hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
+ * (sequence numbers), test_sad.c (SAD/SPD API, events), test_sad_hash.c (the keyed hash of outbound SAs),
+ * test_secret_wipe.c (the tables' SipHash keys and the whole context wiped at free), test_dead_sa.c
+ * (SAs at a hard byte/packet limit, removed and freed), test_icmp.c, test_icmp_quote.c (ICMP errors
  * checked by the packet they quote), test_frag_ports.c (packets that show no ports, such as
  * later fragments, and port selectors),
  * test_ike_port.c (the NAT-T port's IKE/ESP split), test_ike_queue.c (IKE after the marker, each
@@ -81,6 +82,8 @@ int main(int argc, char **argv) {
     test_frag_ports_dccp();
     test_frag_ports_inbound();
     test_key_wipe();
+    test_table_keys_wiped();
+    test_context_wiped();
     test_sad_chain_keyed();
     test_sad_chain_peer();
     test_sad_migrate_rehash();

@@ -166,6 +166,8 @@ void test_frag_ports_acquire(void);
 void test_frag_ports_dccp(void);
 void test_frag_ports_inbound(void);
 void test_key_wipe(void);               /* test_sad.c */
+void test_table_keys_wiped(void);       /* test_secret_wipe.c */
+void test_context_wiped(void);
 void test_sad_chain_keyed(void);        /* test_sad_hash.c */
 void test_sad_chain_peer(void);         /* test_sad_hash.c */
 void test_sad_migrate_rehash(void);     /* test_sad_hash.c */

@@ -27,6 +27,7 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from tunsec.ike.eap.identity import user_text
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import Accepted, EapRelayRequest
 from tunsec.loglimit import LogLimiter, suffix
@@ -48,11 +49,6 @@ def _accepted(answer: Answer) -> Accepted | None:
     if answer.session_timeout is None and not answer.classes and answer.interim_interval is None:
         return None
     return Accepted(answer.classes, answer.interim_interval, answer.session_timeout)
-
-
-def user_text(name: bytes) -> str:
-    """A client-chosen user name, fit for a log line."""
-    return repr(name[:64].decode("utf-8", "replace"))
 
 
 def _as(identity: bytes, proven: bytes | None, method: int | None) -> str:

@@ -21,3 +21,8 @@ def parse_response(pkt: EapPacket) -> bytes:
     if not pkt.data or len(pkt.data) > MAX_IDENTITY or b"\x00" in pkt.data:
         raise EapError(f"EAP identity of {len(pkt.data)} bytes refused")
     return pkt.data
+
+
+def user_text(name: bytes) -> str:
+    """A peer-chosen user name, fit for a log line (quoted, control characters escaped)."""
+    return repr(name[:64].decode("utf-8", "replace"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import os
 import struct
 from collections.abc import Callable
@@ -42,6 +43,8 @@ _PAD1 = b"\x00" * 40
 _PAD2 = b"\xf2" * 40
 
 MSK_LEN = 64
+
+log = logging.getLogger(__name__)
 
 
 class OpCode(enum.IntEnum):
@@ -242,6 +245,7 @@ class EapAuthenticator:
             raise EapError("malformed MSCHAPv2 Response")
         peer_challenge, nt_resp, name = body[1:17], body[25:49], body[50:]
         user = self.peer_identity or b""
+        _note_reserved(user, body[17:25], body[49])
         password = self.lookup(user)
         if password is None:
             return self._fail("unknown EAP user")
@@ -257,6 +261,16 @@ class EapAuthenticator:
         self._ident = (self._ident + 1) & 0xFF
         data = _ms(OpCode.SUCCESS, ms_id, self._auth_resp + b" M=welcome")
         return EapPacket(EapCode.REQUEST, self._ident, EapType.MSCHAPV2, data).encode(), None
+
+
+def _note_reserved(user: bytes, reserved: bytes, flags: int) -> None:
+    """A Response's Reserved and Flags MUST be zero (RFC 2759 §4); strongSwan's server (and hostapd's)
+    never looks at them, and neither does the verdict here: the NT-Response alone decides.  A peer
+    that sets them is only told of at DEBUG: it may send one per attempt, and INFO lines would
+    pass the AUTHENTICATION_FAILED lines' limit."""
+    if any(reserved) or flags:
+        log.debug("EAP-MSCHAPv2 Response of user %s: Reserved %s, Flags %#04x, not zero (RFC 2759 section 4): "
+                  "ignored, as strongSwan does", identity.user_text(user), reserved.hex(), flags)
 
 
 # RFC 2759 §6: the errors a Failure packet's E= names

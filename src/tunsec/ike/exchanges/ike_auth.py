@@ -27,6 +27,7 @@ from ..auth import AuthError, psk_auth_data, sign, signed_octets, verify_psk, ve
 from ..certs import MAX_CERTS, load_certificates
 from ..config import ChildConfig, IkeConfig
 from ..constants import AuthMethod, CertEncoding, ExchangeType, IdType, NotifyType, notify_name
+from ..eap.identity import user_text
 from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFailed, PeerRedirected
 from ..identity import Identity, IdentityError, certified_identity, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
@@ -246,7 +247,7 @@ def _select_by_groups(st: IkeSaState, ge: eap.GatewayEap) -> Response | None:
         return eap.refused_for_groups(st, ge, fitting)   # each requires groups: else it was chosen
     if chosen is not st.config:
         log.info("%s: switching to connection %s: user %s is a member of %s", st.name, chosen.name,
-                 eap.user_text(ge.user), ", ".join(repr(g) for g in ge.groups))
+                 user_text(ge.user), ", ".join(repr(g) for g in ge.groups))
         st.config = chosen
     return None
 

@@ -25,6 +25,7 @@ from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
 from ..constants import AuthMethod, NotifyType
 from ..eap import identity as eap_identity
+from ..eap.identity import user_text
 from ..eap.mschapv2 import Account, EapAuthenticator, EapPeer, EapResult
 from ..eap.packet import EapError
 from ..eap.relay import EapRelay, RelayAsk, RelayOutcome, RelayReply
@@ -37,11 +38,6 @@ from .base import Awaiting, Outcome, Response, find, notify
 
 if TYPE_CHECKING:   # pyOpenSSL (~1 MiB): imported where EAP-TLS is used (the daemon preloads it if configured)
     from ..eap.tls import EapTlsAuthenticator
-
-
-def user_text(name: bytes) -> str:
-    """A peer-chosen user name, fit for a log line (quoted, control characters escaped)."""
-    return repr(name[:64].decode("utf-8", "replace"))
 
 
 def _msk_auth(st: IkeSaState, msk: Secret, initiator_side: bool, id_payload: IdPayload) -> bytes:
