@@ -308,7 +308,7 @@ _CLIENTS_POOL = KeyPairPool(dh.generate_key_exchange)   # configured for no grou
 
 
 def _without_pool(fn: Callable[[], Any]) -> Any:
-    """``fn`` (the clients') with new_key_exchange out of the gateway's pool."""
+    """``fn`` (the clients') with init_key_exchange out of the gateway's pool."""
     gateway_pool, dh.POOL = dh.POOL, _CLIENTS_POOL
     try:
         return fn()

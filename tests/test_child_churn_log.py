@@ -18,6 +18,7 @@ A real IkeService with the fast path in process (test_ikeservice_peers.Gateway) 
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 from test_ikeservice_peers import connected, run
@@ -89,3 +90,48 @@ def test_the_peer_table_is_bounded_and_a_busy_peer_keeps_its_limit() -> None:
         limiter.admit(f"quiet{i}")
     assert len(limiter) == 4
     assert limiter.admit("busy") is None   # still over its limit: its entry stayed
+
+
+def counts(limiter: PeerLogLimiter) -> dict[object, int]:
+    return {peer: entry.count for peer, entry in limiter._peers.items()}
+
+
+def test_past_the_cap_the_entry_with_the_smallest_count_is_evicted() -> None:
+    """Review revcfg remark: the smallest entry was found by a scan of the table (O(cap) per line
+    while peers rotate past the cap), now through a heap of records updated lazily.  A peer whose
+    record in the heap is older than its count (it was the smallest when pushed) is not evicted for
+    it: the smallest count is, and the newcomer carries it + 1 (Space-Saving)."""
+    limiter = PeerLogLimiter(burst=2, period=60.0, cap=3, clock=lambda: 0.0)
+    for peer in ("a", "b", "c"):
+        limiter.admit(peer)
+    for _ in range(5):
+        limiter.admit("a")   # a's record (count 1) now stale
+    limiter.admit("c")
+    limiter.admit("d")
+    assert counts(limiter) == {"a": 6, "c": 2, "d": 2}   # b (1) went, not a
+    limiter.admit("e")
+    assert counts(limiter)["a"] == 6 and counts(limiter)["e"] == 3 and len(limiter) == 3   # c or d (2) went
+
+
+def test_the_evictions_match_space_saving_over_a_long_skewed_stream() -> None:
+    """Against a model of Space-Saving that scans for the smallest count: after each line the
+    counts agree, each evicted peer had the smallest count (any of those tied), and the heap holds
+    one record per peer (it does not grow with the lines)."""
+    rng = random.Random(1)
+    cap = 8
+    limiter = PeerLogLimiter(burst=2, period=60.0, cap=cap, clock=lambda: 0.0)
+    model: dict[object, int] = {}
+    evictions = 0
+    for _ in range(5000):
+        peer = f"p{min(int(rng.paretovariate(0.8)), 60)}"   # a few busy peers, many rare ones
+        limiter.admit(peer)
+        if peer in model or len(model) < cap:
+            model[peer] = model.get(peer, 0) + 1
+        else:
+            (gone,) = set(model) - set(counts(limiter))
+            assert model[gone] == min(model.values())
+            model[peer] = model.pop(gone) + 1
+            evictions += 1
+        assert counts(limiter) == model
+        assert len(limiter._heap) == len(model)
+    assert evictions > 1000   # the stream did rotate past the cap

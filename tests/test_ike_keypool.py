@@ -87,11 +87,14 @@ def refill_of(size: int, configs: list[IkeConfig], busy: Callable[[], bool] = la
     return refill, pool, loop
 
 
-def test_pooled_groups_are_the_first_of_each_proposal_list() -> None:
+def test_pooled_groups_are_the_first_of_each_ike_proposal_list() -> None:
+    """The first group of each connection's IKE proposals; not its children's PFS groups, whose key
+    pairs rekeys generate on the spot (review revpeerdos R2: only IKE_SA_INIT takes from the pool)."""
     configs = [conn("a", "aes128gcm16-prfsha256-curve25519-ecp256, aes256-sha256-modp3072"),
                conn("b", "aes128gcm16-prfsha256-ecp384-curve25519", "aes128gcm16-ecp256-modp2048"),
-               conn("c", "aes128gcm16-prfsha256-curve25519", "aes128gcm16, aes256gcm16-modp3072")]
-    assert pool_groups(configs) == [X25519, ECP384, ECP256, DhGroup.MODP_3072]
+               conn("c", "aes128gcm16-prfsha256-curve25519", "aes128gcm16, aes256gcm16-modp3072"),
+               conn("d", "aes128gcm16-prfsha256-modp3072", "aes128gcm16-ecp256")]
+    assert pool_groups(configs) == [X25519, ECP384, DhGroup.MODP_3072]
 
 
 def test_start_fills_and_a_burst_is_not_refilled_until_calm() -> None:
@@ -146,7 +149,8 @@ def test_aged_key_pairs_are_replaced() -> None:
 
 
 def test_reload_drops_unconfigured_groups_and_fills_new_ones_when_calm() -> None:
-    refill, pool, loop = refill_of(8, [conn("a", "aes128gcm16-prfsha256-curve25519", "aes128gcm16-ecp256")])
+    refill, pool, loop = refill_of(8, [conn("a", "aes128gcm16-prfsha256-curve25519"),
+                                       conn("b", "aes128gcm16-prfsha256-ecp256")])
     assert pool.sizes() == {X25519: 8, ECP256: 8}
     refill.reconfigure([conn("a", "aes128gcm16-prfsha256-ecp384")])
     assert pool.sizes() == {ECP384: 0}               # X25519 and ECP 256 key pairs gone at once

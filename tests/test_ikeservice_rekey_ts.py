@@ -37,7 +37,7 @@ from tunsec.dataplane.pipe import Action
 from tunsec.ike.events import NegotiationFailed
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.ts import Ts
-from tunsec.loglimit import LogLimiter
+from tunsec.loglimit import PeerLogLimiter
 from tunsec.metrics import event_families
 
 WIDE = "10.2.0.0/16"
@@ -237,8 +237,9 @@ def test_a_road_warriors_rekeys_keep_their_selectors_and_lineage_from_either_sid
 def test_a_peer_that_keeps_asking_for_refused_rekeys_does_not_fill_the_log(
         caplog: pytest.LogCaptureFixture) -> None:
     """Client A asks 20 times to rekey its Child SA to another subnet: each refused (TS_UNACCEPTABLE)
-    and counted, but 5 lines a minute are logged (the service's refused_log, a fake clock); the
-    first line of the next minute says how many were held back."""
+    and counted, but 5 lines a minute are logged (the service's refusals.refused, a fake clock); the
+    first line of the next minute says how many were held back (5 a minute of this peer's: the
+    limit is per peer, refusal_log.py)."""
     caplog.set_level(logging.INFO, logger="tunsec")
     clock = [0.0]
 
@@ -248,7 +249,7 @@ def test_a_peer_that_keeps_asking_for_refused_rekeys_does_not_fill_the_log(
     async def body() -> None:
         gw = TsGateway(1, mobike=False, clients=(Client("a.example", "10.2.1.0/24"),), remote_ts=WIDE)
         await gw.start()
-        gw.service.refused_log = LogLimiter(burst=5, period=60.0, clock=lambda: clock[0])
+        gw.service.refusals.refused = PeerLogLimiter(burst=5, period=60.0, clock=lambda: clock[0])
         gw.connect(A)
         await gw.settle()
         a_sa = gw.site_sa(A)

@@ -254,7 +254,7 @@ def test_a_rekey_that_keeps_finding_no_spi_is_logged_at_a_limited_rate(caplog: p
         (child,) = sa.children
         assert child.installed and child.rekey_failures == 20     # each try was made, and failed
         failed = [r.getMessage() for r in caplog.records if "no inbound SPI" in r.getMessage()]
-        assert len(failed) == gw.service._busy_log.burst
+        assert len(failed) == gw.service.refusals.busy.burst
         assert not sa.is_closed
     with caplog.at_level(logging.INFO, logger="tunsec"):
         run(body())

@@ -20,7 +20,7 @@ from test_metrics_endpoint import SCRAPE, http, samples, serving
 from tunsec import metrics
 from tunsec.dataplane import pipe
 from tunsec.ike.config import IkeConfig
-from tunsec.loglimit import LogLimiter
+from tunsec.loglimit import PeerLogLimiter
 from tunsec.services.ike import HELD_PER_SA, IkeService
 
 
@@ -133,7 +133,7 @@ def test_child_sas_over_max_child_sas_are_counted_scraped_and_logged_rate_limite
     async def body() -> dict[str, float]:
         pair = await established()
         svc = pair.svc["b"]
-        svc._limit_log = LogLimiter(burst=2, clock=lambda: 0.0)   # one window for the whole test
+        svc.refusals.child_limit = PeerLogLimiter(burst=2, clock=lambda: 0.0)   # one window for the whole test
         for _ in range(3):
             pair.ike("a").initiate("net")
             pair.svc["a"]._pump()

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import heapq
+import itertools
 import math
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
@@ -65,21 +67,29 @@ class _PeerEntry:
 @dataclass
 class PeerLogLimiter:
     """A LogLimiter per peer, for lines an authenticated peer may cause as often as it likes (its
-    Child SAs made and deleted, its IKE rekeys: review revpeerdos F3): one peer's churn spends its
-    own burst, never another peer's, and never floods the log (journald's rate limit would then
-    drop every line, the others' authentication failures too).  At most ``cap`` peers are held,
-    by Space-Saving as SourceLimiter's tally: a new peer past the cap takes the smallest entry's
-    place and count + 1, so a busy peer keeps its entry (and its limit) however many others come;
-    what the evicted entry held is reported with the next line admitted.  The new peer also takes
-    the evicted entry's limiter, its burst as far as spent (Space-Saving's overestimate applied to
-    the limit: the newcomer may be the evicted peer back), so peers rotating past the cap share
-    ``cap`` bursts instead of each eviction starting a full one (review revcfg F4)."""
+    Child SAs made and deleted, its IKE rekeys: review revpeerdos F3; its refused requests: R3): one
+    peer's lines spend its own burst, never another peer's, and never flood the log (journald's rate
+    limit would then drop every line, the others' authentication failures too).  At most ``cap``
+    peers are held, by Space-Saving as SourceLimiter's tally: a new peer past the cap takes the
+    smallest entry's place and count + 1, so a busy peer keeps its entry (and its limit) however
+    many others come; what the evicted entry held is reported with the next line admitted.  The new
+    peer also takes the evicted entry's limiter, its burst as far as spent (Space-Saving's
+    overestimate applied to the limit: the newcomer may be the evicted peer back), so peers rotating
+    past the cap share ``cap`` bursts instead of each eviction starting a full one (review revcfg F4).
+
+    The smallest entry is found through a min-heap of (count, order, peer), one record per peer,
+    updated lazily: counts only grow, so a record's count is at most its peer's, and a record found
+    on top with an older count is pushed back with the current one until the top is current (each
+    push back follows at least one line of that peer's: O(log cap) amortized per line, where a scan
+    of the table cost O(cap) per eviction while peers rotate past the cap; review revcfg)."""
 
     burst: int = 10
     period: float = 60.0
     cap: int = 1024
     clock: Callable[[], float] = time.monotonic
     _peers: dict[object, _PeerEntry] = field(default_factory=dict, init=False)
+    _heap: list[tuple[int, int, object]] = field(default_factory=list, init=False)   # (count, order, peer)
+    _order: Iterator[int] = field(default_factory=itertools.count, init=False)   # ties: the oldest record first
     _lost: int = field(default=0, init=False)   # lines held for peers evicted since
 
     def admit(self, peer: object) -> int | None:
@@ -88,6 +98,7 @@ class PeerLogLimiter:
         entry = self._peers.get(peer)
         if entry is None:
             entry = self._peers[peer] = self._evict() or _PeerEntry(LogLimiter(self.burst, self.period, self.clock), 0)
+            heapq.heappush(self._heap, (entry.count + 1, next(self._order), peer))
         entry.count += 1
         held = entry.limiter.admit()
         if held is None:
@@ -97,12 +108,18 @@ class PeerLogLimiter:
 
     def _evict(self) -> _PeerEntry | None:
         """Past the cap, the smallest entry, removed, for a new peer to go on from: its count and its
-        limiter, whose held lines move to those reported with the next line admitted (O(cap), only
-        past the cap).  None below the cap: the new peer starts afresh."""
+        limiter, whose held lines move to those reported with the next line admitted.  None below
+        the cap: the new peer starts afresh."""
         if len(self._peers) < self.cap:
             return None
-        smallest = min(self._peers, key=lambda k: self._peers[k].count)
-        gone = self._peers.pop(smallest)
+        heap = self._heap
+        while True:
+            count, _, peer = heap[0]
+            if (now := self._peers[peer].count) == count:
+                break
+            heapq.heapreplace(heap, (now, next(self._order), peer))   # an older count: put back with its own
+        heapq.heappop(heap)
+        gone = self._peers.pop(peer)
         self._lost += gone.limiter.holding
         gone.limiter.forget_held()
         return gone

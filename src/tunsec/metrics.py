@@ -408,9 +408,9 @@ def ike_families(doc: dict[str, Any]) -> Iterator[Metric]:
 
 def ke_pool_families(pool: dict[str, Any]) -> Iterator[Metric]:
     """The ready key pairs (`tunsec status`: ke_pool; tunsec.ike.dh_pool)."""
-    taken = CounterMetricFamily("tunsec_ke_pool_key_pairs", "Ephemeral key pairs asked for: ready from the pool "
-                                "(hit), generated on the spot because the group's pool was empty (miss) or the "
-                                "group is not pooled (unpooled); and pooled ones dropped unused at their maximum "
+    taken = CounterMetricFamily("tunsec_ke_pool_key_pairs", "Ephemeral key pairs IKE_SA_INIT asked for: ready from "
+                                "the pool (hit), generated on the spot because the group's pool was empty (miss) or "
+                                "the group is not pooled (unpooled); and pooled ones dropped unused at their maximum "
                                 "age (expired)", labels=["result"])
     for result, key in (("hit", "hits"), ("miss", "misses"), ("unpooled", "unpooled"), ("expired", "expired")):
         taken.add_metric([result], pool.get(key, 0))

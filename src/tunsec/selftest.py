@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from tunsec.ike.constants import TransformType
 from tunsec.ike.crypto import CryptoError, Prf, encr_key_len, integ_params, is_aead
-from tunsec.ike.dh import DhError, new_key_exchange
+from tunsec.ike.dh import DhError, generate_key_exchange
 from tunsec.ike.message import Transform
 from tunsec.ike.proposals import ProposalSpec, describe
 from tunsec.ike.secret import Secret
@@ -107,7 +107,7 @@ class _Mismatch(Exception):
 
 
 def _key_exchange(ids: tuple[int, ...]) -> None:
-    a, b = new_key_exchange(ids[0]), new_key_exchange(ids[0])
+    a, b = generate_key_exchange(ids[0]), generate_key_exchange(ids[0])
     if a.shared_secret(b.public) != b.shared_secret(a.public):
         raise _Mismatch("the two sides' shared secrets differ")
 

@@ -15,7 +15,7 @@ import pytest
 
 from tunsec.ike.constants import DhGroup, EncrId, ExchangeType, HeaderFlag, IntegId, PrfId
 from tunsec.ike.crypto import CryptoError, Prf, derive_child_keys, derive_ike_keys, encr_key_len, skeyseed
-from tunsec.ike.dh import SUPPORTED_GROUPS, DhError, new_key_exchange
+from tunsec.ike.dh import SUPPORTED_GROUPS, DhError, generate_key_exchange
 from tunsec.ike.message import Message, NoncePayload, NotifyPayload, decode_message
 from tunsec.ike.secret import Secret
 from tunsec.ike.sk import IntegrityError, SkCrypter, decrypt_message, encrypt_message
@@ -128,7 +128,7 @@ def test_secret_is_not_printed() -> None:
 
 @pytest.mark.parametrize("group", sorted(SUPPORTED_GROUPS))
 def test_dh_groups_agree(group: int) -> None:
-    a, b = new_key_exchange(group), new_key_exchange(group)
+    a, b = generate_key_exchange(group), generate_key_exchange(group)
     shared = a.shared_secret(b.public)
     assert shared == b.shared_secret(a.public)
     expected_len = {14: 256, 15: 384, 16: 512, 19: 32, 20: 48, 21: 66, 31: 32, 32: 56}[group]
@@ -139,7 +139,7 @@ def test_dh_groups_agree(group: int) -> None:
 
 @pytest.mark.parametrize("group", sorted(SUPPORTED_GROUPS))
 def test_dh_rejects_bad_public_values(group: int) -> None:
-    a = new_key_exchange(group)
+    a = generate_key_exchange(group)
     with pytest.raises(DhError):
         a.shared_secret(a.public[:-1])
     if group in (DhGroup.MODP_2048, DhGroup.MODP_3072, DhGroup.MODP_4096):
@@ -156,7 +156,7 @@ def test_dh_rejects_bad_public_values(group: int) -> None:
 
 def test_dh_unknown_group() -> None:
     with pytest.raises(DhError):
-        new_key_exchange(2)
+        generate_key_exchange(2)
 
 
 def _msg(payloads: tuple[NoncePayload | NotifyPayload, ...]) -> Message:

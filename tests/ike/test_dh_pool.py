@@ -1,5 +1,6 @@
 """The pool of ready key pairs (tunsec.ike.dh_pool): handed out once, aged out, only configured groups;
-and two engines negotiating (IKE_SA_INIT, CREATE_CHILD_SA with PFS, IKE rekey) with keys from it."""
+and two engines negotiating with keys from it at IKE_SA_INIT, and with keys generated on the spot for
+their rekeys (CREATE_CHILD_SA with PFS, IKE rekey), which leave the pool to new clients."""
 
 from __future__ import annotations
 
@@ -153,12 +154,12 @@ def test_modp_pool_is_capped() -> None:
     assert group_target(DhGroup.MODP_2048, 8) == 8
 
 
-def test_new_key_exchange_takes_from_the_process_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_key_exchange_takes_from_the_process_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     pool, gen, _ = filled({X25519: 2})
     monkeypatch.setattr(dh, "POOL", pool)
-    a, b, c = (dh.new_key_exchange(X25519) for _ in range(3))
+    a, b, c = (dh.init_key_exchange(X25519) for _ in range(3))
     assert (a, b) == (gen.made[0], gen.made[1]) and c not in gen.made    # the third generated on the spot
-    d = dh.new_key_exchange(ECP256)
+    d = dh.init_key_exchange(ECP256)
     assert d.group == ECP256 and (pool.stats.hits, pool.stats.misses, pool.stats.unpooled) == (2, 1, 1)
     assert len({k.public for k in (a, b, c)}) == 3
 
@@ -185,35 +186,68 @@ def process_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[KeyPairPool,
     yield pool, gen
 
 
-def test_negotiation_and_rekeys_with_pooled_key_pairs(process_pool: tuple[KeyPairPool, Recording]) -> None:
-    pool, gen = process_pool
-    publics = {ke.public for ke in gen.made}
+def _established(pool: KeyPairPool) -> tuple[Network, IkeEndpoint, IkeEndpoint]:
     net = Network()
     a = net.add(A, IkeEndpoint([_cfg(True)]))
     b = net.add(B, IkeEndpoint([_cfg(False)]))
     a.initiate("conn", "net", net.now)
     net.run()
     assert [type(e) for e in net.take(A)] == [IkeSaUp, ChildSaUp]
+    return net, a, b
+
+
+def _rekey_both(net: Network, a: IkeEndpoint, b: IkeEndpoint) -> None:
+    """A's Child SA rekeyed with PFS (ECP 256), then B's IKE SA rekeyed (X25519): their keys agree."""
+    a.sas[0].rekey_child(a.sas[0].children[-1].unique_id)
+    net.run()
+    (up_a,), (up_b,) = ([e for e in net.take(ip) if isinstance(e, ChildSaUp)] for ip in (A, B))
+    assert up_b.key_in == up_a.key_out and up_a.key_in == up_b.key_out
+    b.sas[0].rekey()
+    net.run()
+    assert [type(e) for e in net.take(A)] == [IkeSaRekeyed] and [type(e) for e in net.take(B)] == [IkeSaRekeyed]
+
+
+def test_negotiation_with_pooled_key_pairs_and_rekeys_with_their_own(
+        process_pool: tuple[KeyPairPool, Recording]) -> None:
+    """Both IKE_SA_INIT messages carry pooled public values (different ones); the Child SA rekey with
+    PFS and the IKE rekey generate theirs (review revpeerdos R2: only IKE_SA_INIT takes from the pool),
+    and their keys agree on both sides, also in the rekeyed IKE SA."""
+    pool, gen = process_pool
+    publics = {ke.public for ke in gen.made}
+    net, a, b = _established(pool)
     (up_b,) = [e for e in net.take(B) if isinstance(e, ChildSaUp)]
-    # both IKE_SA_INIT messages carry pooled public values, different ones
     init_req, init_resp = net.log[0].data, net.log[1].data
     ours = [p for p in publics if p in init_req]
     theirs = [p for p in publics if p in init_resp]
     assert len(ours) == 1 and len(theirs) == 1 and ours != theirs
-    assert (pool.stats.hits, pool.stats.misses) == (2, 0) and pool.size(X25519) == 6
-    # CREATE_CHILD_SA with PFS (ECP 256), then an IKE rekey (X25519): each side takes one more of each
-    a.sas[0].rekey_child(a.sas[0].children[0].unique_id)
-    net.run()
-    (up_a2,), (up_b2,) = ([e for e in net.take(ip) if isinstance(e, ChildSaUp)] for ip in (A, B))
-    assert up_b2.key_in == up_a2.key_out
-    assert pool.size(ECP256) == 6
-    b.sas[0].rekey()
-    net.run()
-    assert [type(e) for e in net.take(A)] == [IkeSaRekeyed] and [type(e) for e in net.take(B)] == [IkeSaRekeyed]
-    assert pool.size(X25519) == 4 and (pool.stats.hits, pool.stats.misses) == (6, 0)
-    assert up_b.key_in != up_b2.key_in
+    assert (pool.stats.hits, pool.stats.misses) == (2, 0) and pool.sizes() == {X25519: 6, ECP256: 8}
+    taken_at = pool.last_take
+    _rekey_both(net, a, b)
+    assert pool.sizes() == {X25519: 6, ECP256: 8} and (pool.stats.hits, pool.stats.misses) == (2, 0)
+    assert pool.last_take == taken_at   # nothing asked of the pool: its refill's calm is not put off
+    assert not any(p in m.data for m in net.log[2:] for p in publics)   # no pooled value in a rekey
     # the rekeyed IKE SA carries a Child SA rekey: its keys agree on both sides
     b.sas[0].rekey_child(b.sas[0].children[0].unique_id)
     net.run()
     (ua,), (ub,) = ([e for e in net.take(ip) if isinstance(e, ChildSaUp)] for ip in (A, B))
-    assert ua.key_in == ub.key_out and ua.key_out == ub.key_in
+    assert ua.key_in == ub.key_out and ua.key_out == ub.key_in and ub.key_in != up_b.key_in
+
+
+def test_one_peers_rekeys_leave_the_pools_key_pairs_for_new_clients(
+        process_pool: tuple[KeyPairPool, Recording]) -> None:
+    """Review revpeerdos R2: an authenticated peer that rekeys its Child SA (with PFS) and its IKE
+    SA again and again, faster than the pool's calm (so no refill in between), took a pooled key
+    pair each time and left the pool empty: a new client's IKE_SA_INIT then paid the generation.
+    Its rekeys now take none, and the next IKE_SA_INITs are served ready key pairs."""
+    pool, _ = process_pool
+    net, a, b = _established(pool)
+    net.take(B)
+    ready = pool.sizes()
+    for _ in range(8):   # as many rekeys of each kind as the pool holds key pairs of its group
+        _rekey_both(net, a, b)
+    assert pool.sizes() == ready
+    hits = pool.stats.hits
+    a.initiate("conn", "net", net.now)   # a new IKE SA: both IKE_SA_INITs take a ready key pair
+    net.run()
+    assert [type(e) for e in net.take(A)] == [IkeSaUp, ChildSaUp]
+    assert (pool.stats.hits - hits, pool.stats.misses) == (2, 0)

@@ -272,9 +272,9 @@ class TunsecSettings:
     # a client follows gateways' REDIRECTs (RFC 5685) and announces that it does: strongswan.conf's
     # charon.follow_redirects (global in strongSwan too, no swanctl.conf key); every IkeConfig carries it
     follow_redirects: bool = True
-    # key pairs kept ready per key exchange group (the first group of each connection's IKE and ESP
+    # key pairs kept ready per key exchange group (the first group of each connection's IKE
     # proposals; MODP at most 64), generated at start and while no IKE SA is being set up, taken
-    # at IKE_SA_INIT, CREATE_CHILD_SA with PFS and IKE rekeys, replaced after 5 minutes unused
+    # at IKE_SA_INIT only (rekeys generate theirs), replaced after 5 minutes unused
     # (tunsec.ike.dh_pool); 0: every key pair is generated when it is needed
     ke_pool: int = 256
     # manual tunnels persist their sequence number reservations here (RFC 4106

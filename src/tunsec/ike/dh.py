@@ -202,9 +202,14 @@ def check_public(group: int, peer: bytes) -> None:
 _RAW_SIZE: dict[int, int] = {DhGroup.CURVE25519: 32, DhGroup.CURVE448: 56}
 
 
-def new_key_exchange(group: int) -> KeyExchange:
-    """A fresh ephemeral key pair for ``group``: a ready one from the pool (handed out once,
-    never to another SA), else one generated now."""
+def init_key_exchange(group: int) -> KeyExchange:
+    """A fresh ephemeral key pair for ``group`` for an IKE_SA_INIT (either role): a ready one from
+    the pool (handed out once, never to another SA), else one generated now.  Only IKE_SA_INIT:
+    the pool is for the burst of new clients a reconnect storm brings.  An authenticated peer's
+    rekeys (CREATE_CHILD_SA with PFS, IKE rekeys) generate theirs (generate_key_exchange): it may
+    rekey as often as it likes, and taking from the pool each time, it kept the pool empty (the
+    refill waits for dh_pool.CALM with nothing taken) and made the new clients pay the generation
+    (review revpeerdos R2)."""
     ke = POOL.take(group)
     return ke if ke is not None else generate_key_exchange(group)
 

@@ -3,9 +3,12 @@
 A reconnect storm (after a restart or an outage) meets a gateway that was idle: if its
 key pairs were generated beforehand, the burst pays only for the exchange.  This module
 is the pool itself, plain data with an injected clock; :mod:`tunsec.ike.dh`'s
-``new_key_exchange`` takes from the process's pool (``dh.POOL``) and generates a key
-pair only when the pool has none, and the IKE service (services/ike/keypool.py) refills
-it from the event loop when no key pair has been taken for a while.
+``init_key_exchange`` (IKE_SA_INIT only) takes from the process's pool (``dh.POOL``) and
+generates a key pair only when the pool has none, and the IKE service
+(services/ike/keypool.py) refills it from the event loop when no key pair has been taken
+for a while.  Rekeys (CREATE_CHILD_SA with PFS, IKE rekeys) never take from it: an
+authenticated peer decides how often it rekeys, and its rekeys would keep the pool empty
+for the new clients it is there for (review revpeerdos R2).
 
 Rules a security product needs:
 

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
-from ..dh import DhError, KeyExchange, new_key_exchange
+from ..dh import DhError, KeyExchange, generate_key_exchange
 from ..events import ChildSaLimit, DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, describe_all
@@ -91,7 +91,7 @@ class CreateChildTask(Task):
         payloads += [sa, NoncePayload(self._nonce)]
         group = self._groups.group
         if group is not None:
-            self._ke = new_key_exchange(group)
+            self._ke = generate_key_exchange(group)
             payloads.append(KePayload(group, self._ke.public))
         return [*payloads, tsi, tsr]
 
@@ -337,7 +337,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if group is not None and (ke is None or ke.group != group):
         return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))])
     try:
-        ours = new_key_exchange(group) if group is not None else None
+        ours = generate_key_exchange(group) if group is not None else None
         shared = ours.shared_secret(ke.data) if ours is not None and ke is not None else None
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])

@@ -48,7 +48,7 @@ from ..constants import (
     ProtocolId,
     notify_name,
 )
-from ..dh import DhError, KeyExchange, check_public, new_key_exchange
+from ..dh import DhError, KeyExchange, check_public, init_key_exchange
 from ..events import NegotiationFailed, Redirected
 from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
@@ -159,7 +159,7 @@ class IkeSaInitTask(Task):
     def __init__(self, st: IkeSaState) -> None:
         self._groups = KeGroups(g for spec in st.config.proposals for g in spec.dh_groups)
         assert self._groups.group is not None
-        self._ke: KeyExchange = new_key_exchange(self._groups.group)
+        self._ke: KeyExchange = init_key_exchange(self._groups.group)
         self._cookie: bytes | None = None
         self._redirected_from = st.redirected_from  # the gateway that redirected us last (RFC 5685)
         self._redirects = 0
@@ -231,7 +231,7 @@ class IkeSaInitTask(Task):
             if self._out_of_retries():
                 return self._fail(st, "INVALID_KE_PAYLOAD", self._gave_up(f"INVALID_KE_PAYLOAD ({self._groups.group})"))
             assert self._groups.group is not None
-            self._ke = new_key_exchange(self._groups.group)
+            self._ke = init_key_exchange(self._groups.group)
             return Outcome.RETRY
         if retry is KeRetry.REFUSED:
             wanted = KeGroups.requested(payloads)
@@ -322,7 +322,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", suite.dh_group))], close=True)
     try:
         check_public(ke.group, ke.data)   # before a key pair is taken (from the pool) for it
-        ours = new_key_exchange(ke.group)
+        ours = init_key_exchange(ke.group)
         shared = ours.shared_secret(ke.data)
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)

@@ -26,7 +26,7 @@ import struct
 from collections.abc import Sequence
 
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
-from ..dh import DhError, KeyExchange, new_key_exchange
+from ..dh import DhError, KeyExchange, generate_key_exchange
 from ..events import NegotiationFailed
 from ..message import KePayload, NoncePayload, Payload, Proposal, SaPayload
 from ..proposals import Suite, accepts, describe_all, select_proposal
@@ -84,7 +84,7 @@ class RekeyIkeTask(Task):
     def build(self, st: IkeSaState) -> list[Payload]:
         group = self._groups.group
         assert group is not None
-        self._ke = new_key_exchange(group)
+        self._ke = generate_key_exchange(group)
         proposals = tuple(spec.to_wire(i + 1, self._spi) for i, spec in enumerate(st.config.proposals))
         return [SaPayload(proposals), NoncePayload(self._nonce), KePayload(group, self._ke.public)]
 
@@ -183,7 +183,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if group is None or group != ke.group:
         return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group or 0))])
     try:
-        ours = new_key_exchange(group)
+        ours = generate_key_exchange(group)
         shared = ours.shared_secret(ke.data)
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])

@@ -4,7 +4,8 @@ round trips within max_child_sas, on each of its max_ike_sas_per_identity IKE SA
 two INFO lines per loop reached journald's rate limit, which then dropped every tunsec line (the
 other peers' authentication failures that fail2ban reads, errors).  These lines go through a
 limiter per peer (loglimit.PeerLogLimiter: the identity and proof, trusted.peer_of, as the IKE SA
-cap counts them); what is held is counted in the next line admitted, and written at DEBUG.
+cap counts them: refusal_log.peer_key, IkeService.log_peer); what is held is counted in the next
+line admitted, and written at DEBUG.
 
 Never limited: the lines of what we started (our own initiations and rekeys, operators' and tests'
 commands wait for them), of the IKE_AUTH Child SA (the engine's first id of an IKE SA's lineage: the
@@ -18,9 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from tunsec.ike.events import DownReason
-from tunsec.ike.sa import IkeSa
 from tunsec.loglimit import PeerLogLimiter, suffix
-from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -34,19 +33,12 @@ def limiter() -> PeerLogLimiter:
     return PeerLogLimiter(burst=BURST, period=PERIOD)
 
 
-def peer_of_sa(self: IkeService, sa: IkeSa | None, fallback: str) -> object:
-    """The peer whose share a line of ``sa`` takes: its identity and proof (trusted.peer_of), else
-    (no record: not established) the connection and address in ``fallback``."""
-    record = self.ike_up.get(sa.local_spi) if sa is not None else None
-    return peer_of(record.ev) if record is not None else fallback
-
-
 def child_peer(self: IkeService, ike: int, unique_id: int, theirs: bool, where: str) -> object | None:
     """The peer whose share a Child SA's line takes; None: not limited (``theirs`` False: we started
     it, or the deletion is not the peer's; or the IKE_AUTH Child SA)."""
     if not theirs or unique_id == FIRST_CHILD:
         return None
-    return peer_of_sa(self, self._ike_sa(ike), where)
+    return self.log_peer(self._ike_sa(ike), where)
 
 
 def peer_deleted(reason: DownReason) -> bool:

@@ -31,7 +31,7 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
     its inbound SA (installs._remove), its ChildSaDown does not (removed_already)."""
     self.events.install_failed[(conn, child)] += 1
     held = sa is not None and any(c.unique_id == unique_id and not c.deleting for c in sa.children)
-    if (n := self.install_failed_log.admit()) is not None:
+    if (n := self.refusals.install_failed.admit(self.log_peer(sa, conn))) is not None:
         log.error("%s: installing CHILD_SA %s %s%s%s", conn, child, what,
                   "; deleting it" if held else "", suffix(n))
     if sa is not None and held:

@@ -141,7 +141,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # answer_not_others for the answers to our requests), but a datagram handled in the same
         # batch as that peer's negotiation, before its Child SA was booked here, passed: it is
         # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it), never installed
-        if (held := self.refused_log.admit()) is not None:
+        if (held := self.refusals.refused.admit(self.log_peer(sa, sa.name))) is not None:
             log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s%s", sa.name, ev.child,
                       peer, ", ".join(map(str, ev.remote_ts)), describe(found), suffix(held))
         self.events.ts_claims_refused[(sa.name, ev.child)] += 1
@@ -158,7 +158,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # passed would leave the lineage's policies on selectors its claims, which follow the new
         # Child SA, no longer cover (another peer could be given them, and the policies would still
         # draw their traffic here): it starts a lineage of its own, the old one's ends with it
-        if (held := self.refused_log.admit()) is not None:
+        if (held := self.refusals.refused.admit(self.log_peer(sa, sa.name))) is not None:
             log.error("%s: CHILD_SA %s of peer %s rekeyed to other selectors (%s === %s): not on the old one's "
                       "policies%s", sa.name, ev.child, peer, ", ".join(map(str, ev.local_ts)),
                       ", ".join(map(str, ev.remote_ts)), suffix(held))
@@ -740,7 +740,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
         if not install_failed.removed_already(self, ike, ev.unique_id):
             self._spawn(self._delete_sa(ev.spi_in, Direction.IN))
         theirs = churn_log.peer_deleted(ev.reason) and ev.unique_id != churn_log.FIRST_CHILD
-        churn_log.line(self, churn_log.peer_of_sa(self, sa, sa.name) if theirs else None, log,
+        churn_log.line(self, self.log_peer(sa, sa.name) if theirs else None, log,
                        "%s: CHILD_SA %s %08x_i %08x_o deleted: %s", sa.name, ev.child, ev.spi_in, ev.spi_out,
                        ev.describe())
         return

@@ -29,14 +29,14 @@ CallLater = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
 def pool_groups(configs: Iterable[IkeConfig]) -> list[int]:
     """The groups worth pooling, first seen first: of each connection the first key exchange group
     of its IKE proposals (what our initiator sends in IKE_SA_INIT, and what a peer configured alike
-    sends first) and of each child's ESP proposals with PFS (CREATE_CHILD_SA).  The other groups a
-    proposal accepts are generated when a peer picks them (counted as unpooled)."""
+    sends first).  The other groups a proposal accepts are generated when a peer picks them (counted
+    as unpooled); so are the children's PFS groups: only IKE_SA_INIT takes from the pool
+    (dh.init_key_exchange)."""
     out: dict[int, None] = {}
     for cfg in configs:
-        for proposals in (cfg.proposals, *(ch.esp_proposals for ch in cfg.children)):
-            first = next((p.dh_groups[0] for p in proposals if p.dh_groups), None)
-            if first is not None:
-                out[first] = None
+        first = next((p.dh_groups[0] for p in cfg.proposals if p.dh_groups), None)
+        if first is not None:
+            out[first] = None
     return list(out)
 
 

@@ -92,6 +92,7 @@ from tunsec.services.ike import (
     mobility,
     radius_edge,
     recreate,
+    refusal_log,
     restart,
     traps,
     tries,
@@ -216,14 +217,8 @@ class IkeService(Service):
         self._event_log = LogLimiter(burst=1, period=60.0)      # an engine event whose handling failed (a bug)
         self.event_errors = 0
         self.on_activity: Callable[[], None] = _nothing   # each IKE datagram in (the daemon's CalmTrim.note)
-        self._busy_log = LogLimiter(burst=5, period=60.0)       # Child SAs refused for now (_failure_log)
-        self._limit_log = LogLimiter(burst=5, period=60.0)      # peers' Child SAs refused over max_child_sas
-        self._ike_limit_log = LogLimiter(burst=5, period=60.0)  # and IKE SAs over max_ike_sas_per_identity
-        # authenticated peers' other requests refused (TS_UNACCEPTABLE, a rekey to other selectors,
-        # NO_PROPOSAL_CHOSEN...): each may come again at once, a line each otherwise
-        self.refused_log = LogLimiter(burst=5, period=60.0)
+        self.refusals = refusal_log.RefusalLogs()   # per peer: what we refused it, or could not do for it
         self.churn_log = churn_log.limiter()   # per peer: the lines of its Child SA churn and IKE rekeys
-        self.install_failed_log = LogLimiter(burst=5, period=60.0)   # Child SAs the worker did not take
         self.events = EventCounts()                             # rekeys, dead peers (Prometheus counters)
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # IKE SA handle -> its Child SAs' lingering inbound SAs (SPI -> lineage), oldest first (installs._linger)
@@ -472,18 +467,6 @@ class IkeService(Service):
         """An IKE SA a peer opened and has not authenticated: anyone may cause its failures."""
         return not sa.is_initiator and sa.local_spi not in self.ike_up
 
-    def _failure_log(self, sa: IkeSa, ev: NegotiationFailed) -> int | None:
-        """A refusal for now (TEMPORARY_FAILURE: the peer's, or no inbound SPI from our worker) is
-        tried again, and may fail again for every Child SA at once (a full SAD): rate-limited; so is
-        our refusal of an authenticated peer's request, which it may repeat as fast as it likes, and
-        any Child SA refused for more selectors than an SA holds (a peer's, or its answer's; each IKE_AUTH
-        of the peer's can ask again)."""
-        if ev.reason == "TEMPORARY_FAILURE":
-            return self._busy_log.admit()
-        if ev.peer_request or ev.ts_limit:
-            return self.refused_log.admit()
-        return self._admit_log(sa)
-
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
@@ -554,18 +537,15 @@ class IkeService(Service):
                     recreate.refused(self, self._ike_handle(sa), ev.child, ev.reason)
                 if ev.ts_limit:
                     self.events.ts_limit_refused[(ev.name, ev.child or "")] += 1
-                if (held := self._failure_log(sa, ev)) is not None:
+                if (held := refusal_log.failure(self, sa, ev)) is not None:
                     child = f" child {ev.child}" if ev.child else ""
                     # which peer sends what an SA cannot hold (its identity may be anyone's of a pool connection)
                     peer = f" from {sa.remote_addr[0]}" if ev.ts_limit else ""
                     log.error("%s%s: %s%s: %s%s", ev.name, child, ev.reason, peer, ev.detail, suffix(held))
             case ChildSaLimit():
-                self._child_sa_limit(ev)
-            case IkeSaLimit():   # counted by the endpoint (ike_refused: ike_sa_limit)
-                if (held := self._ike_limit_log.admit()) is not None:
-                    log.warning("%s: peer %s at %s holds %d IKE SAs; max_ike_sas_per_identity is %d: IKE_AUTH "
-                                "refused with AUTHENTICATION_FAILED%s", ev.name, ev.peer, ev.remote_addr[0], ev.held,
-                                ev.limit, suffix(held), extra={"remote": ev.remote_addr[0]})
+                refusal_log.child_sa_limit(self, sa, ev)
+            case IkeSaLimit():
+                refusal_log.ike_sa_limit(self, sa, ev)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
                 if self.ike_up.pop(sa.local_spi, None) is not None:
@@ -587,16 +567,6 @@ class IkeService(Service):
                 self._relay_round(sa, ev)
             case EapRelayAbandoned():
                 self._end_relay(sa)
-
-    def _child_sa_limit(self, ev: ChildSaLimit) -> None:
-        """An authenticated peer asked for more Child SAs than max_child_sas: counted always, logged
-        rate-limited (it may ask again and again, each request a line otherwise)."""
-        self.events.child_sa_limit[ev.name] += 1
-        if (held := self._limit_log.admit()) is not None:
-            what = (f"a rekey with {ev.held} replaced Child SAs left undeleted" if ev.rekey
-                    else f"a Child SA beyond the {ev.held} it holds")
-            log.warning("%s: peer %s at %s asked for %s; max_child_sas is %d: refused with NO_ADDITIONAL_SAS%s",
-                        ev.name, ev.peer, ev.remote_addr[0], what, ev.limit, suffix(held))
 
     # --- IKE in: from our sockets, and port 4500's through the worker -------------------
     async def refill_spis(self) -> None:
@@ -722,6 +692,7 @@ class IkeService(Service):
     _delete_sa = installs._delete_sa
     _endpoint = installs._endpoint
     _child_registered = installs._child_registered
+    log_peer = refusal_log.peer_key   # the peer a log line about an IKE SA is limited as
     _forget = installs._forget
     _start_install = installs._start_install
     _child_up = installs._child_up

@@ -35,6 +35,7 @@ from tunsec.dataplane import client, pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
 from tunsec.dataplane.pipe import Errno
 from tunsec.ike.events import IkeSaUp
+from tunsec.ike.identity import Identity
 from tunsec.ike.spi_tag import ROTATE, IkeSpiTag
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -62,7 +63,13 @@ def peer_of(ev: IkeSaUp) -> int:
     A process-keyed hash (Python's, seeded at random), so nobody outside can make two identities
     share one.  An unproven identity (eap-radius without a User-Name) is equal only to itself:
     each such IKE SA is a peer of its own, held only to its sender address's share."""
-    return hash((ev.remote_id, ev.proof)) & 0xFFFF_FFFF_FFFF_FFFF or 1
+    return identity_peer(ev.remote_id, ev.proof)
+
+
+def identity_peer(identity: Identity, proof: str) -> int:
+    """peer_of of an IKE SA that authenticated ``identity`` by ``proof`` (IkeConfig.lease_proof),
+    asked before (or after) its IkeSaUp is at hand (refusal_log.py)."""
+    return hash((identity, proof)) & 0xFFFF_FFFF_FFFF_FFFF or 1
 
 
 class TrustedSpis:
