@@ -40,16 +40,17 @@ def base() -> Iterator[Path]:
         yield d
 
 
-def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path, remote_ts: str = "10.2.0.0/24"
-            ) -> subprocess.CompletedProcess[str]:
+def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path, remote_ts: str = "10.2.0.0/24",
+            undo: bool = False) -> subprocess.CompletedProcess[str]:
     conf = base / "tunsec.conf"
     conf.write_text(f"tunsec {{\n  tun = {TUN}\n  control_socket = {run_dir}/t.sock\n  state_dir = {state_dir}\n"
                     "  mtu = 1400\n}\nmanual {\n  site { local_addr = 192.0.2.1\n    remote_addr = 192.0.2.2\n"
                     f"    local_ts = 10.1.0.0/24\n    remote_ts = {remote_ts}\n    spi_in = 0xc0010001\n"
                     "    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314\n    spi_out = 0xc0020001\n"
                     "    key_out = 0x1102030405060708090a0b0c0d0e0f1011121314 }\n}\n")
+    how = ["--undo"] if undo else ["--user", USER]
     return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "tunsec", "prepare", "-c", str(conf),
-                           "--user", USER], capture_output=True, text=True, timeout=60)
+                           *how], capture_output=True, text=True, timeout=60)
 
 
 def has_tun(ns: str) -> bool:
@@ -93,3 +94,18 @@ def test_prepare_refused_after_making_the_tun_removes_it_and_keeps_one_it_found(
     r = prepare(ns, base, base / "run", base / "state", "10.2.0.0/24, fd00:2::/64")
     assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
     assert has_tun(ns)   # not this run's: left as it was
+
+
+def test_prepare_undo_removes_the_tun_and_leaves_a_device_that_is_not_one(ns: str, base: Path) -> None:
+    """(h/prepare) `tunsec prepare --undo` removes the TUN prepare made (the directories stay); a device of
+    that name that is not a TUN is refused, and left."""
+    r = prepare(ns, base, base / "run", base / "state")
+    assert r.returncode == 0 and has_tun(ns), r.stderr
+    r = prepare(ns, base, base / "run", base / "state", undo=True)
+    assert r.returncode == 0, r.stderr
+    assert f"TUN {TUN} removed" in r.stdout and "no exclude route" in r.stdout, r.stdout
+    assert not has_tun(ns) and (base / "run").is_dir() and (base / "state").is_dir()
+    subprocess.run(["ip", "-n", ns, "link", "add", TUN, "type", "veth", "peer", "name", f"{TUN}p"], check=True)
+    r = prepare(ns, base, base / "run", base / "state", undo=True)
+    assert r.returncode == 1 and f"{TUN} is not a TUN device: left as it is" in r.stderr, r.stderr
+    assert has_tun(ns)   # has_tun: a link of that name

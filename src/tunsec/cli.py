@@ -131,9 +131,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.tunsec.log_level.upper(), format="tunsec prepare: %(levelname)s %(message)s",
                         stream=sys.stderr)
     from tunsec.prepare import PrepareError, prepare
+    from tunsec.unprepare import undo
 
+    if not args.undo and not args.user:
+        print("tunsec prepare: --user is required (the user tunsec up will run as), or --undo", file=sys.stderr)
+        return 1
     try:
-        print(prepare(cfg, args.user))
+        print(undo(cfg) if args.undo else prepare(cfg, args.user))
     except PrepareError as err:
         print(f"tunsec prepare: {err}", file=sys.stderr)
         return 1
@@ -372,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("prepare", help="as root: create and configure the TUN and routes for an unprivileged "
                                          "tunsec up, then exit")
     pre.add_argument("-c", "--config", required=True)
-    pre.add_argument("--user", required=True, help="the user tunsec up will run as (owner of the TUN)")
+    pre.add_argument("--user", help="the user tunsec up will run as (owner of the TUN)")
+    pre.add_argument("--undo", action="store_true", help="remove what prepare made for this configuration (the TUN, "
+                                                         "a full tunnel's kill switch and exclude routes), then exit")
     pre.set_defaults(func=cmd_prepare)
     ini_st = sub.add_parser("init-state", help="initialise state_dir for manual keys (a new installation, or "
                                                "after replacing every manual key), then exit")

@@ -129,7 +129,9 @@ class Daemon:
             self.tun = Tun.open(self.cfg.tunsec.tun, queues=self.nqueues)
         except OSError as err:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
-        self.excludes, self.killswitch = ExcludeRoutes(self.tun.name), KillSwitch(self.tun.name)
+        made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
+        self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
+        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -145,9 +147,9 @@ class Daemon:
             if self.mtu < 1280 and self.manual.carries_ipv6():
                 log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
             routes = self._tun_routes()
-            if self.excludes is not None:   # before the TUN's routes: the peers' paths as they were
+            self._exclude_peers(routes)   # before the TUN's routes: the peers' paths as they were
+            if self.excludes is not None:   # after: those in place (tunsec prepare's) are held, not stale
                 self.excludes.clear_stale()
-            self._exclude_peers(routes)
             self.killswitch.ensure(n for n, _ in routes)   # before the halves: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)

@@ -6,6 +6,12 @@ It creates the TUN persistent and owned by U, with the flags `tunsec up` will op
 MTU, quiets IPv6 on it and brings it up, installs the configuration's routes through it, and makes the
 control socket's directory and the state directory U's.  It may run again: what is right stays.  A
 refusal leaves no TUN it made behind (the directories are checked first, the TUN removed after).
+
+A full tunnel gets what the privileged start adds before any IKE (the daemon's own _setup_tun): the
+configured peers' exclude routes (dataplane/exclude.py) and the kill switch, a device with a standing
+route under each half (dataplane/killswitch.py).  `tunsec up` without CAP_NET_ADMIN finds and uses
+them, and leaves them at its stop, so that it fails closed after a kill -9 and reaches its peers.
+Peers met at run time (road warriors' addresses) still need CAP_NET_ADMIN for theirs.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import TYPE_CHECKING
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
+from tunsec.dataplane.exclude import ExcludeRoutes, is_half
+from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, interface_exists
 from tunsec.dataplane.tundev import tun_flags, tun_owner
 from tunsec.privilege import PrivilegeError, Target, check_config_files, read_grant, target_for
@@ -57,22 +65,30 @@ def _create_persistent(name: str, flags: int, owner: Target) -> None:
         os.close(fd)
 
 
+def unpersist(name: str, flags: int) -> None:
+    """The persistent TUN name (made with flags) goes, its routes with it; OSError if it cannot (EBUSY: a
+    process has it open)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    finally:
+        os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
+
+
 def _remove_persistent(name: str, flags: int) -> None:
     """The persistent TUN name this run made goes (its routes with it); logged if it cannot."""
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
-            fcntl.ioctl(fd, TUNSETPERSIST, 0)
-        finally:
-            os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
+        unpersist(name, flags)
     except OSError as err:
         log.error("removing TUN %s made by this run failed: %s; remove it: ip tuntap del dev %s mode tun%s", name,
                   err.strerror, name, " multi_queue" if flags & IFF_MULTI_QUEUE else "")
 
 
 def _set_up(d: Daemon, name: str) -> list[str]:
-    """The daemon's MTU, link and routes on the TUN name; the routes it added (they stay)."""
+    """The daemon's MTU, link and routes on the TUN name, with a full tunnel's exclude routes and kill
+    switch; the routes it added (they stay).  A refused exclude or standing route is an error: without it
+    the unprivileged start fails open, or sends IKE into the TUN."""
     from tunsec.daemon import StartupError
 
     tun = Tun.open(name, queues=d.nqueues)
@@ -82,12 +98,30 @@ def _set_up(d: Daemon, name: str) -> list[str]:
             d._setup_tun()
         except StartupError as err:   # a route or link change the kernel refused, saying which and why
             raise PrepareError(str(err)) from err
+        halves = {n for n, _ in d._tun_routes() if is_half(n)}
+        if d.excludes is not None and d.excludes.refused:
+            raise PrepareError("an exclude route was refused (the error above says which and why)")
+        if halves - d.killswitch.held:
+            raise PrepareError(f"the full tunnel's standing routes on {d.killswitch.name} were refused (the error "
+                               "above says why): tunsec up would fail open after a kill -9")
         routes = [str(r[0]) for r in tun.routes]
         tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
         return routes
     finally:
         tun.close()
         d.tun = None
+
+
+def _full_routing(d: Daemon) -> str:
+    """What the summary says of the exclude routes and the kill switch in place; "" without either."""
+    parts = []
+    if d.excludes is not None and d.excludes.held:
+        parts.append("exclude routes " + ", ".join(f"{p}" + (f" via {path.gateway}" if path.gateway else " on the link")
+                                                   for p, path in d.excludes.held.items()))
+    if d.killswitch.held:
+        parts.append(f"standing routes {', '.join(sorted(map(str, d.killswitch.held)))} dev {d.killswitch.name} "
+                     "(kill switch)")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _ensure_tun(name: str, flags: int, owner: Target) -> str:
@@ -205,9 +239,13 @@ def prepare(cfg: Config, user: str) -> str:
     _own_dir(sock.parent, owner, socket=sock.name)
     skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
+    # found in place: kept at a refusal below (close() removes only what this run added)
+    d.excludes, d.killswitch = ExcludeRoutes(name, keep_found=True), KillSwitch(name, keep_found=True)
     try:
         routes = _set_up(d, name)
     except BaseException:
+        d.excludes.close()
+        d.killswitch.close()
         if how == "created":   # a refusal leaves the host as it found it (a TUN it had stays)
             _remove_persistent(name, flags)
         raise
@@ -215,7 +253,8 @@ def prepare(cfg: Config, user: str) -> str:
     st = os.stat(cfg.path)
     unreadable = not st.st_mode & 0o004 and not (st.st_gid == owner.gid and st.st_mode & 0o040)
     return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
-            f"{', '.join(routes) or 'none (already there)'}; {Path(cfg.tunsec.control_socket).parent} "
+            f"{', '.join(routes) or 'none (already there)'}{_full_routing(d)}; "
+            f"{Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"
             + skipped

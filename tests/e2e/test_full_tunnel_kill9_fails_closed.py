@@ -10,16 +10,24 @@ the kill nothing may go by the uplink in clear (only the exclude routes' peers, 
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import signal
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import control
 import pytest
-from ike_peers import TunsecIke
+from ike_peers import Conn, TunsecIke
+from reachable import python_argv
 from roadwarrior import RoadWarriorConn
 from routed_hosts import RoutedHosts
 
 from tunsec.bench.netns import wait_until
+from tunsec.conf.tunsec_section import WORKER_USER
 from tunsec.dataplane.killswitch import device_name
 
 ELSEWHERE = "203.0.113.9"     # any internet address: the full tunnel's
@@ -68,3 +76,97 @@ def test_the_standing_routes_hold_a_killed_full_tunnel_and_go_at_a_clean_stop(to
     client.stop()
     assert device not in topo.run(topo.a, ["ip", "link"]).stdout
     assert f"via {topo.links[0][1]} dev veth0" in path(topo, ELSEWHERE)   # the host's own default route again
+
+
+@dataclass
+class PreparedIke(TunsecIke):
+    """tunsec run as WORKER_USER with no capability at all, after `tunsec prepare` (root) set the host up:
+    its control socket (and state_dir, which an IKE-only start makes) in a directory prepare gives the
+    user, its configuration root's and read through the user's group, as prepare requires."""
+
+    @property
+    def sock(self) -> Path:
+        return self.topo.workdir / f"run-{self.host.ns}" / "tunsec.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.sock.parent / "state"
+
+    def __post_init__(self) -> None:
+        self.dir = self.topo.workdir / f"tunsec-{self.host.ns}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sock.parent.mkdir(mode=0o750)
+        self.write()
+        os.chown(self.conf, 0, grp.getgrnam(WORKER_USER).gr_gid)
+        self.conf.chmod(0o640)
+
+    def prepare(self) -> str:
+        r = self.topo.run(self.host, [sys.executable, "-m", "tunsec", "prepare", "-c", str(self.conf),
+                                      "--user", WORKER_USER], check=False, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    def start(self) -> None:
+        pw = pwd.getpwnam(WORKER_USER)
+        # CAP_NET_BIND_SERVICE alone (IKE on port 500, as a unit's AmbientCapabilities= gives it): no CAP_NET_ADMIN
+        as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                   "--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service",
+                   "--bounding-set=-all,+net_bind_service", "--"]
+        argv = [*python_argv(as_user), "-m", "tunsec", "up", "-c", str(self.conf)]
+        offset = control.log_size(self.log)
+        self.spawn(self.host, argv, lambda: control.is_up(self.log, offset, self.sock))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+
+def test_a_prepared_full_tunnel_run_unprivileged_reaches_its_gateway_and_fails_closed(topo: RoutedHosts) -> None:
+    """(h/prepare) `tunsec prepare` adds what a privileged start adds for a full tunnel: the configured
+    gateway's exclude route and the kill switch.  `tunsec up` with no capability uses them without
+    asking the kernel again: its IKE leaves by the uplink (the tunnel comes up), and after a kill -9
+    nothing leaves in clear while the gateway stays reachable by the uplink; a clean stop leaves them
+    for the next start.  Before, prepare added neither (the gateway's IKE went into the TUN, the start
+    logged the refused route and device) and made a device of another name."""
+    gateway = TunsecIke(topo, Conn(topo.b, topo.a, local_ts="0.0.0.0/0"))
+    gateway.start()
+    client = PreparedIke(topo, Conn(topo.a, topo.b, remote_ts="0.0.0.0/0", start_action="start"),
+                         tunsec_extra="  workers = 1\n")
+    uplink = f"via {topo.links[0][1]} dev {topo.a.veth}"
+    said = client.prepare()
+    assert f"exclude routes {topo.b.outer4} via {topo.links[0][1]}" in said, said
+    device = device_name("tunsec0")
+    assert f"dev {device} (kill switch)" in said, said
+    client.start()
+    client.wait_established(20)   # its IKE reached the gateway: by the uplink, not into the TUN
+    assert topo.wait_ping(topo.a, topo.b.inner4, src=topo.a.inner4)
+    log = client.log_text()
+    assert "refused" not in log, log   # nothing tried again that prepare had done (EPERM)
+    assert "WARNING TUN tunsec0" not in log, log   # the MTU prepare chose is the start's (its peer by the uplink)
+    assert uplink in path(topo, topo.b.outer4)
+
+    client.kill()
+    assert "dev tunsec0" in path(topo, ELSEWHERE)   # the TUN is prepare's: it stays, nobody reads it
+    assert uplink not in path(topo, ELSEWHERE), "a killed full tunnel's traffic leaves in clear"
+    assert uplink in path(topo, topo.b.outer4)   # the gateway's IKE still leaves by the uplink
+    topo.run(topo.a, ["ip", "link", "del", "tunsec0"])   # the TUN gone too (by root): the kill switch holds
+    assert f"dev {device}" in path(topo, ELSEWHERE)
+    client.prepare()   # the TUN made again; what is in place stays
+    client.start()
+    client.wait_established(20)
+    r = client.cli("prepare", "--undo")
+    assert r.returncode == 1 and "a tunsec is running on" in r.stderr, r.stdout + r.stderr
+    client.stop()   # a clean stop leaves prepare's work for the next start
+    links = topo.run(topo.a, ["ip", "link"]).stdout
+    assert f"{device}:" in links and "tunsec0" in links and links.count("tsks") == 1, links
+    assert uplink in path(topo, topo.b.outer4)
+
+    r = client.cli("prepare", "--undo")   # and prepare's work goes: the host routes as it did before
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"exclude routes removed: {topo.b.outer4}/32" in r.stdout, r.stdout
+    links = topo.run(topo.a, ["ip", "link"]).stdout
+    assert "tsks" not in links and "tunsec0" not in links, links
+    assert topo.run(topo.a, ["ip", "route", "show", "proto", "116"]).stdout == ""
+    assert uplink in path(topo, ELSEWHERE)

@@ -20,6 +20,7 @@ from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from routed_hosts import RoutedHosts
 
 from tunsec.bench.netns import wait_until
+from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 
 pytestmark = [pytest.mark.interop, requires_strongswan]
@@ -33,6 +34,9 @@ VIP4, VIP6 = "10.3.0.1", "fd00:3::1"
 def topo() -> Iterator[RoutedHosts]:
     with RoutedHosts(prefix="fixfull") as t:
         yield t
+
+
+GONE = "203.0.113.77"   # an address no configuration here has
 
 
 def tunsec_routes(topo: RoutedHosts) -> str:
@@ -91,8 +95,14 @@ def test_a_start_after_kill_9_removes_the_exclude_route_the_killed_run_left(topo
     # the TUN went with its last descriptor, its routes with it; the exclude route stayed
     exclude = f"{topo.b.outer4} via 192.0.2.1 dev veth0"
     assert exclude in tunsec_routes(topo) and topo.default_routes(topo.a) == before
+    # one of a peer no longer configured (the killed run's configuration had it)
+    topo.run(topo.a, ["ip", "route", "add", f"{GONE}/32", "via", "192.0.2.1", "dev", "veth0", "proto",
+                      str(RTPROT_TUNSEC), "metric", str(block_mark("tunsec0"))])
     client.start()
-    client.wait_log(rf"exclude route {topo.b.outer4}/32 an earlier tunsec left removed")
+    # the configured peer's is replaced by the start's own (h/prepare: no longer removed first), the other goes
+    added = f"exclude route {topo.b.outer4}/32 via 192.0.2.1 (the path it had"
+    assert wait_until(lambda: client.log_text().count(added) == 2, 15), client.log_tail()
+    client.wait_log(rf"exclude route {GONE}/32 an earlier tunsec left removed")
     client.wait_established(timeout=20)
     assert tunsec_routes(topo).count(exclude) == 1
     assert topo.wait_ping(topo.a, topo.b.inner4, timeout=10)

@@ -18,6 +18,11 @@ Where that path is more specific than every TUN route covering the peer (the pee
 needs none.  The host routes are tunsec's proto with the TUN's mark as their metric (a metric changes no
 TCP behaviour, unlike the blocks' RTAX_REORDERING mark on a route that carries traffic), so a start after
 kill -9 knows and removes the ones this instance left (clear_stale).
+
+`tunsec prepare` (root) adds the configured peers' exclude routes for a later `tunsec up` that holds no
+CAP_NET_ADMIN: a start finds one on the path it would take and uses it without writing to the kernel
+(and removes only the ones of its mark it does not hold, after); on a TUN it did not make
+(``keep_found``) it leaves those it found at its clean stop, as it leaves the TUN's routes it found.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from tunsec.dataplane.blockrecord import block_mark
@@ -123,7 +128,9 @@ class ExcludeRoutes:
     """This instance's exclude routes (see the module), by peer address: the path each one takes."""
 
     tun: str
+    keep_found: bool = False   # the routes found at start stay at the clean stop (the TUN was made for us)
     held: dict[IPAddress, Path] = field(default_factory=dict)
+    found: set[IPAddress] = field(default_factory=set)   # held, found in place, and keep_found: close() leaves
     # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
     # unauthenticated captured address leaves by (services/ike/exclude_gate.py)
     paths: dict[int, list[Path]] = field(default_factory=dict)
@@ -154,14 +161,21 @@ class ExcludeRoutes:
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
             paths: dict[int, list[Path]] = {}
+            present: dict[int, dict[IPAddress, tuple[str | None, int]]] = {}
             for peer in peers:
                 family = _family(peer)
                 if family not in paths:
                     paths[family] = self.paths[family] = _paths(ipr, family, tun_idx)
+                    # on a TUN made for us (prepare's) look for its routes first: found, they stay at exit,
+                    # and without CAP_NET_ADMIN nothing else would do; else add (or replace) makes it ours
+                    present[family] = _present(ipr, family, self.mark) if self.keep_found else {}
                 path = best_path(paths[family], peer)
                 if not captured(peer, tun_nets, path):
                     continue
                 assert path is not None
+                if present[family].get(peer) == (path.gateway, path.oif):
+                    self._found(peer, path)   # tunsec prepare's (or a killed run's): nothing to write
+                    continue
                 try:
                     self._add(ipr, peer, path)
                 except NetlinkError as exc:
@@ -173,6 +187,13 @@ class ExcludeRoutes:
                         f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
                         f"dev {ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})"))
         return failed
+
+    def _found(self, peer: IPAddress, path: Path) -> None:
+        self.held[peer] = path
+        if self.keep_found:
+            self.found.add(peer)
+        log.info("exclude route %s%s in place (the path it had: not into TUN %s)", _host(peer),
+                 f" via {path.gateway}" if path.gateway else "", self.tun)
 
     def _refusal(self, line: str) -> str:
         """Counted, logged rate-limited (a hub's authenticating clients may be many)."""
@@ -242,8 +263,14 @@ class ExcludeRoutes:
         self.remove([p for p in list(self.held) if not any(p in n for n in tun_nets if n.version == p.version)])
 
     def close(self) -> None:
-        """At exit, after the TUN's routes: every exclude route of ours goes."""
-        self.remove(list(self.held))
+        """At exit, after the TUN's routes: every exclude route of ours goes, but those found at start on a
+        TUN made for us (keep_found): they serve the next start, as the TUN's routes do."""
+        if self.found:
+            log.info("exclude routes %s stay (they were there at start: tunsec prepare's)",
+                     ", ".join(_host(p) for p in sorted(self.found, key=str)))
+        self.remove([p for p in self.held if p not in self.found])
+        self.held.clear()
+        self.found.clear()
 
     def remove(self, gone: list[IPAddress]) -> None:
         """The exclude routes of gone go (those held)."""
@@ -252,6 +279,7 @@ class ExcludeRoutes:
         with self._lock, _iproute() as ipr:
             for peer in gone:
                 path = self.held.pop(peer, None)
+                self.found.discard(peer)
                 if path is None:
                     continue
                 try:
@@ -264,27 +292,47 @@ class ExcludeRoutes:
                 log.info("exclude route %s removed", _host(peer))
 
     def clear_stale(self) -> None:
-        """At start, before any of its own: the exclude routes a killed run of this instance left (tunsec's
-        proto, host routes, its TUN's mark as their metric)."""
+        """At start, after ensure() took those it found in place: the exclude routes of this instance's mark
+        it does not hold, which a killed run (or a prepare for another configuration) left."""
         try:
-            with _iproute() as ipr, as_oserror("listing the exclude routes an earlier tunsec may have left"):
-                for family in (socket.AF_INET, socket.AF_INET6):
-                    for r in ipr.route("dump", family=family):
-                        if _stale_of(r, self.mark):
-                            dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
-                            try:
-                                ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"),
-                                          proto=RTPROT_TUNSEC, priority=self.mark)
-                            except NetlinkError as exc:
-                                log.warning("exclude route %s an earlier tunsec left stays: %s", dst, reason(exc))
-                                continue
-                            log.info("exclude route %s an earlier tunsec left removed", dst)
+            self.drop_unheld("an earlier tunsec left")
         except OSError as exc:
             log.warning("exclude routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
         try:   # the host's own paths, before the TUN's routes go in: IKE to unauthenticated peers leaves by them
             self.refresh()
         except OSError as exc:
             log.warning("the host's paths not listed: %s", exc.strerror or exc)
+
+    def drop_unheld(self, whose: str) -> list[str]:
+        """The exclude routes of this instance's mark (tunsec's proto, host routes, its TUN's mark as their
+        metric) it does not hold go; whose says who left them (logged).  Those removed; OSError if they
+        cannot be listed."""
+        removed: list[str] = []
+        with _iproute() as ipr, as_oserror(f"listing the exclude routes {whose}"):
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for r in ipr.route("dump", family=family):
+                    if not _stale_of(r, self.mark) or ip_address(r.get_attr("RTA_DST")) in self.held:
+                        continue
+                    dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+                    try:
+                        ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"), proto=RTPROT_TUNSEC, priority=self.mark)
+                    except NetlinkError as exc:
+                        log.warning("exclude route %s %s stays: %s", dst, whose, reason(exc))
+                        continue
+                    log.info("exclude route %s %s removed", dst, whose)
+                    removed.append(dst)
+        return removed
+
+
+def _present(ipr: Any, family: int, mark: int) -> dict[IPAddress, tuple[str | None, int]]:
+    """This instance's exclude routes in the kernel now (its mark, _stale_of): the next hop of each."""
+    out: dict[IPAddress, tuple[str | None, int]] = {}
+    for r in ipr.route("dump", family=family):
+        if _stale_of(r, mark):
+            gateway, oif = next_hops(r)[0]
+            if oif is not None:
+                out[ip_address(r.get_attr("RTA_DST"))] = (gateway, int(oif))
+    return out
 
 
 def _stale_of(r: Any, mark: int) -> bool:

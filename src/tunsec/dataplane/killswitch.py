@@ -19,12 +19,18 @@ skips the routes of other devices, the TUN's and this one's, and takes the host'
 The device (and with it its routes) is added before the halves at start and at a reload that brings a
 full tunnel, found again at a start after a kill -9 (EEXIST), and deleted at a clean stop after the
 TUN, at a reload that drops the full tunnel, and at a start that has none.
+
+`tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
+CAP_NET_ADMIN: that start finds them (a device up, a route per half) and uses them without writing to
+the kernel; on a TUN it did not make (``keep_found``: prepare's, or one made by hand) it leaves a device
+it found at its clean stop, as it leaves the TUN's routes it found: they serve the next start.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +39,13 @@ from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.exclude import IPNetwork, is_half
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
+from tunsec.dataplane.routes import destination
 
 log = logging.getLogger("tunsec.tun")
 
 # below the TUN's routes (metric 0): the route that holds a full tunnel's half once the TUN is gone
 STANDING_PRIORITY = 0xFFFFFFFE
+IFF_UP = 0x1   # linux/if.h
 
 
 def device_name(tun: str) -> str:
@@ -50,7 +58,9 @@ class KillSwitch:
     """This instance's device and its standing routes, by half."""
 
     tun: str
+    keep_found: bool = False   # a device found at start stays at the clean stop (the TUN was made for us)
     held: set[IPNetwork] = field(default_factory=set)
+    found: bool = False        # the device was there, and keep_found: close() leaves it
 
     @property
     def name(self) -> str:
@@ -62,7 +72,7 @@ class KillSwitch:
         after a kill -9)."""
         want = [n for n in nets if is_half(n)]
         if not want:
-            self.close()
+            self.remove()
             return []
         failed: list[str] = []
         with IPRoute() as ipr, as_oserror(f"adding the full tunnel's standing routes (device {self.name})"):
@@ -73,8 +83,13 @@ class KillSwitch:
                               f"{reason(exc)}; if tunsec is killed its full tunnel's traffic leaves in clear")
                 log.error("%s", failed[-1])
                 return failed
+            standing = _standing(ipr, idx, {n.version for n in want})
             for half in want:
                 if half in self.held:
+                    continue
+                if half in standing:   # tunsec prepare's, or a killed run's: in place, nothing to write
+                    self.held.add(half)
+                    log.info("standing route %s dev %s in place (under TUN %s's route)", half, self.name, self.tun)
                     continue
                 try:
                     ipr.route("add", dst=str(half), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
@@ -94,20 +109,34 @@ class KillSwitch:
         """The device's index, added (a persistent TUN, up: its routes are used without a carrier) if it is
         not there."""
         found = ipr.link_lookup(ifname=self.name)
-        if not found:
+        if found:
+            self.found = self.keep_found
+        else:
             ipr.link("add", ifname=self.name, kind="tuntap", mode="tun")
             found = ipr.link_lookup(ifname=self.name)
-        ipr.link("set", index=found[0], state="up")
+        link = ipr.link("get", index=found[0])[0]
+        if not link["flags"] & IFF_UP:   # one up already needs no write (none without CAP_NET_ADMIN)
+            ipr.link("set", index=found[0], state="up")
         return int(found[0])
 
     def keep_only(self, nets: Iterable[IPNetwork]) -> None:
         """No half among nets any more (a reload dropped the full tunnel): the device goes."""
         if not any(is_half(n) for n in nets):
-            self.close()
+            self.remove()
 
     def close(self) -> None:
         """At a clean stop, after the TUN's routes: the device and its routes go, and the host's default
-        route carries the traffic again."""
+        route carries the traffic again; one found on a TUN made for us (keep_found) stays for the next
+        start, as the TUN and its routes do."""
+        if self.found:
+            log.info("device %s of the full tunnel's standing routes stays (it was there at start: tunsec "
+                     "prepare's)", self.name)
+            self.held.clear()
+            return
+        self.remove()
+
+    def remove(self) -> None:
+        """The device and its routes go (a start or reload without a full tunnel, a clean stop)."""
         try:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=self.name)
@@ -118,3 +147,15 @@ class KillSwitch:
             log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
                         reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
         self.held.clear()
+        self.found = False
+
+
+def _standing(ipr: Any, idx: int, versions: set[int]) -> set[IPNetwork]:
+    """The standing routes on the device (index idx) already, of the IP versions asked (only those: a
+    kernel without IPv6 refuses its dump): networks of the routes through it with STANDING_PRIORITY."""
+    out: set[IPNetwork] = set()
+    for family in (socket.AF_INET if v == 4 else socket.AF_INET6 for v in sorted(versions)):
+        for r in ipr.route("dump", family=family, oif=idx):
+            if r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY:
+                out.add(destination(r))
+    return out
