@@ -132,7 +132,10 @@ class Widening:
         sa = self._svc._ike_sa(key[0])
         if self._attempts.get(key) is attempt and attempt.trying and sa is not None \
                 and sa.state is State.ESTABLISHED and not sa.creating(key[1]) and not self._svc.closing:
-            sa.initiate(key[1])
+            try:
+                sa.initiate(key[1])
+            except (KeyError, RuntimeError) as err:   # its child no longer in the IKE SA's configuration
+                log.error("%s: cannot create CHILD_SA %s again: %s", attempt.conn, key[1], err)
 
     def _overdue(self, key: _Key, attempt: _Attempt) -> None:
         """The replacement's deadline (longer than its retransmissions): nothing installed by now."""
