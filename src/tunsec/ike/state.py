@@ -136,6 +136,9 @@ class ChildSa:
     # a DELETE of ours for it is queued or out: the peer's rekey of it is refused (RFC 7296 §2.25.1),
     # or its successor would outlive the delete (a rekey collision's redundant SA, both lived on)
     deleting: bool = False
+    # what our proposal of it (or of the Child SA it rekeyed: a rekey keeps the selectors) left out for
+    # others' claims (exchanges/child.py outside_others_claims): proposed again once theirs no more
+    cut: tuple[Ts, ...] = ()
 
 
 @dataclass(frozen=True)

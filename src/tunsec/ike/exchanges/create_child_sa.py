@@ -81,8 +81,10 @@ class CreateChildTask(Task):
             self._nonce = st.rng(NONCE_LEN)
         if self._rekey is not None:
             self._proposed = (self._rekey.local_ts, self._rekey.remote_ts)
+            self._child.cut = self._rekey.cut
         else:
-            self._proposed = childmod.initiator_ts(st, self._cfg)
+            ours, theirs, self._child.cut = childmod.initiator_ts(st, self._cfg)
+            self._proposed = (ours, theirs)
         payloads: list[Payload] = []
         if self._rekey is not None:
             spi = childmod.spi_bytes(self._rekey.spi_in)
@@ -346,6 +348,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     except SpiUnavailable as exc:
         st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    child.cut = rekey.cut if rekey is not None else ()   # the peer's rekey of a Child SA we narrowed
     nonce_r = st.rng(NONCE_LEN)
     spi_out = int.from_bytes(result.proposal.spi, "big")
     rekey_of = rekey.unique_id if rekey else None
