@@ -114,3 +114,17 @@ def test_terminate_child_meanwhile_brings_nothing_back() -> None:
     assert not only(events, ChildSaUp) and _downs(events, old) == []
     assert sa_a.children == [] and b.sas[0].children == []
     assert _deletes_from(net, A, mark) == 1   # of the new one, which B had up
+
+
+def test_the_held_child_sas_inbound_spi_is_still_one_the_ike_sa_holds() -> None:
+    """Review revlast2 R4: the held Child SA is out of ``children`` but still this IKE SA's (its inbound
+    SPI at the worker until the rekey ends): IkeSa.inbound_spis names it, so that a worker restart's
+    SpiPool.retire (services/ike/restart.py) sees it as the engine's, as it sees the installed ones."""
+    _net, a, _b, wire, old = _answered_then_deleted(4)
+    sa_a = a.sas[0]
+    (held,) = sa_a.held_children()
+    assert held.unique_id == old and sa_a.children == []
+    assert held.spi_in in sa_a.inbound_spis(), "the held Child SA's inbound SPI is not among the IKE SA's"
+    wire.run()   # the rekey ends: the new Child SA's SPI, no longer the old one's
+    (new,) = sa_a.children
+    assert sa_a.inbound_spis() == [new.spi_in]

@@ -603,29 +603,56 @@ def parse_tree(text: str, path: str, issues: list[ConfigIssue], *, root_check: b
 def withhold_tails(root: Section, issues: list[ConfigIssue], what: str = "an error") -> list[ConfigIssue]:
     """``issues`` with each one about a value's tail (a key or section written after the '}' that
     ended a value on its line, or in such a section) replaced by that value's :meth:`ValueTail.issue`:
-    a validator names keys and quotes values, which there may be a secret's rest (review revcfg F1)."""
-    tails: dict[str, ValueTail] = {}   # key path -> the value it is a tail of
+    a validator names keys and quotes values, which there may be a secret's rest (review revcfg F1).
+    Also one keyed elsewhere whose message names a tail's key or section, by its path or its name alone
+    (``EAP user 'bob' is the user 'Bob' of secrets.eap-x``, ``overlaps pool p``): that name is the rest
+    too (review revlast2 F4)."""
+    tails = _Tails()
     todo = [root]
     while todo:
         section = todo.pop()
         if section.tail is not None:
-            tails[section.path] = section.tail
-        tails.update((section.key_path(n), s.tail) for n, s in section.settings.items() if s.tail is not None)
+            tails.add(section.path, section.name, section.tail)
+        for n, s in section.settings.items():
+            if s.tail is not None:
+                tails.add(section.key_path(n), n, s.tail)
         todo.extend(section.sections.values())
-    if not tails:
+    if not tails.paths:
         return issues
-    return [_withheld(issue, tails, what) for issue in issues]
+    named = tails.names_pattern()
+    return [_withheld(issue, tails, named, what) for issue in issues]
 
 
-def _withheld(issue: ConfigIssue, tails: dict[str, ValueTail], what: str) -> ConfigIssue:
+@dataclass
+class _Tails:
+    """The keys and sections written in values' tails: by path, and by their own name."""
+
+    paths: dict[str, ValueTail] = field(default_factory=dict)
+    names: dict[str, ValueTail] = field(default_factory=dict)
+
+    def add(self, path: str, name: str, tail: ValueTail) -> None:
+        self.paths[path] = tail
+        self.names.setdefault(name, tail)
+
+    def names_pattern(self) -> re.Pattern[str]:
+        """A name as a word of its own: not part of a longer name (a '.' of a path around it is not:
+        ``secrets.eap-x`` names ``eap-x``).  Longest first, so that the match says which one it is."""
+        words = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+        return re.compile(rf"(?<![A-Za-z0-9_-])(?:{words})(?![A-Za-z0-9_-])")
+
+
+def _withheld(issue: ConfigIssue, tails: _Tails, named: re.Pattern[str], what: str) -> ConfigIssue:
     """The issue, or its value's if its key is a tail's path or under one (names hold no '.' that
-    matters here: a prefix that is not a tail's path matches nothing)."""
+    matters here: a prefix that is not a tail's path matches nothing), or its message names a tail's
+    key or section (a name that is also another's, e.g. ``addrs``, only withholds more)."""
     key = issue.key
     while key:
-        tail = tails.get(key)
+        tail = tails.paths.get(key)
         if tail is not None:
             return tail.issue(what)
         key = key.rpartition(".")[0]
+    if (word := named.search(issue.message)) is not None:
+        return tails.names[word.group()].issue(what)
     return issue
 
 

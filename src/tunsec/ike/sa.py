@@ -390,8 +390,8 @@ class IkeSa:
         return [c for c in self._st.children.values() if c.installed]
 
     def inbound_spis(self) -> list[int]:
-        """Every inbound SPI its Child SAs hold: installed, being negotiated, or now its heir's."""
-        return list(self._st.children)
+        """Every inbound SPI its Child SAs hold: installed, being negotiated, now its heir's, or held for our rekey."""
+        return [*self._st.children, *(c.spi_in for c in self.held_children())]
 
     def creating(self, child_name: str) -> bool:
         """A new Child SA of config ``child_name`` is under way here: its IKE_AUTH or CREATE_CHILD_SA

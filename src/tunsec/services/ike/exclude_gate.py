@@ -22,8 +22,9 @@ revfull4 F2).
 The check is in memory for every datagram sent; only a trusted captured address without an exclude
 route waits, its datagrams held (a few: IKE retransmits the rest), at most WAITING_MAX addresses at once
 (beyond: dropped, counted), all of them added by one task in one netlink job (review revfull F4).  The
-exclude routes of addresses that no IKE SA nor connection has any more go when an IKE SA that had one
-closes, half-open or failed ones too (sweep).
+exclude routes of addresses that no connection has nor any live IKE SA keeps (the address its peer
+proved: exclude_trust.kept_address; a half-open SA keeps none) go when an IKE SA that kept one is
+forgotten (sweep), and at a reload.
 """
 
 from __future__ import annotations
@@ -192,8 +193,8 @@ class ExcludeGate:
         return False
 
     def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
-        """The exclude routes of addresses no IKE SA (live(): a pass over them, only made when an exclude
-        route or a checked address may be stale) nor connection has go, in a thread."""
+        """The exclude routes of addresses no IKE SA keeps (live(): a pass over them, only made when an
+        exclude route or a checked address may be stale) nor connection has go, in a thread."""
         keep = {*self.static(), *self.waiting}
         if all(p in keep for p in self.routes.held) and not self.clear:
             return

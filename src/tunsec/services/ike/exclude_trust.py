@@ -15,7 +15,7 @@ and it connects again from the new address, which it then proves (review revfull
 from __future__ import annotations
 
 import enum
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 
 from tunsec.ike.address_role import unmapped
 from tunsec.ike.constants import IKE_HEADER_LEN, HeaderFlag
@@ -68,12 +68,26 @@ def authenticated_peer(endpoint: IkeEndpoint, up: Container[bytes] | Mapping[byt
     return Trust.UNPROVEN   # a NAT float proves nothing
 
 
-def kept_address(sa: IkeSa, up: Mapping[bytes, IkeUpRecord]) -> str:
-    """The address of live IKE SA ``sa`` whose exclude route the sweep keeps: for an up IKE SA without
-    MOBIKE the one it authenticated from, not where it floated (which proves nothing: else it would keep
-    a route another client proved there after that client left, and be answered by it)."""
+def kept_address(sa: IkeSa, up: Mapping[bytes, IkeUpRecord]) -> str | None:
+    """The address of live IKE SA ``sa`` whose exclude route the sweep keeps: one the peer proved, as
+    authenticated_peer trusts, or None.  A REDIRECT's target authenticated in IKE_AUTH: where it is.  An
+    SA without an IkeSaUp record nothing (a half-open one: its address is the source of an IKE_SA_INIT
+    anyone may forge, which would keep a departed client's route for good, review revlast2 F1; an IKE
+    rekey's predecessor: the record went to its heir, which keeps it, R2).  With MOBIKE ``esp_remote``:
+    during a return routability check the checked address ESP still goes to, not the new one, unproven
+    (F3).  Without MOBIKE the address it authenticated from, not where it floated (which proves nothing:
+    else it would keep a route another client proved there after that client left, review revlast)."""
+    if target_authenticated(sa):
+        return sa.remote_addr[0]
     record = up.get(sa.local_spi)
-    return record.ev.remote_addr[0] if record is not None and not sa.mobike else sa.remote_addr[0]
+    if record is None:
+        return None
+    return sa.esp_remote[0] if sa.mobike else record.ev.remote_addr[0]
+
+
+def kept_addresses(sas: Iterable[IkeSa], up: Mapping[bytes, IkeUpRecord]) -> list[IPAddress]:
+    """The addresses the live IKE SAs of ``sas`` keep an exclude route for (the sweep's pass)."""
+    return [parse_ip(a) for sa in sas if not sa.is_closed and (a := kept_address(sa, up)) is not None]
 
 
 def _trust(proven: bool) -> Trust:

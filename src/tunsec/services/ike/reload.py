@@ -12,6 +12,7 @@ from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
 from tunsec.services.ike import recreate, vip_refused
+from tunsec.services.ike.exclude_trust import kept_address
 from tunsec.services.ike.revoked import log_out_revoked
 
 if TYPE_CHECKING:
@@ -111,12 +112,16 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
 def forgotten(self: IkeService, spi: bytes, sa: IkeSa) -> None:
     """The engine forgot an IKE SA (IkeEndpoint.on_forget): its SPI leaves the worker (trusted.py), and
     if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port.  The
-    exclude routes are swept only if its addresses held one (a half-open SA of a spoofed IKE_SA_INIT has
-    none: a flood of them would have bought a pass over all IKE SAs per turn; review revfull3)."""
+    exclude routes are swept only if the address it kept (exclude_trust.kept_address) held one: after a
+    float without MOBIKE where it authenticated, not where it floated (review revlast2 F2).  A half-open
+    SA kept none, also when its forged source is a live client's routed address: a flood of them would
+    have bought a pass over all IKE SAs per turn (review revfull3, revlast2 R1).  Its IkeSaUp record is
+    still in ike_up: the engine forgets an SA as it collects its events, the handlers of its IkeSaDown
+    and PeerUnreachable, which pop the record, run after."""
     self.trusted.remove(spi)
     gate = self.sockets.gate
-    self._sweep_due = self._sweep_due or (gate is not None and gate.may_sweep(
-        {sa.remote_addr[0], sa.esp_remote[0]}))
+    kept = kept_address(sa, self.ike_up)
+    self._sweep_due = self._sweep_due or (gate is not None and kept is not None and gate.may_sweep((kept,)))
     if self.sockets.draining:
         self._port_freed = True
 

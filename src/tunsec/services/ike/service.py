@@ -76,7 +76,7 @@ from tunsec.loglimit import LogLimiter, SourceLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
-from tunsec.policy.selector import addr_text, parse_ip
+from tunsec.policy.selector import addr_text
 from tunsec.radius.accounting import Accounting
 from tunsec.radius.dae import DaeServer
 from tunsec.radius.relay import RadiusRelay
@@ -106,7 +106,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.exclude_gate import ExcludeGate
-from tunsec.services.ike.exclude_trust import authenticated_peer, kept_address
+from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.keypool import KeyPoolRefill
@@ -347,11 +347,11 @@ class IkeService(Service):
                                         lambda ip, data: authenticated_peer(self.endpoint, self.ike_up, ip, data))
 
     def sweep_excludes(self, reset: bool = False) -> None:
-        """The exclude routes of addresses no IKE SA nor connection has go (reset: the TUN's routes changed)."""
+        """The exclude routes of addresses no IKE SA keeps nor connection has go (reset: the TUN's routes changed)."""
         if (gate := self.sockets.gate) is not None:
             if reset:
                 gate.reset()
-            gate.sweep(lambda: [parse_ip(kept_address(s, self.ike_up)) for s in self.endpoint.sas if not s.is_closed])
+            gate.sweep(lambda: kept_addresses(self.endpoint.sas, self.ike_up))
 
     def peer_addresses(self) -> list[IPAddress]:
         """The connections' remote_addrs: trusted for an exclude route (exclude_gate.py)."""
