@@ -63,7 +63,7 @@ def _sa(spi: bytes, peer: Identity, proof: str, addr: str) -> Any:
 
 
 def test_f1_established_unproven_ike_sas_of_one_source_share_its_refusal_lines() -> None:
-    """The IKE SAs one source may hold with unproven eap-radius names (8 x 4 with the default
+    """Review revpool2 F1: the IKE SAs one source may hold with unproven eap-radius names (8 x 4 with the default
     max_ike_sas_per_identity), all established, each asking TRIES times for something refused
     (NegotiationFailed with peer_request, as create_child_sa.respond emits): the source's lines pass
     as one peer's, BURST a period.  On main each IKE SA is a peer of its own (peer_of of a tagged
@@ -86,7 +86,7 @@ def test_f1_established_unproven_ike_sas_of_one_source_share_its_refusal_lines()
 
 
 def test_f2_made_up_names_of_a_group_psk_share_their_sources_refusal_lines(caplog: pytest.LogCaptureFixture) -> None:
-    """Four clients of the gateway's group-PSK connection (remote.id %any: any holder of the key
+    """Review revpool2 F2: four clients of the gateway's group-PSK connection (remote.id %any: any holder of the key
     names itself) behind one NAT address, each with a made-up name, each asking TRIES times to
     rekey its Child SA to other selectors (refused: TS_UNACCEPTABLE, counted every time).  As the
     unproven names, the names one source makes up share its lines: BURST a period.  On main each
@@ -123,7 +123,7 @@ def test_f2_made_up_names_of_a_group_psk_share_their_sources_refusal_lines(caplo
 
 
 def test_f2_one_group_psk_holders_made_up_names_silence_another_peers_refusal_line() -> None:
-    """What F2 costs: R3's promise ("one client asking again and again spends its own lines, and the
+    """Review revpool2 F2, what it costs: R3's promise ("one client asking again and again spends its own lines, and the
     other clients' refusals are still logged") does not hold against one holder of a group PSK.
     From one address it names 1100 IKE SAs as it likes (more than a limiter's table of 1024 peers)
     and has each refused BURST + 1 times; then bob, another client of the connection from another
