@@ -65,10 +65,12 @@ def test_a_peers_share_is_its_identity_over_its_ike_sas_and_an_unproven_ones_its
     came up (max_ike_sas_per_identity) is the same peer; another identity another peer; an IKE SA
     not authenticated, or by an unproven name, is its connection and source (an IPv6 /64)."""
     alice, bob = Identity.parse("alice@example.org"), Identity.parse("bob@example.org")
-    up_ev = SimpleNamespace(remote_id=alice, proof="psk")
+    # EAP accounts: names their back end proves (a group PSK's are the client's choice and count by
+    # source: test_refusal_log_chosen_names.py)
+    up_ev = SimpleNamespace(remote_id=alice, proof="eap-mschapv2")
     service: Any = SimpleNamespace(ike_up={b"up": SimpleNamespace(ev=up_ev)},
                                    endpoint=SimpleNamespace(limits=SimpleNamespace(ipv6_source_prefix=64)))
-    config = SimpleNamespace(lease_proof="psk")
+    config = SimpleNamespace(lease_proof="eap-mschapv2", remote=SimpleNamespace(method="eap-mschapv2"))
 
     def sa(spi: bytes, peer: Identity | None, addr: str = "192.0.2.1") -> Any:
         return SimpleNamespace(local_spi=spi, peer_id=peer, config=config, name="rw", remote_addr=(addr, 4500))

@@ -45,16 +45,18 @@ class LogLimiter:
         """The held count is reported elsewhere (PeerLogLimiter: an evicted peer's)."""
         self._held = 0
 
-    def admit(self) -> int | None:
-        """None: drop this line.  Else how many lines were dropped since the last one that passed."""
+    def admit(self, carried: int = 0) -> int | None:
+        """None: drop this line.  Else how many lines were dropped since the last one that passed.
+        ``carried``: lines held before this one elsewhere, which it was to report (PeerLogLimiter's
+        ceiling: the peer's); held with it, they are reported with the next line that passes."""
         now = self.clock()
         if now - self._window >= self.period:
             self._window, self._passed = now, 0
         if self._passed >= self.burst:
-            self._held += 1
+            self._held += 1 + carried
             return None
         self._passed += 1
-        held, self._held = self._held, 0
+        held, self._held = self._held + carried, 0
         return held
 
 
@@ -81,12 +83,20 @@ class PeerLogLimiter:
     updated lazily: counts only grow, so a record's count is at most its peer's, and a record found
     on top with an older count is pushed back with the current one until the top is current (each
     push back follows at least one line of that peer's: O(log cap) amortized per line, where a scan
-    of the table cost O(cap) per eviction while peers rotate past the cap; review revcfg)."""
+    of the table cost O(cap) per eviction while peers rotate past the cap; review revcfg).
+
+    ``ceiling`` (0: none) bounds the lines of all peers together per period, checked after the peer's
+    own limit, so a peer's lines spend only its own burst and the ceiling's, never another peer's
+    burst: the per-peer limits alone pass ``cap`` x ``burst`` lines a period (review revpool2's
+    remark).  A line the ceiling holds, and what its peer had held before it, are reported with the
+    next line the ceiling admits, whosever it is."""
 
     burst: int = 10
     period: float = 60.0
     cap: int = 1024
     clock: Callable[[], float] = time.monotonic
+    ceiling: int = 0
+    _all: LogLimiter | None = field(default=None, init=False)
     _peers: dict[object, _PeerEntry] = field(default_factory=dict, init=False)
     _heap: list[tuple[int, int, object]] = field(default_factory=list, init=False)   # (count, order, peer)
     _order: Iterator[int] = field(default_factory=itertools.count, init=False)   # ties: the oldest record first
@@ -104,7 +114,14 @@ class PeerLogLimiter:
         if held is None:
             return None
         held, self._lost = held + self._lost, 0
+        if self.ceiling:
+            return self._ceiling().admit(held)
         return held
+
+    def _ceiling(self) -> LogLimiter:
+        if self._all is None:   # on this limiter's clock, whenever that is set (tests set it after construction)
+            self._all = LogLimiter(self.ceiling, self.period, lambda: self.clock())
+        return self._all
 
     def _evict(self) -> _PeerEntry | None:
         """Past the cap, the smallest entry, removed, for a new peer to go on from: its count and its

@@ -26,7 +26,7 @@ from .constants import IdType
 from .identity import Identity, dn_key
 from .secret import Secret
 
-__all__ = ["PskEntry", "PskIndex", "best_psk", "is_group_key", "owner_match", "psk_for_peer"]
+__all__ = ["PskEntry", "PskIndex", "best_psk", "is_group_key", "owner_match", "proves_any_name", "psk_for_peer"]
 
 MATCH_NONE, MATCH_ANY, MATCH_PERFECT = 0, 1, 20
 
@@ -83,6 +83,12 @@ def is_group_key(entry: PskEntry, local_id: Identity) -> bool:
     return _names_only(entry, local_id)
 
 
+def proves_any_name(entry: PskEntry, local_id: Identity) -> bool:
+    """The entry proves whatever identity a peer sends (a group key, or one with %any among its
+    ids): whoever holds it names itself as it likes, and the name means nothing beyond the key."""
+    return any(owner.is_any for owner in entry.ids) or _names_only(entry, local_id)
+
+
 def _text(ident: Identity) -> str:
     return str(ident.named).casefold()
 
@@ -129,7 +135,7 @@ class PskIndex:
         self._by_dn: dict[object, list[int]] = {}
         self._by_text: dict[str, list[int]] = {}   # what psk_for_peer's _claims_its_text looks for
         for n, entry in enumerate(self._entries):
-            if not entry.ids or any(o.is_any for o in entry.ids) or _names_only(entry, local_id):
+            if proves_any_name(entry, local_id):
                 self._group.append(n)
             for owner in entry.ids:
                 if owner.is_any or owner.matches(local_id):

@@ -4,8 +4,12 @@ round trips within max_child_sas, on each of its max_ike_sas_per_identity IKE SA
 two INFO lines per loop reached journald's rate limit, which then dropped every tunsec line (the
 other peers' authentication failures that fail2ban reads, errors).  These lines go through a
 limiter per peer (loglimit.PeerLogLimiter: the identity and proof, trusted.peer_of, as the IKE SA
-cap counts them: refusal_log.peer_key, IkeService.log_peer); what is held is counted in the next
-line admitted, and written at DEBUG.
+cap counts them: refusal_log.peer_key, IkeService.log_peer; a name the client chooses, an unproven
+eap-radius one or any a group PSK's holder gives, by its connection and source: review revpool2 F1,
+F2); what is held is counted in the next line admitted, and written at DEBUG.  After the peer's own
+limit, CEILING lines a PERIOD for all peers together (the per-peer limits alone passed 1024 peers'
+bursts, 10,240 lines a minute: review revpool2's remark): enough for the peers' rekeys of a large
+gateway's clients (two lines each, 18,000 clients rekeying once an hour), the rest at DEBUG.
 
 Never limited: the lines of what we started (our own initiations and rekeys, operators' and tests'
 commands wait for them), of the IKE_AUTH Child SA (the engine's first id of an IKE SA's lineage: the
@@ -27,10 +31,11 @@ if TYPE_CHECKING:
 FIRST_CHILD = 1   # ike/state.py new_child_id's first: the IKE_AUTH Child SA's unique_id
 BURST = 10        # lines of one peer's churn per PERIOD ...
 PERIOD = 60.0     # ... seconds, then held and counted
+CEILING = 600     # lines of all peers' churn together per PERIOD
 
 
 def limiter() -> PeerLogLimiter:
-    return PeerLogLimiter(burst=BURST, period=PERIOD)
+    return PeerLogLimiter(burst=BURST, period=PERIOD, ceiling=CEILING)
 
 
 def child_peer(self: IkeService, ike: int, unique_id: int, theirs: bool, where: str) -> object | None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
-from tunsec.services.ike import churn_log, recreate, restart, tries
+from tunsec.services.ike import churn_log, recreate, refusal_log, restart, tries
 from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
@@ -87,8 +87,8 @@ def _ike_rekeyed(self: IkeService, sa: IkeSa, ev: IkeSaRekeyed) -> None:
         if not new.is_closed:
             self.trusted.add(new.local_spi, peer_of(info.ev))   # the same peer: the same share
     # the peer may rekey as often as it likes, each successor replacing the last: its share of lines
-    churn_log.line(self, peer_of(info.ev) if info is not None else ev.name, log, "%s: IKE SA rekeyed, SPIs %s_i %s_r",
-                   ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
+    churn_log.line(self, refusal_log.up_key(self, sa, info.ev) if info is not None else ev.name, log,
+                   "%s: IKE SA rekeyed, SPIs %s_i %s_r", ev.name, ev.new_spi_i.hex(), ev.new_spi_r.hex())
 
 
 def _forgotten(self: IkeService, old: IkeSa) -> bool:

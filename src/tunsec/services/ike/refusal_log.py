@@ -12,9 +12,20 @@ a peer's limit holds is counted in its next line admitted; the counters and metr
 The peer a line is charged to (``peer_key``): an established IKE SA's identity and proof
 (trusted.peer_of, the same over all its IKE SAs and their successors); an authenticated IKE SA not,
 or no longer, established the same of its identity (one refused over max_ike_sas_per_identity); any
-other (not authenticated, or by an unproven eap-radius name, which the client chooses) the
-connection and the source it came from (dos_source.source_key: an IPv6 prefix), so that made-up
-names share their source's lines.
+other the connection and the source it came from (dos_source.source_key: an IPv6 prefix), so that
+made-up names share their source's lines: one not authenticated, and one whose name the client
+chooses (``chosen_name``: an unproven eap-radius name, or any name a group PSK's holder gives), up or
+not (review revpool2 F1, F2: keyed by their names, one host's IKE SAs took a share each, and past the
+table's 1024 peers another client's new entry took a spent one).  An established IKE SA's source is
+the address it authenticated from, not one it floated to since (a spoofed source can float an IKE
+SA without MOBIKE: review revlast F1).  Names the administrator gave (a named peer, a per-peer PSK),
+certificates and EAP accounts keep their identity's share wherever they come from.
+
+After the peer's own limit each kind has a ceiling for all peers together (CEILING a PERIOD): the
+per-peer limits let 1024 peers pass BURST lines each (25,600 a minute over the kinds, where one
+limiter for the service passed 25), and a ceiling checked after them still leaves a peer that
+spends its own share unable to spend the others' (review revpool2's remark).  What it holds is
+counted in the next line it admits, any peer's.
 """
 
 from __future__ import annotations
@@ -23,8 +34,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tunsec.ike.config import IkeConfig
 from tunsec.ike.dos_source import source_key
-from tunsec.ike.events import ChildSaLimit, IkeSaLimit, NegotiationFailed
+from tunsec.ike.events import ChildSaLimit, IkeSaLimit, IkeSaUp, NegotiationFailed
+from tunsec.ike.identity import Identity
+from tunsec.ike.psk import proves_any_name
 from tunsec.ike.sa import IkeSa
 from tunsec.loglimit import PeerLogLimiter, suffix
 from tunsec.services.ike.trusted import identity_peer, peer_of
@@ -36,10 +50,11 @@ log = logging.getLogger("tunsec.ike")
 
 BURST = 5        # lines of one kind per peer per PERIOD ...
 PERIOD = 60.0    # ... seconds, then held and counted
+CEILING = 100    # lines of one kind per PERIOD for all peers together (20 peers' bursts)
 
 
 def _limiter() -> PeerLogLimiter:
-    return PeerLogLimiter(burst=BURST, period=PERIOD)
+    return PeerLogLimiter(burst=BURST, period=PERIOD, ceiling=CEILING)
 
 
 @dataclass
@@ -60,11 +75,37 @@ def peer_key(self: IkeService, sa: IkeSa | None, fallback: object) -> object:
     if sa is None:
         return fallback
     if (record := self.ike_up.get(sa.local_spi)) is not None:
-        return peer_of(record.ev)
+        return up_key(self, sa, record.ev)
     peer = sa.peer_id
-    if peer is not None and not peer.tag:
+    if peer is not None and not chosen_name(sa.config, peer):
         return identity_peer(peer, sa.config.lease_proof)
-    return (sa.name, source_key(sa.remote_addr[0], self.endpoint.limits.ipv6_source_prefix))
+    return _source(self, sa.name, sa.remote_addr[0])
+
+
+def up_key(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> object:
+    """peer_key of ``sa`` established as ``ev`` says (also of its successors: churn_log's IKE rekey)."""
+    if chosen_name(sa.config, ev.remote_id):
+        return _source(self, sa.name, ev.remote_addr[0])   # where it authenticated, not where it floated since
+    return peer_of(ev)
+
+
+def chosen_name(config: IkeConfig, peer: Identity) -> bool:
+    """Whether ``peer``, authenticated on ``config``, is a name its client chose: an unproven one
+    (eap-radius whose server named no user), or one a key that proves any name proved (remote.id
+    %any and one key for every holder, or a group entry among ``peer_psks``: IkeConfig.lease_proof,
+    ike/psk.py).  The entry is the one the peer's name picks, as the responder's IKE_AUTH picks it
+    (psk_for): a client's made-up names come to us so; an IKE SA we initiated proved the
+    connection's own key (revoked.proved_entry), to a peer we chose."""
+    if peer.tag:
+        return True
+    if config.remote.method != "psk" or config.names_its_peer:
+        return False
+    entry = config.psk_for(peer)
+    return entry is not None and proves_any_name(entry, config.local.id)
+
+
+def _source(self: IkeService, conn: str, addr: str) -> tuple[str, str]:
+    return (conn, source_key(addr, self.endpoint.limits.ipv6_source_prefix))
 
 
 def failure(self: IkeService, sa: IkeSa, ev: NegotiationFailed) -> int | None:
