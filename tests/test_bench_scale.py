@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from tunsec.bench import scale
+from tunsec.bench.netns import Host
 from tunsec.bench.procs import SchedSampler
-from tunsec.bench.scale_clients import ClientTimes, burst_seconds, client_times, retransmissions
-from tunsec.bench.scale_report import ScaleResult, format_marginal, format_table
+from tunsec.bench.scale_clients import (
+    ClientTimes,
+    burst_seconds,
+    client_times,
+    retransmissions,
+    retransmissions_by_message,
+)
+from tunsec.bench.scale_conf import client_addresses, client_swanctl
+from tunsec.bench.scale_report import ScaleResult, format_marginal, format_table, gateway_drops
 
 MIB = 2**20
 
@@ -85,6 +94,29 @@ def test_retransmissions_are_counted_from_the_log() -> None:
     assert retransmissions(LOG[:5]) == 0
 
 
+def test_retransmissions_by_message_tell_the_init_from_the_auth() -> None:
+    auth = "00:00:04.200 17[IKE] retransmit 2 of request with message ID 1"
+    assert retransmissions_by_message([*LOG, auth, auth]) == {0: 1, 1: 2}
+    assert retransmissions_by_message(LOG[:5]) == {}
+
+
+def test_the_gateways_drops_are_the_non_zero_counters_of_its_status() -> None:
+    doc = {"drops": {"ike_proven_source": 40, "esp_replay": 0, "pipe_ike_proven_source": 3},
+           "ike_drops": {"half_open_limit": 0, "cookie_required": 2, "esp_on_ike_port": 0},
+           "ike_refused": {"auth_retry": 1},
+           "ike_held": {"held_dropped": 5, "spi_waits": 9}, "worker": {"late_answers": 0, "pid": 7},
+           "ike_sends_unanswered": 4, "ike_reserve_refused": 0, "ike_sas": []}
+    assert gateway_drops(doc) == {"drops.ike_proven_source": 40, "drops.pipe_ike_proven_source": 3,
+                                  "ike_drops.cookie_required": 2, "ike_refused.auth_retry": 1,
+                                  "ike_held.held_dropped": 5, "ike_sends_unanswered": 4}
+    assert gateway_drops({}) == {}
+    t = ScaleResult("tunsec", 1000, retransmits=43, retransmits_auth=43, gateway_drops={"drops.ike_proven_source": 40})
+    table = format_table([t])
+    assert _row(table, "  of IKE_AUTH (message ID 1)") == ["43"]
+    assert _row(table, "gateway drops (tunsec status, all counters)") == ["40"]
+    assert "tunsec's drops: drops.ike_proven_source 40" in table
+
+
 def test_the_log_clock_maps_to_wall_time_today_or_yesterday() -> None:
     now = time.time()
     lt = time.localtime(now)
@@ -133,3 +165,14 @@ def test_the_namespace_prefix_reaches_the_namespaces(monkeypatch: pytest.MonkeyP
     with pytest.raises(Stop):
         scale.main(["--ns-prefix", "cpu1", "--clients", "1", "--gateways", "tunsec"])
     assert seen == ["cpu1"]
+
+
+def test_the_clients_spread_over_their_source_addresses_in_turn() -> None:
+    """scale.py --client-addresses K: client k from the (k - 1) mod K-th address, the first the host's own."""
+    me = Host("b", "192.0.2.2", "2001:db8::2", "10.2.0.1", "fd00:2::1", "10.2.0.0/24", "fd00:2::/64")
+    gw = Host("a", "192.0.2.1", "2001:db8::1", "10.1.0.1", "fd00:1::1", "10.1.0.0/24", "fd00:1::/64")
+    assert client_addresses(me, 1) == ["192.0.2.2"]
+    assert client_addresses(me, 3) == ["192.0.2.2", "192.0.2.100", "192.0.2.101"]
+    conf = client_swanctl(me, gw, "k", 4, client_addresses(me, 3))
+    assert re.findall(r"local_addrs = (\S+)", conf) == ["192.0.2.2", "192.0.2.100", "192.0.2.101", "192.0.2.2"]
+    assert re.findall(r"local_addrs = (\S+)", client_swanctl(me, gw, "k", 2)) == ["192.0.2.2"] * 2

@@ -71,10 +71,10 @@ from tunsec.bench.procs import (
     tree_cpu_seconds,
     tree_rss_bytes,
 )
-from tunsec.bench.scale_clients import RoadWarriors, burst_seconds, client_times, retransmissions
+from tunsec.bench.scale_clients import RoadWarriors, burst_seconds, client_times, retransmissions_by_message
 from tunsec.bench.scale_conf import POOL4
 from tunsec.bench.scale_gateways import CharonGateway, Gateway, TunsecGateway
-from tunsec.bench.scale_report import SETTLE_SECONDS, ScaleResult, format_marginal, format_table
+from tunsec.bench.scale_report import SETTLE_SECONDS, ScaleResult, format_marginal, format_table, gateway_drops
 from tunsec.bench.systems.base import Unavailable, missing_commands
 from tunsec.bench.systems.strongswan import CHARON, LIBIPSEC_PLUGIN
 from tunsec.bench.systems.tunsec import tunsec_importable
@@ -125,7 +125,9 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.t_burst = burst_seconds(lines, clients.clients)
     times = client_times(lines)
     res.t_pace = times.pace()
-    res.retransmits = retransmissions(lines)
+    by_message = retransmissions_by_message(lines)
+    res.retransmits = sum(by_message.values())
+    res.retransmits_init, res.retransmits_auth = by_message.get(0, 0), by_message.get(1, 0)
     if setups := times.setup_seconds():
         res.setup_median, res.setup_max = statistics.median(setups), setups[-1]
     if res.t_burst is not None:
@@ -159,11 +161,13 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
 
 
 def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
-    """How long the clients' IKE answers waited for their Child SA installs (tunsec status)."""
+    """How long the clients' IKE answers waited for their Child SA installs, and what the gateway
+    dropped over the burst (tunsec status: its counters start with it, and nothing came before the load)."""
     try:
-        held = gateway.status().get("ike_held", {})
+        doc = gateway.status()
     except (Unavailable, ValueError):
         return
+    held = doc.get("ike_held", {})
     res.install_holds = int(held.get("install_holds", 0))
     res.spi_waits = int(held.get("spi_waits", 0))
     res.held_max_half_open = int(held.get("waiting_max_half_open", 0))
@@ -171,10 +175,12 @@ def _install_holds(gateway: TunsecGateway, res: ScaleResult) -> None:
     if res.install_holds:
         res.install_hold_mean = float(held.get("install_hold_seconds", 0.0)) / res.install_holds
         res.install_hold_max = float(held.get("install_hold_max", 0.0))
+    res.gateway_drops = gateway_drops(doc)
 
 
 def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
-            timeline: Path | None = None, own_sessions: bool = True, ns_prefix: str = "sc") -> ScaleResult:
+            timeline: Path | None = None, own_sessions: bool = True, ns_prefix: str = "sc",
+            client_addresses: int = 1) -> ScaleResult:
     """One gateway against N clients.
 
     ``own_sessions``: the gateway and the clients' charon each lead a session of their own, as
@@ -184,13 +190,18 @@ def run_one(kind: str, n: int, timeout: float, keep_workdir: bool = False,
     (``False``, the benchmark before 2026-12-03) a single-threaded gateway got one thread's share
     against the clients' charon's many busy threads, and a gateway with as many threads as the
     clients half the CPU: the run measured how the gateway's threads compete with its clients'
-    on one host, which separate machines never do."""
+    on one host, which separate machines never do.
+
+    ``client_addresses``: the clients spread over this many source addresses (1: all behind one NAT)."""
     with TwoHosts(ipv6=False, prefix=ns_prefix, keep_workdir=keep_workdir) as topo:
         psk = secrets.token_hex(16)
         gateway: Gateway = (TunsecGateway(topo, psk, n, timeline=timeline, own_session=own_sessions)
                             if kind == "tunsec" else CharonGateway(topo, psk, n, own_session=own_sessions))
         try:
-            return run_clients(topo, gateway, RoadWarriors(topo, psk, n, own_session=own_sessions), timeout)
+            clients = RoadWarriors(topo, psk, n, own_session=own_sessions, addresses=client_addresses)
+            res = run_clients(topo, gateway, clients, timeout)
+            res.client_addresses = client_addresses
+            return res
         except Unavailable as exc:
             return ScaleResult(kind, n, reason=str(exc))
 
@@ -226,7 +237,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
     ap.add_argument("--ns-prefix", default="sc", metavar="NAME",
                     help="the network namespaces' names begin NAME- (default sc): runs side by side, or one "
                          "that must not touch another's namespaces, each give their own")
+    ap.add_argument("--client-addresses", type=int, default=1, metavar="K",
+                    help="the clients' source addresses (default 1: N road warriors behind one NAT, the "
+                         "gateways' per-address limits raised for it); K spreads them, client k from the k mod K-th")
     args = ap.parse_args(argv)
+    if not 1 <= args.client_addresses <= 100:
+        ap.error(f"--client-addresses {args.client_addresses}: 1 to 100")
     if not re.fullmatch(r"[a-z][a-z0-9]{0,7}", args.ns_prefix):
         ap.error(f"--ns-prefix {args.ns_prefix!r}: 1 to 8 lower-case letters and digits, a letter first")
     reason = precheck()
@@ -245,7 +261,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "bench/scale.py") -> int
             trace = args.timeline.with_name(f"{args.timeline.name}.{n}") if args.timeline and kind == "tunsec" \
                 else None
             results.append(run_one(kind, n, args.timeout or 30 + n / 10, args.keep_workdir, trace,
-                                   own_sessions=not args.shared_session, ns_prefix=args.ns_prefix))
+                                   own_sessions=not args.shared_session, ns_prefix=args.ns_prefix,
+                                   client_addresses=args.client_addresses))
             if trace is not None and trace.is_file():
                 print(timeline.summarize(timeline.load(trace)), flush=True)
         print(format_table(results), flush=True)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from tunsec.bench.netns import TwoHosts, wait_until
-from tunsec.bench.scale_conf import CONN, TERMINATE_PARALLEL, charon_tuning, client_swanctl
+from tunsec.bench.scale_conf import CONN, TERMINATE_PARALLEL, charon_tuning, client_addresses, client_swanctl
 from tunsec.bench.systems.base import log_tail
 from tunsec.bench.systems.strongswan import (
     Instance,
@@ -24,7 +24,7 @@ from tunsec.bench.systems.strongswan import (
 _STATS = re.compile(r"IKE_SAs: (\d+) total, (\d+) half-open")
 _LOG_INIT = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] initiating IKE_SA {CONN}(\d+)\[")
 _LOG_UP = re.compile(rf"^(\d\d):(\d\d):(\d\d\.\d{{3}}) \d+\[IKE\] IKE_SA {CONN}(\d+)\[\d+\] established ")
-_LOG_RETRANSMIT = re.compile(r"^\S+ \d+\[IKE\] retransmit \d+ of request with message ID \d+")
+_LOG_RETRANSMIT = re.compile(r"^\S+ \d+\[IKE\] retransmit \d+ of request with message ID (\d+)")
 _SA_LINE = re.compile(r"^list-sa event \{(\S+) \{(.*)$")
 
 
@@ -36,6 +36,7 @@ class RoadWarriors:
     psk: str
     clients: int
     own_session: bool = True        # see tunsec.bench.scale.run_one
+    addresses: int = 1              # source addresses the clients spread over (scale_conf.client_addresses)
     inst: Instance = field(init=False)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -45,11 +46,14 @@ class RoadWarriors:
         (self.inst.dir / "strongswan.conf").write_text(
             strongswan_conf(self.inst, level=1, extra=charon_tuning(self.clients, gateway=False), timestamps=True))
         path = self.inst.dir / "swanctl.conf"
-        path.write_text(client_swanctl(self.topo.b, self.topo.a, self.psk, self.clients))
+        path.write_text(client_swanctl(self.topo.b, self.topo.a, self.psk, self.clients,
+                                       client_addresses(self.topo.b, self.addresses)))
         path.chmod(0o600)
 
     def start(self) -> None:
         """Start charon with no connections loaded yet (they start when :meth:`load` loads them)."""
+        for extra in client_addresses(self.topo.b, self.addresses)[1:]:
+            self.topo.run(self.topo.b, ["ip", "addr", "add", f"{extra}/24", "dev", self.topo.b.veth])
         self.proc = start_charon(self.topo, self.inst, self.own_session)
 
     def pids(self) -> list[int]:
@@ -195,7 +199,17 @@ def client_times(log_lines: Sequence[str]) -> ClientTimes:
 
 def retransmissions(log_lines: Sequence[str]) -> int:
     """Requests charon sent again (its log): answers that took longer than its 4 s, or were lost."""
-    return sum(1 for line in log_lines if _LOG_RETRANSMIT.match(line))
+    return sum(retransmissions_by_message(log_lines).values())
+
+
+def retransmissions_by_message(log_lines: Sequence[str]) -> dict[int, int]:
+    """The same by message ID: 0 the IKE_SA_INIT (to port 500: the request or its answer lost), 1 the
+    IKE_AUTH (to port 4500: through the gateway's worker), more a later exchange's."""
+    counts: dict[int, int] = {}
+    for line in log_lines:
+        if (m := _LOG_RETRANSMIT.match(line)) is not None:
+            counts[int(m[1])] = counts.get(int(m[1]), 0) + 1
+    return counts
 
 
 def burst_seconds(log_lines: Sequence[str], clients: int) -> float | None:

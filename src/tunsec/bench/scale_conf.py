@@ -3,6 +3,9 @@ for tunsec and charon) and for the clients' charon, and strongswan.conf tuning f
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 from tunsec.bench.netns import Host
 
 CONN, CHILD, POOL = "rw", "net", "rw"
@@ -67,11 +70,21 @@ secrets {{
 """
 
 
-def client_swanctl(me: Host, gw: Host, psk: str, clients: int) -> str:
-    """N connections ``rw1..rwN`` in one charon, each its own identity and virtual IP, started on load."""
+def client_addresses(me: Host, n: int) -> list[str]:
+    """The clients' source addresses: ``me``'s, and n - 1 more of its /24 from .100 on (added to its
+    veth by RoadWarriors.start).  One address is N road warriors behind one NAT; several spread them
+    as road warriors from several places come, each address with the gateway's per-address limits."""
+    base = ipaddress.ip_interface(f"{me.outer4}/24").network
+    return [me.outer4, *(str(base[100 + i]) for i in range(n - 1))]
+
+
+def client_swanctl(me: Host, gw: Host, psk: str, clients: int, addresses: Sequence[str] = ()) -> str:
+    """N connections ``rw1..rwN`` in one charon, each its own identity and virtual IP, started on load;
+    connection K from ``addresses[(K - 1) % len(addresses)]`` (default: ``me``'s address)."""
+    addrs = list(addresses) or [me.outer4]
     conns = "".join(f"""  {CONN}{k} {{
     version = 2
-    local_addrs = {me.outer4}
+    local_addrs = {addrs[(k - 1) % len(addrs)]}
     remote_addrs = {gw.outer4}
     encap = yes
     vips = 0.0.0.0

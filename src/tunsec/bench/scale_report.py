@@ -4,7 +4,8 @@ and the memory per additional client between runs of different N."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 # The settled sample waits this long after the "after" one: past the gateways' idle-time clean-ups
 # (tunsec gives its free heap back 2 s after the last request: tunsec.memtrim.QUIET)
@@ -15,6 +16,7 @@ SETTLE_SECONDS = 3.0
 class ScaleResult:
     gateway: str
     clients: int
+    client_addresses: int = 1       # source addresses the clients came from (scale.py --client-addresses)
     established: int = 0            # IKE SAs charon counted established
     pinged: int = 0                 # virtual IPs that answered
     distinct_vips: int = 0
@@ -25,6 +27,8 @@ class ScaleResult:
     setup_median: float | None = None     # per client, IKE_SA_INIT to IKE SA up (ClientTimes.setup_seconds) ...
     setup_max: float | None = None        # ... and the slowest
     retransmits: int = 0            # requests the clients sent again (their log): answers later than 4 s, or lost
+    retransmits_init: int = 0       # ... of them IKE_SA_INITs (message ID 0, port 500) ...
+    retransmits_auth: int = 0       # ... and IKE_AUTHs (message ID 1, port 4500: through tunsec's worker)
     rcvbuf_gateway: int = 0         # UDP datagrams the kernel dropped for a full receive buffer (RcvbufErrors)
     rcvbuf_clients: int = 0         # ... in the gateway's and the clients' namespaces, load to last ping
     main_run: float | None = None   # share of t_burst the gateway's main process (threads summed) was on a CPU
@@ -45,6 +49,8 @@ class ScaleResult:
     spi_waits: int = 0              # tunsec: IKE_AUTHs that waited for an inbound SPI (ike_held.spi_waits)
     held_max_half_open: int = 0     # tunsec: the most half-open IKE SAs' datagrams that waited at once (of ...
     held_dropped: int = 0           # ... HELD_MAX - HELD_RESERVE), and datagrams dropped for want of room
+    # tunsec: what its status counted dropped, refused or unanswered (gateway_drops), the non-zero ones
+    gateway_drops: dict[str, int] = field(default_factory=dict)
     reason: str = ""
 
     @property
@@ -64,6 +70,29 @@ class ScaleResult:
     def kib_per_client_settled(self) -> float | None:
         """As kib_per_client, from the settled sample (None when it was not taken)."""
         return (self.rss_settled - self.rss_before) / 1024 / self.clients if self.rss_settled else None
+
+
+# the parts of `tunsec status --json` that count datagrams or requests dropped, refused or left unanswered:
+# the worker's (its fast path's and its pipe writer's, "drops"), the engine's ("ike_drops", "ike_refused"),
+# the SPI pool's hold queue's, and the worker's answers that came too late
+_DROP_PARTS = ("drops", "ike_drops", "ike_refused")
+_DROP_SCALARS = (("ike_held", "held_dropped"), ("worker", "late_answers"), ("ike_sends_unanswered", None),
+                 ("ike_reserve_refused", None))
+
+
+def gateway_drops(doc: dict[str, Any]) -> dict[str, int]:
+    """The non-zero drop counters of a tunsec status document, by name (a part's name before
+    the counter's where two parts share one)."""
+    found: dict[str, int] = {}
+    for part in _DROP_PARTS:
+        for name, n in (doc.get(part) or {}).items():
+            if isinstance(n, int) and n:
+                found[f"{part}.{name}"] = n
+    for part, key in _DROP_SCALARS:
+        n = doc.get(part) if key is None else (doc.get(part) or {}).get(key)
+        if isinstance(n, int) and n:
+            found[part if key is None else f"{part}.{key}"] = n
+    return found
 
 
 def _fmt(v: float | None, digits: int) -> str:
@@ -94,6 +123,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
     names = [r.gateway for r in results]
     rows: list[tuple[str, list[float | None], int]] = [
         ("clients up (VIP + ping)", [float(r.pinged) for r in results], 0),
+        ("clients' source addresses", [float(r.client_addresses) for r in results], 0),
         ("distinct virtual IPs", [float(r.distinct_vips) for r in results], 0),
         ("s until all IKE SAs up", [r.t_established for r in results], 2),
         ("IKE SAs established / s", [r.ike_sas_per_s for r in results], 1),
@@ -103,6 +133,8 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("ms INIT to up per client, median", [_ms(r.setup_median) for r in results], 0),
         ("ms INIT to up per client, max", [_ms(r.setup_max) for r in results], 0),
         ("client retransmissions (client log)", [float(r.retransmits) for r in results], 0),
+        ("  of IKE_SA_INIT (message ID 0)", [float(r.retransmits_init) for r in results], 0),
+        ("  of IKE_AUTH (message ID 1)", [float(r.retransmits_auth) for r in results], 0),
         ("UDP receive-buffer drops, gateway namespace", [float(r.rcvbuf_gateway) for r in results], 0),
         ("UDP receive-buffer drops, clients' namespace", [float(r.rcvbuf_clients) for r in results], 0),
         ("gateway RSS before, MiB", [r.rss_before / 2**20 for r in results], 1),
@@ -126,6 +158,8 @@ def format_table(results: Sequence[ScaleResult]) -> str:
         ("  most half-open SAs' datagrams waiting at once", [_tunsec_only(r, r.held_max_half_open) for r in results],
          0),
         ("  datagrams dropped, no room to wait", [_tunsec_only(r, r.held_dropped) for r in results], 0),
+        ("gateway drops (tunsec status, all counters)",
+         [_tunsec_only(r, sum(r.gateway_drops.values())) for r in results], 0),
         ("client charon CPU s", [r.cpu_clients for r in results], 2),
     ]
     ti, si = (names.index("tunsec") if t else -1), (names.index("strongswan") if s else -1)
@@ -139,6 +173,9 @@ def format_table(results: Sequence[ScaleResult]) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in table]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in results:
+        if r.gateway_drops:
+            lines.append(f"\n{r.gateway}'s drops: " + ", ".join(f"{k} {v}" for k, v in r.gateway_drops.items()))
     for r in results:
         if r.reason:
             lines.append(f"\n{r.gateway}: {r.reason}")
