@@ -185,12 +185,15 @@ class CreateChildTask(Task):
         DELETE was lost, its answer to our rekey was lost before it deleted the new one (review revrekey
         F1), or it lost its state.  Kept, it would carry our traffic into nothing until its hard lifetime
         while the rekey was tried again and again: it ends here, and the child is created again (the
-        IKE service holds its lineage's policies meanwhile: services/ike/recreate.py)."""
+        IKE service holds its lineage's policies meanwhile: services/ike/recreate.py).  A DELETE of it
+        follows, in case the peer does hold it (a tunsec peer that answered an earlier rekey of it whose
+        answer we never got refuses a second one so): else it would wait for our DELETE until its hard
+        lifetime.  A peer that has it not answers that with an empty Delete payload."""
         log.info("%s: peer has no Child SA %s (CHILD_SA_NOT_FOUND to our rekey of it): creating the child again",
                  st.name, old.name)
         childmod.drop_child(st, child)
-        informational.child_down(st, old, DownReason.LOST_BY_PEER)
-        self._followups.append(CreateChildTask(old.config))
+        informational.child_down(st, old, DownReason.LOST_BY_PEER)   # now: its DELETE's answer reports nothing
+        self._followups += [CreateChildTask(old.config), DeleteChildTask([old], DownReason.LOST_BY_PEER)]
         return Outcome.DONE
 
     def abandon(self) -> None:
