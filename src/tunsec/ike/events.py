@@ -37,6 +37,8 @@ class DownReason(Enum):
     DEAD_PEER = "dead peer detection: no answer to a liveness check"
     NEGOTIATION_FAILED = "negotiation failed"
     REFUSED = "refused by the peer"  # the peer refused a Child SA we had already installed
+    # the peer answered our rekey of it CHILD_SA_NOT_FOUND: ended, and the child is created again
+    LOST_BY_PEER = "the peer no longer has it (CHILD_SA_NOT_FOUND): created again"
     HALF_OPEN_TIMEOUT = "half-open timeout"
     REDIRECTED = "redirected to another gateway (RFC 5685)"
     UNANSWERED = "request never answered"

@@ -136,6 +136,9 @@ class ChildSa:
     # a DELETE of ours for it is queued or out: the peer's rekey of it is refused (RFC 7296 §2.25.1),
     # or its successor would outlive the delete (a rekey collision's redundant SA, both lived on)
     deleting: bool = False
+    # the unique id of the Child SA the peer's rekey replaced with this one (we answered it): if we delete
+    # this one, that one is no longer rekeyed (informational.delete_ours)
+    peer_rekey_of: int | None = None
     # what our proposal of it (or of the Child SA it rekeyed: a rekey keeps the selectors) left out for
     # others' claims (exchanges/child.py outside_others_claims): proposed again once theirs no more
     cut: tuple[Ts, ...] = ()

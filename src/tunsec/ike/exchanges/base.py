@@ -108,6 +108,10 @@ class Task(ABC):
         peer may have answered already: create_child_sa.CreateChildTask)."""
         return False
 
+    def peer_deleted_unknown(self, spi: int) -> None:  # noqa: B027 - optional hook
+        """The peer's DELETE names ``spi`` (an outbound SPI of ours) for no Child SA we have while this
+        request is out: it may be the one the peer's answer to us will choose (create_child_sa)."""
+
     def yield_to_peer_rekey(self) -> IkeRekey | None:
         """The peer deletes the IKE SA while this request is out: the new IKE SA of the peer's
         rekey that replaces ours after a collision (RFC 7296 §2.8.2), or None to just close."""

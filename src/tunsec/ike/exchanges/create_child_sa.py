@@ -21,6 +21,7 @@ NO_ADDITIONAL_SAS (``_over_limit``), before a proposal is chosen, a key computed
 
 from __future__ import annotations
 
+import collections
 import logging
 import struct
 from collections.abc import Sequence
@@ -70,6 +71,9 @@ class CreateChildTask(Task):
         # the peer deleted the Child SA this rekeys while the request was out (takes_peer_delete): it
         # is unregistered, and reported down when the answer comes, after the new one is up
         self._old_held = False
+        # outbound SPIs the peer's DELETEs named while this request was out that matched no Child SA
+        # (the last few): an answer choosing one of them is not installed (review revrekey F1)
+        self._deleted: collections.deque[int] = collections.deque(maxlen=informational.SPARE_SPIS)
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -124,6 +128,9 @@ class CreateChildTask(Task):
             return self._discard(st, child, answered=err is None)
         if err is not None and old is None and err.type == NotifyType.TEMPORARY_FAILURE:
             return self._busy(st, child)
+        if err is not None and old is not None and err.type == NotifyType.CHILD_SA_NOT_FOUND \
+                and not old.rekeyed_by_peer and not old.deleting:
+            return self._lost_by_peer(st, child, old)
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
             self._refuse(st, notify_name(err.type), f"peer refused Child SA {child.name} (we proposed {ours})")
@@ -133,6 +140,8 @@ class CreateChildTask(Task):
             self._refuse(st, "INVALID_SYNTAX", "response lacks SA, Nonce or TS")
             return Outcome.DONE
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
+        if not isinstance(result, childmod.Refusal) and int.from_bytes(result.spi, "big") in self._deleted:
+            return self._deleted_before_answer(st, child)
         if not isinstance(result, childmod.Refusal) and old is not None:
             result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
             ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
@@ -153,6 +162,38 @@ class CreateChildTask(Task):
         childmod.install(st, child, result, spi_out, ts[0], ts[1], True, nonces, shared or None, rekey_of)
         if self._rekey is not None:
             self._settle_rekey(st, child, min(nonces))
+        return Outcome.DONE
+
+    def peer_deleted_unknown(self, spi: int) -> None:
+        if spi not in self._deleted:
+            self._deleted.append(spi)
+
+    def _deleted_before_answer(self, st: IkeSaState, child: ChildSa) -> Outcome:
+        """The peer deleted the Child SA its answer chose before the answer reached us (its install
+        failed there, or its operator's terminate; the answer was lost and came again for our
+        retransmission): installed here it would be ours alone.  A rekey keeps the old Child SA (the
+        peer keeps it too: it deleted the new one) and is tried again (sa_timers.rearm_failed_rekey);
+        a new Child SA failed (a re-creation tries again: services/ike/recreate.py)."""
+        log.info("%s: peer deleted Child SA %s before its answer came: not installing it", st.name, child.name)
+        what = "rekey of Child SA" if self._rekey is not None else "Child SA"
+        self._refuse(st, "DELETED_BY_PEER", f"peer deleted the {what} {child.name} it had answered before "
+                     "the answer reached us")
+        return Outcome.DONE
+
+    def _lost_by_peer(self, st: IkeSaState, child: ChildSa, old: ChildSa) -> Outcome:
+        """The peer has no Child SA ``old`` (RFC 7296 §3.10.1 CHILD_SA_NOT_FOUND): it deleted it and the
+        DELETE was lost, its answer to our rekey was lost before it deleted the new one (review revrekey
+        F1), or it lost its state.  Kept, it would carry our traffic into nothing until its hard lifetime
+        while the rekey was tried again and again: it ends here, and the child is created again (the
+        IKE service holds its lineage's policies meanwhile: services/ike/recreate.py).  A DELETE of it
+        follows, in case the peer does hold it (a tunsec peer that answered an earlier rekey of it whose
+        answer we never got refuses a second one so): else it would wait for our DELETE until its hard
+        lifetime.  A peer that has it not answers that with an empty Delete payload."""
+        log.info("%s: peer has no Child SA %s (CHILD_SA_NOT_FOUND to our rekey of it): creating the child again",
+                 st.name, old.name)
+        childmod.drop_child(st, child)
+        informational.child_down(st, old, DownReason.LOST_BY_PEER)   # now: its DELETE's answer reports nothing
+        self._followups += [CreateChildTask(old.config), DeleteChildTask([old], DownReason.LOST_BY_PEER)]
         return Outcome.DONE
 
     def abandon(self) -> None:
@@ -362,6 +403,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if rekey is not None:
         rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again
         rekey.rekeyed_by_peer = True
+        child.peer_rekey_of = rekey.unique_id
         followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
 

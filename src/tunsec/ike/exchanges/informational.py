@@ -104,6 +104,21 @@ class AuthFailedTask(Task):
         return Outcome.CLOSE
 
 
+def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason) -> DeleteChildTask:
+    """Our DELETE of ``child`` (IkeSa.delete_child).  If it is the new Child SA of the peer's rekey that
+    we answered (its install failed here, the claims backstop refused it, terminate --child), the Child
+    SA it replaced is no longer rekeyed: the peer may have missed our answer and keeps that one (review
+    revrekey F1), so its rekey of it again is answered (not CHILD_SA_NOT_FOUND, _over_limit) and our
+    rekey timer runs for it again."""
+    old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None) \
+        if child.peer_rekey_of is not None else None
+    if old is not None and old.rekeyed_by_peer and old.rekeyed_by_us is None and not old.deleting:
+        old.rekeyed_by_peer = False
+        old.rekey_at = None   # armed again by the IKE SA's timers (sa_timers)
+    child.peer_rekey_of = None
+    return DeleteChildTask([child], reason)
+
+
 def child_down(st: IkeSaState, child: ChildSa, reason: DownReason, detail: str = "") -> None:
     if st.children.pop(child.spi_in, None) is not None and child.installed:
         report_down(st, child, reason, detail)
@@ -151,6 +166,9 @@ def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: 
         budget -= len(spis)
         for spi in spis:
             child = by_out.pop(int.from_bytes(spi, "big"), None)
+            if child is None and pending is not None:
+                # it may be the Child SA our request's answer (lost or overtaken) chose: not installed then
+                pending.peer_deleted_unknown(int.from_bytes(spi, "big"))
             if child is not None:
                 ours.append(spi_bytes(child.spi_in))
                 if pending is not None and pending.takes_peer_delete(st, child):

@@ -746,7 +746,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
                        ev.describe())
         return
     linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
-    recreate.lost(self, state)   # (a re-creation's, lost before its install said OK: tried again)
+    recreate.lost(self, state, ev.reason)   # (a re-creation's lost before its install said OK: tried again)
     self._acct_child_down(state)   # now, in event order: before its IKE SA's Stop (which waits for it)
     self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))
 

@@ -19,7 +19,12 @@ comes up on other selectors ends the re-creation (the held policies act on the o
 lineage ends, as it would have, when the tries are used up or the IKE SA goes.  Only that IKE SA's
 Child SA is touched: nothing of another peer's.  The operator's commands (commands.py): ``terminate
 --child`` stops it (stop), an ``initiate`` joins it in its IKE SA (of) and is answered with its
-outcome (waiter)."""
+outcome (waiter).
+
+A Child SA the peer no longer has (CHILD_SA_NOT_FOUND to our rekey of it: the engine ends it,
+DownReason.LOST_BY_PEER, and asks for the child again itself) is held the same way (peer_lost): the
+engine's request is the first try, its Child SA joins the held lineage, and further tries are this
+module's if it fails (review revrekey F1)."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
+from tunsec.ike.events import DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.services.ike import installs
@@ -88,10 +94,13 @@ def failed(self: IkeService, state: ChildState, our_rekey: bool) -> bool:
     return _schedule(self, pending)
 
 
-def lost(self: IkeService, state: ChildState) -> None:
+def lost(self: IkeService, state: ChildState, reason: DownReason | None = None) -> None:
     """Before ``state`` is forgotten (its ChildSaDown): if it was a re-creation that joined, its
     install not yet said OK, that try failed: the next is scheduled (or the tries are used up);
-    if its lineage goes on in another Child SA (it was rekeyed), the re-creation is done."""
+    if its lineage goes on in another Child SA (it was rekeyed), the re-creation is done.  One the
+    peer no longer has (``reason``) is created again by the engine: its lineage is held (peer_lost)."""
+    if reason is DownReason.LOST_BY_PEER and peer_lost(self, state):
+        return
     pending = self._recreating.get((state.ike, state.child))
     if pending is None or pending.joined != state.handle:
         return
@@ -102,6 +111,35 @@ def lost(self: IkeService, state: ChildState) -> None:
     pending.joined = None
     pending.last = "its Child SA was deleted before its install ended"
     _schedule(self, pending)
+
+
+def peer_lost(self: IkeService, state: ChildState) -> bool:
+    """``state`` ended as the peer no longer has it, and the engine asks for its child again (its
+    request queued or out, sa.creating): that request is a try of a re-creation holding the lineage's
+    policies and claims (the caller's _forget then ends no lineage), so its traffic is dropped, not
+    sent in clear or elsewhere, until the new Child SA is installed.  False if nothing is being
+    created (its IKE SA going): the lineage ends with the Child SA as any other's."""
+    sa = self._ike_sa(state.ike)
+    if sa is None or sa.state is not State.ESTABLISHED or self.closing or not sa.creating(state.child):
+        return False
+    key = (state.ike, state.child)
+    pending = self._recreating.get(key)
+    if pending is None:
+        pending = self._recreating[key] = Pending(state.ike, state.conn, state.child, state.local_ts,
+                                                  state.remote_ts, state.lineage, next(self._handles))
+        state.lineage.members.add(pending.token)
+    log.warning("%s: CHILD_SA %s %08x_i %08x_o: the peer no longer has it (CHILD_SA_NOT_FOUND to our rekey): "
+                "creating it again; its traffic is dropped meanwhile", state.conn, state.child, state.spi_in,
+                state.spi_out)
+    self.ts_claims.share(state.handle, pending.token)   # the caller's _forget releases the child's own
+    pending.joined = None
+    pending.trying = True
+    pending.tries += 1
+    pending.last = "the peer no longer had its Child SA"
+    self.events.child_recreate[(pending.conn, pending.child)] += 1
+    self._unlater(pending.timer)
+    pending.timer = self._later(try_deadline(sa), functools.partial(_overdue, self, pending))
+    return True
 
 
 def refused(self: IkeService, ike: int, child: str, reason: str = "") -> None:
