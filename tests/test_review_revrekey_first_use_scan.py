@@ -1,0 +1,56 @@
+"""Review revrekey F4: the worker's FIRST_USE (one for every rekey a peer makes: installs.first_use)
+and EXPIRE (installs.expired -> _child_of_sa) events find their Child SA by a pass over every Child
+SA of every peer (``IkeService.children``), in the control process's one thread.  A gateway with
+50,000 Child SAs walks 50,000 of them per peer rekey (~1 ms each with slotted stand-ins), and one
+authenticated peer rekeying in a loop makes every one of its rekeys cost that, on top of its own
+share; clients that came up in a burst rekey in a burst too (rand_time spreads them over minutes).
+Inbound SPIs are unique in the worker: an index by spi_in (kept with ``children``) answers in O(1)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+from test_ikeservice_rekey import established, settle_holding_a_delete
+
+from tunsec.dataplane.pipe import Direction
+from tunsec.services.ike.state import ChildState
+
+OTHERS = 2000   # other peers' Child SAs on the gateway
+
+
+class Walked(dict[int, ChildState]):
+    """The service's Child SAs, counting how many are looked at."""
+
+    walked = 0
+
+    def values(self) -> Iterator[ChildState]:  # type: ignore[override]
+        for state in super().values():
+            self.walked += 1
+            yield state
+
+
+def test_a_first_use_and_an_expire_look_at_their_own_child_sa_not_at_every_peers() -> None:
+    async def body() -> None:
+        pair = await established()
+        pair.probing = False
+        b = pair.svc["b"]
+        old_b = pair.child("b")
+        pair.rekey("a")                                   # A rekeys; B answers and holds its new SA back
+        await settle_holding_a_delete(pair)
+        new_b = next(c for c in b.children.values() if c.handle != old_b.handle)
+        assert new_b.standby is not None
+        # the gateway's other Child SAs (stand-ins of other peers'), booked before these two
+        others = {10**6 + i: dataclasses.replace(old_b, handle=10**6 + i, spi_in=0xD0000000 + i,
+                                                 spi_out=0xE0000000 + i) for i in range(OTHERS)}
+        walked = Walked({**others, **b.children})
+        b.children = walked
+        assert b.first_use(new_b.spi_in)                  # the peer sends on the new Child SA
+        first_use = walked.walked
+        walked.walked = 0
+        b.expired(0xCFFFFFFF, Direction.IN, hard=False)   # an EXPIRE no booked Child SA has (a lingering SA)
+        expire = walked.walked
+        assert max(first_use, expire) < 10, (first_use, expire)
+
+    asyncio.run(body())
