@@ -145,7 +145,8 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s%s", sa.name, ev.child,
                       peer, ", ".join(map(str, ev.remote_ts)), describe(found), suffix(held))
         self.events.ts_claims_refused[(sa.name, ev.child)] += 1
-        sa.delete_child(ev.unique_id)
+        if install_failed.deletable(sa, ev.unique_id):   # (review revrekey F5: the peer's DELETE may have come first)
+            sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
     restart.release_claim(self, ike, ev.rekey_of)   # a Child SA of an old worker's, rekeyed: it holds them now
