@@ -52,3 +52,35 @@ def test_a_responders_standby_timeout_does_not_send_on_an_sa_the_initiator_has_n
         await pair.settle()
 
     asyncio.run(body())
+
+
+def test_the_answer_arriving_after_the_first_timeout_ends_the_standby_at_the_old_sas_delete() -> None:
+    """The wait past STANDBY_TIMEOUT ends as the standby always did: the initiator, with our answer at
+    last, sends its DELETE of the old Child SA, and B moves to the new SA then (its timer goes)."""
+    async def body() -> None:
+        pair = await established()
+        b = pair.svc["b"]
+        old_b = pair.child("b")
+        pair.rekey("a")
+        lost: list[tuple[str, bytes, int]] = []
+        while pair.wire or any(s._tasks for s in pair.svc.values()):
+            if pair.wire:
+                side, data, port = pair.wire.pop(0)
+                if _is_rekey_answer(side, data):
+                    lost.append((side, data, port))
+                else:
+                    pair.deliver(side, data, port)
+            await run_tasks(pair)
+        new_b = next(c for c in b.children.values() if c.handle != old_b.handle)
+        fire_timers(b)                                    # STANDBY_TIMEOUT: B waits on
+        await run_tasks(pair)
+        assert new_b.standby is not None and new_b.standby_timer in b._timers
+        pair.wire.extend(lost)                            # the answer reaches A at last
+        await pair.settle()
+        assert new_b.standby is None and new_b.out_installed
+        assert new_b.standby_timer not in b._timers
+        assert set(b.children) == {new_b.handle}
+        assert all(p.out_spi == new_b.spi_out for p in pair.workers["b"].dp.policies())
+        assert pair.failures == []
+
+    asyncio.run(body())
