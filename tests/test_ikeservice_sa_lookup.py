@@ -1,4 +1,4 @@
-"""Review revrekey F4: the worker's FIRST_USE (one for every rekey a peer makes: installs.first_use)
+"""Review revrekey F4: the worker's FIRST_USE (one for every rekey a peer makes: standby.first_use)
 and EXPIRE (installs.expired -> _child_of_sa) events find their Child SA by a pass over every Child
 SA of every peer (``IkeService.children``), in the control process's one thread.  A gateway with
 50,000 Child SAs walks 50,000 of them per peer rekey (~1 ms each with slotted stand-ins), and one
