@@ -24,13 +24,13 @@ from tunsec.conf.connections import Action, Child, Connection
 from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Drop
 from tunsec.dataplane.pipe import Direction, Endpoint
-from tunsec.ike.config import IkeConfig, RemoteAuth
+from tunsec.ike.config import IkeConfig, RemoteAuth, RetransmitConfig
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.policy.ids import IdSpace
-from tunsec.services.ike import IkeService
+from tunsec.services.ike import STANDBY_TIMEOUT, IkeService
 from tunsec.status import render, status_document
 
 A_IP, B_IP = "192.0.2.1", "192.0.2.2"
@@ -323,7 +323,9 @@ async def settle_holding_a_delete(pair: Pair) -> list[tuple[str, bytes, int]]:
 
 
 def test_standby_timeout_moves_a_responder_to_the_new_sa() -> None:
-    """If the initiator's DELETE never comes, the standby timeout moves our traffic to the new SA."""
+    """If the initiator's DELETE never comes, the standby timeout moves our traffic to the new SA: once
+    the initiator's retransmissions of its request are over (by then it has our answer), not 10 s after
+    the answer, when it may still wait for a retransmission's (review revrekey F2)."""
     async def body() -> None:
         pair = await established()
         old_b = pair.child("b")
@@ -335,6 +337,13 @@ def test_standby_timeout_moves_a_responder_to_the_new_sa() -> None:
         assert new_b.standby is not None
         policies = pair.workers["b"].dp.policies()
         assert policies and all(p.out_spi == old_b.spi_out for p in policies)
+        fire_timers(pair.svc["b"])                        # STANDBY_TIMEOUT after the answer
+        await deliver()
+        assert new_b.standby is not None and new_b.standby_timer in pair.svc["b"]._timers
+        # the rest of the peer's retransmissions (RetransmitConfig's defaults: 165 s in all)
+        rest = RetransmitConfig().span() - STANDBY_TIMEOUT
+        assert rest - 60 < new_b.standby_timer.when() - asyncio.get_running_loop().time() <= rest
+        assert all(p.out_spi == old_b.spi_out for p in pair.workers["b"].dp.policies())
         fire_timers(pair.svc["b"])
         await deliver()
         assert new_b.standby is None and new_b.out_installed

@@ -4,7 +4,7 @@ of it (CreateChildTask.takes_peer_delete) frees that Child SA's claim.
 The hub rekeys the victim's Child SA; the victim answers (its new Child SA is up there) and then
 deletes the old one, its DELETE overtaking the answer: the hub holds the old Child SA (out of the
 engine's list, no ChildSaDown) until the answer.  The worker restarts meanwhile.  restart.py keeps a
-claim only for a Child SA its IKE SA still lists (installs._still_held): the held one's claim is
+claim only for a Child SA its IKE SA still lists (child_index.still_held): the held one's claim is
 removed, so another peer's request read before the victim's answer takes the victim's subnet --
 exactly what the restart's held claims are for (test_ikeservice_restart_claims).  Fixed (h/fixdel6):
 the restart holds the claim of a Child SA the engine reports held (IkeSa.held_children, rekey_hold.py)."""

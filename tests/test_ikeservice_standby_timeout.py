@@ -1,4 +1,4 @@
-"""A rekey responder's held-back ADD (installs._add_standby) that the worker applies but never
+"""A rekey responder's held-back ADD (standby.add_standby) that the worker applies but never
 answers: the new outbound SA counts as possibly installed, so it goes with the Child SA, which is
 deleted (the peer told) as any whose install failed; nothing of "net" is left in the worker.
 

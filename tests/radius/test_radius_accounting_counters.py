@@ -400,7 +400,7 @@ def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_counts_to_its_last_p
 
 
 def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inbound_sa_goes() -> None:
-    """A rekey we answered whose outbound SA still waited on standby (installs._add_standby) when it
+    """A rekey we answered whose outbound SA still waited on standby (standby.add_standby) when it
     went: installs._remove has no outbound SA to DELETE, tells accounting so, and the Stop goes once
     the inbound SA's DELETE answered its 2 packets."""
     key = bytes(range(20))

@@ -3,7 +3,7 @@ rekey was out: CreateChildTask.takes_peer_delete) is lost from RADIUS accounting
 ends the SA at its hard lifetime during the hold.
 
 While held, the old Child SA is out of its IKE SA's list, so the service no longer finds it
-(installs._still_held): its hard EXPIRE, which carries the SA's final counters, has no owner and is
+(child_index.still_held): its hard EXPIRE, which carries the SA's final counters, has no owner and is
 not a Child SA being deleted either (Accounting.expired drops it).  When the rekey's answer comes,
 the old Child SA goes down as REKEYED; its DELETEs find nothing (the worker removed the SAs), so
 the traffic after the last DUMP is in no record.  Two real IkeServices with the worker and the C

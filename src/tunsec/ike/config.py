@@ -63,6 +63,10 @@ class RetransmitConfig:
         """How long to wait after send number ``attempt`` (0 = the first send)."""
         return self.timeout * self.base**attempt
 
+    def span(self) -> float:
+        """How long a request is retransmitted: from its first send until it is given up."""
+        return sum(self.delay(i) for i in range(self.tries + 1))
+
 
 @dataclass(frozen=True)
 class LocalAuth:

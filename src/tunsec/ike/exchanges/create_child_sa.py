@@ -17,6 +17,14 @@ and we refuse the peer's new Child SA while our rekey of the IKE SA is out, as s
 
 Limit: the peer's new Child SAs beyond the connection's ``max_child_sas`` are refused with
 NO_ADDITIONAL_SAS (``_over_limit``), before a proposal is chosen, a key computed or an SPI taken.
+
+Nonces: without PFS the nonces alone tell two Child SAs' keys apart (KEYMAT = prf+(SK_d, Ni | Nr)).
+While our request is out the peer has seen our Ni, and the Nr of each of its requests we answer
+(``CreateChildTask.seen``).  A request of the peer's with our Ni, answered with a fresh Nr that the
+peer then sent back as the Nr of its answer to ours, made one KEYMAT for two Child SAs, whose keys
+both sides use from sequence number 1 (review revrekey F3): such a request is refused
+(TEMPORARY_FAILURE: a peer that drew our nonce by chance asks again with another).  An answer whose
+Nr is one of those Nr installs nothing either: it would tie the nonces a collision is settled by.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ NONCE_LEN = 32
 # how often a new Child SA the peer refuses with TEMPORARY_FAILURE is asked for again: strongSwan
 # retries for ever, but a peer that always refuses (e.g. out of SPIs) must not keep us at it for ever
 MAX_RETRIES = 5
+# the Nr of the peer's requests answered while ours is out, kept to refuse them back (see above):
+# the newest few (each came with a Child SA, which max_child_sas bounds anyway)
+SHOWN_NONCES = 8
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +85,7 @@ class CreateChildTask(Task):
         # outbound SPIs the peer's DELETEs named while this request was out that matched no Child SA
         # (the last few): an answer choosing one of them is not installed (review revrekey F1)
         self._deleted: collections.deque[int] = collections.deque(maxlen=informational.SPARE_SPIS)
+        self._shown: tuple[bytes, ...] = ()   # our Nr in answers to the peer while this is out (shown)
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -142,6 +154,9 @@ class CreateChildTask(Task):
         result = childmod.check_response(child, sa, ts[0], ts[1], self._proposed, strip_dh=False)
         if not isinstance(result, childmod.Refusal) and int.from_bytes(result.spi, "big") in self._deleted:
             return self._deleted_before_answer(st, child)
+        if not isinstance(result, childmod.Refusal) and nonce.data in self._shown:
+            # (our own Ni sent back as Nr makes a pair no other Child SA has: its keys are its own)
+            result = childmod.Refusal(NotifyType.INVALID_SYNTAX, "the peer's Nr is a nonce of our answers", child.name)
         if not isinstance(result, childmod.Refusal) and old is not None:
             result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
             ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
@@ -280,6 +295,15 @@ class CreateChildTask(Task):
     def rekeying(self) -> ChildSa | None:
         return self._rekey
 
+    def seen(self, nonce: bytes) -> bool:
+        """``nonce`` is one of ours the peer has seen while this request is out: our Ni (once sent),
+        or the Nr of an answer of ours since."""
+        return (nonce == self._nonce and bool(nonce)) or nonce in self._shown
+
+    def shown(self, nonce_r: bytes) -> None:
+        """We answered a request of the peer's with ``nonce_r`` while this one is out."""
+        self._shown = (*self._shown[1 - SHOWN_NONCES:], nonce_r)
+
     @property
     def creates(self) -> str | None:
         """The child config this request creates a new Child SA of (not once abandoned: none comes up)."""
@@ -351,6 +375,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     sa, nonce, ts = find(payloads, SaPayload), find(payloads, NoncePayload), childmod.received_ts(payloads)
     if sa is None or nonce is None or ts is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
+    out = pending if isinstance(pending, CreateChildTask) else None   # ours, whose nonces the peer has seen
+    if out is not None and out.seen(nonce.data):
+        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: its Ni is a nonce of ours (sent while our request "
+                 "is out)", st.name)
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
@@ -380,8 +409,8 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if group is not None and (ke is None or ke.group != group):
         return Response([notify(NotifyType.INVALID_KE_PAYLOAD, struct.pack("!H", group))])
     try:
-        ours = generate_key_exchange(group) if group is not None else None
-        shared = ours.shared_secret(ke.data) if ours is not None and ke is not None else None
+        dh = generate_key_exchange(group) if group is not None else None
+        shared = dh.shared_secret(ke.data) if dh is not None and ke is not None else None
     except DhError:
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     try:
@@ -391,14 +420,16 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     child.cut = rekey.cut if rekey is not None else ()   # the peer's rekey of a Child SA we narrowed
     nonce_r = st.rng(NONCE_LEN)
+    if out is not None:
+        out.shown(nonce_r)
     spi_out = int.from_bytes(result.proposal.spi, "big")
     rekey_of = rekey.unique_id if rekey else None
     nonces = (nonce.data, nonce_r)
     childmod.install(st, child, result.proposal, spi_out, result.tsr, result.tsi, False, nonces, shared, rekey_of)
     sa_out, tsi_out, tsr_out = childmod.response_payloads(result, child)
     response: list[Payload] = [sa_out, NoncePayload(nonce_r)]
-    if ours is not None:
-        response.append(KePayload(ours.group, ours.public))
+    if dh is not None:
+        response.append(KePayload(dh.group, dh.public))
     followups: list[Task] = []
     if rekey is not None:
         rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again

@@ -30,7 +30,7 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
     (its DELETE, a rekey that replaced it, the IKE SA going away).  ``removed``: the caller removes
     its inbound SA (installs._remove), its ChildSaDown does not (removed_already)."""
     self.events.install_failed[(conn, child)] += 1
-    held = sa is not None and any(c.unique_id == unique_id and not c.deleting for c in sa.children)
+    held = sa is not None and deletable(sa, unique_id)
     if (n := self.refusals.install_failed.admit(self.log_peer(sa, conn))) is not None:
         log.error("%s: installing CHILD_SA %s %s%s%s", conn, child, what,
                   "; deleting it" if held else "", suffix(n))
@@ -40,6 +40,13 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
         sa.delete_child(unique_id, DownReason.DELETED)
         # a turn later: this may run inside _pump's handling of the ChildSaUp (its events stay in order)
         asyncio.get_running_loop().call_soon(self._pump)
+
+
+def deletable(sa: IkeSa, unique_id: int) -> bool:
+    """Whether the IKE SA still lists Child SA ``unique_id`` and is not deleting it already: only
+    then may the service delete it (IkeSa.delete_child raises KeyError for one it no longer has: the
+    peer's DELETE, handled in the same batch as its CREATE_CHILD_SA, may have taken it out)."""
+    return any(c.unique_id == unique_id and not c.deleting for c in sa.children)
 
 
 def removed_already(self: IkeService, ike: int, unique_id: int) -> bool:

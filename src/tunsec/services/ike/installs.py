@@ -25,6 +25,7 @@ from tunsec.policy.claims import Peer, describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text, parse_ip
 from tunsec.services.ike import churn_log, install_failed, install_requests, recreate, rekey_hold, restart, tries
+from tunsec.services.ike.child_index import book, still_held, unbook
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
 from tunsec.services.ike.record import IkeUpRecord
@@ -37,36 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.ike")
 
 INBOUND_LINGER = 5.0   # seconds a rekeyed Child SA's inbound SA outlives its DELETE (packets in flight; as strongSwan)
-STANDBY_TIMEOUT = 10.0   # seconds a rekey responder waits for traffic on the new SA or the old one's DELETE
-
-
-def _child_of_sa(self: IkeService, spi: int, direction: Direction, remote: Endpoint | None = None) -> ChildState | None:
-    """The installed Child SA one of whose SAs this is (its IKE SA still has it).
-
-    An outbound SA is named by (spi, remote): two peers may have chosen the same SPI.  One being
-    moved (``moving_to``) is also found at its new endpoint: the worker names it so from the
-    MIGRATE on, and its EXPIRE may be read before the MIGRATE's answer is acted on (events after
-    answers in one read, mobility._migrate); lost, a soft EXPIRE would not rekey it.  Another
-    peer's SA that is at that endpoint already goes first."""
-    moving = None
-    for state in self.children.values():
-        if direction is Direction.IN and spi != state.spi_in:
-            continue
-        if direction is Direction.OUT and (spi, remote) != (state.spi_out, state.remote):
-            if moving is None and spi == state.spi_out and state.moving_to is not None and \
-                    remote == state.moving_to[0] and _still_held(self, state):
-                moving = state
-            continue
-        if not _still_held(self, state) and not rekey_hold.held(self, state):   # (held: its EXPIREs' counters)
-            continue
-        return state
-    return moving
-
-
-def _still_held(self: IkeService, state: ChildState) -> bool:
-    """Its IKE SA still has the Child SA (not deleted meanwhile)."""
-    sa = self._ike_sa(state.ike)
-    return sa is not None and any(c.unique_id == state.unique_id for c in sa.children)
+STANDBY_TIMEOUT = 10.0   # seconds after its answer a rekey responder's standby timer first fires (standby.timed_out)
 
 
 def expired(self: IkeService, spi: int, direction: Direction, hard: bool, remote: Endpoint | None = None) -> bool:
@@ -145,7 +117,8 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
             log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s%s", sa.name, ev.child,
                       peer, ", ".join(map(str, ev.remote_ts)), describe(found), suffix(held))
         self.events.ts_claims_refused[(sa.name, ev.child)] += 1
-        sa.delete_child(ev.unique_id)
+        if install_failed.deletable(sa, ev.unique_id):   # (review revrekey F5: the peer's DELETE may have come first)
+            sa.delete_child(ev.unique_id)
         return None
     ike = self._ike_handle(sa)
     restart.release_claim(self, ike, ev.rekey_of)   # a Child SA of an old worker's, rekeyed: it holds them now
@@ -202,7 +175,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # since differs from this one and is compared as before
         self._ike_peers[ike] = (ev.remote_addr, ev.local_ip, ev.local_port)
     lineage.members.add(handle)
-    self.children[handle] = state
+    book(self, state)
     # whose these selectors are: a later Child SA of another peer may not take them toward the same
     # local ones (policy/claims.py)
     self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named, by_name)
@@ -258,7 +231,7 @@ def _newest_of(self: IkeService, ike: int, key: tuple[str, tuple[Ts, ...], tuple
 def _forget(self: IkeService, state: ChildState, keep_claims: bool = False) -> bool:
     """Unbook a Child SA; True if its lineage ended (its policies and reqid are free to go).
     ``keep_claims``: its claims stay, for the caller to hold (restart.hold_claim)."""
-    self.children.pop(state.handle, None)
+    unbook(self, state)
     if not keep_claims:
         self.ts_claims.remove(state.handle)
     if (mine := self._by_ike.get(state.ike)) is not None:
@@ -376,7 +349,7 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             if state.handle not in self.children:   # deleted meanwhile (its DELETE; a worker restart rekeys it)
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 return
-            again = _larval_lost(started) and _still_held(self, state)   # our rekey's: created again (recreate.py)
+            again = _larval_lost(started) and still_held(self, state)   # our rekey's: created again (recreate.py)
             recreate.failed(self, state, not again and ev.initiator and ev.rekey_of is not None)
             ended = self._forget(state, keep_claims=again)
             if again:
@@ -534,53 +507,6 @@ class _AllOk:
 
 
 _OK = Errno.OK
-
-
-def first_use(self: IkeService, spi: int) -> bool:
-    """The worker's FIRST_USE: an authenticated packet arrived on our inbound SA ``spi``.
-
-    If it belongs to a rekey we answered, the initiator has installed the new Child SA and
-    sends on it, so our traffic moves to the new outbound SA now rather than at the old SA's
-    DELETE or the standby timeout.  Older standbys of the lineage are dropped: the peer has
-    moved past them, and adding one later would move our traffic back.  True if promoted."""
-    state = next((c for c in self.children.values() if c.spi_in == spi), None)
-    if state is None or state.standby is None:
-        return False   # the DELETE or the timeout came first, or the child is gone
-    pred = self.children.get(state.pred) if state.pred is not None else None
-    while pred is not None:
-        pred.standby = None
-        self._unlater(pred.standby_timer)
-        pred = self.children.get(pred.pred) if pred.pred is not None else None
-    self._spawn(self._changes.queue(self._promote(state, "the peer sends on the new SA")))
-    return True
-
-
-async def _promote(self: IkeService, state: ChildState, why: str) -> None:
-    async with self._changes:
-        await self._add_standby(state, why)
-
-
-async def _add_standby(self: IkeService, state: ChildState, why: str) -> None:
-    """ADD a rekey responder's held-back outbound SA (under ``_changes``); the SPD moves to it."""
-    await self._install_answered(state)
-    spec, state.standby = state.standby, None
-    self._unlater(state.standby_timer)
-    if spec is None or state.handle not in self.children:
-        return
-    try:
-        await self.worker().request(lambda r: pipe.Add(r, spec))
-        state.out_installed = True
-        log.debug("%s: CHILD_SA %s sending on %08x_o (%s)", state.conn, state.child, state.spi_out, why)
-    except WorkerError as err:   # it cannot send: deleted, as any Child SA whose install failed
-        state.out_installed = isinstance(err.__cause__, (OSError, TimeoutError))   # unanswered: may go in late
-        if state.handle not in self.children:
-            return   # the peer deleted it meanwhile: its _child_down (queued) removes it, once
-        ended = self._forget(state)
-        install_failed.delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn, state.child,
-                                        f"{state.spi_in:08x}_i, its outbound SA {state.spi_out:08x}, failed: {err}")
-        await self._remove(state, ended)
-        if ended:
-            self._updown_down(state.lineage)
 
 
 async def _answered(self: IkeService, state: ChildState, sent: Sequence[Sent],

@@ -246,9 +246,9 @@ async def _batch(self: IkeService, ike: int, move: IkeMove, path: IkePath) -> tu
             continue
         if not moved and not retry:   # the batch's first MIGRATE: it takes its share of the budget
             move.due = max(move.due, self.move_clock()) + MOVE_INTERVAL
-        state.moving_to = target
+        self.child_index.move(state, target)
         err = await _migrate(self, state, *target)
-        state.moving_to = None
+        self.child_index.move(state, None)
         if err is None:
             log.debug("%s: CHILD_SA %s %08x_i %08x_o follows its peer to %s:%d, from %s%s", state.conn,
                       state.child, state.spi_in, state.spi_out, target[0].addr, target[0].port, target[1].addr,
@@ -293,7 +293,8 @@ async def _migrate(self: IkeService, state: ChildState, moved: Endpoint, local: 
             with contextlib.suppress(WorkerError):
                 await w.request(lambda r: pipe.Migrate(r, state.spi_in, Direction.IN, old, None, back))
             return err
-    state.remote, state.local = moved, local
+    self.child_index.set_remote(state, moved)
+    state.local = local
     if state.standby is not None:
         state.standby = dataclasses.replace(state.standby, remote=moved, local=local)
     return None

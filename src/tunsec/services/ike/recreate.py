@@ -267,8 +267,7 @@ def stop(self: IkeService, conn: str, child: str | None = None, why: str = STOPP
 
 def try_deadline(sa: IkeSa) -> float:
     """Longer than the IKE SA's retransmissions of the try's request: it is deleted after them."""
-    retransmit = sa.config.retransmit
-    return sum(retransmit.delay(i) for i in range(retransmit.tries + 1)) + RETRY_DELAY
+    return sa.config.retransmit.span() + RETRY_DELAY
 
 
 def _overdue(self: IkeService, pending: Pending) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.sa import IkeSa
-from tunsec.services.ike import installs, recreate, rekey_hold
+from tunsec.services.ike import child_index, recreate, rekey_hold
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
@@ -49,11 +49,11 @@ async def worker_restarted(self: IkeService) -> None:
         # renegotiated below (a lineage of its own, maybe another reqid): each up has its down
         self._updown_down(state.lineage)
         # its selectors stay its peer's until it is rekeyed (or our rekey of it out ends: rekey_hold.py)
-        if installs._still_held(self, state) or rekey_hold.held(self, state):
+        if child_index.still_held(self, state) or rekey_hold.held(self, state):
             hold_claim(self, state.ike, state.unique_id, state.handle)
         else:   # no longer its IKE SA's (defensive: its ChildSaDown would have unbooked it): nothing releases them
             self.ts_claims.remove(state.handle)
-    self.children.clear()
+    child_index.clear(self)
     self._by_uid.clear()
     self._by_ike.clear()
     self._moves.clear()   # their movers end: the new Child SAs are installed where their IKE SAs are

@@ -16,7 +16,8 @@
   DELETE for both new SAs); a rekey responder adds its new outbound SA only
   when the first packet arrives on its new inbound SA (the worker's
   FIRST_USE: the initiator has installed its side), or when the old SA's
-  DELETE arrives, or after STANDBY_TIMEOUT, whichever comes first; a rekeyed
+  DELETE arrives, or once the initiator's retransmissions of its request are
+  over (standby.py), whichever comes first; a rekeyed
   Child SA's inbound SA lingers INBOUND_LINGER seconds for packets in flight.
 - Ownership: each Child SA is known by a handle unique across IKE SAs (many
   peers may share one connection, and unique ids restart per IKE SA).  A
@@ -85,6 +86,7 @@ from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.base import EspEndpoint, Service
 from tunsec.services.ike import (
     auth_log,
+    child_index,
     churn_log,
     commands,
     ikesas,
@@ -94,6 +96,7 @@ from tunsec.services.ike import (
     recreate,
     refusal_log,
     restart,
+    standby,
     traps,
     tries,
     vip_refused,
@@ -105,6 +108,7 @@ from tunsec.services.ike import reload as _reload
 from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
+from tunsec.services.ike.child_index import ChildIndex
 from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
@@ -174,6 +178,7 @@ class IkeService(Service):
                                     spi_tag=self.spi_tag)
         self.ids = ids if ids is not None else IdSpace()
         self.children: dict[int, ChildState] = {}                # child handle -> state
+        self.child_index = ChildIndex()   # children by their SAs' SPIs (child_index.book: both at once)
         self._by_uid: dict[tuple[int, int], int] = {}            # (IKE SA handle, unique id) -> child handle
         # Child SAs deleted in the engine after their install failed, whose inbound SA is removed already:
         # their ChildSaDown deletes no SPI (the worker may have issued it again; install_failed.py)
@@ -690,7 +695,7 @@ class IkeService(Service):
     worker_restarted = restart.worker_restarted
     # installs.py
     expired = installs.expired
-    _child_of_sa = installs._child_of_sa
+    _child_of_sa = child_index.child_of_sa
     _delete_sa = installs._delete_sa
     _endpoint = installs._endpoint
     _child_registered = installs._child_registered
@@ -700,9 +705,10 @@ class IkeService(Service):
     _child_up = installs._child_up
     _install_ended = installs._install_ended
     _send_install = installs._send_install
-    first_use = installs.first_use
-    _promote = installs._promote
-    _add_standby = installs._add_standby
+    # standby.py
+    first_use = standby.first_use
+    _promote = standby.timed_out   # the end of the standby timer installs._send_install arms
+    _add_standby = standby.add_standby
     _answered = installs._answered
     _install_answered = installs._install_answered
     _protect = installs._protect

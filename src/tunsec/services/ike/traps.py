@@ -142,7 +142,7 @@ def _under_way(self: IkeService, conn: str, child: str) -> bool:
     nothing of ours: it does not hold our traffic back."""
     if (conn, child) in self.acquiring or vip_refused.holding(self, conn):   # waits for its next try
         return True
-    if any(c.conn == conn and c.child == child for c in self.children.values()):
+    if self.child_index.has(conn, child):
         return True
     return any(sa.name == conn and sa.creating(child) for sa in self.endpoint.sas)
 
