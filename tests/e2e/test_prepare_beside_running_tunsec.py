@@ -16,15 +16,12 @@ dies at its next rekey or DPD) and a kill -9 then leaves everything in clear.
 
 from __future__ import annotations
 
-import pwd
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-import control
 import pytest
 from ike_peers import Conn, TunsecIke
-from reachable import python_argv
 from routed_hosts import RoutedHosts
 from test_full_tunnel_kill9_fails_closed import PreparedIke, path
 
@@ -48,23 +45,8 @@ class ServiceIke(PreparedIke):
         lines = self.conf.read_text().splitlines()
         self.conf.write_text("".join(f"{ln}\n" for ln in lines if not ln.strip().startswith("control_socket")))
 
-    def service_env(self) -> list[str]:
+    def env(self) -> list[str]:
         return ["env", "-u", "XDG_RUNTIME_DIR", f"RUNTIME_DIRECTORY={self.sock.parent}"]
-
-    def prepare(self) -> str:
-        r = self.topo.run(self.host, [*self.service_env(), sys.executable, "-m", "tunsec", "prepare", "-c",
-                                      str(self.conf), "--user", WORKER_USER], check=False, timeout=60)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return r.stdout
-
-    def start(self) -> None:
-        pw = pwd.getpwnam(WORKER_USER)
-        as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
-                   "--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service",
-                   "--bounding-set=-all,+net_bind_service", "--", *self.service_env()]
-        argv = [*python_argv(as_user), "-m", "tunsec", "up", "-c", str(self.conf)]
-        offset = control.log_size(self.log)
-        self.spawn(self.host, argv, lambda: control.is_up(self.log, offset, self.sock))
 
 
 def test_undo_from_a_root_shell_leaves_a_running_multi_queue_tunsec_alone(topo: RoutedHosts) -> None:
