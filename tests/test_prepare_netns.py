@@ -41,10 +41,11 @@ def base() -> Iterator[Path]:
 
 
 def prepare(ns: str, base: Path, run_dir: Path, state_dir: Path, remote_ts: str = "10.2.0.0/24",
-            undo: bool = False) -> subprocess.CompletedProcess[str]:
+            undo: bool = False, workers: int = 0) -> subprocess.CompletedProcess[str]:
     conf = base / "tunsec.conf"
     conf.write_text(f"tunsec {{\n  tun = {TUN}\n  control_socket = {run_dir}/t.sock\n  state_dir = {state_dir}\n"
-                    "  mtu = 1400\n}\nmanual {\n  site { local_addr = 192.0.2.1\n    remote_addr = 192.0.2.2\n"
+                    + (f"  workers = {workers}\n" if workers else "")
+                    + "  mtu = 1400\n}\nmanual {\n  site { local_addr = 192.0.2.1\n    remote_addr = 192.0.2.2\n"
                     f"    local_ts = 10.1.0.0/24\n    remote_ts = {remote_ts}\n    spi_in = 0xc0010001\n"
                     "    key_in = 0x0102030405060708090a0b0c0d0e0f1011121314\n    spi_out = 0xc0020001\n"
                     "    key_out = 0x1102030405060708090a0b0c0d0e0f1011121314 }\n}\n")
@@ -109,3 +110,39 @@ def test_prepare_undo_removes_the_tun_and_leaves_a_device_that_is_not_one(ns: st
     r = prepare(ns, base, base / "run", base / "state", undo=True)
     assert r.returncode == 1 and f"{TUN} is not a TUN device: left as it is" in r.stderr, r.stderr
     assert has_tun(ns)   # has_tun: a link of that name
+
+
+HOLD = """
+import fcntl, os, struct, sys, time
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), 0x0001 | 0x1000 | 0x4000 | 0x0100))
+print("attached", flush=True)
+time.sleep(600)
+"""
+
+
+def test_prepare_and_undo_leave_a_multi_queue_tun_a_process_holds(ns: str, base: Path) -> None:
+    """(review revprep F1, F2) a multi-queue TUN in use takes another attach: prepare again went on (its
+    queues took a share of the running instance's flows) and `--undo` cleared its persist flag and removed
+    its kill switch.  Both refuse now, before touching anything, while a process holds a queue (its
+    carrier), whatever the control socket says."""
+    r = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", workers=2)
+    assert r.returncode == 0 and "multi_queue" in r.stdout and "(kill switch)" in r.stdout, r.stdout + r.stderr
+    holder = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", HOLD, TUN], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "attached\n"
+        again = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", workers=2)
+        undo = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", undo=True, workers=2)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert again.returncode == 1 and f"TUN {TUN} is in use" in again.stderr, again.stdout + again.stderr
+    assert undo.returncode == 1 and f"TUN {TUN} is in use" in undo.stderr, undo.stdout + undo.stderr
+    assert has_tun(ns), "the TUN lost its persist flag: it went with the holder"
+    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116"], capture_output=True,
+                              text=True).stdout
+    assert "0.0.0.0/1 dev tsks" in standing and "128.0.0.0/1 dev tsks" in standing, standing
+    r = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", undo=True, workers=2)   # nobody holds it
+    assert r.returncode == 0 and f"TUN {TUN} removed" in r.stdout, r.stdout + r.stderr
+    assert not has_tun(ns)

@@ -26,10 +26,12 @@ long list goes a slice at a time (Answer.encode_sliced), back to the event loop 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import json
 import os
 import socket
+import stat
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -44,6 +46,7 @@ READ_ONLY = frozenset({"status"})
 TOTAL, PER_UID, ROOT_RESERVE = 16, 4, 4   # connections held at once (Slots)
 LINE_LIMIT = 16 * 1024   # a request line (the longest real one is a few hundred bytes)
 DEADLINE = 10.0   # seconds for a whole exchange (`tunsec status` waits as long for its answer)
+PROBE_TIMEOUT = 5.0   # seconds listener()'s connect may take (on a local socket it answers at once)
 
 T = TypeVar("T")
 
@@ -68,6 +71,37 @@ def bind(path: str, t: privilege.Target | None) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class Listener(enum.Enum):
+    """Who is at a control socket's path (listener)."""
+
+    NOBODY = enum.auto()    # no socket there, or one a process that died left (ECONNREFUSED)
+    ANSWERS = enum.auto()   # a process accepted the connection: a tunsec runs
+    # one listens and accepts nothing (its backlog full): a tunsec stuck, or a socket someone put in the
+    # directory (the service user's) to make root wait; not "nobody": that would take a running tunsec
+    # for a stopped one (review revprep F3)
+    SILENT = enum.auto()
+
+
+def listener(path: str) -> Listener:
+    """Whether a process listens on the socket at path (a tunsec's control socket), never waiting for ever:
+    a blocking connect to a socket whose backlog is full waits until it accepts.  A symlink is not
+    followed (nor anything else but a socket).  OSError when it cannot tell (EACCES)."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return Listener.NOBODY
+    except (FileNotFoundError, NotADirectoryError):
+        return Listener.NOBODY
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(PROBE_TIMEOUT)   # non-blocking underneath: a full backlog is EAGAIN at once
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return Listener.NOBODY
+        except (BlockingIOError, TimeoutError):
+            return Listener.SILENT
+    return Listener.ANSWERS
 
 
 def who_binds(path: str, t: privilege.Target | None) -> privilege.Target | None:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import stat
 import time
 from ipaddress import IPv4Network, IPv6Network
@@ -526,13 +525,12 @@ class Daemon:
             return
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise StartupError(f"{path} exists and is not a socket")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(path)
-            except (ConnectionRefusedError, FileNotFoundError):
-                os.unlink(path)   # left by a process that died
-                return
-        raise StartupError(f"another tunsec is running on {path}")
+        found = ctlsocket.listener(path)
+        if found is ctlsocket.Listener.NOBODY:
+            os.unlink(path)   # left by a process that died
+            return
+        raise StartupError(f"another tunsec is running on {path}" + (
+            " (it listens and accepts no connection: stop it first)" if found is ctlsocket.Listener.SILENT else ""))
 
     def _socket_owner(self) -> privilege.Target | None:
         return self.privilege.target if self.privilege.drop else None

@@ -31,7 +31,7 @@ from tunsec.conf.config import Config
 from tunsec.dataplane.exclude import ExcludeRoutes, is_half
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, interface_exists
-from tunsec.dataplane.tundev import tun_flags, tun_owner
+from tunsec.dataplane.tundev import tun_flags, tun_in_use, tun_owner
 from tunsec.privilege import PrivilegeError, Target, check_config_files, read_grant, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
 from tunsec.statedir import MARKER, refusal, tunsecs
@@ -47,6 +47,18 @@ TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC
 
 class PrepareError(Exception):
     """prepare cannot do its work; the message says why and what to do."""
+
+
+def refuse_in_use(name: str, then: str) -> None:
+    """PrepareError when a process has TUN name open: a tunsec running on it holds its routes, exclude
+    routes and kill switch (the TUN's carrier says so: tundev.tun_in_use); then: what to do."""
+    try:
+        busy = tun_in_use(name)
+    except OSError as err:
+        raise PrepareError(str(err.strerror or err)) from err
+    if busy:
+        raise PrepareError(f"TUN {name} is in use: a process has it open (a tunsec running on it, whatever its "
+                           f"control socket's path): {then}")
 
 
 def _create_persistent(name: str, flags: int, owner: Target) -> None:
@@ -91,7 +103,10 @@ def _set_up(d: Daemon, name: str) -> list[str]:
     the unprivileged start fails open, or sends IKE into the TUN."""
     from tunsec.daemon import StartupError
 
-    tun = Tun.open(name, queues=d.nqueues)
+    try:
+        tun = Tun.open(name, queues=d.nqueues)
+    except OSError as err:   # its strerror names the device and the fix (tundev.open_error)
+        raise PrepareError(str(err.strerror or err)) from err
     try:
         d.tun = tun
         try:
@@ -234,12 +249,15 @@ def prepare(cfg: Config, user: str) -> str:
     d = Daemon(cfg)
     name = cfg.tunsec.tun
     flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (IFF_MULTI_QUEUE if d.nqueues > 1 else 0)
+    if tun_flags(name):   # before anything is touched: a multi-queue TUN would take our queues (review revprep F2)
+        refuse_in_use(name, "stop it, run tunsec prepare, then start it")
     # the directories first: a refusal there (a parent another user may change) leaves no TUN behind
     sock = Path(cfg.tunsec.control_socket)
     _own_dir(sock.parent, owner, socket=sock.name)
     skipped = _own_state_dir(Path(cfg.tunsec.state_dir), owner) if d.manual.plans else ""
     how = _ensure_tun(name, flags, owner)
-    # found in place: kept at a refusal below (close() removes only what this run added)
+    # found in place: kept at a refusal below (close() removes only what this run added: a device it never
+    # looked at may be a running instance's, review revprep F2)
     d.excludes, d.killswitch = ExcludeRoutes(name, keep_found=True), KillSwitch(name, keep_found=True)
     try:
         routes = _set_up(d, name)

@@ -3,32 +3,41 @@ while no tunsec runs on it: the TUN (and its routes with it), the full tunnel's 
 its standing routes) and the exclude routes of the TUN's mark.  In that order: the TUN's traffic is
 dropped by the kill switch until it goes, and the peers stay reachable until then.  The directories
 prepare gave to the user stay (state_dir holds manual keys' sequence numbers).
+
+"No tunsec runs on it" is asked twice before anything is touched: the control socket (without waiting for
+ever: ctlsocket.listener), then the kernel, whose word is the one that holds: the TUN's carrier (a process
+has a queue of it open).  The socket alone cannot say: with control_socket left to its default its path
+comes from the environment of whoever asks (the service's RUNTIME_DIRECTORY, root's shell's
+XDG_RUNTIME_DIR), and a multi-queue TUN in use takes another attach (review revprep F1).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import socket
 
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
+from tunsec.ctlsocket import Listener, listener
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import interface_exists
 from tunsec.dataplane.tundev import tun_flags
-from tunsec.prepare import PrepareError, unpersist
+from tunsec.prepare import PrepareError, refuse_in_use, unpersist
 
 
 def _not_running(path: str) -> None:
-    """A tunsec answering on the control socket path is refused: its TUN and routes are in use."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return
-    raise PrepareError(f"a tunsec is running on {path}: stop it first (its TUN and routes are in use)")
+    """A process listening on the control socket path is refused: a tunsec, its TUN and routes in use."""
+    try:
+        found = listener(path)
+    except OSError as err:
+        raise PrepareError(f"cannot tell whether a tunsec is running on {path}: {err.strerror or err}") from err
+    if found is Listener.ANSWERS:
+        raise PrepareError(f"a tunsec is running on {path}: stop it first (its TUN and routes are in use)")
+    if found is Listener.SILENT:
+        raise PrepareError(f"a process listens on {path} and accepts no connection (a tunsec running, stuck?): "
+                           "stop it first")
 
 
 def _remove_tun(name: str) -> str:
@@ -38,11 +47,16 @@ def _remove_tun(name: str) -> str:
     have = tun_flags(name)
     if not have & IFF_TUN:
         raise PrepareError(f"{name} is not a TUN device: left as it is (is tunsec {{ tun }} right?)")
+    refuse_in_use(name, "stop it first; nothing was removed")
     try:
         unpersist(name, IFF_TUN | IFF_NO_PI | IFF_VNET_HDR | (have & IFF_MULTI_QUEUE))
     except OSError as err:
         busy = " (a process has it open: stop it first)" if err.errno == errno.EBUSY else ""
         raise PrepareError(f"removing TUN {name}: {err.strerror or err}{busy}") from err
+    if interface_exists(name):   # a process attached between the look and now: its kill switch stays
+        raise PrepareError(f"TUN {name} is still there: a process attached to it meanwhile (a tunsec starting?); "
+                           "it is no longer persistent, its kill switch and exclude routes stay: stop it, then "
+                           "tunsec prepare --undo again")
     return f"TUN {name} removed (its routes with it)"
 
 

@@ -3,15 +3,20 @@ of the test's own (real netlink: a dummy device stands in for the TUN, another f
 
 from __future__ import annotations
 
+import errno
+import logging
 import secrets
 import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
+from typing import Any
 
 import pytest
 
 from tunsec.bench.netns import in_netns
+from tunsec.dataplane import exclude
 from tunsec.dataplane.exclude import ExcludeRoutes, Path, best_path, captured, tun_networks, tun_routes
+from tunsec.dataplane.netlink import NetlinkError
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 
 HALVES4 = [ip_network("0.0.0.0/1"), ip_network("128.0.0.0/1")]
@@ -135,3 +140,67 @@ def test_exclude_routes_follow_the_hosts_default_route_when_it_changes(ns: str) 
         assert ex.held[gateway].gateway == "192.0.2.254"
         ex.close()
     assert ours(ns) == ""
+
+
+def test_a_multipath_route_of_our_mark_is_not_taken_as_in_place(ns: str) -> None:
+    """(review revprep remark 3) ours have one next hop: a multipath route of the mark, its first hop the
+    path the start would take, was taken as in place (kept at the clean stop, its other hops used)."""
+    ex = ExcludeRoutes("tsx0", keep_found=True)
+    gateway = ip_address("198.51.100.2")
+    ip(ns, "route", "add", "198.51.100.2/32", "proto", str(RTPROT_TUNSEC), "metric", str(ex.mark),
+       "nexthop", "via", "192.0.2.1", "dev", "up0", "nexthop", "via", "192.0.2.3", "dev", "up0")
+    with in_netns(ns):
+        assert ex.ensure([gateway], HALVES4) == []
+    assert ex.found == set(), "a multipath route was taken as this instance's exclude route"
+    assert "nexthop" not in ip(ns, "route", "show", "198.51.100.2/32")   # replaced by the start's own
+    with in_netns(ns):
+        ex.close()
+    assert ours(ns) == ""
+
+
+class RefusedReplace:
+    """IPRoute whose route replace the kernel refuses as it does an unprivileged run's (EPERM)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __enter__(self) -> RefusedReplace:
+        self.real.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.__exit__(*exc)
+
+    def route(self, cmd: str, **kw: Any) -> Any:
+        if cmd == "replace":
+            raise NetlinkError(errno.EPERM, "Operation not permitted")
+        return self.real.route(cmd, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_an_exclude_route_that_cannot_follow_is_said_once_per_change(
+        ns: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """(review revprep remark 2) an unprivileged run's follow() is refused every 10 s once the uplink moved:
+    the warning came every round, per peer, for ever."""
+    ex = ExcludeRoutes("tsx0")
+    gateway = ip_address("198.51.100.2")
+    with in_netns(ns):
+        ex.ensure([gateway], HALVES4)
+    real = exclude._iproute
+    monkeypatch.setattr(exclude, "_iproute", lambda: RefusedReplace(real()))
+    stays = "exclude route 198.51.100.2/32 stays on its old path"
+    ip(ns, "route", "replace", "default", "via", "192.0.2.254")
+    with in_netns(ns), caplog.at_level(logging.WARNING, "tunsec.tun"):
+        for _ in range(3):
+            ex.follow()
+        assert caplog.text.count(stays) == 1, caplog.text
+        ip(ns, "route", "replace", "default", "via", "192.0.2.253")   # another change: said again
+        ex.follow()
+        ex.follow()
+        assert caplog.text.count(stays) == 2, caplog.text
+    assert ex.held[gateway].gateway == "192.0.2.1"   # where it still is
+    monkeypatch.setattr(exclude, "_iproute", real)
+    with in_netns(ns):
+        ex.close()

@@ -100,8 +100,12 @@ class PreparedIke(TunsecIke):
         os.chown(self.conf, 0, grp.getgrnam(WORKER_USER).gr_gid)
         self.conf.chmod(0o640)
 
+    def env(self) -> list[str]:
+        """What runs prepare and up under (`env ...`): the environment they get (none of their own here)."""
+        return []
+
     def prepare(self) -> str:
-        r = self.topo.run(self.host, [sys.executable, "-m", "tunsec", "prepare", "-c", str(self.conf),
+        r = self.topo.run(self.host, [*self.env(), sys.executable, "-m", "tunsec", "prepare", "-c", str(self.conf),
                                       "--user", WORKER_USER], check=False, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         return r.stdout
@@ -111,7 +115,7 @@ class PreparedIke(TunsecIke):
         # CAP_NET_BIND_SERVICE alone (IKE on port 500, as a unit's AmbientCapabilities= gives it): no CAP_NET_ADMIN
         as_user = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
                    "--inh-caps=-all,+net_bind_service", "--ambient-caps=+net_bind_service",
-                   "--bounding-set=-all,+net_bind_service", "--"]
+                   "--bounding-set=-all,+net_bind_service", "--", *self.env()]
         argv = [*python_argv(as_user), "-m", "tunsec", "up", "-c", str(self.conf)]
         offset = control.log_size(self.log)
         self.spawn(self.host, argv, lambda: control.is_up(self.log, offset, self.sock))

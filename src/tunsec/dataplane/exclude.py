@@ -136,6 +136,8 @@ class ExcludeRoutes:
     paths: dict[int, list[Path]] = field(default_factory=dict)
     refused: int = 0          # exclude routes refused (status)
     denied: bool = False      # one was refused for want of CAP_NET_ADMIN: no table dump per address again
+    # by peer, the path follow() could not move its exclude route to: said once per change, not every round
+    stuck: dict[IPAddress, Path] = field(default_factory=dict)
     _refused_log: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
     # held for a whole change: the IKE service's threads and a reload's add and remove at once
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -243,12 +245,16 @@ class ExcludeRoutes:
             for peer, had in list(self.held.items()):
                 now = best_path(paths[_family(peer)], peer)
                 if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
+                    self.stuck.pop(peer, None)
                     continue
                 try:
                     ipr.route("replace", **self._route(peer, now))
                 except NetlinkError as exc:
-                    log.warning("exclude route %s stays on its old path: %s", _host(peer), reason(exc))
+                    if self.stuck.get(peer) != now:   # an unprivileged run is refused every round (EPERM)
+                        log.warning("exclude route %s stays on its old path: %s", _host(peer), reason(exc))
+                    self.stuck[peer] = now
                     continue
+                self.stuck.pop(peer, None)
                 self.held[peer] = now
                 log.info("exclude route %s follows the host's path: %s", _host(peer),
                          f"via {now.gateway}" if now.gateway else "on the link")
@@ -271,6 +277,7 @@ class ExcludeRoutes:
         self.remove([p for p in self.held if p not in self.found])
         self.held.clear()
         self.found.clear()
+        self.stuck.clear()
 
     def remove(self, gone: list[IPAddress]) -> None:
         """The exclude routes of gone go (those held)."""
@@ -280,6 +287,7 @@ class ExcludeRoutes:
             for peer in gone:
                 path = self.held.pop(peer, None)
                 self.found.discard(peer)
+                self.stuck.pop(peer, None)
                 if path is None:
                     continue
                 try:
@@ -328,8 +336,8 @@ def _present(ipr: Any, family: int, mark: int) -> dict[IPAddress, tuple[str | No
     """This instance's exclude routes in the kernel now (its mark, _stale_of): the next hop of each."""
     out: dict[IPAddress, tuple[str | None, int]] = {}
     for r in ipr.route("dump", family=family):
-        if _stale_of(r, mark):
-            gateway, oif = next_hops(r)[0]
+        if _stale_of(r, mark) and len(hops := next_hops(r)) == 1:   # ours have one next hop: no multipath
+            gateway, oif = hops[0]
             if oif is not None:
                 out[ip_address(r.get_attr("RTA_DST"))] = (gateway, int(oif))
     return out

@@ -18,7 +18,13 @@ skips the routes of other devices, the TUN's and this one's, and takes the host'
 
 The device (and with it its routes) is added before the halves at start and at a reload that brings a
 full tunnel, found again at a start after a kill -9 (EEXIST), and deleted at a clean stop after the
-TUN, at a reload that drops the full tunnel, and at a start that has none.
+TUN, at a reload that drops the full tunnel, and at a start that has none.  A start that fails before
+it looked at the device leaves it: it may be a killed run's, failing closed, or a running instance's
+(review revprep F2).
+
+Only a TUN nobody reads is taken for the device: a link of that name of another kind (a veth whose peer is
+in a container) or one a process has open would carry the traffic on, the opposite of a kill switch, and
+is neither used nor deleted (review revprep F4).
 
 `tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
 CAP_NET_ADMIN: that start finds them (a device up, a route per half) and uses them without writing to
@@ -39,7 +45,8 @@ from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.exclude import IPNetwork, is_half
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
-from tunsec.dataplane.routes import destination
+from tunsec.dataplane.routes import destination, in_main
+from tunsec.dataplane.tundev import LinkState, link_state
 
 log = logging.getLogger("tunsec.tun")
 
@@ -61,6 +68,9 @@ class KillSwitch:
     keep_found: bool = False   # a device found at start stays at the clean stop (the TUN was made for us)
     held: set[IPNetwork] = field(default_factory=set)
     found: bool = False        # the device was there, and keep_found: close() leaves it
+    # close() removes the device: this instance added it, or took over one a killed run left (not keep_found);
+    # never one it did not look at (a refusal before ensure: it may be a running instance's)
+    owned: bool = False
 
     @property
     def name(self) -> str:
@@ -110,9 +120,14 @@ class KillSwitch:
         not there."""
         found = ipr.link_lookup(ifname=self.name)
         if found:
+            if not (state := link_state(ipr, found[0])).unread_tun():
+                raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
+                                   f"({_described(state)}): not ours, left as it is")
             self.found = self.keep_found
+            self.owned = not self.keep_found
         else:
             ipr.link("add", ifname=self.name, kind="tuntap", mode="tun")
+            self.owned = True
             found = ipr.link_lookup(ifname=self.name)
         link = ipr.link("get", index=found[0])[0]
         if not link["flags"] & IFF_UP:   # one up already needs no write (none without CAP_NET_ADMIN)
@@ -127,35 +142,45 @@ class KillSwitch:
     def close(self) -> None:
         """At a clean stop, after the TUN's routes: the device and its routes go, and the host's default
         route carries the traffic again; one found on a TUN made for us (keep_found) stays for the next
-        start, as the TUN and its routes do."""
+        start, as the TUN and its routes do; one it never looked at stays too (owned)."""
+        if self.owned:
+            self.remove()
+            return
         if self.found:
             log.info("device %s of the full tunnel's standing routes stays (it was there at start: tunsec "
                      "prepare's)", self.name)
-            self.held.clear()
-            return
-        self.remove()
+        self.held.clear()
 
     def remove(self) -> None:
         """The device and its routes go (a start or reload without a full tunnel, a clean stop)."""
         try:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=self.name)
-                if found:
+                if found and not (state := link_state(ipr, found[0])).unread_tun():
+                    log.warning("link %s is not a TUN nobody reads (%s): not a kill switch of ours, left as it is",
+                                self.name, _described(state))
+                elif found:
                     ipr.link("del", index=found[0])
                     log.info("device %s of the full tunnel's standing routes removed", self.name)
         except (NetlinkError, OSError) as exc:
             log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
                         reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
         self.held.clear()
-        self.found = False
+        self.found = self.owned = False
+
+
+def _described(state: LinkState) -> str:
+    return f"kind {state.kind or 'none'}" if state.kind != "tun" else "a TUN a process has open"
 
 
 def _standing(ipr: Any, idx: int, versions: set[int]) -> set[IPNetwork]:
     """The standing routes on the device (index idx) already, of the IP versions asked (only those: a
-    kernel without IPv6 refuses its dump): networks of the routes through it with STANDING_PRIORITY."""
+    kernel without IPv6 refuses its dump): networks of the main table's routes of tunsec's proto through it
+    with STANDING_PRIORITY (what ensure adds; another table's, or another proto's, holds nothing here)."""
     out: set[IPNetwork] = set()
     for family in (socket.AF_INET if v == 4 else socket.AF_INET6 for v in sorted(versions)):
         for r in ipr.route("dump", family=family, oif=idx):
-            if r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY:
+            if (r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and in_main(r)
+                    and r["proto"] == RTPROT_TUNSEC):
                 out.add(destination(r))
     return out

@@ -1,11 +1,46 @@
-"""What the kernel says about a TUN device (/sys/class/net/NAME: its flags, owner and group) and why
-opening one failed, in words that name the device, the user and the fix (tun.Tun.open, prepare)."""
+"""What the kernel says about a TUN device (/sys/class/net/NAME: its flags, owner and group; netlink: its
+kind and carrier) and why opening one failed, in words that name the device, the user and the fix
+(tun.Tun.open, prepare)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import pwd
+from dataclasses import dataclass
+from typing import Any
+
+from tunsec.dataplane.netlink import IPRoute, as_oserror
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What a link is and whether a process reads it."""
+
+    kind: str | None   # IFLA_INFO_KIND: "tun" for a TUN (or TAP) device; None for a link of no kind (eth0)
+    # a TUN has its carrier exactly while a process has a queue of it open (an attach turns it on, the last
+    # detach off), whether the link is up or down: IFLA_CARRIER says so in both (/sys's carrier file only
+    # while up).  An attach that succeeds says nothing: a multi-queue TUN takes another queue
+    carrier: bool
+
+    def unread_tun(self) -> bool:
+        """A TUN no process has open: nobody reads what is routed into it (the kernel drops it)."""
+        return self.kind == "tun" and not self.carrier
+
+
+def link_state(ipr: Any, idx: int) -> LinkState:
+    """The link of index idx (NetlinkError if the kernel refuses: gone)."""
+    link = ipr.link("get", index=idx)[0]
+    kind = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+    return LinkState(str(kind) if kind is not None else None, bool(link.get_attr("IFLA_CARRIER")))
+
+
+def tun_in_use(name: str) -> bool:
+    """A process (a tunsec running on it) has a queue of TUN name open; False if there is no such link.
+    OSError if netlink cannot say."""
+    with IPRoute() as ipr, as_oserror(f"asking whether TUN {name} is in use"):
+        found = ipr.link_lookup(ifname=name)
+        return bool(found) and link_state(ipr, found[0]).carrier
 
 
 def tun_flags(name: str) -> int:
@@ -34,6 +69,8 @@ def open_error(name: str, existed: bool, err: OSError) -> str:
     if err.errno in (errno.EPERM, errno.EACCES):
         return (f"creating TUN {name} as {me()}: needs CAP_NET_ADMIN; as root, once: tunsec prepare -c FILE "
                 f"--user {me()} (or ip tuntap add dev {name} mode tun user {me()} vnet_hdr)")
+    if err.errno == errno.EBUSY:   # a single-queue TUN takes one queue
+        return f"attaching to TUN {name}: a process has it open (a tunsec running on it?): stop it first"
     if err.errno == errno.ENOENT:
         return (f"opening /dev/net/tun for TUN {name}: it does not exist "
                 "(modprobe tun; in a container --device /dev/net/tun)")
