@@ -13,10 +13,17 @@ import logging
 import pytest
 from test_ikeservice_initiator_claims import Hub, reaches
 from test_ikeservice_peers import InProcessWorker, run
-from test_ikeservice_widen import FULL, HOLD_OFF, SITE, _after_hold_off, _full_tunnel, _site_and_full_tunnel
+from test_ikeservice_widen import (
+    FULL,
+    HOLD_OFF,
+    SITE,
+    _after_hold_off,
+    _full_tunnel,
+    _site_and_full_tunnel,
+    count_initiations,
+)
 
 from tunsec.ike.config import child_config
-from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.services.ike import widen
 
@@ -32,15 +39,7 @@ def _short_hold_off(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def asked(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """The new Child SAs the hub starts in spoke 1's established IKE SA (the widening's replacements)."""
-    out: list[str | None] = []
-    initiate = IkeSa.initiate
-
-    def counted(sa: IkeSa, child: str | None = None) -> None:
-        if sa.name == "spoke1" and sa.state is State.ESTABLISHED:
-            out.append(child)
-        initiate(sa, child)
-    monkeypatch.setattr(IkeSa, "initiate", counted)
-    return out
+    return count_initiations(monkeypatch, "spoke1")
 
 
 async def _release_site(h: Hub) -> None:

@@ -15,11 +15,18 @@ import logging
 import pytest
 from test_ikeservice_initiator_claims import Hub, Net, Spoke, hub, reaches
 from test_ikeservice_peers import run
-from test_ikeservice_widen import FULL, HOLD_OFF, SITE, _after_hold_off, _full_tunnel, _site_and_full_tunnel
+from test_ikeservice_widen import (
+    FULL,
+    HOLD_OFF,
+    SITE,
+    _after_hold_off,
+    _full_tunnel,
+    _site_and_full_tunnel,
+    count_initiations,
+)
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction
-from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
 from tunsec.services.ike import widen
 
@@ -93,14 +100,7 @@ def test_what_is_still_anothers_is_not_taken_and_its_holder_narrows_nothing(monk
     """Two sites (10.8.0.0/16, 10.9.0.0/16) and a full tunnel cut around both: the first site goes, the
     full tunnel is widened with 10.8.0.0/16 only (10.9.0.0/16 is still the second's, and not what it
     took back); the second site's rekeys start nothing; the first site, back, narrows it again."""
-    asked: list[str | None] = []
-    initiate = IkeSa.initiate
-
-    def counted(sa: IkeSa, child: str | None = None) -> None:
-        if sa.name == "spoke2" and sa.state is State.ESTABLISHED:
-            asked.append(child)
-        initiate(sa, child)
-    monkeypatch.setattr(IkeSa, "initiate", counted)
+    asked = count_initiations(monkeypatch, "spoke2")
 
     def full(h: Hub) -> list[tuple[Ts, ...]]:
         return [c.remote_ts for c in h.children_of(2)]
