@@ -243,7 +243,7 @@ class TsClaims:
                 self._reach[fam] = max(widths, default=0)
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]:
+                 named: bool = False, by_name: bool | None = None, yielded: bool = True) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that remote ``selectors`` overlap, with local ones that meet
         ``local``, each with the overlap of the remote selectors; ``named``: the asking peer's
         connection names it and gave it these selectors as written, and so may share them with other
@@ -251,7 +251,9 @@ class TsClaims:
         identity is another peer's all the same if one connection names it and the other does not
         (an EAP user or a CA's certificate that merely bears a site's name); of one named twice it
         is the peer's own, whichever selectors each child was given (a spoke's second child that
-        chose from a wide remote_ts beside a first one given as written)."""
+        chose from a wide remote_ts beside a first one given as written).  ``yielded``: what claims
+        give way (:meth:`yielding`) is no overlap; False for a manual tunnel's, which would start no
+        narrowing of the yielding Child SA (services/manual_claims.py held_by_ike)."""
         found: list[tuple[Claim, Ts]] = []
         named, by_name = _as_named(peer, named, by_name)
         by_name = named if by_name is None else by_name
@@ -266,7 +268,8 @@ class TsClaims:
                         (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
-                if common is not None and _meet(claim.local, local) and not self._gives_way(claim, common):
+                if common is not None and _meet(claim.local, local) \
+                        and not (yielded and self._gives_way(claim, common)):
                     found.append((claim, common))
         return found
 
