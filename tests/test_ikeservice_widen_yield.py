@@ -131,3 +131,31 @@ def test_what_is_still_anothers_is_not_taken_and_its_holder_narrows_nothing(monk
         assert full(h) == [around]
         assert [reaches(h, d) for d in ("10.8.0.5", "10.9.0.5", "192.0.2.1")] == [0, 1, 2]
     run(body())
+
+
+def test_the_widened_child_sa_rekeyed_and_its_ike_sa_rekeyed_still_give_way() -> None:
+    """What was taken back yields for the child in that IKE SA, whatever rekeyed since: the widened Child
+    SA (its rekey is the widened one now) and the IKE SA (its handle is kept); the site back is
+    admitted, and the rekeyed widened Child SA is the one deleted after the narrowed one is in."""
+    async def body() -> None:
+        h = await _site_and_full_tunnel()
+        await _widened(h)
+        (wide,) = h.hub_sa(FULL).children
+        h.service.spi_pool.with_spi(lambda: h.hub_sa(FULL).rekey_child(wide.unique_id))
+        h.service._pump()
+        await h.settle()
+        old = h.hub_sa(FULL)
+        old.rekey()
+        h.service._pump()
+        await h.settle()
+        assert h.hub_sa(FULL) is not old
+        (rekeyed,) = h.children_of(FULL)
+        assert rekeyed.spi_in != wide.spi_in and [rekeyed.remote_ts] == WHOLE
+        h.service.initiate("spoke0", "net")
+        await h.settle()
+        await _after_hold_off(h)
+        assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse("10.8.0.0/16"),)]
+        assert _full_tunnel(h) == AROUND
+        assert [c.local_ts for c in h.site_sa(FULL).children] == AROUND
+        assert [reaches(h, d) for d in ("10.8.0.5", "10.9.0.5")] == [SITE, FULL]
+    run(body())
