@@ -159,3 +159,22 @@ def test_the_widened_child_sa_rekeyed_and_its_ike_sa_rekeyed_still_give_way() ->
         assert [c.local_ts for c in h.site_sa(FULL).children] == AROUND
         assert [reaches(h, d) for d in ("10.8.0.5", "10.9.0.5")] == [SITE, FULL]
     run(body())
+
+
+def test_a_site_back_while_a_replacement_is_out_narrows_the_full_tunnel_once_that_ended() -> None:
+    """The site comes back while a replacement of the full tunnel's child is out (its answer, refused
+    now, ends it): the narrowing is not lost, it starts a hold-off later."""
+    async def body() -> None:
+        h = await _site_and_full_tunnel()
+        await _widened(h)
+        key = (h.children_of(FULL)[0].ike, "net")
+        h.service.widening._attempts[key] = widen._Attempt("spoke1", trying=True)   # (one out, for the test)
+        h.service.initiate("spoke0", "net")
+        await h.settle()
+        await _after_hold_off(h)
+        assert _full_tunnel(h) == WHOLE and reaches(h, "10.8.0.5") == FULL   # (the wide one's policies, older)
+        del h.service.widening._attempts[key]   # it ended
+        await _after_hold_off(h)
+        assert _full_tunnel(h) == AROUND
+        assert [reaches(h, d) for d in ("10.8.0.5", "10.9.0.5")] == [SITE, FULL]
+    run(body())

@@ -103,6 +103,7 @@ class Widening:
         self._taken_pieces: dict[_Key, tuple[Ts, ...]] = {}
         # the widened Child SA there and its rekeys, by unique id (a worker restart starts lineages anew)
         self._wide: dict[_Key, set[int]] = {}
+        self._again: set[int] = set()   # handles of returning peers' Child SAs whose narrowing of ours waits
         service.ts_claims.on_release(self.released)
         service.ts_claims.yielding(self.yields)
 
@@ -333,9 +334,11 @@ class Widening:
             attempt = self._attempts.get(key)
             sa = self._svc._ike_sa(key[0])
             wide = self._wide_state(key)
-            if (attempt is not None and attempt.trying) or sa is None or sa.state is not State.ESTABLISHED \
-                    or wide is None or self._svc.ts_claims.peer_of(wide.handle) == peer \
+            if sa is None or wide is None or self._svc.ts_claims.peer_of(wide.handle) == peer \
                     or not _any_meet(state.local_ts, wide.local_ts) or not _any_meet(state.remote_ts, wide.remote_ts):
+                continue
+            if (attempt is not None and attempt.trying) or sa.state is not State.ESTABLISHED:
+                self._later(state.handle)   # a replacement out there (its answer refused now), an IKE SA rekey
                 continue
             if attempt is None:
                 attempt = self._attempts[key] = _Attempt(wide.conn)
@@ -346,6 +349,17 @@ class Widening:
                      "creating it again around it, the widened one deleted once the new one is installed",
                      wide.conn, key[1], selectors_text(state.remote_ts), state.conn)
             self._start(key, attempt, sa)
+
+    def _later(self, handle: int) -> None:
+        """The returning peer's Child SA ``handle`` is looked at again after the hold-off (while booked)."""
+        if handle not in self._again:
+            self._again.add(handle)
+            asyncio.get_running_loop().call_later(HOLD_OFF, self._again_due, handle)
+
+    def _again_due(self, handle: int) -> None:
+        self._again.discard(handle)
+        if (state := self._svc.children.get(handle)) is not None and not self._svc.closing:
+            self._came_back(state)
 
     def _narrowed_again(self, new: ChildState, key: _Key, attempt: _Attempt) -> None:
         """Our Child SA created again around another peer's network is installed: the widened one goes."""
