@@ -62,7 +62,8 @@ class _Answered:
 
 def request_digest(datagram: bytes) -> bytes:
     """What identifies a request answered: RFC 7296 §2.1 has a retransmission bitwise identical
-    from the IKE header on, so 16 bytes of hash tell a copy from anything else (as _init_digest)."""
+    from the IKE header on, so 16 bytes of hash tell a copy from anything else (as
+    init_request.init_digest)."""
     return hashlib.blake2b(datagram, digest_size=16).digest()
 
 
