@@ -1,11 +1,11 @@
 """Review revfrag F3: an IKE_SA_INIT request that ends in an Encrypted Fragment payload is dropped
 without a count.
 
-endpoint._init_request checks SA, KE and Nonce but not what else the request holds; an SKF payload
-is a valid last payload to the codec (message.decode_payloads), so the request passes, an IkeSa is
+init_request.init_request (endpoint.py's) checks SA, KE and Nonce but not what else the request
+holds; an SKF payload is a valid last payload to the codec (message.decode_payloads), so the request passes, an IkeSa is
 made for it (an SPI drawn, the SA registered) and its receive() hands it to the fragment path,
 which ignores every IKE_SA_INIT (sa_fragments.on_fragment): the SA stays IDLE and the endpoint drops
-it ("cannot happen after _init_request"). Nothing counts it: not ``malformed``, not ``init_refused``
+it ("cannot happen after init_request"). Nothing counts it: not ``malformed``, not ``init_refused``
 (whose requests count towards the COOKIE demand), so a flood of them is invisible in ``tunsec
 status`` and the metrics, and each still costs an IkeSa made and thrown away (RFC 7383 §2.5: SKF
 is never used in IKE_SA_INIT).

@@ -18,7 +18,8 @@ from test_radius_messages import SECRET, STATION
 
 from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo
 from tunsec.ike.secret import Secret
-from tunsec.radius.accounting import Accounting, Cause
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.causes import Cause
 from tunsec.radius.messages import DICTIONARY
 from tunsec.radius.settings import RadiusServer, RadiusSettings
 from tunsec.radius.usage import ChildRef

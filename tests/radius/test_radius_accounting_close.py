@@ -15,7 +15,8 @@ from test_radius_messages import SECRET, STATION
 
 from tunsec.conf.config import parse_config
 from tunsec.ike.events import DownReason
-from tunsec.radius.accounting import Accounting, Cause, cause_of
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.causes import Cause, cause_of
 from tunsec.radius.settings import RadiusSettings
 
 

@@ -31,7 +31,8 @@ from tunsec.dataplane.pipe import Alg, Direction, Endpoint, Lifetime, SaInfo, Sa
 from tunsec.dataplane.worker import Worker as DataplaneWorker
 from tunsec.ike.config import ChildConfig
 from tunsec.radius import accounting as accounting_module
-from tunsec.radius.accounting import SAMPLE_EVERY, Accounting, Cause
+from tunsec.radius.accounting import SAMPLE_EVERY, Accounting
+from tunsec.radius.causes import Cause
 from tunsec.radius.usage import ChildRef, Usage
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
 from tunsec.services.ike.state import ChildState, Lineage

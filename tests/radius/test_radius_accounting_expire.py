@@ -22,7 +22,8 @@ from tunsec.dataplane.pipe import Direction
 from tunsec.dataplane.worker import TimerKind
 from tunsec.ike.constants import ExchangeType
 from tunsec.ike.message import decode_header
-from tunsec.radius.accounting import Accounting, Cause
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.causes import Cause
 
 LIFE_BYTES = 4000
 

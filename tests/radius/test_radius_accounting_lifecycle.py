@@ -15,7 +15,8 @@ from test_radius_accounting import CHILD1, AcctServer, Worker, child_sas, serve,
 from test_radius_messages import STATION
 
 from tunsec.radius import accounting
-from tunsec.radius.accounting import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Accounting, Cause
+from tunsec.radius.accounting import MAX_SERVER_INTERVAL, MIN_SERVER_INTERVAL, Accounting
+from tunsec.radius.causes import Cause
 from tunsec.radius.health import DEAD_HOLD
 from tunsec.radius.settings import RadiusSettings
 from tunsec.services.ike import radius_edge

@@ -19,7 +19,7 @@ from test_radius_accounting_expire import accounted, octets
 
 from tunsec.dataplane.pipe import Direction
 from tunsec.dataplane.worker import TimerKind
-from tunsec.radius.accounting import Cause
+from tunsec.radius.causes import Cause
 
 
 def test_a_hard_expiry_of_a_child_sa_held_for_our_rekey_is_accounted() -> None:

@@ -18,7 +18,8 @@ from test_radius_relay import ask
 
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.secret import Secret
-from tunsec.radius.accounting import Accounting, Cause
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.causes import Cause
 from tunsec.radius.messages import ACCESS_ACCEPT, DICTIONARY
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusServer, RadiusSettings

@@ -29,10 +29,8 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   the request's own address, a request without a valid COOKIE gets a stateless
   COOKIE response; then a request from an address that holds ``block_threshold``
   half-open SAs is dropped (counted, never logged per datagram), then one above
-  ``half_open_limit``: strongSwan's order (receiver.c drop_ike_sa_init). The cookie is
-  ``version | HMAC-SHA256(secret, Ni | IPi | port | SPIi)``; the secret is
-  replaced every ``cookie_lifetime`` seconds and the previous one is still
-  accepted for one more period (initiators in flight keep working).
+  ``half_open_limit``: strongSwan's order (receiver.c drop_ike_sa_init). The cookie, its
+  secret and the secret's rotation: ``cookie_secret.py``.
 - Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY), and requests refused after work (no
   proposal, a bad KE) counted towards the thresholds for a while: ``cookie_demand.py``.
 - A datagram longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet) is dropped before
@@ -41,7 +39,8 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 - Redirect (RFC 5685, ``redirect.py``): when the connection chosen for a request
   has ``redirect_to`` (and ``redirect_on = init``) and the endpoint holds at least
   its ``redirect_when`` IKE SAs, a client that sent REDIRECT_SUPPORTED gets a
-  stateless N(REDIRECT) answer, like a COOKIE: nothing is kept for it.
+  stateless N(REDIRECT) answer, like a COOKIE: nothing is kept for it (a request's parse, its
+  digest and the stateless answers: ``init_request.py``).
   (``redirect_on = auth`` is IKE_AUTH's: the SA learns the count through ``load``.)
 - Work per datagram does not depend on the number of SAs: SAs report changes
   through :meth:`IkeSa.watch` and only those are visited; timers sit in a heap.
@@ -50,14 +49,11 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
-import hmac
 import ipaddress
 import itertools
 import logging
 import os
-import struct
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -80,21 +76,14 @@ from .cookie_demand import (
     address_slot,
     calmdown_bucket,
 )
+from .cookie_secret import CookieSecret
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
 from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp
 from .fragments import FragmentStats
 from .ike_sa_cap import IkeSaCounts
-from .message import (
-    DecodeError,
-    KePayload,
-    Message,
-    NoncePayload,
-    NotifyPayload,
-    SaPayload,
-    decode_message,
-    header_fields,
-)
+from .init_request import answer_source, find_nonce, init_digest, init_request, stateless_answer
+from .message import DecodeError, Message, NotifyPayload, header_fields
 from .redirect import encode_redirect
 from .sa import IkeSa, State
 from .spi_book import IkeSpiBook
@@ -102,7 +91,6 @@ from .spi_tag import IkeSpiTag
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 from .stats import EndpointStats
 
-ZERO_SPI = bytes(8)
 # plain ints, tested for every datagram (an IntEnum's member lookup and ``&`` cost more)
 _IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
 _RESPONSE, _INITIATOR = int(HeaderFlag.RESPONSE), int(HeaderFlag.INITIATOR)
@@ -122,11 +110,6 @@ class Datagram(NamedTuple):
     addr: Address
     local_port: int
     source: str | None = None
-
-
-def _source(local: Address | None) -> str | None:
-    """Where a stateless answer leaves from: the address the request came to, if the socket said."""
-    return local[0] if local and local[0] not in ("0.0.0.0", "::") else None
 
 
 @dataclass(frozen=True)
@@ -163,7 +146,7 @@ class DosLimits:
 
 @dataclass
 class _HalfOpen:
-    init_key: bytes                   # _init_digest of the request: its key in _by_init
+    init_key: bytes                   # init_digest of the request: its key in _by_init
     source: str                       # its key in the per-source table (dos_source.source_key)
 
 
@@ -217,7 +200,7 @@ class IkeEndpoint:
         self._touch_cb, self._load_cb, self._refuse_cb = self._touch, self._load, self._refuse_duplicate
         self._by_peer = SpisByPeer()   # (connection, authenticated peer identity) -> SPIs: INITIAL_CONTACT
         self._ike_sa_counts = IkeSaCounts()   # per (connection, identity), for max_ike_sas (ike_sa_cap.py)
-        # IKE_SA_INIT requests (_init_digest) -> the responder SA made for each, for as long as that SA
+        # IKE_SA_INIT requests (init_digest) -> the responder SA made for each, for as long as that SA
         # exists (strongSwan's init_hashes): a retransmission, however late, makes no second SA. The key of
         # a half-open SA is in its _HalfOpen record, an authenticated one's in _init_of (local SPI -> key)
         self._by_init: dict[bytes, IkeSa] = {}
@@ -237,10 +220,7 @@ class IkeEndpoint:
         self._timer_backoff: dict[bytes, float] = {}
         self.timer_errors = 0
         self._timer_error_log = LogLimiter(burst=1, period=60.0)
-        self._cookie_version = 0
-        self._cookie_secret = rng(32)
-        self._previous_secret: bytes | None = None
-        self._cookie_rotate_at: float | None = None
+        self._cookies = CookieSecret(rng)   # cookie_secret.py
         self._cookie_demand = CookieDemand()
 
     # ------------------------------------------------------------------ API
@@ -414,9 +394,7 @@ class IkeEndpoint:
 
     def rotate_cookie_secret(self) -> None:
         """Start a new cookie secret; cookies of the previous one work until the next rotation."""
-        self._cookie_version = (self._cookie_version + 1) & 0xFFFFFFFF
-        self._previous_secret = self._cookie_secret
-        self._cookie_secret = self._rng(32)
+        self._cookies.rotate()
 
     # ------------------------------------------------------------------ internals
 
@@ -479,7 +457,7 @@ class IkeEndpoint:
     def _on_init_request(
         self, message_id: int, datagram: bytes, addr: Address, now: float, local: Address | None
     ) -> None:
-        key = _init_digest(datagram, addr)
+        key = init_digest(datagram, addr)
         existing = self._by_init.get(key)
         if existing is not None and not existing.is_closed:
             if existing.is_half_open:
@@ -487,11 +465,11 @@ class IkeEndpoint:
             else:   # answered, and IKE_AUTH done since: message ID 0 is below the window (RFC 7296 §2.3)
                 self.stats.late_init_retransmits += 1
             return
-        msg = _init_request(message_id, datagram)
+        msg = init_request(message_id, datagram)
         if msg is None:
             self.stats.malformed += 1
             return
-        self._rotate_cookie_secret_if_due(now)
+        self._cookies.rotate_if_due(now, self.limits.cookie_lifetime)
         limits = self.limits
         source = source_key(addr[0], limits.ipv6_source_prefix)   # IPv6: its prefix (a host has 2^64 addresses)
         from_ip = self._half_open_by_ip.get(source, 0)
@@ -527,7 +505,7 @@ class IkeEndpoint:
             self._half_open_by_ip[source] = from_ip + 1
             return
         if sa.state is State.IDLE:
-            sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after _init_request; keep nothing anyway
+            sa.drop(DownReason.NEGOTIATION_FAILED)  # cannot happen after init_request; keep nothing anyway
             return
         # refused after work (proposal selection, the KE checked): counted as a half-open SA for a while
         self.stats.init_refused += 1
@@ -535,52 +513,23 @@ class IkeEndpoint:
 
     # ------------------------------------------------------------------ cookies
 
-    def _rotate_cookie_secret_if_due(self, now: float) -> None:
-        lifetime = self.limits.cookie_lifetime
-        if self._cookie_rotate_at is None:
-            self._cookie_rotate_at = now + lifetime
-        elif now >= self._cookie_rotate_at:
-            stale = now >= self._cookie_rotate_at + lifetime  # idle for a whole period: nothing is in flight
-            self.rotate_cookie_secret()
-            if stale:
-                self._previous_secret = None
-            self._cookie_rotate_at = now + lifetime
-
-    def _cookie_for(self, msg: Message, nonce: bytes, addr: Address, version: int, secret: bytes) -> bytes:
-        ip = ipaddress.ip_address(addr[0]).packed
-        bound = nonce + ip + struct.pack("!H", addr[1]) + msg.spi_i
-        return struct.pack("!I", version) + hmac.new(secret, bound, hashlib.sha256).digest()
-
     def _cookie_ok(self, msg: Message, addr: Address) -> bool:
         first = msg.payloads[0]  # RFC 7296 §2.6: the COOKIE comes first
         if not isinstance(first, NotifyPayload) or first.type != NotifyType.COOKIE:
             return False
-        version = struct.unpack_from("!I", first.data)[0] if len(first.data) >= 4 else None
-        if version == self._cookie_version:
-            secret: bytes | None = self._cookie_secret
-        elif version == (self._cookie_version - 1) & 0xFFFFFFFF:
-            secret = self._previous_secret
-        else:
-            secret = None
-        if secret is not None and version is not None:
-            expected = self._cookie_for(msg, _find_nonce(msg), addr, version, secret)
-            if hmac.compare_digest(first.data, expected):
-                return True
+        if self._cookies.verifies(msg, first.data, addr):
+            return True
         self.stats.cookie_refused += 1
         return False
 
     def _send_cookie(self, msg: Message, addr: Address, local: Address | None) -> None:
-        cookie = self._cookie_for(msg, _find_nonce(msg), addr, self._cookie_version, self._cookie_secret)
-        reply = Message(
-            msg.spi_i,
-            ZERO_SPI,
-            ExchangeType.IKE_SA_INIT,
-            int(HeaderFlag.RESPONSE),
-            0,
-            (NotifyPayload(NotifyType.COOKIE, cookie),),
-        )
         self.stats.cookies_sent += 1
-        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT, _source(local)))
+        self._send_stateless(msg, NotifyPayload(NotifyType.COOKIE, self._cookies.cookie(msg, addr)), addr, local)
+
+    def _send_stateless(self, msg: Message, notify: NotifyPayload, addr: Address, local: Address | None) -> None:
+        """Answer the request ``msg`` with ``notify`` alone, keeping nothing (init_request.py)."""
+        data = stateless_answer(msg, notify)
+        self._outbox.append(Datagram(data, addr, local[1] if local else IKE_PORT, answer_source(local)))
 
     # ------------------------------------------------------------------ redirect (RFC 5685)
 
@@ -596,17 +545,9 @@ class IkeEndpoint:
         return config.redirect_to
 
     def _send_redirect(self, msg: Message, addr: Address, local: Address | None, target: str) -> None:
-        data = encode_redirect(target, _find_nonce(msg))
-        reply = Message(
-            msg.spi_i,
-            ZERO_SPI,
-            ExchangeType.IKE_SA_INIT,
-            int(HeaderFlag.RESPONSE),
-            0,
-            (NotifyPayload(NotifyType.REDIRECT, data),),
-        )
         self.stats.redirects_sent += 1
-        self._outbox.append(Datagram(reply.encode(), addr, local[1] if local else IKE_PORT, _source(local)))
+        data = encode_redirect(target, find_nonce(msg))
+        self._send_stateless(msg, NotifyPayload(NotifyType.REDIRECT, data), addr, local)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -761,34 +702,3 @@ def _our_spi(datagram: bytes, flags: int) -> bytes:
     """Our SPI in a header (RFC 7296 §3.1): the responder's in what the original initiator sends."""
     return datagram[8:16] if flags & _INITIATOR else datagram[0:8]
 
-
-def _init_request(message_id: int, datagram: bytes) -> Message | None:
-    """The IKE_SA_INIT request if it is well-formed enough to answer (RFC 7296 §1.2, §3.1);
-    ``datagram``'s header checks out (header_fields)."""
-    if message_id != 0 or datagram[8:16] != ZERO_SPI or not any(datagram[0:8]):
-        return None
-    try:
-        msg = decode_message(datagram)
-    except DecodeError:
-        return None
-    kinds = [type(p) for p in msg.payloads]
-    if kinds.count(SaPayload) != 1 or kinds.count(KePayload) != 1 or kinds.count(NoncePayload) != 1:
-        return None
-    sa = next(p for p in msg.payloads if isinstance(p, SaPayload))
-    ke = next(p for p in msg.payloads if isinstance(p, KePayload))
-    if not sa.proposals or not ke.data:
-        return None
-    return msg
-
-
-def _init_digest(datagram: bytes, addr: Address) -> bytes:
-    """What identifies an IKE_SA_INIT request in ``_by_init``: a hash of its bytes (strongSwan's
-    init_hash: a new request that reuses an SPIi is a new negotiation; its nonce and KE are random)
-    and, unlike strongSwan's, of the address and port it came from, as the key here always was."""
-    digest = hashlib.blake2b(f"{addr[0]} {addr[1]} ".encode(), digest_size=16)
-    digest.update(datagram)
-    return digest.digest()
-
-
-def _find_nonce(msg: Message) -> bytes:
-    return next(p.data for p in msg.payloads if isinstance(p, NoncePayload))

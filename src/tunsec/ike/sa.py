@@ -17,15 +17,16 @@ IKE fragmentation (RFC 7383, ``fragments.py``) lives in the encode/decode path:
 datagrams, and :meth:`IkeSa._on_fragment` verifies each fragment as it arrives and
 hands a reassembled message to the same code as an unfragmented one.
 
-This file holds the public API, the state, the receive path (which SA a message is for,
-request or response) and teardown. Private methods with a concern of their own live beside
-it, one concern per file, and are assigned into the class body (so ``self._x()`` reads the
-same everywhere): ``sa_requester.py`` (our requests: window, sending, the response's
-outcome, giving up), ``sa_responder.py`` (the peer's requests: serving, the stored
-response for retransmissions, refusals), ``sa_timers.py`` (rekey, DPD and lifetime
-timers), ``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey
-hand-over to the new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload),
-``sa_teardown.py`` (its Child SAs and leases ended, at close and as soon as we delete it).
+This file holds the public API, the state and the receive path (which SA a message is for,
+request or response). Methods with a concern of their own live beside it, one concern per
+file, and are assigned into the class body (so ``self._x()`` reads the same everywhere):
+``sa_requester.py`` (our requests: their queue, window, sending, the response's outcome,
+giving up), ``sa_responder.py`` (the peer's requests: serving, the stored response for
+retransmissions, refusals, following the peer's address), ``sa_timers.py`` (every timer:
+``get_timer``, ``handle_timer``; retransmission, rekey, DPD and lifetime timers),
+``sa_fragments.py`` (the RFC 7383 glue above), ``sa_successor.py`` (rekey hand-over to the
+new IKE SA), ``sa_redirect.py`` (RFC 5685), ``sa_configs.py`` (a reload), ``sa_teardown.py``
+(closing; its Child SAs and leases ended, at close and as soon as we delete it).
 
 Exchanges live in ``exchanges/``: our requests are :class:`~.exchanges.base.Task`
 objects, known here only by what they declare (never by their class); the peer's
@@ -76,21 +77,20 @@ from . import (
     state,
 )
 from .config import IkeConfig
-from .constants import NATT_PORT, ExchangeType
+from .constants import ExchangeType
 from .eap.relay import RelayReply
-from .events import Address, ChildSaInfo, DownReason, Event, IkeSaDown, IkeSaInfo
-from .exchanges import create_child_sa, ike_auth, ike_auth_eap, ike_sa_init, informational, mobike, rekey_ike
+from .events import Address, ChildSaInfo, DownReason, Event, IkeSaInfo
+from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Task
 from .exchanges.child import regained
 from .fragments import FragmentStats, Reassembly
 from .identity import Identity
-from .message import DecodeError, Message, Payload, SkfPayload, decode_message
+from .message import DecodeError, Message, SkfPayload, decode_message
 from .proposals import describe_all
-from .redirect import RESOLVE_TIMEOUT, canonical_gateway, refused_target
+from .redirect import canonical_gateway, refused_target
 from .sa_requester import _Pending
 from .sa_responder import _Answered, _Waiting
 from .sa_successor import REKEYED_LINGER
-from .sk import IntegrityError, decrypt_message
 from .spi_book import IkeSpiBook
 from .spi_tag import IkeSpiTag, make_ike_spi
 from .state import (
@@ -561,56 +561,10 @@ class IkeSa:
         self._start_next()
         return True
 
-    @_notifies
-    def handle_timer(self, now: float) -> None:
-        self._now = now
-        if self._state == State.CLOSED:
-            return
-        self._expire_reassembly(now)
-        if self._resolve_deadline is not None and now >= self._resolve_deadline:
-            self._resolve_failed(f"no address for gateway {self._st.resolving} within {RESOLVE_TIMEOUT:.0f} s")
-            return
-        if self._redirect_deadline is not None and now >= self._redirect_deadline:
-            self._redirect_deadline = None
-            log.debug("%s: the client we redirected did not delete its IKE SA; deleting it", self.name)
-            self.delete(now, DownReason.REDIRECTED)
-        if self._state == State.ESTABLISHED:
-            self._fire_maintenance(now)
-        if self._state == State.REKEYED and now >= self._linger_until:
-            self._close(DownReason.REKEYED)
-            return
-        if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
-            self._close(DownReason.HALF_OPEN_TIMEOUT)
-            return
-        pending = self._pending
-        if pending is None or pending.deadline is None or now < pending.deadline:
-            return
-        if pending.attempts >= self._st.config.retransmit.tries:
-            self._give_up(pending)
-            return
-        pending.attempts += 1
-        pending.deadline = None
-        log.debug("%s: retransmit %d of message %d", self.name, pending.attempts, pending.message_id)
-        to = pending.task.resend_to(self._st, pending.to)
-        self._outbox.extend((data, to) for data in pending.datagrams)
+    # ------------------------------------------------------------------ timers: rekey, DPD, lifetime... (sa_timers.py)
 
-    def get_timer(self) -> float | None:
-        timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]
-        if self._pending is not None and self._pending.deadline is not None:
-            timers.append(self._pending.deadline)
-        if self.is_half_open:
-            timers.append(self._created + self._st.config.half_open_timeout)
-        if self._state == State.REKEYED:
-            timers.append(self._linger_until)
-        for deadline in (self._resolve_deadline, self._redirect_deadline):
-            if deadline is not None:
-                timers.append(deadline)
-        if self._state == State.ESTABLISHED:
-            timers += self._maintenance_timers()
-        return min(timers) if timers else None
-
-    # ------------------------------------------------------------------ rekey, DPD and lifetime timers (sa_timers.py)
-
+    handle_timer = _notifies(sa_timers.handle_timer)
+    get_timer = sa_timers.get_timer
     _jittered = sa_timers.jittered
     _schedule = sa_timers.schedule
     _rearm_failed_rekey = sa_timers.rearm_failed_rekey
@@ -644,6 +598,11 @@ class IkeSa:
     _give_up = sa_requester.give_up
     _queued = sa_requester.queued
     _rekeying = sa_requester.rekeying
+    _open = sa_requester.open_response
+    _obsolete = sa_requester.obsolete
+    _enqueue = sa_requester.enqueue
+    _changed = sa_requester.changed
+    _abort_queue = sa_requester.abort_queue
 
     # ------------------------------------------------------------------ redirect (RFC 5685, sa_redirect.py)
 
@@ -681,6 +640,7 @@ class IkeSa:
     _on_retransmit = sa_responder.on_retransmit
     _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request
+    _float = sa_responder.float_to
 
     # ------------------------------------------------------------------ fragments (RFC 7383, sa_fragments.py)
 
@@ -703,24 +663,6 @@ class IkeSa:
 
     # ------------------------------------------------------------------ requests we receive
 
-    def _open(self, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
-        """Decrypt a response; anything wrong with it means drop (and keep retransmitting)."""
-        if self._st.rx is None:
-            return None
-        try:
-            return decrypt_message(datagram, msg, self._st.rx)
-        except (IntegrityError, DecodeError):
-            return None
-
-    def _float(self, addr: Address, local: Address | None) -> None:
-        """Follow the peer to the address of its latest authenticated request (RFC 7296 §2.23)."""
-        self._st.remote_addr = addr
-        if local is not None:
-            self._st.local_addr = local
-            self._st.local_port = local[1]
-        else:
-            self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500
-
     def _addressed_to_us(self, msg: Message) -> bool:
         st = self._st
         if msg.from_initiator == st.is_initiator:
@@ -742,55 +684,7 @@ class IkeSa:
                 return child
         raise KeyError(f"no Child SA {unique_id} in {self.name}")
 
-    def _obsolete(self, task: Task) -> bool:
-        """A queued rekey of a Child SA that the peer rekeyed, that we are deleting, or that went away, meanwhile."""
-        old = task.rekeying
-        return old is not None and (old.rekeyed_by_peer or old.deleting or self._st.children.get(old.spi_in) is not old)
-
-    def _enqueue(self, tasks: Sequence[Task]) -> None:
-        """Start follow-up exchanges here, or on the heir once this SA is replaced."""
-        heir = self._heir
-        if heir is None:
-            self._queue[:0] = [t for t in tasks if t.jumps_queue]
-            self._queue.extend(t for t in tasks if not t.jumps_queue)
-        elif tasks and not heir.is_closed:
-            heir._enqueue(tasks)
-            heir._start_next()
-            heir._changed()
-
-    def _changed(self) -> None:
-        """Tell the watcher of a change made from outside this SA's API (by the SA it replaced)."""
-        if self._watcher is not None:
-            self._watcher(self)
-
-    def _abort_queue(self) -> None:
-        while self._queue:
-            self._queue.pop(0).abort(self._st)
-
-    def _close(self, reason: DownReason) -> None:
-        if self._state == State.CLOSED:
-            return
-        was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
-        if self._state == State.REKEYED and self._undeleted is not None:
-            self._undeleted.count -= 1   # deleted (or given up on): its lineage may rekey again
-        if self._pending is not None:
-            task, self._pending = self._pending.task, None
-            self._end_pending(task)
-        self._abort_queue()
-        self._delayed = ()  # never built: nothing to undo
-        self._reassembly.clear()
-        self._waiting = None
-        ike_auth_eap.closing(self._st)  # an EAP relay conversation the backend still holds
-        if self._heir is not None:  # the Child SAs live on in the heir
-            self._state = State.CLOSED
-            log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
-            return
-        self._end_children(reason)
-        if was_up:
-            self._st.emit(IkeSaDown(self.name, reason))
-        self._state = State.CLOSED
-        log.debug("%s: IKE SA closed: %s", self.name, reason)
-
+    _close = sa_teardown.close
     _end_children = sa_teardown.end_children
     held_children = sa_teardown.held_children   # out of ``children``, held for our rekey of it
     _abandon_requests = sa_teardown.abandon_requests

@@ -1,12 +1,13 @@
 """Our requests from an IKE SA: the requester side of the exchange (RFC 7296 §2.1-§2.3).
 
 One request at a time (window of one): the next queued ``Task`` is built and sent with
-the next message ID (``_Pending``; ``IkeSa.handle_timer`` retransmits it), the matching
+the next message ID (``_Pending``; ``IkeSa.handle_timer``, sa_timers.py, retransmits it), the matching
 response goes to the task, and the task's ``Outcome`` decides what follows: a retry, the
 end of the IKE SA, an authenticated SA, its follow-up exchanges. Without a response after
 the last retransmission we give up (``PeerUnreachable``, or the task's own ``GiveUp``), unless
 the peer's new address is still unproven (MOBIKE): the IKE SA then goes back to the old one
-and the request goes on there (``mobike.go_back``).
+and the request goes on there (``mobike.go_back``). The queue: follow-ups added (here or on
+the heir), a Child SA's rekey dropped once obsolete, the rest aborted when the IKE SA closes.
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
 """
@@ -14,6 +15,7 @@ These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,8 @@ from .constants import ExchangeType
 from .events import Address, DownReason, PeerUnreachable
 from .exchanges import informational, mobike
 from .exchanges.base import GiveUp, Outcome, Task
-from .message import Message, Payload
+from .message import DecodeError, Message, Payload
+from .sk import IntegrityError, decrypt_message
 from .state import SpiUnavailable, State
 
 if TYPE_CHECKING:
@@ -208,3 +211,42 @@ def queued(self: IkeSa, kind: type[Task]) -> bool:
 def rekeying(self: IkeSa) -> bool:
     tasks = [*self._queue, *([self._pending.task] if self._pending else [])]
     return any(t.rekeys_ike_sa for t in tasks)
+
+
+def open_response(self: IkeSa, msg: Message, datagram: bytes) -> tuple[Payload, ...] | None:
+    """Decrypt a response; anything wrong with it means drop (and keep retransmitting)."""
+    if self._st.rx is None:
+        return None
+    try:
+        return decrypt_message(datagram, msg, self._st.rx)
+    except (IntegrityError, DecodeError):
+        return None
+
+
+def obsolete(self: IkeSa, task: Task) -> bool:
+    """A queued rekey of a Child SA that the peer rekeyed, that we are deleting, or that went away, meanwhile."""
+    old = task.rekeying
+    return old is not None and (old.rekeyed_by_peer or old.deleting or self._st.children.get(old.spi_in) is not old)
+
+
+def enqueue(self: IkeSa, tasks: Sequence[Task]) -> None:
+    """Start follow-up exchanges here, or on the heir once this SA is replaced."""
+    heir = self._heir
+    if heir is None:
+        self._queue[:0] = [t for t in tasks if t.jumps_queue]
+        self._queue.extend(t for t in tasks if not t.jumps_queue)
+    elif tasks and not heir.is_closed:
+        heir._enqueue(tasks)
+        heir._start_next()
+        heir._changed()
+
+
+def changed(self: IkeSa) -> None:
+    """Tell the watcher of a change made from outside this SA's API (by the SA it replaced)."""
+    if self._watcher is not None:
+        self._watcher(self)
+
+
+def abort_queue(self: IkeSa) -> None:
+    while self._queue:
+        self._queue.pop(0).abort(self._st)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.loglimit import LogLimiter, suffix
 
-from .constants import ExchangeType, NotifyType
+from .constants import NATT_PORT, ExchangeType, NotifyType
 from .events import Address, DownReason
 from .exchanges.base import Awaiting, Response, Task, notify
 from .exchanges.mobike import _unacceptable
@@ -62,7 +62,8 @@ class _Answered:
 
 def request_digest(datagram: bytes) -> bytes:
     """What identifies a request answered: RFC 7296 §2.1 has a retransmission bitwise identical
-    from the IKE header on, so 16 bytes of hash tell a copy from anything else (as _init_digest)."""
+    from the IKE header on, so 16 bytes of hash tell a copy from anything else (as
+    init_request.init_digest)."""
     return hashlib.blake2b(datagram, digest_size=16).digest()
 
 
@@ -321,3 +322,13 @@ def decrypt_request(self: IkeSa, msg: Message, datagram: bytes) -> tuple[Payload
         raise _Refuse(notify(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([exc.payload_type]))) from None
     except DecodeError:
         raise _Refuse(notify(NotifyType.INVALID_SYNTAX)) from None
+
+
+def float_to(self: IkeSa, addr: Address, local: Address | None) -> None:
+    """Follow the peer to the address of its latest authenticated request (RFC 7296 §2.23)."""
+    self._st.remote_addr = addr
+    if local is not None:
+        self._st.local_addr = local
+        self._st.local_port = local[1]
+    else:
+        self._st.local_port = NATT_PORT  # after IKE_SA_INIT everything is on 4500

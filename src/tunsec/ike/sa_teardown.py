@@ -1,5 +1,5 @@
-"""An IKE SA's Child SAs and virtual IP leases taken down: when it closes, and as soon as we decide
-to delete it (``IkeSa.delete``), not only once the peer answers our DELETE.
+"""An IKE SA closed (``close``), and its Child SAs and virtual IP leases taken down: when it closes,
+and as soon as we decide to delete it (``IkeSa.delete``), not only once the peer answers our DELETE.
 
 The IKE SA we delete stays (DELETING) until its DELETE is answered or given up on, which takes
 the retransmission timeout (~165 s with the defaults) with a peer that stays silent.  Its Child
@@ -20,15 +20,20 @@ These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its cl
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from .events import ChildSaDown, DownReason, IkeSaDeleting, SpiUnused
+from .events import ChildSaDown, DownReason, IkeSaDeleting, IkeSaDown, SpiUnused
+from .exchanges import ike_auth_eap
 from .exchanges.base import Task
 from .exchanges.create_child_sa import CreateChildTask
+from .state import State
 
 if TYPE_CHECKING:
     from .sa import IkeSa
     from .state import ChildSa
+
+log = logging.getLogger(__name__)
 
 
 def end_children(self: IkeSa, reason: DownReason, deleting: bool = False) -> None:
@@ -104,3 +109,30 @@ def abandon_creating(self: IkeSa, child_name: str) -> int:
         pending.task.let_old_go(self._st, DownReason.DELETED)
         n += 1
     return n
+
+
+def close(self: IkeSa, reason: DownReason) -> None:
+    """Close the IKE SA for ``reason``: its request and queue ended, its Child SAs reported down
+    (unless they live on in its heir), IkeSaDown if it was up."""
+    if self._state == State.CLOSED:
+        return
+    was_up = self._state in (State.ESTABLISHED, State.DELETING)  # a REKEYED SA goes quietly
+    if self._state == State.REKEYED and self._undeleted is not None:
+        self._undeleted.count -= 1   # deleted (or given up on): its lineage may rekey again
+    if self._pending is not None:
+        task, self._pending = self._pending.task, None
+        self._end_pending(task)
+    self._abort_queue()
+    self._delayed = ()  # never built: nothing to undo
+    self._reassembly.clear()
+    self._waiting = None
+    ike_auth_eap.closing(self._st)  # an EAP relay conversation the backend still holds
+    if self._heir is not None:  # the Child SAs live on in the heir
+        self._state = State.CLOSED
+        log.debug("%s: replaced IKE SA closed: %s", self.name, reason)
+        return
+    self._end_children(reason)
+    if was_up:
+        self._st.emit(IkeSaDown(self.name, reason))
+    self._state = State.CLOSED
+    log.debug("%s: IKE SA closed: %s", self.name, reason)

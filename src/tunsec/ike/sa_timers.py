@@ -3,7 +3,9 @@
 Rekey times are jittered (strongSwan's rand_time) against collisions; the hard lifetime
 is rekey time + over_time; a request the peer refused for now goes again 2-10 s later (a Child
 SA rekey that keeps failing backs off exponentially).
-:meth:`IkeSa.get_timer` and :meth:`IkeSa.handle_timer` (sa.py) read and fire them.
+:meth:`IkeSa.get_timer` and :meth:`IkeSa.handle_timer` (here) read and fire them, and every
+other timer of the IKE SA: our request's retransmission, the half-open timeout, a REKEYED SA's
+linger, the redirect deadlines, IKE fragments' reassembly.
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body).
 """
@@ -17,6 +19,7 @@ from .config import default_rand_time
 from .events import DownReason
 from .exchanges import informational
 from .exchanges.base import Task
+from .redirect import RESOLVE_TIMEOUT
 from .state import State
 
 if TYPE_CHECKING:
@@ -163,3 +166,55 @@ def end_expired(self: IkeSa) -> None:
     if a rekey replaced it meanwhile (its Child SAs live on in the successor)."""
     self._send_once(informational.DeleteIkeTask())
     self._close(DownReason.EXPIRED if self._heir is None else DownReason.REKEYED)
+
+
+def get_timer(self: IkeSa) -> float | None:
+    """The earliest of the SA's timers (None: none is armed)."""
+    timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]
+    if self._pending is not None and self._pending.deadline is not None:
+        timers.append(self._pending.deadline)
+    if self.is_half_open:
+        timers.append(self._created + self._st.config.half_open_timeout)
+    if self._state == State.REKEYED:
+        timers.append(self._linger_until)
+    for deadline in (self._resolve_deadline, self._redirect_deadline):
+        if deadline is not None:
+            timers.append(deadline)
+    if self._state == State.ESTABLISHED:
+        timers += self._maintenance_timers()
+    return min(timers) if timers else None
+
+
+def handle_timer(self: IkeSa, now: float) -> None:
+    """Fire what is due at ``now``: reassembly, redirect and rekey/DPD/lifetime timers, the
+    half-open timeout, our request's retransmission."""
+    self._now = now
+    if self._state == State.CLOSED:
+        return
+    self._expire_reassembly(now)
+    if self._resolve_deadline is not None and now >= self._resolve_deadline:
+        self._resolve_failed(f"no address for gateway {self._st.resolving} within {RESOLVE_TIMEOUT:.0f} s")
+        return
+    if self._redirect_deadline is not None and now >= self._redirect_deadline:
+        self._redirect_deadline = None
+        log.debug("%s: the client we redirected did not delete its IKE SA; deleting it", self.name)
+        self.delete(now, DownReason.REDIRECTED)
+    if self._state == State.ESTABLISHED:
+        self._fire_maintenance(now)
+    if self._state == State.REKEYED and now >= self._linger_until:
+        self._close(DownReason.REKEYED)
+        return
+    if self.is_half_open and now >= self._created + self._st.config.half_open_timeout:
+        self._close(DownReason.HALF_OPEN_TIMEOUT)
+        return
+    pending = self._pending
+    if pending is None or pending.deadline is None or now < pending.deadline:
+        return
+    if pending.attempts >= self._st.config.retransmit.tries:
+        self._give_up(pending)
+        return
+    pending.attempts += 1
+    pending.deadline = None
+    log.debug("%s: retransmit %d of message %d", self.name, pending.attempts, pending.message_id)
+    to = pending.task.resend_to(self._st, pending.to)
+    self._outbox.extend((data, to) for data in pending.datagrams)

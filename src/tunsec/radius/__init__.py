@@ -8,6 +8,7 @@ each with its own identifiers, a bounded queue for them), retransmission, counte
 ``health.py``: each server port's health, shared by the relay and accounting (a dead server
 passed by for a while); ``relay.py``: one EAP conversation per IKE SA;
 ``accounting.py``: RFC 2866 accounting of the IKE SAs eap-radius authenticated
-(``radius { accounting = yes }``); ``dae.py``: Dynamic Authorization (RFC 5176), Disconnect-Requests
+(``radius { accounting = yes }``; ``acct_session.py`` a session and its usage, ``causes.py`` its
+Acct-Terminate-Cause); ``dae.py``: Dynamic Authorization (RFC 5176), Disconnect-Requests
 from the RADIUS servers (``radius { dae { enable = yes } }``).
 """

@@ -105,12 +105,8 @@ strongSwan's eap_radius_handle_timeout deletes it (strongSwan closes on a lost S
 the key says, and sends User-Request). The records of one session go out one after the other,
 so a server sees Start before Interim and Stop.
 
-Acct-Terminate-Cause (:func:`cause_of`): strongSwan sends User-Request unless an alert said
-otherwise: Session-Timeout for ALERT_IKE_SA_EXPIRED, Lost-Service for
-ALERT_RETRANSMIT_SEND_TIMEOUT (a request, DPD's included, unanswered after its retransmissions).
-tunsec sends the same three, and tells apart what strongSwan calls User-Request too: Admin-Reset
-(deleted here: terminate, a reload), NAS-Request (replaced by a new IKE SA of the client),
-NAS-Reboot (shutdown), NAS-Error (accounting_close_on_timeout).
+A session and its usage as they are kept: :mod:`tunsec.radius.acct_session`; the
+Acct-Terminate-Cause an IKE SA's end maps to: :mod:`tunsec.radius.causes`.
 """
 
 from __future__ import annotations
@@ -122,14 +118,13 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from tunsec.dataplane.pipe import Direction, Endpoint, Lifetime, SaInfo
-from tunsec.ike.events import DownReason
 from tunsec.loglimit import LogLimiter, suffix
 
+from .acct_session import Going, SaId, Session, sa_ids
+from .causes import Cause
 from .client import AccountingStats, Busy, NoAnswer, ServerLink
 from .health import ServerHealth, in_order
 from .links import LinkPool
@@ -148,7 +143,7 @@ from .messages import (
     verifies_acct,
 )
 from .settings import IDS, RadiusServer, RadiusSettings
-from .usage import ChildRef, SaIndex, Usage
+from .usage import ChildRef, SaIndex, Usage, usage_of
 
 log = logging.getLogger("tunsec.radius")
 # Interim-Updates take the counters of a DUMP at most this old: with many sessions the worker
@@ -168,37 +163,6 @@ SAMPLE_EVERY = 60.0
 FINAL_WAIT = 30.0
 
 
-class Cause(IntEnum):
-    """Acct-Terminate-Cause (RFC 2866 §5.10), the ones an IKE SA's end maps to."""
-
-    USER_REQUEST = 1  # the client deleted it (strongSwan's default)
-    LOST_SERVICE = 3  # the client stopped answering (DPD, retransmissions)
-    SESSION_TIMEOUT = 5  # its lifetime ran out
-    ADMIN_RESET = 6  # deleted here (tunsec terminate, a reload)
-    NAS_ERROR = 9  # no RADIUS server took its Start or Interim-Update (accounting_close_on_timeout)
-    NAS_REQUEST = 10  # replaced (unique = replace, a duplicate)
-    NAS_REBOOT = 11  # tunsec shuts down
-
-
-_CAUSES = {
-    DownReason.DELETED_BY_PEER: Cause.USER_REQUEST,
-    DownReason.DELETED: Cause.ADMIN_RESET,
-    DownReason.EXPIRED: Cause.SESSION_TIMEOUT,
-    DownReason.PEER_UNREACHABLE: Cause.LOST_SERVICE,
-    DownReason.DEAD_PEER: Cause.LOST_SERVICE,
-    DownReason.UNANSWERED: Cause.LOST_SERVICE,
-    DownReason.REPLACED: Cause.NAS_REQUEST,
-    DownReason.DUPLICATE: Cause.NAS_REQUEST,
-}
-
-
-def cause_of(reason: DownReason, shutting_down: bool = False) -> Cause:
-    """The Acct-Terminate-Cause of an IKE SA that went down for ``reason``."""
-    if shutting_down and reason is DownReason.DELETED:
-        return Cause.NAS_REBOOT
-    return _CAUSES.get(reason, Cause.USER_REQUEST)   # strongSwan's default
-
-
 _last_prefix = [0]   # the latest run's prefix in this process (_run_prefix)
 
 
@@ -208,84 +172,6 @@ def _run_prefix() -> int:
     repeat the old run's ids: another user's session, the old Accounting-On/-Off's)."""
     _last_prefix[0] = max(int(time.time()), _last_prefix[0] + 1)
     return _last_prefix[0]
-
-
-@dataclass
-class _Session:
-    sid: str
-    user: str
-    station: Station
-    vips: tuple[str, ...]
-    started: float
-    classes: tuple[bytes, ...]
-    carried: Usage = field(default_factory=Usage)  # Child SAs gone (or lost with a worker): their last counters
-    # the running worker's Child SAs (by ChildRef.key): the highest counters a DUMP (an EXPIRE, a
-    # DELETE's answer) showed of each
-    seen: dict[tuple[int, int], Usage] = field(default_factory=dict)
-    going: list[_Going] = field(default_factory=list)  # Child SAs reported gone, their DELETEs still to answer
-    last: asyncio.Task[None] | None = None  # the session's latest record: the next waits for it
-    timer: asyncio.TimerHandle | None = None  # the next Interim-Update
-    interval: float | None = None  # the Access-Accept's Acct-Interim-Interval (bounded), over the config's
-    base: Usage = field(default_factory=Usage)  # what the Child SAs had carried before the Start (midway)
-    # the Acct-Terminate-Cause accounting itself gave it: its IKE SA closed for a lost record
-    ended_for: Cause | None = None
-
-    def absorb(self, refs: Sequence[ChildRef], index: SaIndex) -> None:
-        """What a DUMP shows of the session's Child SAs ``refs`` (installed now: a Child SA reported
-        gone is carried once its DELETEs are answered, and must not come back into ``seen``) and of
-        the SAs not deleted yet of those being deleted (a rekeyed one's lingering inbound SA)."""
-        for ref in refs:
-            self.seen.setdefault(ref.key, Usage()).raise_to(index.usage(ref))
-        for going in self.going:
-            self.seen.setdefault(going.ref.key, Usage()).raise_to(going.still_there(index.usage(going.ref)))
-
-    def carry(self, key: tuple[int, int]) -> Usage | None:
-        """The Child SA is gone: its last counters stay in the total (and are answered)."""
-        if (usage := self.seen.pop(key, None)) is not None:
-            self.carried.add(usage)
-        return usage
-
-    def carry_all(self) -> None:
-        for key in list(self.seen):
-            self.carry(key)
-
-    def total(self) -> Usage:
-        """Since the Start: all the Child SAs carried, less ``base``."""
-        total = Usage()
-        total.add(self.carried)
-        for usage in self.seen.values():
-            total.add(usage)
-        b = self.base
-        return Usage(total.octets_in - b.octets_in, total.octets_out - b.octets_out,
-                     total.packets_in - b.packets_in, total.packets_out - b.packets_out)
-
-
-@dataclass(eq=False)
-class _Going:
-    """A Child SA reported gone (Accounting.child_down) until the worker answered both its SAs'
-    DELETEs (Accounting.deleted), known by its SAs' names meanwhile: an EXPIRE of one of them still
-    finds its session.  ``left``: its SAs not deleted yet; ``done``: set once it is carried."""
-
-    session: _Session
-    ref: ChildRef
-    done: asyncio.Future[None]
-    left: set[Direction] = field(default_factory=lambda: {Direction.IN, Direction.OUT})
-
-    def still_there(self, u: Usage) -> Usage:
-        """``u`` (a reading of its SAs) without the SAs deleted already: a DUMP answered after
-        one's DELETE does not show it (0 is no reading), or shows an SA that took its SPI since."""
-        if Direction.IN not in self.left:
-            u.octets_in = u.packets_in = 0
-        if Direction.OUT not in self.left:
-            u.octets_out = u.packets_out = 0
-        return u
-
-
-SaId = tuple[Direction, int, Endpoint | None]   # an SA as the worker names it (outbound: with its peer)
-
-
-def _sa_ids(ref: ChildRef) -> tuple[SaId, SaId]:
-    return (Direction.IN, ref.spi_in, None), (Direction.OUT, ref.spi_out, ref.remote)
 
 
 Dump = Callable[[], Awaitable[Sequence[SaInfo]]]
@@ -310,7 +196,7 @@ class Accounting:
         self._clock = clock
         self._prefix = _run_prefix() if prefix is None else prefix
         self._numbers = itertools.count(1)
-        self._sessions: dict[Hashable, _Session] = {}
+        self._sessions: dict[Hashable, Session] = {}
         self._links: LinkPool[int] = LinkPool(settings, self._make_link)   # by server, as configured
         # a dead server fails every record: a line per failover and per lost record would be a
         # flood of thousands with many sessions; the counters (stats) keep the exact numbers
@@ -328,7 +214,7 @@ class Accounting:
         self._nas_addresses: tuple[str, ...] = ()    # our IKE addresses, for the Accounting-On/-Off
         self._closed = False   # closed (shut down, retired, or the service closed it): sends nothing more
         self._ended = asyncio.Event()   # set by close(): a run opened after this one may send its On
-        self._going: dict[SaId, _Going] = {}   # the SAs of Child SAs being deleted (child_down, deleted)
+        self._going: dict[SaId, Going] = {}   # the SAs of Child SAs being deleted (child_down, deleted)
 
     @property
     def sessions(self) -> int:
@@ -384,7 +270,7 @@ class Accounting:
         traffic its Child SAs carried before this Start is not this session's."""
         if key in self._sessions:
             return   # one Start per IKE SA (strongSwan's start_sent)
-        s = self._sessions[key] = _Session(f"{self._prefix}-{next(self._numbers)}", user, station,
+        s = self._sessions[key] = Session(f"{self._prefix}-{next(self._numbers)}", user, station,
                                            tuple(vips), self._clock(), tuple(classes),
                                            interval=self._server_interval(interim_interval, user))
         start = self._build(s, ACCT_START)
@@ -405,8 +291,8 @@ class Accounting:
         s = self._sessions.get(key)
         if s is None or (Direction.IN, ref.spi_in, None) in self._going:   # (being deleted already)
             return
-        going = _Going(s, ref, asyncio.get_running_loop().create_future())
-        for sa_id in _sa_ids(ref):
+        going = Going(s, ref, asyncio.get_running_loop().create_future())
+        for sa_id in sa_ids(ref):
             self._going[sa_id] = going
         s.going.append(going)
 
@@ -420,15 +306,15 @@ class Accounting:
         if going is None or direction not in going.left:
             return
         if final is not None:
-            going.session.seen.setdefault(going.ref.key, Usage()).raise_to(_usage_of(direction, final.bytes,
+            going.session.seen.setdefault(going.ref.key, Usage()).raise_to(usage_of(direction, final.bytes,
                                                                                       final.packets))
         going.left.discard(direction)
         if not going.left:
             self._carry(going)
 
-    def _carry(self, going: _Going) -> None:
+    def _carry(self, going: Going) -> None:
         """Both of the Child SA's SAs are gone: it is carried, and its session's Stop may go."""
-        for sa_id in _sa_ids(going.ref):
+        for sa_id in sa_ids(going.ref):
             if self._going.get(sa_id) is going:
                 del self._going[sa_id]
         s = going.session
@@ -468,7 +354,7 @@ class Accounting:
         """An SA's counters as its EXPIRE reported them (see the module docstring).  ``owner``: the
         session's key and the Child SA the SA belongs to, if the service still has it installed;
         else the Child SA being deleted it belongs to, if any."""
-        u = _usage_of(direction, octets, packets)
+        u = usage_of(direction, octets, packets)
         if owner is not None:
             key, ref = owner
             if (s := self._sessions.get(key)) is not None:
@@ -568,7 +454,7 @@ class Accounting:
         self._links.close()
 
     # --- records -------------------------------------------------------------------------
-    def _build(self, s: _Session, status: int, usage: Usage | None = None, cause: Cause | None = None) -> AcctRecord:
+    def _build(self, s: Session, status: int, usage: Usage | None = None, cause: Cause | None = None) -> AcctRecord:
         u = usage if usage is not None else Usage()
         return AcctRecord(status, s.sid, s.user, s.station, s.vips, u.octets_in, u.octets_out, u.packets_in,
                           u.packets_out, None if status == ACCT_START else int(self._clock() - s.started),
@@ -588,7 +474,7 @@ class Accounting:
                      value, user[:64], bounded, MIN_SERVER_INTERVAL, MAX_SERVER_INTERVAL)
         return float(bounded)
 
-    def _record(self, s: _Session, record: Callable[[], Awaitable[AcctRecord]], key: Hashable = None) -> None:
+    def _record(self, s: Session, record: Callable[[], Awaitable[AcctRecord]], key: Hashable = None) -> None:
         """Make and send a record after the session's previous one (its first: the Accounting-On)
         is answered or given up. ``key``: the session's, for a Start or Interim-Update whose loss
         closes its IKE SA (accounting_close_on_timeout)."""
@@ -601,7 +487,7 @@ class Accounting:
                 self._lost_session(key, s)
         s.last = self._spawn(send())
 
-    def _lost_session(self, key: Hashable, s: _Session) -> None:
+    def _lost_session(self, key: Hashable, s: Session) -> None:
         """No server took the session's Start or Interim-Update: with accounting_close_on_timeout
         (strongSwan's, default yes) its IKE SA is deleted, as strongSwan's eap_radius_handle_timeout
         does: a session the servers do not account is not served. Its Stop says NAS-Error."""
@@ -613,12 +499,12 @@ class Accounting:
                     "closed (accounting_close_on_timeout)", s.sid, s.user[:64])
         self._close_session(key)
 
-    def _arm(self, key: Hashable, s: _Session) -> None:
+    def _arm(self, key: Hashable, s: Session) -> None:
         interval = s.interval or self.settings.accounting_interval
         if interval:
             s.timer = asyncio.get_running_loop().call_later(interval, self._interim, key, s)
 
-    def _interim(self, key: Hashable, s: _Session) -> None:
+    def _interim(self, key: Hashable, s: Session) -> None:
         s.timer = None
         if self._sessions.get(key) is not s:
             return
@@ -634,7 +520,7 @@ class Accounting:
         self._record(s, record, key)
         self._arm(key, s)
 
-    async def _usage(self, s: _Session, key: Hashable, fresh: bool) -> Usage:
+    async def _usage(self, s: Session, key: Hashable, fresh: bool) -> Usage:
         """The session's total: what its Child SAs carried, and the ones installed now (or being
         deleted) as a DUMP asked now shows them (with ``fresh`` false: one asked less than
         SAMPLE_REUSE seconds ago)."""
@@ -778,11 +664,6 @@ class Accounting:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-
-def _usage_of(direction: Direction, octets: int, packets: int) -> Usage:
-    """One SA's counters as a Child SA's usage: an inbound SA's are what the client sent."""
-    return Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)
 
 
 def _found_dead(health: ServerHealth, may_skip: bool) -> bool:

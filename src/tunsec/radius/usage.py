@@ -61,3 +61,8 @@ class SaIndex:
         if (sa := self._out.get((ref.spi_out, ref.remote))) is not None:
             u.octets_out, u.packets_out = sa.counters.get("bytes", 0), sa.counters.get("packets", 0)
         return u
+
+
+def usage_of(direction: Direction, octets: int, packets: int) -> Usage:
+    """One SA's counters as a Child SA's usage: an inbound SA's are what the client sent."""
+    return Usage(octets, 0, packets, 0) if direction is Direction.IN else Usage(0, octets, 0, packets)

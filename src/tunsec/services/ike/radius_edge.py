@@ -19,7 +19,8 @@ from tunsec.ike.events import Accepted, DownReason, EapRelayRequest, IkeSaUp
 from tunsec.ike.identity import Identity
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import State
-from tunsec.radius.accounting import Accounting, Cause, cause_of
+from tunsec.radius.accounting import Accounting
+from tunsec.radius.causes import Cause, cause_of
 from tunsec.radius.dae import DaeServer, SessionQuery
 from tunsec.radius.messages import Station
 from tunsec.radius.relay import RadiusRelay
