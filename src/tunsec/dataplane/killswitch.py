@@ -71,6 +71,7 @@ class KillSwitch:
     # close() removes the device: this instance added it, or took over one a killed run left (not keep_found);
     # never one it did not look at (a refusal before ensure: it may be a running instance's)
     owned: bool = False
+    index: int | None = None   # the device this run judged (added, found or taken over): judged once
 
     @property
     def name(self) -> str:
@@ -123,12 +124,14 @@ class KillSwitch:
             if not (state := link_state(ipr, found[0])).unread_tun():
                 raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
                                    f"({_described(state)}): not ours, left as it is")
-            self.found = self.keep_found
-            self.owned = not self.keep_found
+            if found[0] != self.index:   # the one this run added or judged already keeps its verdict
+                self.found = self.keep_found
+                self.owned = not self.keep_found
         else:
             ipr.link("add", ifname=self.name, kind="tuntap", mode="tun")
             self.owned = True
             found = ipr.link_lookup(ifname=self.name)
+        self.index = int(found[0])
         link = ipr.link("get", index=found[0])[0]
         if not link["flags"] & IFF_UP:   # one up already needs no write (none without CAP_NET_ADMIN)
             ipr.link("set", index=found[0], state="up")
@@ -167,6 +170,7 @@ class KillSwitch:
                         reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
         self.held.clear()
         self.found = self.owned = False
+        self.index = None
 
 
 def _described(state: LinkState) -> str:
