@@ -23,6 +23,7 @@ before or after."""
 
 from __future__ import annotations
 
+import socket
 from ipaddress import ip_address
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_the_gateways_child_sas_are_not_migrated_to_a_checked_address_without_it
         routes = RecordingRoutes(gw.worker.log)
         svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], svc._spawn,  # type: ignore[arg-type]
                                        lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
-        routes.held[ip_address(site_ip(0))] = routes.paths[2][0]   # proven in IKE_AUTH (a full-tunnel hub)
+        routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]   # proven in IKE_AUTH (a full-tunnel hub)
         gw.nat[0] = moved   # the site's new address (MOBIKE: it sends UPDATE_SA_ADDRESSES from there)
         assert gw.site_sa(0).update_addresses()
         await gw.settle()
