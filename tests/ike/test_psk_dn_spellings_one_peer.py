@@ -138,3 +138,20 @@ def test_the_spellings_of_a_per_user_psks_dn_share_one_share_of_the_refusal_line
     not_up: Any = SimpleNamespace(ike_up={}, endpoint=limits)
     keys = {refusal_log.peer_key(service, sa, "conn") for sa in sas for service in (up, not_up)}
     assert len(keys) == 1, f"carol's one key is {len(keys)} peers of the refusal lines, one per spelling of her DN"
+
+
+def test_the_peer_is_known_by_the_configured_dn_and_what_it_sent_is_kept() -> None:
+    """The fix's other half: IkeSaUp's remote_id is the DN as the entry names it (one identity for
+    unique, INITIAL_CONTACT, leases, the worker's reserve), and remote_sent_id is the spelling that came
+    (`tunsec status`'s remote_ike_id); a spelling equal to the configured one has nothing to keep."""
+    sent = spellings()[3]   # BMPString: what the entry's text never parses to
+    net = Network()
+    _per_user_gateway(net)
+    _connect(net, sent, "192.0.2.10")
+    (up,) = only(net.take(GW), IkeSaUp)
+    assert up.remote_id == CAROL_DN and up.remote_id.data == CAROL_DN.data and up.remote_sent_id == sent
+    net = Network()
+    _per_user_gateway(net)
+    _connect(net, CAROL_DN, "192.0.2.10")
+    (up,) = only(net.take(GW), IkeSaUp)
+    assert up.remote_id.data == CAROL_DN.data and up.remote_sent_id is None
