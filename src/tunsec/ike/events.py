@@ -128,7 +128,8 @@ class IkeSaUp:
     dns: tuple[IPAddress, ...] = ()
     peer_vips: tuple[IPAddress, ...] = ()
     peer_eap: PeerEap | None = None  # a gateway's client that authenticated with EAP
-    # the identity the peer sent, when its certificate proved it as remote_id (another spelling)
+    # the identity the peer sent, when its certificate proved it as remote_id, or its PSK's DN is
+    # configured in another spelling (ike_auth._named_dn)
     remote_sent_id: Identity | None = None
     # how remote_id was proven (IkeConfig.lease_proof): with it the peer as leases, selector claims
     # and the worker's reserve tell peers apart (a group-PSK client's "alice" is not EAP user alice)

@@ -32,7 +32,7 @@ from ..events import AuthFailed, DownReason, IkeSaLimit, IkeSaUp, NegotiationFai
 from ..identity import Identity, IdentityError, certified_identity, check_peer_identity, dn_equal
 from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Payload, SaPayload
 from ..proposals import describe_all
-from ..psk import PskEntry
+from ..psk import PskEntry, proves_any_name
 from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
@@ -123,6 +123,11 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
     octets = signed_octets(peer_msg, st.own_nonce, st.prf, sk_p, peer_id_payload)
     if remote.method == "psk":
         _verify_psk(st, peer_id, octets, auth)
+        # one DN, one peer, however the key holder spells it (review revsweep2 F1): else each string
+        # type and length of it was an IKE SA cap, a lease, a log share and a reserve of its own
+        named = _named_dn(st.config, peer_id)
+        if named is not None and named != peer_id:
+            st.peer_sent_id, peer_id = peer_id, named
     else:
         chain = load_certificates(_peer_certs(payloads))
         verified = verified_key(st, chain, peer_id, by_ca)
@@ -139,6 +144,21 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
             st.peer_sent_id, peer_id = peer_id, proven
     st.peer_id = peer_id
     return peer_id
+
+
+def _named_dn(config: IkeConfig, peer_id: Identity) -> Identity | None:
+    """The DN the configuration names (``remote.id``, else an id of the PSK entry ``peer_id`` picks)
+    that ``peer_id`` spells, maybe in other string types or lengths (dn_equal); None if it is no DN or
+    none names it.  Only a name an administrator wrote: a group key's entry names none, so its peers'
+    names stay what they sent (refusal_log.chosen_name)."""
+    if peer_id.type != IdType.DER_ASN1_DN:
+        return None
+    entry = config.psk_for(peer_id)
+    owners = entry.ids if entry is not None and not proves_any_name(entry, config.local.id) else ()
+    for ident in (config.remote.id, *owners):
+        if ident.type == IdType.DER_ASN1_DN and dn_equal(ident.data, peer_id.data):
+            return ident
+    return None
 
 
 def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayload) -> None:

@@ -5,7 +5,8 @@ uplink's interface for the rest.
 Trusted, so routed around the TUN (an exclude route before our first datagram to it, so neither that
 datagram nor the Child SAs' ESP after it goes into the TUN): a connection's remote_addrs (``static``),
 the peer of an IKE SA once it is authenticated (the responder's IKE_AUTH answer leaves after its
-IkeSaUp; the initiator's next message after the answer), a MOBIKE move of such an SA, and the target
+IkeSaUp; the initiator's next message after the answer), a MOBIKE move of such an SA once its return
+routability check succeeded (``expect``: no datagram of ours is left to hold then), and the target
 of a REDIRECT in IKE_AUTH (``trusted``: services/ike/exclude_trust.py).  Everything else tunsec sends
 IKE to is unauthenticated (an IKE_SA_INIT answer, a COOKIE, a REDIRECT in IKE_SA_INIT: to anyone who
 can send one datagram with a made-up source): it gets no route (review revfull F1: one spoofed
@@ -24,7 +25,7 @@ route waits, its datagrams held (a few: IKE retransmits the rest), at most WAITI
 (beyond: dropped, counted), all of them added by one task in one netlink job (review revfull F4).  The
 exclude routes of addresses that no connection has nor any live IKE SA keeps (the address its peer
 proved: exclude_trust.kept_address; a half-open SA keeps none) go when an IKE SA that kept one is
-forgotten (sweep), and at a reload.
+forgotten (sweep), when a MOBIKE SA's Child SAs left one (mobility._sweep_left), and at a reload.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class GateStats:
 
     uplink: int = 0     # IKE to an unauthenticated captured address sent by the uplink's interface, no route
     into_tun: int = 0   # such IKE that could not be (no path known): into the TUN, as routed
-    dropped: int = 0    # datagrams dropped: WAITING_MAX addresses waited already, or HELD_PER_PEER of its own
+    # datagrams dropped: WAITING_MAX addresses waited already (or an expect()ed route not asked), or HELD_PER_PEER
+    dropped: int = 0
     uplink_failed: int = 0   # IKE by the uplink's interface the kernel refused (gone: a recreated uplink)
     unproven_float: int = 0  # IKE of an up IKE SA without MOBIKE to where it floated: dropped
 
@@ -115,14 +117,34 @@ class ExcludeGate:
                 self.stats.dropped += 1   # IKE retransmits it
                 return None
             self.waiting[ip] = [datagram]
-            if not self._busy:
-                self._busy = True
-                self.spawn(self._exclude())
+            self._start()
         elif len(held) < HELD_PER_PEER:
             held.append(datagram)
         else:
             self.stats.dropped += 1
         return None
+
+    def expect(self, ip: IPAddress) -> None:
+        """ip was proven with no datagram of ours to it to hold (a MOBIKE move's return routability check
+        answered: its request and the update's answer went by the uplink, unproven then): its exclude route
+        goes in now if the TUN's routes capture it, and mobility._route_ready holds the Child SAs' MIGRATE
+        while it waits, so that their ESP never follows the TUN's routes (review revsweep2 F2).  As check
+        bounds it: WAITING_MAX addresses at once (beyond: counted, and the next IKE there asks again)."""
+        if ip in self.routes.held or ip in self.clear or ip in self.waiting or ip in self.static():
+            return
+        if not any(ip in n for n in self.tun_nets() if n.version == ip.version):
+            return
+        if len(self.waiting) >= WAITING_MAX:
+            self.stats.dropped += 1
+            return
+        self.waiting[ip] = []
+        self._start()
+
+    def _start(self) -> None:
+        """The one task adding the waiting addresses' routes, unless it runs."""
+        if not self._busy:
+            self._busy = True
+            self.spawn(self._exclude())
 
     def _uplink(self, ip: IPAddress, nets: list[IPNetwork]) -> int:
         """The interface of the host's own path to ip (the last one the exclude routes saw), if the TUN's

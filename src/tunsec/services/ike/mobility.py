@@ -10,6 +10,7 @@ import functools
 import ipaddress
 import logging
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
@@ -23,6 +24,7 @@ from tunsec.services.addrwatch import AddressWatch
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
+    from tunsec.ike.sa import IkeSa
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -95,6 +97,9 @@ class IkeMove:
     # by MOVE_INTERVAL (_wait)
     due: float = -math.inf
     gave_up: frozenset[int] = frozenset()   # children rekeyed instead (_migrate_failed) until the next move
+    # the addresses a MOBIKE SA left (_proven_move) while this move was asked for: once its Child SAs
+    # left them too, a sweep if one held an exclude route (_sweep_left)
+    left: set[str] = dataclasses.field(default_factory=set)
 
 
 def _follow_peers(self: IkeService) -> None:
@@ -115,28 +120,47 @@ def _follow_peers(self: IkeService) -> None:
         if sa is None or handle is None or sa.state in (State.REKEYED, State.CLOSED):
             continue   # no handle: no Child SA of it is installed, nothing to move
         path = (sa.esp_remote, *sa.esp_local)   # MOBIKE: both ends after the return routability check
-        if self._ike_peers.get(handle) != path:   # moved, or not seen yet: its children compare
+        old = self._ike_peers.get(handle)
+        if old != path:   # moved, or not seen yet: its children compare
             self._ike_peers[handle] = path
-            _move(self, handle, sa.name, path)
+            _move(self, handle, sa.name, path, _proven_move(self, sa, old))
 
 
-def _move(self: IkeService, ike: int, conn: str, path: IkePath) -> None:
+def _proven_move(self: IkeService, sa: IkeSa, old: IkePath | None) -> frozenset[str]:
+    """An authenticated MOBIKE SA's ``esp_remote`` moves only once the new address passed the return
+    routability check: it is proven (exclude_trust.authenticated_peer), yet no datagram of ours to it
+    is left to ask for its exclude route (the check's went by the uplink, unproven then): the gate adds
+    it now, and _route_ready holds the MIGRATE until it is in (review revsweep2 F2).  The address it
+    left, which the SA keeps no more (exclude_trust.kept_address), is returned for _sweep_left (F3)."""
+    gate = self.sockets.gate
+    if gate is None or not sa.mobike or sa.local_spi not in self.ike_up:
+        return frozenset()   # a float without MOBIKE proves nothing, and keeps its authenticated address
+    with contextlib.suppress(ValueError):
+        gate.expect(parse_ip(sa.esp_remote[0]))
+    return frozenset((old[0][0],)) if old is not None and old[0][0] != sa.esp_remote[0] else frozenset()
+
+
+def _move(self: IkeService, ike: int, conn: str, path: IkePath, left: frozenset[str] = frozenset()) -> None:
     """IKE SA ``ike`` is on ``path`` now: its Child SAs follow, in one batch per IKE SA, one batch
     every MOVE_INTERVAL in the long run (MOVE_BURST at once).  A NAT'd peer (every tunsec and
     strongSwan encap=yes peer looks NAT'd) decides how often its source port changes: each batch
     costs two MIGRATEs per Child SA under ``_changes``, which every peer's install takes too.  A move
     asked for while a batch runs or waits for its budget only sets the target (counted:
-    ``events.moves_deferred``)."""
+    ``events.moves_deferred``).  ``left``: the addresses the IKE SA left (_proven_move), swept once its
+    children left them too."""
     move = self._moves.get(ike)
     if move is not None and move.busy:   # its mover takes the latest path when it runs
         move.path, move.gave_up = path, frozenset()
+        move.left |= left
         self.events.moves_deferred[conn] += 1
         return
     if not _strays(self, ike, path):
+        _sweep_left(self, left)
         return   # its children are there (back where they were, or none yet): nothing to do
     if move is None:
         move = self._moves[ike] = IkeMove(path)
     move.path, move.gave_up, move.busy = path, frozenset(), True
+    move.left |= left
     if _wait(self, move) > 0:
         self.events.moves_deferred[conn] += 1
     _start_mover(self, ike, move)
@@ -202,10 +226,23 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
             return
         if move.path == path:
             move.busy = False
+            left, move.left = move.left, set()
+            _sweep_left(self, left)
             return
         if _wait(self, move) > 0:
             _start_mover(self, ike, move)   # the newest target, when the budget allows
             return
+
+
+def _sweep_left(self: IkeService, left: Iterable[str]) -> None:
+    """A MOBIKE SA and its Child SAs left these addresses: if one held an exclude route, the routes no live
+    IKE SA keeps nor connection has go now (exclude_gate.ExcludeGate.sweep), not when some routed IKE SA
+    ends, days later on a quiet gateway: the host's traffic to the address left (inside a tunnel's
+    network, someone else's by then) would leave by the uplink in clear (review revsweep2 F3).  After the
+    MIGRATE, not at the move: the Child SAs' ESP goes there until then."""
+    gate = self.sockets.gate
+    if gate is not None and left and gate.may_sweep(left):
+        self.sweep_excludes()
 
 
 async def _route_ready(self: IkeService, path: IkePath) -> None:
@@ -215,9 +252,10 @@ async def _route_ready(self: IkeService, path: IkePath) -> None:
     datagram to it, and the Child SAs' ESP must not go there earlier either, or it goes into the TUN
     (dropped there as esp_loop, csrc/ownesp.c; review revmobfix F1).  A NAT float moves the IKE SA
     at once and its answer is what the gate holds while the route goes in, so the MIGRATE could
-    otherwise come first; a MOBIKE move of ESP comes after the return routability check, whose
-    request the gate held already.  Not longer than ROUTE_WAIT: a stuck netlink job leaves the move
-    as it was before."""
+    otherwise come first.  A MOBIKE move of ESP comes after the return routability check, whose
+    datagrams leave by the uplink (unproven then, review revfull3 F2): _proven_move has the gate
+    expect the address once it is proven.  Not longer than ROUTE_WAIT: a stuck netlink job leaves the
+    move as it was before."""
     gate = self.sockets.gate
     if gate is None:
         return

@@ -113,15 +113,19 @@ def forgotten(self: IkeService, spi: bytes, sa: IkeSa) -> None:
     """The engine forgot an IKE SA (IkeEndpoint.on_forget): its SPI leaves the worker (trusted.py), and
     if it may have been the last on a port a reload left only to IKE SAs, _pump closes that port.  The
     exclude routes are swept only if the address it kept (exclude_trust.kept_address) held one: after a
-    float without MOBIKE where it authenticated, not where it floated (review revlast2 F2).  A half-open
+    float without MOBIKE where it authenticated, not where it floated (review revlast2 F2); or the address
+    it authenticated from, which a MOBIKE SA keeps no more once it moved: its route stays if the move's own
+    sweep (mobility._sweep_left) did not run, e.g. no Child SA to move (review revsweep2 F3).  A half-open
     SA kept none, also when its forged source is a live client's routed address: a flood of them would
     have bought a pass over all IKE SAs per turn (review revfull3, revlast2 R1).  Its IkeSaUp record is
     still in ike_up: the engine forgets an SA as it collects its events, the handlers of its IkeSaDown
     and PeerUnreachable, which pop the record, run after."""
     self.trusted.remove(spi)
     gate = self.sockets.gate
-    kept = kept_address(sa, self.ike_up)
-    self._sweep_due = self._sweep_due or (gate is not None and kept is not None and gate.may_sweep((kept,)))
+    record = self.ike_up.get(sa.local_spi)   # None for a half-open SA: it names nothing
+    authenticated = record.ev.remote_addr[0] if record is not None else None
+    named = {a for a in (kept_address(sa, self.ike_up), authenticated) if a is not None}
+    self._sweep_due = self._sweep_due or (gate is not None and bool(named) and gate.may_sweep(named))
     if self.sockets.draining:
         self._port_freed = True
 
