@@ -21,6 +21,7 @@ from test_rekey_collision import CCSA, INFO, Reordering, _pair
 from tunsec.ike.events import ChildSaUp, NegotiationFailed
 from tunsec.ike.exchanges.create_child_sa import NONCE_LEN, CreateChildTask
 from tunsec.ike.sa import IkeSa
+from tunsec.ike.testing import Network
 
 
 def _next_nonce_is(sa: IkeSa, nonce: bytes) -> None:
@@ -50,14 +51,21 @@ def _recording(sa: IkeSa) -> list[bytes]:
     return seen
 
 
-def test_a_peer_echoing_our_nonces_does_not_get_two_child_sas_of_one_key() -> None:
+def _victim_rekeying() -> tuple[Network, IkeSa, IkeSa, list[bytes]]:
+    """B (the victim) rekeys its Child SA, its request not yet delivered: (the network, B's IKE SA, A's,
+    B's nonces as drawn)."""
     net, a, b = _pair(0)
     victim, attacker = b.sas[0], a.sas[0]
     ours = _recording(victim)
     net.take(B)
-    victim.rekey_child(victim.children[0].unique_id)  # B (the victim) rekeys its Child SA
+    victim.rekey_child(victim.children[0].unique_id)
     pending = victim._pending
     assert pending is not None and isinstance(pending.task, CreateChildTask)
+    return net, victim, attacker, ours
+
+
+def test_a_peer_echoing_our_nonces_does_not_get_two_child_sas_of_one_key() -> None:
+    net, _, attacker, ours = _victim_rekeying()
     ni = ours[-1]                                     # the attacker decrypted it from B's request
     wire = Reordering(net)                            # B's request waits, unanswered, in flight
     _next_nonce_is(attacker, ni)

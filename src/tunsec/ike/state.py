@@ -21,6 +21,7 @@ from .constants import IKE_PORT
 from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
 from .events import Address, Event, IkeSaLimit
 from .identity import Identity
+from .keymat_seeds import KeymatSeeds
 from .message import Proposal
 from .proposals import Suite
 from .redirect import Redirect
@@ -192,6 +193,8 @@ class IkeSaState:
     peer_sent_id: Identity | None = None
     peer_anchor: bytes | None = None   # the CA its certificate verified to (IkeSaUp.peer_anchor)
     children: dict[int, ChildSa] = field(default_factory=dict)
+    # the last few Ni | Nr its Child SAs' keys came from under SK_d: none is used twice (keymat_seeds.py)
+    keymat_seeds: KeymatSeeds = field(default_factory=KeymatSeeds)
     # a list, not a deque: empty nearly all the time, when a list holds no buffer (a deque a 0.5 KiB block)
     events: list[Event] = field(default_factory=list)
     rekey: IkeRekey | None = None  # set when a CREATE_CHILD_SA produced a new IKE SA
@@ -352,6 +355,7 @@ class IkeSaState:
             self.suite.integ_key_len,
         )
         self.prf, self.keys = prf, keys
+        self.keymat_seeds = KeymatSeeds()   # a new SK_d: no Child SA's keys came from it yet
         ours_e, ours_a, theirs_e, theirs_a = (
             (keys.ei, keys.ai, keys.er, keys.ar) if self.is_initiator else (keys.er, keys.ar, keys.ei, keys.ai)
         )

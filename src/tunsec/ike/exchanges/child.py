@@ -568,6 +568,7 @@ def install(
     suite = Suite.of(proposal)
     ni, nr = nonces
     keys = derive_child_keys(st.prf, st.keys.d, ni, nr, suite.encr_key_len, suite.integ_key_len, pfs_shared)
+    st.keymat_seeds.note(ni, nr)   # the exchanges refuse a repeat of it (keymat_seeds.py)
     key_out, key_in = (keys.encr_i2r, keys.encr_r2i) if we_initiated else (keys.encr_r2i, keys.encr_i2r)
     child.spi_out, child.suite = spi_out, suite
     child.local_ts, child.remote_ts = local_ts, remote_ts

@@ -25,6 +25,10 @@ peer then sent back as the Nr of its answer to ours, made one KEYMAT for two Chi
 both sides use from sequence number 1 (review revrekey F3): such a request is refused
 (TEMPORARY_FAILURE: a peer that drew our nonce by chance asks again with another).  An answer whose
 Nr is one of those Nr installs nothing either: it would tie the nonces a collision is settled by.
+The peer may also split the nonces otherwise (its Ni = our Ni | Z, its Nr = Z | our Nr: review revrekey3
+F1): what is compared is the seed Ni | Nr itself, and a Child SA whose seed repeats one of the IKE SA's
+under its SK_d is refused in either role (keymat_seeds.py; the peer's requests answered while ours is
+out are capped at SHOWN_NONCES, so that the seeds kept hold all that could be repeated).
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ NONCE_LEN = 32
 # how often a new Child SA the peer refuses with TEMPORARY_FAILURE is asked for again: strongSwan
 # retries for ever, but a peer that always refuses (e.g. out of SPIs) must not keep us at it for ever
 MAX_RETRIES = 5
-# the Nr of the peer's requests answered while ours is out, kept to refuse them back (see above):
-# the newest few (each came with a Child SA, which max_child_sas bounds anyway)
+# the Nr of the peer's requests answered while ours is out, kept to refuse them back (see above); more
+# of its requests are refused for now (TEMPORARY_FAILURE) until ours is answered: an honest peer asks
+# one at a time, a round trip each, and a peer that made and deleted Child SAs on and on would push the
+# seeds a repeat must be found among out of keymat_seeds.RECENT
 SHOWN_NONCES = 8
 
 log = logging.getLogger(__name__)
@@ -157,6 +163,8 @@ class CreateChildTask(Task):
         if not isinstance(result, childmod.Refusal) and nonce.data in self._shown:
             # (our own Ni sent back as Nr makes a pair no other Child SA has: its keys are its own)
             result = childmod.Refusal(NotifyType.INVALID_SYNTAX, "the peer's Nr is a nonce of our answers", child.name)
+        if not isinstance(result, childmod.Refusal) and st.keymat_seeds.repeats(self._nonce, nonce.data):
+            result = childmod.Refusal(NotifyType.INVALID_SYNTAX, "Ni | Nr is another Child SA's", child.name)
         if not isinstance(result, childmod.Refusal) and old is not None:
             result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
             ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
@@ -305,6 +313,11 @@ class CreateChildTask(Task):
         self._shown = (*self._shown[1 - SHOWN_NONCES:], nonce_r)
 
     @property
+    def answered_enough(self) -> bool:
+        """The peer's requests answered while this one is out reached SHOWN_NONCES: no more until it is."""
+        return len(self._shown) >= SHOWN_NONCES
+
+    @property
     def creates(self) -> str | None:
         """The child config this request creates a new Child SA of (not once abandoned: none comes up)."""
         return self._cfg.name if self._rekey is None and not self.abandoned else None
@@ -380,6 +393,10 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         log.info("%s: refusing the peer's CREATE_CHILD_SA for now: its Ni is a nonce of ours (sent while our request "
                  "is out)", st.name)
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    if out is not None and out.answered_enough:
+        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: %d of its Child SAs answered while our request is "
+                 "out", st.name, SHOWN_NONCES)
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
@@ -420,6 +437,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     child.cut = rekey.cut if rekey is not None else ()   # the peer's rekey of a Child SA we narrowed
     nonce_r = st.rng(NONCE_LEN)
+    if st.keymat_seeds.repeats(nonce.data, nonce_r):
+        # our fresh Nr ends a seed the peer's Ni begins (by chance only: it is drawn now): asked again,
+        # the peer sends another Ni and gets another Nr
+        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: Ni | Nr is another Child SA's", st.name)
+        childmod.drop_child(st, child)
+        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     if out is not None:
         out.shown(nonce_r)
     spi_out = int.from_bytes(result.proposal.spi, "big")

@@ -164,15 +164,28 @@ def child_of_sa(svc: IkeService, spi: int, direction: Direction, remote: Endpoin
     moved (``moving_to``) is also found at its new endpoint: the worker names it so from the
     MIGRATE on, and its EXPIRE may be read before the MIGRATE's answer is acted on (events after
     answers in one read, mobility._migrate); lost, a soft EXPIRE would not rekey it.  Another
-    peer's SA that is at that endpoint already goes first."""
+    peer's SA that is at that endpoint already goes first.
+
+    The worker holds one outbound SA of a name, but a rekey responder's standby holds its name
+    without one (``out_installed`` False), and the Child SAs at a name are in the order they came
+    to it (a moved one behind a standby there): so the one whose outbound SA the worker holds is
+    asked for first, then the one being moved there, then any (a standby's own name, which no
+    one's SA holds: review revrekey3 F2)."""
     index = svc.child_index
-    found = index.inbound(spi) if direction is Direction.IN else index.outbound(spi, remote)
-    for state in found:
-        if still_held(svc, state) or rekey_hold.held(svc, state):   # (held: its EXPIREs' counters)
+    if direction is Direction.IN:
+        return next((state for state in index.inbound(spi) if _held(svc, state)), None)
+    held = [state for state in index.outbound(spi, remote) if _held(svc, state)]
+    moving = index.moving(spi, remote)
+    moved = [moving] if moving is not None and still_held(svc, moving) else []
+    for state in (*held, *moved):
+        if state.out_installed:   # (held first: another peer's SA at that endpoint already)
             return state
-    if direction is Direction.OUT and (moving := index.moving(spi, remote)) is not None and still_held(svc, moving):
-        return moving
-    return None
+    return next(iter((*held, *moved)), None)
+
+
+def _held(svc: IkeService, state: ChildState) -> bool:
+    """Its IKE SA still has it, or the engine holds it for our rekey of it (its EXPIREs' counters)."""
+    return still_held(svc, state) or rekey_hold.held(svc, state)
 
 
 def still_held(svc: IkeService, state: ChildState) -> bool:
