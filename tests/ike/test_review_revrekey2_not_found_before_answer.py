@@ -18,35 +18,25 @@ Two engines on the fake clock (test_rekey_collision._pair)."""
 
 from __future__ import annotations
 
-from test_engine_more import A
-from test_rekey_collision import _one_child_pair, _pair
+from test_engine_more import A, B
+from test_rekey_collision import CCSA, Reordering, _one_child_pair, _pair
 
-from tunsec.ike.constants import ExchangeType
 from tunsec.ike.message import decode_header
-from tunsec.ike.testing import Sent
 
 
 def test_a_rekey_of_a_child_sa_whose_answer_the_peer_has_not_yet_got_leaves_one_child_sa() -> None:
     net, a, b = _pair(0)
     sa_a, sa_b = a.sas[0], b.sas[0]
     old = sa_b.children[0]
-    lost: list[Sent] = []
-
-    def lose_as_answer(sent: Sent) -> bool:
-        hdr = decode_header(sent.data)
-        if not lost and sent.src[0] == A and hdr.exchange == ExchangeType.CREATE_CHILD_SA and hdr.is_response:
-            lost.append(sent)
-            return True
-        return False
-
-    net.drop = lose_as_answer
     sa_b.rekey_child(old.unique_id)                    # B rekeys C
-    net.step()                                         # its request reaches A: A answers with C' (lost)
-    net.step()
-    assert lost
-    net.drop = None
+    wire = Reordering(net)
+    assert wire.deliver(B, CCSA, False)                # its request reaches A: A answers with C' ...
+    (answer,) = [s for s in wire.flight if s.src[0] == A and decode_header(s.data).is_response]
+    wire.flight.remove(answer)                         # ... and the answer is lost
     new_a = next(c for c in sa_a.children if c.spi_out != old.spi_in)
     sa_a.rekey_child(new_a.unique_id)                  # A rekeys C' at once (after a worker restart)
-    net.run(until=net.now + 3000)                      # B's retransmission, the retries, rekeys
+    wire.flight += net.collect()
+    wire.run()                                         # B's retransmission, the retries ...
+    net.run(until=net.now + 3000)                      # ... and whatever follows
     pairs = _one_child_pair(a, b)                      # (both sides agree on what they hold)
     assert len(pairs) == 1, f"{len(pairs)} Child SAs of child net on both sides"
