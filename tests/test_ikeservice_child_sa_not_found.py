@@ -9,10 +9,13 @@ Two real IkeServices with the in-process worker (test_ikeservice_rekey.Pair)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from test_ikeservice_rekey import established
 
 from tunsec.dataplane import pipe
+from tunsec.services.ike import churn_log
 
 
 def test_a_child_sa_the_peer_has_not_is_created_again_in_its_held_lineage() -> None:
@@ -37,3 +40,27 @@ def test_a_child_sa_the_peer_has_not_is_created_again_in_its_held_lineage() -> N
         assert (b_child.spi_out, b_child.spi_in) == (new.spi_in, new.spi_out)
 
     asyncio.run(body())
+
+
+def test_the_lines_of_a_peer_that_answers_every_rekey_not_found_are_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """Review revrekey2 R3: a peer may answer each of our rekeys CHILD_SA_NOT_FOUND; each re-creation's
+    WARNING (recreate.peer_lost) and the Child SA's "deleted" line are the peer's churn
+    (churn_log.py): a burst of them, the rest at DEBUG.  Before, every one was written."""
+    caplog.set_level(logging.DEBUG, logger="tunsec")
+    tries = churn_log.BURST + 2
+
+    def lines(level: int) -> list[str]:
+        return [m for r in caplog.records if "no longer has it" in (m := r.getMessage()) and r.levelno == level]
+
+    async def body() -> None:
+        pair = await established()
+        pair.probing = False
+        for _ in range(tries):
+            pair.ike("b")._st.children.clear()     # B's engine no longer has it: NOT_FOUND to A's rekey
+            pair.rekey("a")
+            await pair.settle()
+        assert pair.svc["a"].events.child_recreate[("tun", "net")] == tries   # each one counted
+
+    asyncio.run(body())
+    assert 0 < len(lines(logging.WARNING)) < tries
+    assert len(lines(logging.WARNING)) + len(lines(logging.DEBUG)) >= tries

@@ -18,6 +18,7 @@ import pytest
 from test_ikeservice_peers import run
 from test_ikeservice_ts_claims import Client, TsGateway, refusals
 
+from tunsec.ike.events import NegotiationFailed
 from tunsec.ike.identity import Identity
 from tunsec.ike.ts import Ts
 from tunsec.loglimit import PeerLogLimiter
@@ -98,3 +99,19 @@ def test_each_kind_is_limited_per_peer_apart() -> None:
         logs.refused.admit("a")
     assert logs.refused.admit("a") is None and logs.refused.admit("b") == 0
     assert all(getattr(logs, kind).admit("a") == 0 for kind in kinds if kind != "refused")
+
+
+def test_our_rekeys_a_peers_answers_leave_to_try_again_are_its_busy_lines() -> None:
+    """Review revrekey2 R3: our rekey answered CHILD_SA_NOT_FOUND before the peer can have the Child SA,
+    or an answer the peer deleted before it came (DELETED_BY_PEER), is tried again, and the peer may
+    answer every one so: the lines take the peer's share of the busy kind (a burst, the rest held), as
+    TEMPORARY_FAILURE's.  Before, an established IKE SA's were all written at ERROR."""
+    alice = Identity.parse("alice@example.org")
+    config = SimpleNamespace(lease_proof="eap-mschapv2", remote=SimpleNamespace(method="eap-mschapv2"))
+    service: Any = SimpleNamespace(refusals=refusal_log.RefusalLogs(), ike_up={}, _admit_log=lambda sa: 0)
+    sa: Any = SimpleNamespace(local_spi=b"up", peer_id=alice, config=config, name="rw", remote_addr=("192.0.2.1", 4500))
+    for reason in ("CHILD_SA_NOT_FOUND", "DELETED_BY_PEER"):
+        service.refusals = refusal_log.RefusalLogs()
+        ev = NegotiationFailed("rw", reason, "peer refused Child SA net", "net")
+        passed = [refusal_log.failure(service, sa, ev) for _ in range(TRIES)]
+        assert sum(p is not None for p in passed) == refusal_log.BURST, reason

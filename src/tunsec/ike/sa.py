@@ -435,7 +435,7 @@ class IkeSa:
         """Delete one Child SA with an INFORMATIONAL DELETE; ``at_once``: reported down now, not when the
         peer answers (an operator's terminate: RFC 7296 §1.4.1 lets us close our SAs as we ask)."""
         child = self._child_by_id(unique_id)
-        self._queue.append(informational.delete_ours(self._st, child, reason))
+        self._queue.append(informational.delete_ours(self._st, child, reason, self._retry_at))
         if at_once:
             informational.child_down(self._st, child, reason)   # the answer then finds it gone: no second event
             self._abandon_requests(child)   # nor does our rekey of it that is out bring it back

@@ -185,6 +185,7 @@ def serve(
             return   # neither served nor answered there: see _acceptable
         self._float(addr, local)
     self._last_heard = self._now
+    self._st.peer_has_answers()   # (a window of one: it sent this after our last answer came)
     self._st.request_path = (addr, local)
     try:
         response = self._dispatch(msg.exchange, payloads)

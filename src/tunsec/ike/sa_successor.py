@@ -113,6 +113,7 @@ def spawn_successor(self: IkeSa) -> None:
     new = self._rekeyed_sa(rekey)
     st = new._st
     st.children = old.children  # shared: see _heir
+    st.unconfirmed = old.unconfirmed   # the peer's next request may come on the new IKE SA
     # the virtual IPs move with the Child SAs; the old SA must not release them
     st.peer_vips, st.own_vips, st.own_dns = old.peer_vips, old.own_vips, old.own_dns
     old.peer_vips = ()

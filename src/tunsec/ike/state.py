@@ -140,6 +140,12 @@ class ChildSa:
     # the unique id of the Child SA the peer's rekey replaced with this one (we answered it): if we delete
     # this one, that one is no longer rekeyed (informational.delete_ours)
     peer_rekey_of: int | None = None
+    # we deleted the new Child SA of the peer's rekey of this one (informational.delete_ours): the peer
+    # may have that rekey done, its DELETE of this one on its way: the end of a rekey, not a close
+    successor_deleted: bool = False
+    # created by the peer's request, and no later request of the peer's served since: the peer may not
+    # have our answer yet (IkeSaState.unconfirmed; a CHILD_SA_NOT_FOUND to our rekey of it says nothing)
+    unconfirmed: bool = False
     # what our proposal of it (or of the Child SA it rekeyed: a rekey keeps the selectors) left out for
     # others' claims (exchanges/child.py outside_others_claims): proposed again once theirs no more
     cut: tuple[Ts, ...] = ()
@@ -206,6 +212,10 @@ class IkeSaState:
     peer_certreq: bool = False  # the peer sent a CERTREQ (send_cert = ifasked answers it)
     peer_fragmentation: bool = False  # the peer announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
     next_child_id: int = 1
+    # Child SAs created by the peer's requests since it last sent one (ChildSa.unconfirmed): our window
+    # of one lets it send the next only once it has our answer, so that request confirms them all
+    # (sa_responder.serve); at most one between two requests, kept here not to walk every Child SA
+    unconfirmed: tuple[ChildSa, ...] = ()
     jitter: Jitter | None = None  # None: random_jitter(rng)
     spi_tag: IkeSpiTag | None = None  # the key of our IKE SPIs' tags (spi_tag.py); None: untagged
     # the endpoint's IKE SPIs in use and reserved: a rekey's or redirect's new SPI is drawn through it
@@ -267,6 +277,17 @@ class IkeSaState:
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
+
+    def unconfirmed_child(self, child: ChildSa) -> None:
+        """``child`` was created by the peer's request we are answering (see ``unconfirmed``)."""
+        child.unconfirmed = True
+        self.unconfirmed = (*self.unconfirmed, child)
+
+    def peer_has_answers(self) -> None:
+        """The peer sent a new request: it has our answers, and the Child SAs they created."""
+        for child in self.unconfirmed:
+            child.unconfirmed = False
+        self.unconfirmed = ()
 
     def new_child_id(self) -> int:
         self.next_child_id += 1

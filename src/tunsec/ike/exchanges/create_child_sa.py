@@ -92,6 +92,8 @@ class CreateChildTask(Task):
         # (the last few): an answer choosing one of them is not installed (review revrekey F1)
         self._deleted: collections.deque[int] = collections.deque(maxlen=informational.SPARE_SPIS)
         self._shown: tuple[bytes, ...] = ()   # our Nr in answers to the peer while this is out (shown)
+        # the peer had the Child SA this rekeys when the request left (_gone_at_peer)
+        self._peer_had_old = False
 
     def build(self, st: IkeSaState) -> list[Payload]:
         if self._child is None:
@@ -109,6 +111,7 @@ class CreateChildTask(Task):
             self._proposed = (ours, theirs)
         payloads: list[Payload] = []
         if self._rekey is not None:
+            self._peer_had_old = not self._rekey.unconfirmed
             spi = childmod.spi_bytes(self._rekey.spi_in)
             payloads.append(NotifyPayload(NotifyType.REKEY_SA, b"", ProtocolId.ESP, spi))
         sa, tsi, tsr = childmod.sa_payloads(self._child, self._cfg.esp_proposals, *self._proposed, strip_dh=False)
@@ -147,7 +150,7 @@ class CreateChildTask(Task):
         if err is not None and old is None and err.type == NotifyType.TEMPORARY_FAILURE:
             return self._busy(st, child)
         if err is not None and old is not None and err.type == NotifyType.CHILD_SA_NOT_FOUND \
-                and not old.rekeyed_by_peer and not old.deleting:
+                and self._gone_at_peer(old):
             return self._lost_by_peer(st, child, old)
         if err is not None:
             ours = describe_all(child.config.esp_proposals)
@@ -197,11 +200,19 @@ class CreateChildTask(Task):
         retransmission): installed here it would be ours alone.  A rekey keeps the old Child SA (the
         peer keeps it too: it deleted the new one) and is tried again (sa_timers.rearm_failed_rekey);
         a new Child SA failed (a re-creation tries again: services/ike/recreate.py)."""
-        log.info("%s: peer deleted Child SA %s before its answer came: not installing it", st.name, child.name)
+        log.debug("%s: peer deleted Child SA %s before its answer came: not installing it", st.name, child.name)
         what = "rekey of Child SA" if self._rekey is not None else "Child SA"
         self._refuse(st, "DELETED_BY_PEER", f"peer deleted the {what} {child.name} it had answered before "
                      "the answer reached us")
         return Outcome.DONE
+
+    def _gone_at_peer(self, old: ChildSa) -> bool:
+        """Whether CHILD_SA_NOT_FOUND to our rekey of ``old`` means the peer lost it.  Not if the peer
+        rekeyed it (its DELETE of it is on its way), nor if we are deleting it; nor if the peer created
+        it and had sent no request since our answer when ours left: it may not have our answer yet
+        (review revrekey2 F2).  Then it is a refusal, and the rekey is tried again
+        (sa_timers.rearm_failed_rekey)."""
+        return not (old.rekeyed_by_peer or old.deleting) and self._peer_had_old
 
     def _lost_by_peer(self, st: IkeSaState, child: ChildSa, old: ChildSa) -> Outcome:
         """The peer has no Child SA ``old`` (RFC 7296 §3.10.1 CHILD_SA_NOT_FOUND): it deleted it and the
@@ -212,8 +223,8 @@ class CreateChildTask(Task):
         follows, in case the peer does hold it (a tunsec peer that answered an earlier rekey of it whose
         answer we never got refuses a second one so): else it would wait for our DELETE until its hard
         lifetime.  A peer that has it not answers that with an empty Delete payload."""
-        log.info("%s: peer has no Child SA %s (CHILD_SA_NOT_FOUND to our rekey of it): creating the child again",
-                 st.name, old.name)
+        log.debug("%s: peer has no Child SA %s (CHILD_SA_NOT_FOUND to our rekey of it): creating the child again",
+                  st.name, old.name)
         childmod.drop_child(st, child)
         informational.child_down(st, old, DownReason.LOST_BY_PEER)   # now: its DELETE's answer reports nothing
         self._followups += [CreateChildTask(old.config), DeleteChildTask([old], DownReason.LOST_BY_PEER)]
@@ -454,6 +465,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if dh is not None:
         response.append(KePayload(dh.group, dh.public))
     followups: list[Task] = []
+    st.unconfirmed_child(child)   # until the peer's next request: it may not get this answer (_gone_at_peer)
     if rekey is not None:
         rekey.rekey_at = float("inf")  # replaced: the peer deletes it, we must not rekey it again
         rekey.rekeyed_by_peer = True

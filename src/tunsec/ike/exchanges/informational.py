@@ -12,7 +12,7 @@ with it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..constants import ExchangeType, NotifyType, ProtocolId
 from ..events import AuthFailed, ChildSaDown, DownReason
@@ -104,17 +104,22 @@ class AuthFailedTask(Task):
         return Outcome.CLOSE
 
 
-def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason) -> DeleteChildTask:
+def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason, rearm_at: Callable[[], float]
+                ) -> DeleteChildTask:
     """Our DELETE of ``child`` (IkeSa.delete_child).  If it is the new Child SA of the peer's rekey that
     we answered (its install failed here, the claims backstop refused it, terminate --child), the Child
     SA it replaced is no longer rekeyed: the peer may have missed our answer and keeps that one (review
     revrekey F1), so its rekey of it again is answered (not CHILD_SA_NOT_FOUND, _over_limit) and our
-    rekey timer runs for it again."""
+    rekey timer runs for it again at ``rearm_at()`` (in a few seconds: it was due when the peer rekeyed
+    it, and its hard lifetime counts from its creation, review revrekey2 R2).  The peer may as well
+    have our answer and that rekey done: its DELETE of the old one then ends a rekey, not the child
+    (``successor_deleted``: no close_action on both sides, review revrekey2 F1)."""
     old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None) \
         if child.peer_rekey_of is not None else None
     if old is not None and old.rekeyed_by_peer and old.rekeyed_by_us is None and not old.deleting:
         old.rekeyed_by_peer = False
-        old.rekey_at = None   # armed again by the IKE SA's timers (sa_timers)
+        old.successor_deleted = True
+        old.rekey_at = rearm_at() if old.config.rekey_time else None
     child.peer_rekey_of = None
     return DeleteChildTask([child], reason)
 
@@ -173,6 +178,7 @@ def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: 
                 ours.append(spi_bytes(child.spi_in))
                 if pending is not None and pending.takes_peer_delete(st, child):
                     continue   # unregistered; reported down when our rekey of it ends
-                # the peer ends a Child SA it rekeyed with us: its successor carries on
-                child_down(st, child, DownReason.REKEYED if child.rekeyed_by_peer else DownReason.DELETED_BY_PEER)
+                # the peer ends a Child SA it rekeyed with us: its successor carries on (there, at least)
+                rekeyed = child.rekeyed_by_peer or child.successor_deleted
+                child_down(st, child, DownReason.REKEYED if rekeyed else DownReason.DELETED_BY_PEER)
     return ours, ignored

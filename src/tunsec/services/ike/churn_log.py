@@ -47,13 +47,16 @@ def child_peer(self: IkeService, ike: int, unique_id: int, theirs: bool, where: 
 
 
 def peer_deleted(reason: DownReason) -> bool:
-    return reason is DownReason.DELETED_BY_PEER
+    """The peer ended the Child SA: its DELETE, or its CHILD_SA_NOT_FOUND to our rekey (each of our
+    rekeys may be answered so: review revrekey2 R3)."""
+    return reason in (DownReason.DELETED_BY_PEER, DownReason.LOST_BY_PEER)
 
 
-def line(self: IkeService, peer: object | None, logger: logging.Logger, msg: str, *args: object) -> None:
-    """``msg`` at INFO, or if ``peer``'s lines are over its limit at DEBUG only (counted in its next)."""
+def line(self: IkeService, peer: object | None, logger: logging.Logger, msg: str, *args: object,
+         level: int = logging.INFO) -> None:
+    """``msg`` at ``level``, or if ``peer``'s lines are over its limit at DEBUG only (counted in its next)."""
     held = self.churn_log.admit(peer) if peer is not None else 0
     if held is None:
         logger.debug(msg, *args)
         return
-    logger.info(msg + "%s", *args, suffix(held))
+    logger.log(level, msg + "%s", *args, suffix(held))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.ts import Ts
-from tunsec.services.ike import installs
+from tunsec.services.ike import churn_log, installs
 from tunsec.services.ike.state import ChildState, Lineage
 
 if TYPE_CHECKING:
@@ -128,9 +128,10 @@ def peer_lost(self: IkeService, state: ChildState) -> bool:
         pending = self._recreating[key] = Pending(state.ike, state.conn, state.child, state.local_ts,
                                                   state.remote_ts, state.lineage, next(self._handles))
         state.lineage.members.add(pending.token)
-    log.warning("%s: CHILD_SA %s %08x_i %08x_o: the peer no longer has it (CHILD_SA_NOT_FOUND to our rekey): "
-                "creating it again; its traffic is dropped meanwhile", state.conn, state.child, state.spi_in,
-                state.spi_out)
+    # the peer may answer each of our rekeys so: its share of the churn lines (review revrekey2 R3)
+    churn_log.line(self, self.log_peer(sa, state.conn), log, "%s: CHILD_SA %s %08x_i %08x_o: the peer no longer "
+                   "has it (CHILD_SA_NOT_FOUND to our rekey): creating it again; its traffic is dropped meanwhile",
+                   state.conn, state.child, state.spi_in, state.spi_out, level=logging.WARNING)
     self.ts_claims.share(state.handle, pending.token)   # the caller's _forget releases the child's own
     pending.joined = None
     pending.trying = True

@@ -1,8 +1,9 @@
 """The lines of what the service refused a peer, or could not do for it, that the peer may ask for
 again at once: a Child SA refused for now (TEMPORARY_FAILURE: the peer's answer, or no inbound SPI
-from our worker), one beyond max_child_sas, an IKE SA beyond max_ike_sas_per_identity, any other
-request of an authenticated peer's refused (TS_UNACCEPTABLE, a rekey to other selectors,
-NO_PROPOSAL_CHOSEN, more selectors than an SA holds), a Child SA the worker did not take.
+from our worker; a rekey the peer's answer leaves to try again: FOR_NOW), one beyond max_child_sas,
+an IKE SA beyond max_ike_sas_per_identity, any other request of an authenticated peer's refused
+(TS_UNACCEPTABLE, a rekey to other selectors, NO_PROPOSAL_CHOSEN, more selectors than an SA holds), a
+Child SA the worker did not take.
 
 Each kind passes BURST lines a PERIOD per peer (loglimit.PeerLogLimiter, as churn_log.py's lines):
 one limiter per kind for the whole service let one peer's repeated refusals spend every line, and
@@ -51,6 +52,10 @@ log = logging.getLogger("tunsec.ike")
 BURST = 5        # lines of one kind per peer per PERIOD ...
 PERIOD = 60.0    # ... seconds, then held and counted
 CEILING = 100    # lines of one kind per PERIOD for all peers together (20 peers' bursts)
+# a Child SA refused for now and tried again: TEMPORARY_FAILURE; our rekey answered CHILD_SA_NOT_FOUND
+# before the peer could have the Child SA, or an answer the peer deleted before it came (review
+# revrekey2 R3: the peer may answer each of our rekeys so)
+FOR_NOW = frozenset({"TEMPORARY_FAILURE", "CHILD_SA_NOT_FOUND", "DELETED_BY_PEER"})
 
 
 def _limiter() -> PeerLogLimiter:
@@ -110,12 +115,12 @@ def _source(self: IkeService, conn: str, addr: str) -> tuple[str, str]:
 
 def failure(self: IkeService, sa: IkeSa, ev: NegotiationFailed) -> int | None:
     """Whether a NegotiationFailed's line passes (how many were held), None: held.  A refusal for
-    now (TEMPORARY_FAILURE) is tried again, and may fail again for every Child SA at once (a full
+    now (FOR_NOW) is tried again, and may fail again for every Child SA at once (a full
     SAD); our refusal of an authenticated peer's request may come again as fast as it likes, and so
     may a Child SA refused for more selectors than an SA holds (a peer's, or its answer's; each
     IKE_AUTH of the peer's can ask again): these per peer.  Other failures of an IKE SA a peer opened
     and never authenticated pass the service's limit of what anyone can cause; ours always log."""
-    if ev.reason == "TEMPORARY_FAILURE":
+    if ev.reason in FOR_NOW:
         return self.refusals.busy.admit(peer_key(self, sa, ev.name))
     if ev.peer_request or ev.ts_limit:
         return self.refusals.refused.admit(peer_key(self, sa, ev.name))
