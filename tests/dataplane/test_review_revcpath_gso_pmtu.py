@@ -12,9 +12,12 @@ sequence number to check for UDP).  send_queue then retries without IP_PKTINFO a
 lost (TS_DROP_IO): every burst to that peer vanishes, single packets pass.
 
 Real parts in a namespace of the test's own: a TUN, the ESP-in-UDP socket with the offloads the
-worker enables (Dataplane.set_offloads), the fast path's loop thread, a veth whose route to the
-peer carries MTU 1300 (what a learnt PMTU looks like to the kernel), and an AF_PACKET socket on the
-veth's other end that counts the ESP datagrams that left."""
+worker enables (Dataplane.set_offloads), the fast path's loop thread, a veth towards the peer, and an
+AF_PACKET socket on the veth's other end that counts the ESP datagrams that left.  The smaller path
+is made two ways: a route to the peer with MTU 1300 (a PPPoE or mobile client's line), and one
+ICMP "fragmentation needed" (MTU 576) from a made-up router address, quoting our port 4500 towards
+the peer's address and any port: the kernel keeps that PMTU for 10 minutes (mtu_expires), and
+the forger needs to know only the peer's address."""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ SCRIPT = textwrap.dedent(r'''
     from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
     from tunsec.dataplane.tun import Tun
 
-    GW, PEER, TUN, N = "192.0.2.1", "198.51.100.7", "revcpath0", 20
+    GW, PEER, TUN, N, MODE = "192.0.2.1", "198.51.100.7", "revcpath0", 20, sys.argv[2]
     def ip(*a):
         subprocess.run(["ip", *a], check=True)
     ip("link", "set", "lo", "up")
@@ -46,8 +49,9 @@ SCRIPT = textwrap.dedent(r'''
     ip("link", "set", "revcpath1", "up")
     ip("link", "set", "revcpath2", "up")
     ip("neigh", "add", "192.0.2.2", "lladdr", "02:00:00:00:00:02", "dev", "revcpath1")
-    # the path to this peer carries 1300 bytes (a learnt PMTU, a PPPoE client's line ...)
-    ip("route", "add", PEER + "/32", "via", "192.0.2.2", "mtu", "1300")
+    ip("route", "add", "default", "via", "192.0.2.2")
+    if MODE == "route":   # the path to this peer carries 1300 bytes (a PPPoE client's line ...)
+        ip("route", "add", PEER + "/32", "via", "192.0.2.2", "mtu", "1300")
     tun = Tun.open(TUN, offload=False)
     ip("link", "set", TUN, "mtu", "1400", "up")      # sized for the local interface, as daemon.py does
     ip("route", "add", "10.9.0.0/24", "dev", TUN)
@@ -57,6 +61,17 @@ SCRIPT = textwrap.dedent(r'''
     cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
     cap.bind(("revcpath2", 0))
     cap.settimeout(0.2)
+    if MODE == "icmp":   # anyone: "fragmentation needed, MTU 576" about our port 4500 to the peer
+        from scapy.layers.inet import ICMP, IP, UDP
+        from scapy.layers.l2 import Ether
+        quote = bytes(IP(src=GW, dst=PEER, flags="DF", len=1500) / UDP(sport=4500, dport=33333, len=1480))[:28]
+        mac = open("/sys/class/net/revcpath1/address").read().strip()
+        forged = Ether(src="02:00:00:00:00:02", dst=mac) / IP(src="203.0.113.9", dst=GW) / ICMP(
+            type=3, code=4, nexthopmtu=576) / quote
+        cap.send(bytes(forged))
+        time.sleep(0.5)   # the kernel takes it in softirq: a moment, not a threshold
+        route = subprocess.run(["ip", "route", "get", PEER], capture_output=True, text=True).stdout
+        assert "mtu 576" in route, route
     os_tun = tun.fileno()
     os.set_blocking(os_tun, False)
     dp = Dataplane()
@@ -93,14 +108,15 @@ SCRIPT = textwrap.dedent(r'''
 ''')
 
 
-def test_a_gso_run_over_a_smaller_path_mtu_still_leaves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("smaller_path", ["route", "icmp"])
+def test_a_gso_run_over_a_smaller_path_mtu_still_leaves(tmp_path: Path, smaller_path: str) -> None:
     if (why := netns_unavailable()) is not None:
         pytest.skip(f"NETNS UNAVAILABLE: {why}")
     with scratch_netns("revcpath") as ns:
         script = tmp_path / "gso_pmtu.py"
         script.write_text(SCRIPT)
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(script), here],
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(script), here, smaller_path],
                              capture_output=True, text=True, timeout=120, env=os.environ.copy())
         assert out.returncode == 0, out.stderr[-3000:]
     offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))
