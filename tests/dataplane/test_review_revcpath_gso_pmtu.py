@@ -69,8 +69,11 @@ SCRIPT = textwrap.dedent(r'''
         forged = Ether(src="02:00:00:00:00:02", dst=mac) / IP(src="203.0.113.9", dst=GW) / ICMP(
             type=3, code=4, nexthopmtu=576) / quote
         cap.send(bytes(forged))
-        time.sleep(0.5)   # the kernel takes it in softirq: a moment, not a threshold
-        route = subprocess.run(["ip", "route", "get", PEER], capture_output=True, text=True).stdout
+        for _ in range(50):   # the kernel takes it in softirq: wait until the route shows it
+            route = subprocess.run(["ip", "route", "get", PEER], capture_output=True, text=True).stdout
+            if "mtu 576" in route:
+                break
+            time.sleep(0.1)
         assert "mtu 576" in route, route
     os_tun = tun.fileno()
     os.set_blocking(os_tun, False)
