@@ -1,5 +1,5 @@
-"""Review revcpath F1: a GSO run of ESP packets larger than the path MTU towards their peer is lost
-whole, where each packet sent alone leaves (fragmented by the kernel).
+"""A GSO run of ESP packets larger than the path MTU towards their peer still leaves, datagram by
+datagram, fragmented by the kernel as each one sent alone is (review revcpath F1: it was lost whole).
 
 The loop (csrc/loop.c queue_esp) joins consecutive equal-size ESP packets to one peer into one
 UDP_SEGMENT message.  The kernel refuses such a message when a segment does not fit the route's MTU
@@ -8,8 +8,9 @@ while it fragments the same datagram sent on its own (IP_PMTUDISC_WANT, the sock
 tunnel MTU is sized from the local interface's MTU (daemon.py), so the path to one peer can be
 smaller: a road warrior on PPPoE (1492) or a mobile link, or a PMTU the kernel learnt from an ICMP
 "fragmentation needed" -- which anyone who knows the peer's address and port can forge (no
-sequence number to check for UDP).  send_queue then retries without IP_PKTINFO and counts the run
-lost (TS_DROP_IO): every burst to that peer vanishes, single packets pass.
+sequence number to check for UDP).  send_queue used to retry without IP_PKTINFO and count the run
+lost (TS_DROP_IO): every burst to that peer vanished, single packets passed.  Now it sends a refused
+run's segments one datagram at a time (loop.c send_split; the C self-test's test_gso_split.c).
 
 Real parts in a namespace of the test's own: a TUN, the ESP-in-UDP socket with the offloads the
 worker enables (Dataplane.set_offloads), the fast path's loop thread, a veth towards the peer, and an
