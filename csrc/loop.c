@@ -64,7 +64,7 @@
 #define RXSLOT (65536 + 256)
 #define ARENA (4u << 20)
 #define MAX_MSGS 1024
-#define MAX_SEGS 256
+#define MAX_SEGS TS_VNET_MAX_SEGS
 #define SEGCAP (65536 + MAX_SEGS * 128)
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000
