@@ -25,6 +25,7 @@
  *     -> arena; equal-size run to one peer = 1 GSO     queue_esp
  *        (from the SA's local address: IP(V6)_PKTINFO)  cmsg.c ts_pktinfo_put
  *     -> sendmmsg per socket                           flush_out
+ *        (a run the kernel refuses: one datagram each)  send_split
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
  *     -> control data: GRO size, our address it came to cmsg.c ts_rx_meta_parse
@@ -63,7 +64,7 @@
 #define RXSLOT (65536 + 256)
 #define ARENA (4u << 20)
 #define MAX_MSGS 1024
-#define MAX_SEGS 256
+#define MAX_SEGS TS_VNET_MAX_SEGS
 #define SEGCAP (65536 + MAX_SEGS * 128)
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000
@@ -98,6 +99,7 @@ typedef struct outq {
     struct iovec iov[MAX_MSGS];
     cmsg_out cm[MAX_MSGS];
     uint16_t seg[MAX_MSGS];            /* each message's GSO segment size, 0 = one datagram (no GSO) */
+    ts_sa *sa[MAX_MSGS];               /* each message's SA (its peer address is the message's) */
     unsigned n;
     run r;
 } outq;
@@ -142,6 +144,7 @@ static void prefault_outq(outq *q) {
     prefault(q->iov, TS_BATCH * sizeof(q->iov[0]));
     prefault(q->cm, TS_BATCH * sizeof(q->cm[0]));
     prefault(q->seg, TS_BATCH * sizeof(q->seg[0]));
+    prefault(q->sa, TS_BATCH * sizeof(q->sa[0]));
 }
 
 static void prefault_working_set(struct ts_batch *b, const ts_queue *q) {
@@ -213,37 +216,132 @@ int ts_dp_set_offloads(ts_dp *dp, int vnet_hdr) {
     return active;
 }
 
-static void send_queue(ts_dp *dp, int fd, outq *q) {
+/* lost: messages [from, to) of m, counted by datagram (a GSO run by its segments) */
+static void count_lost(ts_dp *dp, const struct mmsghdr *m, const uint16_t *seg, unsigned from, unsigned to) {
+    for (unsigned i = from; i < to; i++) {
+        size_t n = m[i].msg_hdr.msg_iov->iov_len, s = seg && seg[i] ? seg[i] : n;
+        atomic_fetch_add_explicit(&dp->drops[TS_DROP_IO], (n + s - 1) / s, memory_order_relaxed);
+    }
+}
+
+/* the source address cmsg (IP(V6)_PKTINFO) comes after UDP_SEGMENT's, if any (queue_esp) */
+static bool has_pktinfo(const struct msghdr *h, uint16_t seg) {
+    return h->msg_control && h->msg_controllen > (seg ? GSO_SPACE : 0);
+}
+
+static void drop_pktinfo(struct msghdr *h, uint16_t seg) {
+    h->msg_controllen = seg ? GSO_SPACE : 0;
+    if (!seg)
+        h->msg_control = NULL;
+}
+
+static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg, ts_sa *const *sa, unsigned n);
+
+/* The kernel refused a GSO run whose datagrams it takes one by one: EMSGSIZE (EINVAL on older
+ * kernels) when a segment is larger than the path MTU towards the peer -- a PPPoE or mobile
+ * client, or a PMTU from an ICMP "fragmentation needed" anyone can forge -- which it fragments
+ * in a lone datagram; EIO on an egress without checksum offload.  The run's segments go as
+ * datagrams, in order (the peer's replay window), from the run's source address, each counted
+ * lost only if it fails.  Their headers point into the run's (its peer address, in the SA: the
+ * read lock is still held).  Returns false when the socket is full. */
+static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg) {
+    struct mmsghdr m[GSO_MAX_SEGS];
+    struct iovec iov[GSO_MAX_SEGS];
+    const struct iovec *whole = h->msg_iov;
+    void *pktinfo = has_pktinfo(h, seg) ? (char *)h->msg_control + GSO_SPACE : NULL;
+    unsigned n = 0;
+    for (size_t off = 0; off < whole->iov_len && n < GSO_MAX_SEGS; off += seg, n++) {
+        size_t left = whole->iov_len - off;
+        iov[n] = (struct iovec){(uint8_t *)whole->iov_base + off, left < seg ? left : seg};
+        memset(&m[n], 0, sizeof(m[n]));
+        m[n].msg_hdr.msg_name = h->msg_name;
+        m[n].msg_hdr.msg_namelen = h->msg_namelen;
+        m[n].msg_hdr.msg_iov = &iov[n];
+        m[n].msg_hdr.msg_iovlen = 1;
+        m[n].msg_hdr.msg_control = pktinfo;
+        m[n].msg_hdr.msg_controllen = pktinfo ? h->msg_controllen - GSO_SPACE : 0;
+    }
+    return send_msgs(dp, fd, m, NULL, NULL, n);
+}
+
+/* After the kernel refused a GSO run to an SA's peer, its packets go as datagrams for a while,
+ * rather than every batch paying for a refused run first; then GSO is tried again (the path can
+ * grow: a learnt PMTU expires after 10 minutes, routes change).  ts_sad_migrate clears it. */
+#define GSO_PAUSE_NS (10ull * 1000000000ull)
+
+static void gso_pause(ts_sa *sa) {
+    atomic_store_explicit(&sa->gso_paused_until, ts_now_ns() + GSO_PAUSE_NS, memory_order_relaxed);
+}
+
+static bool gso_paused(ts_sa *sa) {
+    uint64_t until = atomic_load_explicit(&sa->gso_paused_until, memory_order_relaxed);
+    if (!until)
+        return false;
+    if (ts_now_ns() < until)
+        return true;
+    /* over: the clock is read again only after the next refusal */
+    atomic_compare_exchange_strong_explicit(&sa->gso_paused_until, &until, 0, memory_order_relaxed,
+                                            memory_order_relaxed);
+    return false;
+}
+
+/* errors of a GSO run that its datagrams sent alone do not share */
+static bool gso_refused(int err) {
+    return err == EMSGSIZE || err == EINVAL || err == EIO;
+}
+
+/* m[0, n) in order.  seg[i] (NULL: all 0): message i is a GSO run of seg[i]-byte segments to
+ * sa[i]'s peer.  Returns false when the socket is full (the rest counted lost). */
+static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg, ts_sa *const *sa, unsigned n) {
     unsigned done = 0;
-    while (done < q->n) {
-        int r = sendmmsg(fd, q->m + done, q->n - done, MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            dp->last_errno = errno;
-            /* EAGAIN/ENOBUFS: the rest is lost, like a full NIC queue.  Anything else
-             * (unreachable, a source address no longer ours) is this message's own:
-             * it is lost, the other peers' messages still go */
-            bool full = errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS;
-            struct msghdr *h = &q->m[done].msg_hdr;
-            if (!full && h->msg_control && h->msg_controllen != GSO_SPACE) {
-                /* the SA's source address is no longer ours (or not allowed there): send it
-                 * from the address the route picks, which ESP's receivers accept (they find
-                 * the SA by SPI); only the IKE SA's next move (MOBIKE) says where to go */
-                h->msg_control = q->seg[done] ? q->cm[done].buf : NULL;
-                h->msg_controllen = q->seg[done] ? GSO_SPACE : 0;
-                continue;
-            }
-            unsigned end = full ? q->n : done + 1;
-            for (; done < end; done++) {
-                size_t n = q->m[done].msg_hdr.msg_iov->iov_len, seg = q->seg[done] ? q->seg[done] : n;
-                uint64_t lost = (n + seg - 1) / seg;
-                atomic_fetch_add_explicit(&dp->drops[TS_DROP_IO], lost, memory_order_relaxed);
+    while (done < n) {
+        int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
+        if (r >= 0) {
+            done += (unsigned)r;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        int err = errno;
+        dp->last_errno = err;
+        /* EAGAIN/ENOBUFS: the rest is lost, like a full NIC queue.  Anything else
+         * (unreachable, a source address no longer ours) is this message's own:
+         * it is lost, the other peers' messages still go */
+        if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) {
+            count_lost(dp, m, seg, done, n);
+            return false;
+        }
+        struct msghdr *h = &m[done].msg_hdr;
+        uint16_t s = seg ? seg[done] : 0;
+        if (s && gso_refused(err)) {
+            gso_pause(sa[done]);
+            bool room = send_split(dp, fd, h, s);
+            done++;
+            if (!room) {
+                count_lost(dp, m, seg, done, n);
+                return false;
             }
             continue;
         }
-        done += (unsigned)r;
+        if (has_pktinfo(h, s)) {
+            /* the SA's source address is no longer ours (or not allowed there): send it
+             * from the address the route picks, which ESP's receivers accept (they find
+             * the SA by SPI); only the IKE SA's next move (MOBIKE) says where to go.
+             * The datagrams of a split run share their source address cmsg: all move. */
+            const void *ctl = h->msg_control;
+            for (unsigned k = done; k < n; k++)
+                if (m[k].msg_hdr.msg_control == ctl)
+                    drop_pktinfo(&m[k].msg_hdr, seg ? seg[k] : 0);
+            continue;
+        }
+        count_lost(dp, m, seg, done, done + 1);
+        done++;
     }
+    return true;
+}
+
+static void send_queue(ts_dp *dp, int fd, outq *q) {
+    send_msgs(dp, fd, q->m, q->seg, q->sa, q->n);
     q->n = 0;
     q->r.idx = -1;
 }
@@ -257,13 +355,13 @@ static void flush_out(ts_dp *dp, struct ts_batch *b) {
 }
 
 /* the ESP packet just written at arena + used: extend the peer's GSO run or start a message */
-static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len) {
+static void queue_esp(ts_dp *dp, struct ts_batch *b, ts_sa *sa, size_t len) {
     outq *q = sa->remote.family == 4 ? &b->q4 : &b->q6;
     uint8_t *p = b->arena + b->used;
     run *r = &q->r;
     if (dp->udp_gso && r->idx >= 0 && !r->closed && r->sa == sa && len <= r->seg &&
         r->count < GSO_MAX_SEGS && r->bytes + len <= GSO_MAX_BYTES &&
-        (uint8_t *)q->iov[r->idx].iov_base + q->iov[r->idx].iov_len == p) {
+        (uint8_t *)q->iov[r->idx].iov_base + q->iov[r->idx].iov_len == p && !gso_paused(sa)) {
         q->iov[r->idx].iov_len += len;
         r->count++;
         r->bytes += len;
@@ -291,6 +389,7 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, const ts_sa *sa, size_t len
         q->m[i].msg_hdr.msg_iov = &q->iov[i];
         q->m[i].msg_hdr.msg_iovlen = 1;
         q->seg[i] = 0;
+        q->sa[i] = sa;
         /* from the SA's local address: a socket bound to the wildcard would otherwise leave
          * from whichever address the route prefers, not the one the peer talks to */
         if (sa->local.family == sa->remote.family && (sa->remote.family == 4 ? b->q->any4 : b->q->any6)) {

@@ -23,6 +23,9 @@
  * (TS_DROP_IKE_TOO_BIG): tunsec.ike.constants.MAX_IKE_MESSAGE, strongSwan's charon.max_packet */
 #define TS_IKE_MAX_MESSAGE 10000
 #define TS_BATCH 64
+/* the most segments one TSO/USO read of a TUN with offloads may carry (loop.c cuts them; more: the
+ * read is dropped, malformed): tun.py sets the TUN's gso_max_segs to it */
+#define TS_VNET_MAX_SEGS 256
 #define TS_MAX_QUEUES 16
 
 enum ts_err {

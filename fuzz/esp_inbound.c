@@ -20,6 +20,16 @@
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
  *         bit2  raw: sent from port 500 (IKE without the non-ESP marker,
  *               never decrypted) instead of 4500
+ *         bit1  raw (review revcpath): IKE after the non-ESP marker that names our SPI
+ *               (the harness writes marker, SPI, I flag and length field over the
+ *               body, which needs 32 bytes or more): bit4 clear, the SPI of an
+ *               established IKE SA (ts_dp_ike_spi_add: the reserve); bit4 set, an
+ *               SPI carrying our tag for the sender's address (ts_dp_ike_spi_key,
+ *               its high half from the body); bit5 clear: sent by the original
+ *               initiator (our SPI is SPIr), set: by the responder (SPIi)
+ * Such IKE must go up marked as what it is (known with its peer, or proven), within the
+ * shares; anything else never is.  SA B holds a reservation (ts_sad_reserve, LIMIT_B): a number
+ * above it is never delivered, and raises at most one RESERVE naming it.
  * An ICMP error that gets through must quote a packet inside A's selectors (an ICMPv6 one
  * found behind any number of extension headers).
  * SA A is armed with report_first_use: one FIRST_USE at most per input, never
@@ -32,6 +42,10 @@
 #define SPI_B 0x2000u
 #define SPI_LARVAL 0x3000u
 #define MAX_RECORDS 16
+#define KNOWN_IKE_SPI 0x0123456789abcdefull
+#define KNOWN_PEER 77u
+#define LIMIT_B (0x100000000ull + 0x40000000ull)   /* past the seeds' numbers (esn-wrap crosses 2^32) */
+static const uint8_t TAG_KEY[16] = "tunsec-tag-key!!";
 
 static const uint8_t KEY_A[20] = "0123456789abcdefSALT";
 static const uint8_t KEY_B[36] = "0123456789abcdef0123456789abcdefsalt";
@@ -56,6 +70,34 @@ static void key_in(uint32_t spi, const uint8_t *key, uint8_t keylen, uint8_t esn
         p.hard_packets = 6;
     }
     FUZZ_SETUP(ts_sad_update(dp, &p) == TS_OK);
+    if (spi == SPI_B)
+        FUZZ_SETUP(ts_sad_reserve(dp, SPI_B, TS_DIR_IN, NULL, LIMIT_B, 0) == TS_OK);
+}
+
+static void put64(uint8_t *p, uint64_t v) {
+    fz_put32(p, (uint32_t)(v >> 32));
+    fz_put32(p + 4, (uint32_t)v);
+}
+
+/* raw bit1: marker, our SPI (known or tagged for src) where the I flag says, the length field;
+ * 1 = known, 2 = tagged, 0 = too short to be made one */
+static int make_ike(uint8_t *d, size_t len, uint8_t flags, const ts_addr *src) {
+    if (len < 4 + 28)
+        return 0;
+    uint8_t *ike = d + 4;
+    fz_put32(d, 0);
+    uint64_t spi = KNOWN_IKE_SPI;
+    if (flags & 0x10) {
+        uint32_t r = fz_be32(ike + ((flags & 0x20) ? 0 : 8)) | 1u;   /* nonzero: an SPI */
+        spi = (uint64_t)r << 32 | ts_ike_spi_tag(TAG_KEY, r, src);
+    }
+    if (flags & 0x20)
+        ike[19] &= (uint8_t)~0x08;
+    else
+        ike[19] |= 0x08;
+    put64(ike + ((flags & 0x20) ? 0 : 8), spi);
+    fz_put32(ike + 24, (uint32_t)(len - 4));
+    return (flags & 0x10) ? 2 : 1;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -64,6 +106,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     FUZZ_SETUP(dp != NULL);
     uint32_t got = 0;
     FUZZ_SETUP(ts_sad_getspi(dp, SPI_LARVAL, SPI_LARVAL, &got) == TS_OK);
+    FUZZ_SETUP(ts_dp_ike_spi_add(dp, KNOWN_IKE_SPI, KNOWN_PEER) == TS_OK);
+    FUZZ_SETUP(ts_dp_ike_spi_key(dp, TAG_KEY) == TS_OK);
     return 0;
 }
 
@@ -144,12 +188,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_addr4(&src500, 192, 0, 2, 1, 500);
     fz_addr4(&local, 192, 0, 2, 2, 4500);
     int a_sent = 0, a_through = 0;   /* records with SA A's SPI (not tampered with): sent, delivered */
+    int known_q = 0, proven_q = 0;   /* raw bit1 records queued up: known, tagged */
     for (int r = 0; r < MAX_RECORDS && in.n; r++) {
         uint8_t flags = fz_u8(&in);
         size_t want = fz_u16(&in), len = 0, dlen;
-        int sealed = flags & 1, bad_tag = 0, from500 = !sealed && (flags & 4);
+        int sealed = flags & 1, bad_tag = 0, from500 = !sealed && (flags & 4), ike_kind = 0;
+        uint64_t seq = 0;
         if (sealed) {
-            uint64_t seq = fz_u64(&in);
+            seq = fz_u64(&in);
             uint8_t iv[8];
             for (int i = 0; i < 8; i++)
                 iv[i] = fz_u8(&in);
@@ -162,9 +208,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             const uint8_t *raw = fz_take(&in, want, &len);
             dlen = len;
             memcpy(datagram, raw, len);
-            if (len >= 4 && (flags & 0x10))
+            if (!from500 && (flags & 2))
+                ike_kind = make_ike(datagram, len, flags, &src);
+            if (!ike_kind && len >= 4 && (flags & 0x10))
                 fz_put32(datagram, SPI_B);
-            if (len >= 4 && (flags & 0x20))
+            if (!ike_kind && len >= 4 && (flags & 0x20))
                 fz_put32(datagram, SPI_LARVAL);
         }
         size_t outcap = (flags & 8) ? dlen * (((flags >> 6) & 3) + 1) / 4 : TS_MAX_PACKET;
@@ -196,10 +244,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (bad_tag)
             FUZZ_ASSERT(drop != TS_DROP_NONE);
+        /* SA B's reservation: nothing above it gets past it (to its selectors: SA B has none, so a
+         * number within it ends as a policy drop at best).  The ICV passes only with the harness's
+         * number as the one inferred. */
+        if (sealed && (flags & 2) && !bad_tag && seq > LIMIT_B)
+            FUZZ_ASSERT(n == 0 && drop != TS_DROP_POLICY && drop != TS_DROP_DUMMY && drop != TS_DROP_ICMP_QUOTE);
+        /* IKE naming our SPI: queued, or refused for its shares only (or as too big) */
+        if (ike_kind == 1)
+            FUZZ_ASSERT(drop == TS_DROP_NONE || drop == TS_DROP_IKE_KNOWN_SHARE || drop == TS_DROP_IKE_KNOWN_SOURCE ||
+                        drop == TS_DROP_IKE_KNOWN_FULL || drop == TS_DROP_IKE_TOO_BIG);
+        if (ike_kind == 2)
+            FUZZ_ASSERT(drop == TS_DROP_NONE || drop == TS_DROP_IKE_PROVEN_SOURCE || drop == TS_DROP_IKE_PROVEN_FULL ||
+                        drop == TS_DROP_IKE_TOO_BIG);
+        known_q += ike_kind == 1 && drop == TS_DROP_NONE;
+        proven_q += ike_kind == 2 && drop == TS_DROP_NONE;
         free(udp);
         free(out);
     }
-    int first_use = 0;
+    int first_use = 0, known_up = 0, proven_up = 0, reserves = 0;
     ts_event ev;
     static uint8_t evbuf[TS_MAX_PACKET];
     while (ts_dp_next_event(dp, &ev, evbuf, sizeof(evbuf)) == 1) {
@@ -210,8 +272,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* IKE goes up only as a whole header whose length field is the message's */
         if (ev.type == TS_EV_IKE)
             FUZZ_ASSERT(ev.data_len >= 28 && fz_be32(evbuf + 24) == ev.data_len);
+        /* known only with our established SA's SPI, and then with its peer; proven only if not known */
+        if (ev.type == TS_EV_IKE && ev.known) {
+            uint64_t ours = fz_be64(evbuf + ((evbuf[19] & 0x08) ? 8 : 0));
+            FUZZ_ASSERT(ours == KNOWN_IKE_SPI && ev.peer == KNOWN_PEER && !ev.proven);
+            known_up++;
+        }
+        if (ev.type == TS_EV_IKE && ev.proven) {
+            uint64_t ours = fz_be64(evbuf + ((evbuf[19] & 0x08) ? 8 : 0));
+            FUZZ_ASSERT((uint32_t)ours == ts_ike_spi_tag(TAG_KEY, (uint32_t)(ours >> 32), &src));
+            proven_up++;
+        }
+        /* one RESERVE per reservation, for a number above it */
+        if (ev.type == TS_EV_RESERVE) {
+            FUZZ_ASSERT(ev.spi == SPI_B && ev.seq > LIMIT_B);
+            reserves++;
+        }
     }
     FUZZ_ASSERT(first_use <= 1 && first_use <= a_sent && first_use >= a_through);
+    /* every one queued goes up (one peer from one address: its share, 16, is full before its
+     * sender's, 32, so none is evicted); other raw records may name these SPIs too */
+    FUZZ_ASSERT(known_up >= known_q && proven_up >= proven_q && reserves <= 1);
     fz_drain_events(dp);
     ts_sa_info info;
     FUZZ_ASSERT(ts_sad_get(dp, SPI_B, TS_DIR_IN, NULL, &info) == TS_OK);

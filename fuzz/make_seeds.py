@@ -169,6 +169,17 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     # from port 500 (flag 0x04): IKE without the marker, a short one, and ESP that must not decrypt
     yield "raw-from-500", (raw(ike, flags=0x04) + raw(ike[:27], flags=0x04) + raw(b"\xff", flags=0x04)
                            + raw(esp_wire(SPI_A, KEY_A, 1, p4), flags=0x04))
+    # review revcpath: IKE naming our SPI (flag 0x02: the harness writes marker, SPI and length):
+    # an established IKE SA's, as initiator and responder, 16 in all: its peer's whole share
+    body = b"\0\0\0\0" + ike
+    yield "ike-known-spi", raw(body, flags=0x02) + raw(body, flags=0x22) + b"".join(raw(body, flags=0x02)
+                                                                                   for _ in range(14))
+    # ... one carrying our tag for the sender's address, and one whose tag is for no one (no flag 0x02)
+    yield "ike-tagged-spi", raw(body, flags=0x12) + raw(body, flags=0x32) + raw(body)
+    # SA B's reservation (LIMIT_B = 2^32 + 2^30): into the next epoch, then past the limit (never
+    # delivered, one RESERVE), twice, then below it again
+    above = (1, 0x7FFFFFFF, 0xFFFFFFF0, 0x100000001, 0x140000005, 0x140000006, 0x100000003)
+    yield "esn-above-limit", b"".join(sealed(p6, s, b=True) for s in above)
 
 
 # ------------------------------------------------------------------ ESP outbound

@@ -189,15 +189,29 @@ void *run_thread(void *arg) {
     return (void *)(intptr_t)rc;
 }
 
-int udp_bound(uint16_t *port) {
+/* a UDP socket on addr (host order), any port */
+static int udp_on(uint32_t addr, uint16_t *port) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     FATAL_IF(fd < 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(addr)};
     FATAL_IF(bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0);
     socklen_t l = sizeof(a);
     FATAL_IF(getsockname(fd, (struct sockaddr *)&a, &l) != 0);
     *port = ntohs(a.sin_port);
     return fd;
+}
+
+int udp_bound(uint16_t *port) { return udp_on(INADDR_LOOPBACK, port); }
+
+/* on 0.0.0.0, as a gateway without local_addrs binds its port 4500 */
+int udp_wildcard(uint16_t *port) { return udp_on(INADDR_ANY, port); }
+
+/* 127.0.0.<last>: on loopback all of 127.0.0.0/8 is ours */
+void set_lo(ts_addr *a, uint8_t last, uint16_t port) {
+    memset(a, 0, sizeof(*a));
+    a->family = 4;
+    a->addr[0] = 127; a->addr[3] = last;
+    a->port = port;
 }
 
 ssize_t recv_wait(int fd, uint8_t *buf, size_t cap) {

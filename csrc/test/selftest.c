@@ -21,7 +21,8 @@
  * SA it would enter), test_ike_trust.c (the reserve of established IKE SAs and
  * their SPI set), test_invalid_spi.c (its rate limits), test_fuzz.c,
  * test_offload.c, test_loop.c, test_hold.c, test_cmsg.c (socket control
- * data: the local address a datagram came to, the source ESP leaves from), test_spd.c and
+ * data: the local address a datagram came to, the source ESP leaves from), test_gso_split.c (a GSO
+ * run the kernel refuses sent as datagrams), test_spd.c and
  * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
  * the flow caches when an allocation fails), test_sandbox.c (the worker's seccomp filter); what
  * they share is
@@ -98,6 +99,8 @@ int main(int argc, char **argv) {
     test_cmsg_parse();
     test_cmsg_pktinfo_put();
     test_cmsg_loop();
+    test_gso_split();
+    test_gso_split_source_gone();
     test_spd_index_diff();
     test_spd_index_threads();
     test_spd_index_10k();

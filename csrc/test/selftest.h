@@ -109,6 +109,8 @@ uint64_t drop_sum(ts_dp *dp, uint64_t *per);
 /* ---- the batch loop over real sockets (harness.c) ----------------------------- */
 void *run_thread(void *arg);
 int udp_bound(uint16_t *port);
+int udp_wildcard(uint16_t *port);         /* on 0.0.0.0, as a gateway without local_addrs */
+void set_lo(ts_addr *a, uint8_t last, uint16_t port);   /* 127.0.0.<last> */
 ssize_t recv_wait(int fd, uint8_t *buf, size_t cap);
 
 /* ---- the tests, in the order main() runs them -------------------------------- */
@@ -182,6 +184,8 @@ void test_hold_loop(void);
 void test_cmsg_parse(void);             /* test_cmsg.c */
 void test_cmsg_pktinfo_put(void);
 void test_cmsg_loop(void);
+void test_gso_split(void);              /* test_gso_split.c */
+void test_gso_split_source_gone(void);
 void test_spd_index_diff(void);         /* test_spd.c */
 void test_spd_index_threads(void);
 void test_spd_index_10k(void);

@@ -176,18 +176,6 @@ void test_cmsg_pktinfo_put(void) {
     CHECK(ts_pktinfo_put(buf, n - 1, &a) == 0);
 }
 
-/* a UDP socket on 0.0.0.0 (any port), as a gateway without local_addrs binds its port 4500 */
-static int udp_wildcard(uint16_t *port) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    FATAL_IF(fd < 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY)};
-    FATAL_IF(bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0);
-    socklen_t l = sizeof(a);
-    FATAL_IF(getsockname(fd, (struct sockaddr *)&a, &l) != 0);
-    *port = ntohs(a.sin_port);
-    return fd;
-}
-
 /* the next event, waiting for it (up to 10 s: only a hang fails, never slowness) */
 static bool next_event_wait(ts_dp *dp, ts_event *ev, uint8_t *data, size_t cap) {
     for (int i = 0; i < 1000; i++) {
@@ -197,13 +185,6 @@ static bool next_event_wait(ts_dp *dp, ts_event *ev, uint8_t *data, size_t cap) 
         (void)poll(&pf, 1, 10);
     }
     return false;
-}
-
-static void set_lo(ts_addr *a, uint8_t last, uint16_t port) {
-    memset(a, 0, sizeof(*a));
-    a->family = 4;
-    a->addr[0] = 127; a->addr[3] = last;
-    a->port = port;
 }
 
 /* the loop on a wildcard socket: 127.0.0.0/8 is all ours on loopback, so .2 and .3 stand for a

@@ -43,6 +43,9 @@ IPNetwork = IPv4Network | IPv6Network
 # UDP 8 + SPI/seq 8 + IV 8 + pad length/next header 2 + ICV 16
 ESP_UDP_OVERHEAD = 8 + 8 + 8 + 2 + 16
 TXQUEUELEN = 4096
+# the most segments the fast path cuts one TSO/USO read into (csrc/tunsec_dp.h TS_VNET_MAX_SEGS, tests
+# check they agree): a TCP sender with a small MSS would otherwise hand it 64 KiB reads of more
+VNET_MAX_SEGS = 256
 IFA_F_NODAD = 0x02   # linux/if_addr.h
 
 # linux/if_tun.h: pytun-pmd3 has no TUNSETOFFLOAD
@@ -204,6 +207,10 @@ class Tun:
             if int(link.get_attr("IFLA_TXQLEN") or 0) < TXQUEUELEN:
                 self._change(lambda: ipr.link("set", index=idx, txqlen=TXQUEUELEN),
                              f"setting txqueuelen {TXQUEUELEN} on TUN {self.name}", "", "")
+            # super-packets of no more segments than the fast path cuts, which drops a larger one whole
+            if self.vnet_hdr and int(link.get_attr("IFLA_GSO_MAX_SEGS") or 0) > VNET_MAX_SEGS:
+                self._change(lambda: ipr.link("set", index=idx, IFLA_GSO_MAX_SEGS=VNET_MAX_SEGS),
+                             f"setting gso_max_segs {VNET_MAX_SEGS} on TUN {self.name}", "", "")
             if not link["flags"] & IFF_UP:
                 self._change(lambda: ipr.link("set", index=idx, state="up"), f"bringing TUN {self.name} up",
                              "it is down", "up")
