@@ -1,0 +1,71 @@
+"""Review revwiden2 (h/fixwiden's yielding): proofs that fail on main.
+
+The hub of test_ikeservice_widen: spoke 0, a site whose connection lets it choose from 10.0.0.0/8
+(it answered 10.8.0.0/16), spoke 1 a full tunnel the hub initiated after it, cut around 10.8.0.0/16.
+The site lets its Child SA go (its IKE SA stays), the full tunnel is widened: 10.8.0.0/16 yields.
+A real IkeService, the worker's request handling and the C fast path in process; the spokes' IKE
+engines in memory."""
+
+from __future__ import annotations
+
+import pytest
+from test_ikeservice_initiator_claims import Hub, Net, Spoke, hub
+from test_ikeservice_peers import run
+from test_ikeservice_widen import FULL, HOLD_OFF, SITE, _after_hold_off, _full_tunnel, count_initiations
+
+from tunsec.ike.ts import Ts
+from tunsec.services.ike import widen
+
+WHOLE = [(Ts.parse("0.0.0.0/0"),)]
+# the site's children: the hub starts "net" (the spoke's responder takes its first fitting child, the
+# last of these); the spoke itself asks for "a" and "b", two /24s of what the widening took back
+SITE_NETS = (Net("b", "10.0.0.0/8", "10.8.1.0/24"), Net("a", "10.0.0.0/8", "10.8.0.0/24"),
+             Net("net", "10.0.0.0/8", "10.8.0.0/16"))
+
+
+@pytest.fixture(autouse=True)
+def _short_hold_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(widen, "HOLD_OFF", HOLD_OFF)
+
+
+async def _widened_by_the_sites_delete() -> Hub:
+    h = await hub(Spoke("site.example", SITE_NETS, start="net"),
+                  Spoke("full.example", (Net("net", "0.0.0.0/0", "0.0.0.0/0"),)))
+    assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse("10.8.0.0/16"),)]
+    assert _full_tunnel(h) == [(Ts.parse("0.0.0.0-10.7.255.255"), Ts.parse("10.9.0.0-255.255.255.255"))]
+    (child,) = h.site_sa(SITE).children
+    h.site_sa(SITE).delete_child(child.unique_id)   # the site lets its network go; its IKE SA stays
+    await h.settle()
+    await _after_hold_off(h)
+    assert _full_tunnel(h) == WHOLE
+    return h
+
+
+async def _site_swaps(h: Hub, child: str) -> None:
+    """The site deletes the Child SA it has (if any) and asks for ``child``: two exchanges of its own."""
+    for c in list(h.site_sa(SITE).children):
+        h.site_sa(SITE).delete_child(c.unique_id)
+    h.site_sa(SITE).initiate(child)
+    await h.settle()
+
+
+def test_a_peer_swapping_its_own_child_sas_does_not_churn_the_full_tunnel_faster_than_the_hold_off(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """widen.py's bound ("a CREATE_CHILD_SA per doubled hold-off at most") holds for the widening only:
+    the narrowing of a widened Child SA around a returning peer starts at that peer's install, with no
+    hold-off, and a success forgets the failures.  The site, swapping its own Child SA between two
+    /24s of what was taken back (each install meets our Child SA narrowed around the other), makes the
+    hub create the full tunnel's Child SA again (a CREATE_CHILD_SA and a DELETE in spoke 1's IKE SA, a
+    new reqid, updown) once per swap, as fast as its own exchanges go.  Before h/makebb the site's
+    Child SAs touched nobody else's."""
+    async def body() -> None:
+        h = await _widened_by_the_sites_delete()
+        asked = count_initiations(monkeypatch, "spoke1")
+        monkeypatch.setattr(widen, "HOLD_OFF", HOLD_OFF * 1000)   # the swaps all happen within one hold-off
+        for child in ("a", "b") * 4:
+            await _site_swaps(h, child)
+        assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse("10.8.1.0/24"),)]
+        assert len(h.children_of(FULL)) == 1
+        assert len(asked) <= 2, f"{len(asked)} Child SAs of the full tunnel created within one hold-off " \
+                                "by the site's 8 swaps of its own Child SA"
+    run(body())
