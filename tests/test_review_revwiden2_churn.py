@@ -69,3 +69,39 @@ def test_a_peer_swapping_its_own_child_sas_does_not_churn_the_full_tunnel_faster
         assert len(asked) <= 2, f"{len(asked)} Child SAs of the full tunnel created within one hold-off " \
                                 "by the site's 8 swaps of its own Child SA"
     run(body())
+
+
+def test_a_peer_sharing_by_name_does_not_make_every_rekey_of_its_child_sa_replace_the_full_tunnels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spoke 2's connection names it and gives it 10.8.0.0/16 as written; spoke 1's gives it 0.0.0.0/0
+    as written: two such peers share (TsClaims.overlaps ``named``), whatever yields.  Once the full
+    tunnel is widened (0.0.0.0/0 as written: its claim is named), spoke 2's Child SA is admitted by
+    that sharing, yet its install meets what was taken back and starts the "narrowing": our proposal
+    leaves nothing out (spoke 2's claim is shared), the new Child SA is 0.0.0.0/0 again, the widened
+    one deleted, the new one booked as widened.  So every install of spoke 2's (each rekey, either
+    side's) replaces spoke 1's Child SA: a CREATE_CHILD_SA and a DELETE in another peer's IKE SA,
+    for nothing, with no hold-off, for the life of both IKE SAs."""
+    async def body() -> None:
+        h = await hub(Spoke("site.example", SITE_NETS, start="net"),
+                      Spoke("full.example", (Net("net", "0.0.0.0/0", "0.0.0.0/0"),)),
+                      Spoke("backup.example", (Net("net", "10.8.0.0/16", "10.8.0.0/16"),)))
+        assert h.children_of(2) == []   # (refused at first: the site held it)
+        (child,) = h.site_sa(SITE).children
+        h.site_sa(SITE).delete_child(child.unique_id)
+        await h.settle()
+        await _after_hold_off(h)
+        assert _full_tunnel(h) == WHOLE
+        h.service.initiate("spoke2", "net")   # the named backup comes: it shares with the full tunnel
+        await h.settle()
+        await _after_hold_off(h)
+        assert [c.remote_ts for c in h.children_of(2)] == [(Ts.parse("10.8.0.0/16"),)]
+        assert _full_tunnel(h) == WHOLE   # (nothing to narrow around: shared)
+        asked = count_initiations(monkeypatch, "spoke1")
+        for _ in range(4):   # spoke 2 rekeys its Child SA: nothing of spoke 1's is touched
+            (backup,) = h.site_sa(2).children
+            h.site_sa(2).rekey_child(backup.unique_id)
+            await h.settle()
+            await _after_hold_off(h)
+        assert len(h.children_of(2)) == 1 and _full_tunnel(h) == WHOLE
+        assert asked == [], f"spoke 1's Child SA created again {len(asked)} times by spoke 2's 4 rekeys"
+    run(body())
