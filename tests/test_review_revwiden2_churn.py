@@ -105,3 +105,33 @@ def test_a_peer_sharing_by_name_does_not_make_every_rekey_of_its_child_sa_replac
         assert len(h.children_of(2)) == 1 and _full_tunnel(h) == WHOLE
         assert asked == [], f"spoke 1's Child SA created again {len(asked)} times by spoke 2's 4 rekeys"
     run(body())
+
+
+def test_what_was_taken_back_is_kept_once_not_once_per_round() -> None:
+    """Widening._taken_pieces gets the cut of every widened replacement appended (tuple(dict.fromkeys(
+    old + new))): pieces already within what was taken back are kept again, unmerged, for the life of
+    the IKE SA, and each widening builds a Held over all of them.  A peer that takes back a piece of
+    its own choosing (a /24 here; a /32, or a port range, of up to max_child_sas Child SAs at once) and
+    lets it go once per hold-off grows it without bound.  Merged, it is 10.8.0.0/16 all along."""
+    nets = tuple(Net(f"c{k}", "10.0.0.0/8", f"10.8.{k}.0/24") for k in range(4))
+
+    async def body() -> None:
+        h = await hub(Spoke("site.example", (*nets, Net("net", "10.0.0.0/8", "10.8.0.0/16")), start="net"),
+                      Spoke("full.example", (Net("net", "0.0.0.0/0", "0.0.0.0/0"),)))
+        (child,) = h.site_sa(SITE).children
+        h.site_sa(SITE).delete_child(child.unique_id)
+        await h.settle()
+        await _after_hold_off(h)
+        assert _full_tunnel(h) == WHOLE
+        key = (h.children_of(FULL)[0].ike, "net")
+        for k in range(4):   # the site takes back a /24, lets it go; the full tunnel narrows, widens
+            await _site_swaps(h, f"c{k}")
+            assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse(f"10.8.{k}.0/24"),)]
+            for c in list(h.site_sa(SITE).children):
+                h.site_sa(SITE).delete_child(c.unique_id)
+            await h.settle()
+            await _after_hold_off(h)
+            assert _full_tunnel(h) == WHOLE
+        pieces = h.service.widening._taken_pieces[key]
+        assert len(pieces) == 1, f"{len(pieces)} pieces kept for what was taken back: {list(map(str, pieces))}"
+    run(body())
