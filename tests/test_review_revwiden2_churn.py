@@ -8,9 +8,11 @@ engines in memory."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from test_ikeservice_initiator_claims import Hub, Net, Spoke, hub
-from test_ikeservice_peers import run
+from test_ikeservice_initiator_claims import Hub, Net, Spoke, hub, reaches
+from test_ikeservice_peers import InProcessWorker, run
 from test_ikeservice_widen import FULL, HOLD_OFF, SITE, _after_hold_off, _full_tunnel, count_initiations
 
 from tunsec.ike.ts import Ts
@@ -134,4 +136,35 @@ def test_what_was_taken_back_is_kept_once_not_once_per_round() -> None:
             assert _full_tunnel(h) == WHOLE
         pieces = h.service.widening._taken_pieces[key]
         assert len(pieces) == 1, f"{len(pieces)} pieces kept for what was taken back: {list(map(str, pieces))}"
+    run(body())
+
+
+def test_a_worker_restart_does_not_take_the_returning_sites_child_sa_away() -> None:
+    """The site is back in what was taken back (admitted: that yields) while the full tunnel is not
+    narrowed around it yet (a replacement of the full tunnel's child out: its narrowing waits; or
+    spoke 1 refused the narrowing, which keeps the widened one; or simply the round trip of the
+    narrowing).  The worker restarts: restart.py holds every Child SA's claims under handles no
+    ChildState has, so Widening.yields finds nothing for the full tunnel's held 0.0.0.0/0, and the
+    restart's rekey of the site's own Child SA into the new worker is refused by our answer check
+    (TS_UNACCEPTABLE, "overlaps 10.8.0.0/24 of peer full.example"), its re-creation too: the site,
+    admitted and installed before the restart, loses its Child SA at both ends, and its network goes
+    back into the full tunnel.  (What remains says the held claims do not yield meanwhile; not that
+    they take an established Child SA of the returning peer away.)"""
+    async def body() -> None:
+        h = await _widened_by_the_sites_delete()
+        key = (h.children_of(FULL)[0].ike, "net")
+        h.service.widening._attempts[key] = widen._Attempt("spoke1", trying=True)   # (one out, for the test)
+        await _site_swaps(h, "a")
+        assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse("10.8.0.0/24"),)]
+        h.worker = InProcessWorker(asyncio.get_running_loop(), h._natt_out)   # the daemon's new worker
+        await h.service.worker_restarted()
+        await h.settle()
+        await _after_hold_off(h)
+        assert [c.remote_ts for c in h.children_of(SITE)] == [(Ts.parse("10.8.0.0/24"),)], \
+            "the site's Child SA was taken away by the worker restart"
+        assert [c.local_ts for c in h.site_sa(SITE).children] == [(Ts.parse("10.8.0.0/24"),)]
+        del h.service.widening._attempts[key]   # it ended: the full tunnel is narrowed around the site
+        await _after_hold_off(h)
+        await _after_hold_off(h)
+        assert reaches(h, "10.8.0.5") == SITE
     run(body())
