@@ -1,4 +1,6 @@
-"""Review revwiden2 (h/fixwiden's yielding): proofs that fail on main.
+"""The yielding's bounds (review revwiden2 F1-F4 on h/fixwiden's yielding; proofs that failed before h/fixwiden2):
+the narrowing paced, no narrowing around a claim that shares, what was taken back kept once, and
+a worker restart in the window keeping both peers' Child SAs.
 
 The hub of test_ikeservice_widen: spoke 0, a site whose connection lets it choose from 10.0.0.0/8
 (it answered 10.8.0.0/16), spoke 1 a full tunnel the hub initiated after it, cut around 10.8.0.0/16.
@@ -53,7 +55,8 @@ async def _site_swaps(h: Hub, child: str) -> None:
 
 def test_f1_a_peer_swapping_its_own_child_sas_does_not_churn_the_full_tunnel_faster_than_the_hold_off(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """widen.py's bound ("a CREATE_CHILD_SA per doubled hold-off at most") holds for the widening only:
+    """Review revwiden2 F1.
+    widen.py's bound ("a CREATE_CHILD_SA per doubled hold-off at most") holds for the widening only:
     the narrowing of a widened Child SA around a returning peer starts at that peer's install, with no
     hold-off, and a success forgets the failures.  The site, swapping its own Child SA between two
     /24s of what was taken back (each install meets our Child SA narrowed around the other), makes the
@@ -75,7 +78,8 @@ def test_f1_a_peer_swapping_its_own_child_sas_does_not_churn_the_full_tunnel_fas
 
 def test_f3_a_peer_sharing_by_name_does_not_make_every_rekey_of_its_child_sa_replace_the_full_tunnels(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Spoke 2's connection names it and gives it 10.8.0.0/16 as written; spoke 1's gives it 0.0.0.0/0
+    """Review revwiden2 F3.
+    Spoke 2's connection names it and gives it 10.8.0.0/16 as written; spoke 1's gives it 0.0.0.0/0
     as written: two such peers share (TsClaims.overlaps ``named``), whatever yields.  Once the full
     tunnel is widened (0.0.0.0/0 as written: its claim is named), spoke 2's Child SA is admitted by
     that sharing, yet its install meets what was taken back and starts the "narrowing": our proposal
@@ -110,7 +114,8 @@ def test_f3_a_peer_sharing_by_name_does_not_make_every_rekey_of_its_child_sa_rep
 
 
 def test_f4_what_was_taken_back_is_kept_once_not_once_per_round() -> None:
-    """Widening._taken_pieces gets the cut of every widened replacement appended (tuple(dict.fromkeys(
+    """Review revwiden2 F4.
+    Widening._taken_pieces gets the cut of every widened replacement appended (tuple(dict.fromkeys(
     old + new))): pieces already within what was taken back are kept again, unmerged, for the life of
     the IKE SA, and each widening builds a Held over all of them.  A peer that takes back a piece of
     its own choosing (a /24 here; a /32, or a port range, of up to max_child_sas Child SAs at once) and
@@ -140,7 +145,8 @@ def test_f4_what_was_taken_back_is_kept_once_not_once_per_round() -> None:
 
 
 def test_f2_a_worker_restart_does_not_take_the_returning_sites_child_sa_away() -> None:
-    """The site is back in what was taken back (admitted: that yields) while the full tunnel is not
+    """Review revwiden2 F2.
+    The site is back in what was taken back (admitted: that yields) while the full tunnel is not
     narrowed around it yet (a replacement of the full tunnel's child out: its narrowing waits; or
     spoke 1 refused the narrowing, which keeps the widened one; or simply the round trip of the
     narrowing).  The worker restarts: restart.py holds every Child SA's claims under handles no
@@ -171,7 +177,8 @@ def test_f2_a_worker_restart_does_not_take_the_returning_sites_child_sa_away() -
 
 
 def test_f2b_a_worker_restart_does_not_take_the_full_tunnels_child_sa_away_either() -> None:
-    """The same restart, the full tunnel's side: its rekey into the new worker is refused too (the
+    """Review revwiden2 F2 (b).
+    The same restart, the full tunnel's side: its rekey into the new worker is refused too (the
     site's held claim, 10.8.0.0/24, overlaps its 0.0.0.0/0 and is the site's own: it yields nothing),
     and its re-creation meets the site's re-creation: the hub is left without a Child SA of spoke 1
     (by hand: still none 40 s later; all of the full tunnel's traffic dropped).  What remains lists
