@@ -60,6 +60,9 @@ def test_a_rekey_of_the_yielding_claim_overlaps_nothing_where_it_yields() -> Non
     assert claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True, rekey=True) == []
     found = claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True)
     assert [(c.handle, common) for c, common in found] == [(2, T("10.8.0.0/24"))]
+    # another Child SA of the peer's (other selectors) does not rekey the yielding one: as before
+    found = claims.overlaps(FULL, (T("10.8.0.0/24"),), LAN, by_name=True, rekey=True)
+    assert [(c.handle, common) for c, common in found] == [(2, T("10.8.0.0/24"))]
     claims.add(3, "other", SITE, (T("10.9.0.0/24"),), LAN, by_name=True)   # never taken back
     found = claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True, rekey=True)
     assert [(c.handle, common) for c, common in found] == [(3, T("10.9.0.0/24"))]

@@ -271,7 +271,9 @@ class TsClaims:
             starts, entries = self._starts[fam], self._entries[fam]
             near = entries[bisect.bisect_left(starts, first - self._reach[fam]):bisect.bisect_right(starts, last)]
             here = [e for e in (near + self._wide[fam] if self._wide[fam] else near) if e[1] >= first and e[0] <= last]
-            own = [e[2] for e in here if e[2].peer == peer and e[2].by_name == by_name] if rekey else []
+            # (the rekeyed Child SA's own claim: a rekey keeps its selectors, so it holds ``want`` as is)
+            own = [e[2] for e in here if e[2].ts == want and e[2].peer == peer and e[2].by_name == by_name] \
+                if rekey else []
             for _, _, claim in here:
                 if (named and claim.named) or (claim.peer == peer and claim.by_name == by_name):
                     continue
