@@ -46,12 +46,6 @@ administrator named: it never overlaps another identity's selectors, named or no
 service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
 them when it forgets it.
 
-What a widening of ours took back (services/ike/widen.py: a network cut out of our proposal for
-another peer's claim, created again in our Child SA once that claim was released) *yields*: another
-peer's selectors that meet our claim only there are no overlap, so a site that comes back after its
-network went into our full tunnel gets it again, as it did before the widening existed (review
-revwiden F1); widen.py then narrows our Child SA around it again (make-before-break).
-
 A manual tunnel's networks are claimed too (services/manual_claims.py), under an owner no IKE peer
 equals (:func:`manual_owner`: its proof ``manual`` is no IkeConfig.lease_proof), for as long as the
 configuration names the tunnel, installed or not: its policies' band comes first outbound, but an
@@ -155,23 +149,11 @@ class TsClaims:
         self._by_handle: dict[int, list[_Entry]] = {}
         # told of the claims a remove releases (services/ike/widen.py: a Child SA we proposed without them)
         self._listeners: list[Callable[[list[Claim]], None]] = []
-        # the addresses of a claim that give way to other peers (widen.py: what a widening took back)
-        self._yields: Callable[[Claim], Held | None] | None = None
 
     def on_release(self, listener: Callable[[list[Claim]], None]) -> None:
         """``listener`` hears of every claim removed (also one replaced by an add of its handle), at once:
         it may note, not change the claims."""
         self._listeners.append(listener)
-
-    def yielding(self, yields: Callable[[Claim], Held | None]) -> None:
-        """``yields`` tells which addresses of a claim give way: another peer's selectors that meet it only
-        there are no overlap (:meth:`overlaps`).  Asked only of a claim found overlapping."""
-        self._yields = yields
-
-    def peer_of(self, handle: int) -> object | None:
-        """The peer whose claims ``handle`` holds (None: it holds none)."""
-        held = self._by_handle.get(handle)
-        return held[0][2].peer if held else None
 
     def __len__(self) -> int:
         return len(self._by_handle)
@@ -243,7 +225,7 @@ class TsClaims:
                 self._reach[fam] = max(widths, default=0)
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False, by_name: bool | None = None, yielded: bool = True) -> list[tuple[Claim, Ts]]:
+                 named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that remote ``selectors`` overlap, with local ones that meet
         ``local``, each with the overlap of the remote selectors; ``named``: the asking peer's
         connection names it and gave it these selectors as written, and so may share them with other
@@ -251,9 +233,7 @@ class TsClaims:
         identity is another peer's all the same if one connection names it and the other does not
         (an EAP user or a CA's certificate that merely bears a site's name); of one named twice it
         is the peer's own, whichever selectors each child was given (a spoke's second child that
-        chose from a wide remote_ts beside a first one given as written).  ``yielded``: what claims
-        give way (:meth:`yielding`) is no overlap; False for a manual tunnel's, which would start no
-        narrowing of the yielding Child SA (services/manual_claims.py held_by_ike)."""
+        chose from a wide remote_ts beside a first one given as written)."""
         found: list[tuple[Claim, Ts]] = []
         named, by_name = _as_named(peer, named, by_name)
         by_name = named if by_name is None else by_name
@@ -268,15 +248,9 @@ class TsClaims:
                         (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
-                if common is not None and _meet(claim.local, local) \
-                        and not (yielded and self._gives_way(claim, common)):
+                if common is not None and _meet(claim.local, local):
                     found.append((claim, common))
         return found
-
-    def _gives_way(self, claim: Claim, common: Ts) -> bool:
-        """Whether ``claim`` yields all of ``common`` (:meth:`yielding`)."""
-        held = self._yields(claim) if self._yields is not None else None
-        return held is not None and held.holds(common, int(common.start), int(common.end))
 
 
     def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]:

@@ -54,9 +54,7 @@ class ManualClaims:
         out = []
         for t in tunnels:
             _conn, peer = manual_owner(t.name)
-            # (what a widening took back gives way to IKE peers only, whose install narrows it again: widen.py)
-            found = [(c, ts) for c, ts in self.claims.overlaps(peer, t.remote_ts, t.local_ts, yielded=False)
-                     if not is_manual(c)]
+            found = [(c, ts) for c, ts in self.claims.overlaps(peer, t.remote_ts, t.local_ts) if not is_manual(c)]
             if found:
                 out.append(f"manual tunnel {t.name} ({t.file}:{t.line}): its remote_ts "
                            f"{', '.join(map(str, t.remote_ts))} toward local_ts {', '.join(map(str, t.local_ts))} "

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from tunsec.dataplane.pipe import MAX_SELECTORS
 from tunsec.loglimit import LogLimiter, PeerLogLimiter, suffix
 from tunsec.policy.claims import Claim, Peer, describe, is_manual
-from tunsec.policy.held import Spans
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
 from ..config import ChildConfig
@@ -114,16 +113,13 @@ def regained(st: IkeSaState, child: ChildSa) -> bool:
     """Whether some of what was cut out of our proposal of ``child`` (or of the Child SA it rekeyed) for
     others' claims is nobody else's now: proposed again, it would be in the proposal (the claims of
     the peer's own, now known, are its own).  services/ike/widen.py then creates the child again and
-    deletes this one.  Cost: one lookup of the claims, their addresses merged, a bisect per cut piece."""
+    deletes this one.  Cost: one lookup of the claims, one sweep of its cut pieces."""
     if not child.cut:
         return False
     cfg = child.config
     tsi, tsr = resolve_each(cfg.local_ts, local_dynamic(st)), resolve_each(cfg.remote_ts, remote_dynamic(st))
-    # the held addresses merged once, each piece a bisect: not every claim sorted again per piece, which
-    # cost the cut times the claims (seconds of the event loop at a hub of thousands: review revwiden F3)
     held = [common for _, common in _others_in(st, cfg, tsi, tsr)]
-    spans = {fam: Spans.merged((int(t.start), int(t.end)) for t in held if t.version == fam) for fam in (4, 6)}
-    return any(spans[p.version].reach(int(p.start)) < int(p.end) for p in child.cut)
+    return any(piece.without_all(held) for piece in child.cut)
 
 
 def _others_in(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...], tsr: tuple[Ts, ...]) -> list[tuple[Claim, Ts]]:

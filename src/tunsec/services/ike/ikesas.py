@@ -104,7 +104,6 @@ def _ike_lineage_gone(self: IkeService, handle: int) -> None:
     self._ike_peers.pop(handle, None)
     restart.release_claims_of(self, handle)   # its Child SAs' claims a worker restart left held
     recreate.ike_gone(self, handle)   # a child it was creating again: its held lineage ends
-    self.widening.ike_gone(handle)   # its narrowed children's checks and replacements end (widen.py)
     self._moves.pop(handle, None)   # a mover still running or waiting ends (mobility._move_children)
     for old in self._replaced.pop(handle, ()):
         self._ike_handles.pop(old, None)

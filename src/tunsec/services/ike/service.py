@@ -520,7 +520,6 @@ class IkeService(Service):
                     return   # its IKE SA was refused as it came up (_outdated): nothing of it goes to the worker
                 if ev.rekey_of is not None:
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
-                self.widening.seen(self._ike_handle(sa), ev)   # our replacement named, whatever books it (widen.py)
                 state = self._child_registered(sa, ev)
                 if state is not None:
                     # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:

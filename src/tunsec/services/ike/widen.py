@@ -27,28 +27,11 @@ replacement that failed (refused, not installed, nothing back by its deadline, o
 that, up to 2**MAX_DOUBLINGS times.  A peer whose claim comes and goes every second costs a check per
 hold-off at most, and a CREATE_CHILD_SA per doubled hold-off at most.  Only our IKE SA's Child SAs
 of that child are touched.
-
-What a widening took back yields (TsClaims.yielding; review revwiden F1): until then the network
-was another peer's, and a site that comes back after the hold-off (a reboot, DPD, a reauthentication
-that is break-before-make) is admitted, its Child SA's selectors meeting ours only there, as before
-widenings existed.  Once that Child SA is installed, ours is created again as any new one is (so
-narrowed around it), and the wide one deleted once the new one is installed: the same
-make-before-break, reversed.  Until then both are installed and the wide one's policies, the older,
-carry the network's traffic (all Child SAs' policies share a priority).  Equal peers stay first
-come, first served: only what a widening took gives way.
-
-The replacement is named, not guessed (review revwiden F2): the first new Child SA of ours in its IKE
-SA and child while it is out, and whatever rekeys that one (a worker restart rekeys one whose answer
-bears the old worker's SPI: restart.stale_spi; our rekey before its install).  A narrowed Child SA of
-the child installed while a widened one is up there (our rekey of the narrowed one, or the peer's,
-that crossed our DELETE of it; a worker restart's rekey of it) is deleted at once.  An IKE SA's
-bookkeeping goes with it, a Child SA's with its claims.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import functools
 import logging
@@ -61,7 +44,6 @@ from tunsec.ike.ts import Ts
 from tunsec.policy.claims import Claim
 from tunsec.policy.held import Held
 from tunsec.policy.selector import selectors_text
-from tunsec.services.ike.cut_index import CutIndex
 from tunsec.services.ike.recreate import try_deadline
 from tunsec.services.ike.state import ChildState
 
@@ -84,11 +66,6 @@ class _Attempt:
     timer: asyncio.TimerHandle | None = None   # the check's hold-off, or the replacement's deadline
     trying: bool = False
     failures: int = 0
-    # the replacement narrows a widened one around another peer's network that came back (F1), not widens
-    narrowing: bool = False
-    # the unique ids of the replacement's Child SA and of the rekeys of it (ChildSaUp's rekey_of chain)
-    uids: set[int] = dataclasses.field(default_factory=set)
-    cut: tuple[Ts, ...] = ()   # what the narrowed one it replaces had cut out (a widening's)
 
 
 class Widening:
@@ -97,81 +74,27 @@ class Widening:
     def __init__(self, service: IkeService) -> None:
         self._svc = service
         self._narrowed: dict[int, tuple[Ts, ...]] = {}   # child handle -> what was cut out of it
-        self._index: dict[int, CutIndex] = {}   # child handle -> its cut by address (built as asked)
         self._attempts: dict[_Key, _Attempt] = {}
-        self._taken: dict[_Key, Held] = {}   # what widenings there took back: it yields (TsClaims.yielding)
-        self._taken_pieces: dict[_Key, tuple[Ts, ...]] = {}
-        # the widened Child SA there and its rekeys, by unique id (a worker restart starts lineages anew)
-        self._wide: dict[_Key, set[int]] = {}
-        self._again: set[int] = set()   # handles of returning peers' Child SAs whose narrowing of ours waits
         service.ts_claims.on_release(self.released)
-        service.ts_claims.yielding(self.yields)
-
-    def seen(self, ike: int, ev: ChildSaUp) -> None:
-        """A Child SA came up (before it is booked or installed): a replacement out learns its name."""
-        key = (ike, ev.child)
-        if ev.rekey_of is not None and (wide := self._wide.get(key)) is not None and ev.rekey_of in wide:
-            wide.add(ev.unique_id)
-            if len(wide) > 4 and (sa := self._svc._ike_sa(ike)) is not None:   # the rekeyed ones gone: forgotten
-                wide.intersection_update({ev.unique_id, *(c.unique_id for c in sa.children)})
-        attempt = self._attempts.get(key)
-        if attempt is None or not attempt.trying or not ev.initiator:
-            return
-        if (ev.rekey_of is None and not attempt.uids) or ev.rekey_of in attempt.uids:
-            attempt.uids.add(ev.unique_id)
 
     def installed(self, state: ChildState, ev: ChildSaUp) -> None:
-        """A Child SA's install said OK: our replacement takes over from the Child SAs it replaces; a
-        narrowed one is booked, and checked after the hold-off; another peer's that came back into
-        what a widening took starts the narrowing of ours."""
-        key = (state.ike, state.child)
-        attempt = self._attempts.get(key)
-        ours = attempt is not None and attempt.trying and ev.unique_id in attempt.uids
-        if ours and attempt is not None and attempt.narrowing:
-            self._narrowed_again(state, key, attempt)
-        elif ours or (ev.initiator and ev.rekey_of is None):
-            self._supersede(state, ours)
-        if ev.cut and state.handle in self._svc.children:
-            if not ours and self._widened_holds(state, key):
-                return
+        """A Child SA's install said OK: a new one of ours may replace narrowed ones; a narrowed one is
+        booked, and checked after the hold-off."""
+        if ev.initiator and ev.rekey_of is None:
+            self._supersede(state)
+        if ev.cut:
+            for gone in [h for h in self._narrowed if h not in self._svc.children]:
+                del self._narrowed[gone]   # (deleted, rekeyed): pruned as others come, never more than live ones
             self._narrowed[state.handle] = ev.cut
-            self._schedule(key, state.conn)
-        if self._taken:
-            self._came_back(state)
+            self._schedule((state.ike, state.child), state.conn)
 
     def released(self, claims: Sequence[Claim]) -> None:
         """TsClaims removed ``claims``: the narrowed Child SAs whose cut they meet are checked after the
-        hold-off (they may be held again by then: a replaced or moved claim is released too); a Child
-        SA no longer booked is forgotten."""
-        children = self._svc.children
-        for c in claims:
-            if c.handle in self._narrowed and c.handle not in children:
-                del self._narrowed[c.handle]
-                self._index.pop(c.handle, None)
+        hold-off (they may be held again by then: a replaced or moved claim is released too)."""
         for handle, cut in self._narrowed.items():
-            state = children.get(handle)
-            if state is None or ((state.ike, state.child) in self._attempts and \
-                    self._attempts[state.ike, state.child].timer is not None):
-                continue   # (a check already due there: every release meanwhile is that one)
-            index = self._index.get(handle)
-            if index is None or index.cut is not cut:
-                index = self._index[handle] = CutIndex.of(cut)
-            if any(index.meets(c.ts, _meets) for c in claims):
+            state = self._svc.children.get(handle)
+            if state is not None and any(_meets(c.ts, piece) for c in claims for piece in cut):
                 self._schedule((state.ike, state.child), state.conn)
-
-    def yields(self, claim: Claim) -> Held | None:
-        """What of ``claim`` gives way to another peer (TsClaims.yielding): what widenings took back."""
-        state = self._svc.children.get(claim.handle)
-        return self._taken.get((state.ike, state.child)) if state is not None else None
-
-    def ike_gone(self, ike: int) -> None:
-        """IKE SA ``ike`` (its lineage) is gone: nothing of it is checked or replaced any more."""
-        for key in [key for key in self._attempts if key[0] == ike]:
-            if (timer := self._attempts.pop(key).timer) is not None:
-                timer.cancel()
-        for book in (self._taken, self._taken_pieces, self._wide):
-            for key in [key for key in book if key[0] == ike]:
-                del book[key]
 
     def _schedule(self, key: _Key, conn: str) -> None:
         attempt = self._attempts.setdefault(key, _Attempt(conn))
@@ -200,16 +123,10 @@ class Widening:
         log.info("%s: CHILD_SA %s: some of %s, left out of it for others' claims, is nobody else's now: creating "
                  "it again, the narrowed one deleted once the new one is installed", attempt.conn, key[1],
                  selectors_text(self._narrowed.get(old.handle, ())))
-        attempt.narrowing = False
-        attempt.cut = self._narrowed.get(old.handle, ())
-        self._start(key, attempt, sa)
-
-    def _start(self, key: _Key, attempt: _Attempt, sa: IkeSa) -> None:
         attempt.trying = True
-        attempt.uids.clear()
         attempt.timer = asyncio.get_running_loop().call_later(try_deadline(sa), self._overdue, key, attempt)
-        self._svc.spi_pool.with_spi(functools.partial(self._initiate, key, attempt))
-        self._svc._pump()
+        svc.spi_pool.with_spi(functools.partial(self._initiate, key, attempt))
+        svc._pump()
 
     def _initiate(self, key: _Key, attempt: _Attempt) -> None:
         sa = self._svc._ike_sa(key[0])
@@ -226,10 +143,7 @@ class Widening:
         if self._attempts.get(key) is not attempt or not attempt.trying:
             return
         sa = self._svc._ike_sa(key[0])
-        if sa is None:   # its IKE SA went (ike_gone ends what is left of it)
-            del self._attempts[key]
-            return
-        if sa.creating(key[1]):   # still out (retransmitted, asked again later)
+        if sa is not None and sa.creating(key[1]):   # still out (retransmitted, asked again later)
             attempt.timer = asyncio.get_running_loop().call_later(try_deadline(sa), self._overdue, key, attempt)
             return
         self._failed(key, attempt, "it was refused, or not installed")
@@ -238,52 +152,35 @@ class Widening:
         attempt.trying = False
         attempt.failures += 1
         delay = HOLD_OFF * (1 << min(attempt.failures, MAX_DOUBLINGS))
-        kept = "the widened one stays" if attempt.narrowing else "the narrowed one stays"
-        log.info("%s: CHILD_SA %s not created again %s (%s): %s; checked again %.0f s after the next release "
-                 "or rekey", attempt.conn, key[1], "around another peer's network" if attempt.narrowing
-                 else "with what was left out of it", why, kept, delay)
+        log.info("%s: CHILD_SA %s not created again with what was left out of it (%s): the narrowed one stays; "
+                 "checked again %.0f s after the next release or rekey", attempt.conn, key[1], why, delay)
 
-    def _done(self, key: _Key, attempt: _Attempt | None) -> None:
-        """The replacement did what it was for: the try ends, its failures forgotten."""
-        if attempt is not None and self._attempts.get(key) is attempt:
-            if attempt.timer is not None:
-                attempt.timer.cancel()
-            del self._attempts[key]
-
-    def _supersede(self, new: ChildState, ours: bool) -> None:
-        """``new``, a Child SA we started (not a rekey) or our replacement (``ours``: also a rekey of it),
-        installed: the narrowed ones of its IKE SA and child, of other lineages, go if it holds all
-        their selectors.  If it holds none of them while it is our replacement, it came up narrower:
-        it goes, they stay.  Our replacement with no narrowed one left to replace (the peer deleted it,
-        a worker restart rekeys it) carries the child: the try ends well."""
+    def _supersede(self, new: ChildState) -> None:
+        """``new``, a Child SA we started (not a rekey), installed: the narrowed ones of its IKE SA and child,
+        of other lineages, go if it holds all their selectors.  If it holds none of them while our
+        replacement was out, it is that replacement, come up narrower: it goes, they stay."""
         key = (new.ike, new.child)
         attempt = self._attempts.get(key)
+        ours = attempt is not None and attempt.trying
         # (one of the same lineage: our replacement that came up on the same selectors, the claims back
         # by the time it was sent, took the traffic over as a duplicate does, installs._sibling)
         olds = [old for h in self._narrowed if (old := self._svc.children.get(h)) is not None
                 and (old.ike, old.child) == key and (old.lineage is not new.lineage or ours)]
         sa = self._svc._ike_sa(new.ike)
-        if sa is None or sa.state is not State.ESTABLISHED:
+        if sa is None or sa.state is not State.ESTABLISHED or not olds:
             return
         live = {c.unique_id for c in sa.children}
-        olds = [old for old in olds if old.unique_id in live and old.handle != new.handle]
-        if not olds:
-            if ours and attempt is not None:
-                self._widened(key, new, attempt.cut)
-                self._done(key, attempt)
-            return
-        held = [old for old in olds if _holds(new, old)]
-        took = [*(attempt.cut if ours and attempt is not None else ()),
-                *(piece for old in held for piece in self._narrowed.get(old.handle, ()))]
+        held = [old for old in olds if _holds(new, old) and old.unique_id in live]
         for old in held:
             log.info("%s: CHILD_SA %s (reqid %d) carries %s: the narrowed one (reqid %d, %s) is deleted", new.conn,
                      new.child, new.reqid, selectors_text(new.remote_ts), old.reqid, selectors_text(old.remote_ts))
-            self._drop(old.handle)
+            self._narrowed.pop(old.handle, None)
             sa.delete_child(old.unique_id)
-        if held:
-            self._widened(key, new, took)
-            self._done(key, attempt)
-        elif attempt is not None and ours:
+        if held and attempt is not None:
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+            del self._attempts[key]
+        elif not held and attempt is not None and ours:
             log.warning("%s: CHILD_SA %s came up with %s, not all of the narrowed one's: deleted", new.conn,
                         new.child, selectors_text(new.remote_ts))
             sa.delete_child(new.unique_id)
@@ -294,100 +191,6 @@ class Widening:
         else:
             return
         asyncio.get_running_loop().call_soon(self._svc._pump)   # the DELETE out (this may run inside a pump)
-
-    def _widened(self, key: _Key, new: ChildState, took: Sequence[Ts]) -> None:
-        """``new`` carries the child now, with what of the cuts ``took`` it holds: that yields from now on
-        (not what is still others': their holders' Child SAs come and go without narrowing ours)."""
-        self._wide[key] = {new.unique_id}
-        back = dict.fromkeys(common for piece in took for mine in new.remote_ts
-                             if (common := piece.intersect(mine)) is not None)
-        pieces = self._taken_pieces[key] = tuple(dict.fromkeys((*self._taken_pieces.get(key, ()), *back)))
-        self._taken[key] = Held.of((int(t.start), int(t.end), t) for t in pieces)
-
-    def _drop(self, handle: int) -> None:
-        self._narrowed.pop(handle, None)
-        self._index.pop(handle, None)
-
-    def _widened_holds(self, state: ChildState, key: _Key) -> bool:
-        """A narrowed Child SA came up beside the widened one of its IKE SA and child that holds all of it
-        (a rekey of the one it replaced that crossed its DELETE, a worker restart's rekey of that): it
-        is deleted at once, not booked (review revwiden F2)."""
-        wide = self._wide_state(key)
-        sa = self._svc._ike_sa(key[0])
-        if wide is None or sa is None or state.unique_id in self._wide[key] or not _holds(wide, state) \
-                or state.unique_id not in {c.unique_id for c in sa.children}:
-            return False
-        log.info("%s: CHILD_SA %s (reqid %d, %s) came up narrowed beside the one that carries it (reqid %d): "
-                 "deleted", state.conn, state.child, state.reqid, selectors_text(state.remote_ts), wide.reqid)
-        sa.delete_child(state.unique_id)
-        asyncio.get_running_loop().call_soon(self._svc._pump)
-        return True
-
-    def _came_back(self, state: ChildState) -> None:
-        """Another peer's Child SA, installed, holds some of what a widening of ours took back (admitted:
-        that yields): ours is created again around it, the widened one deleted once it is in."""
-        peer = self._svc.ts_claims.peer_of(state.handle)
-        for key, taken in list(self._taken.items()):
-            if key == (state.ike, state.child) or key not in self._wide or \
-                    not any(_touches(taken, t) for t in state.remote_ts):
-                continue
-            attempt = self._attempts.get(key)
-            sa = self._svc._ike_sa(key[0])
-            wide = self._wide_state(key)
-            if sa is None or wide is None or self._svc.ts_claims.peer_of(wide.handle) == peer \
-                    or not _any_meet(state.local_ts, wide.local_ts) or not _any_meet(state.remote_ts, wide.remote_ts):
-                continue
-            if (attempt is not None and attempt.trying) or sa.state is not State.ESTABLISHED:
-                self._later(state.handle)   # a replacement out there (its answer refused now), an IKE SA rekey
-                continue
-            if attempt is None:
-                attempt = self._attempts[key] = _Attempt(wide.conn)
-            elif attempt.timer is not None:
-                attempt.timer.cancel()
-            attempt.narrowing = True
-            log.info("%s: CHILD_SA %s: %s of %s, taken back for it while nobody held it, is that peer's again: "
-                     "creating it again around it, the widened one deleted once the new one is installed",
-                     wide.conn, key[1], selectors_text(state.remote_ts), state.conn)
-            self._start(key, attempt, sa)
-
-    def _later(self, handle: int) -> None:
-        """The returning peer's Child SA ``handle`` is looked at again after the hold-off (while booked)."""
-        if handle not in self._again:
-            self._again.add(handle)
-            asyncio.get_running_loop().call_later(HOLD_OFF, self._again_due, handle)
-
-    def _again_due(self, handle: int) -> None:
-        self._again.discard(handle)
-        if (state := self._svc.children.get(handle)) is not None and not self._svc.closing:
-            self._came_back(state)
-
-    def _narrowed_again(self, new: ChildState, key: _Key, attempt: _Attempt) -> None:
-        """Our Child SA created again around another peer's network is installed: the widened one goes."""
-        sa = self._svc._ike_sa(key[0])
-        wide = self._wide.pop(key, set())
-        self._done(key, attempt)
-        if sa is None:
-            return
-        live = {c.unique_id for c in sa.children}
-        for old in self._of(key):
-            if old.unique_id in wide and old.unique_id in live and old.unique_id != new.unique_id:
-                log.info("%s: CHILD_SA %s (reqid %d, %s) carries the child: the widened one (reqid %d) is deleted",
-                         new.conn, new.child, new.reqid, selectors_text(new.remote_ts), old.reqid)
-                sa.delete_child(old.unique_id)
-        if (taken := self._taken.get(key)) is not None and any(_touches(taken, t) for t in new.remote_ts):
-            self._wide[key] = {new.unique_id}   # (that peer went again meanwhile: it came up wide, and yields)
-        asyncio.get_running_loop().call_soon(self._svc._pump)
-
-    def _wide_state(self, key: _Key) -> ChildState | None:
-        """The newest booked Child SA of the widened one's (it or its rekeys)."""
-        wide = self._wide.get(key)
-        found = [state for state in self._of(key) if state.unique_id in wide] if wide else []
-        return max(found, key=lambda state: state.handle, default=None)
-
-    def _of(self, key: _Key) -> list[ChildState]:
-        """The booked Child SAs of (IKE SA, child)."""
-        svc = self._svc
-        return [state for h in svc._by_ike.get(key[0], ()) if (state := svc.children[h]).child == key[1]]
 
     def _newest(self, key: _Key) -> ChildState | None:
         """The newest narrowed Child SA of (IKE SA, child) still booked."""
@@ -406,20 +209,6 @@ def _regained(sa: IkeSa, old: ChildState) -> bool:
 def _meets(a: Ts, b: Ts) -> bool:
     """Some address of one lies in the other (whatever protocol or ports: the cut takes whole ranges)."""
     return a.version == b.version and int(a.start) <= int(b.end) and int(b.start) <= int(a.end)
-
-
-def _any_meet(these: Sequence[Ts], those: Sequence[Ts]) -> bool:
-    return any(_meets(a, b) for a in these for b in those)
-
-
-def _touches(held: Held, t: Ts) -> bool:
-    """Some address of ``t`` is in ``held`` (whatever protocol or ports): an interval holds its first
-    address, or starts within it."""
-    first, last = int(t.start), int(t.end)
-    spans = held.every[t.version]
-    i = bisect.bisect_left(spans.firsts, first)
-    return spans.reach(first) >= first or (i < len(spans.firsts) and spans.firsts[i] <= last) or \
-        any(ts.version == t.version and lo <= last and first <= hi for lo, hi, ts in held.some)
 
 
 def _holds(new: ChildState, old: ChildState) -> bool:
