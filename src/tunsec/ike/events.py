@@ -201,8 +201,6 @@ class ChildSaUp:
     rekey_of: int | None = None  # unique_id of the Child SA this one replaces
     initiator: bool = False  # we sent the request of the exchange that created it (a rekey: we started it)
     local_ip: str | None = None  # our address the peer talks to (IkeSa.local_ip); None: not known
-    # what our proposal left out of remote_ts for others' claims (ChildSa.cut): services/ike/widen.py
-    cut: tuple[Ts, ...] = ()
 
 
 @dataclass(frozen=True)

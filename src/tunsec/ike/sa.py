@@ -82,7 +82,6 @@ from .eap.relay import RelayReply
 from .events import Address, ChildSaInfo, DownReason, Event, IkeSaInfo
 from .exchanges import create_child_sa, ike_auth, ike_sa_init, informational, mobike, rekey_ike
 from .exchanges.base import Task
-from .exchanges.child import regained
 from .fragments import FragmentStats, Reassembly
 from .identity import Identity
 from .message import DecodeError, Message, SkfPayload, decode_message
@@ -425,10 +424,6 @@ class IkeSa:
         child.rekey_at = float("inf")
         self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
         self._start_next()
-
-    def regained(self, unique_id: int) -> bool:
-        """Some of what our proposal of this Child SA left out for others' claims is nobody else's now."""
-        return regained(self._st, self._child_by_id(unique_id))
 
     @_notifies
     def delete_child(self, unique_id: int, reason: DownReason = DownReason.DELETED, at_once: bool = False) -> None:

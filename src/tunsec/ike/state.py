@@ -146,9 +146,6 @@ class ChildSa:
     # created by the peer's request, and no later request of the peer's served since: the peer may not
     # have our answer yet (IkeSaState.unconfirmed; a CHILD_SA_NOT_FOUND to our rekey of it says nothing)
     unconfirmed: bool = False
-    # what our proposal of it (or of the Child SA it rekeyed: a rekey keeps the selectors) left out for
-    # others' claims (exchanges/child.py outside_others_claims): proposed again once theirs no more
-    cut: tuple[Ts, ...] = ()
 
 
 @dataclass(frozen=True)

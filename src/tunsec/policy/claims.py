@@ -62,7 +62,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.policy.full_tunnel import default_routes
@@ -147,13 +147,6 @@ class TsClaims:
         self._widths: dict[int, Counter[int]] = {4: Counter(), 6: Counter()}
         self._reach: dict[int, int] = {4: 0, 6: 0}
         self._by_handle: dict[int, list[_Entry]] = {}
-        # told of the claims a remove releases (services/ike/widen.py: a Child SA we proposed without them)
-        self._listeners: list[Callable[[list[Claim]], None]] = []
-
-    def on_release(self, listener: Callable[[list[Claim]], None]) -> None:
-        """``listener`` hears of every claim removed (also one replaced by an add of its handle), at once:
-        it may note, not change the claims."""
-        self._listeners.append(listener)
 
     def __len__(self) -> int:
         return len(self._by_handle)
@@ -196,8 +189,7 @@ class TsClaims:
         self._by_handle.clear()
 
     def remove(self, handle: int) -> None:
-        gone = self._by_handle.pop(handle, [])
-        for e in gone:
+        for e in self._by_handle.pop(handle, ()):
             fam = e[2].ts.version
             if e[1] - e[0] + 1 >= WIDE:
                 self._wide[fam].remove(e)
@@ -211,10 +203,6 @@ class TsClaims:
                     self._narrow_gone(fam, e[1] - e[0])
                     break
                 i += 1
-        if gone and self._listeners:
-            released = [e[2] for e in gone]
-            for listener in self._listeners:
-                listener(released)
 
     def _narrow_gone(self, fam: int, width: int) -> None:
         widths = self._widths[fam]

@@ -94,9 +94,8 @@ def remote_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
 
 def initiator_ts(
     st: IkeSaState, cfg: ChildConfig, requesting_vips: bool = False
-) -> tuple[tuple[Ts, ...], tuple[Ts, ...], tuple[Ts, ...]]:
-    """TSi and TSr to propose: our local_ts and remote_ts with ``dynamic`` filled in; and what was
-    cut out of TSr for others' claims (ChildSa.cut: outside_others_claims).
+) -> tuple[tuple[Ts, ...], tuple[Ts, ...]]:
+    """TSi and TSr to propose: our local_ts and remote_ts with ``dynamic`` filled in.
 
     ``requesting_vips``: IKE_AUTH with a CFG_REQUEST, where our address is not known yet.
     """
@@ -104,38 +103,13 @@ def initiator_ts(
     if requesting_vips:
         # our side is the virtual IP the answer brings: which claims it meets is not known yet (the
         # answer is checked against them, answer_not_others)
-        return any_of_family(cfg.local_ts, sorted({v.version for v in st.config.vips})), tsr, ()
+        return any_of_family(cfg.local_ts, sorted({v.version for v in st.config.vips})), tsr
     tsi = resolve_each(cfg.local_ts, local_dynamic(st))
-    return (tsi, *outside_others_claims(st, cfg, tsi, tsr))
-
-
-def regained(st: IkeSaState, child: ChildSa) -> bool:
-    """Whether some of what was cut out of our proposal of ``child`` (or of the Child SA it rekeyed) for
-    others' claims is nobody else's now: proposed again, it would be in the proposal (the claims of
-    the peer's own, now known, are its own).  services/ike/widen.py then creates the child again and
-    deletes this one.  Cost: one lookup of the claims, one sweep of its cut pieces."""
-    if not child.cut:
-        return False
-    cfg = child.config
-    tsi, tsr = resolve_each(cfg.local_ts, local_dynamic(st)), resolve_each(cfg.remote_ts, remote_dynamic(st))
-    held = [common for _, common in _others_in(st, cfg, tsi, tsr)]
-    return any(piece.without_all(held) for piece in child.cut)
-
-
-def _others_in(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...], tsr: tuple[Ts, ...]) -> list[tuple[Claim, Ts]]:
-    """The claims of others that ``tsr`` toward ``tsi`` overlaps, as outside_others_claims tells them apart."""
-    if st.ts_claims is None or not tsi or not tsr:   # no local side known: no claim is told apart
-        return []
-    named, by_name = st.config.assigns(cfg.name, tsr), st.config.names_its_peer
-    proof = st.config.lease_proof
-    if st.peer_id is not None:
-        return st.ts_claims.overlaps(Peer(st.peer_id, proof), tsr, tsi, named, by_name)
-    return [(c, common) for c, common in st.ts_claims.overlaps(Peer(None, proof), tsr, tsi, named, by_name)
-            if is_surely_other(c, proof, by_name)]
+    return tsi, outside_others_claims(st, cfg, tsi, tsr)
 
 
 def outside_others_claims(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...],
-                          tsr: tuple[Ts, ...]) -> tuple[tuple[Ts, ...], tuple[Ts, ...]]:
+                          tsr: tuple[Ts, ...]) -> tuple[Ts, ...]:
     """Our proposal's TSr for a new Child SA without what others hold toward local selectors that
     meet ``tsi`` (policy/claims.py: manual tunnels, other peers), as responder_select leaves the pools
     out of a client's (outside_others_leases).  answer_not_others refuses an answer that overlaps
@@ -148,19 +122,25 @@ def outside_others_claims(st: IkeSaState, cfg: ChildConfig, tsi: tuple[Ts, ...],
     IKE_AUTH it is not yet: only claims that cannot be its own are left out (is_surely_other), the
     rest is for the answer's check as before.  A primary and a backup named with these very
     selectors share them (``named``).  Nothing left, or too many pieces for an SA: the proposal
-    goes whole, and the answer's refusal names the overlap.  Returns the TSr to propose, and the
-    parts of ``tsr`` cut out of it (ChildSa.cut: once nobody else holds them, services/ike/widen.py
-    proposes the child again, as a rekey may not widen its selectors)."""
-    found = _others_in(st, cfg, tsi, tsr)
+    goes whole, and the answer's refusal names the overlap."""
+    if st.ts_claims is None or not tsi or not tsr:   # no local side known: no claim is told apart
+        return tsr
+    named, by_name = st.config.assigns(cfg.name, tsr), st.config.names_its_peer
+    proof = st.config.lease_proof
+    if st.peer_id is not None:
+        found = st.ts_claims.overlaps(Peer(st.peer_id, proof), tsr, tsi, named, by_name)
+    else:
+        found = [(c, common) for c, common in st.ts_claims.overlaps(Peer(None, proof), tsr, tsi, named, by_name)
+                 if is_surely_other(c, proof, by_name)]
     if not found:
-        return tsr, ()
+        return tsr
     taken = [claim.ts for claim, _ in found]
     left = tuple(dict.fromkeys(p for sel in tsr for p in sel.without_all(taken)))   # one of each, in order
     if not left or len(left) > side_limit(tsr) or _unusable(tsi, left) is not None:
-        return tsr, ()
+        return tsr
     log.info("%s child %s: proposing TSr %s, not %s: %s", st.name, cfg.name, _ts_text(left), _ts_text(tsr),
              describe(found))
-    return left, tuple(dict.fromkeys(common for _, common in found))
+    return left
 
 
 def is_surely_other(claim: Claim, proof: str, by_name: bool) -> bool:
@@ -587,7 +567,6 @@ def install(
             rekey_of=rekey_of,
             initiator=we_initiated,
             local_ip=st.esp_local[0],
-            cut=child.cut,
         )
     )
 

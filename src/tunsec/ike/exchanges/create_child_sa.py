@@ -105,10 +105,8 @@ class CreateChildTask(Task):
             self._nonce = st.rng(NONCE_LEN)
         if self._rekey is not None:
             self._proposed = (self._rekey.local_ts, self._rekey.remote_ts)
-            self._child.cut = self._rekey.cut
         else:
-            ours, theirs, self._child.cut = childmod.initiator_ts(st, self._cfg)
-            self._proposed = (ours, theirs)
+            self._proposed = childmod.initiator_ts(st, self._cfg)
         payloads: list[Payload] = []
         if self._rekey is not None:
             self._peer_had_old = not self._rekey.unconfirmed
@@ -446,7 +444,6 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     except SpiUnavailable as exc:
         st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
-    child.cut = rekey.cut if rekey is not None else ()   # the peer's rekey of a Child SA we narrowed
     nonce_r = st.rng(NONCE_LEN)
     if st.keymat_seeds.repeats(nonce.data, nonce_r):
         # our fresh Nr ends a seed the peer's Ni begins (by chance only: it is drawn now): asked again,

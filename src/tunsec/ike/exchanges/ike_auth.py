@@ -317,7 +317,7 @@ class IkeAuthTask(Task):
         cfg = self._child_cfg
         if cfg is None:
             return []
-        tsi, tsr, cut = childmod.initiator_ts(st, cfg, requesting_vips=bool(st.config.vips))
+        tsi, tsr = childmod.initiator_ts(st, cfg, requesting_vips=bool(st.config.vips))
         if not tsi or not tsr:
             st.emit(NegotiationFailed(st.name, "TS_UNACCEPTABLE", "dynamic selector without a local address", cfg.name))
             return []
@@ -326,7 +326,7 @@ class IkeAuthTask(Task):
         except SpiUnavailable as exc:
             st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", cfg.name))
             return []
-        self._proposed, self._child.cut = (tsi, tsr), cut
+        self._proposed = (tsi, tsr)
         return childmod.sa_payloads(self._child, cfg.esp_proposals, tsi, tsr, strip_dh=True)
 
     def process(self, st: IkeSaState, payloads: Sequence[Payload]) -> Outcome:

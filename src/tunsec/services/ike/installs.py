@@ -413,7 +413,6 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
                    "%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,
                    ev.spi_in, ev.spi_out, ", ".join(map(str, ev.local_ts)), ", ".join(map(str, ev.remote_ts)),
                    addr_text(state.remote.addr), state.reqid)
-    self.widening.installed(state, ev)   # narrowed for others' claims, or replacing one that was (widen.py)
     # a new Child SA, not a rekey (as strongSwan's updown plugin), nor one that joined a sibling's lineage
     if plan.updown and state.pred is None and state.lineage.updown is None:
         told = self._updown_event(state, plan, state.local.addr)

@@ -139,7 +139,7 @@ def peer_lost(self: IkeService, state: ChildState) -> bool:
     pending.last = "the peer no longer had its Child SA"
     self.events.child_recreate[(pending.conn, pending.child)] += 1
     self._unlater(pending.timer)
-    pending.timer = self._later(try_deadline(sa), functools.partial(_overdue, self, pending))
+    pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
     return True
 
 
@@ -202,7 +202,7 @@ def _initiate(self: IkeService, pending: Pending) -> None:
     # the try's end is its Child SA joining, the peer's refusal (refused), or the IKE SA gone with
     # its retransmissions; a backstop for anything else (its Child SA refused here, none started)
     self._unlater(pending.timer)
-    pending.timer = self._later(try_deadline(sa), functools.partial(_overdue, self, pending))
+    pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
     if not sa.creating(pending.child):   # one under way already (an operator's) is this try: never two
         sa.initiate(pending.child)
 
@@ -266,7 +266,7 @@ def stop(self: IkeService, conn: str, child: str | None = None, why: str = STOPP
     return out
 
 
-def try_deadline(sa: IkeSa) -> float:
+def _deadline(sa: IkeSa) -> float:
     """Longer than the IKE SA's retransmissions of the try's request: it is deleted after them."""
     return sa.config.retransmit.span() + RETRY_DELAY
 
@@ -289,7 +289,7 @@ def _still_under_way(self: IkeService, pending: Pending) -> bool:
     sa = self._ike_sa(pending.ike)
     if sa is None or not sa.creating(pending.child):
         return False
-    pending.timer = self._later(try_deadline(sa), functools.partial(_overdue, self, pending))
+    pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
     return True
 
 
@@ -392,6 +392,6 @@ def worker_restarted(self: IkeService) -> None:
         out = pending.trying or pending.joined is not None
         pending.lineage, pending.timer, pending.joined, pending.trying = None, None, None, out
         if out and (sa := self._ike_sa(pending.ike)) is not None:   # (the restart's timers went)
-            pending.timer = self._later(try_deadline(sa), functools.partial(_overdue, self, pending))
+            pending.timer = self._later(_deadline(sa), functools.partial(_overdue, self, pending))
         else:
             self.spi_pool.with_spi(functools.partial(_initiate, self, pending))

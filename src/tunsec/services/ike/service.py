@@ -121,7 +121,6 @@ from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
 from tunsec.services.ike.trusted import TrustedSpis, peer_of
 from tunsec.services.ike.vips import VirtualIps
-from tunsec.services.ike.widen import Widening
 from tunsec.status import filled
 
 log = logging.getLogger("tunsec.ike")
@@ -168,7 +167,6 @@ class IkeService(Service):
         # the remote selectors each peer's Child SAs hold: no peer may take another's (installs.py books
         # them), nor a manual tunnel's (the daemon's claims, shared with ManualService: manual_claims.py)
         self.ts_claims = ts_claims if ts_claims is not None else TsClaims()
-        self.widening = Widening(self)   # our Child SAs cut for others' claims, created again once free (widen.py)
         # the key our IKE SPIs are tagged with for their peer's address, which the worker holds (trusted.py)
         self.spi_tag = IkeSpiTag.new(siphash=siphash.siphash24())
         # IKE SA handle -> unique id -> claim handle: claims of Child SAs no longer booked (a worker restart)
