@@ -49,3 +49,20 @@ def test_a_manual_tunnel_a_reload_adds_there_is_refused_still() -> None:
     tunnel = SimpleNamespace(name="legacy", file="tunsec.conf", line=9, remote_ts=(T("10.8.1.0/24"),), local_ts=LAN)
     (why,) = ManualClaims(claims).held_by_ike([tunnel])  # type: ignore[list-item]
     assert "manual tunnel legacy" in why and "full.example" in why
+
+
+def test_a_rekey_of_the_yielding_claim_overlaps_nothing_where_it_yields() -> None:
+    """Review revwiden2 F2: the site admitted into what was taken back; the full tunnel's peer rekeys the
+    widened Child SA (or a worker restart does): what our own claim yields is no overlap for the rekey,
+    beyond it another's claim is; a new proposal (no rekey) still leaves the site out."""
+    claims = _claims()
+    claims.add(2, "site", SITE, (T("10.8.0.0/24"),), LAN, by_name=True)
+    assert claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True, rekey=True) == []
+    found = claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True)
+    assert [(c.handle, common) for c, common in found] == [(2, T("10.8.0.0/24"))]
+    # another Child SA of the peer's (other selectors) does not rekey the yielding one: as before
+    found = claims.overlaps(FULL, (T("10.8.0.0/24"),), LAN, by_name=True, rekey=True)
+    assert [(c.handle, common) for c, common in found] == [(2, T("10.8.0.0/24"))]
+    claims.add(3, "other", SITE, (T("10.9.0.0/24"),), LAN, by_name=True)   # never taken back
+    found = claims.overlaps(FULL, (T("0.0.0.0/0"),), LAN, by_name=True, rekey=True)
+    assert [(c.handle, common) for c, common in found] == [(3, T("10.9.0.0/24"))]

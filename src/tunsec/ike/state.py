@@ -98,7 +98,8 @@ class SelectorClaims(Protocol):
     they are (``tunsec.policy.claims.TsClaims``): a peer may not claim another peer's."""
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]: ...
+                 named: bool = False, by_name: bool | None = None,
+                 *, rekey: bool = False) -> list[tuple[Claim, Ts]]: ...
 
     def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]: ...
 

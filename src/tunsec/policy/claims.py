@@ -173,6 +173,10 @@ class TsClaims:
         held = self._by_handle.get(handle)
         return held[0][2].peer if held else None
 
+    def claims_of(self, handle: int) -> list[Claim]:
+        """The claims ``handle`` holds."""
+        return [e[2] for e in self._by_handle.get(handle, ())]
+
     def __len__(self) -> int:
         return len(self._by_handle)
 
@@ -243,7 +247,8 @@ class TsClaims:
                 self._reach[fam] = max(widths, default=0)
 
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-                 named: bool = False, by_name: bool | None = None, yielded: bool = True) -> list[tuple[Claim, Ts]]:
+                 named: bool = False, by_name: bool | None = None, yielded: bool = True,
+                 *, rekey: bool = False) -> list[tuple[Claim, Ts]]:
         """The claims of other peers that remote ``selectors`` overlap, with local ones that meet
         ``local``, each with the overlap of the remote selectors; ``named``: the asking peer's
         connection names it and gave it these selectors as written, and so may share them with other
@@ -253,7 +258,10 @@ class TsClaims:
         is the peer's own, whichever selectors each child was given (a spoke's second child that
         chose from a wide remote_ts beside a first one given as written).  ``yielded``: what claims
         give way (:meth:`yielding`) is no overlap; False for a manual tunnel's, which would start no
-        narrowing of the yielding Child SA (services/manual_claims.py held_by_ike)."""
+        narrowing of the yielding Child SA (services/manual_claims.py held_by_ike).  ``rekey``: the
+        asking peer rekeys selectors it holds, so another's claim that meets them only where the
+        peer's own claim yields (the other was admitted there; widen.py narrows ours around it) is no
+        overlap either: refused, a worker restart's rekeys took both Child SAs away (review revwiden2 F2)."""
         found: list[tuple[Claim, Ts]] = []
         named, by_name = _as_named(peer, named, by_name)
         by_name = named if by_name is None else by_name
@@ -262,14 +270,17 @@ class TsClaims:
             first, last = int(want.start), int(want.end)
             starts, entries = self._starts[fam], self._entries[fam]
             near = entries[bisect.bisect_left(starts, first - self._reach[fam]):bisect.bisect_right(starts, last)]
-            for e in (near + self._wide[fam] if self._wide[fam] else near):
-                start, end, claim = e
-                if end < first or start > last or (named and claim.named) or \
-                        (claim.peer == peer and claim.by_name == by_name):
+            here = [e for e in (near + self._wide[fam] if self._wide[fam] else near) if e[1] >= first and e[0] <= last]
+            # (the rekeyed Child SA's own claim: a rekey keeps its selectors, so it holds ``want`` as is)
+            own = [e[2] for e in here if e[2].ts == want and e[2].peer == peer and e[2].by_name == by_name] \
+                if rekey else []
+            for _, _, claim in here:
+                if (named and claim.named) or (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
                 if common is not None and _meet(claim.local, local) \
-                        and not (yielded and self._gives_way(claim, common)):
+                        and not (yielded and self._gives_way(claim, common)) \
+                        and not any(self._gives_way(mine, common) for mine in own if _meet(mine.local, local)):
                     found.append((claim, common))
         return found
 

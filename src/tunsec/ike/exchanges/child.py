@@ -334,7 +334,7 @@ def rekey_select(
                        f"rekey of Child SA {old.name} proposed {len(tsi)} TSi {_ts_text(tsi)} and {len(tsr)} TSr "
                        f"{_ts_text(tsr)}: {exc}", old.name, ts_limit=True)
     if set(new_tsi) == set(old.remote_ts) and set(new_tsr) == set(old.local_ts):
-        mine = _not_others(st, old.config, tsi, old.remote_ts, old.local_ts)
+        mine = _not_others(st, old.config, tsi, old.remote_ts, old.local_ts, rekey=True)
         if isinstance(mine, Refusal):
             return mine
         new_tsi = mine
@@ -387,18 +387,19 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
 
 
 def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: tuple[Ts, ...],
-                tsr: tuple[Ts, ...]) -> tuple[Ts, ...] | Refusal:
+                tsr: tuple[Ts, ...], rekey: bool = False) -> tuple[Ts, ...] | Refusal:
     """The peer's remote selectors ``tsi`` without what other peers' Child SAs hold toward local
     selectors that meet ``tsr`` (policy/claims.py): with them, our policies would lose those peers'
     traffic to this one (the older of equal ones wins), and its inbound SA admit their addresses as
     source toward the same hosts.  Another peer's remote addresses toward local selectors of this
     peer's own are no overlap: the SPD tells the two apart by the local side.  A road warrior (a connection with
     pools) is narrowed to the rest, as its lease is what it came for; a site (no pools) is refused
-    rather than given a part of its subnets it did not expect.  Refused too when nothing is left."""
+    rather than given a part of its subnets it did not expect.  Refused too when nothing is left.
+    ``rekey``: the peer rekeys these selectors (TsClaims.overlaps)."""
     named = st.config.assigns(cfg.name, tsi)   # a primary and a backup of one site may share
     # the peer as the IKE service books its claims: the identity and how it was proven (claims.py)
-    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsi, tsr, named, st.config.names_its_peer) \
-        if st.ts_claims is not None else []
+    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsi, tsr, named, st.config.names_its_peer,
+                                  rekey=rekey) if st.ts_claims is not None else []
     if not found:
         return tsi
     why = describe(found)
@@ -417,17 +418,20 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
                    cfg.name, claims=True)
 
 
-def answer_not_others(st: IkeSaState, child: ChildSa, tsi: Sequence[Ts], tsr: Sequence[Ts]) -> Refusal | None:
+def answer_not_others(st: IkeSaState, child: ChildSa, tsi: Sequence[Ts], tsr: Sequence[Ts],
+                      rekey: bool = False) -> Refusal | None:
     """The initiator's side of _not_others: the responder chose TSr, our remote selectors, within
     what we proposed, and may have chosen another peer's part of a wide remote_ts (a hub's spokes,
     one connection per spoke).  Nothing can be narrowed in an answer: a Child SA whose TSr overlaps
     what another peer holds toward local selectors that meet ``tsi`` is refused (the caller deletes
     the half the peer installed).  The same identity (a rekey, a reauthentication) overlaps nothing;
-    two connections that name their peers and give them these selectors as written may share."""
+    two connections that name their peers and give them these selectors as written may share.
+    ``rekey``: the answer to our rekey (TsClaims.overlaps: what our own claim yields is no overlap)."""
     if st.ts_claims is None:
         return None
     named = st.config.assigns(child.config.name, tsr)
-    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsr, tsi, named, st.config.names_its_peer)
+    found = st.ts_claims.overlaps(Peer(st.peer_id, st.config.lease_proof), tsr, tsi, named, st.config.names_its_peer,
+                                  rekey=rekey)
     if not found:
         return None
     return Refusal(NotifyType.TS_UNACCEPTABLE,

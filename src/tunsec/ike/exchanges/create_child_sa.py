@@ -172,7 +172,7 @@ class CreateChildTask(Task):
             result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
             ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
         if not isinstance(result, childmod.Refusal):
-            result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
+            result = childmod.answer_not_others(st, child, ts[0], ts[1], rekey=old is not None) or result
         if isinstance(result, childmod.Refusal):
             childmod.fail(st, child, result)
             # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)

@@ -108,7 +108,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     peer = Peer(sa.peer_id if sa.peer_id is not None else ev.remote_addr[0], sa.config.lease_proof)
     named = sa.config.assigns(ev.child, ev.remote_ts)
     by_name = sa.config.names_its_peer
-    if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):
+    if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name, rekey=ev.rekey_of is not None):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others,
         # answer_not_others for the answers to our requests), but a datagram handled in the same
         # batch as that peer's negotiation, before its Child SA was booked here, passed: never

@@ -50,7 +50,7 @@ async def worker_restarted(self: IkeService) -> None:
         self._updown_down(state.lineage)
         # its selectors stay its peer's until it is rekeyed (or our rekey of it out ends: rekey_hold.py)
         if child_index.still_held(self, state) or rekey_hold.held(self, state):
-            hold_claim(self, state.ike, state.unique_id, state.handle)
+            hold_claim(self, state.ike, state.unique_id, state.handle, state.child)
         else:   # no longer its IKE SA's (defensive: its ChildSaDown would have unbooked it): nothing releases them
             self.ts_claims.remove(state.handle)
     child_index.clear(self)
@@ -70,10 +70,12 @@ async def worker_restarted(self: IkeService) -> None:
     self._pump()
 
 
-def hold_claim(self: IkeService, ike: int, unique_id: int, handle: int) -> None:
-    """Keep the claims booked under ``handle`` (in ts_claims) for Child SA ``unique_id`` of IKE SA
-    ``ike`` until its rekey is recorded, it goes down, or its IKE SA goes."""
+def hold_claim(self: IkeService, ike: int, unique_id: int, handle: int, child: str) -> None:
+    """Keep the claims booked under ``handle`` (in ts_claims) for Child SA ``unique_id`` (of ``child``) of
+    IKE SA ``ike`` until its rekey is recorded, it goes down, or its IKE SA goes.  What a widening took
+    back yields in them as it did (widen.py)."""
     self._held_claims.setdefault(ike, {})[unique_id] = handle
+    self.widening.hold(handle, ike, child)
 
 
 def release_claim(self: IkeService, ike: int, unique_id: int | None) -> None:
@@ -102,7 +104,7 @@ def stale_spi(self: IkeService, sa: IkeSa, ev: ChildSaUp, ike: int, peer: object
                 "old worker's): rekeying it into the new worker", sa.name, ev.child, ev.spi_in, ev.spi_out)
     handle = next(self._handles)
     self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named, by_name)
-    hold_claim(self, ike, ev.unique_id, handle)
+    hold_claim(self, ike, ev.unique_id, handle, ev.child)
     self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, ev.unique_id))
 
 
@@ -111,7 +113,7 @@ def rekey_uninstalled(self: IkeService, state: ChildState) -> None:
     holds it: its claims (kept by _forget) are held, and it is rekeyed with an SPI of the current worker."""
     log.warning("%s: CHILD_SA %s %08x_i %08x_o has no inbound SA in the worker: rekeying it", state.conn,
                 state.child, state.spi_in, state.spi_out)
-    hold_claim(self, state.ike, state.unique_id, state.handle)
+    hold_claim(self, state.ike, state.unique_id, state.handle, state.child)
     if (sa := self._ike_sa(state.ike)) is not None:
         self.spi_pool.with_spi(functools.partial(self._rekey_child, sa, state.unique_id))
         self._pump()

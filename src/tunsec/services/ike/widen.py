@@ -35,7 +35,15 @@ widenings existed.  Once that Child SA is installed, ours is created again as an
 narrowed around it), and the wide one deleted once the new one is installed: the same
 make-before-break, reversed.  Until then both are installed and the wide one's policies, the older,
 carry the network's traffic (all Child SAs' policies share a priority).  Equal peers stay first
-come, first served: only what a widening took gives way.
+come, first served: only what a widening took gives way.  The first narrowing after a quiet period
+starts at once; each later one (a peer swapping its own Child SAs within what was taken back), and
+each after a refused one, waits HOLD_OFF doubled per narrowing and failure since (_Pace, apart from
+the failures a success forgets; review revwiden2 F1), the wide one's policies carrying the network
+meanwhile.  Nothing starts for a claim our proposal would not leave out (two peers named with
+selectors as written share: review revwiden2 F3), and what was taken back is kept once, not once
+per round (F4).  A worker restart's held claims yield as their Child SAs did (restart.hold_claim),
+and a rekey of the widened Child SA (either side's, a restart's) is not refused for another peer's
+claim that meets it only where it yields (TsClaims.overlaps ``rekey``; review revwiden2 F2).
 
 The replacement is named, not guessed (review revwiden F2): the first new Child SA of ours in its IKE
 SA and child while it is out, and whatever rekeys that one (a worker restart rekeys one whose answer
@@ -52,6 +60,7 @@ import bisect
 import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -91,6 +100,25 @@ class _Attempt:
     cut: tuple[Ts, ...] = ()   # what the narrowed one it replaces had cut out (a widening's)
 
 
+@dataclasses.dataclass
+class _Pace:
+    """How often a widened Child SA was narrowed around a returning peer lately (review revwiden2 F1):
+    apart from _Attempt.failures, which a success forgets."""
+
+    count: int = 0            # narrowings each within the doubled hold-off of the one before
+    last: float = -math.inf   # when the last one started (the loop's clock)
+
+    def wait(self, failures: int) -> float:
+        """Seconds from the last narrowing before the next may start: none after a quiet period."""
+        doublings = self.count + failures
+        return HOLD_OFF * (1 << min(doublings, MAX_DOUBLINGS)) if doublings else 0.0
+
+    def decayed(self, now: float) -> None:
+        """A quiet period (twice the current wait) forgets the count: the next narrowing is immediate."""
+        if self.count and now - self.last >= 2 * HOLD_OFF * (1 << min(self.count, MAX_DOUBLINGS)):
+            self.count = 0
+
+
 class Widening:
     """Our Child SAs cut for others' claims, and their replacements (the module's docstring)."""
 
@@ -104,6 +132,9 @@ class Widening:
         # the widened Child SA there and its rekeys, by unique id (a worker restart starts lineages anew)
         self._wide: dict[_Key, set[int]] = {}
         self._again: set[int] = set()   # handles of returning peers' Child SAs whose narrowing of ours waits
+        self._pace: dict[_Key, _Pace] = {}   # the narrowings of a widened Child SA, bounded (F1)
+        # the handles of claims a worker restart holds (restart.hold_claim): they yield as before it (F2)
+        self._held: dict[int, _Key] = {}
         service.ts_claims.on_release(self.released)
         service.ts_claims.yielding(self.yields)
 
@@ -145,6 +176,7 @@ class Widening:
         SA no longer booked is forgotten."""
         children = self._svc.children
         for c in claims:
+            self._held.pop(c.handle, None)
             if c.handle in self._narrowed and c.handle not in children:
                 del self._narrowed[c.handle]
                 self._index.pop(c.handle, None)
@@ -160,16 +192,24 @@ class Widening:
                 self._schedule((state.ike, state.child), state.conn)
 
     def yields(self, claim: Claim) -> Held | None:
-        """What of ``claim`` gives way to another peer (TsClaims.yielding): what widenings took back."""
+        """What of ``claim`` gives way to another peer (TsClaims.yielding): what widenings took back.  A
+        claim a worker restart holds for a Child SA no longer booked yields as it did (review revwiden2
+        F2: it took the returning peer's Child SA away)."""
         state = self._svc.children.get(claim.handle)
-        return self._taken.get((state.ike, state.child)) if state is not None else None
+        key = (state.ike, state.child) if state is not None else self._held.get(claim.handle)
+        return self._taken.get(key) if key is not None else None
+
+    def hold(self, handle: int, ike: int, child: str) -> None:
+        """A worker restart holds claims under ``handle`` for a Child SA of ``child`` in IKE SA ``ike``
+        (restart.hold_claim), until they are released."""
+        self._held[handle] = (ike, child)
 
     def ike_gone(self, ike: int) -> None:
         """IKE SA ``ike`` (its lineage) is gone: nothing of it is checked or replaced any more."""
         for key in [key for key in self._attempts if key[0] == ike]:
             if (timer := self._attempts.pop(key).timer) is not None:
                 timer.cancel()
-        for book in (self._taken, self._taken_pieces, self._wide):
+        for book in (self._taken, self._taken_pieces, self._wide, self._pace):
             for key in [key for key in book if key[0] == ike]:
                 del book[key]
 
@@ -301,8 +341,13 @@ class Widening:
         self._wide[key] = {new.unique_id}
         back = dict.fromkeys(common for piece in took for mine in new.remote_ts
                              if (common := piece.intersect(mine)) is not None)
-        pieces = self._taken_pieces[key] = tuple(dict.fromkeys((*self._taken_pieces.get(key, ()), *back)))
-        self._taken[key] = Held.of((int(t.start), int(t.end), t) for t in pieces)
+        # only what is not taken already: a piece taken back round after round is kept once (review
+        # revwiden2 F4: the list grew by a piece per round for the IKE SA's life)
+        taken = self._taken.get(key)
+        fresh = [t for t in back if taken is None or not taken.holds(t, int(t.start), int(t.end))]
+        if fresh:
+            pieces = self._taken_pieces[key] = (*self._taken_pieces.get(key, ()), *fresh)
+            self._taken[key] = Held.of((int(t.start), int(t.end), t) for t in pieces)
 
     def _drop(self, handle: int) -> None:
         self._narrowed.pop(handle, None)
@@ -335,10 +380,14 @@ class Widening:
             sa = self._svc._ike_sa(key[0])
             wide = self._wide_state(key)
             if sa is None or wide is None or self._svc.ts_claims.peer_of(wide.handle) == peer \
-                    or not _any_meet(state.local_ts, wide.local_ts) or not _any_meet(state.remote_ts, wide.remote_ts):
+                    or not _any_meet(state.local_ts, wide.local_ts) or not _any_meet(state.remote_ts, wide.remote_ts) \
+                    or not self._left_out(wide, state):
                 continue
             if (attempt is not None and attempt.trying) or sa.state is not State.ESTABLISHED:
                 self._later(state.handle)   # a replacement out there (its answer refused now), an IKE SA rekey
+                continue
+            if (wait := self._paced(key, attempt)) > 0:
+                self._later(state.handle, wait)   # narrowed lately: not again before the doubled hold-off
                 continue
             if attempt is None:
                 attempt = self._attempts[key] = _Attempt(wide.conn)
@@ -350,11 +399,40 @@ class Widening:
                      wide.conn, key[1], selectors_text(state.remote_ts), state.conn)
             self._start(key, attempt, sa)
 
-    def _later(self, handle: int) -> None:
-        """The returning peer's Child SA ``handle`` is looked at again after the hold-off (while booked)."""
+    def _left_out(self, wide: ChildState, returning: ChildState) -> bool:
+        """Whether our proposal of the child would leave ``returning``'s claim out, as it would be made
+        now (outside_others_claims): not if the two share (two peers named with selectors as written),
+        which would create the same Child SA again at every install of the peer's (review revwiden2 F3)."""
+        claims = self._svc.ts_claims
+        mine = claims.claims_of(wide.handle)
+        if not mine:
+            return False
+        found = claims.overlaps(mine[0].peer, returning.remote_ts, wide.local_ts, mine[0].named, mine[0].by_name,
+                                yielded=False)
+        return any(claim.handle == returning.handle for claim, _ in found)
+
+    def _paced(self, key: _Key, attempt: _Attempt | None) -> float:
+        """Seconds until a narrowing of ``key`` may start (0: it starts now, and is counted).  The first
+        after a quiet period is immediate (the SPD window, where the wide one's policies carry the
+        returning network's traffic, stays one round trip); each later one, and each after a refused
+        one, waits the doubled hold-off: a peer swapping its own Child SAs within what was taken back
+        costs a CREATE_CHILD_SA in ours per doubled hold-off at most (review revwiden2 F1)."""
+        now = asyncio.get_running_loop().time()
+        pace = self._pace.setdefault(key, _Pace())
+        pace.decayed(now)
+        wait = pace.last + pace.wait(attempt.failures if attempt is not None else 0) - now
+        if wait > 0:
+            return wait
+        pace.count += 1
+        pace.last = now
+        return 0.0
+
+    def _later(self, handle: int, delay: float | None = None) -> None:
+        """The returning peer's Child SA ``handle`` is looked at again after ``delay`` (the hold-off), while
+        it is booked."""
         if handle not in self._again:
             self._again.add(handle)
-            asyncio.get_running_loop().call_later(HOLD_OFF, self._again_due, handle)
+            asyncio.get_running_loop().call_later(HOLD_OFF if delay is None else delay, self._again_due, handle)
 
     def _again_due(self, handle: int) -> None:
         self._again.discard(handle)
