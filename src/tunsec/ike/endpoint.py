@@ -67,6 +67,7 @@ from tunsec.policy.selector import IPAddress
 from .address_role import Role, address_role
 from .by_address import EstablishedByAddress
 from .by_peer import SpisByPeer
+from .child_refusal import swap
 from .config import IkeConfig
 from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
 from .cookie_demand import (
@@ -371,6 +372,15 @@ class IkeEndpoint:
         self._collect(now)
         out, self._outbox = self._outbox, []
         return out
+
+    def holds(self, datagrams: Sequence[bytes]) -> bool:
+        """Whether ``datagrams`` (an answer: the first of them) are collected here and not taken yet."""
+        return bool(datagrams) and any(d.data == datagrams[0] for d in self._outbox)
+
+    def replace(self, old: Sequence[bytes], new: Sequence[bytes]) -> bool:
+        """Put ``new`` in place of each collected copy of ``old`` (an answer refused after all:
+        child_refusal.py); whether there was one."""
+        return swap(self._outbox, old, new, lambda d: d.data, lambda d, data: d._replace(data=data))
 
     def relay_reply(self, sa: IkeSa, reply: RelayReply, now: float) -> bool:
         """The AAA backend's answer for ``sa``'s EAP relay (``IkeSa.relay_reply``), with its

@@ -66,6 +66,7 @@ from datetime import datetime
 from typing import Concatenate, ParamSpec, TypeVar
 
 from . import (
+    child_refusal,
     sa_configs,
     sa_fragments,
     sa_redirect,
@@ -633,6 +634,9 @@ class IkeSa:
     _respond = sa_responder.respond
     _respond_to = sa_responder.respond_to
     _on_retransmit = sa_responder.on_retransmit
+    # the answer that created a Child SA turned into a refusal (its install failed: child_refusal.py)
+    answer_of = child_refusal.answer_of
+    refuse_child = _notifies(child_refusal.refuse_child)
     _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request
     _float = sa_responder.float_to

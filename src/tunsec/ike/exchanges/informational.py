@@ -114,14 +114,24 @@ def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason, rearm_at: Ca
     it, and its hard lifetime counts from its creation, review revrekey2 R2).  The peer may as well
     have our answer and that rekey done: its DELETE of the old one then ends a rekey, not the child
     (``successor_deleted``: no close_action on both sides, review revrekey2 F1)."""
+    old = unrekey(st, child, rearm_at)
+    if old is not None:
+        old.successor_deleted = True
+    return DeleteChildTask([child], reason)
+
+
+def unrekey(st: IkeSaState, child: ChildSa, rearm_at: Callable[[], float]) -> ChildSa | None:
+    """``child`` goes (delete_ours), or is refused in the answer that created it (child_refusal.py): if it
+    is the new Child SA of the peer's rekey we answered, the Child SA it replaced is not rekeyed any more
+    (returned; None if there is none, or we rekeyed or delete it ourselves)."""
     old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None) \
         if child.peer_rekey_of is not None else None
-    if old is not None and old.rekeyed_by_peer and old.rekeyed_by_us is None and not old.deleting:
-        old.rekeyed_by_peer = False
-        old.successor_deleted = True
-        old.rekey_at = rearm_at() if old.config.rekey_time else None
     child.peer_rekey_of = None
-    return DeleteChildTask([child], reason)
+    if old is None or not old.rekeyed_by_peer or old.rekeyed_by_us is not None or old.deleting:
+        return None
+    old.rekeyed_by_peer = False
+    old.rekey_at = rearm_at() if old.config.rekey_time else None
+    return old
 
 
 def child_down(st: IkeSaState, child: ChildSa, reason: DownReason, detail: str = "") -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from tunsec.ike.child_refusal import swap
 from tunsec.ike.endpoint import Datagram
 
 Peer = tuple[str, int]   # address, port
@@ -116,6 +117,16 @@ class Barrier:
             self._held_for(time.monotonic() - self._since.pop(flow, time.monotonic()))
             for datagram in self._parked.pop(flow, []):   # older than anything the engine still holds
                 self._send(datagram)
+
+    def holds(self, flow: Flow, datagrams: tuple[bytes, ...]) -> bool:
+        """Whether ``datagrams`` (an answer: the first of them) wait parked in ``flow``, not sent yet."""
+        return bool(datagrams) and any(d.data == datagrams[0] for d in self._parked.get(flow, ()))
+
+    def replace(self, flow: Flow, old: tuple[bytes, ...], new: tuple[bytes, ...]) -> bool:
+        """Put ``new`` in place of each parked copy of ``old`` in ``flow`` (an answer refused after all:
+        install_failed.py); whether there was one."""
+        parked = self._parked.get(flow)
+        return parked is not None and swap(parked, old, new, lambda d: d.data, lambda d, data: d._replace(data=data))
 
     def _held_for(self, seconds: float) -> None:
         self.install_holds += 1

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason
 from tunsec.ike.sa import IkeSa
 from tunsec.loglimit import suffix
+from tunsec.services.ike.barrier import Flow
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
@@ -24,22 +25,48 @@ log = logging.getLogger("tunsec.ike")
 
 
 def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: str, child: str,
-                     what: str, removed: bool = True) -> None:
+                     what: str, removed: bool = True, flow: Flow | None = None) -> None:
     """Count and log (``what``: its SPIs, "failed: " and why) an install failure, and delete the
     Child SA ``unique_id`` in the engine if its IKE SA still holds it and is not deleting it already
     (its DELETE, a rekey that replaced it, the IKE SA going away).  ``removed``: the caller removes
-    its inbound SA (installs._remove), its ChildSaDown does not (removed_already)."""
+    its inbound SA (installs._remove), its ChildSaDown does not (removed_already).
+
+    ``flow`` (the worker's failure of an install sent): where the barrier parks the IKE SA's datagrams;
+    if the answer that created the Child SA (the peer's CREATE_CHILD_SA) has not left, it becomes
+    TEMPORARY_FAILURE instead, and no DELETE follows (ike/child_refusal.py: the peer keeps the Child SA
+    its rekey would have replaced, and tries again).  Without one (an ESP algorithm the fast path does
+    not do: the peer's retry would fail alike; an install that could not be sent) it is deleted."""
     self.events.install_failed[(conn, child)] += 1
-    held = sa is not None and deletable(sa, unique_id)
+    refused = sa is not None and flow is not None and refused_answer(self, sa, unique_id, flow)
+    held = not refused and sa is not None and deletable(sa, unique_id)
     if (n := self.refusals.install_failed.admit(self.log_peer(sa, conn))) is not None:
         log.error("%s: installing CHILD_SA %s %s%s%s", conn, child, what,
-                  "; deleting it" if held else "", suffix(n))
-    if sa is not None and held:
+                  "; refused in our answer (TEMPORARY_FAILURE)" if refused else "; deleting it" if held else "",
+                  suffix(n))
+    if sa is not None and (held or refused):
         if removed:
             self.uninstalled.add((self._ike_handle(sa), unique_id))
-        sa.delete_child(unique_id, DownReason.DELETED)
+        if held:
+            sa.delete_child(unique_id, DownReason.DELETED)
         # a turn later: this may run inside _pump's handling of the ChildSaUp (its events stay in order)
         asyncio.get_running_loop().call_soon(self._pump)
+
+
+def refused_answer(self: IkeService, sa: IkeSa, unique_id: int, flow: Flow | None) -> bool:
+    """Turn the answer that created Child SA ``unique_id`` into a refusal, if it may be (IkeSa.answer_of)
+    and has not left: parked by the barrier in ``flow`` (an install's failure), or collected from the
+    engine and not flushed yet (the ChildSaUp's own turn: the claims backstop).  The engine reports
+    the Child SA down (ChildSaDown) and sends no DELETE."""
+    old = sa.answer_of(unique_id)
+    if old is None:
+        return False
+    if flow is not None and self.barrier.holds(flow, old):
+        self.barrier.replace(flow, old, sa.refuse_child(unique_id))
+        return True
+    if self.endpoint.holds(old):
+        self.endpoint.replace(old, sa.refuse_child(unique_id))
+        return True
+    return False
 
 
 def deletable(sa: IkeSa, unique_id: int) -> bool:

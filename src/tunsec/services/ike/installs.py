@@ -111,14 +111,17 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others,
         # answer_not_others for the answers to our requests), but a datagram handled in the same
-        # batch as that peer's negotiation, before its Child SA was booked here, passed: it is
-        # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it), never installed
+        # batch as that peer's negotiation, before its Child SA was booked here, passed: never
+        # installed, it is refused in our answer if that has not left (the peer asked for it), else
+        # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it)
+        refused = install_failed.refused_answer(self, sa, ev.unique_id, None)
         if (held := self.refusals.refused.admit(self.log_peer(sa, sa.name))) is not None:
-            log.error("%s: CHILD_SA %s of peer %s deleted, not installed: its remote %s %s%s", sa.name, ev.child,
-                      peer, ", ".join(map(str, ev.remote_ts)), describe(found), suffix(held))
+            log.error("%s: CHILD_SA %s of peer %s %s, not installed: its remote %s %s%s", sa.name, ev.child, peer,
+                      "refused in our answer" if refused else "deleted", ", ".join(map(str, ev.remote_ts)),
+                      describe(found), suffix(held))
         self.events.ts_claims_refused[(sa.name, ev.child)] += 1
-        if install_failed.deletable(sa, ev.unique_id):   # (review revrekey F5: the peer's DELETE may have come first)
-            sa.delete_child(ev.unique_id)
+        if not refused and install_failed.deletable(sa, ev.unique_id):   # (review revrekey F5: the peer's
+            sa.delete_child(ev.unique_id)                                 # DELETE may have come first)
         return None
     ike = self._ike_handle(sa)
     restart.release_claim(self, ike, ev.rekey_of)   # a Child SA of an old worker's, rekeyed: it holds them now
@@ -356,8 +359,11 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 restart.rekey_uninstalled(self, state)
             else:
-                install_failed.delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn,
-                                                state.child, what)
+                # the peer's CREATE_CHILD_SA answer may wait still (the barrier's, in the IKE SA's flow
+                # as _handle parked it): refused there rather than answered and then deleted
+                sa = self._ike_sa(state.ike)
+                flow = (ev.remote_addr, sa.spi_i + sa.spi_r) if sa is not None and not ev.initiator else None
+                install_failed.delete_in_engine(self, sa, state.unique_id, state.conn, state.child, what, flow=flow)
             await self._remove(state, ended)
             if ended and not again:
                 self._updown_down(state.lineage)   # a rekey's lineage may have run its up-client

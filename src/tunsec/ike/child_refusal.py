@@ -1,0 +1,108 @@
+"""Refusing the peer's Child SA after all, in the answer that created it (review revrekey F1, the
+responder's half).
+
+We answered the peer's CREATE_CHILD_SA (a new Child SA, or a rekey) with success, and our install of
+that Child SA failed in the worker while the answer had not left yet (the service's barrier holds
+it until the install is answered).  Sending success and then a DELETE loses a rekeyed child on both
+sides: the initiator deletes the old Child SA on our success, and the new one to our DELETE.  So the
+answer becomes TEMPORARY_FAILURE (RFC 7296 §1.3, §2.25: the initiator keeps the old Child SA and tries
+again).  strongSwan installs before it answers and so refuses in the answer too (child_create's build_r:
+NO_PROPOSAL_CHOSEN for a failed SAD install, TS_UNACCEPTABLE for a failed SPD one); TEMPORARY_FAILURE
+here, as the install failed for now (memory, a full SAD, a worker slow to answer) and both tunsec and
+strongSwan initiators try that rekey again soon.  The refusal is encoded for the answer's message ID
+and replaces the stored response (a retransmitted request gets it), the Child SA is dropped here
+without a DELETE, and the old one is no longer rekeyed.
+
+Not once the peer sent a later request (it has our answer), nor while a rekey collision is being
+settled (our own rekey of the old Child SA is out or answered: the collision's rules decide what
+lives), nor for IKE_AUTH's Child SA (its answer carries the IKE SA: deleted as before).
+
+These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from .constants import ExchangeType, NotifyType
+from .events import DownReason
+from .exchanges import informational
+from .exchanges.base import notify
+from .state import ChildSa, State
+
+if TYPE_CHECKING:
+    from .sa import IkeSa
+
+T = TypeVar("T")
+
+REFUSED = "its install failed: refused in our answer (TEMPORARY_FAILURE)"
+
+
+def answer_of(self: IkeSa, unique_id: int) -> tuple[bytes, ...] | None:
+    """The datagrams of our stored answer that created Child SA ``unique_id``, if that answer may
+    still be turned into a refusal (refuse_child); None otherwise."""
+    last = self._last_response
+    return last.datagrams if last is not None and _refusable(self, unique_id) is not None else None
+
+
+def refuse_child(self: IkeSa, unique_id: int) -> tuple[bytes, ...]:
+    """Turn the answer that created Child SA ``unique_id`` (answer_of) into TEMPORARY_FAILURE: the new
+    answer's datagrams (also put in place of the old ones in this SA's outbox).  The Child SA is
+    reported down (ChildSaDown: what it holds in the worker is the caller's) and no DELETE is sent."""
+    child = _refusable(self, unique_id)
+    last = self._last_response
+    if child is None or last is None:
+        raise KeyError(f"no Child SA {unique_id} answered in {self.name}'s last response")
+    new = self._encode(ExchangeType.CREATE_CHILD_SA, last.message_id, [notify(NotifyType.TEMPORARY_FAILURE)],
+                       response=True)
+    swap(self._outbox, last.datagrams, new, lambda item: item[0], lambda item, data: (data, item[1]))
+    last.datagrams = new   # a retransmission of the request gets the refusal (its resends count on)
+    st = self._st
+    child.unconfirmed = False
+    st.unconfirmed = tuple(c for c in st.unconfirmed if c is not child)
+    # the peer never hears of this rekey: the old Child SA is not rekeyed (its next rekey of it is
+    # answered, our timer runs for it again), nor is the peer's DELETE of it the end of a rekey
+    informational.unrekey(st, child, self._retry_at)
+    informational.child_down(st, child, DownReason.DELETED, REFUSED)
+    return new
+
+
+def _refusable(self: IkeSa, unique_id: int) -> ChildSa | None:
+    """Child SA ``unique_id`` if our last stored answer created it and it may still be refused.
+
+    ``unconfirmed`` is set only by the CREATE_CHILD_SA responder and cleared by the peer's next request
+    served: while it holds, our last response on this IKE SA is the one that created it (an IKE SA
+    rekey of ours hands it to the new IKE SA, which has answered nothing: no last response there)."""
+    st = self._st
+    if self._state is not State.ESTABLISHED or self._heir is not None or self._last_response is None:
+        return None
+    child = next((c for c in st.children.values() if c.unique_id == unique_id), None)
+    if child is None or not child.unconfirmed or not child.installed or child.deleting:
+        return None
+    if child.peer_rekey_of is not None:
+        old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None)
+        ours = self._pending.task.rekeying if self._pending is not None else None
+        if old is None or old.rekeyed_by_us is not None or ours is old:
+            return None   # a collision (or the old one gone): settled as before (a DELETE)
+    return child
+
+
+def swap(items: list[T], old: Sequence[bytes], new: Sequence[bytes], data: Callable[[T], bytes],
+         remake: Callable[[T, bytes], T]) -> bool:
+    """Put ``new``'s datagrams in place of each copy of ``old``'s in ``items`` (each copy at its first
+    datagram's place, keeping its address); whether there was one."""
+    if not old:
+        return False
+    gone = set(old)
+    out: list[T] = []
+    found = False
+    for item in items:
+        got = data(item)
+        if got == old[0]:
+            found = True
+            out.extend(remake(item, d) for d in new)
+        elif got not in gone:
+            out.append(item)
+    if found:
+        items[:] = out
+    return found
