@@ -7,6 +7,9 @@ there as esp_loop, csrc/ownesp.c) until the netlink job ends, or for good if it 
 waited either).  That is what _route_ready exists to prevent (review revmobfix F1), and h/fixsweep2's
 expect() made a MOBIKE move rely on it.
 
+Fixed (h/fixsweep3): the mover MIGRATEs only to the address whose route it waited for; if the peer moved on
+meanwhile it goes round again, waiting for the newer address's route outside the lock.
+
 The real IkeService (test_ikeservice_peers.Gateway: the worker's request handling and C fast path in
 process, a MOBIKE site behind a NAT) with the real ExcludeGate and trust function, the full tunnel's halves
 as the TUN's routes; the netlink is a recorder whose job for the second address is in flight until the

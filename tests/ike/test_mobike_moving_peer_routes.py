@@ -9,6 +9,9 @@ tunnel: revsweep2 F3's harm) and they pile up, one per move, in the kernel's tab
 A peer that controls (or receives at: anyone on the gateway's uplink path does) a range of addresses, moving
 on whenever a batch runs, holds a route for each.
 
+Fixed (h/fixsweep3): after each batch without a retry, the addresses of ``move.left`` no Child SA of the
+IKE SA is at, nor the IKE SA, are swept (mobility._sweep_passed).
+
 The real IkeService (test_ikeservice_peers.Gateway: the worker's request handling and C fast path in
 process, a MOBIKE site behind a NAT) with the real ExcludeGate and trust function, the full tunnel's halves
 as the TUN's routes, the moves' budget always allowing (a clock that runs on); the netlink is a recorder.

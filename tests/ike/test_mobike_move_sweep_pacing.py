@@ -11,6 +11,9 @@ UPDATE_SA_ADDRESSES and a COOKIE2 answer each) buys, per round trip, a pass over
 busy gateway) and two netlink jobs in threads.  A sweep when an IKE SA is forgotten is coalesced per _pump
 (reload.forgotten: ``_sweep_due``) and costs the peer a new IKE SA each; this one is neither.
 
+Fixed (h/fixsweep3): the sweeps of addresses MOBIKE SAs left run at most once per MOVE_INTERVAL,
+gateway-wide (mobility._paced_sweep); one asked for meanwhile waits for one timer.
+
 The real IkeService (test_ikeservice_peers.Gateway: the worker's request handling and C fast path in
 process, a MOBIKE site behind a NAT) with the real ExcludeGate and trust function, the full tunnel's halves
 as the TUN's routes, the moves' clock stopped (IkeService.move_clock); the netlink is a recorder."""

@@ -14,6 +14,9 @@ restart, or other MOBIKE clients moving at once.  Here the 64 are expect()ed cap
 netlink job is in flight (blocked until the site's move settled), which is the state such a burst leaves
 the gate in.
 
+Fixed (h/fixsweep3): while the Child SAs wait for the route of an address their MOBIKE SA proved,
+mobility._route_ready asks the gate again (ExcludeGate.unrouted), which queues it once there is room.
+
 The real IkeService (test_ikeservice_peers.Gateway: the worker's request handling and C fast path in
 process, a MOBIKE site behind a NAT) with the real ExcludeGate and trust function, the full tunnel's
 halves as the TUN's routes; the netlink is a recorder."""
