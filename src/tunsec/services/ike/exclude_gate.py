@@ -129,16 +129,35 @@ class ExcludeGate:
         answered: its request and the update's answer went by the uplink, unproven then): its exclude route
         goes in now if the TUN's routes capture it, and mobility._route_ready holds the Child SAs' MIGRATE
         while it waits, so that their ESP never follows the TUN's routes (review revsweep2 F2).  As check
-        bounds it: WAITING_MAX addresses at once (beyond: counted, and the next IKE there asks again)."""
-        if ip in self.routes.held or ip in self.clear or ip in self.waiting or ip in self.static():
-            return
-        if not any(ip in n for n in self.tun_nets() if n.version == ip.version):
-            return
-        if len(self.waiting) >= WAITING_MAX:
+        bounds it: WAITING_MAX addresses at once (beyond: counted; no IKE may go there next, so _route_ready
+        asks again, ``unrouted``, while the Child SAs wait: review revsweep3 F1)."""
+        if self._unrouted(ip) and not self._queue(ip):
             self.stats.dropped += 1
-            return
-        self.waiting[ip] = []
-        self._start()
+
+    def unrouted(self, ip: IPAddress) -> bool:
+        """Whether proven ip (``expect``) still needs its exclude route: waiting for it, or dropped at
+        WAITING_MAX, in which case it is queued now if there is room (not counted again: mobility._route_ready
+        asks at every poll).  False once its route is in, or it turned out clear, static or not captured."""
+        if not self._unrouted(ip):
+            return False
+        self._queue(ip)
+        return True
+
+    def _unrouted(self, ip: IPAddress) -> bool:
+        """ip is captured by the TUN's routes and has no exclude route, nor needs one asked here (a connection's
+        peer, ``static``, is trusted by check: its route goes in before our first IKE to it)."""
+        if ip in self.routes.held or ip in self.clear or ip in self.static():
+            return False
+        return any(ip in n for n in self.tun_nets() if n.version == ip.version)
+
+    def _queue(self, ip: IPAddress) -> bool:
+        """ip waits for its exclude route (no datagram held: expect's); False if WAITING_MAX wait already."""
+        if ip not in self.waiting:
+            if len(self.waiting) >= WAITING_MAX:
+                return False
+            self.waiting[ip] = []
+            self._start()
+        return True
 
     def _start(self) -> None:
         """The one task adding the waiting addresses' routes, unless it runs."""

@@ -133,11 +133,16 @@ def _proven_move(self: IkeService, sa: IkeSa, old: IkePath | None) -> frozenset[
     it now, and _route_ready holds the MIGRATE until it is in (review revsweep2 F2).  The address it
     left, which the SA keeps no more (exclude_trust.kept_address), is returned for _sweep_left (F3)."""
     gate = self.sockets.gate
-    if gate is None or not sa.mobike or sa.local_spi not in self.ike_up:
+    if gate is None or not _proves(self, sa):
         return frozenset()   # a float without MOBIKE proves nothing, and keeps its authenticated address
     with contextlib.suppress(ValueError):
         gate.expect(parse_ip(sa.esp_remote[0]))
     return frozenset((old[0][0],)) if old is not None and old[0][0] != sa.esp_remote[0] else frozenset()
+
+
+def _proves(self: IkeService, sa: IkeSa) -> bool:
+    """``sa``'s ``esp_remote`` is an address its peer proved: it is authenticated, with MOBIKE."""
+    return sa.mobike and sa.local_spi in self.ike_up
 
 
 def _move(self: IkeService, ike: int, conn: str, path: IkePath, left: frozenset[str] = frozenset()) -> None:
@@ -215,8 +220,13 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
     and at the end; if it never goes through, the Child SA is rekeyed: its successor is installed
     where its IKE SA is now, so the Child SAs follow the IKE SA either way."""
     while self._moves.get(ike) is move:   # else the IKE SA went, or the worker restarted
-        await _route_ready(self, move.path)
+        target = move.path
+        await _route_ready(self, ike, target)
         async with self._changes:
+            if move.path[0][0] != target[0][0]:
+                # it moved on while we waited (for the route, or for the lock): that address's route first,
+                # waited for outside the lock, which every peer's install takes (review revsweep3 F4)
+                continue
             path = move.path
             moved, retry = await _batch(self, ike, move, path)
         if moved:
@@ -229,23 +239,60 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
             left, move.left = move.left, set()
             _sweep_left(self, left)
             return
+        _sweep_passed(self, ike, move)
         if _wait(self, move) > 0:
             _start_mover(self, ike, move)   # the newest target, when the budget allows
             return
 
 
+def _sweep_passed(self: IkeService, ike: int, move: IkeMove) -> None:
+    """A batch ended with no retry and the peer moved on meanwhile: the Child SAs are at the batch's path
+    (but for those given up, rekeyed where they are).  The addresses of ``move.left`` none of them is at,
+    nor the IKE SA now, are swept now, not only once the peer stops moving: a peer moving on during each
+    batch would keep the route of every address it passed (review revsweep3 F3)."""
+    if not move.left:
+        return
+    still = {move.path[0][0]} | {str(s.remote.addr) for h in self._by_ike.get(ike, ()) if (s := self.children.get(h))}
+    passed = move.left - still
+    move.left -= passed
+    _sweep_left(self, passed)
+
+
+@dataclasses.dataclass(slots=True)
+class LeftSweep:
+    """The sweeps of addresses MOBIKE SAs left (_sweep_left), one per MOVE_INTERVAL at most, gateway-wide."""
+
+    last: float = -math.inf                  # when the last one ran (IkeService.move_clock)
+    timer: asyncio.TimerHandle | None = None   # the one that waits for its turn (IkeService._later)
+
+
 def _sweep_left(self: IkeService, left: Iterable[str]) -> None:
     """A MOBIKE SA and its Child SAs left these addresses: if one held an exclude route, the routes no live
-    IKE SA keeps nor connection has go now (exclude_gate.ExcludeGate.sweep), not when some routed IKE SA
+    IKE SA keeps nor connection has go (exclude_gate.ExcludeGate.sweep), not when some routed IKE SA
     ends, days later on a quiet gateway: the host's traffic to the address left (inside a tunnel's
     network, someone else's by then) would leave by the uplink in clear (review revsweep2 F3).  After the
-    MIGRATE, not at the move: the Child SAs' ESP goes there until then."""
+    MIGRATE, not at the move: the Child SAs' ESP goes there until then.  Paced (LeftSweep): a sweep is a
+    pass over every IKE SA, and a peer whose IKE SA has no Child SA moves as often as it answers a
+    return routability check, its moves paced by no batch (review revsweep3 F2); one asked for meanwhile
+    runs when the interval is over, for all (the addresses' routes held until then)."""
     gate = self.sockets.gate
     if gate is not None and left and gate.may_sweep(left):
+        _paced_sweep(self)
+
+
+def _paced_sweep(self: IkeService) -> None:
+    """The sweep now, or when MOVE_INTERVAL since the last one is over (one timer)."""
+    pace, now = self._left_sweep, self.move_clock()
+    wait = pace.last + MOVE_INTERVAL - now
+    if wait <= 0:
+        self._unlater(pace.timer)   # (fired, or about to: this sweep is its)
+        pace.timer, pace.last = None, now
         self.sweep_excludes()
+    elif pace.timer is None or pace.timer.cancelled():   # cancelled: by a worker restart
+        pace.timer = self._later(wait, lambda: _paced_sweep(self))
 
 
-async def _route_ready(self: IkeService, path: IkePath) -> None:
+async def _route_ready(self: IkeService, ike: int, path: IkePath) -> None:
     """Wait while the peer's new address waits for its exclude route (services/ike/exclude_gate.py):
     an address the TUN's routes capture (a peer inside its own remote_ts moving within it,
     address_role.own_network; any peer beside a full tunnel) gets its host route before our first IKE
@@ -254,8 +301,9 @@ async def _route_ready(self: IkeService, path: IkePath) -> None:
     at once and its answer is what the gate holds while the route goes in, so the MIGRATE could
     otherwise come first.  A MOBIKE move of ESP comes after the return routability check, whose
     datagrams leave by the uplink (unproven then, review revfull3 F2): _proven_move has the gate
-    expect the address once it is proven.  Not longer than ROUTE_WAIT: a stuck netlink job leaves the
-    move as it was before."""
+    expect the address once it is proven, and while the IKE SA is there the wait asks again if the
+    gate had no room then (WAITING_MAX: nothing else would, review revsweep3 F1).  Not longer than
+    ROUTE_WAIT: a stuck netlink job leaves the move as it was before."""
     gate = self.sockets.gate
     if gate is None:
         return
@@ -265,8 +313,15 @@ async def _route_ready(self: IkeService, path: IkePath) -> None:
         return
     loop = asyncio.get_running_loop()
     until = loop.time() + ROUTE_WAIT
-    while ip in gate.waiting and loop.time() < until:
+    while (ip in gate.waiting or (_proven_at(self, ike, path) and gate.unrouted(ip))) and loop.time() < until:
         await asyncio.sleep(ROUTE_POLL)
+
+
+def _proven_at(self: IkeService, ike: int, path: IkePath) -> bool:
+    """IKE SA ``ike`` is an authenticated MOBIKE SA whose peer proved ``path``'s address (_proven_move): a
+    float without MOBIKE proves nothing, and gets no exclude route by waiting for one."""
+    sa = self._ike_sa(ike)
+    return sa is not None and _proves(self, sa) and sa.esp_remote[0] == path[0][0]
 
 
 async def _batch(self: IkeService, ike: int, move: IkeMove, path: IkePath) -> tuple[list[ChildState], float]:

@@ -202,6 +202,7 @@ class IkeService(Service):
         self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
         self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
         self._moves: dict[int, mobility.IkeMove] = {}   # IKE SA handle -> its Child SAs' mover, once one moved
+        self._left_sweep = mobility.LeftSweep()   # the sweeps of addresses MOBIKE SAs left, paced
         self.move_clock: Callable[[], float] = time.monotonic   # the moves' budget (tests set a fake one)
         self._move_log = LogLimiter(burst=10, period=10.0, clock=lambda: self.move_clock())   # peers moving
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
