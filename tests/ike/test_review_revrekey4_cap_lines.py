@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from test_engine_more import A, B
 from test_nonce_reflection import _victim_rekeying
-from test_rekey_collision import CCSA, INFO, Reordering
+from test_nonce_split import make_and_delete
+from test_rekey_collision import Reordering
 
 from tunsec.ike.exchanges.create_child_sa import SHOWN_NONCES
 
@@ -28,15 +28,8 @@ def test_the_lines_of_a_peer_asking_past_the_cap_are_limited(caplog: pytest.LogC
     caplog.set_level(logging.INFO, "tunsec.ike")
     answered = refused = 0
     for _ in range(SHOWN_NONCES + EXTRA):             # one after another, a round trip each
-        attacker.initiate("web")
-        wire.flight += net.collect()
-        assert wire.deliver(A, CCSA, False) and wire.deliver(B, CCSA, True)
-        made = [c for c in attacker.children if c.name == "web"]
-        if made:
+        if make_and_delete(net, wire, attacker):
             answered += 1
-            attacker.delete_child(made[0].unique_id)
-            wire.flight += net.collect()
-            assert wire.deliver(A, INFO, False) and wire.deliver(B, INFO, True)
         else:
             refused += 1
     assert (answered, refused) == (SHOWN_NONCES, EXTRA)   # the cap holds (h/fixrekey3)
