@@ -169,6 +169,9 @@ class Response:
     # no answer yet: it waits for the AAA backend (see Awaiting); the other fields are unused
     awaits: Awaiting | None = None
     spis_ignored: int = 0  # SPIs of the peer's Delete payloads not looked at (the transport counts them)
+    # Child SAs whose rekey timer runs again soon (the peer withdrew its rekey of them: the transport
+    # re-arms them, sa_responder.rearm_withdrawn)
+    rearm: tuple[ChildSa, ...] = ()
 
 
 class Awaiting(ABC):

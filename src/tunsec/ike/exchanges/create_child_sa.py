@@ -66,8 +66,9 @@ MAX_RETRIES = 5
 SHOWN_NONCES = 8
 
 log = logging.getLogger(__name__)
-# by (connection, identity, proof): a peer refused for now while our request is out may ask on and on
-_REFUSED_LOG = PeerLogLimiter(burst=5, period=60.0)
+# by (connection, identity, proof): a peer refused for now while our request is out may ask on and on;
+# the ceiling (as services/ike/refusal_log.py's) bounds many peers' lines together
+_REFUSED_LOG = PeerLogLimiter(burst=5, period=60.0, ceiling=100)
 
 
 class CreateChildTask(Task):

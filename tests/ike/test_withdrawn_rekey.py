@@ -1,0 +1,56 @@
+"""The peer withdraws its rekey (it deletes the new Child SA of its own rekey that we answered, keeping
+the old one): the old one is no longer "rekeyed by the peer" here, and our rekey timer runs for it again
+(informational._withdrawn, sa_responder.rearm_withdrawn; review revrekey4 F3).  The proof that the
+peer's retried rekey is answered is test_rekey_withdrawn_answered.py; here the peer does not retry."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+from test_engine_more import A, B, cfg, only
+
+import tunsec.ike.exchanges.child as childmod
+from tunsec.ike.config import IkeConfig
+from tunsec.ike.constants import NotifyType
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, NegotiationFailed
+from tunsec.ike.testing import EPOCH, Network
+
+REKEY_TIME = 3600.0   # ours: far beyond what the test runs, so only a re-armed timer rekeys in it
+
+
+def _ours_rekeys(initiator: bool) -> IkeConfig:
+    base = cfg(initiator)
+    return dataclasses.replace(base, children=tuple(dataclasses.replace(c, rekey_time=REKEY_TIME)
+                                                    for c in base.children))
+
+
+def test_we_rekey_a_child_sa_whose_rekey_the_peer_withdrew_when_the_peer_does_not_try_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng_a, rng_b = random.Random(3), random.Random(1003)
+    net = Network()
+    a = net.add(A, IkeEndpoint([cfg(True)], rng_a.randbytes, wall_clock=lambda: EPOCH))   # no rekey timer
+    b = net.add(B, IkeEndpoint([_ours_rekeys(False)], rng_b.randbytes, wall_clock=lambda: EPOCH))
+    a.initiate("conn", "net", net.now)
+    net.run(until=net.now + 1.0)   # (B's rekey timer is armed: the network never settles)
+    assert only(net.take(A), ChildSaUp) and only(net.take(B), ChildSaUp)
+    peer, ours = a.sas[0], b.sas[0]
+    old = ours.children[0]
+    monkeypatch.setattr(childmod, "answer_not_others", lambda *args, **kw: childmod.Refusal(
+        NotifyType.TS_UNACCEPTABLE, "another peer holds the selectors", old.name))
+    peer.rekey_child(peer.children[0].unique_id)   # A's rekey; B answers; A refuses the answer, deletes the new
+    net.run(until=net.now + 1.0)
+    assert [e.reason for e in net.take(A) if isinstance(e, NegotiationFailed)] == ["TS_UNACCEPTABLE"]
+    assert ours.children == [old]
+    net.take(B)                                    # the withdrawn one, up and deleted
+    assert not old.rekeyed_by_peer and not old.successor_deleted   # the peer withdrew: no rekey done
+    monkeypatch.undo()
+    peer.children[0].rekey_at = None               # the peer does not try again (its timer is off)
+    net.run(until=net.now + 15.0)                  # ours: 2-10 s on (retry_at)
+    b_events = net.take(B)
+    rekeyed = [e for e in b_events if isinstance(e, ChildSaUp) and e.rekey_of == old.unique_id]
+    assert rekeyed and rekeyed[0].initiator, b_events   # B's own rekey of it
+    downs = [e for e in b_events if isinstance(e, ChildSaDown) and e.unique_id == old.unique_id]
+    assert [e.reason for e in downs] == [DownReason.REKEYED]
