@@ -206,8 +206,8 @@ def rearm_withdrawn(self: IkeSa, children: Sequence[ChildSa]) -> None:
     """Our rekey timer runs again for Child SAs whose rekey the peer withdrew (informational._withdrawn)
     in a few seconds (retry_at), as for one whose successor we deleted (informational.delete_ours): it
     was due at the peer when it rekeyed, and the peer, which retries its own, may not.  Not one our
-    rekey of which is queued: that goes on (no longer obsolete) and is re-armed if it fails."""
-    queued = [t.rekeying for t in self._queue]
+    rekey of which is queued or out: that goes on (no longer obsolete) and is re-armed if it fails."""
+    queued = [t.rekeying for t in (*self._queue, *([self._pending.task] if self._pending else []))]
     for child in children:
         if child.rekey_at == float("inf") and not any(child is q for q in queued):
             child.rekey_at = self._retry_at() if child.config.rekey_time else None

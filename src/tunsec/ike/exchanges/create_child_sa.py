@@ -203,6 +203,13 @@ class CreateChildTask(Task):
         self._followups.append(DeleteChildTask([child], DownReason.REFUSED, refusal.notify.name))
         return Outcome.DONE
 
+    def peer_withdrew(self, child: ChildSa) -> None:
+        # its rekey's Child SA, which our nonces would have settled against ours, is gone: ours alone
+        # replaces the old one (else, ours the redundant one, both new ones were gone and the old one
+        # left waiting for a DELETE that no side sends; review revrekey4 F3)
+        if self.collision is not None and self.collision[1] is child:
+            self.collision = None
+
     def peer_deleted_unknown(self, spi: int) -> None:
         if spi not in self._deleted:
             self._deleted.append(spi)

@@ -141,13 +141,15 @@ def _withdrawn(st: IkeSaState, child: ChildSa, pending: Task | None) -> ChildSa 
     shown Nr or a repeated seed; strongSwan when its install fails) and keeps the old one, which is no
     longer rekeyed here (review revrekey4 F3): its rekey of it again (RFC 7296 §2.25) is answered, not
     CHILD_SA_NOT_FOUND (create_child_sa._over_limit, which the peer takes for a lost Child SA), and our
-    rekey timer runs for it again (sa_responder.rearm_withdrawn).  Not ``successor_deleted``: no rekey
-    of it is done anywhere.  Not while our rekey of it is out either: that collision is settled when
-    its answer comes."""
+    rekey timer runs for it again (sa_responder.rearm_withdrawn, unless our rekey of it is queued or
+    out).  Not ``successor_deleted``: no rekey of it is done anywhere.  Our rekey of it that is out
+    settles no collision with the withdrawn one (Task.peer_withdrew)."""
     old = _replaced_by(st, child)
-    if old is None or (pending is not None and pending.rekeying is old):
+    if old is None:
         return None
     old.rekeyed_by_peer = False
+    if pending is not None:
+        pending.peer_withdrew(child)
     return old
 
 
