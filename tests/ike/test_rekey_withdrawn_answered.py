@@ -21,9 +21,8 @@ from __future__ import annotations
 import pytest
 from test_engine_more import A, B
 from test_rekey_collision import _pair
+from test_withdrawn_rekey import refuse_answer_once
 
-import tunsec.ike.exchanges.child as childmod
-from tunsec.ike.constants import NotifyType
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, NegotiationFailed
 
 
@@ -32,15 +31,7 @@ def test_the_peers_rekey_after_it_deleted_the_new_child_sa_of_its_refused_one_is
     net, a, b = _pair(0)
     peer, ours = a.sas[0], b.sas[0]
     old = peer.children[0]
-    real = childmod.answer_not_others
-    refused: list[bool] = []
-
-    def once(*args: object, **kw: object) -> childmod.Refusal | None:
-        if not refused:   # another peer's claim there this once (a hub's spokes)
-            refused.append(True)
-            return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, "another peer holds the selectors", old.name)
-        return real(*args, **kw)   # type: ignore[arg-type]
-    monkeypatch.setattr(childmod, "answer_not_others", once)
+    refused = refuse_answer_once(monkeypatch, peer, old.name)   # another peer's claim there this once (a hub's spokes)
     net.take(A), net.take(B)
     peer.rekey_child(old.unique_id)                    # A's rekey; B answers; A refuses the answer and
     net.run(until=net.now + 1.0)                       # DELETEs the new Child SA, keeping the old one

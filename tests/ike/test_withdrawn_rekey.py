@@ -19,9 +19,26 @@ from tunsec.ike.constants import NotifyType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaDown, ChildSaUp, DownReason, NegotiationFailed
 from tunsec.ike.exchanges.create_child_sa import NONCE_LEN
+from tunsec.ike.sa import IkeSa
 from tunsec.ike.testing import EPOCH, Network
 
 REKEY_TIME = 3600.0   # ours: far beyond what the test runs, so only a re-armed timer rekeys in it
+
+
+def refuse_answer_once(monkeypatch: pytest.MonkeyPatch, initiator: IkeSa, child: str) -> list[bool]:
+    """``initiator`` refuses the next answer to its CREATE_CHILD_SA once (another peer's claim
+    appearing there between its request and the answer: child.answer_not_others), so that it deletes
+    the new Child SA; the list returned holds True once it did."""
+    real = childmod.answer_not_others
+    refused: list[bool] = []
+
+    def once(*args: object, **kw: object) -> childmod.Refusal | None:
+        if not refused and args[0] is initiator._st:
+            refused.append(True)
+            return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, "another peer holds the selectors", child)
+        return real(*args, **kw)   # type: ignore[arg-type]
+    monkeypatch.setattr(childmod, "answer_not_others", once)
+    return refused
 
 
 def _ours_rekeys(initiator: bool) -> IkeConfig:
@@ -41,15 +58,13 @@ def test_we_rekey_a_child_sa_whose_rekey_the_peer_withdrew_when_the_peer_does_no
     assert only(net.take(A), ChildSaUp) and only(net.take(B), ChildSaUp)
     peer, ours = a.sas[0], b.sas[0]
     old = ours.children[0]
-    monkeypatch.setattr(childmod, "answer_not_others", lambda *args, **kw: childmod.Refusal(
-        NotifyType.TS_UNACCEPTABLE, "another peer holds the selectors", old.name))
+    refuse_answer_once(monkeypatch, peer, old.name)
     peer.rekey_child(peer.children[0].unique_id)   # A's rekey; B answers; A refuses the answer, deletes the new
     net.run(until=net.now + 1.0)
     assert [e.reason for e in net.take(A) if isinstance(e, NegotiationFailed)] == ["TS_UNACCEPTABLE"]
     assert ours.children == [old]
     net.take(B)                                    # the withdrawn one, up and deleted
     assert not old.rekeyed_by_peer and not old.successor_deleted   # the peer withdrew: no rekey done
-    monkeypatch.undo()
     peer.children[0].rekey_at = None               # the peer does not try again (its timer is off)
     net.run(until=net.now + 15.0)                  # ours: 2-10 s on (retry_at)
     b_events = net.take(B)
@@ -68,15 +83,7 @@ def test_our_rekey_that_crossed_the_withdrawn_one_replaces_the_old_child_sa(monk
     net, a, b = _pair(5)
     peer, ours = a.sas[0], b.sas[0]
     old = ours.children[0]
-    real = childmod.answer_not_others
-    refused: list[bool] = []
-
-    def once(*args: object, **kw: object) -> childmod.Refusal | None:
-        if not refused and args[0] is peer._st:   # A refuses our answer to its rekey, this once
-            refused.append(True)
-            return childmod.Refusal(NotifyType.TS_UNACCEPTABLE, "another peer holds the selectors", old.name)
-        return real(*args, **kw)   # type: ignore[arg-type]
-    monkeypatch.setattr(childmod, "answer_not_others", once)
+    refused = refuse_answer_once(monkeypatch, peer, old.name)   # A refuses our answer to its rekey
     net.take(A), net.take(B)
     _next_nonce_is(ours, bytes(NONCE_LEN))         # our Ni: the lowest nonce of both exchanges
     ours.rekey_child(old.unique_id)                # B's rekey ...
