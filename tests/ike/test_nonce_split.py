@@ -24,6 +24,8 @@ from test_rekey_collision import CCSA, INFO, Reordering, _pair
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.exchanges.create_child_sa import NONCE_LEN, SHOWN_NONCES
 from tunsec.ike.keymat_seeds import RECENT
+from tunsec.ike.sa import IkeSa
+from tunsec.ike.testing import Network
 
 # the peer's extra bytes: Ni = ours | SPLIT is 48 bytes, its Nr = SPLIT | our Nr 48 (both within 16..256)
 SPLIT = bytes(range(16))
@@ -99,15 +101,7 @@ def test_a_peer_making_and_deleting_child_sas_meanwhile_does_not_push_the_split_
     assert wire.deliver(B, CCSA, True)
     answered = 1
     for _ in range(RECENT):                           # made and deleted, one after another
-        attacker.initiate("web")
-        wire.flight += net.collect()
-        assert wire.deliver(A, CCSA, False) and wire.deliver(B, CCSA, True)
-        made = [c for c in attacker.children if c.name == "web"]
-        if made:
-            answered += 1
-            attacker.delete_child(made[0].unique_id)
-            wire.flight += net.collect()
-            assert wire.deliver(A, INFO, False) and wire.deliver(B, INFO, True)
+        answered += make_and_delete(net, wire, attacker)
     assert answered == SHOWN_NONCES                   # the rest refused for now
     _next_nonce_is(attacker, SPLIT + nr)
     assert wire.deliver(B, CCSA, False)               # B's rekey request reaches A at last
@@ -117,3 +111,16 @@ def test_a_peer_making_and_deleting_child_sas_meanwhile_does_not_push_the_split_
     keys = [k.reveal() for up in ups for k in (up.key_in, up.key_out)]
     shared = len(keys) - len(set(keys))             # counted: a failure prints no key
     assert shared == 0
+
+
+def make_and_delete(net: Network, wire: Reordering, attacker: IkeSa) -> bool:
+    """The attacker asks for a "web" Child SA and, if it is answered, deletes it: whether it was answered."""
+    attacker.initiate("web")
+    wire.flight += net.collect()
+    assert wire.deliver(A, CCSA, False) and wire.deliver(B, CCSA, True)
+    made = [c for c in attacker.children if c.name == "web"]
+    if made:
+        attacker.delete_child(made[0].unique_id)
+        wire.flight += net.collect()
+        assert wire.deliver(A, INFO, False) and wire.deliver(B, INFO, True)
+    return bool(made)

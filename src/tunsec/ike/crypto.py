@@ -160,6 +160,11 @@ class ChildKeys:
     integ_r2i: Secret
 
 
+def child_seed(pfs_shared: bytes | None, nonce_i: bytes, nonce_r: bytes) -> bytes:
+    """KEYMAT's seed: [g^ir (new) |] Ni | Nr (RFC 7296 §2.17); keymat_seeds.py compares them whole."""
+    return (pfs_shared or b"") + nonce_i + nonce_r
+
+
 def derive_child_keys(
     prf: Prf,
     sk_d: Secret,
@@ -173,7 +178,7 @@ def derive_child_keys(
 
     Initiator-to-responder keys come first, encryption before integrity.
     """
-    seed = (pfs_shared or b"") + nonce_i + nonce_r
+    seed = child_seed(pfs_shared, nonce_i, nonce_r)
     stream = prf.plus(sk_d.reveal(), seed, 2 * (encr_len + integ_len))
     a = encr_len
     b = a + integ_len

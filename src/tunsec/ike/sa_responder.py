@@ -30,7 +30,7 @@ from .exchanges.mobike import _unacceptable
 from .exchanges.responders import responder_for
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_payloads
 from .sk import IntegrityError, decrypt_message
-from .state import State
+from .state import ChildSa, State
 
 if TYPE_CHECKING:
     from .sa import IkeSa
@@ -202,6 +202,17 @@ def serve(
     self._answer(msg.message_id, msg.exchange, response, addr, request)
 
 
+def rearm_withdrawn(self: IkeSa, children: Sequence[ChildSa]) -> None:
+    """Our rekey timer runs again for Child SAs whose rekey the peer withdrew (informational._withdrawn)
+    in a few seconds (retry_at), as for one whose successor we deleted (informational.delete_ours): it
+    was due at the peer when it rekeyed, and the peer, which retries its own, may not.  Not one our
+    rekey of which is queued or out: that goes on (no longer obsolete) and is re-armed if it fails."""
+    queued = [t.rekeying for t in (*self._queue, *([self._pending.task] if self._pending else []))]
+    for child in children:
+        if child.rekey_at == float("inf") and not any(child is q for q in queued):
+            child.rekey_at = self._retry_at() if child.config.rekey_time else None
+
+
 def _follows(self: IkeSa, msg: Message) -> bool:
     """Whether the IKE SA (and its Child SAs' ESP) moves to where this authenticated request came from
     (RFC 7296 §2.23), as strongSwan's update_hosts: a responder's first IKE_AUTH request always (the
@@ -255,6 +266,7 @@ def answer(
         # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
         self._redirect_deadline = self._now + self._st.config.half_open_timeout
     self._queue_followups(response.followups)
+    rearm_withdrawn(self, response.rearm)
     if self._st.rekey is not None and self._state == State.ESTABLISHED:
         self._spawn_successor()
 

@@ -112,6 +112,11 @@ class Task(ABC):
         """The peer's DELETE names ``spi`` (an outbound SPI of ours) for no Child SA we have while this
         request is out: it may be the one the peer's answer to us will choose (create_child_sa)."""
 
+    def peer_withdrew(self, child: ChildSa) -> None:  # noqa: B027 - optional hook
+        """The peer deletes ``child``, the new Child SA of its own rekey that we answered, while this
+        request is out (informational._withdrawn): if this rekeys the same Child SA, there is no
+        collision to settle with it (create_child_sa.CreateChildTask)."""
+
     def yield_to_peer_rekey(self) -> IkeRekey | None:
         """The peer deletes the IKE SA while this request is out: the new IKE SA of the peer's
         rekey that replaces ours after a collision (RFC 7296 §2.8.2), or None to just close."""
@@ -169,6 +174,9 @@ class Response:
     # no answer yet: it waits for the AAA backend (see Awaiting); the other fields are unused
     awaits: Awaiting | None = None
     spis_ignored: int = 0  # SPIs of the peer's Delete payloads not looked at (the transport counts them)
+    # Child SAs whose rekey timer runs again soon (the peer withdrew its rekey of them: the transport
+    # re-arms them, sa_responder.rearm_withdrawn)
+    rearm: tuple[ChildSa, ...] = ()
 
 
 class Awaiting(ABC):

@@ -18,7 +18,7 @@ from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, c
 
 from ..config import ChildConfig
 from ..constants import NotifyType, ProtocolId
-from ..crypto import derive_child_keys
+from ..crypto import child_seed, derive_child_keys
 from ..events import ChildSaUp, NegotiationFailed, SpiUnused
 from ..message import Payload, Proposal, SaPayload, TsPayload
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
@@ -544,7 +544,7 @@ def install(
     suite = Suite.of(proposal)
     ni, nr = nonces
     keys = derive_child_keys(st.prf, st.keys.d, ni, nr, suite.encr_key_len, suite.integ_key_len, pfs_shared)
-    st.keymat_seeds.note(ni, nr)   # the exchanges refuse a repeat of it (keymat_seeds.py)
+    st.keymat_seeds.note(child_seed(pfs_shared, ni, nr))   # the exchanges refuse a repeat of it (keymat_seeds.py)
     key_out, key_in = (keys.encr_i2r, keys.encr_r2i) if we_initiated else (keys.encr_r2i, keys.encr_i2r)
     child.spi_out, child.suite = spi_out, suite
     child.local_ts, child.remote_ts = local_ts, remote_ts

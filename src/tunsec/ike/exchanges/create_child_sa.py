@@ -26,9 +26,10 @@ both sides use from sequence number 1 (review revrekey F3): such a request is re
 (TEMPORARY_FAILURE: a peer that drew our nonce by chance asks again with another).  An answer whose
 Nr is one of those Nr installs nothing either: it would tie the nonces a collision is settled by.
 The peer may also split the nonces otherwise (its Ni = our Ni | Z, its Nr = Z | our Nr: review revrekey3
-F1): what is compared is the seed Ni | Nr itself, and a Child SA whose seed repeats one of the IKE SA's
-under its SK_d is refused in either role (keymat_seeds.py; the peer's requests answered while ours is
-out are capped at SHOWN_NONCES, so that the seeds kept hold all that could be repeated).
+F1), or move a PFS exchange's shared secret into its Ni (review revrekey4 F1): what is compared is
+KEYMAT's whole seed [g^ir |] Ni | Nr, and a Child SA whose seed repeats one of the IKE SA's under its
+SK_d is refused in either role (keymat_seeds.py; the peer's requests answered while ours is out are
+capped at SHOWN_NONCES, so that the seeds kept hold all that could be repeated).
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ import logging
 import struct
 from collections.abc import Sequence
 
+from tunsec.loglimit import PeerLogLimiter, suffix
+
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
+from ..crypto import child_seed
 from ..dh import DhError, KeyExchange, generate_key_exchange
 from ..events import ChildSaLimit, DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
@@ -62,6 +66,9 @@ MAX_RETRIES = 5
 SHOWN_NONCES = 8
 
 log = logging.getLogger(__name__)
+# by (connection, identity, proof): a peer refused for now while our request is out may ask on and on;
+# the ceiling (as services/ike/refusal_log.py's) bounds many peers' lines together
+_REFUSED_LOG = PeerLogLimiter(burst=5, period=60.0, ceiling=100)
 
 
 class CreateChildTask(Task):
@@ -164,22 +171,21 @@ class CreateChildTask(Task):
         if not isinstance(result, childmod.Refusal) and nonce.data in self._shown:
             # (our own Ni sent back as Nr makes a pair no other Child SA has: its keys are its own)
             result = childmod.Refusal(NotifyType.INVALID_SYNTAX, "the peer's Nr is a nonce of our answers", child.name)
-        if not isinstance(result, childmod.Refusal) and st.keymat_seeds.repeats(self._nonce, nonce.data):
-            result = childmod.Refusal(NotifyType.INVALID_SYNTAX, "Ni | Nr is another Child SA's", child.name)
         if not isinstance(result, childmod.Refusal) and old is not None:
             result = childmod.rekey_answer(child, ts[0], ts[1], old) or result
             ts = self._proposed   # the same selectors (or refused): in the order the lineage has them
         if not isinstance(result, childmod.Refusal):
             result = childmod.answer_not_others(st, child, ts[0], ts[1]) or result
         if isinstance(result, childmod.Refusal):
-            childmod.fail(st, child, result)
-            # the peer installed its half: ask it to delete that (by our inbound SPI, its outbound one)
-            self._followups.append(DeleteChildTask([child], DownReason.REFUSED, result.notify.name))
-            return Outcome.DONE
+            return self._refused(st, child, result)
         shared = self._pfs_secret(find(payloads, KePayload), Suite.of(result).dh_group)
         if shared is None:
             self._refuse(st, "INVALID_KE_PAYLOAD", "peer's KE does not match the chosen group")
             return Outcome.DONE
+        if st.keymat_seeds.repeats(child_seed(shared, self._nonce, nonce.data)):
+            # the whole seed, the new shared secret too (keymat_seeds.py, review revrekey4 F1)
+            return self._refused(st, child, childmod.Refusal(NotifyType.INVALID_SYNTAX,
+                                                             "g^ir | Ni | Nr is another Child SA's", child.name))
         spi_out = int.from_bytes(result.spi, "big")
         rekey_of = self._rekey.unique_id if self._rekey else None
         nonces = (self._nonce, nonce.data)
@@ -187,6 +193,20 @@ class CreateChildTask(Task):
         if self._rekey is not None:
             self._settle_rekey(st, child, min(nonces))
         return Outcome.DONE
+
+    def _refused(self, st: IkeSaState, child: ChildSa, refusal: childmod.Refusal) -> Outcome:
+        """The peer's answer is not installed: the peer installed its half, so it is asked to delete
+        that (by our inbound SPI, its outbound one)."""
+        childmod.fail(st, child, refusal)
+        self._followups.append(DeleteChildTask([child], DownReason.REFUSED, refusal.notify.name))
+        return Outcome.DONE
+
+    def peer_withdrew(self, child: ChildSa) -> None:
+        # its rekey's Child SA, which our nonces would have settled against ours, is gone: ours alone
+        # replaces the old one (else, ours the redundant one, both new ones were gone and the old one
+        # left waiting for a DELETE that no side sends; review revrekey4 F3)
+        if self.collision is not None and self.collision[1] is child:
+            self.collision = None
 
     def peer_deleted_unknown(self, spi: int) -> None:
         if spi not in self._deleted:
@@ -399,13 +419,9 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         return Response([notify(NotifyType.INVALID_SYNTAX)])
     out = pending if isinstance(pending, CreateChildTask) else None   # ours, whose nonces the peer has seen
     if out is not None and out.seen(nonce.data):
-        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: its Ni is a nonce of ours (sent while our request "
-                 "is out)", st.name)
-        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+        return _for_now(st, "its Ni is a nonce of ours (sent while our request is out)")
     if out is not None and out.answered_enough:
-        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: %d of its Child SAs answered while our request is "
-                 "out", st.name, SHOWN_NONCES)
-        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+        return _for_now(st, f"{SHOWN_NONCES} of its Child SAs answered while our request is out")
     rekey = _rekeyed_child(st, payloads)
     if rekey is None and find_notify(payloads, NotifyType.REKEY_SA) is not None:
         return Response([notify(NotifyType.CHILD_SA_NOT_FOUND)])
@@ -445,12 +461,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     nonce_r = st.rng(NONCE_LEN)
-    if st.keymat_seeds.repeats(nonce.data, nonce_r):
-        # our fresh Nr ends a seed the peer's Ni begins (by chance only: it is drawn now): asked again,
-        # the peer sends another Ni and gets another Nr
-        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: Ni | Nr is another Child SA's", st.name)
+    if st.keymat_seeds.repeats(child_seed(shared, nonce.data, nonce_r)):
+        # our fresh Nr (and key pair) end a seed the peer's Ni begins (by chance only: both are drawn
+        # now): asked again, the peer sends another Ni and gets another Nr
         childmod.drop_child(st, child)
-        return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+        return _for_now(st, "g^ir | Ni | Nr is another Child SA's")
     if out is not None:
         out.shown(nonce_r)
     spi_out = int.from_bytes(result.proposal.spi, "big")
@@ -469,6 +484,15 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
         child.peer_rekey_of = rekey.unique_id
         followups = _collision(rekey, child, min(nonces), pending)
     return Response([*response, tsi_out, tsr_out], followups=followups)
+
+
+def _for_now(st: IkeSaState, why: str) -> Response:
+    """TEMPORARY_FAILURE to the peer's request while ours is out; the peer may ask again at once, so
+    its lines are limited per peer (review revrekey4 F2), as child.py's narrowed requests are."""
+    held = _REFUSED_LOG.admit((st.name, st.peer_id, st.config.lease_proof))
+    if held is not None:
+        log.info("%s: refusing the peer's CREATE_CHILD_SA for now: %s%s", st.name, why, suffix(held))
+    return Response([notify(NotifyType.TEMPORARY_FAILURE)])
 
 
 def _over_limit(st: IkeSaState, rekey: ChildSa | None) -> Response | None:

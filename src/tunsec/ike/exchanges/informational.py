@@ -123,14 +123,43 @@ def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason, rearm_at: Ca
 def unrekey(st: IkeSaState, child: ChildSa, rearm_at: Callable[[], float]) -> ChildSa | None:
     """``child`` goes (delete_ours), or is refused in the answer that created it (child_refusal.py): if it
     is the new Child SA of the peer's rekey we answered, the Child SA it replaced is not rekeyed any more
-    (returned; None if there is none, or we rekeyed or delete it ourselves)."""
-    old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None) \
-        if child.peer_rekey_of is not None else None
+    (returned; None if there is none, or we rekeyed or delete it ourselves: _replaced_by)."""
+    old = _replaced_by(st, child)
     child.peer_rekey_of = None
-    if old is None or not old.rekeyed_by_peer or old.rekeyed_by_us is not None or old.deleting:
+    if old is None:
         return None
     old.rekeyed_by_peer = False
     old.rekey_at = rearm_at() if old.config.rekey_time else None
+    return old
+
+
+def _replaced_by(st: IkeSaState, child: ChildSa) -> ChildSa | None:
+    """The Child SA that ``child`` replaced by the peer's rekey, if it is still waiting for the peer's
+    DELETE as rekeyed by the peer only: not one we rekeyed too (a collision's, settled by the nonces:
+    RFC 7296 §2.8.1) nor one we are deleting."""
+    if child.peer_rekey_of is None:
+        return None
+    old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None)
+    if old is None or not old.rekeyed_by_peer or old.rekeyed_by_us is not None or old.deleting:
+        return None
+    return old
+
+
+def _withdrawn(st: IkeSaState, child: ChildSa, pending: Task | None) -> ChildSa | None:
+    """The peer deletes ``child``, the new Child SA of its own rekey we answered: it withdrew that rekey
+    (its initiator refused our answer: a tunsec one for another peer's claim there, other selectors, a
+    shown Nr or a repeated seed; strongSwan when its install fails) and keeps the old one, which is no
+    longer rekeyed here (review revrekey4 F3): its rekey of it again (RFC 7296 §2.25) is answered, not
+    CHILD_SA_NOT_FOUND (create_child_sa._over_limit, which the peer takes for a lost Child SA), and our
+    rekey timer runs for it again (sa_responder.rearm_withdrawn, unless our rekey of it is queued or
+    out).  Not ``successor_deleted``: no rekey of it is done anywhere.  Our rekey of it that is out
+    settles no collision with the withdrawn one (Task.peer_withdrew)."""
+    old = _replaced_by(st, child)
+    if old is None:
+        return None
+    old.rekeyed_by_peer = False
+    if pending is not None:
+        pending.peer_withdrew(child)
     return old
 
 
@@ -153,26 +182,28 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
     if find_notify(payloads, NotifyType.AUTHENTICATION_FAILED) is not None:
         st.emit(AuthFailed(st.name, "peer rejected our AUTH (AUTHENTICATION_FAILED)", by_peer=True))
         return Response([], close=True, reason=DownReason.AUTH_FAILED)
-    ours, ignored = _delete_children(st, deletes, pending)
+    ours, ignored, withdrawn = _delete_children(st, deletes, pending)
     response: list[Payload] = []
     if ours:
         response.append(DeletePayload(ProtocolId.ESP, 4, tuple(ours)))
     # INVALID_SPI: maybe the peer lost our SA (or someone forged this in a valid
     # IKE SA); find out whether the peer is alive, delete nothing because of it
     followups: list[Task] = [LivenessTask()] if find_notify(payloads, NotifyType.INVALID_SPI) else []
-    return Response(response, followups=followups, spis_ignored=ignored)
+    return Response(response, followups=followups, spis_ignored=ignored, rearm=tuple(withdrawn))
 
 
 def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: Task | None
-                     ) -> tuple[list[bytes], int]:
+                     ) -> tuple[list[bytes], int, list[ChildSa]]:
     """Take down the Child SAs whose outbound SPIs the peer's ESP Delete payloads list; our inbound
-    SPIs of them, and how many listed SPIs were not looked at.  A request may list 16,000 SPIs (and
-    several payloads): each is one lookup in a map made once, a repeated one is skipped, and past as
-    many as the IKE SA has Child SAs (and SPARE_SPIS) the rest are ignored, counted."""
+    SPIs of them, how many listed SPIs were not looked at, and the Child SAs whose rekey the peer
+    withdrew so (``_withdrawn``).  A request may list 16,000 SPIs (and several payloads): each is one
+    lookup in a map made once, a repeated one is skipped, and past as many as the IKE SA has Child SAs
+    (and SPARE_SPIS) the rest are ignored, counted."""
     by_out = {c.spi_out: c for c in st.children.values() if c.installed}
     budget = len(by_out) + SPARE_SPIS
     ours: list[bytes] = []
     ignored = 0
+    withdrawn: list[ChildSa] = []
     for delete in deletes:
         if delete.protocol != ProtocolId.ESP or delete.spi_size != 4:
             continue
@@ -190,5 +221,7 @@ def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: 
                     continue   # unregistered; reported down when our rekey of it ends
                 # the peer ends a Child SA it rekeyed with us: its successor carries on (there, at least)
                 rekeyed = child.rekeyed_by_peer or child.successor_deleted
+                if (old := _withdrawn(st, child, pending)) is not None:
+                    withdrawn.append(old)
                 child_down(st, child, DownReason.REKEYED if rekeyed else DownReason.DELETED_BY_PEER)
-    return ours, ignored
+    return ours, ignored, withdrawn
