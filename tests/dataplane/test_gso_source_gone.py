@@ -16,7 +16,10 @@ path's loop thread, an SA from 2001:db8::77 (not an address of the namespace) to
 [::1] with UDP_GRO on: over loopback a GSO message reaches such a socket whole (one recvmsg with the
 UDP_GRO segment size), so the peer sees whether runs left as GSO.  Enough packets wait in the TUN
 for several flushes (FLUSH_BYTES): the first run is refused (the source), the later ones show whether
-GSO went on."""
+GSO went on.
+
+Fixed (h/fixgso2): a GSO run carrying a source cmsg that gets EINVAL is first tried again as GSO
+without it; only if refused again is it taken for a GSO refusal (cmsg restored, paused, split)."""
 
 from __future__ import annotations
 

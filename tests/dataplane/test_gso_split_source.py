@@ -13,7 +13,10 @@ Real parts in a namespace of the test's own: a TUN, the ESP-in-UDP socket on 0.0
 thread, a veth with two addresses (192.0.2.1 the route's source, 192.0.2.9 the SA's), a route to the
 peer with MTU 1300 (so the kernel refuses the GSO run and send_split sends it), an nftables rule in
 OUTPUT that drops the ESP packet with sequence number 3, and an AF_PACKET socket on the veth's other
-end reading each datagram's source address and sequence number."""
+end reading each datagram's source address and sequence number.
+
+Fixed (h/fixgso2): only the failing datagram is retried without its source; the others move
+off it only for errors a source causes (EINVAL, EADDRNOTAVAIL, ENETUNREACH)."""
 
 from __future__ import annotations
 
