@@ -290,10 +290,20 @@ static bool gso_refused(int err) {
     return err == EMSGSIZE || err == EINVAL || err == EIO;
 }
 
+/* errors a source address cmsg causes (IPv4: ENETUNREACH for an address not ours; IPv6: EINVAL
+ * from ip6_datagram_send_ctl, EADDRNOTAVAIL), which every message from that address shares */
+static bool source_refused(int err) {
+    return err == EINVAL || err == EADDRNOTAVAIL || err == ENETUNREACH;
+}
+
 /* m[0, n) in order.  seg[i] (NULL: all 0): message i is a GSO run of seg[i]-byte segments to
  * sa[i]'s peer.  Returns false when the socket is full (the rest counted lost). */
 static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg, ts_sa *const *sa, unsigned n) {
     unsigned done = 0;
+    /* the GSO run m[bare] was refused with EINVAL and is being retried without its source
+     * cmsg, whose length was bare_len (n: none) */
+    unsigned bare = n;
+    size_t bare_len = 0;
     while (done < n) {
         int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
         if (r >= 0) {
@@ -313,7 +323,17 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
         }
         struct msghdr *h = &m[done].msg_hdr;
         uint16_t s = seg ? seg[done] : 0;
+        if (s && err == EINVAL && has_pktinfo(h, s)) {
+            /* on IPv6 EINVAL also says the source is no longer ours: try the run once as GSO
+             * from the address the route picks before taking it for a GSO refusal */
+            bare = done;
+            bare_len = h->msg_controllen;
+            drop_pktinfo(h, s);
+            continue;
+        }
         if (s && gso_refused(err)) {
+            if (bare == done)   /* refused without the source too: the split keeps it */
+                h->msg_controllen = bare_len;
             gso_pause(sa[done]);
             bool room = send_split(dp, fd, h, s);
             done++;
@@ -327,11 +347,15 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
             /* the SA's source address is no longer ours (or not allowed there): send it
              * from the address the route picks, which ESP's receivers accept (they find
              * the SA by SPI); only the IKE SA's next move (MOBIKE) says where to go.
-             * The datagrams of a split run share their source address cmsg: all move. */
+             * The datagrams of a split run share their source address cmsg: all move when
+             * the error is one the source causes; any other (a firewall rule's EPERM for
+             * this one packet) moves only this datagram, for its lone retry. */
             const void *ctl = h->msg_control;
-            for (unsigned k = done; k < n; k++)
+            bool all = source_refused(err);
+            for (unsigned k = done + 1; all && k < n; k++)
                 if (m[k].msg_hdr.msg_control == ctl)
                     drop_pktinfo(&m[k].msg_hdr, seg ? seg[k] : 0);
+            drop_pktinfo(h, s);
             continue;
         }
         count_lost(dp, m, seg, done, done + 1);
