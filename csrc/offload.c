@@ -154,8 +154,11 @@ static size_t ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) 
  * packets and a socket with IPV6_DSTOPTS/IPV6_RTHDR sends them.  Refused (0): a
  * Fragment header (no GSO of fragments), a Routing header with segments left
  * (the L4 checksum's pseudo-header would take its final destination, not the
- * IPv6 header's, which fix_tcp/fix_udp sum), a chain past len.  Each header
- * takes 8 bytes or more, so the walk ends within len / 8 steps. */
+ * IPv6 header's, which fix_tcp/fix_udp sum), a chain past len or longer than
+ * TS_GSO_V6_EXT_MAX (every segment repeats it: a read of mostly headers would
+ * multiply into far more bytes than it holds; real chains, a Destination Options
+ * or a segment routing header, are tens of bytes).  Each header takes 8 bytes or
+ * more, so the walk ends within TS_GSO_V6_EXT_MAX / 8 steps. */
 static size_t ipv6_l4(const uint8_t *p, size_t len, uint8_t *proto) {
     if (len < 40 || p[0] >> 4 != 6)
         return 0;
@@ -166,7 +169,7 @@ static size_t ipv6_l4(const uint8_t *p, size_t len, uint8_t *proto) {
             return 0;
         nh = p[off];
         off += ((size_t)p[off + 1] + 1) * 8;
-        if (off > len)
+        if (off > len || off > 40 + TS_GSO_V6_EXT_MAX)
             return 0;
     }
     if (nh == 44)

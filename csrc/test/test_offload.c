@@ -69,6 +69,15 @@ void test_segment_v6_exthdrs(void) {
     uint8_t long_opts[8] = {6, 255, 1, 4, 0, 0, 0, 0};    /* 2048 bytes claimed, the read is shorter */
     len = tso6_read(in, 60, long_opts, 8, 1000);
     CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    static uint8_t big_opts[TS_GSO_V6_EXT_MAX + 8];       /* Pad1 options after the header */
+    memset(big_opts, 0, sizeof(big_opts));
+    big_opts[0] = 6;
+    big_opts[1] = (uint8_t)(sizeof(big_opts) / 8 - 1);   /* within the read, over the cap: refused */
+    len = tso6_read(in, 60, big_opts, sizeof(big_opts), 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    big_opts[1]--;                                         /* exactly the cap: segmented */
+    len = tso6_read(in, 60, big_opts, sizeof(big_opts) - 8, 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == 3);
 }
 
 void test_offload_fuzz(long iterations) {
