@@ -129,8 +129,9 @@ static void vnet_put(uint8_t *b, const vnet_hdr *h) {
     b[8] = (uint8_t)h->csum_offset; b[9] = (uint8_t)(h->csum_offset >> 8);
 }
 
-/* IP header length and L4 protocol of a packet the kernel built (no IPv6
- * extension headers on GSO packets); 0 if unusable */
+/* IP header length and L4 protocol of a packet the kernel built, IPv6 taken as
+ * 40 bytes (GRO: a packet with extension headers is then no TCP, not coalesced);
+ * 0 if unusable */
 static size_t ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) {
     if (len >= 20 && p[0] >> 4 == 4) {
         size_t ihl = (size_t)(p[0] & 15) * 4;
@@ -146,6 +147,45 @@ static size_t ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) 
         return 40;
     }
     return 0;
+}
+
+/* The IPv6 header and its extension headers up to the L4 header of a TUN GSO
+ * read, as the kernel's GSO walks them (ipv6_gso_pull_exthdrs): GRO merges such
+ * packets and a socket with IPV6_DSTOPTS/IPV6_RTHDR sends them.  Refused (0): a
+ * Fragment header (no GSO of fragments), a Routing header with segments left
+ * (the L4 checksum's pseudo-header would take its final destination, not the
+ * IPv6 header's, which fix_tcp/fix_udp sum), a chain past len or longer than
+ * TS_GSO_V6_EXT_MAX (every segment repeats it: a read of mostly headers would
+ * multiply into far more bytes than it holds; real chains, a Destination Options
+ * or a segment routing header, are tens of bytes).  Each header takes 8 bytes or
+ * more, so the walk ends within TS_GSO_V6_EXT_MAX / 8 steps. */
+static size_t ipv6_l4(const uint8_t *p, size_t len, uint8_t *proto) {
+    if (len < 40 || p[0] >> 4 != 6)
+        return 0;
+    size_t off = 40;
+    uint8_t nh = p[6];
+    while (nh == 0 || nh == 43 || nh == 60) {   /* hop-by-hop, routing, destination options */
+        if (off + 8 > len || (nh == 43 && p[off + 3] != 0))
+            return 0;
+        nh = p[off];
+        off += ((size_t)p[off + 1] + 1) * 8;
+        if (off > len || off > 40 + TS_GSO_V6_EXT_MAX)
+            return 0;
+    }
+    if (nh == 44)
+        return 0;
+    *proto = nh;
+    return off;
+}
+
+/* ip_hdr for a GSO read: IPv6's extension headers walked (ipv6_l4) */
+static size_t gso_ip_hdr(const uint8_t *p, size_t len, int *family, uint8_t *proto) {
+    if (len >= 1 && p[0] >> 4 == 6) {
+        size_t off = ipv6_l4(p, len, proto);
+        *family = off ? 6 : 0;
+        return off;
+    }
+    return ip_hdr(p, len, family, proto);
 }
 
 /* Cut a super-packet into segments of `size` payload bytes after `hdr` bytes
@@ -234,7 +274,7 @@ int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
         return -1;
     int family = 0;
     uint8_t proto = 0;
-    size_t iphl = ip_hdr(p, len, &family, &proto);
+    size_t iphl = gso_ip_hdr(p, len, &family, &proto);
     uint8_t gso = h.gso_type & (uint8_t)~GSO_ECN;
     if (gso == GSO_NONE) {
         if (len > outcap || len > 0xffff)

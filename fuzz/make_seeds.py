@@ -226,6 +226,7 @@ def tun_vnet_seeds() -> Iterable[tuple[str, bytes]]:
     yield "tso4", b"\0" + vnet(1, 1, 52, 536, 20, 16) + tso4
     yield "tso4-ecn-tight", b"\x12" + vnet(1, 0x81, 52, 700, 20, 16) + tso4
     yield "tso6", b"\0" + vnet(1, 4, 72, 600, 40, 16) + tso6
+    yield "tso6-exthdrs", b"\0" + vnet(1, 4, 88, 600, 56, 16) + v6_chained(tso6, 2)   # review revipv6 F3
     yield "uso4", b"\0" + vnet(1, 5, 28, 500, 20, 6) + uso
     yield "ufo6", b"\x03" + vnet(1, 3, 48, 400, 40, 6) + v6_udp(900)
     yield "tso-small-mss", b"\x00" + vnet(1, 1, 52, 8, 20, 16) + v4_tcp(200)

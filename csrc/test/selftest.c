@@ -90,6 +90,7 @@ int main(int argc, char **argv) {
     test_sad_migrate_rehash();
     test_fuzz(iterations);
     test_segment_64k();
+    test_segment_v6_exthdrs();
     test_offload_fuzz(iterations / 10);
     test_loop();
     test_loop_two_queues();

@@ -175,6 +175,7 @@ void test_sad_chain_peer(void);         /* test_sad_hash.c */
 void test_sad_migrate_rehash(void);     /* test_sad_hash.c */
 void test_fuzz(long iterations);        /* test_fuzz.c */
 void test_segment_64k(void);            /* test_offload.c */
+void test_segment_v6_exthdrs(void);
 void test_offload_fuzz(long iterations);
 void test_loop(void);                   /* test_loop.c */
 void test_loop_two_queues(void);

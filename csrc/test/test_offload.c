@@ -19,6 +19,67 @@ void test_segment_64k(void) {
     CHECK(n == 1 && seg_len[0] == 65535);
 }
 
+/* review revipv6 F3: a TSO6 read whose TCP follows IPv6 extension headers (GRO
+ * merges them, a socket with IPV6_DSTOPTS sends them) is segmented, each segment
+ * with the headers; a Fragment header, a Routing header with segments left and
+ * a chain running past the read stay refused */
+static size_t tso6_read(uint8_t *in, uint8_t first_nh, const uint8_t *ext, size_t ext_len, size_t payload) {
+    memset(in, 0, TS_VNET_HDR_LEN + 40 + ext_len + 20 + payload);
+    size_t l4 = 40 + ext_len;
+    in[0] = 1;                                             /* NEEDS_CSUM */
+    in[1] = 4;                                             /* TCPV6 */
+    in[2] = (uint8_t)(l4 + 20);                            /* hdr_len */
+    in[4] = (uint8_t)(1000 & 0xff); in[5] = (uint8_t)(1000 >> 8);   /* gso_size */
+    in[6] = (uint8_t)l4;                                   /* csum_start */
+    in[8] = 16;                                            /* csum_offset */
+    uint8_t *ip = in + TS_VNET_HDR_LEN;
+    ip[0] = 0x60;
+    size_t plen = ext_len + 20 + payload;
+    ip[4] = (uint8_t)(plen >> 8); ip[5] = (uint8_t)plen;
+    ip[6] = first_nh;
+    ip[7] = 64;
+    ip[8] = 0xfd; ip[23] = 1; ip[24] = 0xfd; ip[39] = 2;
+    memcpy(ip + 40, ext, ext_len);
+    ip[l4 + 12] = 0x50;
+    ip[l4 + 13] = 0x18;                                    /* ACK PSH */
+    return TS_VNET_HDR_LEN + 40 + plen;
+}
+
+void test_segment_v6_exthdrs(void) {
+    static uint8_t in[TS_VNET_HDR_LEN + 4096], seg[8192];
+    uint16_t seg_len[8];
+    uint8_t dest_opts[8] = {6, 0, 1, 4, 0, 0, 0, 0};      /* Next Header TCP, PadN */
+    size_t len = tso6_read(in, 60, dest_opts, 8, 3000);
+    int n = ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8);
+    CHECK(n == 3);
+    for (int i = 0, off = 0; i < n && n == 3; off += seg_len[i++]) {
+        CHECK(seg_len[i] == 40 + 8 + 20 + 1000);
+        CHECK(seg[off + 6] == 60 && seg[off + 40] == 6);   /* the extension header in each */
+        CHECK(ts_be16(seg + off + 4) == seg_len[i] - 40);
+    }
+    uint8_t hop_then_rt[16] = {43, 0, 1, 4, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0};   /* routing, 0 left */
+    len = tso6_read(in, 0, hop_then_rt, 16, 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == 3);
+    hop_then_rt[11] = 1;                                   /* segments left: refused */
+    len = tso6_read(in, 0, hop_then_rt, 16, 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    uint8_t frag[8] = {6, 0, 0, 0, 0, 0, 0, 1};
+    len = tso6_read(in, 44, frag, 8, 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    uint8_t long_opts[8] = {6, 255, 1, 4, 0, 0, 0, 0};    /* 2048 bytes claimed, the read is shorter */
+    len = tso6_read(in, 60, long_opts, 8, 1000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    static uint8_t big_opts[TS_GSO_V6_EXT_MAX + 8];       /* Pad1 options after the header */
+    memset(big_opts, 0, sizeof(big_opts));
+    big_opts[0] = 6;
+    big_opts[1] = (uint8_t)(sizeof(big_opts) / 8 - 1);   /* within the read, over the cap: refused */
+    len = tso6_read(in, 60, big_opts, sizeof(big_opts), 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == -1);
+    big_opts[1]--;                                         /* exactly the cap: segmented */
+    len = tso6_read(in, 60, big_opts, sizeof(big_opts) - 8, 3000);
+    CHECK(ts_vnet_segment(in, len, seg, sizeof(seg), seg_len, 8) == 3);
+}
+
 void test_offload_fuzz(long iterations) {
     static uint8_t in[TS_VNET_HDR_LEN + TS_MAX_PACKET + 64], seg[2 * TS_MAX_PACKET + 8192];
     static uint16_t seg_len[128];

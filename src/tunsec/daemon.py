@@ -34,7 +34,7 @@ from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
 from tunsec.dataplane.killswitch import KillSwitch
-from tunsec.dataplane.tun import Tun, local_address_in, outer_mtu_towards, tunnel_mtu
+from tunsec.dataplane.tun import Tun, local_address_in
 from tunsec.espsockets import Sockets
 from tunsec.ike.address_role import is_full_tunnel
 from tunsec.ike.constants import NATT_PORT
@@ -48,6 +48,7 @@ from tunsec.services.ike import IkeService
 from tunsec.services.ike.commands import joined_answer
 from tunsec.services.manual import ManualService
 from tunsec.status import status_document_sliced
+from tunsec.tun_size import choose_mtu, warn_small_for_ipv6
 from tunsec.worker_distrust import UnownedEvents
 
 if TYPE_CHECKING:
@@ -115,13 +116,7 @@ class Daemon:
     # --- setup -----------------------------------------------------------------
     def _choose_mtu(self) -> int:
         s = self.cfg.tunsec
-        if s.mtu:
-            return s.mtu
-        sizes = []
-        for peer in (addr for svc in self.services for addr in svc.peer_addresses()):
-            outer = s.outer_mtu or outer_mtu_towards(str(peer))
-            sizes.append(tunnel_mtu(outer, peer.version))
-        return min(sizes) if sizes else tunnel_mtu(s.outer_mtu or 1500, 4)
+        return choose_mtu(s.mtu, s.outer_mtu, self.services)
 
     def _open_tun(self) -> None:
         try:
@@ -143,9 +138,8 @@ class Daemon:
         try:
             self.mtu = self._choose_mtu()
             self.tun.configure(self.mtu)
-            if self.mtu < 1280 and self.manual.carries_ipv6():
-                log.warning("tunnel MTU %d is below IPv6's minimum 1280: IPv6 through it will fail", self.mtu)
-            routes = self._tun_routes()
+            routes = self._tun_routes()   # an IKE connection's IPv6 selectors and pools are routes too
+            warn_small_for_ipv6(self.mtu, self.manual.carries_ipv6() or any(n.version == 6 for n, _ in routes))
             self._exclude_peers(routes)   # before the TUN's routes: the peers' paths as they were
             if self.excludes is not None:   # after: those in place (tunsec prepare's) are held, not stale
                 self.excludes.clear_stale()

@@ -73,6 +73,20 @@ def test_link_local_sources_are_counted_per_link() -> None:
     assert not t.refuses(INIT, "fe80::1%eth1", 3.0)
 
 
+def test_unscoped_link_local_sources_get_no_wider_prefix_counts() -> None:
+    """Review revipv6 R1: a link-local source named without its zone (as the worker's port-4500 path
+    gave it) was counted under the /56 and /48 too, which the scoped form skips: fe80::/10 is no
+    network's allocation.  Failures spread over its /64s ban no wider prefix."""
+    t = AuthBan()   # the defaults: 10 in 10 min
+    now = 0.0
+    for i in range(256):
+        for _ in range(t.settings.max - 1):
+            t.failed(f"fe80:0:0:{i:x}::1", now)
+            now += 0.1
+    assert t.bans(now) == []
+    assert not t.refuses(INIT, "fe80:0:0:ff:1::1", now)
+
+
 def test_an_ipv4_mapped_source_is_its_ipv4_address() -> None:
     t = _table()
     t.failed("::ffff:198.51.100.7", 0.0)

@@ -39,6 +39,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
+from tunsec.ike.link_local import is_link_local
 
 log = logging.getLogger("tunsec.ike")
 
@@ -139,7 +140,7 @@ class AuthBan:
         of its /56 or /48 was never banned)."""
         key = source_key(ip, self.ipv6_prefix)
         keys = [(key, 1)]
-        if "/" in key and "%" not in key:   # IPv6, not link-local (fe80::/64 is all of it)
+        if "/" in key and not is_link_local(ip):   # IPv6, not link-local (fe80::/64 is all of it), scoped or not
             keys += [(source_key(ip, bits), factor) for bits, factor in WIDER if bits < self.ipv6_prefix]
         return keys
 

@@ -84,6 +84,7 @@ from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp
 from .fragments import FragmentStats
 from .ike_sa_cap import IkeSaCounts
 from .init_request import answer_source, find_nonce, init_digest, init_request, stateless_answer
+from .link_local import refuse_link_local
 from .message import DecodeError, Message, NotifyPayload, header_fields
 from .redirect import encode_redirect
 from .sa import IkeSa, State
@@ -221,6 +222,7 @@ class IkeEndpoint:
         self._timer_backoff: dict[bytes, float] = {}
         self.timer_errors = 0
         self._timer_error_log = LogLimiter(burst=1, period=60.0)
+        self._link_local_log = LogLimiter()   # IKE_SA_INITs from link-local sources refused (link_local.py)
         self._cookies = CookieSecret(rng)   # cookie_secret.py
         self._cookie_demand = CookieDemand()
 
@@ -467,6 +469,8 @@ class IkeEndpoint:
     def _on_init_request(
         self, message_id: int, datagram: bytes, addr: Address, now: float, local: Address | None
     ) -> None:
+        if refuse_link_local(addr, self.stats, self._link_local_log):   # a %any gateway cannot serve it (link_local.py)
+            return
         key = init_digest(datagram, addr)
         existing = self._by_init.get(key)
         if existing is not None and not existing.is_closed:
