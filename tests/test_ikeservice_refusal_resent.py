@@ -1,8 +1,9 @@
-"""Review revresp: the refusal in our answer (ike/child_refusal.py, h/fixresp) must be the only answer
-the peer can get for that request.  The barrier parks the answer per flow (address, port and IKE SPIs),
-but a copy of the request from another port (the peer's NAT's new mapping, a MOBIKE peer's retransmission
-from its new path) is answered from the stored response at once, in another flow: the success leaves
-while the install is pending, and the refusal follows when it fails."""
+"""The refusal in our answer (ike/child_refusal.py) must be the only answer the peer can get for that
+request (review revresp F1).  The barrier parked the answer per flow (address, port and IKE SPIs), so a
+copy of the request from another port (the peer's NAT's new mapping, a MOBIKE peer's retransmission from
+its new path), answered from the stored response at once, left in another flow: the success while the
+install was pending, and the refusal after it failed.  Now the barrier parks by the IKE SPIs alone and
+the refusal is made only while every copy handed out is held (install_failed.refused_answer)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
-"""Review revresp: IkeSa.answer_of/refuse_child (ike/child_refusal.py, h/fixresp) take "our last stored
-response" for the answer that created the Child SA while it is ``unconfirmed``.  But a request the peer
-sends next that fails to decode after its ICV checked (INVALID_SYNTAX, UNSUPPORTED_CRITICAL_PAYLOAD:
-sa_responder.on_request's _Refuse) is answered without being served, so ``unconfirmed`` stays set while
-the last stored response is that error's: the refusal is then encoded under the later message ID in
-place of the error, and the success that created the Child SA leaves as it was."""
+"""IkeSa.answer_of/refuse_child (ike/child_refusal.py) refuse only the answer to the request that created
+the Child SA (review revresp F2).  A request the peer sends next that fails to decode after its ICV
+checked (INVALID_SYNTAX, UNSUPPORTED_CRITICAL_PAYLOAD: sa_responder.on_request's _Refuse) is answered
+without being served, so ``unconfirmed`` stays set while the last stored response is that error's: the
+refusal was encoded under the later message ID in place of the error, and the success that created the
+Child SA left as it was.  Now the Child SA carries the message ID of its request (ChildSa.answered_in)
+and the stored response must be the answer to it."""
 
 from __future__ import annotations
 
