@@ -45,6 +45,16 @@ def answer_of(self: IkeSa, unique_id: int) -> tuple[bytes, ...] | None:
     return last.datagrams if last is not None and _refusable(self, unique_id) is not None else None
 
 
+def answer_copies(self: IkeSa) -> int:
+    """How many copies of our last stored answer the caller took (datagrams_to_send): the answer and
+    its resends, less those still in this SA's outbox.  A refusal is safe only if the caller still
+    holds that many (install_failed.refused_answer): any other copy may have left with the success."""
+    last = self._last_response
+    if last is None or not last.datagrams:
+        return 0
+    return 1 + last.resends - sum(item[0] == last.datagrams[0] for item in self._outbox)
+
+
 def refuse_child(self: IkeSa, unique_id: int) -> tuple[bytes, ...]:
     """Turn the answer that created Child SA ``unique_id`` (answer_of) into TEMPORARY_FAILURE: the new
     answer's datagrams (also put in place of the old ones in this SA's outbox).  The Child SA is
@@ -71,14 +81,23 @@ def _refusable(self: IkeSa, unique_id: int) -> ChildSa | None:
     """Child SA ``unique_id`` if our last stored answer created it and it may still be refused.
 
     ``unconfirmed`` is set only by the CREATE_CHILD_SA responder and cleared by the peer's next request
-    served: while it holds, our last response on this IKE SA is the one that created it (an IKE SA
-    rekey of ours hands it to the new IKE SA, which has answered nothing: no last response there)."""
+    served; a later request answered without being served (one that does not decode after its ICV
+    checked) leaves it set, so the last response must also carry the message ID of the request that
+    created the Child SA (``answered_in``; review revresp F2).  An IKE SA rekey of ours hands it to the
+    new IKE SA, which has answered nothing: no last response there.
+
+    The caller refuses only while it holds every copy of the answer taken from us (answer_copies: a
+    retransmission is answered from the stored response, also at another port; review revresp F1).
+    A retransmission of the request after the refusal gets the refusal."""
     st = self._st
-    if self._state is not State.ESTABLISHED or self._heir is not None or self._last_response is None:
+    last = self._last_response
+    if self._state is not State.ESTABLISHED or self._heir is not None or last is None:
         return None
     child = next((c for c in st.children.values() if c.unique_id == unique_id), None)
     if child is None or not child.unconfirmed or not child.installed or child.deleting:
         return None
+    if child.answered_in != last.message_id:
+        return None   # a later request answered unserved (INVALID_SYNTAX): ours to it is the last
     if child.peer_rekey_of is not None:
         old = next((c for c in st.children.values() if c.unique_id == child.peer_rekey_of), None)
         ours = self._pending.task.rekeying if self._pending is not None else None

@@ -375,9 +375,9 @@ class IkeEndpoint:
         out, self._outbox = self._outbox, []
         return out
 
-    def holds(self, datagrams: Sequence[bytes]) -> bool:
-        """Whether ``datagrams`` (an answer: the first of them) are collected here and not taken yet."""
-        return bool(datagrams) and any(d.data == datagrams[0] for d in self._outbox)
+    def copies(self, datagrams: Sequence[bytes]) -> int:
+        """How many copies of ``datagrams`` (an answer: its first) are collected here, not taken yet."""
+        return sum(d.data == datagrams[0] for d in self._outbox) if datagrams else 0
 
     def replace(self, old: Sequence[bytes], new: Sequence[bytes]) -> bool:
         """Put ``new`` in place of each collected copy of ``old`` (an answer refused after all:

@@ -636,6 +636,7 @@ class IkeSa:
     _on_retransmit = sa_responder.on_retransmit
     # the answer that created a Child SA turned into a refusal (its install failed: child_refusal.py)
     answer_of = child_refusal.answer_of
+    answer_copies = child_refusal.answer_copies
     refuse_child = _notifies(child_refusal.refuse_child)
     _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request

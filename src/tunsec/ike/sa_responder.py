@@ -191,6 +191,8 @@ def serve(
         response = self._dispatch(msg.exchange, payloads)
     finally:
         self._st.request_path = None
+    for child in self._st.unconfirmed:   # created by this request (peer_has_answers emptied it above)
+        child.answered_in = msg.message_id
     if response is None:
         # an authenticated request we cannot serve here still gets an answer,
         # or the peer would retransmit it and its window would stall

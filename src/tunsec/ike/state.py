@@ -146,6 +146,9 @@ class ChildSa:
     # created by the peer's request, and no later request of the peer's served since: the peer may not
     # have our answer yet (IkeSaState.unconfirmed; a CHILD_SA_NOT_FOUND to our rekey of it says nothing)
     unconfirmed: bool = False
+    # the message ID of the peer's request whose answer created it (sa_responder.serve): a refusal
+    # replaces only that answer, not a later request's (child_refusal._refusable)
+    answered_in: int | None = None
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,21 @@ from tunsec.ike.endpoint import Datagram
 
 Peer = tuple[str, int]   # address, port
 # an IKE SA's datagrams to its peer: the address and port, and the IKE SPIs (the header's first 16
-# bytes): many clients behind one address and port (a NAT; one charon with many identities) each
-# wait for their own installs only
+# bytes).  They are parked by the IKE SPIs alone: many clients behind one address and port (a NAT; one
+# charon with many identities) each wait for their own installs only, and an IKE SA's datagrams to
+# another port or address of its peer (a resent answer to a copy of the request from a NAT's new
+# mapping, a MOBIKE peer's new path) wait too: the answer's refusal (install_failed.refused_answer)
+# must find every copy of it still here (review revresp F1)
 Flow = tuple[Peer, bytes]
 
 
 def flow_of(datagram: Datagram) -> Flow:
     return datagram.addr, datagram.data[:16]
+
+
+def _ike_sa(flow: Flow) -> bytes:
+    """What parks a flow's datagrams: its IKE SPIs (see Flow)."""
+    return flow[1]
 
 
 class Barrier:
@@ -33,9 +41,9 @@ class Barrier:
         self._send = send
         self._spawn = spawn
         self._resume = resume      # the barrier is down: what waited for it runs (then it flushes again)
-        self._installing: collections.Counter[Flow] = collections.Counter()   # IKE SA's flow -> installs
-        self._parked: dict[Flow, list[Datagram]] = {}   # flow -> what waits for its installs
-        self._since: dict[Flow, float] = {}   # flow -> when its first pending install started
+        self._installing: collections.Counter[bytes] = collections.Counter()   # IKE SPIs -> installs
+        self._parked: dict[bytes, list[Datagram]] = {}   # IKE SPIs -> what waits for its installs
+        self._since: dict[bytes, float] = {}   # IKE SPIs -> when its first pending install started
         self._installs = 0
         self._installed = asyncio.Event()
         self._installed.set()
@@ -59,8 +67,8 @@ class Barrier:
         Make-before-break (RFC 7296 §2.8): a rekey responder's CREATE_CHILD_SA response must not
         leave before its new inbound SA is in the worker, nor a rekey initiator's DELETE of the old
         Child SA before its new SAs are; both were queued in the step that reported the ChildSaUp,
-        to the IKE SA's peer.  What that IKE SA sends to that peer (address and port; the IKE SPIs, see
-        Flow) waits in its own queue until its installs are answered, so no datagram of an IKE SA
+        to the IKE SA's peer.  What that IKE SA sends to that peer (to any address and port: parked by
+        the IKE SPIs, see Flow) waits in its own queue until its installs are answered, so no datagram of an IKE SA
         overtakes another; other IKE SAs' datagrams leave (installs take a few pipe round trips, and a
         burst of clients installs many, also from one address and port: one of them answered used to
         hold every other's answer back until none of their installs was in flight).
@@ -93,9 +101,10 @@ class Barrier:
     def peer_install_started(self, flow: Flow) -> None:
         """The datagrams queued with a ChildSaUp go to the IKE SA's peer (then), in that IKE SA
         (``flow``): they wait for the install (peer_install_done)."""
-        self._installing[flow] += 1
-        self._parked.setdefault(flow, [])
-        self._since.setdefault(flow, time.monotonic())
+        key = _ike_sa(flow)
+        self._installing[key] += 1
+        self._parked.setdefault(key, [])
+        self._since.setdefault(key, time.monotonic())
 
     def peer_install(self, flow: Flow) -> Callable[[], None]:
         """peer_install_started(flow), and what calls peer_install_done(flow) once, however often
@@ -111,21 +120,24 @@ class Barrier:
         return release
 
     def peer_install_done(self, flow: Flow) -> None:
-        self._installing[flow] -= 1
-        if self._installing[flow] <= 0:
-            del self._installing[flow]
-            self._held_for(time.monotonic() - self._since.pop(flow, time.monotonic()))
-            for datagram in self._parked.pop(flow, []):   # older than anything the engine still holds
+        key = _ike_sa(flow)
+        self._installing[key] -= 1
+        if self._installing[key] <= 0:
+            del self._installing[key]
+            self._held_for(time.monotonic() - self._since.pop(key, time.monotonic()))
+            for datagram in self._parked.pop(key, []):   # older than anything the engine still holds
                 self._send(datagram)
 
-    def holds(self, flow: Flow, datagrams: tuple[bytes, ...]) -> bool:
-        """Whether ``datagrams`` (an answer: the first of them) wait parked in ``flow``, not sent yet."""
-        return bool(datagrams) and any(d.data == datagrams[0] for d in self._parked.get(flow, ()))
+    def copies(self, flow: Flow, datagrams: tuple[bytes, ...]) -> int:
+        """How many copies of ``datagrams`` (an answer: its first) wait parked in ``flow``'s IKE SA (to
+        any address and port of its peer), not sent yet."""
+        parked = self._parked.get(_ike_sa(flow), ())
+        return sum(d.data == datagrams[0] for d in parked) if datagrams else 0
 
     def replace(self, flow: Flow, old: tuple[bytes, ...], new: tuple[bytes, ...]) -> bool:
         """Put ``new`` in place of each parked copy of ``old`` in ``flow`` (an answer refused after all:
         install_failed.py); whether there was one."""
-        parked = self._parked.get(flow)
+        parked = self._parked.get(_ike_sa(flow))
         return parked is not None and swap(parked, old, new, lambda d: d.data, lambda d, data: d._replace(data=data))
 
     def _held_for(self, seconds: float) -> None:
@@ -135,7 +147,7 @@ class Barrier:
 
     def _send_datagrams(self) -> None:
         for datagram in self._pending(time.monotonic()):
-            parked = self._parked.get(flow_of(datagram)) if self._parked else None
+            parked = self._parked.get(_ike_sa(flow_of(datagram))) if self._parked else None
             if parked is None:
                 self._send(datagram)
                 continue

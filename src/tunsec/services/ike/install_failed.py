@@ -54,19 +54,26 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
 
 def refused_answer(self: IkeService, sa: IkeSa, unique_id: int, flow: Flow | None) -> bool:
     """Turn the answer that created Child SA ``unique_id`` into a refusal, if it may be (IkeSa.answer_of)
-    and has not left: parked by the barrier in ``flow`` (an install's failure), or collected from the
-    engine and not flushed yet (the ChildSaUp's own turn: the claims backstop).  The engine reports
-    the Child SA down (ChildSaDown) and sends no DELETE."""
+    and no copy of it has left: each copy taken from the engine (the answer and its resends, also to
+    another port: IkeSa.answer_copies) parked by the barrier in ``flow``'s IKE SA (an install's
+    failure), or collected by the endpoint and not flushed yet (the ChildSaUp's own turn: the claims
+    backstop; a resend while the SPI pool's barrier is up).  If one left, the peer may have the success:
+    the caller deletes the Child SA instead (review revresp F1).  The engine reports the Child SA down
+    (ChildSaDown) and sends no DELETE."""
     old = sa.answer_of(unique_id)
     if old is None:
         return False
-    if flow is not None and self.barrier.holds(flow, old):
-        self.barrier.replace(flow, old, sa.refuse_child(unique_id))
-        return True
-    if self.endpoint.holds(old):
-        self.endpoint.replace(old, sa.refuse_child(unique_id))
-        return True
-    return False
+    parked = self.barrier.copies(flow, old) if flow is not None else 0
+    collected = self.endpoint.copies(old)
+    if parked + collected != sa.answer_copies():
+        return False
+    new = sa.refuse_child(unique_id)
+    if parked:
+        assert flow is not None
+        self.barrier.replace(flow, old, new)
+    if collected:
+        self.endpoint.replace(old, new)
+    return True
 
 
 def deletable(sa: IkeSa, unique_id: int) -> bool:
