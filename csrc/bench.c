@@ -58,7 +58,7 @@ int ts_bench_sad_lookup(ts_dp *dp, const uint32_t *spis, size_t n, uint32_t coun
 }
 
 int ts_bench_segment(const uint8_t *buf, size_t len, uint32_t count) {
-    static _Thread_local uint8_t out[65536 + 256 * 128];
+    static _Thread_local uint8_t out[TS_MAX_PACKET + TS_VNET_MAX_SEGS * TS_VNET_SEG_HDR_MAX];
     static _Thread_local uint16_t lens[256];
     int segs = 0;
     for (uint32_t i = 0; i < count; i++) {

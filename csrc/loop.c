@@ -65,7 +65,8 @@
 #define ARENA (4u << 20)
 #define MAX_MSGS 1024
 #define MAX_SEGS TS_VNET_MAX_SEGS
-#define SEGCAP (65536 + MAX_SEGS * 128)
+#define SEGCAP (TS_MAX_PACKET + MAX_SEGS * TS_VNET_SEG_HDR_MAX)
+_Static_assert(TS_VNET_SEG_HDR_MAX == 40 + TS_GSO_V6_EXT_MAX + 60, "the most header bytes a segment repeats");
 #define GSO_MAX_SEGS 64
 #define GSO_MAX_BYTES 65000
 /* send at least this often: with several loop threads sharing an SA, the

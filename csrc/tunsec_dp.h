@@ -352,6 +352,9 @@ int ts_sandbox_no_io_uring(void);
  * (each with its virtio_net_hdr), back to back in out; returns the count. */
 #define TS_VNET_HDR_LEN 10
 #define TS_GSO_V6_EXT_MAX 512  /* IPv6 extension header bytes a GSO read may carry (copied into each segment) */
+#define TS_VNET_SEG_HDR_MAX 612  /* header bytes repeated per segment at most: IPv6 (40), its extension
+                                  * headers (TS_GSO_V6_EXT_MAX), TCP with options (60); a buffer for a read
+                                  * cut into n segments needs its length + n * this (review revipv6b F1) */
 #define TS_OFF_VNET 1          /* TUN opened with IFF_VNET_HDR (+ TUNSETOFFLOAD by the caller) */
 #define TS_OFF_UDP_GSO 2       /* UDP_SEGMENT on send */
 #define TS_OFF_UDP_GRO 4       /* UDP_GRO on receive */

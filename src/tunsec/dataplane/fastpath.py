@@ -648,7 +648,7 @@ class Dataplane:
 
 def vnet_segment(read: bytes, max_segs: int = 256) -> list[bytes] | None:
     """One TUN read with its virtio header -> the packets it carries (None if refused)."""
-    out = ffi.new("uint8_t[]", len(read) + max_segs * 128 + 64)
+    out = ffi.new("uint8_t[]", len(read) + max_segs * lib.TS_VNET_SEG_HDR_MAX + 64)
     lens = ffi.new("uint16_t[]", max_segs)
     n = lib.ts_vnet_segment(read, len(read), out, len(out), lens, max_segs)
     if n < 0:
