@@ -217,11 +217,16 @@ def _delete_children(st: IkeSaState, deletes: Sequence[DeletePayload], pending: 
                 pending.peer_deleted_unknown(int.from_bytes(spi, "big"))
             if child is not None:
                 ours.append(spi_bytes(child.spi_in))
-                if pending is not None and pending.takes_peer_delete(st, child):
-                    continue   # unregistered; reported down when our rekey of it ends
                 # the peer ends a Child SA it rekeyed with us: its successor carries on (there, at least)
                 rekeyed = child.rekeyed_by_peer or child.successor_deleted
-                if (old := _withdrawn(st, child, pending)) is not None:
+                # a withdrawal only of a Child SA nothing rekeyed: the DELETE of one that has a successor
+                # ends its own rekey, and reviving its predecessor then would give the peer a Child SA
+                # beyond max_child_sas per round (review revrekey5 F1); asked before our rekey of it takes
+                # the DELETE, which would hide the withdrawal (F2)
+                if not rekeyed and child.rekeyed_by_us is None \
+                        and (old := _withdrawn(st, child, pending)) is not None:
                     withdrawn.append(old)
+                if pending is not None and pending.takes_peer_delete(st, child):
+                    continue   # unregistered; reported down when our rekey of it ends
                 child_down(st, child, DownReason.REKEYED if rekeyed else DownReason.DELETED_BY_PEER)
     return ours, ignored, withdrawn
