@@ -16,18 +16,14 @@ update arriving then would be)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from ipaddress import ip_address
 from typing import Any
 
 import pytest
-from test_ikeservice_peers import connected, run, site_ip
-from test_mobike_exclude_checked import HALVES
-from test_mobike_move_sweep import SweptRoutes
+from test_ikeservice_peers import run
+from test_review_revsweep4_sweep_cuts_child_route import moving_gateway
 
 from tunsec.services.ike import mobility
-from tunsec.services.ike.exclude_gate import ExcludeGate
-from tunsec.services.ike.exclude_trust import authenticated_peer
 
 ADDRESSES = [(f"203.0.113.{50 + n}", 40000 + n) for n in range(8)]
 
@@ -35,20 +31,8 @@ ADDRESSES = [(f"203.0.113.{50 + n}", 40000 + n) for n in range(8)]
 def test_addresses_a_peer_passed_during_each_route_wait_lose_their_routes_while_it_moves_on(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def body() -> None:
-        gw = await connected(1, mobike=True)
-        svc = gw.service
-        ticks = iter(range(0, 10**6, 10))
-        svc.move_clock = lambda: float(next(ticks))   # neither the budget nor the sweeps' pacing waits
-        routes = SweptRoutes(gw.worker.log)
-        jobs: list[asyncio.Task[Any]] = []
-
-        def spawn(coro: Any) -> asyncio.Task[Any]:
-            jobs.append(svc._spawn(coro))
-            return jobs[-1]
-        svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], spawn,  # type: ignore[arg-type]
-                                       lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
-        routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]   # proven in IKE_AUTH
-        site = gw.site_sa(0)
+        gw, routes, jobs = await moving_gateway()
+        svc, site = gw.service, gw.site_sa(0)
         waits: list[str] = []            # the address each route wait was for
         held_then: list[set[Any]] = []   # the routes held when each began
         original = mobility._route_ready

@@ -26,7 +26,7 @@ from ipaddress import ip_address
 from typing import Any
 
 import pytest
-from test_ikeservice_peers import connected, run, site_ip
+from test_ikeservice_peers import Gateway, connected, run, site_ip
 from test_mobike_exclude_checked import HALVES
 from test_mobike_move_sweep import SweptRoutes
 
@@ -37,23 +37,30 @@ from tunsec.services.ike.exclude_trust import authenticated_peer
 ADDRESSES = [(f"203.0.113.{50 + n}", 40000 + n) for n in range(4)]
 
 
+async def moving_gateway() -> tuple[Gateway, SweptRoutes, list[asyncio.Task[Any]]]:
+    """A MOBIKE site up, its address's exclude route in (proven in IKE_AUTH), the real gate whose netlink
+    jobs are listed, a moves' clock that never makes a batch or a sweep wait."""
+    gw = await connected(1, mobike=True)
+    svc = gw.service
+    ticks = iter(range(0, 10**6, 10))
+    svc.move_clock = lambda: float(next(ticks))
+    routes = SweptRoutes(gw.worker.log)
+    jobs: list[asyncio.Task[Any]] = []
+
+    def spawn(coro: Any) -> asyncio.Task[Any]:
+        jobs.append(svc._spawn(coro))
+        return jobs[-1]
+    svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], spawn,  # type: ignore[arg-type]
+                                   lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
+    routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]
+    return gw, routes, jobs
+
+
 def test_the_sweep_after_a_batch_keeps_the_route_of_the_address_the_child_sas_still_send_to(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def body() -> None:
-        gw = await connected(1, mobike=True)
-        svc = gw.service
-        ticks = iter(range(0, 10**6, 10))
-        svc.move_clock = lambda: float(next(ticks))   # the budget never makes a batch wait, nor the sweeps
-        routes = SweptRoutes(gw.worker.log)
-        jobs: list[asyncio.Task[Any]] = []
-
-        def spawn(coro: Any) -> asyncio.Task[Any]:
-            jobs.append(svc._spawn(coro))
-            return jobs[-1]
-        svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], spawn,  # type: ignore[arg-type]
-                                       lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
-        routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]   # proven in IKE_AUTH
-        site = gw.site_sa(0)
+        gw, routes, jobs = await moving_gateway()
+        svc, site = gw.service, gw.site_sa(0)
         cut: list[str] = []   # addresses whose route was gone while a Child SA still sent its ESP there
         original = mobility._migrate
         upcoming = iter(ADDRESSES[1:])
