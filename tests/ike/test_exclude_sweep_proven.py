@@ -58,7 +58,8 @@ class Sweeper:
         self.gate = ExcludeGate(self.routes, lambda: HALVES, lambda d: None, lambda: [],  # type: ignore[arg-type]
                                 lambda c: self.tasks.append(asyncio.ensure_future(c)),  # type: ignore[arg-type]
                                 lambda ip, data: authenticated_peer(self.net.nodes[GW], self.ike_up, ip, data))
-        self.svc = SimpleNamespace(sockets=SimpleNamespace(gate=self.gate, draining=False), endpoint=self.net.nodes[GW],
+        self.svc = SimpleNamespace(_moves={}, sockets=SimpleNamespace(gate=self.gate, draining=False),
+                                   endpoint=self.net.nodes[GW],
                                    ike_up=self.ike_up, trusted=SimpleNamespace(remove=lambda spi: None),
                                    _sweep_due=False, _port_freed=False)
 

@@ -44,7 +44,7 @@ def test_an_unproven_float_does_not_keep_another_clients_exclude_route() -> None
         c_sa.send_liveness()
         net.deliver(*net.collect())
         assert g_sa.remote_addr[0] == NEW and not g_sa.mobike, "the hub did not follow the float (the premise)"
-        svc = SimpleNamespace(sockets=SimpleNamespace(gate=gate), endpoint=net.nodes[GW], ike_up=ike_up)
+        svc = SimpleNamespace(_moves={}, sockets=SimpleNamespace(gate=gate), endpoint=net.nodes[GW], ike_up=ike_up)
         IkeService.sweep_excludes(svc)  # type: ignore[arg-type]
         await asyncio.gather(*tasks)
         assert ip_address(NEW) in removed, (

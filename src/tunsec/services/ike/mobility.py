@@ -225,7 +225,9 @@ async def _move_children(self: IkeService, ike: int, move: IkeMove) -> None:
         async with self._changes:
             if move.path[0][0] != target[0][0]:
                 # it moved on while we waited (for the route, or for the lock): that address's route first,
-                # waited for outside the lock, which every peer's install takes (review revsweep3 F4)
+                # waited for outside the lock, which every peer's install takes (review revsweep3 F4); the
+                # addresses it passed meanwhile go as after a batch (review revsweep4 F3)
+                _sweep_passed(self, ike, move)
                 continue
             path = move.path
             moved, retry = await _batch(self, ike, move, path)
@@ -288,7 +290,8 @@ def _paced_sweep(self: IkeService) -> None:
         self._unlater(pace.timer)   # (fired, or about to: this sweep is its)
         pace.timer, pace.last = None, now
         self.sweep_excludes()
-    elif pace.timer is None or pace.timer.cancelled():   # cancelled: by a worker restart
+    elif pace.timer is None or pace.timer not in self._timers:   # fired (a little early: uvloop's ms clock), or
+        # cancelled by a worker restart: its handle is no longer in _timers either way (review revsweep4 F1)
         pace.timer = self._later(wait, lambda: _paced_sweep(self))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from test_ikeservice_peers import run
-from test_review_revsweep4_sweep_cuts_child_route import moving_gateway
+from test_sweep_keeps_child_route import moving_gateway
 
 from tunsec.services.ike import mobility
 
