@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
-from tunsec.services.ike import churn_log, recreate, refusal_log, restart, tries
+from tunsec.services.ike import churn_log, mobility, recreate, refusal_log, restart, tries
 from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ def _ike_lineage_gone(self: IkeService, handle: int) -> None:
     self._ike_peers.pop(handle, None)
     restart.release_claims_of(self, handle)   # its Child SAs' claims a worker restart left held
     recreate.ike_gone(self, handle)   # a child it was creating again: its held lineage ends
-    self._moves.pop(handle, None)   # a mover still running or waiting ends (mobility._move_children)
+    if (move := self._moves.pop(handle, None)) is not None and move.left:   # a mover still running or waiting
+        mobility._sweep_left(self, move.left)   # ends (mobility._move_children): what it left goes (revfinal K1)
     for old in self._replaced.pop(handle, ()):
         self._ike_handles.pop(old, None)
 

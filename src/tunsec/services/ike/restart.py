@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from tunsec.ike.events import ChildSaUp
 from tunsec.ike.sa import IkeSa
-from tunsec.services.ike import child_index, recreate, rekey_hold
+from tunsec.services.ike import child_index, mobility, recreate, rekey_hold
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
@@ -56,7 +56,9 @@ async def worker_restarted(self: IkeService) -> None:
     child_index.clear(self)
     self._by_uid.clear()
     self._by_ike.clear()
+    left = [a for m in self._moves.values() for a in m.left]
     self._moves.clear()   # their movers end: the new Child SAs are installed where their IKE SAs are
+    mobility._sweep_left(self, left)   # what they had left goes, not at some later sweep (review revfinal K1)
     self.ids.release_policy_ids(list(self.trap_policies))
     self.trap_policies.clear()
     await self.spi_pool.refill()
