@@ -431,6 +431,8 @@ class IkeSa:
         """Delete one Child SA with an INFORMATIONAL DELETE; ``at_once``: reported down now, not when the
         peer answers (an operator's terminate: RFC 7296 §1.4.1 lets us close our SAs as we ask)."""
         child = self._child_by_id(unique_id)
+        if self._pending is not None:   # a rekey collision our request noted with it settles nothing now
+            self._pending.task.peer_withdrew(child)   # (ours alone replaces the old one: review revrekey5 F3)
         self._queue.append(informational.delete_ours(self._st, child, reason, self._retry_at))
         if at_once:
             informational.child_down(self._st, child, reason)   # the answer then finds it gone: no second event
