@@ -22,28 +22,20 @@ the forger needs to know only the peer's address."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import netns_unavailable
-
-from tunsec.bench.netns import scratch_netns
+from gso_loop import run_script
 
 SCRIPT = textwrap.dedent(r'''
-    import ipaddress, os, socket, struct, subprocess, sys, threading, time
+    import ipaddress, socket, subprocess, sys, time
     sys.path.insert(0, sys.argv[1])
-    from esp_ref import new_key
-    from tunsec.dataplane.fastpath import Dataplane
-    from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+    from gso_loop import esp_left, ip, start_loop, stop_loop
+    from tunsec.dataplane.pipe import Direction, Endpoint
     from tunsec.dataplane.tun import Tun
 
-    GW, PEER, TUN, N, MODE = "192.0.2.1", "198.51.100.7", "revcpath0", 20, sys.argv[2]
-    def ip(*a):
-        subprocess.run(["ip", *a], check=True)
+    GW, PEER, TUN, MODE = "192.0.2.1", "198.51.100.7", "revcpath0", sys.argv[2]
     ip("link", "set", "lo", "up")
     ip("link", "add", "revcpath1", "type", "veth", "peer", "name", "revcpath2")
     ip("addr", "add", GW + "/24", "dev", "revcpath1")
@@ -76,37 +68,10 @@ SCRIPT = textwrap.dedent(r'''
                 break
             time.sleep(0.1)
         assert "mtu 576" in route, route
-    os_tun = tun.fileno()
-    os.set_blocking(os_tun, False)
-    dp = Dataplane()
-    dp.set_tunnel_mtu(1400)
-    anywhere = Selector.from_networks(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("10.9.0.0/24"))
     peer = Endpoint(ipaddress.ip_address(PEER), 4500)
-    dp.add(SaSpec(spi=0x1001, direction=Direction.OUT, alg=Alg.AES128GCM16, key=new_key(), esn=False,
-                  replay_window=0, reqid=1, local=Endpoint(ipaddress.ip_address(GW), 4500), remote=peer,
-                  soft=Lifetime(), hard=Lifetime(), selectors=(anywhere,), seq_start=0))
-    dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=1, selector=anywhere))
-    dp.set_fds(os_tun, udp.fileno())
-    print("OFFLOADS", dp.set_offloads(False))
-    # N full-size datagrams wait in the TUN before the loop starts: its first batch reads them all
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _ in range(N):
-            s.sendto(b"x" * 1300, ("10.9.0.5", 9))
-    loop = threading.Thread(target=dp.run, daemon=True)
-    loop.start()
-    left = 0
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:   # observation window: what left within 3 s
-        try:
-            frame = cap.recv(65535)
-        except socket.timeout:
-            continue
-        ip4 = frame[14:]
-        frag_off = struct.unpack("!H", ip4[6:8])[0] & 0x1fff
-        if ip4[9] == 17 and socket.inet_ntoa(ip4[16:20]) == PEER and frag_off == 0:
-            left += 1   # a whole ESP datagram or its first fragment
-    dp.stop()
-    loop.join(5)
+    dp, loop = start_loop(tun, Endpoint(ipaddress.ip_address(GW), 4500), peer, udp4=udp.fileno())
+    left = sum(1 for _ in esp_left(cap, PEER))   # a whole ESP datagram or its first fragment, within 3 s
+    stop_loop(dp, loop)
     sealed = dp.get(0x1001, Direction.OUT, peer).counters["packets"]
     print("RESULT", sealed, left, dp.drops()["io"], flush=True)
 ''')
@@ -114,19 +79,8 @@ SCRIPT = textwrap.dedent(r'''
 
 @pytest.mark.parametrize("smaller_path", ["route", "icmp"])
 def test_a_gso_run_over_a_smaller_path_mtu_still_leaves(tmp_path: Path, smaller_path: str) -> None:
-    if (why := netns_unavailable()) is not None:
-        pytest.skip(f"NETNS UNAVAILABLE: {why}")
-    with scratch_netns("revcpath") as ns:
-        script = tmp_path / "gso_pmtu.py"
-        script.write_text(SCRIPT)
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(script), here, smaller_path],
-                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
-        assert out.returncode == 0, out.stderr[-3000:]
-    offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))
-    if "udp-gso" not in offloads:
-        pytest.skip("this kernel has no UDP GSO: the loop sends one datagram per message")
-    sealed, left, io = (int(x) for x in out.stdout.split("RESULT")[1].split())
+    out = run_script("revcpath", SCRIPT, tmp_path, smaller_path)
+    sealed, left, io = (int(x) for x in out.split("RESULT")[1].split())
     assert sealed == 20
     # every ESP packet sealed leaves towards the peer (fragmented, as a lone one is), none lost to I/O
-    assert (left, io) == (20, 0), out.stdout
+    assert (left, io) == (20, 0), out

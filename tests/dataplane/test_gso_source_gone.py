@@ -23,28 +23,19 @@ without it; only if refused again is it taken for a GSO refusal (cmsg restored, 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-from conftest import netns_unavailable
-
-from tunsec.bench.netns import scratch_netns
+from gso_loop import run_script
 
 SCRIPT = textwrap.dedent(r'''
-    import ipaddress, os, socket, struct, subprocess, sys, threading, time
+    import ipaddress, socket, struct, sys, time
     sys.path.insert(0, sys.argv[1])
-    from esp_ref import new_key
-    from tunsec.dataplane.fastpath import Dataplane
-    from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+    from gso_loop import ip, start_loop, stop_loop
+    from tunsec.dataplane.pipe import Endpoint
     from tunsec.dataplane.tun import Tun
 
-    TUN, N, SPI = "revgso0", 200, 0x2001
-    def ip(*a):
-        subprocess.run(["ip", *a], check=True)
+    TUN, N = "revgso0", 200
     tun = Tun.open(TUN, offload=False)
     ip("link", "set", TUN, "mtu", "1400", "txqueuelen", "1000", "up")
     ip("addr", "add", "10.9.0.1/24", "dev", TUN)
@@ -56,25 +47,10 @@ SCRIPT = textwrap.dedent(r'''
     peer_sock.setsockopt(socket.SOL_UDP, 104, 1)    # UDP_GRO: a GSO message arrives whole
     peer_sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)   # SO_RCVBUFFORCE: all N wait for the reader
     peer_sock.settimeout(0.5)
-    os_tun = tun.fileno()
-    os.set_blocking(os_tun, False)
-    dp = Dataplane()
-    dp.set_tunnel_mtu(1400)
-    anywhere = Selector.from_networks(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("10.9.0.0/24"))
     peer = Endpoint(ipaddress.ip_address("::1"), peer_sock.getsockname()[1])
     gone = Endpoint(ipaddress.ip_address("2001:db8::77"), 4500)   # our address once; not any more
-    dp.add(SaSpec(spi=SPI, direction=Direction.OUT, alg=Alg.AES128GCM16, key=new_key(), esn=False,
-                  replay_window=0, reqid=1, local=gone, remote=peer,
-                  soft=Lifetime(), hard=Lifetime(), selectors=(anywhere,), seq_start=0))
-    dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=1, selector=anywhere))
-    dp.set_fds(os_tun, -1, udp.fileno())
-    print("OFFLOADS", dp.set_offloads(False))
     # N full-size datagrams wait in the TUN before the loop starts: several flushes of runs
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _ in range(N):
-            s.sendto(b"x" * 1300, ("10.9.0.5", 9))
-    loop = threading.Thread(target=dp.run, daemon=True)
-    loop.start()
+    dp, loop = start_loop(tun, gone, peer, udp6=udp.fileno(), n=N, spi=0x2001)
     seqs, largest = [], 1
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline and len(seqs) < N:
@@ -87,29 +63,17 @@ SCRIPT = textwrap.dedent(r'''
         parts = [data[i:i + size] for i in range(0, len(data), size)]
         largest = max(largest, len(parts))
         seqs += [struct.unpack("!II", p[:8])[1] for p in parts]
-    dp.stop()
-    loop.join(5)
+    stop_loop(dp, loop)
     print("SEQS", seqs == list(range(1, N + 1)), len(seqs))
     print("RESULT", len(seqs), largest, dp.drops()["io"], flush=True)
 ''')
 
 
 def test_a_gone_ipv6_source_does_not_turn_gso_off(tmp_path: Path) -> None:
-    if (why := netns_unavailable()) is not None:
-        pytest.skip(f"NETNS UNAVAILABLE: {why}")
-    with scratch_netns("revgso") as ns:
-        script = tmp_path / "source_gone.py"
-        script.write_text(SCRIPT)
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(script), here],
-                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
-        assert out.returncode == 0, out.stderr[-3000:]
-    offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))
-    if "udp-gso" not in offloads:
-        pytest.skip("this kernel has no UDP GSO: the loop sends one datagram per message")
-    received, largest, io = (int(x) for x in out.stdout.split("RESULT")[1].split())
+    out = run_script("revgso", SCRIPT, tmp_path)
+    received, largest, io = (int(x) for x in out.split("RESULT")[1].split())
     # every packet arrives, in order, from the address the route picks (the fallback works) ...
-    assert (received, io) == (200, 0), out.stdout
-    assert "SEQS True" in out.stdout, out.stdout
+    assert (received, io) == (200, 0), out
+    assert "SEQS True" in out, out
     # ... and the runs after the first still leave as GSO messages: the source, not the path, was refused
-    assert largest > 1, out.stdout
+    assert largest > 1, out

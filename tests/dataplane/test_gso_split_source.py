@@ -20,29 +20,21 @@ off it only for errors a source causes (EINVAL, EADDRNOTAVAIL, ENETUNREACH)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from shutil import which
 
 import pytest
-from conftest import netns_unavailable
-
-from tunsec.bench.netns import scratch_netns
+from gso_loop import run_script
 
 SCRIPT = textwrap.dedent(r'''
-    import ipaddress, os, socket, struct, subprocess, sys, threading, time
+    import ipaddress, socket, struct, subprocess, sys
     sys.path.insert(0, sys.argv[1])
-    from esp_ref import new_key
-    from tunsec.dataplane.fastpath import Dataplane
-    from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+    from gso_loop import esp_left, ip, start_loop, stop_loop
+    from tunsec.dataplane.pipe import Endpoint
     from tunsec.dataplane.tun import Tun
 
-    GW, SA_SRC, PEER, TUN, N = "192.0.2.1", "192.0.2.9", "198.51.100.7", "revgso0", 20
-    def ip(*a):
-        subprocess.run(["ip", *a], check=True)
+    GW, SA_SRC, PEER, TUN = "192.0.2.1", "192.0.2.9", "198.51.100.7", "revgso0"
     ip("link", "add", "revgso1", "type", "veth", "peer", "name", "revgso2")
     ip("addr", "add", GW + "/24", "dev", "revgso1")
     ip("addr", "add", SA_SRC + "/24", "dev", "revgso1")        # secondary: the route's source stays GW
@@ -64,63 +56,28 @@ SCRIPT = textwrap.dedent(r'''
     cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
     cap.bind(("revgso2", 0))
     cap.settimeout(0.2)
-    os_tun = tun.fileno()
-    os.set_blocking(os_tun, False)
-    dp = Dataplane()
-    dp.set_tunnel_mtu(1400)
-    anywhere = Selector.from_networks(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("10.9.0.0/24"))
     peer = Endpoint(ipaddress.ip_address(PEER), 4500)
-    dp.add(SaSpec(spi=0x1001, direction=Direction.OUT, alg=Alg.AES128GCM16, key=new_key(), esn=False,
-                  replay_window=0, reqid=1, local=Endpoint(ipaddress.ip_address(SA_SRC), 4500), remote=peer,
-                  soft=Lifetime(), hard=Lifetime(), selectors=(anywhere,), seq_start=0))
-    dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=1, selector=anywhere))
-    dp.set_fds(os_tun, udp.fileno())
-    print("OFFLOADS", dp.set_offloads(False))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for _ in range(N):
-            s.sendto(b"x" * 1300, ("10.9.0.5", 9))
-    loop = threading.Thread(target=dp.run, daemon=True)
-    loop.start()
+    dp, loop = start_loop(tun, Endpoint(ipaddress.ip_address(SA_SRC), 4500), peer, udp4=udp.fileno())
     sources = {}
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        try:
-            frame = cap.recv(65535)
-        except socket.timeout:
-            continue
-        ip4 = frame[14:]
-        frag_off = struct.unpack("!H", ip4[6:8])[0] & 0x1fff
-        if ip4[9] == 17 and socket.inet_ntoa(ip4[16:20]) == PEER and frag_off == 0:
-            ihl = (ip4[0] & 0xf) * 4
-            seq = struct.unpack("!I", ip4[ihl + 12:ihl + 16])[0]
-            sources[seq] = socket.inet_ntoa(ip4[12:16])
-    dp.stop()
-    loop.join(5)
+    for ip4 in esp_left(cap, PEER):
+        ihl = (ip4[0] & 0xf) * 4
+        seq = struct.unpack("!I", ip4[ihl + 12:ihl + 16])[0]
+        sources[seq] = socket.inet_ntoa(ip4[12:16])
+    stop_loop(dp, loop)
     print("SOURCES", " ".join(f"{k}={v}" for k, v in sorted(sources.items())))
     print("RESULT", dp.drops()["io"], flush=True)
 ''')
 
 
 def test_one_datagram_refused_in_a_split_run_moves_no_other(tmp_path: Path) -> None:
-    if (why := netns_unavailable()) is not None:
-        pytest.skip(f"NETNS UNAVAILABLE: {why}")
     if which("nft") is None:
         pytest.skip("no nft here: the firewall rule cannot be made")
-    with scratch_netns("revgso") as ns:
-        script = tmp_path / "split_source.py"
-        script.write_text(SCRIPT)
-        here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(script), here],
-                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
-        assert out.returncode == 0, out.stderr[-3000:]
-    offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))
-    if "udp-gso" not in offloads:
-        pytest.skip("this kernel has no UDP GSO: the loop sends one datagram per message")
-    line = next(line for line in out.stdout.splitlines() if line.startswith("SOURCES"))
+    out = run_script("revgso", SCRIPT, tmp_path)
+    line = next(line for line in out.splitlines() if line.startswith("SOURCES"))
     sources = dict(item.split("=") for item in line.split()[1:])
-    io = int(out.stdout.split("RESULT")[1].split()[0])
+    io = int(out.split("RESULT")[1].split()[0])
     # the firewall's packet is lost (and counted) ...
-    assert "3" not in sources and io == 1, out.stdout
+    assert "3" not in sources and io == 1, out
     # ... every other one leaves, from the SA's address
-    assert sorted(int(s) for s in sources) == [1, 2, *range(4, 21)], out.stdout
-    assert set(sources.values()) == {"192.0.2.9"}, out.stdout
+    assert sorted(int(s) for s in sources) == [1, 2, *range(4, 21)], out
+    assert set(sources.values()) == {"192.0.2.9"}, out

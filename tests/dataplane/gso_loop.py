@@ -1,0 +1,97 @@
+"""What the GSO tests' namespace scripts share (test_gso_pmtu.py, test_gso_split_source.py,
+test_gso_source_gone.py): each runs the fast path's loop thread over a real TUN with one outbound SA
+to a peer and a burst of full-size datagrams waiting in the TUN, in a namespace of its own.
+
+The script side (imported inside the namespace: the test passes this directory as argv[1]) sets up
+the loop and reads what left; the test side runs the script and reads its OFFLOADS line."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from esp_ref import new_key
+
+from tunsec.dataplane.fastpath import Dataplane
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+from tunsec.dataplane.tun import Tun
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True)
+
+
+def start_loop(tun: Tun, local: Endpoint, peer: Endpoint, *, udp4: int = -1, udp6: int = -1,
+               n: int = 20, spi: int = 0x1001) -> tuple[Dataplane, threading.Thread]:
+    """One outbound SA from local to peer for 0.0.0.0/0 -> 10.9.0.0/24, the worker's offloads (printed:
+    OFFLOADS), n full-size datagrams waiting in the TUN, then the loop thread: its first batches read
+    them all."""
+    os_tun = tun.fileno()
+    os.set_blocking(os_tun, False)
+    dp = Dataplane()
+    dp.set_tunnel_mtu(1400)
+    anywhere = Selector.from_networks(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("10.9.0.0/24"))
+    dp.add(SaSpec(spi=spi, direction=Direction.OUT, alg=Alg.AES128GCM16, key=new_key(), esn=False,
+                  replay_window=0, reqid=1, local=local, remote=peer,
+                  soft=Lifetime(), hard=Lifetime(), selectors=(anywhere,), seq_start=0))
+    dp.spd_add(Policy(id=1, priority=10, action=Action.PROTECT, reqid=1, selector=anywhere))
+    dp.set_fds(os_tun, udp4, udp6)
+    print("OFFLOADS", dp.set_offloads(False))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(n):
+            s.sendto(b"x" * 1300, ("10.9.0.5", 9))
+    loop = threading.Thread(target=dp.run, daemon=True)
+    loop.start()
+    return dp, loop
+
+
+def esp_left(cap: socket.socket, peer: str, seconds: float = 3.0) -> Iterator[bytes]:
+    """The IPv4 packets towards peer an AF_PACKET socket sees within seconds that are whole UDP datagrams
+    or their first fragments (one per ESP packet that left)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            frame = cap.recv(65535)
+        except TimeoutError:
+            continue
+        ip4 = frame[14:]
+        frag_off = struct.unpack("!H", ip4[6:8])[0] & 0x1fff
+        if ip4[9] == 17 and socket.inet_ntoa(ip4[16:20]) == peer and frag_off == 0:
+            yield ip4
+
+
+def stop_loop(dp: Dataplane, loop: threading.Thread) -> None:
+    dp.stop()
+    loop.join(5)
+
+
+def run_script(prefix: str, script: str, tmp_path: Path, *args: str) -> str:
+    """script run in a namespace of its own (named after prefix); its stdout.  Skipped where there are no
+    namespaces or the kernel has no UDP GSO (a failure in CI: tests/conftest.py).  (Its imports are the
+    test side's: the script side runs with this directory alone on its path.)"""
+    import pytest
+    from conftest import netns_unavailable
+
+    from tunsec.bench.netns import scratch_netns
+
+    if (why := netns_unavailable()) is not None:
+        pytest.skip(f"NETNS UNAVAILABLE: {why}")
+    with scratch_netns(prefix) as ns:
+        path = tmp_path / f"{prefix}.py"
+        path.write_text(script)
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(path), here, *args],
+                             capture_output=True, text=True, timeout=120, env=os.environ.copy())
+        assert out.returncode == 0, out.stderr[-3000:]
+    offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))
+    if "udp-gso" not in offloads:
+        pytest.skip("this kernel has no UDP GSO: the loop sends one datagram per message")
+    return out.stdout
