@@ -142,3 +142,26 @@ def test_ike_of_an_up_sa_to_where_its_peer_floated_unproven_is_dropped_counted_n
         assert (g.stats.unproven_float, g.stats.uplink) == (1, 0)
         assert exclude_counters(g)["unproven_float"] == 1
     asyncio.run(run())
+
+
+def test_a_sweep_while_a_route_is_being_added_has_it_go_once_added_unless_trusted_again() -> None:
+    """A sweep keeps what waits for its route (a new client's, revfull R1), but one no IKE SA keeps when the
+    sweep runs loses its route once the job adds it, unless the address is trusted again meanwhile
+    (review revsweep3 R1, revlate2's proof: the MOBIKE path of it)."""
+    async def run() -> None:
+        routes, sent, tasks = Routes(), [], []
+        g = gate(routes, HALVES, sent, tasks)
+        g.check(GATEWAY, datagram(GATEWAY))
+        g.check(OTHER, datagram(OTHER))
+        assert g.may_sweep([str(GATEWAY)]), "an address waiting for its route may be stale once it is in"
+        g.sweep(lambda: [])   # neither kept by an IKE SA now
+        g.check(OTHER, datagram(OTHER, 1))   # OTHER trusted again since
+        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks)   # the removal's thread
+        assert routes.asked == [[GATEWAY, OTHER]]
+        assert GATEWAY not in routes.held and routes.removed == [{GATEWAY}]
+        assert OTHER in routes.held and len(sent) == 3
+        g.check(GATEWAY, datagram(GATEWAY))   # back: asked again, kept
+        await asyncio.gather(*tasks)
+        assert GATEWAY in routes.held and not g.owed
+    asyncio.run(run())

@@ -93,6 +93,9 @@ class ExcludeGate:
     clear: set[IPAddress] = field(default_factory=set)   # trusted, checked: not captured (or its route refused)
     waiting: dict[IPAddress, list[Datagram]] = field(default_factory=dict)
     stats: GateStats = field(default_factory=GateStats)
+    # waiting addresses a sweep found no IKE SA keeps, nothing trusted since: their route goes once it is in
+    # (a sweep keeps what waits, revfull R1; the job ending later must not leave the route: review revsweep3 R1)
+    owed: set[IPAddress] = field(default_factory=set)
     _busy: bool = False   # the one task adding the waiting addresses' routes runs
     _refreshed: float = float("-inf")   # when the host's paths were last listed after a refused send
 
@@ -111,6 +114,7 @@ class ExcludeGate:
                 return None
             if not trust:
                 return self._uplink(ip, nets)
+        self.owed.discard(ip)   # trusted again since a sweep found it unkept
         held = self.waiting.get(ip)
         if held is None:
             if len(self.waiting) >= WAITING_MAX:
@@ -131,6 +135,7 @@ class ExcludeGate:
         while it waits, so that their ESP never follows the TUN's routes (review revsweep2 F2).  As check
         bounds it: WAITING_MAX addresses at once (beyond: counted; no IKE may go there next, so _route_ready
         asks again, ``unrouted``, while the Child SAs wait: review revsweep3 F1)."""
+        self.owed.discard(ip)
         if self._unrouted(ip) and not self._queue(ip):
             self.stats.dropped += 1
 
@@ -211,8 +216,18 @@ class ExcludeGate:
                         self.clear.add(ip)   # not captured after all (a more specific route of the host's), or refused
                     for datagram in self.waiting.pop(ip, []):
                         self.send(datagram)
+                self._drop_owed(batch)
         finally:
             self._busy = False
+
+    def _drop_owed(self, batch: list[IPAddress]) -> None:
+        """The routes just added for addresses a sweep found unkept while they waited go again."""
+        done = self.owed.intersection(batch)
+        if done:
+            self.owed -= done
+            stale = [ip for ip in batch if ip in done and ip in self.routes.held]
+            if stale:
+                self.spawn(asyncio.to_thread(self.routes.remove, stale))
 
     def reset(self) -> None:
         """The TUN's routes changed (a reload): what was clear is checked again."""
@@ -220,27 +235,32 @@ class ExcludeGate:
 
     def may_sweep(self, gone: Iterable[str] | None = None) -> bool:
         """An exclude route, or a checked address, may be stale: one not a connection's peer is held (of
-        ``gone``, a forgotten IKE SA's addresses, if given: only those can have become stale)."""
+        ``gone``, a forgotten IKE SA's addresses, if given: only those can have become stale), or one waits
+        for its route (it may be unkept once that is in: ``owed``)."""
         static = set(self.static())
         if gone is None:
-            return bool(self.clear) or any(p not in static for p in self.routes.held)
+            return bool(self.clear) or any(p not in static for p in (*self.routes.held, *self.waiting))
         for text in gone:
             try:
                 ip = parse_ip(text)
             except ValueError:
                 continue
-            if ip not in static and (ip in self.routes.held or ip in self.clear):
+            if ip not in static and (ip in self.routes.held or ip in self.clear or ip in self.waiting):
                 return True
         return False
 
     def sweep(self, live: Callable[[], Iterable[IPAddress]]) -> None:
         """The exclude routes of addresses no IKE SA keeps (live(): a pass over them, only made when an
         exclude route or a checked address may be stale) nor connection has go, in a thread."""
-        keep = {*self.static(), *self.waiting}
-        if all(p in keep for p in self.routes.held) and not self.clear:
+        static = set(self.static())
+        keep = static | set(self.waiting)
+        pending = [p for p in self.waiting if p not in static]
+        if all(p in keep for p in self.routes.held) and not self.clear and not pending:
             return
-        keep.update(live())
+        alive = set(live())
+        keep |= alive
         self.clear &= keep
+        self.owed.update(p for p in pending if p not in alive)
         # decided now: an address that starts waiting after this, its route added before the thread runs,
         # stays (review revfull R1)
         stale = [p for p in self.routes.held if p not in keep]
