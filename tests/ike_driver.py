@@ -10,7 +10,9 @@ its keys and reports whether an authentic ESP reply came back.
 Scenario keys: ``local``/``remote`` (IP), ``initiate`` (child name or absent
 to only respond), ``name``, ``proposals``, ``esp``, ``local_ts``/``remote_ts``,
 ``local_id``/``remote_id``, ``psk`` or ``cert``/``key``/``ca`` (PEM paths),
-``cookie_threshold``, ``duration`` and ``actions``: ``[[seconds, action], ...]``
+``cookie_threshold``, ``refuse_children`` (``NO_PROPOSAL_CHOSEN`` or ``TS_UNACCEPTABLE``: each answer
+that creates a Child SA is refused before it leaves, as the service does when its install fails:
+ike/child_refusal.py), ``duration`` and ``actions``: ``[[seconds, action], ...]``
 with actions ``rekey_child``, ``rekey_ike``, ``create_child``, ``liveness``,
 ``delete_child``, ``delete``, ``esp_ping``; an action waits until a Child SA is up.
 """
@@ -139,6 +141,11 @@ class Driver:
         return time.monotonic() - self.t0
 
     def flush(self) -> None:
+        if refuse := self.sc.get("refuse_children"):
+            for sa in self.endpoint.sas:
+                for child in list(sa.children):
+                    if (old := sa.answer_of(child.unique_id)) is not None:   # collected by the endpoint
+                        self.endpoint.replace(old, sa.refuse_child(child.unique_id, refuse == "TS_UNACCEPTABLE"))
         for dgram in self.endpoint.datagrams_to_send(self.now()):
             data = dgram.data if dgram.local_port == IKE_PORT else NON_ESP_MARKER + dgram.data
             self.socks[dgram.local_port].sendto(data, dgram.addr)

@@ -32,7 +32,7 @@ from tunsec.dataplane.pipe import Action, Direction, Endpoint, Errno
 from tunsec.dataplane.worker import Worker
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import ChildSaUp
+from tunsec.ike.events import ChildSaUp, IkeSaUp, NegotiationFailed
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
@@ -550,7 +550,8 @@ def test_a_child_sa_whose_install_the_worker_never_answers_is_given_up(caplog: p
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """A hung worker: no answer to site 0's SPDADD (its last install request; the worker answers in
     order).  After the timeout the install is given up as failed (logged, the Child SA forgotten)
-    and the IKE_AUTH answer held for it leaves; site 1's install, answered, is booked."""
+    and the IKE_AUTH answer held for it leaves, the Child SA refused in it (fixauthchild: TS_UNACCEPTABLE,
+    its SAs went in, its policy did not; the IKE SA up); site 1's install, answered, is booked."""
     monkeypatch.setattr(installs, "REQUEST_TIMEOUT", 0.05)
     async def body() -> None:
         gw = Gateway(2)
@@ -571,8 +572,11 @@ def test_a_child_sa_whose_install_the_worker_never_answers_is_given_up(caplog: p
         up = [r.getMessage() for r in caplog.records if " up, SPIs " in r.getMessage()]
         assert len(up) == 1 and site_ip(1) in up[0], up
         assert gw.children_of(0) == [] and [c.install for c in gw.children_of(1)] == [None]
-        # the IKE_AUTH answer reached site 0 after all (its Child SA is up there)
-        assert any(isinstance(e, ChildSaUp) for e in gw.site_events[0])
+        # the IKE_AUTH answer reached site 0 after all: its IKE SA is up there, the Child SA refused
+        # in it (before fixauthchild: up there, and then deleted)
+        assert any(isinstance(e, IkeSaUp) for e in gw.site_events[0])
+        assert not any(isinstance(e, ChildSaUp) for e in gw.site_events[0])
+        assert [e.reason for e in gw.site_events[0] if isinstance(e, NegotiationFailed)] == ["TS_UNACCEPTABLE"]
     run(body())
 
 

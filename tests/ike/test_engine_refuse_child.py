@@ -1,7 +1,7 @@
 """The answer that created a Child SA, turned into TEMPORARY_FAILURE before it left (ike/child_refusal.py:
 the responder's install of that Child SA failed, review revrekey F1's responder half): the initiator
 keeps the old Child SA and tries again; no DELETE is sent; and only while nothing else decides (not
-after the peer's next request, not in a rekey collision, not for IKE_AUTH's Child SA)."""
+after the peer's next request, not in a rekey collision).  IKE_AUTH's Child SA: test_engine_refuse_auth_child.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import dataclasses
 from test_engine_more import A, B
 from test_rekey_collision import CCSA, _one_child_pair, _pair
 
+from tunsec.ike.constants import NotifyType
 from tunsec.ike.events import ChildSaDown
 from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
@@ -80,10 +81,15 @@ def test_nothing_is_refused_once_the_peer_has_sent_its_next_request() -> None:
     assert sa_b.answer_of(new_b.unique_id) is None
 
 
-def test_the_child_sa_of_ike_auth_is_not_refused() -> None:
+def test_the_child_sa_of_ike_auth_is_refused_in_an_ike_auth_answer() -> None:
+    """IKE_AUTH's Child SA is refusable too (fixauthchild), in an IKE_AUTH answer that keeps the IKE SA
+    (not TEMPORARY_FAILURE: test_engine_refuse_auth_child.py); no longer once the worker took it."""
     _net, _a, b = _pair(0)
     sa_b = b.sas[0]
-    assert sa_b.answer_of(sa_b.children[0].unique_id) is None
+    uid = sa_b.children[0].unique_id
+    assert sa_b.answer_of(uid) is not None and sa_b.refusal(uid) is NotifyType.NO_PROPOSAL_CHOSEN
+    sa_b.child_installed(uid)
+    assert sa_b.answer_of(uid) is None
 
 
 def test_a_rekey_answered_in_a_collision_is_not_refused() -> None:

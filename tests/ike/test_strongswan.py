@@ -362,3 +362,23 @@ def test_responder_refuses_wrong_psk_from_strongswan(swan: Swan, tmp_path: Path)
     events = swan.drive(tmp_path, _psk_scenario(psk="not the right one", duration=2.5), during)
     assert next(e for e in events if e["event"] == "AuthFailed")["by_peer"] is False
     assert "received AUTHENTICATION_FAILED notify error" in swan.log()
+
+
+@pytest.mark.parametrize("error", ["NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE"])
+def test_strongswan_keeps_the_ike_sa_whose_ike_auth_child_sa_we_refuse(swan: Swan, tmp_path: Path,
+                                                                       error: str) -> None:
+    """Our IKE_AUTH answer rebuilt with the Child SA refused (its install failed: ike/child_refusal.py,
+    fixauthchild): charon takes the IKE SA, builds no Child SA, and neither side sends a DELETE."""
+    swan.reset()
+    sc = _psk_scenario(duration=3.0, refuse_children=error)
+    during = [(0.5, ["--initiate", "--child", "net", "--timeout", "5"]), (2.0, ["--list-sas"])]
+    events = swan.drive(tmp_path, sc, during)
+    assert _names(events)[:3] == ["IkeSaUp", "ChildSaUp", "ChildSaDown"], events
+    assert f"refused in our answer ({error})" in events[2]["detail"]
+    log = swan.log()
+    assert f"received {error} notify, no CHILD_SA built" in log, log
+    assert "failed to establish CHILD_SA, keeping IKE_SA" in log, log
+    assert "IKE_SA psk[" in log and "established between" in log
+    assert "sending DELETE" not in log and "received DELETE" not in log, log
+    listed = swan.swanctl("--list-sas")
+    assert "ESTABLISHED" in listed and "INSTALLED" not in listed, listed

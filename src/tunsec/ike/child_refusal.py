@@ -15,7 +15,16 @@ without a DELETE, and the old one is no longer rekeyed.
 
 Not once the peer sent a later request (it has our answer), nor while a rekey collision is being
 settled (our own rekey of the old Child SA is out or answered: the collision's rules decide what
-lives), nor for IKE_AUTH's Child SA (its answer carries the IKE SA: deleted as before).
+lives).
+
+IKE_AUTH's Child SA (fixauthchild): its answer also carries the IKE SA (IDr, AUTH, CP), which comes up
+either way (RFC 7296 §1.2); the answer is rebuilt from what ike_auth.py kept of it (AuthAnswer) with
+an error notify in place of SA, TSi and TSr.  TEMPORARY_FAILURE is none of those §2.21.2 lists for
+IKE_AUTH, so, as strongSwan's child_create does when its install fails in IKE_AUTH or CREATE_CHILD_SA
+(install_child_sa: FAILED for the SAD, NOT_FOUND for the SPD), NO_PROPOSAL_CHOSEN if its SAs were
+not installed and TS_UNACCEPTABLE if its policies were not; the client keeps the IKE SA, and the
+virtual IP our CP gave it, without that Child SA (strongSwan's handle_child_sa_failure: "keeping
+IKE_SA"; its lease goes with the IKE SA, as the virtual IP strongSwan assigned stays with its IKE_SA).
 
 These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its class body)."""
 
@@ -28,14 +37,14 @@ from .constants import ExchangeType, NotifyType
 from .events import DownReason
 from .exchanges import informational
 from .exchanges.base import notify
-from .state import ChildSa, State
+from .state import ChildSa, IkeSaState, State
 
 if TYPE_CHECKING:
     from .sa import IkeSa
 
 T = TypeVar("T")
 
-REFUSED = "its install failed: refused in our answer (TEMPORARY_FAILURE)"
+REFUSED = "its install failed: refused in our answer ({})"
 
 
 def answer_of(self: IkeSa, unique_id: int) -> tuple[bytes, ...] | None:
@@ -55,26 +64,59 @@ def answer_copies(self: IkeSa) -> int:
     return 1 + last.resends - sum(item[0] == last.datagrams[0] for item in self._outbox)
 
 
-def refuse_child(self: IkeSa, unique_id: int) -> tuple[bytes, ...]:
-    """Turn the answer that created Child SA ``unique_id`` (answer_of) into TEMPORARY_FAILURE: the new
-    answer's datagrams (also put in place of the old ones in this SA's outbox).  The Child SA is
+def refusal(self: IkeSa, unique_id: int, policies: bool = False) -> NotifyType:
+    """The error notify refuse_child puts in the answer that created Child SA ``unique_id``:
+    TEMPORARY_FAILURE to a CREATE_CHILD_SA; in IKE_AUTH, NO_PROPOSAL_CHOSEN, or TS_UNACCEPTABLE if
+    ``policies`` (its SAs went in, its policies did not), as strongSwan."""
+    auth = self._st.auth_answer
+    if auth is None or auth.unique_id != unique_id:
+        return NotifyType.TEMPORARY_FAILURE
+    return NotifyType.TS_UNACCEPTABLE if policies else NotifyType.NO_PROPOSAL_CHOSEN
+
+
+def refuse_child(self: IkeSa, unique_id: int, policies: bool = False) -> tuple[bytes, ...]:
+    """Turn the answer that created Child SA ``unique_id`` (answer_of) into its refusal (``refusal``):
+    the new answer's datagrams (also put in place of the old ones in this SA's outbox).  The Child SA is
     reported down (ChildSaDown: what it holds in the worker is the caller's) and no DELETE is sent."""
     child = _refusable(self, unique_id)
     last = self._last_response
     if child is None or last is None:
         raise KeyError(f"no Child SA {unique_id} answered in {self.name}'s last response")
-    new = self._encode(ExchangeType.CREATE_CHILD_SA, last.message_id, [notify(NotifyType.TEMPORARY_FAILURE)],
-                       response=True)
+    error = refusal(self, unique_id, policies)
+    st = self._st
+    auth = st.auth_answer
+    if auth is not None and auth.unique_id == unique_id:   # the IKE SA in it stays: the rest is kept
+        new = self._encode(ExchangeType.IKE_AUTH, last.message_id, [*auth.before, notify(error), *auth.after],
+                           response=True)
+        st.auth_answer = None
+    else:
+        new = self._encode(ExchangeType.CREATE_CHILD_SA, last.message_id, [notify(error)], response=True)
     swap(self._outbox, last.datagrams, new, lambda item: item[0], lambda item, data: (data, item[1]))
     last.datagrams = new   # a retransmission of the request gets the refusal (its resends count on)
-    st = self._st
-    child.unconfirmed = False
-    st.unconfirmed = tuple(c for c in st.unconfirmed if c is not child)
+    _confirmed(st, child)
     # the peer never hears of this rekey: the old Child SA is not rekeyed (its next rekey of it is
     # answered, our timer runs for it again), nor is the peer's DELETE of it the end of a rekey
     informational.unrekey(st, child, self._retry_at)
-    informational.child_down(st, child, DownReason.DELETED, REFUSED)
+    informational.child_down(st, child, DownReason.DELETED, REFUSED.format(error.name))
     return new
+
+
+def child_installed(self: IkeSa, unique_id: int) -> None:
+    """The worker took Child SA ``unique_id``: if our IKE_AUTH answer created it, that answer is no longer
+    refused (what was kept to rebuild it goes: a gateway holds thousands of IKE SAs)."""
+    st = self._st
+    auth = st.auth_answer
+    if auth is None or auth.unique_id != unique_id:
+        return
+    st.auth_answer = None
+    child = next((c for c in st.unconfirmed if c.unique_id == unique_id), None)
+    if child is not None:
+        _confirmed(st, child)   # an IKE_AUTH Child SA is refusable only with its AuthAnswer
+
+
+def _confirmed(st: IkeSaState, child: ChildSa) -> None:
+    child.unconfirmed = False
+    st.unconfirmed = tuple(c for c in st.unconfirmed if c is not child)
 
 
 def _refusable(self: IkeSa, unique_id: int) -> ChildSa | None:

@@ -71,6 +71,7 @@ DEFAULT_IKE = (
     "aes256-aes128-sha256-sha384-sha512-curve25519-ecp256-ecp384-modp3072-modp2048",
 )
 DEFAULT_ESP = ("aes128gcm16-aes256gcm16",)
+ESP_KEY_BITS = (128, 256)   # the AES-GCM key sizes the fast path does (pipe.Alg)
 
 
 class ProposalError(ValueError):
@@ -172,6 +173,12 @@ def _complete_esp(text: str, by_type: dict[TransformType, list[Transform]], aead
     if not aead:
         # the tunsec dataplane implements ESP with AES-GCM only (shared/DESIGN.md)
         raise ProposalError(f"ESP proposal {text!r}: tunsec's dataplane supports only AES-GCM")
+    if any(t.key_length not in ESP_KEY_BITS for t in by_type[TransformType.ENCR]):
+        # and 128- or 256-bit keys only (services/ike/install_requests.ALGS): a Child SA negotiated with
+        # another would be answered and then fail its install; refused here, it is never selected (the
+        # peer that offers nothing else gets NO_PROPOSAL_CHOSEN)
+        raise ProposalError(f"ESP proposal {text!r}: tunsec's dataplane supports AES-GCM with 128- or "
+                            "256-bit keys only (aes128gcm16, aes256gcm16)")
     if by_type[TransformType.INTEG]:
         raise ProposalError(f"AEAD proposal {text!r} must not contain an integrity algorithm")
     if not by_type[TransformType.ESN]:

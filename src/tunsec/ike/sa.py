@@ -640,6 +640,8 @@ class IkeSa:
     answer_of = child_refusal.answer_of
     answer_copies = child_refusal.answer_copies
     refuse_child = _notifies(child_refusal.refuse_child)
+    refusal = child_refusal.refusal
+    child_installed = child_refusal.child_installed
     _resend = sa_responder.resend
     _decrypt_request = sa_responder.decrypt_request
     _float = sa_responder.float_to

@@ -22,7 +22,7 @@ from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
 from .events import Address, Event, IkeSaLimit
 from .identity import Identity
 from .keymat_seeds import KeymatSeeds
-from .message import Proposal
+from .message import Payload, Proposal
 from .proposals import Suite
 from .redirect import Redirect
 from .secret import Secret
@@ -151,6 +151,18 @@ class ChildSa:
     answered_in: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class AuthAnswer:
+    """Our IKE_AUTH answer that created Child SA ``unique_id``, less that Child SA's payloads (SA, TSi,
+    TSr and its notifies): what child_refusal.py rebuilds it from with an error notify in their place,
+    should the install fail while the answer is held.  Kept only until the install is answered
+    (IkeSa.child_installed) or the peer's next request (IkeSaState.peer_has_answers)."""
+
+    unique_id: int
+    before: tuple[Payload, ...]   # IDr, [CERT...], AUTH, [CP]
+    after: tuple[Payload, ...]    # what follows the Child SA's payloads (MOBIKE_SUPPORTED)
+
+
 @dataclass(frozen=True)
 class IkeRekey:
     """What a successful IKE SA rekey agreed on; ``sa_successor.py`` builds the new IkeSa from it."""
@@ -216,6 +228,8 @@ class IkeSaState:
     # of one lets it send the next only once it has our answer, so that request confirms them all
     # (sa_responder.serve); at most one between two requests, kept here not to walk every Child SA
     unconfirmed: tuple[ChildSa, ...] = ()
+    # the IKE_AUTH answer that created an unconfirmed Child SA (one of ``unconfirmed``), to refuse it in
+    auth_answer: AuthAnswer | None = None
     jitter: Jitter | None = None  # None: random_jitter(rng)
     spi_tag: IkeSpiTag | None = None  # the key of our IKE SPIs' tags (spi_tag.py); None: untagged
     # the endpoint's IKE SPIs in use and reserved: a rekey's or redirect's new SPI is drawn through it
@@ -288,6 +302,7 @@ class IkeSaState:
         for child in self.unconfirmed:
             child.unconfirmed = False
         self.unconfirmed = ()
+        self.auth_answer = None
 
     def new_child_id(self) -> int:
         self.next_child_id += 1

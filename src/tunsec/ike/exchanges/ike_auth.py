@@ -34,7 +34,7 @@ from ..message import AuthPayload, CertPayload, CertReqPayload, IdPayload, Paylo
 from ..proposals import describe_all
 from ..psk import PskEntry, proves_any_name
 from ..redirect import RedirectError, decode_redirect, encode_gateway, not_followed
-from ..state import ChildSa, IkeSaState, SpiUnavailable
+from ..state import AuthAnswer, ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
 from . import child as childmod
 from . import create_child_sa, ike_config, mobike
@@ -494,11 +494,17 @@ def _authenticated(st: IkeSaState, payloads: Sequence[Payload], response: list[P
     _ike_up(st)
     if cp.failure is not None:
         # as strongSwan: the IKE SA comes up, the Child SA is not built
-        child = _child_hint(st) if find(payloads, SaPayload) is not None else None
-        st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, child))
+        hint = _child_hint(st) if find(payloads, SaPayload) is not None else None
+        st.emit(NegotiationFailed(st.name, "INTERNAL_ADDRESS_FAILURE", cp.failure, hint))
         return Response(response + supported)
-    response += _respond_child(st, payloads)
-    return Response(response + supported)
+    child, child_payloads = _respond_child(st, payloads)
+    if child is not None and child.installed:
+        # until the worker took it (or the peer's next request): a failed install is refused in this
+        # answer, rebuilt with an error notify in place of the Child SA (child_refusal.py), not
+        # answered and then deleted (the client would see its first child come up and go)
+        st.unconfirmed_child(child)
+        st.auth_answer = AuthAnswer(child.unique_id, tuple(response), tuple(supported))
+    return Response(response + child_payloads + supported)
 
 
 def _redirect_target(st: IkeSaState) -> str | None:
@@ -530,19 +536,20 @@ def _check_vip_ts(st: IkeSaState, child: str, tsi: Sequence[Ts], refused: str | 
     return None
 
 
-def _respond_child(st: IkeSaState, payloads: Sequence[Payload]) -> list[Payload]:
+def _respond_child(st: IkeSaState, payloads: Sequence[Payload]) -> tuple[ChildSa | None, list[Payload]]:
+    """The Child SA the request asks for (None if none is made) and its payloads in our answer."""
     sa, ts = find(payloads, SaPayload), childmod.received_ts(payloads)
     if sa is None or ts is None:
-        return []  # an IKE SA without a Child SA
+        return None, []  # an IKE SA without a Child SA
     result = childmod.responder_select(st, sa, ts[0], ts[1], strip_dh=True)
     if isinstance(result, childmod.Refusal):
         childmod.fail(st, None, result)
-        return [notify(result.notify)]
+        return None, [notify(result.notify)]
     try:
         child = childmod.new_child(st, result.config)
     except SpiUnavailable as exc:
         st.emit(NegotiationFailed(st.name, "TEMPORARY_FAILURE", f"no inbound SPI: {exc}", result.config.name))
-        return [notify(NotifyType.TEMPORARY_FAILURE)]
+        return None, [notify(NotifyType.TEMPORARY_FAILURE)]
     spi_out = int.from_bytes(result.proposal.spi, "big")
     childmod.install(st, child, result.proposal, spi_out, result.tsr, result.tsi, False, (st.nonce_i, st.nonce_r))
-    return childmod.response_payloads(result, child)
+    return child, childmod.response_payloads(result, child)

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from tunsec.dataplane import pipe
+from tunsec.dataplane.client import WorkerError, outcome
 from tunsec.ike.events import DownReason
 from tunsec.ike.sa import IkeSa
 from tunsec.loglimit import suffix
@@ -25,7 +28,7 @@ log = logging.getLogger("tunsec.ike")
 
 
 def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: str, child: str,
-                     what: str, removed: bool = True, flow: Flow | None = None) -> None:
+                     what: str, removed: bool = True, flow: Flow | None = None, policies: bool = False) -> None:
     """Count and log (``what``: its SPIs, "failed: " and why) an install failure, and delete the
     Child SA ``unique_id`` in the engine if its IKE SA still holds it and is not deleting it already
     (its DELETE, a rekey that replaced it, the IKE SA going away).  ``removed``: the caller removes
@@ -34,14 +37,17 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
     ``flow`` (the worker's failure of an install sent): where the barrier parks the IKE SA's datagrams;
     if the answer that created the Child SA (the peer's CREATE_CHILD_SA) has not left, it becomes
     TEMPORARY_FAILURE instead, and no DELETE follows (ike/child_refusal.py: the peer keeps the Child SA
-    its rekey would have replaced, and tries again).  Without one (an ESP algorithm the fast path does
-    not do: the peer's retry would fail alike; an install that could not be sent) it is deleted."""
+    its rekey would have replaced, and tries again); an IKE_AUTH answer (the peer's first Child SA)
+    keeps the IKE SA and refuses the Child SA with NO_PROPOSAL_CHOSEN, TS_UNACCEPTABLE if ``policies``
+    (its SAs went in, an SPDADD did not).  Without one (an ESP algorithm the fast path does not do,
+    which the configuration refuses since: the peer's retry would fail alike; an install that could not
+    be sent) it is deleted."""
     self.events.install_failed[(conn, child)] += 1
-    refused = sa is not None and flow is not None and refused_answer(self, sa, unique_id, flow)
-    held = not refused and sa is not None and deletable(sa, unique_id)
+    refused = refused_answer(self, sa, unique_id, flow, policies) if sa is not None and flow is not None else None
+    held = refused is None and sa is not None and deletable(sa, unique_id)
     if (n := self.refusals.install_failed.admit(self.log_peer(sa, conn))) is not None:
         log.error("%s: installing CHILD_SA %s %s%s%s", conn, child, what,
-                  "; refused in our answer (TEMPORARY_FAILURE)" if refused else "; deleting it" if held else "",
+                  f"; refused in our answer ({refused})" if refused else "; deleting it" if held else "",
                   suffix(n))
     if sa is not None and (held or refused):
         if removed:
@@ -52,28 +58,40 @@ def delete_in_engine(self: IkeService, sa: IkeSa | None, unique_id: int, conn: s
         asyncio.get_running_loop().call_soon(self._pump)
 
 
-def refused_answer(self: IkeService, sa: IkeSa, unique_id: int, flow: Flow | None) -> bool:
+def refused_answer(self: IkeService, sa: IkeSa, unique_id: int, flow: Flow | None,
+                   policies: bool = False) -> str | None:
     """Turn the answer that created Child SA ``unique_id`` into a refusal, if it may be (IkeSa.answer_of)
     and no copy of it has left: each copy taken from the engine (the answer and its resends, also to
     another port: IkeSa.answer_copies) parked by the barrier in ``flow``'s IKE SA (an install's
     failure), or collected by the endpoint and not flushed yet (the ChildSaUp's own turn: the claims
     backstop; a resend while the SPI pool's barrier is up).  If one left, the peer may have the success:
     the caller deletes the Child SA instead (review revresp F1).  The engine reports the Child SA down
-    (ChildSaDown) and sends no DELETE."""
+    (ChildSaDown) and sends no DELETE.  The refusal's notify (IkeSa.refusal), or None if not refused."""
     old = sa.answer_of(unique_id)
     if old is None:
-        return False
+        return None
     parked = self.barrier.copies(flow, old) if flow is not None else 0
     collected = self.endpoint.copies(old)
     if parked + collected != sa.answer_copies():
-        return False
-    new = sa.refuse_child(unique_id)
+        return None
+    error = sa.refusal(unique_id, policies).name
+    new = sa.refuse_child(unique_id, policies)
     if parked:
         assert flow is not None
         self.barrier.replace(flow, old, new)
     if collected:
         self.endpoint.replace(old, new)
-    return True
+    return error
+
+
+def policies_refused(sent: Sequence[tuple[str, asyncio.Future[list[pipe.Reply]]]]) -> bool:
+    """Whether the first of a Child SA's install requests that failed (``sent``, all ended) is an
+    SPDADD: its SAs went in and its policies did not (strongSwan refuses such a Child SA with
+    TS_UNACCEPTABLE, one whose SAs failed with NO_PROPOSAL_CHOSEN)."""
+    for what, fut in sent:
+        if fut.done() and isinstance(outcome(what, fut), WorkerError):
+            return what == "SpdAdd"
+    return False
 
 
 def deletable(sa: IkeSa, unique_id: int) -> bool:

@@ -114,7 +114,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         # batch as that peer's negotiation, before its Child SA was booked here, passed: never
         # installed, it is refused in our answer if that has not left (the peer asked for it), else
         # deleted (an INFORMATIONAL DELETE to the peer, whichever side asked for it)
-        refused = install_failed.refused_answer(self, sa, ev.unique_id, None)
+        refused = install_failed.refused_answer(self, sa, ev.unique_id, None, policies=True)   # (its selectors)
         if (held := self.refusals.refused.admit(self.log_peer(sa, sa.name))) is not None:
             log.error("%s: CHILD_SA %s of peer %s %s, not installed: its remote %s %s%s", sa.name, ev.child, peer,
                       "refused in our answer" if refused else "deleted", ", ".join(map(str, ev.remote_ts)),
@@ -363,7 +363,8 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                 # as _handle parked it): refused there rather than answered and then deleted
                 sa = self._ike_sa(state.ike)
                 flow = (ev.remote_addr, sa.spi_i + sa.spi_r) if sa is not None and not ev.initiator else None
-                install_failed.delete_in_engine(self, sa, state.unique_id, state.conn, state.child, what, flow=flow)
+                install_failed.delete_in_engine(self, sa, state.unique_id, state.conn, state.child, what, flow=flow,
+                                                policies=install_failed.policies_refused(started.sent))
             await self._remove(state, ended)
             if ended and not again:
                 self._updown_down(state.lineage)   # a rekey's lineage may have run its up-client
@@ -411,6 +412,8 @@ def _refused(fut: asyncio.Future[list[pipe.Reply]]) -> bool:
 
 def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     """A Child SA's install is answered, all OK: its log line, and its updown script."""
+    if not ev.initiator and (sa := self._ike_sa(state.ike)) is not None:
+        sa.child_installed(state.unique_id)   # its IKE_AUTH answer is no longer refused (child_refusal.py)
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
     recreate.installed(self, state)
