@@ -53,6 +53,13 @@ def fire_retry(svc: IkeService) -> None:
     fn()
 
 
+async def rebind(gw: Gateway, site: int, port: int) -> None:
+    """Site ``site``'s NAT maps it to a new port; its next request (DPD) moves its IKE SA there."""
+    gw.nat[site] = (site_ip(site), port)
+    gw.site_sa(site).send_liveness()
+    await gw.settle()
+
+
 def failure_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if "moving CHILD_SA" in r.getMessage() and r.levelno >= logging.WARNING]
@@ -159,9 +166,7 @@ def test_failed_migrates_of_many_child_sas_pass_the_move_log_limit(
         burst = gw.service._move_log.burst
         refuse_migrates(gw, 10**6)
         with caplog.at_level(logging.INFO, logger="tunsec.ike"):
-            gw.nat[0] = (site_ip(0), 40000)
-            gw.site_sa(0).send_liveness()
-            await gw.settle()
+            await rebind(gw, 0, 40000)
             assert gw.service.events.migrate_failures[("gw", "net")] == children   # each counted
             assert len(failure_logs(caplog)) == burst   # the rest held
             for _ in range(2, mobility.MIGRATE_TRIES + 1):   # the retries: a debug line each, no more

@@ -40,9 +40,10 @@ class FakeClock:
         return self.now
 
 
-async def _site_with_children(n: int) -> tuple[Gateway, FakeClock]:
-    """A gateway and one NAT'd site (it forces encapsulation) with ``n`` Child SAs in one IKE SA."""
-    gw = Gateway(1, mobike=False)
+async def _site_with_children(n: int, others: int = 0) -> tuple[Gateway, FakeClock]:
+    """A gateway and one NAT'd site (it forces encapsulation) with ``n`` Child SAs in one IKE SA;
+    ``others`` more sites with one each."""
+    gw = Gateway(1 + others, mobike=False)
     await gw.start()
     clock = FakeClock()
     gw.service.move_clock = clock
@@ -57,7 +58,10 @@ async def _site_with_children(n: int) -> tuple[Gateway, FakeClock]:
     for k in range(1, n):
         gw.site_sa(0).initiate(f"c{k}")
         await gw.settle()
-    assert len(gw.service.children) == n
+    for i in range(1, 1 + others):
+        gw.connect(i)
+        await gw.settle()
+    assert len(gw.service.children) == n + others
     return gw, clock
 
 

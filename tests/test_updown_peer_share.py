@@ -21,7 +21,7 @@ from test_ikeservice_peers import Gateway, run
 from test_ikeservice_updown import event, lines, script, until, with_updown
 
 from tunsec.ike.config import DEFAULT_MAX_IKE_SAS
-from tunsec.services.ike.trusted import peer_of
+from tunsec.services.ike.refusal_log import up_key
 from tunsec.updown import PARALLEL, Scripts
 
 
@@ -79,7 +79,9 @@ def test_a_peers_share_is_by_its_peer_key_and_a_run_waiting_for_it_holds_no_slot
 
 def test_the_service_runs_a_peers_scripts_in_its_identitys_share(tmp_path: Path) -> None:
     """Fix of review revpeerdos F1: the IKE service gives each up (and so its down) the peer's key
-    of its IKE SA (trusted.peer_of: identity and proof, what max_ike_sas_per_identity counts)."""
+    of its IKE SA, as its log lines' (refusal_log.up_key: identity and proof, what
+    max_ike_sas_per_identity counts; a name the client chose, as here a group PSK's, by connection and
+    source since h/fixloglim)."""
     argv, log, _ = script(tmp_path)
 
     async def body() -> None:
@@ -92,6 +94,7 @@ def test_the_service_runs_a_peers_scripts_in_its_identitys_share(tmp_path: Path)
         (child,) = gw.children_of(0)
         (record,) = gw.service.ike_up.values()
         told = child.lineage.updown
-        assert told is not None and told.peer_key == peer_of(record.ev) != 0
+        (sa,) = gw.service.endpoint.sas
+        assert told is not None and told.peer_key == up_key(gw.service, sa, record.ev) is not None
 
     run(body())

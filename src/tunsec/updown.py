@@ -110,8 +110,9 @@ class ChildEvent:
     eap_id: str | None = None   # the EAP identity (None: the peer did not authenticate with EAP)
     groups: tuple[str, ...] = ()   # the groups its RADIUS Access-Accept gave it
     # not told to the script: whose share of the slots its runs take (Scripts); the service's
-    # trusted.peer_of (identity and proof, the same for all the peer's IKE SAs); 0: peer_of_event
-    peer_key: int = 0
+    # refusal_log.up_key, as its log lines': identity and proof (trusted.peer_of, the same for all the
+    # peer's IKE SAs), a name the client chose by connection and source; None: peer_of_event
+    peer_key: object = None
 
 
 def environments(ev: ChildEvent) -> list[dict[str, str]]:
@@ -355,7 +356,7 @@ def peer_of_event(ev: ChildEvent) -> object:
     """The peer whose share of the slots ``ev``'s runs take: ``peer_key`` if the service gave one,
     else its identity as shown, how it was proven, its EAP identity, and for an unproven one its
     address (an unproven name is the client's choice: it shares nobody's share by naming itself)."""
-    if ev.peer_key:
+    if ev.peer_key is not None:
         return ev.peer_key
     return (ev.peer_id, ev.peer_id_proven, ev.eap_id, None if ev.peer_id_proven else ev.peer)
 

@@ -26,7 +26,6 @@ from tunsec.ike.message import NotifyPayload, Payload, decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import IkeSaState, nat_hash
 from tunsec.ike.testing import Network, Sent
-from tunsec.loglimit import LogLimiter
 
 A2, A3 = "192.0.2.11", "192.0.2.66"   # the client's new address; an attacker's
 A4 = "192.0.2.12"   # the client's address after a second move
@@ -236,14 +235,13 @@ def test_an_address_of_another_family_is_unacceptable() -> None:
     assert not _informational_requests(net, B, V6)   # no check: refused outright
 
 
-def test_refused_moves_asked_for_again_and_again_are_logged_a_few_times(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_refused_moves_asked_for_again_and_again_are_logged_a_few_times(caplog: pytest.LogCaptureFixture) -> None:
     """An authenticated client asks 12 times to move to an address of another family: each refused
     (UNACCEPTABLE_ADDRESSES), 5 lines a minute logged (a fake clock); the next minute's first line
     counts the 7 held back."""
     clock = [0.0]
-    monkeypatch.setattr(mobike, "REFUSED_LOG", LogLimiter(burst=5, period=60.0, clock=lambda: clock[0]))
     net, client, gateway = _up()
+    gateway._st.peer_logs.clock = lambda: clock[0]   # the gateway endpoint's limiters (peer_logs.py)
     _move(net, A, V6)
 
     def refused() -> list[str]:

@@ -2,7 +2,8 @@
 writes INFO lines nothing limits: "peer moved from .. to .." (mobike._update) and "return
 routability of .. confirmed" (ReturnRoutabilityTask.process), two lines per UPDATE_SA_ADDRESSES,
 as fast as the peer's round trips allow.  The refused moves (REFUSED_LOG), the failed checks
-(_FAILED_LOG) and the Child SAs' moves (IkeService._move_log) are limited; these are not."""
+(_FAILED_LOG) and the Child SAs' moves (IkeService._move_log) are limited; these are not.
+(Since h/fixloglim all four are the gateway endpoint's per-peer limiters, ike/peer_logs.py.)"""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_a_peer_moving_back_and_forth_writes_a_bounded_number_of_lines(caplog: p
         assert gateway.esp_remote == (there, 4500)   # each move went through, checked
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("tunsec.ike.exchanges.mobike")
              and r.levelno >= logging.INFO and r.getMessage().startswith(gateway.name)]   # the gateway's
-    # as REFUSED_LOG (5 a minute, the rest counted in the next line): a few lines, not two per move
+    # 5 a minute per peer, the rest counted in the next line (peer_logs.py): a few lines, not two per move
     assert len(lines) <= 12, f"{len(lines)} INFO lines for {MOVES} moves within {net.now:.0f} s: {lines[:3]}"
 
 

@@ -2,8 +2,8 @@
 while ours is out (create_child_sa.respond, ``answered_enough``) logs an INFO line per refused request,
 with no limiter: an authenticated peer that leaves our request unanswered (it retransmits for minutes
 before the IKE SA gives up) and sends CREATE_CHILD_SAs one after another gets one line per round trip.
-The engine's other lines a peer can repeat go through a LogLimiter (sa_successor._REFUSED_LOG,
-mobike.REFUSED_LOG, ...) or the service's per-peer refusal_log shares (h/fixlog)."""
+The engine's other lines a peer can repeat go through the endpoint's per-peer limiters (ike/peer_logs.py
+since h/fixloglim) or the service's per-peer refusal_log shares (h/fixlog)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tunsec.ike.exchanges.create_child_sa import SHOWN_NONCES
 
 # the peer's requests past the cap while our one request is out (well within one minute of the fake clock)
 EXTRA = 40
-# what a LogLimiter lets through in a burst (sa_successor._REFUSED_LOG and the like: 5 a minute)
+# what a peer's limiter lets through in a burst (ike/peer_logs.py BURST: 5 a minute)
 BURST = 5
 
 

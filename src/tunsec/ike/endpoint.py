@@ -86,6 +86,7 @@ from .ike_sa_cap import IkeSaCounts
 from .init_request import answer_source, find_nonce, init_digest, init_request, stateless_answer
 from .link_local import refuse_link_local
 from .message import DecodeError, Message, NotifyPayload, header_fields
+from .peer_logs import PeerLogs
 from .redirect import encode_redirect
 from .sa import IkeSa, State
 from .spi_book import IkeSpiBook
@@ -181,6 +182,8 @@ class IkeEndpoint:
             limits = dataclasses.replace(limits, cookie_threshold=cookie_threshold)
         self.limits = limits
         self.stats = EndpointStats()
+        # the lines a peer can repeat, limited per peer (peer_logs.py): shared by this endpoint's IKE SAs
+        self.peer_logs = PeerLogs(limits.ipv6_source_prefix)
         self.fragment_stats = FragmentStats()  # IKE fragments (RFC 7383) of all SAs
         self._configs = {c.name: c for c in configs}
         self._rng = rng
@@ -453,6 +456,7 @@ class IkeEndpoint:
                 has_contact=self._has_contact if initiator else None,
                 address_role=self._address_role,
                 spi_book=self.spi_book,
+                peer_logs=self.peer_logs,
             )
             if not self.spi_book.taken(sa.local_spi):
                 self._register(sa)

@@ -86,6 +86,7 @@ from .exchanges.base import Task
 from .fragments import FragmentStats, Reassembly
 from .identity import Identity
 from .message import DecodeError, Message, SkfPayload, decode_message
+from .peer_logs import PeerLogs
 from .proposals import describe_all
 from .redirect import canonical_gateway, refused_target
 from .sa_requester import _Pending
@@ -189,6 +190,7 @@ class IkeSa:
         spi_tag: IkeSpiTag | None = None,
         address_role: state.AddressRole | None = None,
         spi_book: IkeSpiBook | None = None,
+        peer_logs: PeerLogs | None = None,
     ) -> None:
         """``address_pool``: where a responder leases virtual IPs (connections with ``pools``).
         ``ts_claims``: the remote selectors other peers' Child SAs hold (no Child SA may take them).
@@ -203,6 +205,7 @@ class IkeSa:
         (the endpoint's ``unique = keep``). ``has_contact``: an initiator asks it before its
         INITIAL_CONTACT (the endpoint: another IKE SA with the same identities is up).
         ``spi_tag``: the key our SPIs are tagged with for the peer's address (spi_tag.py); ``spi_book``: see state.py.
+        ``peer_logs``: the endpoint's limiters of the lines a peer can repeat (peer_logs.py; None: this SA's own).
         """
         if remote_addr is None:
             if config.remote_addr is None:
@@ -216,6 +219,7 @@ class IkeSa:
             wall_clock,
             remote_addr,
             local_addr,
+            peer_logs if peer_logs is not None else PeerLogs(),
         )
         self._st.candidates = tuple(candidates)
         self._st.jitter = jitter or random_jitter(rng)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import suffix
 
 from .constants import NATT_PORT, ExchangeType, NotifyType
 from .events import Address, DownReason
@@ -29,6 +29,7 @@ from .exchanges.base import Awaiting, Response, Task, notify
 from .exchanges.mobike import _unacceptable
 from .exchanges.responders import responder_for
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_payloads
+from .peer_logs import Line
 from .sk import IntegrityError, decrypt_message
 from .state import ChildSa, State
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
     from .sa import IkeSa
 
 log = logging.getLogger(__name__)
-# the first IKE_AUTH from another IP (foreign): anyone who ran IKE_SA_INIT can cause the line
-_ELSEWHERE_LOG = LogLimiter(burst=5, period=60.0)
 
 # How often one stored response is sent again. RFC 7296 §2.1 leaves the count to the requester:
 # strongSwan (charon.retransmit_tries) and tunsec retransmit 5 times by default, libreswan about 7
@@ -143,7 +142,8 @@ def foreign(self: IkeSa, addr: Address) -> bool:
     if self._state != State.CONNECTING or addr[0] == self._st.remote_addr[0]:
         return False
     self._drops.preauth_elsewhere += 1
-    if self._peer_id == 1 and (held := _ELSEWHERE_LOG.admit()) is not None:
+    # anyone who ran IKE_SA_INIT can cause the line: its source's share (peer_logs.py)
+    if self._peer_id == 1 and (held := self._st.peer_logs.admit(Line.ELSEWHERE, self._st)) is not None:
         # a client behind a NAT that maps ports 500 and 4500 to different IPs (some CGNATs) never
         # gets through: the operator must be able to tell it from a lost client
         log.info("%s: first IKE_AUTH from another IP than its IKE_SA_INIT: not answered (%s, IKE_SA_INIT "

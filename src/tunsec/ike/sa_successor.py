@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import suffix
 
 from .constants import ExchangeType
 from .events import IkeSaRekeyed
 from .exchanges import informational, mobike, rekey_ike
 from .exchanges.base import Task
 from .message import Payload
+from .peer_logs import Line
 from .proposals import Suite
 from .state import IkeRekey, State
 
@@ -41,8 +42,6 @@ REKEYED_LINGER = 60.0  # how long a replaced IKE SA waits for the peer to delete
 # its DELETEs went through).  Two: a rekey and a collision's redundant SA, or two rekeys in a row
 # whose DELETEs are still under way.
 MAX_UNDELETED = 2
-# a peer may keep asking: not a line per refusal
-_REFUSED_LOG = LogLimiter(burst=5, period=60.0)
 
 
 @dataclass(slots=True)
@@ -60,7 +59,8 @@ def rekey_refused(self: IkeSa, exchange: int, payloads: Sequence[Payload]) -> bo
             or self._state != State.ESTABLISHED or not rekey_ike.is_rekey_request(payloads):
         return False
     self._drops.ike_rekeys_refused += 1
-    if (held := _REFUSED_LOG.admit()) is not None:
+    # a peer may keep asking: its own share of lines (peer_logs.py), not a line per refusal
+    if (held := self._st.peer_logs.admit(Line.IKE_REKEY_REFUSED, self._st)) is not None:
         log.warning("%s: IKE SA rekey refused (TEMPORARY_FAILURE): %d IKE SAs it replaced are not deleted "
                     "yet%s", self.name, line.count, suffix(held))
     return True
@@ -89,6 +89,7 @@ def rekeyed_sa(self: IkeSa, rekey: IkeRekey) -> IkeSa:
         fragment_stats=self._frag_stats,
         drop_stats=self._drops,
         address_role=old.address_role,   # a peer's moves are checked there too
+        peer_logs=old.peer_logs,
     )
     st = new._st
     st.spi_i, st.spi_r, st.local_port = rekey.spi_i, rekey.spi_r, old.local_port

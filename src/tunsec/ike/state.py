@@ -23,6 +23,7 @@ from .events import Address, Event, IkeSaLimit
 from .identity import Identity
 from .keymat_seeds import KeymatSeeds
 from .message import Payload, Proposal
+from .peer_logs import PeerLogs
 from .proposals import Suite
 from .redirect import Redirect
 from .secret import Secret
@@ -191,6 +192,8 @@ class IkeSaState:
     wall_clock: Callable[[], datetime]
     remote_addr: Address
     local_addr: Address | None
+    # the endpoint's limiters of lines its peers can repeat (peer_logs.py), shared by its IKE SAs
+    peer_logs: PeerLogs
     spi_i: bytes = b"\0" * 8
     spi_r: bytes = b"\0" * 8
     local_port: int = IKE_PORT

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
-from tunsec.loglimit import LogLimiter, PeerLogLimiter, suffix
+from tunsec.loglimit import suffix
 from tunsec.policy.claims import Claim, Peer, describe, is_manual
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
 
@@ -21,14 +21,12 @@ from ..constants import NotifyType, ProtocolId
 from ..crypto import child_seed, derive_child_keys
 from ..events import ChildSaUp, NegotiationFailed, SpiUnused
 from ..message import Payload, Proposal, SaPayload, TsPayload
+from ..peer_logs import Line
 from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..state import ChildSa, IkeSaState
 from ..ts import Ts, any_of_family, from_wire, narrow, resolve_each, to_wire
 
 log = logging.getLogger(__name__)
-_narrow_log = PeerLogLimiter()   # by (connection, identity, proof): one peer's narrowed requests
-# a client may ask again and again (CREATE_CHILD_SA): its refusals are not a line each
-_NO_LEASE_LOG = LogLimiter(burst=5, period=60.0)
 
 
 def spi_bytes(spi: int) -> bytes:
@@ -83,7 +81,8 @@ def remote_dynamic(st: IkeSaState) -> tuple[str | IPAddress, ...]:
         return ()
     if st.config.pools:
         pool = st.address_pool.holding(st.config.pools, addr) if st.address_pool is not None else "(unknown)"
-        if pool is not None and (held := _NO_LEASE_LOG.admit()) is not None:
+        # a client may ask again and again (CREATE_CHILD_SA): its share of lines, not a line each
+        if pool is not None and (held := st.peer_logs.admit(Line.NO_LEASE, st)) is not None:
             log.warning("%s: peer %s has no virtual IP and its address %s lies in pool %s: its dynamic "
                         "traffic selectors stand for nothing (Child SA refused: TS_UNACCEPTABLE)%s",
                         st.name, st.peer_id, addr, pool, suffix(held))
@@ -384,7 +383,7 @@ def _not_others(st: IkeSaState, cfg: ChildConfig, proposed: Sequence[Ts], tsi: t
         left = tuple(pieces)
         if left and _unusable(tsr, left) is None:
             # the peer may ask as often as it likes: its share of lines (review revpeerdos F3)
-            held = _narrow_log.admit((st.name, st.peer_id, st.config.lease_proof))
+            held = st.peer_logs.admit(Line.NARROWED, st)
             log.log(logging.DEBUG if held is None else logging.INFO, "%s child %s: TSi of peer %s narrowed to %s: %s%s",
                     st.name, cfg.name, st.peer_id, _ts_text(left), why, suffix(held or 0))
             return left

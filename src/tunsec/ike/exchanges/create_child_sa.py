@@ -39,7 +39,7 @@ import logging
 import struct
 from collections.abc import Sequence
 
-from tunsec.loglimit import PeerLogLimiter, suffix
+from tunsec.loglimit import suffix
 
 from ..config import ChildConfig
 from ..constants import ExchangeType, NotifyType, ProtocolId, notify_name
@@ -47,6 +47,7 @@ from ..crypto import child_seed
 from ..dh import DhError, KeyExchange, generate_key_exchange
 from ..events import ChildSaLimit, DownReason, NegotiationFailed
 from ..message import KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
+from ..peer_logs import Line
 from ..proposals import Suite, describe_all
 from ..state import ChildSa, IkeSaState, SpiUnavailable
 from ..ts import Ts
@@ -66,9 +67,6 @@ MAX_RETRIES = 5
 SHOWN_NONCES = 8
 
 log = logging.getLogger(__name__)
-# by (connection, identity, proof): a peer refused for now while our request is out may ask on and on;
-# the ceiling (as services/ike/refusal_log.py's) bounds many peers' lines together
-_REFUSED_LOG = PeerLogLimiter(burst=5, period=60.0, ceiling=100)
 
 
 class CreateChildTask(Task):
@@ -489,7 +487,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
 def _for_now(st: IkeSaState, why: str) -> Response:
     """TEMPORARY_FAILURE to the peer's request while ours is out; the peer may ask again at once, so
     its lines are limited per peer (review revrekey4 F2), as child.py's narrowed requests are."""
-    held = _REFUSED_LOG.admit((st.name, st.peer_id, st.config.lease_proof))
+    held = st.peer_logs.admit(Line.FOR_NOW, st)
     if held is not None:
         log.info("%s: refusing the peer's CREATE_CHILD_SA for now: %s%s", st.name, why, suffix(held))
     return Response([notify(NotifyType.TEMPORARY_FAILURE)])

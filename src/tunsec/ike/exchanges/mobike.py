@@ -65,30 +65,27 @@ import ipaddress
 import logging
 from collections.abc import Sequence
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import suffix
 from tunsec.policy.pad import AddressMatch, address_match
 
 from ..address_role import refused_address
 from ..constants import NATT_PORT, ExchangeType, NotifyType
 from ..events import Address
 from ..message import DeletePayload, NotifyPayload, Payload
+from ..peer_logs import Line
 from ..state import IkeSaState, nat_hash
 from . import informational
 from .base import Outcome, Response, Task, find_all, find_notify, notify
 
 log = logging.getLogger(__name__)
-# a peer's refused requests (an address we do not accept, NO_NATS_ALLOWED translated): it may send
-# them as fast as it likes, a line each otherwise
-REFUSED_LOG = LogLimiter(burst=5, period=60.0)
-# a peer's moves and their confirmations, and its NAT detection changing: news, but an authenticated
-# peer sets their pace (its round trip: thousands a second on a LAN); the first of a burst pass at
+# Lines a peer may cause as fast as it likes are limited per peer (st.peer_logs, peer_logs.py): its
+# refused requests (an address we do not accept, NO_NATS_ALLOWED translated: Line.MOBIKE_REFUSED) and
+# the addresses it claims that never answer (MOBIKE_FAILED), a line each otherwise; its moves and their
+# confirmations (MOBIKE_MOVE) and its NAT detection changing (MOBIKE_NAT): news, but an authenticated
+# peer sets their pace (its round trip: thousands a second on a LAN), so the first of a burst pass at
 # INFO, the rest at DEBUG, counted in the next INFO line (review revmobike F3)
-MOVE_LOG = LogLimiter(burst=5, period=60.0)
-NAT_LOG = LogLimiter(burst=5, period=60.0)
 
 COOKIE2_LEN = 16  # what we send (strongSwan's size)
-# any authenticated peer may claim addresses that never answer, as often as it likes
-_FAILED_LOG = LogLimiter(burst=5, period=60.0)
 COOKIE2_MIN, COOKIE2_MAX = 8, 64  # RFC 4555 §3.7
 
 # the notifies that make an INFORMATIONAL request a MOBIKE one (strongSwan's task_manager_v2 list)
@@ -150,7 +147,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     if update:
         refusal = _unacceptable(st, source)
         if refusal:
-            if (held := REFUSED_LOG.admit()) is not None:
+            if (held := st.peer_logs.admit(Line.MOBIKE_REFUSED, st)) is not None:
                 log.info("%s: MOBIKE: refusing to move to %s[%d]: %s%s", st.name, *source, refusal, suffix(held))
             return Response([notify(NotifyType.UNACCEPTABLE_ADDRESSES), *echo])
         followups = _update(st, source, arrived_on)
@@ -176,7 +173,7 @@ def translated(st: IkeSaState, payloads: Sequence[Payload]) -> bool:
     source, arrived_on = st.request_path
     if _no_nats_allowed_holds(payloads, source, _destination(st, arrived_on)):
         return False
-    if (held := REFUSED_LOG.admit()) is not None:
+    if (held := st.peer_logs.admit(Line.MOBIKE_REFUSED, st)) is not None:
         log.info("%s: NO_NATS_ALLOWED, but the request from %s[%d] was translated on the way%s",
                  st.name, *source, suffix(held))
     return True
@@ -220,7 +217,7 @@ def _nat_detection(st: IkeSaState, payloads: Sequence[Payload], source: Address,
     nat_here = bool(dests) and not any(hmac.compare_digest(h, own_hash) for h in dests)
     # a change is news; the same again (a MOBIKE peer's every liveness check) only for debugging
     changed = (nat_peer, nat_here) != (st.nat_peer, st.nat_here)
-    held = NAT_LOG.admit() if changed else None
+    held = st.peer_logs.admit(Line.MOBIKE_NAT, st) if changed else None
     log.log(logging.INFO if held is not None else logging.DEBUG,
             "%s: MOBIKE: NAT detection: peer %sbehind a NAT, we %sbehind one (ESP stays in UDP)%s%s",
             st.name, "" if nat_peer else "not ", "" if nat_here else "not ", "" if changed else " (as before)",
@@ -265,7 +262,7 @@ def _update(st: IkeSaState, source: Address, arrived_on: Address | None) -> list
     if old != source:
         # a check under way (or given up) is of an address that is no longer the newest claim
         st.mobike_moves += 1
-        held = MOVE_LOG.admit()
+        held = st.peer_logs.admit(Line.MOBIKE_MOVE, st)
         log.log(logging.INFO if held is not None else logging.DEBUG, "%s: MOBIKE: peer moved from %s[%d] to %s[%d]%s",
                 st.name, *old, *source, suffix(held or 0))
     if source == esp:
@@ -285,7 +282,7 @@ def go_back(st: IkeSaState) -> bool:
         return False  # no answer where the Child SAs are either: the peer is gone
     # the new address never answered (a copy of the peer's update from a forged source, sent
     # ahead of the genuine one, gets here too): the peer is where it was, not unreachable
-    if (held := _FAILED_LOG.admit()) is not None:
+    if (held := st.peer_logs.admit(Line.MOBIKE_FAILED, st)) is not None:
         log.warning("%s: MOBIKE: %s[%d] never answered our request; back to %s[%d], "
                     "where the Child SAs stayed%s", st.name, *st.remote_addr, *back, suffix(held))
     st.remote_addr, st.esp_hold = back, None
@@ -343,7 +340,7 @@ class ReturnRoutabilityTask(Task):
                       st.name, *(self._to or ("?", 0)), *st.remote_addr)
             self._again = True
             return Outcome.DONE
-        held = MOVE_LOG.admit()
+        held = st.peer_logs.admit(Line.MOBIKE_MOVE, st)
         log.log(logging.INFO if held is not None else logging.DEBUG,
                 "%s: MOBIKE: return routability of %s[%d] confirmed; the Child SAs follow%s",
                 st.name, *st.remote_addr, suffix(held or 0))

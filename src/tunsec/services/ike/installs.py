@@ -29,8 +29,8 @@ from tunsec.services.ike.child_index import book, still_held, unbook
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
 from tunsec.services.ike.record import IkeUpRecord
+from tunsec.services.ike.refusal_log import up_key
 from tunsec.services.ike.state import ChildState, IPAddress, Lineage
-from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -720,7 +720,8 @@ def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddres
         local_ts=state.local_ts, remote_ts=state.remote_ts, own_vips=own, peer_vips=peer, dns=dns,
         hostaccess=plan.hostaccess, peer_id_proven=info.get("remote_id_proven", True),
         eap_id=info.get("remote_eap_id"), groups=tuple(info.get("groups", ())),
-        peer_key=peer_of(info.ev) if isinstance(info, IkeUpRecord) else 0)
+        # made-up names share their source's, as in the log limits (refusal_log.up_key): not one per name
+        peer_key=up_key(self, ike, info.ev) if ike is not None and isinstance(info, IkeUpRecord) else None)
 
 
 def _updown_down(self: IkeService, lineage: Lineage) -> None:

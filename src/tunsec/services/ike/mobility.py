@@ -361,10 +361,10 @@ async def _batch(self: IkeService, ike: int, move: IkeMove, path: IkePath) -> tu
 
 
 def _log_move(self: IkeService, moved: list[ChildState]) -> None:
-    """One line per batch, rate-limited: the peer decides how often it moves."""
-    if (held := self._move_log.admit()) is None:
-        return
+    """One line per batch, rate-limited per peer: the peer decides how often it moves."""
     first = moved[0]
+    if (held := self._move_log.admit(self.log_peer(self._ike_sa(first.ike), first.conn))) is None:
+        return
     log.info("%s: %d CHILD_SA(s) follow their peer to %s:%d, from %s%s", first.conn, len(moved),
              first.remote.addr, first.remote.port, first.local.addr, suffix(held))
 
@@ -405,13 +405,14 @@ def _migrate_failed(self: IkeService, state: ChildState, moved: Endpoint, local:
     what = (f"{state.conn}: moving CHILD_SA {state.child} {state.spi_in:08x}_i {state.spi_out:08x}_o to "
             f"{moved.addr}:{moved.port} from {local.addr}")
     # a line per Child SA, and a peer may keep moving: rate-limited as the batch lines are (_log_move)
+    peer = self.log_peer(self._ike_sa(state.ike), state.conn)
     if state.migrate_failures < MIGRATE_TRIES:
         if state.migrate_failures > 1:   # once per move: its retries fail the same way
             log.debug("%s failed again: %s", what, err)
-        elif (held := self._move_log.admit()) is not None:
+        elif (held := self._move_log.admit(peer)) is not None:
             log.warning("%s failed: %s; trying again (%d tries at most)%s", what, err, MIGRATE_TRIES, suffix(held))
         return MIGRATE_BACKOFF * float(2 ** (state.migrate_failures - 1))
-    if (held := self._move_log.admit()) is not None:
+    if (held := self._move_log.admit(peer)) is not None:
         log.error("%s failed %d times (last: %s); rekeying it: the new Child SA goes where its IKE SA is%s",
                   what, state.migrate_failures, err, suffix(held))
     state.migrate_failures = 0

@@ -20,7 +20,9 @@ not (review revpool2 F1, F2: keyed by their names, one host's IKE SAs took a sha
 table's 1024 peers another client's new entry took a spent one).  An established IKE SA's source is
 the address it authenticated from, not one it floated to since (a spoofed source can float an IKE
 SA without MOBIKE: review revlast F1).  Names the administrator gave (a named peer, a per-peer PSK),
-certificates and EAP accounts keep their identity's share wherever they come from.
+certificates and EAP accounts keep their identity's share wherever they come from.  The engine's
+own lines a peer can repeat are charged alike (ike/peer_logs.py, where ``chosen_name`` lives), and
+so are the peer's shares of updown's slots (installs._updown_event: ``up_key``).
 
 After the peer's own limit each kind has a ceiling for all peers together (CEILING a PERIOD): the
 per-peer limits let 1024 peers pass BURST lines each (25,600 a minute over the kinds, where one
@@ -35,11 +37,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tunsec.ike.config import IkeConfig
 from tunsec.ike.dos_source import source_key
 from tunsec.ike.events import ChildSaLimit, IkeSaLimit, IkeSaUp, NegotiationFailed
-from tunsec.ike.identity import Identity
-from tunsec.ike.psk import proves_any_name
+from tunsec.ike.peer_logs import chosen_name
 from tunsec.ike.sa import IkeSa
 from tunsec.loglimit import PeerLogLimiter, suffix
 from tunsec.services.ike.trusted import identity_peer, peer_of
@@ -92,21 +92,6 @@ def up_key(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> object:
     if chosen_name(sa.config, ev.remote_id):
         return _source(self, sa.name, ev.remote_addr[0])   # where it authenticated, not where it floated since
     return peer_of(ev)
-
-
-def chosen_name(config: IkeConfig, peer: Identity) -> bool:
-    """Whether ``peer``, authenticated on ``config``, is a name its client chose: an unproven one
-    (eap-radius whose server named no user), or one a key that proves any name proved (remote.id
-    %any and one key for every holder, or a group entry among ``peer_psks``: IkeConfig.lease_proof,
-    ike/psk.py).  The entry is the one the peer's name picks, as the responder's IKE_AUTH picks it
-    (psk_for): a client's made-up names come to us so; an IKE SA we initiated proved the
-    connection's own key (revoked.proved_entry), to a peer we chose."""
-    if peer.tag:
-        return True
-    if config.remote.method != "psk" or config.names_its_peer:
-        return False
-    entry = config.psk_for(peer)
-    return entry is not None and proves_any_name(entry, config.local.id)
 
 
 def _source(self: IkeService, conn: str, addr: str) -> tuple[str, str]:

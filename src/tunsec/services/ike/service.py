@@ -73,7 +73,7 @@ from tunsec.ike.events import (
 )
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.spi_tag import IkeSpiTag
-from tunsec.loglimit import LogLimiter, SourceLimiter, internal_error, suffix
+from tunsec.loglimit import LogLimiter, PeerLogLimiter, SourceLimiter, internal_error, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.policy.pools import AddressPools, PoolConfig
@@ -204,7 +204,8 @@ class IkeService(Service):
         self._moves: dict[int, mobility.IkeMove] = {}   # IKE SA handle -> its Child SAs' mover, once one moved
         self._left_sweep = mobility.LeftSweep()   # the sweeps of addresses MOBIKE SAs left, paced
         self.move_clock: Callable[[], float] = time.monotonic   # the moves' budget (tests set a fake one)
-        self._move_log = LogLimiter(burst=10, period=10.0, clock=lambda: self.move_clock())   # peers moving
+        # peers moving, per peer (log_peer) and 100 per 10 s in all: one peer's moves hold back no other's lines
+        self._move_log = PeerLogLimiter(burst=10, period=10.0, clock=lambda: self.move_clock(), ceiling=100)
         self.trap_policies: dict[int, tuple[str, str]] = {}     # policy id -> (connection, child)
         # policy id -> (connection, child, lineage) of the Child SAs' policies, from their SPDADD until released
         self.child_policies: dict[int, tuple[str, str, Lineage]] = {}
