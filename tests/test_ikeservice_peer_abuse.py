@@ -185,8 +185,9 @@ class _JunkDelete(Task):
 
 def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_drops() -> None:
     """Site 0 lists 100 junk SPIs in a DELETE, then rekeys its IKE SA without deleting: `tunsec
-    status` (JSON and text) and the metrics show both counts as refusals of an authenticated peer,
-    not among the drops anyone can cause before authenticating."""
+    status` (JSON and text) and the metrics show both counts (and the CREATE_CHILD_SAs refused for
+    now) as refusals of an authenticated peer, not among the drops anyone can cause before
+    authenticating."""
     async def body() -> None:
         gw = Gateway(1, mobike=False)
         await gw.start()
@@ -201,11 +202,14 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         for _ in range(MAX_UNDELETED + 2):
             gw.site_sa(0).rekey()
             await gw.settle()
+        # CREATE_CHILD_SAs refused for now, as the engine counts them (ike/test_refused_for_now_counted.py)
+        gw.service.endpoint.stats.child_sas_refused_for_now += 3
         doc = gw.service.status(pipe.Reply(1, pipe.MsgType.DUMP, pipe.Errno.OK))
         ignored = 100 - (1 + SPARE_SPIS)   # one Child SA
         assert doc["ike_refused"] == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored,
-                                      "mobike_checks_failed": 0, "floats_refused": 0, "ike_sa_limit": 0}
-        assert not {"ike_rekeys_refused", "delete_spis_ignored"} & set(doc["ike_drops"])
+                                      "mobike_checks_failed": 0, "floats_refused": 0, "ike_sa_limit": 0,
+                                      "child_sas_refused_for_now": 3}
+        assert not {"ike_rekeys_refused", "delete_spis_ignored", "child_sas_refused_for_now"} & set(doc["ike_drops"])
 
         base = {"tun": {"name": "tunsec0", "mtu": 1400, "offloads": []}, "worker": {"pid": 1, "restarts": 0},
                 "uptime_seconds": 1, "udp_offloads": [], "sas": [], "tunnels": [], "policies": [], "drops": {}}
@@ -214,12 +218,13 @@ def test_an_authenticated_peers_refusals_are_shown_apart_from_unauthenticated_dr
         assert "malformed 0" in unauthenticated and "ike_rekeys_refused" not in unauthenticated \
             and "delete_spis_ignored" not in unauthenticated
         assert f"IKE requests refused from authenticated peers: ike_rekeys_refused 2, " \
-               f"delete_spis_ignored {ignored}, mobike_checks_failed 0, floats_refused 0, ike_sa_limit 0" in text
+               f"delete_spis_ignored {ignored}, mobike_checks_failed 0, floats_refused 0, ike_sa_limit 0, " \
+               f"child_sas_refused_for_now 3" in text
 
         families = {f.name: f for f in metrics.state_families(doc, True)}
         refused = {s.labels["reason"]: s.value for s in families["tunsec_ike_authenticated_refused"].samples}
         assert refused == {"ike_rekeys_refused": 2, "delete_spis_ignored": ignored, "mobike_checks_failed": 0,
-                           "floats_refused": 0, "ike_sa_limit": 0}
+                           "floats_refused": 0, "ike_sa_limit": 0, "child_sas_refused_for_now": 3}
         dropped = {s.labels["reason"] for s in families["tunsec_ike_requests_dropped"].samples}
         assert "malformed" in dropped and not dropped & set(refused)
         assert "before anything in them was authenticated" in families["tunsec_ike_requests_dropped"].documentation

@@ -274,7 +274,9 @@ def state_families(doc: dict[str, Any], worker_up: bool,
                                   "mobike_checks_failed: MOBIKE moves to an address that never answered the "
                                   "return routability check, taken back; floats_refused: NAT rebindings to an "
                                   "address outside remote_addrs or of another family, not followed; ike_sa_limit: "
-                                  "IKE_AUTHs refused, the identity holding max_ike_sas_per_identity IKE SAs)",
+                                  "IKE_AUTHs refused, the identity holding max_ike_sas_per_identity IKE SAs; "
+                                  "child_sas_refused_for_now: CREATE_CHILD_SAs answered TEMPORARY_FAILURE, a nonce "
+                                  "of ours as their Ni, 8 answered while ours is out, or a repeated KEYMAT seed)",
                                   labels=["reason"])
     for reason, n in sorted(doc.get("ike_refused", {}).items()):
         refused.add_metric([reason], n)

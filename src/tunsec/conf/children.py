@@ -241,6 +241,7 @@ def _read_child(section: Section, issues: list[ConfigIssue]) -> ChildDraft | Non
         mode,
         rekey_time=rekey_time or None,   # the engine rekeys on time; the dataplane on bytes/packets
         rand_time=float(rand_time),      # ... rand_time earlier at most (strongSwan's jitter)
+        life_time=float(life_time) or None,   # the worker's; a rekey the engine re-arms stays before it
     )
     child = Child(
         section.name,

@@ -6,7 +6,8 @@ that Child SA failed in the worker while the answer had not left yet (the servic
 it until the install is answered).  Sending success and then a DELETE loses a rekeyed child on both
 sides: the initiator deletes the old Child SA on our success, and the new one to our DELETE.  So the
 answer becomes TEMPORARY_FAILURE (RFC 7296 §1.3, §2.25: the initiator keeps the old Child SA and tries
-again).  strongSwan installs before it answers and so refuses in the answer too (child_create's build_r:
+again; our own rekey timer for the old one is restored, not set to seconds: sa_timers.own_rekey_at).
+strongSwan installs before it answers and so refuses in the answer too (child_create's build_r:
 NO_PROPOSAL_CHOSEN for a failed SAD install, TS_UNACCEPTABLE for a failed SPD one); TEMPORARY_FAILURE
 here, as the install failed for now (memory, a full SAD, a worker slow to answer) and both tunsec and
 strongSwan initiators try that rekey again soon.  The refusal is encoded for the answer's message ID
@@ -95,8 +96,10 @@ def refuse_child(self: IkeSa, unique_id: int, policies: bool = False) -> tuple[b
     last.datagrams = new   # a retransmission of the request gets the refusal (its resends count on)
     _confirmed(st, child)
     # the peer never hears of this rekey: the old Child SA is not rekeyed (its next rekey of it is
-    # answered, our timer runs for it again), nor is the peer's DELETE of it the end of a rekey
-    informational.unrekey(st, child, self._retry_at)
+    # answered), nor is the peer's DELETE of it the end of a rekey; our own rekey timer runs for it
+    # again, not in seconds: the peer retries its rekey (sa_timers.own_rekey_at, review revresp R1)
+    old = informational.unrekey(st, child)
+    self._rearm((old,) if old is not None else (), self._own_rekey_at)
     informational.child_down(st, child, DownReason.DELETED, REFUSED.format(error.name))
     return new
 

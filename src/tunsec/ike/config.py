@@ -126,6 +126,9 @@ class ChildConfig:
     rekey_time: float | None = None  # seconds; strongSwan's default is 3600 (swanctl rekey_time)
     # the rekey fires at rekey_time minus a random 0..rand_time (None: 10 % of rekey_time)
     rand_time: float | None = None
+    # the hard lifetime (swanctl life_time) the worker ends each of its SAs at, from the install; the
+    # engine only keeps a rekey it re-arms before it (sa_timers.own_rekey_at). None: none
+    life_time: float | None = None
 
     @property
     def wants_pfs(self) -> bool:

@@ -437,7 +437,9 @@ class IkeSa:
         child = self._child_by_id(unique_id)
         if self._pending is not None:   # a rekey collision our request noted with it settles nothing now
             self._pending.task.peer_withdrew(child)   # (ours alone replaces the old one: review revrekey5 F3)
-        self._queue.append(informational.delete_ours(self._st, child, reason, self._retry_at))
+        task, old = informational.delete_ours(self._st, child, reason)
+        self._queue.append(task)
+        self._rearm((old,) if old is not None else (), lambda _: self._retry_at())
         if at_once:
             informational.child_down(self._st, child, reason)   # the answer then finds it gone: no second event
             self._abandon_requests(child)   # nor does our rekey of it that is out bring it back
@@ -571,6 +573,8 @@ class IkeSa:
     _schedule = sa_timers.schedule
     _rearm_failed_rekey = sa_timers.rearm_failed_rekey
     _retry_at = sa_timers.retry_at
+    _rearm = sa_timers.rearm
+    _own_rekey_at = sa_timers.own_rekey_at
     _delay_retry = sa_timers.delay_retry
     _delay = sa_timers.delay
     _dpd_at = sa_timers.dpd_at

@@ -26,12 +26,13 @@ from tunsec.loglimit import suffix
 from .constants import NATT_PORT, ExchangeType, NotifyType
 from .events import Address, DownReason
 from .exchanges.base import Awaiting, Response, Task, notify
+from .exchanges.create_child_sa import rekey_spi
 from .exchanges.mobike import _unacceptable
 from .exchanges.responders import responder_for
 from .message import DecodeError, Message, Payload, UnsupportedCriticalPayload, decode_payloads
 from .peer_logs import Line
 from .sk import IntegrityError, decrypt_message
-from .state import ChildSa, State
+from .state import State
 
 if TYPE_CHECKING:
     from .sa import IkeSa
@@ -198,21 +199,11 @@ def serve(
         # or the peer would retransmit it and its window would stall
         response = Response([notify(NotifyType.INVALID_SYNTAX)])
     self._drops.delete_spis_ignored += response.spis_ignored
+    self._drops.child_sas_refused_for_now += response.refused_for_now
     if response.awaits is not None:
         self._waiting = _Waiting(msg.message_id, msg.exchange, addr, response.awaits, request)
         return
     self._answer(msg.message_id, msg.exchange, response, addr, request)
-
-
-def rearm_withdrawn(self: IkeSa, children: Sequence[ChildSa]) -> None:
-    """Our rekey timer runs again for Child SAs whose rekey the peer withdrew (informational._withdrawn)
-    in a few seconds (retry_at), as for one whose successor we deleted (informational.delete_ours): it
-    was due at the peer when it rekeyed, and the peer, which retries its own, may not.  Not one our
-    rekey of which is queued or out: that goes on (no longer obsolete) and is re-armed if it fails."""
-    queued = [t.rekeying for t in (*self._queue, *([self._pending.task] if self._pending else []))]
-    for child in children:
-        if child.rekey_at == float("inf") and not any(child is q for q in queued):
-            child.rekey_at = self._retry_at() if child.config.rekey_time else None
 
 
 def _follows(self: IkeSa, msg: Message) -> bool:
@@ -268,7 +259,9 @@ def answer(
         # RFC 5685 §6: the client deletes the SA; if it does not, we do (as strongSwan, after half_open_timeout)
         self._redirect_deadline = self._now + self._st.config.half_open_timeout
     self._queue_followups(response.followups)
-    rearm_withdrawn(self, response.rearm)
+    # in a few seconds (retry_at): it was due at the peer when it rekeyed, and the peer, which retries
+    # its own, may not (informational._withdrawn)
+    self._rearm(response.rearm, lambda _: self._retry_at())
     if self._st.rekey is not None and self._state == State.ESTABLISHED:
         self._spawn_successor()
 
@@ -298,9 +291,27 @@ def dispatch(self: IkeSa, exchange: int, payloads: tuple[Payload, ...]) -> Respo
     responder = responder_for(exchange, self._state, self._st.is_initiator, payloads)
     if responder is None:
         return None
-    if self._rekey_refused(exchange, payloads):
+    if self._rekey_refused(exchange, payloads) or rekey_of_deleted(self, exchange, payloads):
         return Response([notify(NotifyType.TEMPORARY_FAILURE)])
     return responder.respond(self._st, payloads, self._pending.task if self._pending else None)
+
+
+def rekey_of_deleted(self: IkeSa, exchange: int, payloads: Sequence[Payload]) -> bool:
+    """The peer rekeys a Child SA whose DELETE of ours is queued or not answered yet: refused for now
+    (TEMPORARY_FAILURE, RFC 7296 §2.25.1), as create_child_sa.respond refuses one it finds ``deleting``.
+    This also holds for one we took down at once (``terminate --child``: IkeSa.delete_child at_once),
+    which no longer is among the IKE SA's Child SAs: CHILD_SA_NOT_FOUND to it made a peer whose DELETE
+    of it had not come yet create the child again, a child we are ending (review revrekey2 R1).  Once our
+    DELETE is answered the peer has none to rekey."""
+    if exchange != ExchangeType.CREATE_CHILD_SA or (spi := rekey_spi(payloads)) is None:
+        return False
+    tasks = (*self._queue, *((self._pending.task,) if self._pending is not None else ()))
+    child = next((c for t in tasks for c in t.deletes if c.installed and c.spi_out == spi), None)
+    if child is None:
+        return False
+    log.debug("%s: refusing the peer's rekey of Child SA %s: our DELETE of it is not answered yet",
+              self.name, child.name)
+    return True
 
 
 def respond(

@@ -13,6 +13,7 @@ These functions are methods of :class:`~tunsec.ike.sa.IkeSa` (assigned in its cl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .config import default_rand_time
@@ -20,7 +21,7 @@ from .events import DownReason
 from .exchanges import informational
 from .exchanges.base import Task
 from .redirect import RESOLVE_TIMEOUT
-from .state import State
+from .state import ChildSa, State
 
 if TYPE_CHECKING:
     from .sa import IkeSa
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 # a Child SA rekey that failed n times in a row goes again after 2-10 s times 2**(n-1), at most this
 # many times that (64-320 s)
 REKEY_BACKOFF_MAX = 32
+# seconds (jittered up to as much again) before our rekey of a Child SA whose rekey by the peer we
+# refused in our answer, at the soonest: the peer's retry comes first (own_rekey_at)
+REFUSED_REKEY_DELAY = 30.0
 
 
 def jittered(self: IkeSa, period: float, rand_time: float | None) -> float:
@@ -57,8 +61,12 @@ def schedule(self: IkeSa) -> None:
         over = default_rand_time(cfg.rekey_time) if cfg.over_time is None else cfg.over_time
         self._expire_at = self._rekey_at + over
     for child in self._st.children.values():
+        if child.installed and child.created_at is None:
+            child.created_at = self._now
         if child.installed and child.rekey_at is None and child.config.rekey_time:
             child.rekey_at = self._jittered(child.config.rekey_time, child.config.rand_time)
+            if child.rekey_due is None:
+                child.rekey_due = child.rekey_at
 
 
 def rearm_failed_rekey(self: IkeSa, task: Task) -> None:
@@ -76,6 +84,38 @@ def rearm_failed_rekey(self: IkeSa, task: Task) -> None:
         # ask and fail every few seconds until then
         old.rekey_failures += 1
         old.rekey_at = self._now + (retry - self._now) * min(2 ** (old.rekey_failures - 1), REKEY_BACKOFF_MAX)
+
+
+def rearm(self: IkeSa, children: Sequence[ChildSa], at: Callable[[ChildSa], float]) -> None:
+    """Our rekey timer runs again, at ``at(child)``, for Child SAs no longer rekeyed by the peer: it
+    withdrew that rekey (informational._withdrawn), we deleted its new Child SA (delete_ours) or refused
+    it in our answer (child_refusal.py).  Not one our rekey of which is queued or out: that goes on (no
+    longer obsolete, sa_requester.obsolete), and is re-armed if it fails (rearm_failed_rekey, which
+    needs the timer at inf); a second one queued meanwhile would rekey it twice (review revrekey5 F3)."""
+    ours = [t.rekeying for t in (*self._queue, *([self._pending.task] if self._pending else []))]
+    for child in children:
+        if child.rekey_at == float("inf") and not any(child is o for o in ours):
+            child.rekey_at = at(child) if child.config.rekey_time else None
+
+
+def own_rekey_at(self: IkeSa, child: ChildSa) -> float:
+    """When our rekey of ``child`` is due after our answer to the peer's rekey of it was refused
+    (TEMPORARY_FAILURE: child_refusal.py): its own timer as first armed (rekey_due), not in a few
+    seconds.  RFC 7296 §2.25 leaves the retry of a refused exchange to its initiator (tunsec's
+    retries 2-10 s later, strongSwan's 6-15 s: RETRY_INTERVAL less up to RETRY_JITTER); ours in those
+    seconds would cross it, a collision settled by the nonces that makes a Child SA for nothing, and
+    would start while our worker has just refused an install (review revresp R1).  So never sooner
+    than REFUSED_REKEY_DELAY (jittered up to as much again), clearly after that retry; and before the
+    hard lifetime (life_time from its creation), at half the time left if that comes first."""
+    assert self._st.jitter is not None
+    jitter = min(max(self._st.jitter(REFUSED_REKEY_DELAY), 0.0), REFUSED_REKEY_DELAY)
+    at = self._now + REFUSED_REKEY_DELAY + jitter
+    if child.rekey_due is not None:
+        at = max(at, child.rekey_due)
+    life = child.config.life_time
+    if life and child.created_at is not None:
+        at = min(at, self._now + max(child.created_at + life - self._now, 0.0) / 2)
+    return at
 
 
 def retry_at(self: IkeSa) -> float:

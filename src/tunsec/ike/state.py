@@ -130,6 +130,11 @@ class ChildSa:
     remote_ts: tuple[Ts, ...] = ()
     installed: bool = False
     rekey_at: float | None = None  # when our rekey timer fires; inf once a rekey is under way
+    # when it came up here (the IKE SA's clock; sa_timers.schedule), and when our rekey timer was first
+    # armed for (rekey_time from then, jittered): restored after our answer to the peer's rekey of it
+    # is refused (sa_timers.own_rekey_at)
+    created_at: float | None = None
+    rekey_due: float | None = None
     rekey_failures: int = 0  # our rekeys of it that failed in a row (refused, or no inbound SPI): backoff
     # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)

@@ -38,8 +38,8 @@ class EndpointStats:
     # before the peer is authenticated: a request from an IP other than the IKE_SA_INIT exchange's, or
     # a copy of one from elsewhere than where its answer went: not answered (sa_responder.foreign)
     preauth_elsewhere: int = 0
-    # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py):
-    # AUTHENTICATED_REFUSALS
+    # authenticated requests refused or cut short (sa_successor.MAX_UNDELETED, informational.py,
+    # create_child_sa.py): AUTHENTICATED_REFUSALS
     ike_rekeys_refused: int = 0  # an IKE SA rekey while MAX_UNDELETED predecessors wait for their DELETE
     delete_spis_ignored: int = 0  # SPIs of a Delete payload past what the IKE SA could hold, not looked at
     # MOBIKE return routability checks (RFC 4555 §3.5) the new address never answered: the IKE SA went
@@ -51,6 +51,10 @@ class EndpointStats:
     # an IKE_AUTH refused (AUTHENTICATION_FAILED) because the peer's identity held max_ike_sas IKE SAs
     # of the connection (ike_sa_cap.py)
     ike_sa_limit: int = 0
+    # the peer's CREATE_CHILD_SAs answered TEMPORARY_FAILURE for now (create_child_sa._for_now): its Ni a
+    # nonce of ours while our request is out, SHOWN_NONCES of its Child SAs answered meanwhile, or a
+    # KEYMAT seed ([g^ir |] Ni | Nr) another Child SA of the IKE SA had
+    child_sas_refused_for_now: int = 0
     # IKE_SA_INIT requests dropped because the endpoint held ikesa_limit IKE SAs (charon.ikesa_limit)
     ikesa_limit: int = 0
     # IKE_SA_INIT requests dropped unparsed: their source failed authentication auth_failures times
@@ -64,4 +68,4 @@ class EndpointStats:
 # The fields above that count what authenticated peers asked for and were refused: an operator
 # reads them as a misbehaving (or misconfigured) known peer, the rest as strangers' noise.
 AUTHENTICATED_REFUSALS = ("ike_rekeys_refused", "delete_spis_ignored", "mobike_checks_failed", "floats_refused",
-                          "ike_sa_limit")
+                          "ike_sa_limit", "child_sas_refused_for_now")

@@ -70,6 +70,12 @@ class Task(ABC):
         """The child config of the new Child SA (not a rekey) this request asks for, if any."""
         return None
 
+    @property
+    def deletes(self) -> Sequence[ChildSa]:
+        """The Child SAs this request deletes (a DELETE of ours, queued or unanswered): the peer's rekey
+        of one is refused for now (sa_responder.rekey_of_deleted)."""
+        return ()
+
     @abstractmethod
     def build(self, st: IkeSaState) -> list[Payload]:
         """The payloads of the request; called once per (re)try, never per retransmission."""
@@ -174,8 +180,10 @@ class Response:
     # no answer yet: it waits for the AAA backend (see Awaiting); the other fields are unused
     awaits: Awaiting | None = None
     spis_ignored: int = 0  # SPIs of the peer's Delete payloads not looked at (the transport counts them)
+    # the peer's CREATE_CHILD_SA refused for now (create_child_sa._for_now; the transport counts it)
+    refused_for_now: bool = False
     # Child SAs whose rekey timer runs again soon (the peer withdrew its rekey of them: the transport
-    # re-arms them, sa_responder.rearm_withdrawn)
+    # re-arms them, sa_timers.rearm)
     rearm: tuple[ChildSa, ...] = ()
 
 

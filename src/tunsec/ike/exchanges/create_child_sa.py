@@ -486,11 +486,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None = 
 
 def _for_now(st: IkeSaState, why: str) -> Response:
     """TEMPORARY_FAILURE to the peer's request while ours is out; the peer may ask again at once, so
-    its lines are limited per peer (review revrekey4 F2), as child.py's narrowed requests are."""
+    its lines are limited per peer (review revrekey4 F2), as child.py's narrowed requests are, and
+    each is counted (EndpointStats.child_sas_refused_for_now: ``tunsec status``, a metric)."""
     held = st.peer_logs.admit(Line.FOR_NOW, st)
     if held is not None:
         log.info("%s: refusing the peer's CREATE_CHILD_SA for now: %s%s", st.name, why, suffix(held))
-    return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+    return Response([notify(NotifyType.TEMPORARY_FAILURE)], refused_for_now=True)
 
 
 def _over_limit(st: IkeSaState, rekey: ChildSa | None) -> Response | None:
@@ -533,12 +534,19 @@ def _collision(old: ChildSa, theirs: ChildSa, their_min: bytes, pending: Task | 
     return []
 
 
-def _rekeyed_child(st: IkeSaState, payloads: Sequence[Payload]) -> ChildSa | None:
-    """The Child SA a REKEY_SA notify names by the peer's inbound SPI, if any."""
+def rekey_spi(payloads: Sequence[Payload]) -> int | None:
+    """The SPI a REKEY_SA notify for ESP names (the peer's inbound one, our outbound), if any."""
     rekey = find_notify(payloads, NotifyType.REKEY_SA)
     if rekey is None or rekey.protocol != ProtocolId.ESP or len(rekey.spi) != 4:
         return None
-    spi = int.from_bytes(rekey.spi, "big")
+    return int.from_bytes(rekey.spi, "big")
+
+
+def _rekeyed_child(st: IkeSaState, payloads: Sequence[Payload]) -> ChildSa | None:
+    """The Child SA a REKEY_SA notify names by the peer's inbound SPI, if any."""
+    spi = rekey_spi(payloads)
+    if spi is None:
+        return None
     for child in st.children.values():
         if child.installed and child.spi_out == spi:
             return child

@@ -12,7 +12,7 @@ with it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..constants import ExchangeType, NotifyType, ProtocolId
 from ..events import AuthFailed, ChildSaDown, DownReason
@@ -47,6 +47,10 @@ class DeleteChildTask(Task):
             child.deleting = True
         self._reason = reason
         self._detail = detail
+
+    @property
+    def deletes(self) -> Sequence[ChildSa]:
+        return self._children
 
     def build(self, st: IkeSaState) -> list[Payload]:
         return [DeletePayload(ProtocolId.ESP, 4, tuple(spi_bytes(c.spi_in) for c in self._children))]
@@ -104,32 +108,31 @@ class AuthFailedTask(Task):
         return Outcome.CLOSE
 
 
-def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason, rearm_at: Callable[[], float]
-                ) -> DeleteChildTask:
-    """Our DELETE of ``child`` (IkeSa.delete_child).  If it is the new Child SA of the peer's rekey that
-    we answered (its install failed here, the claims backstop refused it, terminate --child), the Child
-    SA it replaced is no longer rekeyed: the peer may have missed our answer and keeps that one (review
-    revrekey F1), so its rekey of it again is answered (not CHILD_SA_NOT_FOUND, _over_limit) and our
-    rekey timer runs for it again at ``rearm_at()`` (in a few seconds: it was due when the peer rekeyed
-    it, and its hard lifetime counts from its creation, review revrekey2 R2).  The peer may as well
-    have our answer and that rekey done: its DELETE of the old one then ends a rekey, not the child
-    (``successor_deleted``: no close_action on both sides, review revrekey2 F1)."""
-    old = unrekey(st, child, rearm_at)
+def delete_ours(st: IkeSaState, child: ChildSa, reason: DownReason) -> tuple[DeleteChildTask, ChildSa | None]:
+    """Our DELETE of ``child`` (IkeSa.delete_child), and the Child SA it replaced if it is the new Child
+    SA of the peer's rekey that we answered (its install failed here, the claims backstop refused it,
+    terminate --child): that one is no longer rekeyed: the peer may have missed our answer and keeps it
+    (review revrekey F1), so its rekey of it again is answered (not CHILD_SA_NOT_FOUND, _over_limit) and
+    the caller has our rekey timer run for it again in a few seconds (sa_timers.rearm: it was due when
+    the peer rekeyed it, and its hard lifetime counts from its creation, review revrekey2 R2).  The peer
+    may as well have our answer and that rekey done: its DELETE of the old one then ends a rekey, not
+    the child (``successor_deleted``: no close_action on both sides, review revrekey2 F1)."""
+    old = unrekey(st, child)
     if old is not None:
         old.successor_deleted = True
-    return DeleteChildTask([child], reason)
+    return DeleteChildTask([child], reason), old
 
 
-def unrekey(st: IkeSaState, child: ChildSa, rearm_at: Callable[[], float]) -> ChildSa | None:
+def unrekey(st: IkeSaState, child: ChildSa) -> ChildSa | None:
     """``child`` goes (delete_ours), or is refused in the answer that created it (child_refusal.py): if it
     is the new Child SA of the peer's rekey we answered, the Child SA it replaced is not rekeyed any more
-    (returned; None if there is none, or we rekeyed or delete it ourselves: _replaced_by)."""
+    (returned, its rekey timer still at inf for the caller to re-arm: sa_timers.rearm; None if there is
+    none, or we rekeyed or delete it ourselves: _replaced_by)."""
     old = _replaced_by(st, child)
     child.peer_rekey_of = None
     if old is None:
         return None
     old.rekeyed_by_peer = False
-    old.rekey_at = rearm_at() if old.config.rekey_time else None
     return old
 
 
@@ -151,7 +154,7 @@ def _withdrawn(st: IkeSaState, child: ChildSa, pending: Task | None) -> ChildSa 
     shown Nr or a repeated seed; strongSwan when its install fails) and keeps the old one, which is no
     longer rekeyed here (review revrekey4 F3): its rekey of it again (RFC 7296 §2.25) is answered, not
     CHILD_SA_NOT_FOUND (create_child_sa._over_limit, which the peer takes for a lost Child SA), and our
-    rekey timer runs for it again (sa_responder.rearm_withdrawn, unless our rekey of it is queued or
+    rekey timer runs for it again (sa_timers.rearm, unless our rekey of it is queued or
     out).  Not ``successor_deleted``: no rekey of it is done anywhere.  Our rekey of it that is out
     settles no collision with the withdrawn one (Task.peer_withdrew)."""
     old = _replaced_by(st, child)
