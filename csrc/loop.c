@@ -29,8 +29,8 @@
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
  *     -> control data: GRO size, our address it came to cmsg.c ts_rx_meta_parse
- *     -> 0xFF keepalive: drop; non-ESP marker, or any  dp.c ts_inbound_locked
- *        datagram from port 500: IKE event up the pipe (events.c)
+ *     -> 0xFF keepalive: drop; non-ESP marker, or an   dp.c ts_inbound_locked
+ *        IKE_SA_INIT request from port 500: IKE event up the pipe (events.c)
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
  *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
  *     -> reservation, padding/next header, inner       dp.c check_inner
