@@ -87,6 +87,8 @@ typedef struct ts_sa {
     _Atomic uint64_t seq_limit, seq_notify;   /* reservation (ts_sa_params), 0 = none */
     _Atomic uint64_t gso_paused_until; /* OUT: ts_now_ns() until which runs go as datagrams, 0 = no pause
                                           (the kernel refused a GSO run to the peer: loop.c gso_pause) */
+    _Atomic uint64_t source_gone_until; /* OUT: ts_now_ns() until which ESP leaves without its source
+                                           cmsg, 0 = with it (the kernel refused local: loop.c source_gone) */
     ts_selector *sel;                  /* n_sel of them (most SAs carry one: not TS_MAX_SELECTORS inline) */
 } ts_sa;
 

@@ -485,8 +485,9 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
             ts_own_end_note(dp, new_local);
         }
         build_peer(sa);
-        /* a new path: its MTU may take GSO runs again */
+        /* a new path: its MTU may take GSO runs again, and its source may be ours again */
         atomic_store(&sa->gso_paused_until, 0);
+        atomic_store(&sa->source_gone_until, 0);
         if (moves)
             bucket_link(&dp->sad, sa);
     }
