@@ -611,6 +611,15 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
         ts_drop(dp, TS_DROP_IKE_KNOWN_SOURCE);
 }
 
+/* A whole unmarked IKE_SA_INIT request (RFC 7296 §3.1): IKEv2, the original initiator's, no
+ * response, the responder's SPI zero, its length field the datagram's. */
+static bool ike_sa_init_request(const uint8_t *p, size_t len) {
+    static const uint8_t zero_spi[8];
+    return len >= IKE_HDR_LEN && memcmp(p + 8, zero_spi, 8) == 0 && p[17] == IKE_VERSION_2 &&
+           p[18] == IKE_SA_INIT && (p[19] & (IKE_FLAG_INITIATOR | IKE_FLAG_RESPONSE)) == IKE_FLAG_INITIATOR &&
+           ts_be32(p + IKE_HDR_LEN_OFF) == len;
+}
+
 int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
                       const ts_addr *local, uint8_t *out, size_t outcap, int *drop) {
     *drop = TS_DROP_NONE;
@@ -618,10 +627,13 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
         *drop = TS_DROP_KEEPALIVE;
         return 0;
     }
-    /* From port 500 it is IKE without the marker, as strongSwan's receiver has
-     * it (the marker is used only when neither port is 500): a peer with
-     * remote_port = 4500 sends its IKE_SA_INIT from 500. */
-    if (src && src->port == IKE_UDP_PORT) {
+    /* The marker decides, from any port (RFC 3948 §2.2, as the kernel's UDP_ENCAP socket under
+     * strongSwan does): a NAT may map a client's port 4500 to public port 500, and its ESP and
+     * marked IKE come from there.  One exception: an unmarked IKE_SA_INIT request from port 500
+     * (a strongSwan peer with remote_port = 4500 sends it from its 500, the marker used only when
+     * neither port is 500; it floats to 4500 after the answer).  ESP never looks like one: an
+     * IKE_SA_INIT request's bytes 8-15, ESP's IV, are zero, and its type, flags and length too. */
+    if (src && src->port == IKE_UDP_PORT && ike_sa_init_request(udp, len)) {
         ike_event(dp, udp, len, src, local, drop);
         return 0;
     }

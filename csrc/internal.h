@@ -19,13 +19,16 @@
  * same port starts with this many zero bytes where ESP has its SPI (§2.2) */
 #define UDP_KEEPALIVE 0xff
 #define NON_ESP_MARKER_LEN 4
-/* ... except IKE from port 500, which never has the marker (RFC 7296 §2.23,
- * strongSwan's sender and receiver): the IKE header is 28 bytes, its total
- * length a 32-bit field at offset 24 */
+/* ... except an IKE_SA_INIT request from port 500, which has none (RFC 7296 §2.23,
+ * strongSwan's sender: the marker only when neither port is 500): the IKE header is 28 bytes,
+ * its total length a 32-bit field at offset 24 */
 #define IKE_UDP_PORT 500
 #define IKE_HDR_LEN 28
 #define IKE_HDR_LEN_OFF 24
+#define IKE_VERSION_2 0x20        /* header byte 17: major version 2, minor 0 */
+#define IKE_SA_INIT 34            /* header byte 18: the exchange type */
 #define IKE_FLAG_INITIATOR 0x08   /* header byte 19: sent by the original initiator */
+#define IKE_FLAG_RESPONSE 0x20    /* header byte 19: a response */
 
 /* ---- anti-replay (replay.c) ---------------------------------------------
  * RFC 6479 style: a ring of 64-bit words; sliding the window clears whole
@@ -84,6 +87,8 @@ typedef struct ts_sa {
     _Atomic uint64_t seq_limit, seq_notify;   /* reservation (ts_sa_params), 0 = none */
     _Atomic uint64_t gso_paused_until; /* OUT: ts_now_ns() until which runs go as datagrams, 0 = no pause
                                           (the kernel refused a GSO run to the peer: loop.c gso_pause) */
+    _Atomic uint64_t source_gone_until; /* OUT: ts_now_ns() until which ESP leaves without its source
+                                           cmsg, 0 = with it (the kernel refused local: loop.c source_gone) */
     ts_selector *sel;                  /* n_sel of them (most SAs carry one: not TS_MAX_SELECTORS inline) */
 } ts_sa;
 

@@ -29,8 +29,8 @@
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
  *     -> control data: GRO size, our address it came to cmsg.c ts_rx_meta_parse
- *     -> 0xFF keepalive: drop; non-ESP marker, or any  dp.c ts_inbound_locked
- *        datagram from port 500: IKE event up the pipe (events.c)
+ *     -> 0xFF keepalive: drop; non-ESP marker, or an   dp.c ts_inbound_locked
+ *        IKE_SA_INIT request from port 500: IKE event up the pipe (events.c)
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
  *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
  *     -> reservation, padding/next header, inner       dp.c check_inner
@@ -245,9 +245,10 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
  * datagrams, in order (the peer's replay window), from the run's source address, each counted
  * lost only if it fails.  Their headers point into the run's (its peer address, in the SA: the
  * read lock is still held).  Returns false when the socket is full. */
-static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg) {
+static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg, ts_sa *sa) {
     struct mmsghdr m[GSO_MAX_SEGS];
     struct iovec iov[GSO_MAX_SEGS];
+    ts_sa *sas[GSO_MAX_SEGS];   /* each datagram's SA, the run's: a refused source is remembered */
     const struct iovec *whole = h->msg_iov;
     void *pktinfo = has_pktinfo(h, seg) ? (char *)h->msg_control + GSO_SPACE : NULL;
     unsigned n = 0;
@@ -261,8 +262,9 @@ static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg) 
         m[n].msg_hdr.msg_iovlen = 1;
         m[n].msg_hdr.msg_control = pktinfo;
         m[n].msg_hdr.msg_controllen = pktinfo ? h->msg_controllen - GSO_SPACE : 0;
+        sas[n] = sa;
     }
-    return send_msgs(dp, fd, m, NULL, NULL, n);
+    return send_msgs(dp, fd, m, NULL, sas, n);
 }
 
 /* After the kernel refused a GSO run to an SA's peer, its packets go as datagrams for a while,
@@ -270,20 +272,36 @@ static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg) 
  * grow: a learnt PMTU expires after 10 minutes, routes change).  ts_sad_migrate clears it. */
 #define GSO_PAUSE_NS (10ull * 1000000000ull)
 
-static void gso_pause(ts_sa *sa) {
-    atomic_store_explicit(&sa->gso_paused_until, ts_now_ns() + GSO_PAUSE_NS, memory_order_relaxed);
+/* An SA's source address the kernel refused (taken away, a VIP failed over, renumbering) while
+ * the same message without it went out: the SA's ESP leaves without the source cmsg for a while,
+ * rather than each message (a lone packet, each GSO run) paying a refused call first; then the
+ * source is tried again (an address can come back).  ts_sad_migrate clears it (MOBIKE says
+ * where we are now). */
+#define SOURCE_GONE_NS (10ull * 1000000000ull)
+
+/* an SA's pause (gso_paused_until, source_gone_until): on for ns from now */
+static void pause_for(_Atomic uint64_t *until, uint64_t ns) {
+    atomic_store_explicit(until, ts_now_ns() + ns, memory_order_relaxed);
 }
 
-static bool gso_paused(ts_sa *sa) {
-    uint64_t until = atomic_load_explicit(&sa->gso_paused_until, memory_order_relaxed);
+/* whether the pause is on; the clock is read only while one is set */
+static bool paused(_Atomic uint64_t *until_p) {
+    uint64_t until = atomic_load_explicit(until_p, memory_order_relaxed);
     if (!until)
         return false;
     if (ts_now_ns() < until)
         return true;
     /* over: the clock is read again only after the next refusal */
-    atomic_compare_exchange_strong_explicit(&sa->gso_paused_until, &until, 0, memory_order_relaxed,
-                                            memory_order_relaxed);
+    atomic_compare_exchange_strong_explicit(until_p, &until, 0, memory_order_relaxed, memory_order_relaxed);
     return false;
+}
+
+static void gso_pause(ts_sa *sa) {
+    pause_for(&sa->gso_paused_until, GSO_PAUSE_NS);
+}
+
+static bool gso_paused(ts_sa *sa) {
+    return paused(&sa->gso_paused_until);
 }
 
 /* errors of a GSO run that its datagrams sent alone do not share */
@@ -305,9 +323,14 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
      * cmsg, whose length was bare_len (n: none) */
     unsigned bare = n;
     size_t bare_len = 0;
+    /* m[unsourced] is being retried without its source cmsg after an error a source causes (n:
+     * none): if it goes, the source was the cause, and its SA's next messages leave without it */
+    unsigned unsourced = n;
     while (done < n) {
         int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
         if (r >= 0) {
+            if (r > 0 && unsourced == done && sa && sa[done])
+                pause_for(&sa[done]->source_gone_until, SOURCE_GONE_NS);
             done += (unsigned)r;
             continue;
         }
@@ -329,6 +352,7 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
              * from the address the route picks before taking it for a GSO refusal */
             bare = done;
             bare_len = h->msg_controllen;
+            unsourced = done;
             drop_pktinfo(h, s);
             continue;
         }
@@ -336,7 +360,8 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
             if (bare == done)   /* refused without the source too: the split keeps it */
                 h->msg_controllen = bare_len;
             gso_pause(sa[done]);
-            bool room = send_split(dp, fd, h, s);
+            unsourced = n;   /* refused without the source too: not the source's doing */
+            bool room = send_split(dp, fd, h, s, sa[done]);
             done++;
             if (!room) {
                 count_lost(dp, m, seg, done, n);
@@ -356,6 +381,7 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
             for (unsigned k = done + 1; all && k < n; k++)
                 if (m[k].msg_hdr.msg_control == ctl)
                     drop_pktinfo(&m[k].msg_hdr, seg ? seg[k] : 0);
+            unsourced = all ? done : n;
             drop_pktinfo(h, s);
             continue;
         }
@@ -417,7 +443,8 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, ts_sa *sa, size_t len) {
         q->sa[i] = sa;
         /* from the SA's local address: a socket bound to the wildcard would otherwise leave
          * from whichever address the route prefers, not the one the peer talks to */
-        if (sa->local.family == sa->remote.family && (sa->remote.family == 4 ? b->q->any4 : b->q->any6)) {
+        if (sa->local.family == sa->remote.family && (sa->remote.family == 4 ? b->q->any4 : b->q->any6) &&
+            !paused(&sa->source_gone_until)) {
             size_t n = ts_pktinfo_put(q->cm[i].buf + GSO_SPACE, TS_PKTINFO_SPACE, &sa->local);
             if (n) {
                 q->m[i].msg_hdr.msg_control = q->cm[i].buf + GSO_SPACE;

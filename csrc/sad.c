@@ -450,7 +450,9 @@ int ts_sad_delete(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote) {
  * the prebuilt sendmmsg destination atomic for the loop threads, which read
  * them all under the read lock.  An OUT SA is named by its old peer; moving it onto a peer
  * that already has an SA with the same SPI would make two SAs one (EEXIST).
- * IN: remote NULL; its stored peer (NAT-T source checks) moves too.
+ * IN: remote NULL; its stored peer moves too (what DUMP shows of it).  Inbound
+ * ESP is not checked against it: any source with a valid ICV is taken (RFC 4301 allows it;
+ * the replay window stops a replay from elsewhere), so a NAT rebinding loses no packet.
  * new_local (NULL: ours stays) moves our end as well (MOBIKE: the peer now
  * reaches us at another of our addresses, or we moved): on a wildcard-bound
  * socket an OUT SA's ESP leaves from its local address (IP_PKTINFO), so
@@ -483,8 +485,9 @@ int ts_sad_migrate(ts_dp *dp, uint32_t spi, uint8_t dir, const ts_addr *remote, 
             ts_own_end_note(dp, new_local);
         }
         build_peer(sa);
-        /* a new path: its MTU may take GSO runs again */
+        /* a new path: its MTU may take GSO runs again, and its source may be ours again */
         atomic_store(&sa->gso_paused_until, 0);
+        atomic_store(&sa->source_gone_until, 0);
         if (moves)
             bucket_link(&dp->sad, sa);
     }

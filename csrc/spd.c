@@ -99,12 +99,24 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     /* The whole chain, as the host behind the TUN walks it (Linux ip6_input and
      * ipv6_skip_exthdr stop only at the packet's end): at a count cap the header at the cap
      * would pass for the protocol, and an ICMPv6 error behind it for a packet of that
-     * protocol.  Every header takes 8 bytes or more, so this ends within len / 8 steps. */
+     * protocol.  Every header takes 8 bytes or more (AH's length field counts 4-byte words
+     * less 2: 8 at the least), so this ends within len / 8 steps. */
     for (;;) {
         if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
             if (off + 8 > end)
                 return quote;                           /* a quote cut in its chain: protocol unknown */
             size_t hl = ((size_t)p[off + 1] + 1) * 8;
+            nh = p[off];
+            off += hl;
+            if (off > end)
+                return quote;
+        } else if (nh == 51 && quote) {                 /* AH, (len + 2) * 4 bytes (RFC 4302 §2.2) */
+            /* only in a quote: the host behind the TUN hands an ICMPv6 error to the protocol
+             * behind AH (ipv6_skip_exthdr), which the quote must be the SA's traffic of; a
+             * packet's own flow stops at AH, protocol 51, as XFRM's policy lookup does */
+            if (off + 8 > end)
+                return quote;
+            size_t hl = ((size_t)p[off + 1] + 2) * 4;
             nh = p[off];
             off += hl;
             if (off > end)

@@ -18,8 +18,9 @@
  *               datagram's length instead of 64 KiB
  *         bit4  raw: write SA B's SPI over the first 4 bytes
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
- *         bit2  raw: sent from port 500 (IKE without the non-ESP marker,
- *               never decrypted) instead of 4500
+ *         bit2  raw: sent from port 500 instead of 4500 (an unmarked IKE_SA_INIT
+ *               request goes up as IKE, never decrypted; anything else is what it
+ *               is from 4500: the marker decides, review revcpath R2)
  *         bit1  raw (review revcpath): IKE after the non-ESP marker that names our SPI
  *               (the harness writes marker, SPI, I flag and length field over the
  *               body, which needs 32 bytes or more): bit4 clear, the SPI of an
@@ -155,6 +156,17 @@ static size_t upper6(const uint8_t *p, size_t n, uint8_t *proto) {
     return off < n ? off : 0;
 }
 
+/* an unmarked IKE_SA_INIT request (RFC 7296 §3.1), the oracle's own reading: IKEv2, the
+ * initiator's request, the responder's SPI zero, the length field the datagram's */
+static int sa_init_request(const uint8_t *p, size_t n) {
+    if (n < 28 || p[17] != 0x20 || p[18] != 34 || (p[19] & 0x28) != 0x08 || fz_be32(p + 24) != n)
+        return 0;
+    for (int i = 8; i < 16; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
 static void check_inner(const uint8_t *out, int n, size_t outcap) {
     FUZZ_ASSERT((size_t)n <= outcap);
     FUZZ_ASSERT(out[0] >> 4 == 4 || out[0] >> 4 == 6);
@@ -222,21 +234,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint8_t *udp = fz_dup(datagram, dlen);
         int drop = -1;
         int n = ts_dp_inbound(dp, udp, dlen, from500 ? &src500 : &src, &local, out, outcap, &drop);
-        /* raw ones too: the seeds hold sealed packets */
-        int for_a = !from500 && dlen >= 4 && fz_be32(udp) == SPI_A;
+        /* raw ones too: the seeds hold sealed packets (from port 500 as well: ESP, unless an
+         * unmarked IKE_SA_INIT request) */
+        int init500 = from500 && sa_init_request(udp, dlen);
+        int for_a = !init500 && dlen >= 4 && fz_be32(udp) == SPI_A;
         a_sent += for_a && !bad_tag;
         a_through |= for_a && n > 0;
         if (fz_trace())
             fprintf(stderr, "record %d: %s %zu bytes -> %d, drop %d\n", r, sealed ? "sealed" : "raw", dlen, n, drop);
         FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
         FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0) ||
-                    (n == 0 && from500));
-        /* from port 500 only IKE (an event), a keepalive or a malformed drop, or one too long to
-         * go up (TS_IKE_MAX_MESSAGE): never ESP */
-        if (from500)
-            FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL || drop == TS_DROP_MALFORMED ||
-                                   drop == TS_DROP_KEEPALIVE || drop == TS_DROP_IKE_SOURCE_LIMIT ||
-                                   drop == TS_DROP_IKE_TOO_BIG));
+                    (n == 0 && init500));
+        /* an unmarked IKE_SA_INIT request from port 500 is IKE (an event), or one refused for its
+         * sender's share or as too long to go up (TS_IKE_MAX_MESSAGE): never ESP */
+        if (init500)
+            FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL ||
+                                   drop == TS_DROP_IKE_SOURCE_LIMIT || drop == TS_DROP_IKE_TOO_BIG));
         if (n > 0) {
             check_inner(out, n, outcap);
             FUZZ_ASSERT(!bad_tag);   /* nothing unauthenticated gets through */

@@ -459,6 +459,53 @@ static void quotes_ext_chain(void) {
     pair_free(&pr);
 }
 
+/* An AH of 24 bytes (its length field 4: (4 + 2) * 4) put between an IPv6 packet's fixed header
+ * and its payload, as chain6 does; the new length is returned. */
+static size_t ah6(uint8_t *p, size_t len) {
+    memmove(p + 64, p + 40, len - 40);
+    memset(p + 40, 0, 24);
+    p[40] = p[6];
+    p[41] = 4;
+    put32(p + 44, 0x1234);   /* the AH SPI */
+    p[6] = 51;
+    put16(p + 4, (uint16_t)(ts_be16(p + 4) + 24));
+    return len + 24;
+}
+
+/* Review revcpath R5: a quote with AH is read past it, as the host behind the TUN does when it
+ * hands the error to the protocol behind (ipv6_skip_exthdr): before, it read as protocol 51,
+ * ports 0/0, which passed a selector of any protocol whose port range holds 0, whatever the
+ * quoted UDP's ports, and failed a selector of the real protocol and ports. */
+static void quotes_ah(void) {
+    static uint8_t pkt[512];
+    uint8_t q[160];
+    struct pair pr;
+    ts_selector sel[3];
+    sel_net(&sel[0], 6, NET_A6, LAN6, 4);   /* A's UDP from port 53 to our 40000 */
+    sel[0].proto = 17;
+    sel[0].sport_lo = sel[0].sport_hi = 53;
+    sel[0].dport_lo = sel[0].dport_hi = 40000;
+    sel_net(&sel[1], 6, NET_A6, LAN6, 4);   /* ICMPv6 */
+    sel[1].proto = 58;
+    sel_net(&sel[2], 6, NET_A6, LAN6, 4);   /* any protocol to our ports 0-100 */
+    sel[2].dport_hi = 100;
+    for (uint32_t n_sel = 2; n_sel <= 3; n_sel++) {
+        gw_new(&pr, sel, n_sel);
+        for (uint16_t port = 40000; port <= 40001; port++) {
+            size_t ql = ah6(q, quote6(q, HOST_L6, port, HOST_A6, 53));
+            size_t len = icmp6(pkt, HOST_A6, HOST_L6, 1, 0, q, ql);
+            pkt[41] = 4;   /* port unreachable */
+            CHECK(through(&pr, pkt, len) == (port == 40000 ? TS_DROP_NONE : TS_DROP_ICMP_QUOTE));
+            /* AH in front of the error's quote's chain of other headers too */
+            ql = ah6(q, chain6(q, quote6(q, HOST_L6, port, HOST_A6, 53), 3, true));
+            len = icmp6(pkt, HOST_A6, HOST_L6, 1, 0, q, ql);
+            pkt[41] = 4;
+            CHECK(through(&pr, pkt, len) == (port == 40000 ? TS_DROP_NONE : TS_DROP_ICMP_QUOTE));
+        }
+        pair_free(&pr);
+    }
+}
+
 /* An ICMPv6 message needs its 8-byte header in the packet, or in its first fragment: a first
  * fragment whose header chain ends at its very end (review revfast F2) used to pass unread, and
  * the error with its quote about another peer's flow then came as a later fragment, which no one
@@ -540,6 +587,7 @@ void test_icmp_quote(void) {
     quotes_truncated();
     quotes_lying();
     quotes_ext_chain();
+    quotes_ah();
     quotes_v6_short();
     too_big_ext_chain();
 }

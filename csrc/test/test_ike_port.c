@@ -1,8 +1,9 @@
-/* The NAT-T port's classification (dp.c): unmarked IKE from source port 500, ESP from
- * any other port, whatever its SPI looks like. */
+/* The NAT-T port's classification (dp.c): the non-ESP marker decides, from any port, but for an
+ * unmarked IKE_SA_INIT request from source port 500; ESP, whatever its SPI looks like, from any
+ * port, 500 too (a NAT that maps a client's 4500 there: review revcpath R2). */
 #include "selftest.h"
 
-/* ---- 8a. IKE from port 500 on the NAT-T port (no marker), ESP from anywhere else ----- */
+/* ---- 8a. IKE_SA_INIT from port 500 on the NAT-T port (no marker), ESP from anywhere ---- */
 /* an IKE header of `len` bytes (length field = `hlen`), IKE_SA_INIT request */
 void ike_hdr(uint8_t *p, size_t len, uint32_t hlen) {
     memset(p, 0, len);
@@ -47,7 +48,8 @@ void test_ike_port500(void) {
     CHECK(ts_dp_inbound(dp, bufA, 40, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
     CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 40 &&
           memcmp(got, bufA, 40) == 0);
-    /* no whole header, or a length field that is not the datagram's: counted, nothing up */
+    /* no whole header, or a length field that is not the datagram's: ESP, too short (counted) or
+     * of one of our SPIs (its first word) that fails authentication; nothing up */
     ts_dp_drops(dp, d0);
     static const size_t lens[][2] = {{0, 0}, {27, 27}, {28, 29}, {29, 28}, {300, 0}, {300, 0xffffffffu}};
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
@@ -56,7 +58,15 @@ void test_ike_port500(void) {
         else
             rnd_fill(bufA, lens[i][0]);
         CHECK(ts_dp_inbound(dp, bufA, lens[i][0], &from500, NULL, bufC, CAP, &drop) == 0 &&
-              drop == TS_DROP_MALFORMED);
+              drop == (lens[i][0] < 300 ? TS_DROP_MALFORMED : TS_DROP_AUTH));
+    }
+    /* an unmarked header that is no IKE_SA_INIT request (a response, another exchange, a responder
+     * SPI, the response flag): ESP from port 500 too, here of our SPI 0xa0a1a2a3 */
+    static const struct { size_t off; uint8_t val; } not_init[] = {{18, 35}, {19, 0x28}, {19, 0x20}, {12, 1}, {17, 0x10}};
+    for (size_t i = 0; i < sizeof(not_init) / sizeof(not_init[0]); i++) {
+        ike_hdr(bufA, 300, 300);
+        bufA[not_init[i].off] = not_init[i].val;
+        CHECK(ts_dp_inbound(dp, bufA, 300, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
     }
     /* longer than TS_IKE_MAX_MESSAGE, from port 500 or marked from anywhere: counted, nothing up
      * (the control process would drop it unparsed); the longest one allowed goes up */
@@ -80,8 +90,25 @@ void test_ike_port500(void) {
     CHECK(ts_dp_inbound(dp, (const uint8_t *)"\xff", 1, &from500, NULL, bufC, CAP, &drop) == 0 &&
           drop == TS_DROP_KEEPALIVE);
     ts_dp_drops(dp, d1);
-    CHECK(d1[TS_DROP_MALFORMED] - d0[TS_DROP_MALFORMED] == sizeof(lens) / sizeof(lens[0]));
+    CHECK(d1[TS_DROP_MALFORMED] - d0[TS_DROP_MALFORMED] == 4);
     CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 0);
+
+    /* a client whose port 4500 a NAT maps to public port 500: its marked IKE goes up without the
+     * marker, whatever its exchange, and its ESP is decrypted, whatever its SPI looks like */
+    ike_hdr(bufA + 4, 200, 200);
+    bufA[4 + 12] = 0x5a;   /* the responder's SPI: an established IKE SA */
+    bufA[4 + 18] = 37;     /* INFORMATIONAL */
+    memset(bufA, 0, 4);
+    CHECK(ts_dp_inbound(dp, bufA, 204, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
+    CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 200 &&
+          memcmp(got, bufA + 4, 200) == 0 && ev.addr.port == 500);
+    uint32_t seq500 = 20;   /* ahead of the 1-15 below, within their window */
+    for (size_t k = 0; k < 3; k++) {
+        size_t len = make_inner(4, 10, false, bufA);
+        size_t el = ref_seal(key, 20, spis[k], seq500++, false, NULL, bufA, len, min_pad(len), NULL, 4, bufB);
+        int m = ts_dp_inbound(dp, bufB, el, &from500, NULL, bufC, CAP, &drop);
+        CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
+    }
 
     /* from any other port: the same IKE-looking datagram is ESP (its initiator SPI starts with
      * one of our ESP SPIs: it fails authentication), and genuine ESP, whatever its SPI looks

@@ -73,10 +73,11 @@ def stop_loop(dp: Dataplane, loop: threading.Thread) -> None:
     loop.join(5)
 
 
-def run_script(prefix: str, script: str, tmp_path: Path, *args: str) -> str:
-    """script run in a namespace of its own (named after prefix); its stdout.  Skipped where there are no
-    namespaces or the kernel has no UDP GSO (a failure in CI: tests/conftest.py).  (Its imports are the
-    test side's: the script side runs with this directory alone on its path.)"""
+def run_script(prefix: str, script: str, tmp_path: Path, *args: str, wrap: tuple[str, ...] = ()) -> str:
+    """script run in a namespace of its own (named after prefix), under the command wrap if any (strace);
+    its stdout.  Skipped where there are no namespaces or the kernel has no UDP GSO (a failure in CI:
+    tests/conftest.py).  (Its imports are the test side's: the script side runs with this directory alone
+    on its path.)"""
     import pytest
     from conftest import netns_unavailable
 
@@ -88,7 +89,7 @@ def run_script(prefix: str, script: str, tmp_path: Path, *args: str) -> str:
         path = tmp_path / f"{prefix}.py"
         path.write_text(script)
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(path), here, *args],
+        out = subprocess.run(["ip", "netns", "exec", ns, *wrap, sys.executable, str(path), here, *args],
                              capture_output=True, text=True, timeout=120, env=os.environ.copy())
         assert out.returncode == 0, out.stderr[-3000:]
     offloads = next(line for line in out.stdout.splitlines() if line.startswith("OFFLOADS"))

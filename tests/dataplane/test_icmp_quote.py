@@ -9,6 +9,8 @@ built by scapy."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from esp_ref import esp_seal, new_key, receiver
 from scapy.layers.inet import ICMP, IP, UDP, IPerror, UDPerror
@@ -25,7 +27,7 @@ from scapy.layers.inet6 import (
 from scapy.packet import Packet, Raw
 
 from tunsec.dataplane.fastpath import Drop
-from tunsec.dataplane.pipe import Direction
+from tunsec.dataplane.pipe import Direction, Selector
 
 OTHER_PEERS_DNS = "10.3.0.7"
 AS_DNS = "10.1.0.7"
@@ -129,3 +131,30 @@ def test_a_first_fragment_without_the_icmpv6_header_is_dropped() -> None:
     second = IPv6(src="fd00:a::5", dst="fd00:b::10") / IPv6ExtHdrFragment(nh=60, offset=1, m=0, id=7) / error
     verdicts = [dp.inbound(esp_seal(key, spi, seq, bytes(pkt), 41))[1] for seq, pkt in ((1, first), (2, second))]
     assert verdicts == [Drop.ICMP_QUOTE, Drop.NONE]
+
+
+def _unreachable6_behind_ah(sport: int) -> bytes:
+    """A port unreachable from A's host to ours about our UDP packet sport -> A's DNS, whose quote
+    carries an AH (24 bytes: length field 4) between the IPv6 header and the UDP one."""
+    udp = bytes(UDP(sport=sport, dport=53, len=8, chksum=0))
+    ah = bytes([17, 4, 0, 0]) + (0x1234).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes(12)
+    quoted = bytes(IPerror6(src="fd00:b::10", dst="fd00:a::7", nh=51, plen=1400)) + ah + udp
+    return bytes(IPv6(src="fd00:a::5", dst="fd00:b::10") / ICMPv6DestUnreach(code=4) / Raw(quoted))
+
+
+def test_a_quote_with_ah_is_read_by_the_protocol_behind_it() -> None:
+    """Review revcpath R5: the host behind the TUN hands an ICMPv6 error to the protocol behind
+    the quote's AH (ipv6_skip_exthdr); the quote was read as protocol 51, ports 0/0, so that it
+    failed a selector of the real protocol and ports and passed one of any protocol whose port
+    range holds 0, whatever the quoted ports."""
+    net_a, net_b = ipaddress.ip_network("fd00:a::/32"), ipaddress.ip_network("fd00:b::/32")
+    a_dns = Selector.from_networks(net_a, net_b, proto=17, sport=(53, 53), dport=(40000, 40000))
+    icmp6 = Selector.from_networks(net_a, net_b, proto=58)
+    low_ports = Selector.from_networks(net_a, net_b, dport=(0, 100))
+    for selectors in ((a_dns, icmp6), (a_dns, icmp6, low_ports)):
+        key = new_key()
+        dp, spi = receiver(key, selectors=selectors)
+        for seq, (sport, why) in enumerate(((40000, Drop.NONE), (40001, Drop.ICMP_QUOTE)), 1):
+            raw = _unreachable6_behind_ah(sport)
+            out, drop = dp.inbound(esp_seal(key, spi, seq, raw, 41))
+            assert (drop, out == raw) == (why, why is Drop.NONE), (selectors, sport)

@@ -172,10 +172,18 @@ def _ike_sa_init(length: int) -> bytes:
     return head + length.to_bytes(4, "big") + bytes(length - 28)
 
 
+def _ike(exchange: int, flags: int) -> bytes:
+    """A bare IKE header of an established IKE SA (both SPIs): an exchange, its flags."""
+    return bytes(range(0xA0, 0xB0)) + bytes([0, 0x20, exchange, flags]) + struct.pack("!II", 1, 28)
+
+
+INIT_RESPONSE, AUTH_RESPONSE = _ike(34, 0x20), _ike(35, 0x20)
+
+
 def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
     # strongSwan with remote_port = 4500 sends its IKE_SA_INIT from 500 to 4500 without the
     # marker (its sender marks only when neither port is 500); its receiver takes unmarked
-    # IKE there, and the answer goes back to 500 unmarked
+    # IKE there, and the answer goes back to 500 unmarked; it floats to 4500 after it
     ike = _ike_sa_init(120)
     from500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
     from4500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
@@ -187,10 +195,10 @@ def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
         msg = worker.recv()
         remote = Endpoint(ipaddress.ip_address("127.0.0.2"), 500)
         assert isinstance(msg, pipe.Ike) and msg.data == ike and msg.remote == remote
-        assert worker.ask(lambda i: pipe.SendIke(i, b"ike-answer", remote))[0].errno is Errno.OK
+        assert worker.ask(lambda i: pipe.SendIke(i, INIT_RESPONSE, remote))[0].errno is Errno.OK
         data, src = from500.recvfrom(2048)
-        assert data == b"ike-answer" and src == ("127.0.0.1", 4500)
-        # from 500, a datagram that is no whole IKE header is counted, not passed up
+        assert data == INIT_RESPONSE and src == ("127.0.0.1", 4500)
+        # from 500, a datagram that is no whole IKE header is taken as ESP: too short, counted
         before = dict(worker.dump().drops)["malformed"]
         from500.sendto(ike[:27], ("127.0.0.1", 4500))
         # the same IKE header from 4500 is ESP (here for an SPI nobody has: INVALID_SPI)
@@ -199,6 +207,35 @@ def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
         assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0xA0A1A2A3
         assert msg.remote == Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
         assert dict(worker.dump().drops)["malformed"] == before + 1
+
+
+def test_a_natt_client_on_public_port_500_gets_its_esp_and_marked_ike_through(worker: Worker) -> None:
+    """Review revcpath R2: a NAT that maps a client's port 4500 to public port 500.  Its ESP and its
+    marked IKE come from port 500; before, the worker took every datagram from port 500 for unmarked
+    IKE (both were malformed drops) and sent our IKE there unmarked (the client's kernel reads that
+    as ESP).  The marker decides, from any port; only an IKE_SA_INIT response goes to 500 unmarked."""
+    key = os.urandom(20)
+    assert worker.ask(lambda i: pipe.GetSpi(i, 0x7300, 0x7300))[0].spi == 0x7300
+    assert worker.ask(lambda i: pipe.Update(i, sa(0x7300, Direction.IN, key=key)))[0].errno is Errno.OK
+    client = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
+    with client:
+        client.bind(("127.0.0.2", 500))
+        client.settimeout(5)
+        remote = Endpoint(ipaddress.ip_address("127.0.0.2"), 500)
+        for seq in (1, 2, 3):
+            client.sendto(esp_seal(key, 0x7300, seq, ipv4_udp("10.2.0.5", "10.1.0.5", b"esp"), 4),
+                          ("127.0.0.1", 4500))
+        auth = ike_message(b"IKE_AUTH, marked", message_id=1)
+        client.sendto(b"\0\0\0\0" + auth, ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.Ike) and msg.data == auth and msg.remote == remote
+        (ours,) = [s for s in worker.dump().sas if s.spi == 0x7300]
+        assert (ours.counters["packets"], ours.counters["auth_drops"]) == (3, 0)
+        assert dict(worker.dump().drops)["malformed"] == 0
+        # our answer goes back marked, as the client's own port 4500 takes IKE
+        assert worker.ask(lambda i: pipe.SendIke(i, AUTH_RESPONSE, remote))[0].errno is Errno.OK
+        data, src = client.recvfrom(2048)
+        assert data == b"\0\0\0\0" + AUTH_RESPONSE and src == ("127.0.0.1", 4500)
 
 
 def getspi_kept(i: int) -> pipe.GetSpi:

@@ -57,7 +57,7 @@ from tunsec.dataplane.pipeio import MAX_DATAGRAM as MAX_DATAGRAM
 from tunsec.dataplane.pipeio import PipeReader as PipeReader
 from tunsec.dataplane.pipeio import PipeWriter as PipeWriter
 from tunsec.dataplane.sandbox import SandboxError
-from tunsec.ike.constants import NATT_PORT, NON_ESP_MARKER, has_marker
+from tunsec.ike.constants import NON_ESP_MARKER, natt_marks
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_source_prefix
 
 log = logging.getLogger("tunsec.worker")
@@ -379,9 +379,8 @@ class Worker:
         sock = self.udp.get(msg.remote.addr.version)
         if sock is None:
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EINVAL))]
-        # to port 500 without the marker (a peer that sent its IKE_SA_INIT from 500 to our 4500
-        # takes no marker there, as strongSwan's sender): has_marker, the one rule for it
-        marker = NON_ESP_MARKER if has_marker(NATT_PORT, msg.remote.port) else b""
+        # marked, but for an IKE_SA_INIT response to port 500 (natt_marks, the one rule for it)
+        marker = NON_ESP_MARKER if natt_marks(msg.remote.port, msg.data) else b""
         # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
         source = _addr_text(msg.local.addr) if msg.local is not None else None
         pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source, msg.oif)

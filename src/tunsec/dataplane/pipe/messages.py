@@ -203,8 +203,8 @@ class Dump:
 @quick_init
 @dataclass(frozen=True)
 class SendIke:
-    """An IKE message to send from port 4500 (the worker adds the marker, unless the peer's
-    port is 500: constants.has_marker).  oif: the interface it leaves by (0: as routed), for IKE to
+    """An IKE message to send from port 4500 (the worker adds the marker, but to an IKE_SA_INIT
+    response to port 500: constants.natt_marks).  oif: the interface it leaves by (0: as routed), for IKE to
     an unauthenticated address a full tunnel's TUN routes capture (services/ike/exclude_gate.py)."""
 
     TYPE: ClassVar[MsgType] = MsgType.SEND_IKE

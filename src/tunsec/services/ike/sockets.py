@@ -25,9 +25,9 @@ from tunsec.ike.constants import (
     IKE_VERSION,
     NATT_PORT,
     NON_ESP_MARKER,
-    ExchangeType,
     HeaderFlag,
     has_marker,
+    is_ike_sa_init,
 )
 from tunsec.ike.endpoint import Datagram
 from tunsec.loglimit import LogLimiter, suffix
@@ -303,8 +303,4 @@ def _is_ike(data: bytes) -> bool:
             and int.from_bytes(data[24:28], "big") == len(data))
 
 
-def _is_init(data: bytes, response: int) -> bool:
-    """An IKE_SA_INIT header (checked by _is_ike or built by us), a response if ``response`` is
-    HeaderFlag.RESPONSE, a request if 0."""
-    return (len(data) >= IKE_HEADER_LEN and data[18] == ExchangeType.IKE_SA_INIT
-            and data[19] & HeaderFlag.RESPONSE == response)
+_is_init = is_ike_sa_init   # the one model of an IKE_SA_INIT header (ike/constants.py)
