@@ -19,11 +19,10 @@ import tracemalloc
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_engine_init_skf import A, B, _cfg
 
-from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.constants import PayloadType, ProtocolId
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.identity import Identity
 from tunsec.ike.message import (
     MAX_INIT_PAYLOADS,
     DecodeError,
@@ -32,20 +31,8 @@ from tunsec.ike.message import (
     decode_payloads,
     encode_payloads,
 )
-from tunsec.ike.proposals import parse_proposals
-from tunsec.ike.secret import Secret
 
-A, B = "192.0.2.1", "192.0.2.2"
 _DELETE = int(PayloadType.DELETE)
-
-
-def _cfg(initiator: bool) -> IkeConfig:
-    ids = ("moon", "sun") if initiator else ("sun", "moon")
-    return IkeConfig(
-        "c", LocalAuth("psk", Identity.parse(ids[0])), RemoteAuth("psk", Identity.parse(ids[1])),
-        parse_proposals("aes128-sha256-ecp256"),
-        (child_config("net", "10.1.0.0/16", "10.2.0.0/16", "aes128gcm16"),),
-        psk=Secret(b"revfrag"), local_addr=A if initiator else B, remote_addr=B if initiator else None)
 
 
 def _empty_spis_delete(nxt: int, count: int = 0xFFFF) -> bytes:

@@ -15,24 +15,11 @@ from __future__ import annotations
 import dataclasses
 import struct
 
-from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from test_engine_init_skf import A, B, _cfg
+
 from tunsec.ike.constants import ExchangeType, HeaderFlag, PayloadType
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.identity import Identity
 from tunsec.ike.message import decode_message
-from tunsec.ike.proposals import parse_proposals
-from tunsec.ike.secret import Secret
-
-A, B = "192.0.2.1", "192.0.2.2"
-
-
-def _cfg(initiator: bool) -> IkeConfig:
-    ids = ("moon", "sun") if initiator else ("sun", "moon")
-    return IkeConfig(
-        "c", LocalAuth("psk", Identity.parse(ids[0])), RemoteAuth("psk", Identity.parse(ids[1])),
-        parse_proposals("aes128-sha256-ecp256"),
-        (child_config("net", "10.1.0.0/16", "10.2.0.0/16", "aes128gcm16"),),
-        psk=Secret(b"revfrag"), local_addr=A if initiator else B, remote_addr=B if initiator else None)
 
 
 def _half_open() -> tuple[IkeEndpoint, bytes, bytes]:
