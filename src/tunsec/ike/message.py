@@ -395,6 +395,8 @@ class DeletePayload:
         proto, spi_size, count = struct.unpack_from("!BBH", data, 0)
         if len(data) - 4 != spi_size * count:
             raise DecodeError(f"Delete payload: {count} SPIs of {spi_size} bytes do not fill {len(data) - 4}")
+        if not spi_size:   # (an IKE SA's DELETE): a count of SPIs of no bytes names nothing; listed, 4 bytes
+            return cls(proto, 0)   # would make 65,535 of them (review revfrag F1; strongSwan lists none either)
         spis = tuple([data[4 + i * spi_size : 4 + (i + 1) * spi_size] for i in range(count)])
         return cls(proto, spi_size, spis)
 

@@ -536,7 +536,8 @@ class IkeSa:
             return
         try:
             msg = decoded if decoded is not None else decode_message(datagram)
-        except DecodeError as exc:
+        except DecodeError as exc:   # counted as the same bytes naming no IKE SA are (review revfrag F2)
+            self._drops.malformed += 1
             log.debug("%s: dropping undecodable message from %s: %s", self.name, addr, exc)
             return
         if not self._addressed_to_us(msg):

@@ -87,7 +87,8 @@ def on_fragment(self: IkeSa, msg: Message, datagram: bytes, addr: Address, local
                 else:
                     self._drops.retransmit_not_identical += 1
             return
-        if msg.message_id != self._peer_id:
+        if msg.message_id != self._peer_id:   # out of the window: dropped before any decryption, counted
+            self._frag_stats.fragments_dropped += 1   # (review revfrag F2)
             return
         buffer = self._reassembly.setdefault(False, Reassembly())
     whole = self._store_fragment(buffer, msg, skf, datagram)
