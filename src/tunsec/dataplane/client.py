@@ -48,10 +48,12 @@ REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for eve
 
 
 class WorkerError(Exception):
-    """The worker refused a request, or is gone."""
+    """The worker refused a request, or is gone (``gone``: its pipe closed or was never open, so a new
+    worker, with an empty SAD, is what answers next)."""
 
-    def __init__(self, what: str, errno: Errno) -> None:
+    def __init__(self, what: str, errno: Errno, gone: bool = False) -> None:
         self.errno = errno
+        self.gone = gone
         super().__init__(f"{what}: {errno.name}")
 
 
@@ -404,7 +406,7 @@ class WorkerClient:
         self._parts.clear()
         self._late.clear()
         for entry in pending:
-            _fail(entry, WorkerError("worker", Errno.EIO))
+            _fail(entry, WorkerError("worker", Errno.EIO, gone=True))
 
     def _late_answer(self, data: bytes, late: Late) -> None:
         """A late answer someone still wants (request_soon's ``late``): decoded and handed over; one
@@ -446,7 +448,7 @@ class WorkerClient:
         its answer's parts held at most (a DUMP's: what the caller installed, see worker_distrust),
         below dump_max_bytes."""
         if self._sock is None:
-            raise WorkerError("worker not running", Errno.EIO)
+            raise WorkerError("worker not running", Errno.EIO, gone=True)
         req_id = self._next_id()
         msg = build(req_id)
         loop = asyncio.get_running_loop()
@@ -489,7 +491,7 @@ class WorkerClient:
         the message objects).  ``late(answers)`` is called if the answer comes after the future was
         cancelled (given up on): what the worker did that only the answer names (late_answers.py)."""
         if self._sock is None:
-            raise WorkerError("worker not running", Errno.EIO)
+            raise WorkerError("worker not running", Errno.EIO, gone=True)
         req_id = self._next_id()
         msg = build(req_id)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()

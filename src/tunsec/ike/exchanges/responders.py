@@ -44,6 +44,13 @@ def _not_while_deleting(st: IkeSaState, payloads: Sequence[Payload], pending: Ta
     return Response([notify(NotifyType.TEMPORARY_FAILURE)])
 
 
+def _not_yet(st: IkeSaState, payloads: Sequence[Payload], pending: Task | None) -> Response:
+    # our IKE_AUTH's answer has not come yet, but the peer's request (its rekey of the Child SA that
+    # answer brings, a worker restart's at the peer) overtook it: asked again, it finds the Child SA
+    # (RFC 7296 §2.25); INVALID_SYNTAX would end the peer's rekey for good (review revauth R1)
+    return Response([notify(NotifyType.TEMPORARY_FAILURE)])
+
+
 def _unless_redirected(respond: Callable[[IkeSaState, Sequence[Payload], Task | None], Response],
                        ) -> Callable[[IkeSaState, Sequence[Payload], Task | None], Response]:
     """A client we redirected in IKE_AUTH (RFC 5685 §6) gets no Child SA, and no new IKE SA by a rekey:
@@ -66,6 +73,7 @@ RESPONDERS: tuple[Responder, ...] = (
               _unless_redirected(create_child_sa.respond)),
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.REKEYED}), _not_on_a_rekeyed_sa),
     Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.DELETING}), _not_while_deleting),
+    Responder(ExchangeType.CREATE_CHILD_SA, frozenset({State.CONNECTING}), _not_yet),
     Responder(ExchangeType.INFORMATIONAL, frozenset({State.ESTABLISHED}), _mobike, shape=mobike.is_mobike_request),
     Responder(ExchangeType.INFORMATIONAL, _ALIVE, _informational),
 )

@@ -256,6 +256,7 @@ class _Started:
     install: asyncio.Future[None]   # state.install: set once the answers are in
     turn: Turn | None = None   # gives up on answers that do not come (IkeService._install_give_up)
     ok: _AllOk | None = None   # what saw each answer as it was read (all OK: _install_ended need not look)
+    worker: object = None   # the WorkerClient they went to
 
 
 def _start_install(self: IkeService, state: ChildState, ev: ChildSaUp, release: Callable[[], None]) -> None:
@@ -352,10 +353,17 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
             if state.handle not in self.children:   # deleted meanwhile (its DELETE; a worker restart rekeys it)
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 return
-            again = _larval_lost(started) and still_held(self, state)   # our rekey's: created again (recreate.py)
+            # the worker went (its restart rekeys every Child SA its IKE SAs hold: review revauth R1), or lost the
+            # larval SA: kept, not refused nor deleted (our rekey's: created again, recreate.py)
+            gone = _worker_gone(started)
+            again = (gone or _larval_lost(started)) and still_held(self, state)
             recreate.failed(self, state, not again and ev.initiator and ev.rekey_of is not None)
             ended = self._forget(state, keep_claims=again)
-            if again:
+            if again and gone:
+                log.warning("%s: installing CHILD_SA %s %s: kept for the worker's restart to rekey", state.conn,
+                            state.child, what)
+                restart.hold_claim(self, state.ike, state.unique_id, state.handle)
+            elif again:
                 log.error("%s: installing CHILD_SA %s %s", state.conn, state.child, what)
                 restart.rekey_uninstalled(self, state)
             else:
@@ -370,6 +378,16 @@ async def _child_up(self: IkeService, state: ChildState, ev: ChildSaUp, release:
                 self._updown_down(state.lineage)   # a rekey's lineage may have run its up-client
         return
     _installed(self, state, ev)
+
+
+def _worker_gone(started: _Started) -> bool:
+    """An install request failed because its worker went (WorkerError.gone, or that worker is known gone)."""
+    worker_gone = bool(getattr(started.worker, "gone", False))   # (a stand-in worker may not tell)
+    for what, fut in started.sent:
+        end = outcome(what, fut) if fut.done() else None
+        if isinstance(end, WorkerError) and (end.gone or worker_gone):
+            return True
+    return False
 
 
 def _larval_lost(started: _Started) -> bool:
@@ -477,7 +495,7 @@ def _send_install(self: IkeService, state: ChildState, ev: ChildSaUp,
     install = state.install = asyncio.get_running_loop().create_future()
     if asks:
         state.lineage.protecting = install   # their answers are booked with this install's
-    return _Started(sent, add_fut, install, ok=ok)
+    return _Started(sent, add_fut, install, ok=ok, worker=w)
 
 
 class _AllOk:
