@@ -405,7 +405,8 @@ class Scripts:
     down); IKE SAs run side by side, at most PARALLEL scripts at once and at most PER_PEER of one
     peer's (peer_of_event: all the IKE SAs of one identity), the peer's share taken before a
     slot, so that one waiting for its share holds none: a client whose script hangs holds up its
-    own events only (until UPDOWN_TIMEOUT), never another client's, however many IKE SAs it opens.
+    own share's events only (until UPDOWN_TIMEOUT), however many IKE SAs it opens; names a client
+    picks (group PSK, unproven) share one per source, so clients of those behind one NAT share it.
     Across IKE SAs one order still matters: an up for addresses whose down is queued (a virtual
     IP leased again to another client, a Child SA renegotiated under a new reqid after a worker
     restart) waits for that down, which would otherwise remove the rules the up just made.

@@ -425,7 +425,11 @@ class IkeSa:
         a rekey of it is under way or after either side replaced it."""
         child = self._child_by_id(unique_id)
         if child.rekey_at == float("inf"):
+            # the peer's rekey of it is under way: should that be withdrawn, ours is still owed (a soft
+            # EXPIRE fires once; sa_timers.rearm arms it again: review revrekeytail F3)
+            child.rekey_asked = child.rekey_asked or child.rekeyed_by_peer
             return
+        child.rekey_asked = False
         child.rekey_at = float("inf")
         self._queue.append(create_child_sa.CreateChildTask(child.config, rekey=child))
         self._start_next()

@@ -49,8 +49,9 @@ def start_next(self: IkeSa) -> None:
     if self._expired and self._pending is None and self._state != State.CLOSED:
         self._end_expired()  # the exchange that held the expired SA ended
         return
-    while self._queue and self._obsolete(self._queue[0]):
-        self._queue.pop(0)  # nothing was built for it yet: nothing to undo
+    # anywhere in the queue, not only at its head: one kept behind another request would go once that is
+    # answered, made valid again meanwhile (review revrekeytail F2); nothing was built for any of them yet
+    self._queue[:] = [t for t in self._queue if not self._obsolete(t)]
     if self._pending is not None or not self._queue or self._state == State.CLOSED:
         return
     if self._st.resolving is not None:

@@ -84,6 +84,11 @@ def rearm_failed_rekey(self: IkeSa, task: Task) -> None:
         # ask and fail every few seconds until then
         old.rekey_failures += 1
         old.rekey_at = self._now + (retry - self._now) * min(2 ** (old.rekey_failures - 1), REKEY_BACKOFF_MAX)
+        # never past the hard lifetime (the worker's EXPIRE would end it while the peer may be ready again):
+        # at most half the time left, a floor against a tight loop should that EXPIRE come late (revrekeytail F1)
+        life = old.config.life_time
+        if life and old.created_at is not None:
+            old.rekey_at = min(old.rekey_at, self._now + max(old.created_at + life - self._now, 1.0) / 2)
 
 
 def rearm(self: IkeSa, children: Sequence[ChildSa], at: Callable[[ChildSa], float]) -> None:
@@ -95,7 +100,7 @@ def rearm(self: IkeSa, children: Sequence[ChildSa], at: Callable[[ChildSa], floa
     ours = [t.rekeying for t in (*self._queue, *([self._pending.task] if self._pending else []))]
     for child in children:
         if child.rekey_at == float("inf") and not any(child is o for o in ours):
-            child.rekey_at = at(child) if child.config.rekey_time else None
+            child.rekey_at = at(child) if child.config.rekey_time or child.rekey_asked else None
 
 
 def own_rekey_at(self: IkeSa, child: ChildSa) -> float:

@@ -135,6 +135,7 @@ class ChildSa:
     # is refused (sa_timers.own_rekey_at)
     created_at: float | None = None
     rekey_due: float | None = None
+    rekey_asked: bool = False   # a rekey asked for (soft EXPIRE) while the peer's was under way (IkeSa.rekey_child)
     rekey_failures: int = 0  # our rekeys of it that failed in a row (refused, or no inbound SPI): backoff
     # after we rekeyed this SA: (lowest nonce of our exchange, the new SA), to settle a
     # collision with a rekey of the peer that crossed ours (RFC 7296 §2.8.1)
