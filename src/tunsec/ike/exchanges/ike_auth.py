@@ -105,13 +105,15 @@ def _peer_certs(payloads: Sequence[Payload]) -> list[bytes]:
 
 
 def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload,
-                 by_ca: Sequence[IkeConfig] = ()) -> PskEntry | None:
+                 by_ca: Sequence[IkeConfig] = (), ids_checked: bool = False) -> PskEntry | None:
     """Check the peer's identity and AUTH; raises AuthError. ``by_ca``: a responder's connections
-    that its certificate's CA may choose among, ``st.config`` first (ike_auth_cas.py).  Returns the
+    that its certificate's CA may choose among, ``st.config`` first (ike_auth_cas.py).
+    ``ids_checked``: _check_ids passed these payloads already (a responder's respond).  Returns the
     PSK entry the AUTH was checked with if ``st.peer_id`` is the identity it was looked up for (our
     own AUTH uses it: _own_auth), else None."""
     assert st.prf is not None and st.keys is not None
-    _check_ids(payloads)
+    if not ids_checked:
+        _check_ids(payloads)
     peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
     remote = st.config.remote
     if not identity_allowed(remote.id, peer_id):
@@ -457,7 +459,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
                 raise AuthError(f"peer identity {peer_id} is not the configured {st.config.remote.id}")
             idr = _id_payload(st, False)
             return eap.start(st, idi, payloads, [idr, *_own_auth(st, idr)])
-        checked = _verify_peer(st, payloads, idi, alike_by_ca(st, fitting))
+        checked = _verify_peer(st, payloads, idi, alike_by_ca(st, fitting), ids_checked=True)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
