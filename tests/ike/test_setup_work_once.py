@@ -5,7 +5,8 @@ each checked where it was repeated, with the outcome unchanged:
   peer's with), and checks the identities' sizes once;
 - PskIndex.lookup makes the peer identity's text once, not once more per entry ranked;
 - is_link_local parses no IPv4 address (every IKE_SA_INIT asks);
-- one selector on each side is paired without hashing it for the dedup;
+- one selector on each side is paired, and narrowed by one, without hashing it for the dedup, and
+  a client's one lease is compared, not hashed;
 - a datagram goes into the engine without its IKE SA looked up while SPIs are pooled;
 - a configured proposal hashes its transforms once (it keys the match cache at every client's
   IKE_SA_INIT and IKE_AUTH), and its key-exchange-less form (a first Child SA's) is made once.
@@ -30,14 +31,17 @@ from tunsec.ike.constants import ProtocolId, TransformType
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import IkeSaUp
 from tunsec.ike.exchanges import ike_auth
+from tunsec.ike.exchanges.child import outside_others_leases
 from tunsec.ike.identity import Identity
 from tunsec.ike.message import Transform
 from tunsec.ike.proposals import ProposalSpec, parse_proposals, select_proposal
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
+from tunsec.ike.state import IkeSaState
 from tunsec.ike.testing import Network
+from tunsec.policy.pad import narrow
 from tunsec.policy.pools import AddressPools, PoolConfig
-from tunsec.policy.selector import Ts, check_fast_selectors, selector_pairs
+from tunsec.policy.selector import TooManySelectors, Ts, check_fast_selectors, selector_pairs
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.spis import SpiPool
 
@@ -226,3 +230,27 @@ def test_a_datagram_goes_in_without_its_ike_sa_looked_up_while_spis_are_pooled()
         assert delivered == [b"ike auth"] and looked_up == [b"next"] and len(pool._held) == 2
 
     asyncio.run(body())
+
+
+def test_one_selector_narrowed_by_one_is_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Child SA's usual one proposed and one allowed selector (each side, every client): narrowed
+    as before, no dedup hash; with more, duplicates are still one, and the limit still holds."""
+    wide, lease = Ts.parse("10.3.0.0/16"), Ts.parse("10.3.0.7/32")
+    hashed = _counting(monkeypatch, Ts, "__hash__")
+    assert narrow([lease], [wide], 4) == (lease,) and narrow([Ts.parse("10.4.0.1/32")], [wide]) == ()
+    assert hashed == []
+    assert narrow([lease, lease], [wide]) == (lease,)
+    with pytest.raises(TooManySelectors):
+        narrow([lease], [wide], 0)
+
+
+def test_a_single_lease_is_compared_not_hashed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """outside_others_leases with the peer's one lease (remote_ts = dynamic): its address is not hashed
+    into a set; the selectors come back as they were."""
+    lease = SimpleNamespace(address=ipaddress.IPv4Address("10.3.0.7"))
+    st = cast(IkeSaState, SimpleNamespace(config=SimpleNamespace(pools=("rw",)), address_pool=object(),
+                                          peer_vips=(lease,)))
+    hashed = _counting(monkeypatch, ipaddress.IPv4Address, "__hash__")
+    sel = (Ts.parse("10.3.0.7/32"),)
+    assert outside_others_leases(st, sel) == sel
+    assert hashed == []
