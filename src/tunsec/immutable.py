@@ -29,6 +29,8 @@ def immutable(*, slots: bool = False) -> Callable[[type[_C]], type[_C]]: ...
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def immutable(cls: type[_C] | None = None, /, *, slots: bool = False) -> type[_C] | Callable[[type[_C]], type[_C]]:
     def make(c: type[_C]) -> type[_C]:
-        return dataclass(unsafe_hash=True, slots=slots)(c)
+        # a class that defines its own __hash__ keeps it (it must hash as the fields' tuple does:
+        # proposals.ProposalSpec keeps that hash once made)
+        return dataclass(unsafe_hash="__hash__" not in c.__dict__, slots=slots)(c)
 
     return make if cls is None else make(cls)

@@ -93,23 +93,29 @@ def _text(ident: Identity) -> str:
     return str(ident.named).casefold()
 
 
-def _claims_its_text(entry: PskEntry, local_id: Identity, peer_id: Identity) -> bool:
-    """The entry names someone whose text is the peer's under another type ("dave.example" as an
-    FQDN and as an RFC822_ADDR): logs, status and RADIUS show the two alike, so no group key proves it."""
-    text = _text(peer_id)
+def _claims_its_text(entry: PskEntry, local_id: Identity, peer_id: Identity, text: str) -> bool:
+    """The entry names someone whose text (``text``: the peer's, _text) is the peer's under another
+    type ("dave.example" as an FQDN and as an RFC822_ADDR): logs, status and RADIUS show the two alike,
+    so no group key proves it."""
     return any(not o.is_any and not o.matches(local_id) and not o.matches(peer_id) and _text(o) == text
                for o in entry.ids)
 
 
-def psk_for_peer(entries: Sequence[PskEntry], local_id: Identity, peer_id: Identity) -> PskEntry | None:
+def psk_for_peer(entries: Sequence[PskEntry], local_id: Identity, peer_id: Identity,
+                 text: str | None = None) -> PskEntry | None:
     """The key the peer that sent ``peer_id`` must prove (and we prove ourselves with), or None:
     an entry naming that identity (best_psk's ranking), else a group key (see the module doc), unless
-    an entry names the peer's text as another identity type."""
+    an entry names the peer's text as another identity type.  ``text``: _text(peer_id), if the
+    caller has it (made once, not once per entry)."""
+    if not entries:
+        return None
+    if text is None:
+        text = _text(peer_id)
     best: PskEntry | None = None
     best_me = best_other = MATCH_NONE
     claimed = False
     for entry in entries:
-        claimed = claimed or _claims_its_text(entry, local_id, peer_id)
+        claimed = claimed or _claims_its_text(entry, local_id, peer_id, text)
         other = owner_match(entry.ids, peer_id, mine=local_id)
         me = owner_match(entry.ids, local_id)
         if other == MATCH_NONE and not (me > MATCH_NONE and _names_only(entry, local_id)):
@@ -148,8 +154,9 @@ class PskIndex:
 
     def lookup(self, peer_id: Identity) -> PskEntry | None:
         """psk_for_peer over all the entries, ranked among those that can qualify (in file order)."""
-        found = [*self._by_id.get(peer_id.named, ()), *self._by_text.get(_text(peer_id), ()), *self._group]
+        text = _text(peer_id)
+        found = [*self._by_id.get(peer_id.named, ()), *self._by_text.get(text, ()), *self._group]
         key = dn_key(peer_id.data) if peer_id.type == IdType.DER_ASN1_DN else None
         if key is not None:
             found += self._by_dn.get(key, ())
-        return psk_for_peer([self._entries[n] for n in sorted(set(found))], self._local, peer_id)
+        return psk_for_peer([self._entries[n] for n in sorted(set(found))], self._local, peer_id, text)

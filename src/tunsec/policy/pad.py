@@ -149,7 +149,11 @@ def narrow(proposed: Sequence[Ts], allowed: Sequence[Ts], most: int | None = Non
 
     ``most``: raises :class:`TooManySelectors` as soon as more than that many are kept (a peer may
     propose 255, each a piece of what is allowed, far more than an SA holds).  Deduplicated in a
-    dict: against the list of those kept it was quadratic in them."""
+    dict: against the list of those kept it was quadratic in them.  One of each (a road warrior's
+    usual) needs no dedup: not hashed (an address's hash makes a hex text of it, twice a selector)."""
+    if len(proposed) == 1 and len(allowed) == 1 and (most is None or most >= 1):
+        common = proposed[0].intersect(allowed[0])
+        return () if common is None else (common,)
     result: dict[Ts, None] = {}
     for want in proposed:
         for have in allowed:

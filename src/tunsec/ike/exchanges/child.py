@@ -349,7 +349,9 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
     pools = st.config.pools
     if not pools or st.address_pool is None:
         return tuple(selectors)
-    own_addrs = {lease.address for lease in st.peer_vips}
+    vips = st.peer_vips
+    # one lease (a road warrior's usual) is compared, not hashed into a set (an address's hash makes a hex text)
+    own_addrs = (vips[0].address,) if len(vips) == 1 else tuple({lease.address: None for lease in vips})
     if all(sel.start == sel.end and sel.start in own_addrs for sel in selectors):
         return tuple(selectors)   # its lease(s) alone (remote_ts = dynamic): nothing of another's
     spans = st.address_pool.spans(pools)

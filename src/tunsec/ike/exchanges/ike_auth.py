@@ -56,8 +56,9 @@ def _id_payload(st: IkeSaState, initiator: bool) -> IdPayload:
     return IdPayload(initiator, ident.type, ident.data)
 
 
-def _own_auth(st: IkeSaState, id_payload: IdPayload) -> list[Payload]:
-    """[CERT...] and AUTH proving our identity."""
+def _own_auth(st: IkeSaState, id_payload: IdPayload, checked: PskEntry | None = None) -> list[Payload]:
+    """[CERT...] and AUTH proving our identity.  ``checked``: the entry a responder just checked the
+    peer's AUTH with (_verify_peer), which psk_for would pick again for the same identity."""
     assert st.prf is not None and st.keys is not None
     sk_p = st.keys.pi if st.is_initiator else st.keys.pr
     own_msg = st.init_request if st.is_initiator else st.init_response
@@ -66,7 +67,9 @@ def _own_auth(st: IkeSaState, id_payload: IdPayload) -> list[Payload]:
     if local.method == "psk":
         # RFC 7296 §2.15: the key we share with this peer. A responder has its identity; strongSwan's
         # AUTH, too, uses the best entry for (our id, IDi): the one the peer's AUTH was checked with
-        entry = st.config.psk_for(st.peer_id) if not st.is_initiator and st.peer_id is not None else None
+        # (``checked`` spares a second lookup per client: it is psk_for(st.peer_id) of this very call)
+        entry = checked if checked is not None else \
+            st.config.psk_for(st.peer_id) if not st.is_initiator and st.peer_id is not None else None
         psk = entry.secret if entry is not None else st.config.psk
         assert psk is not None    # conf/connections.py: a connection that finds no key at all responds only
         return [AuthPayload(AuthMethod.PSK, psk_auth_data(st.prf, psk, octets))]
@@ -102,11 +105,15 @@ def _peer_certs(payloads: Sequence[Payload]) -> list[bytes]:
 
 
 def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: IdPayload,
-                 by_ca: Sequence[IkeConfig] = ()) -> Identity:
+                 by_ca: Sequence[IkeConfig] = (), ids_checked: bool = False) -> PskEntry | None:
     """Check the peer's identity and AUTH; raises AuthError. ``by_ca``: a responder's connections
-    that its certificate's CA may choose among, ``st.config`` first (ike_auth_cas.py)."""
+    that its certificate's CA may choose among, ``st.config`` first (ike_auth_cas.py).
+    ``ids_checked``: _check_ids passed these payloads already (a responder's respond).  Returns the
+    PSK entry the AUTH was checked with if ``st.peer_id`` is the identity it was looked up for (our
+    own AUTH uses it: _own_auth), else None."""
     assert st.prf is not None and st.keys is not None
-    _check_ids(payloads)
+    if not ids_checked:
+        _check_ids(payloads)
     peer_id = Identity(peer_id_payload.id_type, peer_id_payload.data)
     remote = st.config.remote
     if not identity_allowed(remote.id, peer_id):
@@ -121,13 +128,14 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
     sk_p = st.keys.pr if st.is_initiator else st.keys.pi
     peer_msg = st.init_response if st.is_initiator else st.init_request
     octets = signed_octets(peer_msg, st.own_nonce, st.prf, sk_p, peer_id_payload)
+    checked = None
     if remote.method == "psk":
-        _verify_psk(st, peer_id, octets, auth)
+        checked = _verify_psk(st, peer_id, octets, auth)
         # one DN, one peer, however the key holder spells it (review revsweep2 F1): else each string
         # type and length of it was an IKE SA cap, a lease, a log share and a reserve of its own
         named = _named_dn(st.config, peer_id)
         if named is not None and named != peer_id:
-            st.peer_sent_id, peer_id = peer_id, named
+            st.peer_sent_id, peer_id, checked = peer_id, named, None   # psk_for(named) may be another entry
     else:
         chain = load_certificates(_peer_certs(payloads))
         verified = verified_key(st, chain, peer_id, by_ca)
@@ -143,7 +151,7 @@ def _verify_peer(st: IkeSaState, payloads: Sequence[Payload], peer_id_payload: I
                 log.info("%s: peer sent identity %s, known by its certificate as %s", st.name, peer_id, proven)
             st.peer_sent_id, peer_id = peer_id, proven
     st.peer_id = peer_id
-    return peer_id
+    return checked
 
 
 def _named_dn(config: IkeConfig, peer_id: Identity) -> Identity | None:
@@ -161,7 +169,7 @@ def _named_dn(config: IkeConfig, peer_id: Identity) -> Identity | None:
     return None
 
 
-def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayload) -> None:
+def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayload) -> PskEntry | None:
     """The peer's AUTH made with the key of (our id, its id): on a connection of %any, the entry
     the peer's identity chooses (psk.py), never another user's; AuthError (counted) if none is its.
     An initiator checks the responder's with the key it proved itself with: the IDr of a %any
@@ -178,6 +186,7 @@ def _verify_psk(st: IkeSaState, peer_id: Identity, octets: bytes, auth: AuthPayl
         verify_psk(st.prf, entry.secret, octets, auth)
     except AuthError as exc:
         raise AuthError(f"{exc} (secrets.{entry.name})" if entry.name else str(exc)) from None
+    return None if st.is_initiator else entry   # (an initiator's own AUTH uses its psk: _own_auth)
 
 
 def _ike_up(st: IkeSaState) -> None:
@@ -450,12 +459,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
                 raise AuthError(f"peer identity {peer_id} is not the configured {st.config.remote.id}")
             idr = _id_payload(st, False)
             return eap.start(st, idi, payloads, [idr, *_own_auth(st, idr)])
-        _verify_peer(st, payloads, idi, alike_by_ca(st, fitting))
+        checked = _verify_peer(st, payloads, idi, alike_by_ca(st, fitting), ids_checked=True)
     except AuthError as exc:
         st.emit(AuthFailed(st.name, str(exc), by_peer=False))
         return Response([notify(NotifyType.AUTHENTICATION_FAILED)], close=True, reason=DownReason.AUTH_FAILED)
     idr = _id_payload(st, False)
-    return _authenticated(st, payloads, [idr, *_own_auth(st, idr)])
+    return _authenticated(st, payloads, [idr, *_own_auth(st, idr, checked)])
 
 
 def _respond_eap_round(st: IkeSaState, payloads: Sequence[Payload]) -> Response:

@@ -379,6 +379,11 @@ class SpiPool:
         keep their order.  What no IKE SA of ours owns (IKE_SA_INIT requests, bad headers,
         unknown SPIs: anyone's junk) needs no SPI and goes into the engine at once, which
         answers or counts it: nothing is kept for it."""
+        if self.spis and not self._spi_wait and not self._held:
+            # SPIs pooled and nothing waiting (a burst's usual case): whoever the datagram is for, it
+            # goes in now, as _must_wait_for_spi would say; no lookup of its IKE SA first
+            self._deliver(data, remote, local)
+            return
         sa = self._owner(data)
         if sa is None or not self._must_wait_for_spi():
             self._deliver(data, remote, local)
