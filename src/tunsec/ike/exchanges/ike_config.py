@@ -23,11 +23,12 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.loglimit import suffix
 
 from ..address_role import other_peer, other_tunnel
 from ..constants import CfgAttribute, CfgType, NotifyType
 from ..message import CpPayload, Payload
+from ..peer_logs import Line
 from ..state import IkeSaState
 from .base import find_all, notify
 
@@ -38,9 +39,6 @@ _DNS_ATTR = {4: CfgAttribute.INTERNAL_IP4_DNS, 6: CfgAttribute.INTERNAL_IP6_DNS}
 log = logging.getLogger(__name__)
 
 _MAX_ATTRIBUTES = 64  # a request is a handful; more is not a client we serve
-# DNS servers of a gateway's CFG_REPLY we drop (_dns_refusal): a line per reply, which a gateway sends
-# as often as our connection comes up again (its pace: a short rekey or reauth time)
-_DNS_DROPPED_LOG = LogLimiter(burst=5, period=60.0)
 
 
 class MalformedCp(ValueError):
@@ -213,7 +211,9 @@ def _usable_dns(st: IkeSaState, dns: list[ipaddress.IPv4Address | ipaddress.IPv6
             kept.append(addr)
         else:
             dropped.append(f"{addr} ({why})")
-    if dropped and (held := _DNS_DROPPED_LOG.admit()) is not None:
+    # a line per reply, which a gateway sends as often as our connection comes up again (its pace: a
+    # short reauth time): limited per gateway as the engine's other repeatable lines (peer_logs.py)
+    if dropped and (held := st.peer_logs.admit(Line.DNS_DROPPED, st)) is not None:
         log.warning("%s: gateway %s sent DNS server %s: dropped%s", st.name, st.remote_addr[0],
                     ", ".join(dropped), suffix(held))
     return tuple(kept)

@@ -6,10 +6,12 @@ only the request's nonce, and sent to ourselves our IKE_SA_INIT (and with a gate
 ours on the host, our identity and AUTH) meets our own responder.  The engine knows the host only
 by the connections' ``local_addrs``, so the service gives it every address of every interface:
 a netlink dump (RTM_GETADDR, as Tun.address_elsewhere asks for a virtual IP), at start and again
-after each burst of address changes (services/addrwatch.py), on a thread: pyroute2's
-synchronous API stays out of the event loop.  The TUN's addresses (our virtual IPs) are in it:
-nothing of ours is to be sent there either; the virtual IP check itself does not ask for them
-(a reauthentication is given the address it has: address_role.py).
+after each burst of address changes (services/addrwatch.py), on a thread of its own: pyroute2's
+synchronous API stays out of the event loop, and asyncio's default executor, which the daemon's
+TUN, route and virtual IP jobs share, neither waits for a dump nor gets an idle thread of ours.
+The TUN's addresses (our virtual IPs) are in it: nothing of ours is to be sent there either; the
+virtual IP check itself does not ask for them (a reauthentication is given the address it has:
+address_role.py).
 
 A dump that fails leaves the addresses of the last one (logged, limited): the configured
 ``local_addrs`` and the IKE SA's own address are checked still.
@@ -18,6 +20,7 @@ A dump that fails leaves the addresses of the last one (logged, limited): the co
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 from collections.abc import Callable
@@ -65,6 +68,7 @@ class HostAddresses:
         self._running: asyncio.Task[None] | None = None
         self._again = False   # a change came while a dump ran: one more after it
         self._failed_log = LogLimiter(burst=1, period=300.0)
+        self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # made on the first dump
 
     def changed(self) -> None:
         """The host's addresses changed (the watch's callback): a dump, or one more after the one running
@@ -85,7 +89,9 @@ class HostAddresses:
         while True:
             self._again = False
             try:
-                found = await asyncio.to_thread(self._source)
+                if self._thread is None:
+                    self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tunsec-hostaddr")
+                found = await asyncio.get_running_loop().run_in_executor(self._thread, self._source)
             except OSError as err:
                 if (held := self._failed_log.admit()) is not None:
                     log.warning("cannot list this host's addresses (netlink: %s): REDIRECTs and peers' moves "
@@ -111,3 +117,6 @@ class HostAddresses:
         if self._running is not None:
             self._running.cancel()
             self._running = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)   # a dump running is left to finish, its answer dropped
+            self._thread = None
