@@ -3,8 +3,11 @@
 and of the address a peer moves its IKE SA and Child SAs to (exchanges/mobike.py, MOBIKE or a NAT
 float: refused_address).
 
-- "own": a connection has it as its local address;
-- "peer": the peer of an established IKE SA, or a connection's remote address;
+- "own": a connection has it as its local address, or (asked with ``host``: a REDIRECT's target, a
+  peer's new address) any interface of this host has it (the IKE service's netlink dump,
+  services/ike/host_addresses.py; review revclient s20 F3);
+- "peer": the peer of an established IKE SA, or a connection's remote address (``peers``: the
+  connections of those IKE SAs and remote addresses);
 - "pool": inside a pool one of our connections leases from (this host is also a gateway: the
   address is, or will be, a road warrior's, routed to it through the TUN);
 - "tunnel": inside a non-dynamic ``remote_ts`` of a connection (a host behind a site-to-site
@@ -28,14 +31,15 @@ As a virtual IP (a local address of the host) any of these would take the traffi
 it: to that peer, that road warrior, that host behind the other tunnel, delivered locally instead
 (the local table comes before the TUN's routes); as a REDIRECT target it sends our IKE (the
 client's identity, its PSK-keyed AUTH) to ourselves, a road warrior or into another tunnel (review
-revclient F1, F2).  Asked once per CFG_REPLY or REDIRECT a client gets, so a pass over the
-connections is fine.
+revclient F1, F2), or to the gateway of another of our connections, whose IKE SA of ours there its
+INITIAL_CONTACT would end (review revclient s20 F1).  Asked once per CFG_REPLY or REDIRECT a client
+gets, so a pass over the connections is fine.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -57,6 +61,7 @@ class Role:
     connection: str = ""            # "pool", "tunnel": the connection whose pools / remote_ts hold it
     pool: str = ""                  # "pool": the pool's name
     network: IPNetwork | None = None   # "tunnel": the most specific network of that remote_ts holding it
+    peers: frozenset[str] = frozenset()   # "peer": the connections whose peer it is (IKE SAs, remote_addr)
 
 
 def full_tunnel(config: IkeConfig) -> set[IPNetwork]:
@@ -71,16 +76,22 @@ def is_full_tunnel(nets: Sequence[IPNetwork]) -> bool:
 
 
 def address_role(configs: Iterable[IkeConfig], established: EstablishedByAddress,
-                 pools: AddressPool | None, ip: IPAddress, claims: SelectorClaims | None = None) -> Role | None:
+                 pools: AddressPool | None, ip: IPAddress, claims: SelectorClaims | None = None,
+                 host: Collection[IPAddress] = ()) -> Role | None:
     """The role of ``ip`` (see the module), the first that applies in the order listed there, or None;
     ``established``: the endpoint's established IKE SAs by peer address; ``pools``: its pools;
-    ``claims``: the remote selectors its Child SAs hold."""
+    ``claims``: the remote selectors its Child SAs hold; ``host``: the addresses of this host's
+    interfaces, when the question counts them (not a virtual IP's: ours are on the TUN)."""
     configs = list(configs)
     text = str(ip)
-    if any(c.local_addr is not None and same_ip(c.local_addr, text) for c in configs):
+    if ip in host or any(c.local_addr is not None and same_ip(c.local_addr, text) for c in configs):
         return Role("own")
-    if ip in established or any(address_match(c.remote_addr, text) is AddressMatch.EXACT for c in configs):
-        return Role("peer")
+    peers = {c.name for c in configs if address_match(c.remote_addr, text) is AddressMatch.EXACT}
+    at_peer = ip in established
+    if at_peer:
+        peers.update(sa.name for sa in established.at(ip))
+    if at_peer or peers:
+        return Role("peer", peers=frozenset(peers))
     if pools is not None:
         for c in configs:
             name = pools.holding(c.pools, text) if c.pools else None
@@ -99,6 +110,18 @@ def address_role(configs: Iterable[IkeConfig], established: EstablishedByAddress
             if net not in everything and ip in net and (best is None or net.prefixlen > best[0].prefixlen):
                 best = (net, name)
     return Role("tunnel", best[1], network=best[0]) if best is not None else None
+
+
+def other_peer(role: Role | None, config: IkeConfig) -> str | None:
+    """Whose IKE peer ``role`` says its address is, when that is no peer of ``config`` (the connection
+    asking: neither its remote address nor an established IKE SA of it is there), or None.  An IKE SA
+    of ``config`` sent there would meet that connection's gateway, and its INITIAL_CONTACT (none of
+    ``config``'s identities is up) would end our IKE SA of the other connection there (review
+    revclient s20 F1); a peer of our own gateway connection (a road warrior) is no gateway at all."""
+    if role is None or role.kind != "peer" or config.name in role.peers:
+        return None
+    names = ", ".join(sorted(role.peers))
+    return f"the address of an IKE peer of connection {names}" if names else "the address of an IKE peer"
 
 
 def other_tunnel(role: Role | None, config: IkeConfig, ip: IPAddress) -> str | None:
@@ -158,13 +181,17 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
     tunnel is allowed only if the REDIRECT is ``authenticated`` (in IKE_AUTH) or the target is the
     connection's remote address: the new gateway gets an exclude route as the first one did, and an
     unauthenticated REDIRECT in IKE_SA_INIT, which anyone on the path can forge, must not choose the
-    address routed around the full tunnel (review revfull F2)."""
+    address routed around the full tunnel (review revfull F2).  "This host's own" is every address of
+    its interfaces too (role "own" asked with ``host``), and a REDIRECT's target may not be another
+    connection's IKE peer (other_peer: its INITIAL_CONTACT would end our IKE SA there); a gateway
+    cluster's members, named by no other connection, and this connection's own gateways are followed
+    (review revclient s20 F1, F3)."""
     if not usable_gateway(address):
         kind = "peer" if moving else "gateway"
         return f"{address} is no {kind} address (unspecified, multicast, loopback, broadcast, reserved or link-local)"
     ip = unmapped(ipaddress.ip_address(address))
     local = st.local_addr[0] if st.local_addr is not None else None
-    role = st.address_role(ip) if st.address_role is not None else None
+    role = st.address_role(ip, host=True) if st.address_role is not None else None
     if (local is not None and _same(ip, local)) or (role is not None and role.kind == "own"):
         return f"{address} is an address of this host"
     if role is not None and role.kind == "pool":
@@ -175,6 +202,9 @@ def refused_address(st: IkeSaState, address: str, what: str, *, moving: bool = F
             return f"{address} is inside remote_ts {role.network} of {holder(role.connection)} " \
                    f"({what} would go into that tunnel)"
         return None
+    peer = other_peer(role, st.config)
+    if peer is not None:
+        return f"{address} is {peer} ({what} would go to that connection's gateway)"
     host = Ts.host(ip)
     trusted = authenticated or address_match(st.config.remote_addr, str(ip)) is AddressMatch.EXACT
     everything = full_tunnel(st.config)

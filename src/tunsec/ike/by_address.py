@@ -77,6 +77,12 @@ class EstablishedByAddress:
         if len(there) == 1:
             self._by_ip[ip] = next(iter(there.values()))
 
+    def at(self, ip: IPAddress) -> list[IkeSa]:
+        """The established IKE SAs with the peer at ``ip`` (address_role.py: whose peer it is)."""
+        there = self._by_ip.get(ip)
+        sas = () if there is None else there.values() if isinstance(there, dict) else (there,)
+        return [sa for sa in sas if sa.state is State.ESTABLISHED]
+
     def find(self, ip: IPAddress, port: int) -> IkeSa | None:
         """The established IKE SA with the peer at ``ip``: the one whose port is ``port`` if there
         is one (peers behind one NAT differ by port), else the first.  O(IKE SAs at ``ip``)."""

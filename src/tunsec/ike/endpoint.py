@@ -61,7 +61,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
-from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed, same_ip
 from tunsec.policy.selector import IPAddress
 
 from .address_role import Role, address_role
@@ -215,6 +215,9 @@ class IkeEndpoint:
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
         self._by_address = EstablishedByAddress()   # for INVALID_SPI (invalid_spi)
+        # the addresses of this host's interfaces, kept by the IKE service (services/ike/host_addresses.py):
+        # no REDIRECT or peer's move goes to one (address_role.refused_address, review revclient s20 F3)
+        self.host_addresses: frozenset[IPAddress] = frozenset()
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -682,17 +685,23 @@ class IkeEndpoint:
 
     def _has_contact(self, st: IkeSaState) -> bool:
         """strongSwan's has_contact, asked before an initiator's INITIAL_CONTACT: an established IKE
-        SA (ours or the peer's) with the same identities, in the same address family."""
+        SA (ours or the peer's) with the same identities, in the same address family; or, with our
+        identity, to the same address: that peer knows us already, and taking INITIAL_CONTACT it would
+        end the IKE SA we have there, of another connection whose remote identity differs (review
+        revclient s20 F1)."""
         family = ipaddress.ip_address(st.remote_addr[0]).version
-        return any(sa.state is State.ESTABLISHED and (sent := sa.peer_sent_id) is not None
-                   and sa.config.local.id == st.config.local.id and identity_allowed(st.config.remote.id, sent)
-                   and ipaddress.ip_address(sa.remote_addr[0]).version == family
+        return any(sa.state is State.ESTABLISHED and sa.config.local.id == st.config.local.id
+                   and (same_ip(sa.remote_addr[0], st.remote_addr[0])
+                        or ((sent := sa.peer_sent_id) is not None and identity_allowed(st.config.remote.id, sent)
+                            and ipaddress.ip_address(sa.remote_addr[0]).version == family))
                    for sa in self._sas.values())
 
-    def _address_role(self, ip: IPAddress) -> Role | None:
+    def _address_role(self, ip: IPAddress, *, host: bool = False) -> Role | None:
         """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT,
-        and of the address a peer moves to."""
-        return address_role(self._configs.values(), self._by_address, self._address_pool, ip, self._ts_claims)
+        and of the address a peer moves to; ``host``: the addresses of this host's interfaces count as
+        its own (a REDIRECT's, a move's; not a virtual IP's: ours are on the TUN)."""
+        return address_role(self._configs.values(), self._by_address, self._address_pool, ip, self._ts_claims,
+                            self.host_addresses if host else ())
 
     def _initial_contact(self, fresh: IkeSa, up: IkeSaUp) -> None:
         """The peer rebooted: forget our older IKE SAs with the same identities (RFC 7296 §2.4).

@@ -63,6 +63,7 @@ class Line(enum.Enum):
     NO_LEASE = "dynamic selectors in a pool without a lease"                    # exchanges/child
     NARROWED = "the peer's TSi narrowed"
     FOR_NOW = "CREATE_CHILD_SA refused for now while ours is out"               # exchanges/create_child_sa
+    DNS_DROPPED = "a gateway's DNS servers dropped"                              # exchanges/ike_config
 
 
 @dataclass

@@ -185,8 +185,12 @@ class IkeRekey:
 
 NO_HASHES: frozenset[int] = frozenset()
 DuplicateCheck = Callable[["IkeSaState"], "str | IkeSaLimit | None"]
-# what an address is to the endpoint: "own" (this host's, as the connections say), "peer" (an IKE peer's), or None
-AddressRole = Callable[["IPAddress"], "Role | None"]
+class AddressRole(Protocol):
+    """What an address is to the endpoint (address_role.py): "own" (this host's, as the connections say;
+    ``host``: any address of its interfaces too), "peer" (an IKE peer's), "pool", "tunnel", or None."""
+
+    def __call__(self, ip: IPAddress, /, *, host: bool = False) -> Role | None: ...
+
 
 
 @dataclass(slots=True)   # one per IKE SA: ~40 fields, no per-instance dict (a gateway holds thousands)

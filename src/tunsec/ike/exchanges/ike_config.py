@@ -23,9 +23,12 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ..address_role import other_tunnel
+from tunsec.loglimit import suffix
+
+from ..address_role import other_peer, other_tunnel
 from ..constants import CfgAttribute, CfgType, NotifyType
 from ..message import CpPayload, Payload
+from ..peer_logs import Line
 from ..state import IkeSaState
 from .base import find_all, notify
 
@@ -167,7 +170,7 @@ def process_reply(st: IkeSaState, payloads: Sequence[Payload]) -> str | None:
             addresses.append(addr)
         else:
             refused.append(f"{addr} ({why})")
-    st.own_vips, st.own_dns = tuple(addresses), tuple(dns[:_MAX_DNS])
+    st.own_vips, st.own_dns = tuple(addresses), _usable_dns(st, dns[:_MAX_DNS])
     if not refused:
         return None
     reason = f"gateway {st.remote_addr[0]} assigned virtual IP {', '.join(refused)}: refused"
@@ -186,13 +189,60 @@ def _address(kind: int, value: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6A
 
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_RESERVED = "a reserved, broadcast, multicast, loopback or link-local address"
+
+
+def _reserved(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """No address of anyone in particular (an IPv4-mapped one is the IPv4 address it stands for, which
+    every check would have to compare instead)."""
+    return addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved \
+        or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None)
+
+
+def _usable_dns(st: IkeSaState, dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+                ) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+    """The DNS servers of a CFG_REPLY that we take (updown's PLUTO_DNS4_n, what a resolvconf script
+    writes): the others are dropped and logged (limited), the reply and its virtual IP still taken
+    (review revclient s20 F2)."""
+    kept, dropped = [], []
+    for addr in dns:
+        why = _dns_refusal(st, addr)
+        if why is None:
+            kept.append(addr)
+        else:
+            dropped.append(f"{addr} ({why})")
+    # a line per reply, which a gateway sends as often as our connection comes up again (its pace: a
+    # short reauth time): limited per gateway as the engine's other repeatable lines (peer_logs.py)
+    if dropped and (held := st.peer_logs.admit(Line.DNS_DROPPED, st)) is not None:
+        log.warning("%s: gateway %s sent DNS server %s: dropped%s", st.name, st.remote_addr[0],
+                    ", ".join(dropped), suffix(held))
+    return tuple(kept)
+
+
+def _dns_refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why the host's DNS queries may not go to ``addr``, or None.  A gateway is trusted for the
+    networks its connection routes, so a server inside them or on the internet (its own address as well)
+    is taken; not one that is nobody's (to the host itself, everyone, nowhere), this host's own (a local
+    service), another connection's IKE peer, a road warrior's (in our pools), or behind another tunnel:
+    every name the host looks up would go there (a split tunnel's gateway steering them into another
+    connection's tunnel, to a host it picks there)."""
+    if _reserved(addr):
+        return _RESERVED
+    role = st.address_role(addr, host=True) if st.address_role is not None else None
+    if role is not None and role.kind == "own":
+        return "an address of this host"
+    peer = None if _same(addr, st.remote_addr[0]) else other_peer(role, st.config)
+    if peer is not None:
+        return peer
+    if role is not None and role.kind == "pool":
+        return f"inside pool {role.pool} of connection {role.connection}"
+    return other_tunnel(role, st.config, addr)
 
 
 def _refusal(st: IkeSaState, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why ``addr`` may not be our virtual IP, or None."""
-    if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local or addr.is_reserved \
-            or addr in _THIS_NETWORK or (addr.version == 6 and addr.ipv4_mapped is not None):
-        return "a reserved, broadcast, multicast, loopback or link-local address"
+    if _reserved(addr):
+        return _RESERVED
     role = st.address_role(addr) if st.address_role is not None else None
     kind = role.kind if role is not None else None
     if _same(addr, st.remote_addr[0]) or kind == "peer":

@@ -49,18 +49,28 @@ _INITIATOR = int(HeaderFlag.INITIATOR)   # an int: int & IntFlag makes a new Hea
 
 
 def _watch_addresses(self: IkeService) -> None:
-    """A MOBIKE client (a connection with a remote address and no fixed local one) follows
-    its own address changes: each one sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
-    if not any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values()):
-        return
-    watch = AddressWatch(self.local_addresses_changed)
+    """The host's address changes: the engine's list of them follows (host_addresses.py: no REDIRECT
+    or peer's move to one), and a MOBIKE client (a connection with a remote address and no fixed
+    local one) follows its own: each change sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
+    watch = AddressWatch(functools.partial(_addresses_changed, self))
     try:
         watch.start()
     except OSError as err:
-        log.warning("MOBIKE: cannot watch the host's addresses (rtnetlink): %s; "
-                    "the gateways will not hear of our address changes", err)
+        mobike = "; the gateways will not hear of our address changes (MOBIKE)" if _mobike_client(self) else ""
+        log.warning("cannot watch the host's addresses (rtnetlink): %s; REDIRECTs and peers' moves are checked "
+                    "against those at start%s", err, mobike)
         return
     self._addr_watch = watch
+
+
+def _mobike_client(self: IkeService) -> bool:
+    return any(c.ike.mobike and c.ike.remote_addr and not c.ike.local_addr for c in self.connections.values())
+
+
+def _addresses_changed(self: IkeService) -> None:
+    self.host_addresses.changed()
+    if _mobike_client(self):   # (a reload may add or remove one)
+        self.local_addresses_changed()
 
 
 def local_addresses_changed(self: IkeService) -> int:

@@ -87,7 +87,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     self.ke_refill.reconfigure(c.ike for c in connections)   # pooled groups follow the proposals
     self._reload_radius(cfg.radius)
     if self._addr_watch is None:
-        self._watch_addresses()   # a MOBIKE client connection may have been added
+        self._watch_addresses()   # it failed at start: tried again
     close_unused_ports(self)   # not the ports of IKE SAs being deleted: their DELETEs go out there
     for name, child in restart:
         self.initiate(name, child)

@@ -113,6 +113,7 @@ from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
 from tunsec.services.ike.handles import Handles
+from tunsec.services.ike.host_addresses import HostAddresses
 from tunsec.services.ike.keypool import KeyPoolRefill
 from tunsec.services.ike.record import IkeUpRecord
 from tunsec.services.ike.resolver import Resolver
@@ -199,7 +200,8 @@ class IkeService(Service):
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
-        self._addr_watch: AddressWatch | None = None   # a MOBIKE client's own address changes
+        self._addr_watch: AddressWatch | None = None   # the host's address changes (mobility._watch_addresses)
+        self.host_addresses = HostAddresses(self.endpoint)   # which the engine's address roles count as ours
         self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
         self._moves: dict[int, mobility.IkeMove] = {}   # IKE SA handle -> its Child SAs' mover, once one moved
         self._left_sweep = mobility.LeftSweep()   # the sweeps of addresses MOBIKE SAs left, paced
@@ -257,6 +259,7 @@ class IkeService(Service):
         if self._addr_watch is not None:
             self._addr_watch.close()
             self._addr_watch = None
+        self.host_addresses.close()
 
     async def start(self) -> None:
         self.trusted.start()   # the tags' key: the first IKE_AUTHs have their shares in the worker
@@ -266,6 +269,7 @@ class IkeService(Service):
         await self._dae_serve()
         self.sockets.read(self._readable)
         await self.install_traps()
+        await self.host_addresses.refresh()   # before the first REDIRECT is checked against them
         self._watch_addresses()
         for conn in self.connections.values():
             for ch in conn.ike.children:
