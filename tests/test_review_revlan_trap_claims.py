@@ -32,7 +32,7 @@ from tunsec.ike.identity import Identity
 from tunsec.policy.ids import IdSpace
 from tunsec.services.ike import IkeService
 
-NAMED_PEER = "198.51.100.9"
+NAMED_PEER = site_ip(1)   # 198.51.100.2: site 1 of the wiring, the named peer
 NAMED_NET = "10.2.1.0/24"   # site 0's site_net: what the spoke asks for
 
 
@@ -56,11 +56,15 @@ class TrapAndHub(Gateway):
         spoke = dataclasses.replace(spoke, mobike=self.mobike, force_encap=self.encap)
         self.sites.append(IkeEndpoint([spoke], spi_allocator=functools.partial(next, itertools.count(SHARED_SPI))))
         self.site_events.append([])
+        peer = psk_ike("gw", "peer.example", RemoteAuth("psk", Identity.parse("gw.example")),
+                       NAMED_PEER, GW, NAMED_NET, "10.1.0.0/16")
+        self.sites.append(IkeEndpoint([peer]))   # answers only: the gateway's trap initiates
+        self.site_events.append([])
 
 
 def test_a_hub_spoke_cannot_take_a_trap_peers_network_while_its_child_is_down() -> None:
     async def body() -> None:
-        gw = TrapAndHub(1)
+        gw = TrapAndHub(2)
         await gw.start()
         assert gw.service.trap_policies                  # the named peer's trap is in
         gw.connect(0)                                    # the spoke asks for 10.2.1.0/24
@@ -72,5 +76,25 @@ def test_a_hub_spoke_cannot_take_a_trap_peers_network_while_its_child_is_down() 
         assert dst is None or str(dst.addr) == NAMED_PEER, f"sealed ({drop.name}) to {dst}, the spoke"
         assert drop is Drop.NO_SA
         assert not spoke_children, f"spoke holds {[c.remote_ts for c in spoke_children]}"
+
+    asyncio.run(body())
+
+
+def test_the_named_peer_comes_up_for_its_network_after_a_spoke_asked_for_it() -> None:
+    """The other half: with the spoke up, LAN traffic to the named peer's network (its trap's
+    ACQUIRE) does not bring the named peer's Child SA up: our proposal leaves out what the spoke
+    holds, nothing is left, and the peer's answer is refused."""
+    async def body() -> None:
+        gw = TrapAndHub(2)
+        await gw.start()
+        (pid,) = gw.service.trap_policies
+        gw.connect(0)
+        await gw.settle()
+        gw.service.acquire(pid)                          # the LAN's packet to 10.2.1.7 hit the trap
+        await gw.settle()
+        named = [c for c in gw.service.children.values() if c.conn == "trap"]
+        assert named, "the named peer got no Child SA for its own network"
+        _esp, dst, drop, _ = gw.worker.dp.outbound(ipv4_udp("10.1.0.5", "10.2.1.7", b"for the named peer"))
+        assert drop is Drop.NONE and dst is not None and str(dst.addr) == NAMED_PEER, (drop, dst)
 
     asyncio.run(body())
