@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from test_ikeservice_traps import TrapPair
+from test_ikeservice_traps import TrapPair, ccsa_requests
 
 from tunsec.dataplane.fastpath import lib
 from tunsec.ike.config import IkeConfig, child_config
@@ -43,13 +43,10 @@ class RefusingPair(TrapPair):
 
 
 def ike_sa_init_requests(pair: TrapPair) -> int:
-    """A's IKE_SA_INIT requests on the wire so far."""
-    n = 0
-    for kind, side, data in pair.timeline:
-        if kind == "send" and side == "a" and isinstance(data, bytes):
-            hdr = decode_header(data[4:] if data[:4] == bytes(4) else data)
-            n += hdr.exchange == ExchangeType.IKE_SA_INIT and not hdr.is_response
-    return n
+    """A's IKE_SA_INIT requests on the wire so far (as test_ikeservice_traps.ccsa_requests counts)."""
+    sent = (data for kind, side, data in pair.timeline if kind == "send" and side == "a" and isinstance(data, bytes))
+    headers = (decode_header(d[4:] if d[:4] == bytes(4) else d) for d in sent)
+    return sum(h.exchange == ExchangeType.IKE_SA_INIT and not h.is_response for h in headers)
 
 
 def test_lan_traffic_to_a_refusing_trap_peer_does_not_start_an_ike_sa_every_second() -> None:
@@ -81,16 +78,6 @@ class ChildRefusingPair(TrapPair):
         return cfg
 
 
-def create_child_requests(pair: TrapPair) -> int:
-    """A's CREATE_CHILD_SA requests on the wire so far."""
-    n = 0
-    for kind, side, data in pair.timeline:
-        if kind == "send" and side == "a" and isinstance(data, bytes):
-            hdr = decode_header(data[4:] if data[:4] == bytes(4) else data)
-            n += hdr.exchange == ExchangeType.CREATE_CHILD_SA and not hdr.is_response
-    return n
-
-
 def test_lan_traffic_to_a_trap_child_the_peer_refuses_does_not_ask_for_it_every_second() -> None:
     """The same with the IKE SA up and the child refused for good (session-09's "Left"): a
     CREATE_CHILD_SA a second, each refused, each logged, for as long as the LAN sends."""
@@ -104,7 +91,7 @@ def test_lan_traffic_to_a_trap_child_the_peer_refuses_does_not_ask_for_it_every_
             assert pair.traffic("a", 1, drain_events=True) == 0
             await pair.settle()
         assert len([sa for sa in pair.svc["a"].endpoint.sas if sa.state.value == "established"]) == 1
-        asked = create_child_requests(pair)
+        asked = ccsa_requests(pair)
         assert asked <= 1, f"{asked} CREATE_CHILD_SAs, each refused, in 20 s of LAN traffic"
 
     asyncio.run(body())
