@@ -119,6 +119,7 @@ from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+from tunsec.services.ike.trap_hold import TrapHolds
 from tunsec.services.ike.trusted import TrustedSpis, peer_of
 from tunsec.services.ike.vips import VirtualIps
 from tunsec.status import filled
@@ -210,6 +211,7 @@ class IkeService(Service):
         # policy id -> (connection, child, lineage) of the Child SAs' policies, from their SPDADD until released
         self.child_policies: dict[int, tuple[str, str, Lineage]] = {}
         self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
+        self.trap_holds = TrapHolds()   # trap children whose ACQUIRE's initiation failed: held down (trap_hold.py)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
@@ -525,6 +527,7 @@ class IkeService(Service):
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
+                    self.trap_holds.up((ev.name, ev.child))   # a failed trap initiation's hold-down ends
                     # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:
                     # they wait for the install (even a task cancelled before it ran releases them)
                     self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))
