@@ -15,10 +15,9 @@ import logging
 import time
 
 import pytest
-from test_ikeservice_traps import TrapPair, ccsa_requests, refuse_spis, trapped, up_without_child
+from test_ikeservice_traps import TrapPair, ccsa_requests, refused_for_good, trapped, up_without_child
 from test_review_revlan_trap_refused import RefusingPair, ike_sa_init_requests
 
-from tunsec.ike.exchanges.create_child_sa import MAX_RETRIES
 from tunsec.metrics import event_families
 from tunsec.services.ike.trap_hold import HOLD_FIRST, HOLD_MAX, TrapHolds, hold_for
 
@@ -120,13 +119,7 @@ def test_a_child_that_came_up_ends_the_hold_down() -> None:
         svc = pair.svc["a"]
         clock = Clock()
         svc.trap_holds.clock = clock
-        refuse_spis(pair.ike("b"), 1 + MAX_RETRIES)
-        svc.acquire(pid)
-        await pair.settle()
-        for _ in range(MAX_RETRIES):
-            sa.handle_timer(time.monotonic() + 10.0)
-            svc._pump()
-            await pair.settle()
+        await refused_for_good(pair, sa, pid)
         asked = ccsa_requests(pair)
         svc.acquire(pid)                   # failed for good: held down
         await pair.settle()

@@ -203,19 +203,26 @@ def test_acquires_in_the_retry_window_after_a_temporary_failure_start_no_second_
     run(body())
 
 
+async def refused_for_good(pair: TrapPair, sa: IkeSa, pid: int) -> None:
+    """An ACQUIRE asks for A's trap child on ``sa`` (up), and B refuses each of its 1 + MAX_RETRIES
+    tries for now (TEMPORARY_FAILURE): the child failed for good."""
+    refuse_spis(pair.ike("b"), 1 + MAX_RETRIES)
+    svc = pair.svc["a"]
+    svc.acquire(pid)
+    await pair.settle()
+    for _ in range(MAX_RETRIES):
+        sa.handle_timer(time.monotonic() + 10.0)
+        svc._pump()
+        await pair.settle()
+
+
 def test_a_child_sa_refused_for_good_is_initiated_again_by_the_next_acquire() -> None:
     async def body() -> None:
         pair, pid = await trapped()
         sa = await up_without_child(pair)
-        refuse_spis(pair.ike("b"), 1 + MAX_RETRIES)
         svc = pair.svc["a"]
         before = ccsa_requests(pair)
-        svc.acquire(pid)
-        await pair.settle()
-        for _ in range(MAX_RETRIES):
-            sa.handle_timer(time.monotonic() + 10.0)
-            svc._pump()
-            await pair.settle()
+        await refused_for_good(pair, sa, pid)
         assert ccsa_requests(pair) == before + 1 + MAX_RETRIES
         assert sa.get_timer() is None or sa.get_timer() > time.monotonic() + 10.0   # no retry left
         # given up: a packet within the hold-down (trap_hold.py) starts nothing; after it, this packet

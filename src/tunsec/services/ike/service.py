@@ -109,6 +109,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.child_index import ChildIndex
+from tunsec.services.ike.configured_claims import ConfiguredClaims
 from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
@@ -188,6 +189,9 @@ class IkeService(Service):
         self._ike_handles = Handles()   # IKE SA -> handle, and back (_ike_sa)
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
+        # the named connections' configured selectors are their peers' while down too (configured_claims.py)
+        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles)
+        self.configured_claims.follow(connections)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
