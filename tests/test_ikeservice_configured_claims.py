@@ -11,14 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 
 import pytest
-from test_ikeservice_peers import ipv4_udp
+from test_ikeservice_peers import GW, ipv4_udp, psk_ike
 from test_review_revlan_trap_claims import NAMED_NET, NAMED_PEER, TrapAndHub
 
 from tunsec.conf.config import Config, parse_config
-from tunsec.conf.connections import Child
+from tunsec.conf.connections import Child, Connection
 from tunsec.dataplane.fastpath import Drop
+from tunsec.ike.config import RemoteAuth
+from tunsec.ike.identity import Identity
+from tunsec.policy.claims import Peer, TsClaims
+from tunsec.policy.selector import Ts
+from tunsec.services.ike.configured_claims import ConfiguredClaims
 
 
 def spoke_refused(gw: TrapAndHub) -> bool:
@@ -99,6 +105,8 @@ secrets {{ ike {{ secret = "a shared secret of some length" }} }}
     ("%any", "10.1.0.0/16", "10.3.1.0/24", False),        # apart
     ("%any", "10.9.0.0/16", "10.2.1.0/24", False),        # toward another local side
     ("spoke.example", "10.1.0.0/16", "10.2.1.0/24", False),   # a named spoke: the Child SAs decide
+    ("%any", "10.1.0.0/16", "0.0.0.0/0", False),          # a full tunnel is claimed by no one
+    ("%any", "10.1.0.0/16", "0.0.0.0/0, 10.2.1.0/24", True),   # the network beside it is
 ])
 def test_a_any_connections_remote_ts_over_a_named_ones_is_warned_about(hub_id: str, hub_local: str, site_ts: str,
                                                                         warned: bool) -> None:
@@ -109,3 +117,16 @@ def test_a_any_connections_remote_ts_over_a_named_ones_is_warned_about(hub_id: s
         assert warnings[0].message.startswith("10.2.0.0/16 overlaps 10.2.1.0/24, the remote_ts of connection site's "
                                               "child net, which names its peer (site.example)")
         assert "a peer asking for them is refused" in warnings[0].message and warnings[0].line > 0
+
+
+def test_a_named_full_tunnel_claims_the_networks_beside_it_only() -> None:
+    """0.0.0.0/0 through a named HQ is its default route, no network of its (a road warrior's lease,
+    any spoke, would be refused while HQ is down): only 10.9.0.0/16 beside it is claimed."""
+    hq = psk_ike("hq", "gw.example", RemoteAuth("psk", Identity.parse("hq.example")), GW, NAMED_PEER,
+                 "10.1.0.0/16", "0.0.0.0/0, 10.9.0.0/16")
+    claims = TsClaims()
+    ConfiguredClaims(claims, itertools.count(1)).follow([Connection("hq", hq)])
+    spoke = Peer(Identity.parse("spoke.example"), "psk gw")
+    assert claims.overlaps(spoke, [Ts.parse("8.8.8.0/24")], [Ts.parse("10.1.0.0/24")]) == []
+    ((claim, common),) = claims.overlaps(spoke, [Ts.parse("10.9.1.0/24")], [Ts.parse("10.1.0.0/24")])
+    assert claim.configured and str(claim.ts) == "10.9.0.0/16" and str(common) == "10.9.1.0/24"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tunsec.conf.errors import ConfigIssue
+from tunsec.policy.full_tunnel import without_full_tunnel
 from tunsec.policy.selector import Ts
 
 if TYPE_CHECKING:
@@ -24,15 +25,17 @@ if TYPE_CHECKING:
 def named_overlap_warnings(connections: Sequence[Connection]) -> list[ConfigIssue]:
     """A child of a connection of %any whose remote_ts overlaps a named connection's child's toward
     local_ts that meet (one warning per child: the first such overlap).  ``dynamic`` selectors on
-    either side are not warned about (what they become is the peer's address or lease)."""
-    named = [(c, ch) for c in connections if c.ike.names_its_peer for ch in c.children]
+    either side are not warned about (what they become is the peer's address or lease), nor a named
+    connection's full tunnel, which is not claimed (services/ike/configured_claims.py)."""
+    named = [(c, ch, without_full_tunnel(ch.config.remote_ts)) for c in connections if c.ike.names_its_peer
+             for ch in c.children]
     out = []
     for c in connections:
         if c.ike.names_its_peer:
             continue
         for child in c.children:
             remote, local = child.config.remote_ts, child.config.local_ts
-            found = next(((n, ch, mine, theirs) for n, ch in named for mine in remote for theirs in ch.config.remote_ts
+            found = next(((n, ch, mine, theirs) for n, ch, claimed in named for mine in remote for theirs in claimed
                           if _overlap(mine, theirs) and _locals_meet(local, ch.config.local_ts)), None)
             if found is None:
                 continue

@@ -9,7 +9,8 @@ proposed without the network, for as long as the spoke stayed.
 
 So each child of a connection that names its peer (IkeConfig.names_its_peer) holds its configured
 (remote_ts, local_ts), resolved as the trap policies are (traps.install_traps: ``dynamic`` as the
-connection's addresses, left out where the address is %any), under that peer (its remote.id and
+connection's addresses, left out where the address is %any; a full tunnel left out: without_full_tunnel),
+under that peer (its remote.id and
 proof), from the service's construction (before anyone is answered) until a reload's configuration
 no longer names it, whatever its start_action: a trap's network, a start child's while it
 reconnects, a responder's (none) while its peer is away are the named peer's all the same, and the
@@ -27,16 +28,20 @@ from collections.abc import Iterable, Iterator
 
 from tunsec.conf.connections import Connection
 from tunsec.policy.claims import Peer, TsClaims
+from tunsec.policy.full_tunnel import without_full_tunnel
 from tunsec.policy.selector import Ts
 
 Key = tuple[str, str]   # (connection, child)
 
 
 def configured_selectors(conn: Connection) -> Iterator[tuple[str, tuple[Ts, ...], tuple[Ts, ...]]]:
-    """Each child of ``conn`` (named) with its remote and local selectors as the trap policies resolve them."""
+    """Each child of ``conn`` (named) with its remote and local selectors as the trap policies resolve
+    them, its full tunnel left out (policy/full_tunnel.py without_full_tunnel: the
+    default route through that peer is no network of its, as ike/address_role.py counts it for none;
+    claimed while down, it would refuse every road warrior's lease and spoke toward the same local side)."""
     ike = conn.ike
     for ch in ike.children:
-        remote = _resolved(ch.remote_ts, ike.remote_addr)
+        remote = without_full_tunnel(_resolved(ch.remote_ts, ike.remote_addr))
         if remote:
             yield ch.name, remote, _resolved(ch.local_ts, ike.local_addr)
 
