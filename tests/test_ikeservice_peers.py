@@ -37,7 +37,9 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.secret import Secret
+from tunsec.policy.claims import Claim
 from tunsec.policy.ids import IdSpace
+from tunsec.policy.selector import Ts
 from tunsec.services.ike import IkeService, installs
 
 GW = "192.0.2.1"
@@ -289,6 +291,17 @@ def esp_open(key: bytes, esp: bytes) -> tuple[int, bytes]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def child_claims(svc: IkeService) -> int:
+    """The claims of Child SAs (and held lineages), not those of the named connections' configured
+    children (services/ike/configured_claims.py), which stay while the configuration names them."""
+    return len(svc.ts_claims) - len(svc.configured_claims)
+
+
+def unconfigured(found: list[tuple[Claim, Ts]]) -> list[tuple[Claim, Ts]]:
+    """``found`` (TsClaims.overlaps) without the named connections' configured claims."""
+    return [(c, ts) for c, ts in found if not c.configured]
 
 
 def assert_reaches_only_its_site(gw: Gateway, i: int) -> None:

@@ -18,7 +18,7 @@ import ipaddress
 import logging
 
 import pytest
-from test_ikeservice_peers import GW, Gateway, InProcessWorker, esp_open, esp_seal, ipv4_udp, run, site_ip
+from test_ikeservice_peers import GW, Gateway, InProcessWorker, child_claims, esp_open, esp_seal, ipv4_udp, run, site_ip
 from test_ikeservice_rekey import Pair, RecordingWorker, Wire, fire_timers
 
 from tunsec.conf.connections import Action
@@ -143,7 +143,7 @@ def test_a_child_sa_whose_larval_sa_the_worker_lost_is_rekeyed(caplog: pytest.Lo
         pair.assert_installed("a")
         assert pair.ike("a").children[0].spi_in != taken
         assert any("has no inbound SA in the worker: rekeying it" in r.getMessage() for r in caplog.records)
-        assert a._held_claims == {} and len(a.ts_claims) == 1
+        assert a._held_claims == {} and child_claims(a) == 1
     run(body())
 
 

@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 from test_ikeservice_install_failed import TwoChildPair, ike_up, never_answer
-from test_ikeservice_peers import run
+from test_ikeservice_peers import child_claims, run
 from test_ikeservice_rekey import fire_timers
 
 from tunsec.dataplane import client, pipe
@@ -60,7 +60,7 @@ def test_a_held_back_add_not_answered_in_time_goes_with_its_child_sa(monkeypatch
         await settle(pair)
         assert not pair.sa_spis("b", Direction.OUT) and not pair.sa_spis("b", Direction.IN)
         assert {s.spi for s in dp.sas()} <= set(b.spi_pool.spis)   # the pool's larval SAs only
-        assert dp.policies() == [] and b.child_policies == {} and len(b.ts_claims) == 0
+        assert dp.policies() == [] and b.child_policies == {} and child_claims(b) == 0
     run(body())
     (line,) = [r.getMessage() for r in caplog.records if "installing CHILD_SA" in r.getMessage()]
     assert "failed: Add (no answer within" in line and line.endswith("deleting it")

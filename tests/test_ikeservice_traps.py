@@ -4,7 +4,8 @@ The worker raises an ACQUIRE per trap policy and rate-limit period for as long a
 strongSwan's trap_manager (its pending acquires), one negotiation answers them all: while the
 initiation waits for an inbound SPI, while its IKE_AUTH or CREATE_CHILD_SA is out, and in the
 2-10 s before a Child SA the peer refused for now (TEMPORARY_FAILURE) is asked for again.  Once it
-is up, failed for good or gone, the next ACQUIRE initiates again.
+is up or gone, the next ACQUIRE initiates again; once it failed, the next ACQUIRE after its hold-down
+(trap_hold.py, tests/test_ikeservice_trap_hold.py).
 
 Two real IkeServices with the in-process worker and C fast path, wired in memory
 (test_ikeservice_rekey.Pair); the refusing peer's engine is given an SPI allocator that refuses.
@@ -32,6 +33,7 @@ from tunsec.ike.message import decode_header
 from tunsec.ike.sa import IkeSa
 from tunsec.ike.state import SpiUnavailable
 from tunsec.services.ike import ikesas
+from tunsec.services.ike.trap_hold import HOLD_FIRST
 
 
 class TrapPair(ExpiryPair):
@@ -201,22 +203,32 @@ def test_acquires_in_the_retry_window_after_a_temporary_failure_start_no_second_
     run(body())
 
 
+async def refused_for_good(pair: TrapPair, sa: IkeSa, pid: int) -> None:
+    """An ACQUIRE asks for A's trap child on ``sa`` (up), and B refuses each of its 1 + MAX_RETRIES
+    tries for now (TEMPORARY_FAILURE): the child failed for good."""
+    refuse_spis(pair.ike("b"), 1 + MAX_RETRIES)
+    svc = pair.svc["a"]
+    svc.acquire(pid)
+    await pair.settle()
+    for _ in range(MAX_RETRIES):
+        sa.handle_timer(time.monotonic() + 10.0)
+        svc._pump()
+        await pair.settle()
+
+
 def test_a_child_sa_refused_for_good_is_initiated_again_by_the_next_acquire() -> None:
     async def body() -> None:
         pair, pid = await trapped()
         sa = await up_without_child(pair)
-        refuse_spis(pair.ike("b"), 1 + MAX_RETRIES)
         svc = pair.svc["a"]
         before = ccsa_requests(pair)
-        svc.acquire(pid)
-        await pair.settle()
-        for _ in range(MAX_RETRIES):
-            sa.handle_timer(time.monotonic() + 10.0)
-            svc._pump()
-            await pair.settle()
+        await refused_for_good(pair, sa, pid)
         assert ccsa_requests(pair) == before + 1 + MAX_RETRIES
         assert sa.get_timer() is None or sa.get_timer() > time.monotonic() + 10.0   # no retry left
-        svc.acquire(pid)                   # given up: this packet starts a new request, which B grants
+        # given up: a packet within the hold-down (trap_hold.py) starts nothing; after it, this packet
+        # starts a new request, which B grants
+        svc.trap_holds.clock = lambda: time.monotonic() + HOLD_FIRST
+        svc.acquire(pid)
         await pair.settle()
         assert ccsa_requests(pair) == before + 2 + MAX_RETRIES
         assert len(nets(pair, "a")) == 1 and len(nets(pair, "b")) == 1
@@ -235,6 +247,7 @@ def test_a_closed_ike_sa_leaves_no_pending_acquire() -> None:
         pair.wire.clear()                  # its IKE_SA_INIT is lost...
         first.delete(time.monotonic())     # ... and it is given up
         svc._pump()
+        svc.trap_holds.clock = lambda: time.monotonic() + HOLD_FIRST   # past its hold-down (trap_hold.py)
         svc.acquire(pid)
         await pair.settle()
         live = [sa for sa in svc.endpoint.sas if not sa.is_closed]

@@ -20,6 +20,8 @@ class EventCounts:
     dpd_failures: collections.Counter[str] = field(default_factory=collections.Counter)  # established, then dead
     # ACQUIREs of a trap policy while its child was up or being created already (traps.acquire)
     acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    # ACQUIREs of a trap policy in the hold-down after its child's initiation failed (trap_hold.py)
+    acquires_held: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     # ACQUIREs of a Child SA's policies once the worker removed its outbound SA (hard limit) until
     # its DELETE or rekey is through (traps.acquire)
     child_acquires_ignored: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)

@@ -432,6 +432,9 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
                               labels=["connection"])
     ignored = CounterMetricFamily("tunsec_trap_acquires_ignored", "Packets' ACQUIREs of a trap policy ignored: "
                                   "its child was up or being created already", labels=["connection", "child"])
+    held = CounterMetricFamily("tunsec_trap_acquires_held", "Packets' ACQUIREs of a trap policy that started "
+                               "nothing: its child's last initiation failed, held down 2 s doubling to 165 s",
+                               labels=["connection", "child"])
     gone = CounterMetricFamily("tunsec_child_sa_acquires_ignored", "Packets' ACQUIREs of a Child SA's policy "
                                "ignored: its outbound SA reached its hard limit, the DELETE or rekey was under way",
                                labels=["connection", "child"])
@@ -483,6 +486,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             ts_limit.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.acquires_ignored.items()):
             ignored.add_metric([conn, name], n)
+        for (conn, name), n in sorted(events.acquires_held.items()):
+            held.add_metric([conn, name], n)
         for (conn, name), n in sorted(events.child_acquires_ignored.items()):
             gone.add_metric([conn, name], n)
         for conn, n in sorted(events.ike_rekeys.items()):
@@ -493,8 +498,8 @@ def event_families(events: EventCounts | None, worker_restarts: int) -> Iterator
             dpd.add_metric([conn], n)
         for conn, n in sorted(events.vip_refused.items()):
             vip.add_metric([conn], n)
-    yield from (ike, child, dpd, ignored, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed, recreate,
-                vip, skipped)
+    yield from (ike, child, dpd, ignored, held, gone, migrate, deferred, limit, claims, rekey_ts, ts_limit, failed,
+                recreate, vip, skipped)
     yield CounterMetricFamily("tunsec_worker_restarts", "Times the dataplane worker died and was restarted",
                               value=worker_restarts)
 

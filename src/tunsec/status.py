@@ -356,6 +356,7 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("ACQUIREs ignored: " + "; ".join(
             f"{what}: " + ", ".join(f"{c['connection']}/{c['child']} {c['count']}" for c in ignored[key])
             for key, what in (("trap", "trap policy, child up or being created"),
+                              ("trap_held", "trap policy, held down after its initiation failed"),
                               ("child_sa", "Child SA past its hard limit, DELETE or rekey under way"))
             if ignored.get(key)))
     if limited := doc.get("child_sa_limit"):

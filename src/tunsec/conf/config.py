@@ -20,6 +20,7 @@ from tunsec.conf.connections import Connection, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
+from tunsec.conf.named_overlap import named_overlap_warnings
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.readable import files_holding_keys, readable_secret_warnings
@@ -169,6 +170,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
             *port_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *ike_inside_manual_warnings(manual, connections, pools),
+            *named_overlap_warnings(connections),
             *(radius_warnings(sections["radius"], radius, tunsec.half_open_timeout) if radius is not None else ()),
             *(unproven_warnings(connections, radius) if radius is not None else ()),
         ], "a warning"), files)),

@@ -46,6 +46,11 @@ administrator named: it never overlaps another identity's selectors, named or no
 service adds each Child SA's remote and local selectors when it books it (ChildSaUp) and removes
 them when it forgets it.
 
+A connection that names its peer claims its children's configured selectors for that peer from
+its load until a reload stops naming them (services/ike/configured_claims.py, ``configured``): a peer
+of a connection of %any (a hub's spoke) may not take a named site's network while the site's Child SA
+is down (review revlan F1).  Such a claim binds only peers whose connection does not name them.
+
 A manual tunnel's networks are claimed too (services/manual_claims.py), under an owner no IKE peer
 equals (:func:`manual_owner`: its proof ``manual`` is no IkeConfig.lease_proof), for as long as the
 configuration names the tunnel, installed or not: its policies' band comes first outbound, but an
@@ -82,6 +87,9 @@ class Claim:
     local: tuple[Ts, ...] = ()   # none known: meets every local selector
     named: bool = False   # its connection names its peer and gave it these selectors (IkeConfig.assigns)
     by_name: bool = False   # its connection names its peer (IkeConfig.names_its_peer), whatever selectors
+    # a named connection's configured selectors, held while no Child SA of it is up (configured_claims.py):
+    # binding on peers of connections that do not name theirs only
+    configured: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +160,13 @@ class TsClaims:
         return len(self._by_handle)
 
     def add(self, handle: int, conn: str, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
-            named: bool = False, by_name: bool | None = None) -> None:
-        """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones (``by_name``: None is ``named``)."""
+            named: bool = False, by_name: bool | None = None, configured: bool = False) -> None:
+        """Child SA ``handle`` holds remote ``selectors`` toward ``local`` ones (``by_name``: None is ``named``;
+        ``configured``: a named connection's configured child, services/ike/configured_claims.py)."""
         mine = tuple(local)
         named, by_name = _as_named(peer, named, by_name)
         known = named if by_name is None else by_name
-        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named, known))
+        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named, known, configured))
                    for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
@@ -177,7 +186,7 @@ class TsClaims:
         """``other`` holds what ``handle`` holds too (what it held before goes), until removed."""
         if entries := self._by_handle.get(handle):
             c = entries[0][2]
-            self.add(other, c.conn, c.peer, [e[2].ts for e in entries], c.local, c.named, c.by_name)
+            self.add(other, c.conn, c.peer, [e[2].ts for e in entries], c.local, c.named, c.by_name, c.configured)
 
     def clear(self) -> None:
         for fam in self._entries:
@@ -221,7 +230,10 @@ class TsClaims:
         identity is another peer's all the same if one connection names it and the other does not
         (an EAP user or a CA's certificate that merely bears a site's name); of one named twice it
         is the peer's own, whichever selectors each child was given (a spoke's second child that
-        chose from a wide remote_ts beside a first one given as written)."""
+        chose from a wide remote_ts beside a first one given as written).  A configured claim (a named
+        connection's child, services/ike/configured_claims.py) binds only a peer whose connection does
+        not name it: among named peers the Child SAs decide, as before (a primary and a backup, spokes
+        choosing their parts of one wide remote_ts)."""
         found: list[tuple[Claim, Ts]] = []
         named, by_name = _as_named(peer, named, by_name)
         by_name = named if by_name is None else by_name
@@ -232,7 +244,7 @@ class TsClaims:
             near = entries[bisect.bisect_left(starts, first - self._reach[fam]):bisect.bisect_right(starts, last)]
             for e in (near + self._wide[fam] if self._wide[fam] else near):
                 start, end, claim = e
-                if end < first or start > last or (named and claim.named) or \
+                if end < first or start > last or (named and claim.named) or (claim.configured and by_name) or \
                         (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
@@ -344,5 +356,6 @@ def describe(found: Sequence[tuple[Claim, Ts]]) -> str:
     claim, common = found[0]
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     local = ", ".join(map(str, claim.local)) or "any"
-    whose = f"{claim.conn} (" if is_manual(claim) else f"peer {claim.peer} (connection {claim.conn}, "
+    whose = f"{claim.conn} (" if is_manual(claim) else f"peer {claim.peer} (connection {claim.conn}, " + \
+        ("configured: " if claim.configured else "")
     return f"overlaps {common} of {whose}its remote {claim.ts} local {local}){more}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from tunsec.policy.selector import IPNetwork
+from tunsec.policy.selector import IPNetwork, Ts
 
 # What a full tunnel covers, by family: the IPv6 one is the global unicast space.
 EVERYTHING = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("2000::/3")}
@@ -31,3 +31,11 @@ def default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
                 found.update(wide)
                 break
     return found
+
+
+def without_full_tunnel(selectors: Sequence[Ts]) -> tuple[Ts, ...]:
+    """``selectors`` without those of their full tunnel (default_routes: 0.0.0.0/0, its two halves,
+    ::/0, 2000::/3), more specific networks beside it kept: what a named connection's configured
+    selectors claim (services/ike/configured_claims.py)."""
+    full = default_routes([n for t in selectors if not t.dynamic for n in t.networks()])
+    return tuple(t for t in selectors if t.dynamic or not set(t.networks()) <= full)

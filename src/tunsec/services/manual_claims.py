@@ -54,7 +54,10 @@ class ManualClaims:
         out = []
         for t in tunnels:
             _conn, peer = manual_owner(t.name)
-            found = [(c, ts) for c, ts in self.claims.overlaps(peer, t.remote_ts, t.local_ts) if not is_manual(c)]
+            # an IKE peer's Child SA, not a named connection's configured child (services/ike/configured_claims.py:
+            # the tunnel comes first, and that connection's Child SAs are narrowed or refused around it)
+            found = [(c, ts) for c, ts in self.claims.overlaps(peer, t.remote_ts, t.local_ts)
+                     if not is_manual(c) and not c.configured]
             if found:
                 out.append(f"manual tunnel {t.name} ({t.file}:{t.line}): its remote_ts "
                            f"{', '.join(map(str, t.remote_ts))} toward local_ts {', '.join(map(str, t.local_ts))} "

@@ -66,6 +66,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     connections = [dataclasses.replace(c, ike=running[c.name]) if c.name in running else c
                    for c in cfg.connections]
     self.connections = {c.name: c for c in connections}
+    self.configured_claims.follow(connections)   # a named child's selectors, as configured now
     dropped = self.endpoint.set_configs([c.ike for c in connections], creds)
     traps = self._forget_traps(gone)   # their ACQUIREs read from now on are no longer ours
     now = time.monotonic()

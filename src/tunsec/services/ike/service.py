@@ -109,6 +109,7 @@ from tunsec.services.ike import status as _status
 from tunsec.services.ike.barrier import Barrier
 from tunsec.services.ike.changes import Changes
 from tunsec.services.ike.child_index import ChildIndex
+from tunsec.services.ike.configured_claims import ConfiguredClaims
 from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
@@ -120,6 +121,7 @@ from tunsec.services.ike.resolver import Resolver
 from tunsec.services.ike.sockets import IkeSocketKey, IkeSockets, _is_init, recv
 from tunsec.services.ike.spis import SpiPool
 from tunsec.services.ike.state import ChildState, IPAddress, IPNetwork, Lineage, ts_networks
+from tunsec.services.ike.trap_hold import TrapHolds
 from tunsec.services.ike.trusted import TrustedSpis, peer_of
 from tunsec.services.ike.vips import VirtualIps
 from tunsec.status import filled
@@ -188,6 +190,9 @@ class IkeService(Service):
         self._ike_handles = Handles()   # IKE SA -> handle, and back (_ike_sa)
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
+        # the named connections' configured selectors are their peers' while down too (configured_claims.py)
+        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles)
+        self.configured_claims.follow(connections)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
         self.ike_up: dict[bytes, IkeUpRecord] = {}
@@ -212,6 +217,7 @@ class IkeService(Service):
         # policy id -> (connection, child, lineage) of the Child SAs' policies, from their SPDADD until released
         self.child_policies: dict[int, tuple[str, str, Lineage]] = {}
         self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
+        self.trap_holds = TrapHolds()   # trap children whose ACQUIRE's initiation failed: held down (trap_hold.py)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
         self.closing = False
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
@@ -529,6 +535,7 @@ class IkeService(Service):
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
+                    self.trap_holds.up((ev.name, ev.child))   # a failed trap initiation's hold-down ends
                     # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:
                     # they wait for the install (even a task cancelled before it ran releases them)
                     self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))

@@ -96,9 +96,11 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # packets' ACQUIREs claimed and ignored, by child (the metrics' tunsec_trap_acquires_ignored and
         # tunsec_child_sa_acquires_ignored): "trap", of a trap policy whose child was up or being created
         # already; "child_sa", of a Child SA's policy after its outbound SA's hard limit, until its DELETE
-        # or rekey is through
+        # or rekey is through; "trap_held", of a trap policy in the hold-down after its child's initiation
+        # failed (tunsec_trap_acquires_held; trap_hold.py)
         "acquires_ignored": {"trap": _by_child(events.acquires_ignored),
-                             "child_sa": _by_child(events.child_acquires_ignored)},
+                             "child_sa": _by_child(events.child_acquires_ignored),
+                             "trap_held": _by_child(events.acquires_held)},
         # peers' CREATE_CHILD_SA requests refused over max_child_sas (NO_ADDITIONAL_SAS), by connection
         "child_sa_limit": dict(sorted(events.child_sa_limit.items())),
         # peers' moves (NAT rebinding, MOBIKE) whose Child SAs waited for their IKE SA's move budget

@@ -28,6 +28,7 @@ def _forget_traps(self: IkeService, conns: set[str]) -> tuple[list[int], list[in
     for pid in pids:
         del self.trap_policies[pid]
     reqids = [self.trap_reqids.pop(k) for k in [k for k in self.trap_reqids if k[0] in conns]]
+    self.trap_holds.forget(conns)   # a replaced connection's children start afresh (trap_hold.py)
     return pids, reqids
 
 
@@ -90,11 +91,13 @@ def _trap_reqid(self: IkeService, conn: str, child: str) -> int:
 
 
 def acquire(self: IkeService, policy_id: int) -> None:
-    """A packet hit a trap policy: initiate its child, unless that is under way already.
+    """A packet hit a trap policy: initiate its child, unless that is under way already, or its last
+    initiation failed within its hold-down (trap_hold.py).
 
     As strongSwan's trap_manager (its list of pending acquires) a repeat ACQUIRE is ignored while
     the first one's negotiation goes on; counted (tunsec_trap_acquires_ignored), not logged: the
-    worker raises one per policy and rate-limit period for as long as packets keep coming."""
+    worker raises one per policy and rate-limit period for as long as packets keep coming.  One
+    held down is counted (tunsec_trap_acquires_held); the hold-down logs once per failure."""
     target = self.trap_policies.get(policy_id)
     if target is None:
         _child_acquire(self, policy_id)
@@ -102,6 +105,10 @@ def acquire(self: IkeService, policy_id: int) -> None:
     if _under_way(self, *target):
         self.events.acquires_ignored[target] += 1
         return
+    if self.trap_holds.holds(target):
+        self.events.acquires_held[target] += 1
+        return
+    self.trap_holds.started(target)
     conn, child = target
     log.info("%s: traffic for child %s: initiating (start_action = trap)", conn, child)
     self.acquiring.add(target)
