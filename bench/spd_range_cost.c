@@ -98,8 +98,9 @@ int main(int argc, char **argv) {
     t = cpu();
     for (int k = 0; k < 20; k++) {
         ts_rindex_reset(&dp->spd.range);
-        for (size_t i = 0; i < dp->spd.n; i++)
-            ts_rindex_add(&dp->spd.range, &dp->spd.v[i].pol.sel, (uint32_t)i);
+        for (size_t i = 0; i < dp->spd.used; i++)
+            if (!dp->spd.v[i].dead && !dp->spd.v[i].hashed)
+                ts_rindex_add(&dp->spd.range, dp->spd.v, (uint32_t)i);
     }
     printf("  the range index rebuilt: %.2f ms (%zu nodes, %zu links)\n", (cpu() - t) / 20 * 1e3,
            dp->spd.range.nnode, dp->spd.range.nlink);

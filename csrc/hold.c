@@ -22,11 +22,19 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-ts_hold *ts_hold_new(void) {
+ts_hold *ts_hold_new(_Atomic uint64_t *held) {
     ts_hold *h = calloc(1, sizeof(*h));
-    if (h)
+    if (h) {
         pthread_mutex_init(&h->lock, NULL);
+        h->held = held;
+    }
     return h;
+}
+
+/* the SPD's count follows n: a change asks it, not every hold, whether packets wait */
+static void count_held(ts_hold *h, int64_t d) {
+    if (h->held)
+        atomic_fetch_add_explicit(h->held, (uint64_t)d, memory_order_relaxed);
 }
 
 static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
@@ -36,6 +44,7 @@ static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
     memmove(h->t_ns, h->t_ns + 1, (h->n - 1) * sizeof(h->t_ns[0]));
     h->used -= first;
     h->n--;
+    count_held(h, -1);
     if (dp)
         ts_drop(dp, reason);
 }
@@ -69,6 +78,7 @@ bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_
     h->len[h->n] = (uint32_t)len;
     h->t_ns[h->n] = now_ns;
     h->n++;
+    count_held(h, 1);
     h->used += (uint32_t)len;
     pthread_mutex_unlock(&h->lock);
     return true;
@@ -102,6 +112,7 @@ void ts_hold_free(ts_dp *dp, ts_hold *h) {
         return;
     for (uint32_t i = 0; dp && i < h->n; i++)
         ts_drop(dp, TS_DROP_HOLD_TIMEOUT);   /* the policy went away before its SA came */
+    count_held(h, -(int64_t)h->n);
     pthread_mutex_destroy(&h->lock);
     free(h->buf);
     free(h);

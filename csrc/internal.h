@@ -124,6 +124,7 @@ ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr 
 typedef struct ts_hold {
     pthread_mutex_t lock;              /* loop threads push/pop under the read lock */
     uint32_t n, used;                  /* packets, bytes in buf (oldest first, back to back) */
+    _Atomic uint64_t *held;            /* the SPD's count of waiting packets, kept with n (may be NULL) */
     uint32_t len[TS_HOLD_PKTS];
     uint64_t t_ns[TS_HOLD_PKTS];       /* when each was held */
     uint8_t *buf;                      /* TS_HOLD_BYTES, only while packets wait: most policies never
@@ -139,37 +140,44 @@ typedef struct ts_spd_entry {
     _Atomic uint64_t last_acquire_ns;
     ts_hold *hold;                     /* PROTECT: packets waiting for out_sa (hold.c) */
     bool hashed;                       /* destination one address: in the index's hash */
-    uint32_t next;                     /* position of the next entry in its bucket, TS_SPD_NONE = last */
+    bool dead;                         /* deleted: in no index, its slot kept until a compaction */
+    uint32_t next;                     /* slot of the next entry in its bucket, TS_SPD_NONE = last */
+    uint32_t id_next;                  /* the next entry in its id bucket */
+    uint32_t rq_next, rq_prev;         /* the next and previous in its reqid bucket (reqid 0: in none);
+                                          both ways: many policies may share a reqid */
     uint64_t hash;                     /* keyed hash of (family, destination) when hashed */
 } ts_spd_entry;
 
 /* The index over v (spd.c): a gateway has one policy per client, whose destination is
  * the client's virtual IP, so those entries are hashed by (family, destination) with a
  * key random per context (nobody can pile policies into one bucket and aim packets at
- * it); the rest (destination a range) are listed in order and indexed by destination
- * prefix (ts_rindex below).  All hold positions in v, which is sorted by (priority,
- * insertion), so the lower position of the bucket's first match and the range index's
- * is what the ordered scan finds.  Changed under the write lock: an addition at the end
- * (priorities equal or rising) is linked in, any other change rebuilds the hash (O(n), as
- * its memmove already is) and moves the range index's positions (O(its size)); loop
- * threads read them under the read lock. */
+ * it); the rest (destination a range) are indexed by destination prefix (ts_rindex below).
+ * An entry keeps its slot in v from its addition to the next compaction, whatever is
+ * added or deleted around it: the order that decides between matches is its rank,
+ * (priority, insertion), and every chain lists its slots by rank, so the first match
+ * of a chain is the chain's best and the lower rank of the bucket's and the range
+ * index's is what the ordered scan finds.  A change links or unlinks one entry (a delete
+ * leaves a dead slot); a compaction drops the dead slots, sorts v by rank and rebuilds
+ * the chains once the dead outnumber the live (or v must grow): O(1) amortized a change
+ * besides the chain walks.  Changed under the write lock; loop threads read under the
+ * read lock. */
 #define TS_SPD_NONE UINT32_MAX
 
 /* The range index (spdrange.c): the entries whose destination is a range, per family in a
  * path-compressed binary trie of destination prefixes.  A range is split into the prefixes
  * that cover it exactly (one for a subnet), or placed at the one prefix holding it whole when
- * that takes more than TS_RANGE_PIECES; each prefix's node chains the positions of its entries
- * in ascending order.  A lookup walks the destination's path and takes the lowest position
+ * that takes more than TS_RANGE_PIECES; each prefix's node chains the slots of its entries
+ * by rank.  A lookup walks the destination's path and takes the lowest rank
  * whose selector matches: every entry matching the flow has its destination range around the
  * flow's destination, so it is on that path. */
 typedef struct ts_rnode {
     uint8_t prefix[16];                /* bits past len are zero */
     uint8_t len;                       /* prefix length in bits */
     uint32_t child[2];                 /* node by the bit after the prefix, TS_SPD_NONE = none */
-    uint32_t head, tail;               /* chain of links, positions ascending */
+    uint32_t head, tail;               /* chain of links, slots by rank */
 } ts_rnode;
 typedef struct ts_rlink {
-    uint32_t pos, next;
+    uint32_t pos, next;                /* pos: a slot of v */
 } ts_rlink;
 typedef struct ts_rindex {
     uint32_t root[2];                  /* IPv4, IPv6 */
@@ -178,20 +186,32 @@ typedef struct ts_rindex {
     size_t nnode, node_cap, nlink, link_cap;
     size_t nlive;                      /* links in a chain (the others were unlinked by close) */
     bool whole;                        /* every unhashed entry is in it; false (out of memory): the
-                                          lookups scan spd->rest in order instead */
+                                          lookups scan the unhashed entries instead */
 } ts_rindex;
 
+/* Destination generations: a flow-cache slot is current while the SPD's generation and its
+ * destination's here are unchanged (ts_spd_lookup_cached) */
+#define TS_SPD_DGEN 4096
 typedef struct ts_spd {
     ts_spd_entry *v;
-    size_t n, cap;                     /* cap: 0 or a power of two, also the number of buckets */
+    size_t n;                          /* live entries */
+    size_t used, cap;                  /* slots taken (live and dead); cap: 0 or a power of two,
+                                          also the number of buckets of each hash below */
     uint64_t next_order;
-    uint64_t generation;               /* bumped on every change: flow caches go stale */
+    /* Flow caches hold pointers into v: the generation moves whenever v moves (grows or is
+     * compacted) or a policy is added whose destination is a range (it may win any flow); a
+     * policy for one destination moves only that destination's dgen (only flows to it can
+     * match it); a delete moves neither (a flow cached to the dead entry sees it dead, no
+     * other flow's best changes) */
+    uint64_t generation;
+    uint64_t dgen[TS_SPD_DGEN];
     int hold_fd;                       /* eventfd: a held packet's SA was bound (hold.c) */
+    _Atomic uint64_t held;             /* packets waiting in the holds (hold.c) */
     uint64_t key[2];                   /* the index's SipHash key (ts_spd_init) */
-    uint32_t *head;                    /* cap buckets: position of the first entry, TS_SPD_NONE = empty */
-    uint32_t *rest;                    /* positions of the entries not hashed, ascending */
-    size_t nrest, nhashed;
-    ts_rindex range;                   /* the entries in rest by destination (spdrange.c) */
+    uint32_t *head;                    /* by destination: slot of the first entry, TS_SPD_NONE = empty */
+    uint32_t *by_id, *by_reqid;        /* by policy id, by reqid: slot of the first entry */
+    size_t nhashed;
+    ts_rindex range;                   /* the unhashed entries by destination (spdrange.c) */
 } ts_spd;
 
 typedef struct ts_flow {
@@ -211,7 +231,8 @@ _Static_assert(sizeof(ts_flow) == 40, "ts_flow is a flow cache key: no padding")
 #define TS_FLOW_CACHE 1024
 typedef struct ts_flow_slot {
     ts_flow key;
-    uint64_t generation;
+    uint64_t generation, dgen;         /* the SPD's and the destination's when filled */
+    uint32_t dbucket;                  /* the destination's index in spd->dgen */
     ts_spd_entry *entry;
 } ts_flow_slot;
 typedef struct ts_flow_cache {
@@ -249,20 +270,23 @@ void ts_spd_rebind(ts_spd *spd, ts_sad *sad);
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa);
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone);
 void ts_spd_destroy(ts_spd *spd);
-/* the range index (spdrange.c), changed under the write lock.  reset empties it; add puts an
- * entry's destination in at pos (false: out of memory, and it is no longer whole); open makes
- * room at pos (the positions from pos on move up), close takes out the entry that was at pos
- * with selector s (NULL: one not in it; those above move down; true: more is dead than live, time to rebuild); find lowers *best to the lowest position
- * below it whose selector matches f, counting the selectors it compared in *seen */
+/* the range index (spdrange.c), changed under the write lock.  reset empties it; add puts the
+ * entry at slot pos of v in (false: out of memory, and it is no longer whole); close takes it out
+ * (s NULL: one not in it; true: more is dead than live, or it was missing: time to rebuild); find
+ * lowers *best to the slot of lowest rank below *best's (SIZE_MAX: none yet) whose selector
+ * matches f, counting the selectors it compared in *seen */
 void ts_rindex_reset(ts_rindex *r);
-bool ts_rindex_add(ts_rindex *r, const ts_selector *s, uint32_t pos);
-void ts_rindex_open(ts_rindex *r, uint32_t pos);
+bool ts_rindex_add(ts_rindex *r, const ts_spd_entry *v, uint32_t pos);
 bool ts_rindex_close(ts_rindex *r, const ts_selector *s, uint32_t pos);
-void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t n, const ts_flow *f, size_t *best,
+void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t used, const ts_flow *f, size_t *best,
                     size_t *seen);
+/* a's rank is before b's: lower priority, or as low and added earlier */
+static inline bool ts_spd_before(const ts_spd_entry *a, const ts_spd_entry *b) {
+    return a->pol.priority < b->pol.priority || (a->pol.priority == b->pol.priority && a->order < b->order);
+}
 void ts_rindex_free(ts_rindex *r);
 
-ts_hold *ts_hold_new(void);
+ts_hold *ts_hold_new(_Atomic uint64_t *held);        /* held: the SPD's count of waiting packets */
 void ts_hold_free(ts_dp *dp, ts_hold *h);          /* counts what it still held (dp may be NULL) */
 /* false if not held (no hold, empty or oversized packet); may drop the oldest */
 bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns);

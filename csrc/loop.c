@@ -550,9 +550,9 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
 static void send_held(ts_dp *dp, struct ts_batch *b) {
     pthread_rwlock_rdlock(&dp->lock);
     uint64_t now = ts_now_ns();
-    for (size_t i = 0; i < dp->spd.n; i++) {
+    for (size_t i = 0; i < dp->spd.used; i++) {
         ts_spd_entry *e = &dp->spd.v[i];
-        if (!e->hold)
+        if (!e->hold)   /* a dead slot has none */
             continue;
         for (size_t k = ts_hold_count(e->hold); k > 0; k--) {
             uint64_t held_ns = 0;

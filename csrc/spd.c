@@ -2,6 +2,7 @@
  * selector matching shared with the inbound policy check. */
 #include "internal.h"
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -191,14 +192,16 @@ bool ts_selector_match_known(const ts_selector *s, const ts_flow *f, int known) 
 
 _Thread_local uint64_t ts_spd_examined;
 
+/* the ordered scan: the live match of lowest rank (the index's reference) */
 ts_spd_entry *ts_spd_lookup(ts_spd *spd, const ts_flow *f) {
-    for (size_t i = 0; i < spd->n; i++)
-        if (ts_selector_match(&spd->v[i].pol.sel, f)) {
-            ts_spd_examined += i + 1;
-            return &spd->v[i];
-        }
+    ts_spd_entry *best = NULL;
+    for (size_t i = 0; i < spd->used; i++) {
+        ts_spd_entry *e = &spd->v[i];
+        if (!e->dead && (!best || ts_spd_before(e, best)) && ts_selector_match(&e->pol.sel, f))
+            best = e;
+    }
     ts_spd_examined += spd->n;
-    return NULL;
+    return best;
 }
 
 int ts_spd_init(ts_spd *spd) {
@@ -221,47 +224,104 @@ static bool one_destination(const ts_selector *s) {
     return memcmp(s->dst_lo, s->dst_hi, alen(s->family)) == 0;
 }
 
-/* Chains are built from the back so that each lists its entries in position order: the first
- * match in a bucket is the bucket's best.  Never allocates (ts_spd_add sized head and rest). */
-static void reindex(ts_spd *spd) {
-    for (size_t b = 0; b < spd->cap; b++)
-        spd->head[b] = TS_SPD_NONE;
-    spd->nrest = spd->nhashed = 0;
-    for (size_t i = spd->n; i-- > 0;) {
-        ts_spd_entry *e = &spd->v[i];
-        if (!e->hashed)
-            continue;
-        uint32_t *b = &spd->head[e->hash & (spd->cap - 1)];
-        e->next = *b;
-        *b = (uint32_t)i;
-        spd->nhashed++;
-    }
-    for (size_t i = 0; i < spd->n; i++)
-        if (!spd->v[i].hashed)
-            spd->rest[spd->nrest++] = (uint32_t)i;
+/* ---- the chains: by destination (rank order), by id, by reqid ---------------------------- */
+
+/* ids and reqids are the control process's, handed out in sequence: a multiplicative hash
+ * spreads them (no peer picks them) */
+static uint32_t *id_bucket(ts_spd *spd, uint32_t id) {
+    return &spd->by_id[(id * 0x9E3779B97F4A7C15ull >> 32) & (spd->cap - 1)];
 }
 
-/* the entry at the last position, into an index that holds all the others: it goes last in its
- * chain or in the rest, so the common addition (priorities equal or rising) costs no rebuild */
-static void index_last(ts_spd *spd) {
-    uint32_t i = (uint32_t)(spd->n - 1);
+static uint32_t *reqid_bucket(ts_spd *spd, uint32_t reqid) {
+    return &spd->by_reqid[(reqid * 0x9E3779B97F4A7C15ull >> 32) & (spd->cap - 1)];
+}
+
+static uint32_t *dst_bucket(ts_spd *spd, const ts_spd_entry *e) {
+    return &spd->head[e->hash & (spd->cap - 1)];
+}
+
+/* the link field at offset off of slot i (next or id_next) */
+static uint32_t *link_of(ts_spd *spd, uint32_t i, size_t off) {
+    return (uint32_t *)((char *)&spd->v[i] + off);
+}
+
+static void unlink_from(ts_spd *spd, uint32_t *at, uint32_t i, size_t off) {
+    while (*at != TS_SPD_NONE && *at != i)
+        at = link_of(spd, *at, off);
+    if (*at == i)
+        *at = *link_of(spd, i, off);
+}
+
+/* slot i into its chains: by destination after every entry of lower rank, so that a chain's
+ * first match is its best; by id and reqid in front (their order means nothing) */
+static void link_entry(ts_spd *spd, uint32_t i) {
     ts_spd_entry *e = &spd->v[i];
-    if (!e->hashed) {
-        spd->rest[spd->nrest++] = i;
-        return;
+    uint32_t *b = id_bucket(spd, e->pol.id);
+    e->id_next = *b;
+    *b = i;
+    e->rq_next = e->rq_prev = TS_SPD_NONE;
+    if (e->pol.reqid) {   /* reqid 0 binds no SA (newest_out): BYPASS and DISCARD stay out */
+        b = reqid_bucket(spd, e->pol.reqid);
+        e->rq_next = *b;
+        if (*b != TS_SPD_NONE)
+            spd->v[*b].rq_prev = i;
+        *b = i;
     }
-    uint32_t *link = &spd->head[e->hash & (spd->cap - 1)];
-    while (*link != TS_SPD_NONE)
-        link = &spd->v[*link].next;
     e->next = TS_SPD_NONE;
-    *link = i;
+    if (!e->hashed)
+        return;
+    uint32_t *at = dst_bucket(spd, e);
+    while (*at != TS_SPD_NONE && ts_spd_before(&spd->v[*at], e))
+        at = &spd->v[*at].next;
+    e->next = *at;
+    *at = i;
     spd->nhashed++;
 }
 
-ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
+static void unlink_entry(ts_spd *spd, uint32_t i) {
+    ts_spd_entry *e = &spd->v[i];
+    unlink_from(spd, id_bucket(spd, e->pol.id), i, offsetof(ts_spd_entry, id_next));
+    if (e->pol.reqid) {
+        if (e->rq_prev == TS_SPD_NONE)
+            *reqid_bucket(spd, e->pol.reqid) = e->rq_next;
+        else
+            spd->v[e->rq_prev].rq_next = e->rq_next;
+        if (e->rq_next != TS_SPD_NONE)
+            spd->v[e->rq_next].rq_prev = e->rq_prev;
+    }
+    if (e->hashed) {
+        unlink_from(spd, dst_bucket(spd, e), i, offsetof(ts_spd_entry, next));
+        spd->nhashed--;
+    }
+}
+
+static uint32_t find_id(ts_spd *spd, uint32_t id) {
+    if (!spd->cap)
+        return TS_SPD_NONE;
+    uint32_t i = *id_bucket(spd, id);
+    while (i != TS_SPD_NONE && spd->v[i].pol.id != id)
+        i = spd->v[i].id_next;
+    return i;
+}
+
+/* ---- lookups ------------------------------------------------------------------------------ */
+
+/* without the range index (out of memory): the unhashed entries, each compared */
+static void scan_unhashed(ts_spd *spd, const ts_flow *f, size_t *best, size_t *seen) {
+    for (size_t i = 0; i < spd->used; i++) {
+        const ts_spd_entry *e = &spd->v[i];
+        if (e->dead || e->hashed || (*best != SIZE_MAX && !ts_spd_before(e, &spd->v[*best])))
+            continue;
+        (*seen)++;
+        if (ts_selector_match(&e->pol.sel, f))
+            *best = i;
+    }
+}
+
+/* h: addr_hash of the flow's destination */
+static ts_spd_entry *find_hashed(ts_spd *spd, const ts_flow *f, uint64_t h) {
     size_t best = SIZE_MAX, seen = 0;
     if (spd->nhashed) {
-        uint64_t h = addr_hash(spd->key, f->family, f->dst);
         for (uint32_t i = spd->head[h & (spd->cap - 1)]; i != TS_SPD_NONE; i = spd->v[i].next) {
             seen++;
             if (spd->v[i].hash == h && ts_selector_match(&spd->v[i].pol.sel, f)) {
@@ -270,21 +330,17 @@ ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
             }
         }
     }
-    /* an unhashed entry wins only from a position before the bucket's match */
-    if (spd->range.whole) {
-        ts_rindex_find(&spd->range, spd->v, spd->n, f, &best, &seen);
-        ts_spd_examined += seen;
-        return best == SIZE_MAX ? NULL : &spd->v[best];
-    }
-    for (size_t k = 0; k < spd->nrest && spd->rest[k] < best; k++) {
-        seen++;
-        if (ts_selector_match(&spd->v[spd->rest[k]].pol.sel, f)) {
-            best = spd->rest[k];
-            break;
-        }
-    }
+    /* an unhashed entry wins only with a rank before the bucket's match */
+    if (spd->range.whole)
+        ts_rindex_find(&spd->range, spd->v, spd->used, f, &best, &seen);
+    else
+        scan_unhashed(spd, f, &best, &seen);
     ts_spd_examined += seen;
     return best == SIZE_MAX ? NULL : &spd->v[best];
+}
+
+ts_spd_entry *ts_spd_find(ts_spd *spd, const ts_flow *f) {
+    return find_hashed(spd, f, spd->nhashed ? addr_hash(spd->key, f->family, f->dst) : 0);
 }
 
 ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow *f) {
@@ -295,14 +351,21 @@ ts_spd_entry *ts_spd_lookup_cached(ts_spd *spd, ts_flow_cache *c, const ts_flow 
     for (size_t i = 0; i < sizeof(*f); i++)
         h = (h ^ k[i]) * 16777619u;
     ts_flow_slot *s = &c->slot[h & (TS_FLOW_CACHE - 1)];
-    if (s->entry && s->generation == spd->generation && memcmp(&s->key, f, sizeof(*f)) == 0)
+    /* the entry's memory is v's while the generation stays: a deleted one is read dead there */
+    if (s->entry && s->generation == spd->generation && s->dgen == spd->dgen[s->dbucket] && !s->entry->dead &&
+        memcmp(&s->key, f, sizeof(*f)) == 0)
         return s->entry;
-    ts_spd_entry *e = ts_spd_find(spd, f);
+    uint64_t dh = addr_hash(spd->key, f->family, f->dst);
+    ts_spd_entry *e = find_hashed(spd, f, dh);
     s->key = *f;
     s->generation = spd->generation;
+    s->dbucket = (uint32_t)(dh & (TS_SPD_DGEN - 1));
+    s->dgen = spd->dgen[s->dbucket];
     s->entry = e;
     return e;
 }
+
+/* ---- outbound SAs and held packets -------------------------------------------------------- */
 
 static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
     ts_sa *best = NULL;
@@ -318,116 +381,166 @@ static ts_sa *newest_out(ts_sad *sad, uint32_t reqid) {
 /* an SA was bound or a policy added while packets wait: the loops look again
  * whether they can go (hold.c).  A trap policy's packets may leave through
  * another policy (the child's own) while the trap policy itself stays
- * unbound, so any waiting packet counts.  Called under the write lock: no
- * loop thread is touching the holds. */
+ * unbound, so any waiting packet counts: the holds keep their count in held. */
 static void kick_held(ts_spd *spd) {
-    for (size_t i = 0; i < spd->n; i++) {
-        const ts_spd_entry *e = &spd->v[i];
-        if (e->hold && e->hold->n) {
-            ts_hold_kick(spd);
-            return;
-        }
-    }
+    if (atomic_load_explicit(&spd->held, memory_order_relaxed))
+        ts_hold_kick(spd);
 }
 
 void ts_spd_rebind(ts_spd *spd, ts_sad *sad) {
-    for (size_t i = 0; i < spd->n; i++)
-        spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
+    for (size_t i = 0; i < spd->used; i++)
+        if (!spd->v[i].dead)
+            spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
     kick_held(spd);
 }
 
 void ts_spd_bind_new(ts_spd *spd, ts_sa *sa) {
-    for (size_t i = 0; i < spd->n; i++)
-        if (spd->v[i].pol.reqid == sa->reqid && sa->reqid != 0)
+    for (uint32_t i = sa->reqid && spd->cap ? *reqid_bucket(spd, sa->reqid) : TS_SPD_NONE; i != TS_SPD_NONE;
+         i = spd->v[i].rq_next)
+        if (spd->v[i].pol.reqid == sa->reqid)
             spd->v[i].out_sa = sa;   /* the SA just added is the newest */
     kick_held(spd);
 }
 
+/* only an entry of gone's reqid was bound to it (newest_out, bind_new) */
 void ts_spd_unbind(ts_spd *spd, ts_sad *sad, const ts_sa *gone) {
-    for (size_t i = 0; i < spd->n; i++)
+    for (uint32_t i = spd->cap ? *reqid_bucket(spd, gone->reqid) : TS_SPD_NONE; i != TS_SPD_NONE;
+         i = spd->v[i].rq_next)
         if (spd->v[i].out_sa == gone)
             spd->v[i].out_sa = newest_out(sad, spd->v[i].pol.reqid);
     kick_held(spd);
 }
 
+/* ---- upkeep ------------------------------------------------------------------------------- */
+
 void ts_spd_destroy(ts_spd *spd) {
-    for (size_t i = 0; i < spd->n; i++)
+    for (size_t i = 0; i < spd->used; i++)
         ts_hold_free(NULL, spd->v[i].hold);
     free(spd->v);
     free(spd->head);
-    free(spd->rest);
+    free(spd->by_id);
+    free(spd->by_reqid);
     ts_rindex_free(&spd->range);
     spd->v = NULL;
-    spd->head = spd->rest = NULL;
-    spd->n = spd->cap = spd->nrest = spd->nhashed = 0;
+    spd->head = spd->by_id = spd->by_reqid = NULL;
+    spd->n = spd->used = spd->cap = spd->nhashed = 0;
     OPENSSL_cleanse(spd->key, sizeof(spd->key));   /* the index's key goes with the SPD */
 }
 
 /* the range index from v, afresh (its memory too when shrink): after running out of memory,
- * or when more of it is dead than live */
+ * or when more of it is dead than live.  Slots do not move: the flow caches stay good. */
 static void range_rebuild(ts_spd *spd, bool shrink) {
     if (shrink)
         ts_rindex_free(&spd->range);
     ts_rindex_reset(&spd->range);
-    for (size_t i = 0; i < spd->n; i++)
-        if (!spd->v[i].hashed && !ts_rindex_add(&spd->range, &spd->v[i].pol.sel, (uint32_t)i))
-            return;   /* not whole: lookups scan the rest until a change rebuilds it */
+    for (size_t i = 0; i < spd->used; i++)
+        if (!spd->v[i].dead && !spd->v[i].hashed && !ts_rindex_add(&spd->range, spd->v, (uint32_t)i))
+            return;   /* not whole: lookups scan the unhashed entries until a change rebuilds it */
 }
 
-/* Room for one more entry in v and in the index; cap changes only once all three have it.  A
- * loop thread's flow cache keeps pointers into v from one packet to the next, trusted while the
+static int by_rank(const void *a, const void *b) {
+    const ts_spd_entry *x = a, *y = b;
+    return ts_spd_before(x, y) ? -1 : ts_spd_before(y, x) ? 1 : 0;
+}
+
+/* every chain afresh over cap buckets, no slot moved; from the back, so that over a v sorted
+ * by rank each entry goes in front of its chain at once */
+static void relink_all(ts_spd *spd) {
+    for (size_t b = 0; b < spd->cap; b++)
+        spd->head[b] = spd->by_id[b] = spd->by_reqid[b] = TS_SPD_NONE;
+    spd->nhashed = 0;
+    for (size_t i = spd->used; i-- > 0;)
+        if (!spd->v[i].dead)
+            link_entry(spd, (uint32_t)i);
+}
+
+/* The dead slots out, v sorted by rank, the chains and the range index rebuilt: v's entries
+ * move, so the generation moves. */
+static void compact(ts_spd *spd) {
+    size_t k = 0;
+    for (size_t i = 0; i < spd->used; i++)
+        if (!spd->v[i].dead) {
+            if (k != i)
+                memcpy(&spd->v[k], &spd->v[i], sizeof(*spd->v));
+            k++;
+        }
+    spd->used = k;
+    if (k)
+        qsort(spd->v, k, sizeof(*spd->v), by_rank);
+    relink_all(spd);
+    range_rebuild(spd, true);
+    spd->generation++;
+}
+
+/* Room for one more slot: the dead ones back when they are a quarter of v (a compaction costs
+ * O(cap log cap) once per cap / 4 additions), else v and the buckets twice as large (O(cap)
+ * once per cap additions).  A loop
+ * thread's flow cache keeps pointers into v from one packet to the next, trusted while the
  * generation stays: so v goes last, and once moved the generation moves too, even if the add
- * stops there.  Only the writer, under the lock, holds positions into head and rest, so their
- * growing first and alone (v's realloc failing) leaves nothing stale. */
-static int grow(ts_spd *spd) {
-    if (spd->n < spd->cap)
+ * stops there.  The buckets grow first: only the writer reads past cap, and not before cap
+ * changes with v. */
+static int room(ts_spd *spd) {
+    if (spd->used < spd->cap)
         return TS_OK;
+    if (spd->used - spd->n >= spd->cap / 4 && spd->cap) {
+        compact(spd);
+        return TS_OK;
+    }
     size_t nc = spd->cap ? spd->cap * 2 : 16;
     if (nc > TS_SPD_NONE)
         return TS_ENOMEM;
-    uint32_t *nr = realloc(spd->rest, nc * sizeof(*nr));
-    if (!nr)
-        return TS_ENOMEM;
-    spd->rest = nr;
-    uint32_t *nh = realloc(spd->head, nc * sizeof(*nh));
-    if (!nh)
-        return TS_ENOMEM;
-    spd->head = nh;
+    uint32_t **arrays[3] = {&spd->head, &spd->by_id, &spd->by_reqid};
+    for (int a = 0; a < 3; a++) {
+        uint32_t *p = realloc(*arrays[a], nc * sizeof(*p));
+        if (!p)
+            return TS_ENOMEM;
+        *arrays[a] = p;
+    }
     ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
     if (!nv)
         return TS_ENOMEM;
     spd->v = nv;
     spd->generation++;
     spd->cap = nc;
+    relink_all(spd);   /* into the new buckets; the range index holds slots, which stay */
     return TS_OK;
+}
+
+/* the new entry at slot i into the indexes; the flows it may now win forget their policy */
+static void index_new(ts_spd *spd, uint32_t i) {
+    ts_spd_entry *e = &spd->v[i];
+    link_entry(spd, i);
+    if (e->hashed) {
+        spd->dgen[e->hash & (TS_SPD_DGEN - 1)]++;   /* only flows to its destination */
+        return;
+    }
+    spd->generation++;   /* a range: any flow */
+    if (!spd->range.whole)
+        range_rebuild(spd, false);
+    else
+        ts_rindex_add(&spd->range, spd->v, i);   /* on failure: not whole */
 }
 
 int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     if (p->action > TS_ACT_PROTECT || !ts_selector_valid(&p->sel))
         return TS_EINVAL;
     /* allocated with the policy, never per packet */
-    ts_hold *hold = p->action == TS_ACT_PROTECT ? ts_hold_new() : NULL;
+    ts_hold *hold = p->action == TS_ACT_PROTECT ? ts_hold_new(&dp->spd.held) : NULL;
     if (p->action == TS_ACT_PROTECT && !hold)
         return TS_ENOMEM;
     int rc = TS_OK;
     pthread_rwlock_wrlock(&dp->lock);
     ts_spd *spd = &dp->spd;
-    for (size_t i = 0; i < spd->n; i++)
-        if (spd->v[i].pol.id == p->id)
-            rc = TS_EEXIST;
-    size_t buckets = spd->cap;
+    if (find_id(spd, p->id) != TS_SPD_NONE)
+        rc = TS_EEXIST;
     if (rc == TS_OK)
-        rc = grow(spd);
+        rc = room(spd);
     if (rc == TS_OK) {
-        size_t pos = spd->n;
-        while (pos > 0 && spd->v[pos - 1].pol.priority > p->priority)
-            pos--;
-        memmove(&spd->v[pos + 1], &spd->v[pos], (spd->n - pos) * sizeof(*spd->v));
-        ts_spd_entry *e = &spd->v[pos];
+        uint32_t i = (uint32_t)spd->used++;
+        ts_spd_entry *e = &spd->v[i];
         memset(e, 0, sizeof(*e));
         e->pol = *p;
         e->order = spd->next_order++;
-        spd->generation++;
         e->out_sa = p->action == TS_ACT_PROTECT ? newest_out(&dp->sad, p->reqid) : NULL;
         e->hold = hold;
         hold = NULL;
@@ -435,18 +548,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
         if (e->hashed)
             e->hash = addr_hash(spd->key, p->sel.family, p->sel.dst_lo);
         spd->n++;
-        if (!spd->range.whole) {
-            range_rebuild(spd, false);
-        } else {
-            if (pos != spd->n - 1)
-                ts_rindex_open(&spd->range, (uint32_t)pos);
-            if (!e->hashed)
-                ts_rindex_add(&spd->range, &p->sel, (uint32_t)pos);   /* on failure: not whole */
-        }
-        if (pos == spd->n - 1 && buckets == spd->cap)
-            index_last(spd);
-        else
-            reindex(spd);   /* positions after pos moved, or the buckets grew */
+        index_new(spd, i);
         kick_held(spd);
     }
     pthread_rwlock_unlock(&dp->lock);
@@ -454,24 +556,23 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     return rc;
 }
 
+/* The entry leaves every chain and its slot stays, dead, until a compaction: no other entry
+ * moves, and no flow's best changes but the flows whose best it was (they see it dead). */
 int ts_spd_delete(ts_dp *dp, uint32_t id) {
     int rc = TS_ENOENT;
     pthread_rwlock_wrlock(&dp->lock);
     ts_spd *spd = &dp->spd;
-    for (size_t i = 0; i < spd->n; i++) {
-        if (spd->v[i].pol.id == id) {
-            ts_hold_free(dp, spd->v[i].hold);
-            ts_selector sel = spd->v[i].pol.sel;
-            bool ranged = !spd->v[i].hashed;
-            memmove(&spd->v[i], &spd->v[i + 1], (spd->n - i - 1) * sizeof(*spd->v));
-            spd->n--;
-            spd->generation++;
-            reindex(spd);
-            if (!spd->range.whole || ts_rindex_close(&spd->range, ranged ? &sel : NULL, (uint32_t)i))
-                range_rebuild(spd, true);
-            rc = TS_OK;
-            break;
-        }
+    uint32_t i = find_id(spd, id);
+    if (i != TS_SPD_NONE) {
+        ts_spd_entry *e = &spd->v[i];
+        ts_hold_free(dp, e->hold);
+        e->hold = NULL;
+        unlink_entry(spd, i);
+        e->dead = true;
+        spd->n--;
+        if (!e->hashed && (!spd->range.whole || ts_rindex_close(&spd->range, &e->pol.sel, i)))
+            range_rebuild(spd, true);
+        rc = TS_OK;
     }
     pthread_rwlock_unlock(&dp->lock);
     return rc;
@@ -479,12 +580,14 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
 
 void ts_spd_flush(ts_dp *dp) {
     pthread_rwlock_wrlock(&dp->lock);
-    for (size_t i = 0; i < dp->spd.n; i++)
-        ts_hold_free(dp, dp->spd.v[i].hold);
-    dp->spd.n = 0;
-    dp->spd.generation++;
-    reindex(&dp->spd);
-    range_rebuild(&dp->spd, true);
+    ts_spd *spd = &dp->spd;
+    for (size_t i = 0; i < spd->used; i++) {
+        ts_hold_free(dp, spd->v[i].hold);
+        spd->v[i].hold = NULL;
+        spd->v[i].dead = true;
+    }
+    spd->n = 0;
+    compact(spd);
     pthread_rwlock_unlock(&dp->lock);
 }
 
@@ -495,19 +598,41 @@ size_t ts_spd_count(ts_dp *dp) {
     return n;
 }
 
+static int by_rank_of(const void *a, const void *b, void *v) {
+    const ts_spd_entry *x = &((ts_spd_entry *)v)[*(const uint32_t *)a],
+                       *y = &((ts_spd_entry *)v)[*(const uint32_t *)b];
+    return ts_spd_before(x, y) ? -1 : ts_spd_before(y, x) ? 1 : 0;
+}
+
+static void info_of(const ts_spd_entry *e, ts_policy_info *out) {
+    out->id = e->pol.id;
+    out->priority = e->pol.priority;
+    out->reqid = e->pol.reqid;
+    out->action = e->pol.action;
+    out->out_spi = e->out_sa ? e->out_sa->spi : 0;
+    out->packets = atomic_load(&e->packets);
+    out->sel = e->pol.sel;
+}
+
+/* in rank order (the lookup's), which v keeps only from one compaction to the next: sorted
+ * here; without memory for that, in slot order */
 size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max) {
     pthread_rwlock_rdlock(&dp->lock);
-    size_t n = dp->spd.n < max ? dp->spd.n : max;
-    for (size_t i = 0; i < n; i++) {
-        const ts_spd_entry *e = &dp->spd.v[i];
-        out[i].id = e->pol.id;
-        out[i].priority = e->pol.priority;
-        out[i].reqid = e->pol.reqid;
-        out[i].action = e->pol.action;
-        out[i].out_spi = e->out_sa ? e->out_sa->spi : 0;
-        out[i].packets = atomic_load(&e->packets);
-        out[i].sel = e->pol.sel;
+    ts_spd *spd = &dp->spd;
+    uint32_t *live = malloc((spd->n ? spd->n : 1) * sizeof(*live));
+    size_t k = 0;
+    for (size_t i = 0; i < spd->used && live; i++)
+        if (!spd->v[i].dead)
+            live[k++] = (uint32_t)i;
+    if (live && k)
+        qsort_r(live, k, sizeof(*live), by_rank_of, spd->v);
+    size_t n = 0;
+    for (size_t i = 0; i < spd->used && n < max; i++) {
+        size_t slot = live ? (i < k ? live[i] : SIZE_MAX) : i;
+        if (slot != SIZE_MAX && !spd->v[slot].dead)
+            info_of(&spd->v[slot], &out[n++]);
     }
+    free(live);
     pthread_rwlock_unlock(&dp->lock);
     return n;
 }

@@ -1,8 +1,9 @@
 /* The SPD's range index (internal.h ts_rindex): the policies whose destination is a range
  * (a hub's subnet per spoke, a site-to-site child's /24) by destination prefix, so that a
  * flow-cache miss compares the few policies around its destination instead of scanning them
- * all in order.  Positions are those of spd.c's v, sorted by (priority, insertion); a chain
- * holds them ascending, so its first match is its best and a walk can stop at the best so far. */
+ * all in order.  Positions are slots of spd.c's v; a chain holds them by rank (priority, then
+ * insertion: ts_spd_before), so its first match is its best and a walk can stop at the best so
+ * far.  A slot never moves while it is in the index (spd.c rebuilds it when v is compacted). */
 #include "internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -113,15 +114,15 @@ static uint32_t node_for(ts_rindex *r, unsigned fam, const uint8_t *prefix, unsi
     }
 }
 
-/* into the node's chain in position order (an addition at the end of the SPD appends) */
-static void chain(ts_rindex *r, uint32_t node, uint32_t pos) {
+/* into the node's chain by rank (an entry of the last rank, the common addition, appends) */
+static void chain(ts_rindex *r, const ts_spd_entry *v, uint32_t node, uint32_t pos) {
     uint32_t l = (uint32_t)r->nlink++;
     ts_rnode *n = &r->node[node];
     uint32_t *at = &n->head;
-    if (n->tail != TS_SPD_NONE && r->link[n->tail].pos < pos)
+    if (n->tail != TS_SPD_NONE && ts_spd_before(&v[r->link[n->tail].pos], &v[pos]))
         at = &r->link[n->tail].next;
     else
-        while (*at != TS_SPD_NONE && r->link[*at].pos < pos)
+        while (*at != TS_SPD_NONE && ts_spd_before(&v[r->link[*at].pos], &v[pos]))
             at = &r->link[*at].next;
     r->link[l].pos = pos;
     r->link[l].next = *at;
@@ -198,7 +199,8 @@ static void pieces_of(const ts_selector *sel, struct split *s) {
     }
 }
 
-bool ts_rindex_add(ts_rindex *r, const ts_selector *sel, uint32_t pos) {
+bool ts_rindex_add(ts_rindex *r, const ts_spd_entry *v, uint32_t pos) {
+    const ts_selector *sel = &v[pos].pol.sel;
     if (!r->whole)
         return false;
     struct split s;
@@ -208,14 +210,8 @@ bool ts_rindex_add(ts_rindex *r, const ts_selector *sel, uint32_t pos) {
         return false;
     }
     for (unsigned k = 0; k < s.n; k++)
-        chain(r, node_for(r, sel->family == 4 ? 0 : 1, s.piece[k], s.len[k]), pos);
+        chain(r, v, node_for(r, sel->family == 4 ? 0 : 1, s.piece[k], s.len[k]), pos);
     return true;
-}
-
-void ts_rindex_open(ts_rindex *r, uint32_t pos) {
-    for (size_t l = 0; l < r->nlink; l++)   /* unlinked ones too: harmless, and no chain walk */
-        if (r->link[l].pos >= pos)
-            r->link[l].pos++;
 }
 
 /* the node of exactly this prefix, TS_SPD_NONE if there is none */
@@ -251,24 +247,22 @@ bool ts_rindex_close(ts_rindex *r, const ts_selector *sel, uint32_t pos) {
         uint32_t node = node_at(r, sel->family == 4 ? 0 : 1, s.piece[k], s.len[k]);
         found = found && node != TS_SPD_NONE && unchain(r, node, pos);
     }
-    for (size_t l = 0; l < r->nlink; l++)   /* unlinked ones too: harmless, and no chain walk */
-        if (r->link[l].pos > pos)
-            r->link[l].pos--;
     /* unlinked links and emptied nodes stay until a rebuild: one is due when they outnumber
      * what is live, so churn cannot grow the index without bound (or if pos was not where its
      * selector puts it, which would be a bug: the rebuild puts it right) */
     return !found || r->nlink - r->nlive > r->nlive + 64 || r->nnode > 4 * r->nlive + 64;
 }
 
-void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t n_entries, const ts_flow *f, size_t *best,
+void ts_rindex_find(const ts_rindex *r, const ts_spd_entry *v, size_t used, const ts_flow *f, size_t *best,
                     size_t *seen) {
     unsigned bits = bits_of(f->family);
     for (uint32_t i = r->root[f->family == 4 ? 0 : 1]; i != TS_SPD_NONE;) {
         const ts_rnode *n = &r->node[i];
         if (!prefix_eq(n->prefix, f->dst, n->len))
             break;
-        /* a position past v would be a bug of the index's upkeep: it is never read */
-        for (uint32_t l = n->head; l != TS_SPD_NONE && r->link[l].pos < *best && r->link[l].pos < n_entries;
+        /* a slot past v would be a bug of the index's upkeep: it is never read */
+        for (uint32_t l = n->head; l != TS_SPD_NONE && r->link[l].pos < used &&
+                                   (*best == SIZE_MAX || ts_spd_before(&v[r->link[l].pos], &v[*best]));
              l = r->link[l].next) {
             (*seen)++;
             if (ts_selector_match(&v[r->link[l].pos].pol.sel, f)) {

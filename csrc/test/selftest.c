@@ -24,7 +24,8 @@
  * data: the local address a datagram came to, the source ESP leaves from), test_gso_split.c (a GSO
  * run the kernel refuses sent as datagrams), test_spd.c and
  * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
- * the flow caches when an allocation fails), test_sandbox.c (the worker's seccomp filter); what
+ * the flow caches when an allocation fails), test_spd_churn.c (the SPD under churn against a
+ * model of its own, and what a change leaves of the flow caches), test_sandbox.c (the worker's seccomp filter); what
  * they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
@@ -114,6 +115,9 @@ int main(int argc, char **argv) {
     test_sandbox_seccomp();
     test_spd_grow_oom();
     test_spd_index_oom();
+    test_spd_churn_model();
+    test_spd_churn_keeps_cache();
+    test_spd_churn_held();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

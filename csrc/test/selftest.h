@@ -196,5 +196,11 @@ void test_spd_range_fallback(void);
 void test_spd_range_churn(void);
 void test_spd_grow_oom(void);         /* test_spd_oom.c */
 void test_spd_index_oom(void);
+/* random policies and flows over a small pool of addresses, so that they overlap (test_spd.c) */
+void spd_rand_policy(ts_policy *p, uint32_t id, uint32_t priorities);
+void spd_rand_flow(ts_flow *f);
+void test_spd_churn_model(void);      /* test_spd_churn.c */
+void test_spd_churn_keeps_cache(void);
+void test_spd_churn_held(void);
 
 #endif

@@ -67,7 +67,7 @@ static void rand_ports(uint16_t *lo, uint16_t *hi) {
     }
 }
 
-static void rand_policy(ts_policy *p, uint32_t id, uint32_t priorities) {
+void spd_rand_policy(ts_policy *p, uint32_t id, uint32_t priorities) {
     static const uint8_t protos[] = {0, 0, 6, 17, 1};
     memset(p, 0, sizeof(*p));
     p->id = id;
@@ -83,7 +83,7 @@ static void rand_policy(ts_policy *p, uint32_t id, uint32_t priorities) {
     rand_ports(&s->dport_lo, &s->dport_hi);
 }
 
-static void rand_flow(ts_flow *f) {
+void spd_rand_flow(ts_flow *f) {
     static const uint8_t protos[] = {6, 17, 1, 50};
     memset(f, 0, sizeof(*f));
     f->family = rnd_below(2) ? 4 : 6;
@@ -99,7 +99,7 @@ static void rand_flow(ts_flow *f) {
 }
 
 /* the ids in the SPD, so that deletes mostly hit; priorities 1 makes every addition an append
- * (spd.c index_last), deletes (out of 16) how often the index is rebuilt */
+ * of the last rank, deletes (out of 16) how often slots die */
 struct live {
     uint32_t id[512];
     size_t n;
@@ -120,7 +120,7 @@ static void random_change(ts_dp *dp, struct live *l) {
         CHECK(ts_spd_delete(dp, l->next_id + 1000000) == TS_ENOENT);
     } else if (l->n < sizeof(l->id) / sizeof(l->id[0])) {
         ts_policy p;
-        rand_policy(&p, ++l->next_id, l->priorities);
+        spd_rand_policy(&p, ++l->next_id, l->priorities);
         CHECK(ts_spd_add(dp, &p) == TS_OK);
         l->id[l->n++] = p.id;
     }
@@ -139,7 +139,7 @@ void test_spd_index_diff(void) {
         random_change(dp, &l);
         for (int k = 0; k < 40; k++) {
             ts_flow f;
-            rand_flow(&f);
+            spd_rand_flow(&f);
             ts_spd_entry *want = ts_spd_lookup(&dp->spd, &f);
             differ += ts_spd_find(&dp->spd, &f) != want;
             differ += ts_spd_lookup_cached(&dp->spd, &cache, &f) != want;

@@ -78,7 +78,7 @@ static void check_cached(ts_dp *dp, ts_flow_cache *cache) {
         ts_flow f = flow(i);
         ts_spd_entry *e = ts_spd_lookup_cached(spd, cache, &f);
         CHECK(e == ts_spd_lookup(spd, &f));
-        CHECK(!e || ((uintptr_t)e >= (uintptr_t)spd->v && (uintptr_t)e < (uintptr_t)(spd->v + spd->n)));
+        CHECK(!e || ((uintptr_t)e >= (uintptr_t)spd->v && (uintptr_t)e < (uintptr_t)(spd->v + spd->used)));
         if (e)
             atomic_fetch_add(&e->packets, 1);
         CHECK(ts_spd_find(spd, &f) == ts_spd_lookup(spd, &f));
@@ -99,7 +99,7 @@ void test_spd_grow_oom(void) {
             ts_policy p = i % 4 ? policy(i, 10, (uint8_t)(i % 4), (uint8_t)i) : policy(i, 10, (uint8_t)(i / 4), 0);
             FATAL_IF(ts_spd_add(dp, &p) != TS_OK);
         }
-        FATAL_IF(dp->spd.n != dp->spd.cap);
+        FATAL_IF(dp->spd.used != dp->spd.cap);
         check_cached(dp, cache);
         ts_policy p = policy(100, 5, 1, 9);   /* a host, in front of the others: they all move */
         arm(k);
@@ -116,7 +116,7 @@ void test_spd_grow_oom(void) {
         if (!hit)
             break;
     }
-    CHECK(k >= 4);   /* v, rest and head each failed once, then the add went through */
+    CHECK(k >= 4);   /* the three bucket arrays and v each failed once, then the add went through */
     free(cache);
 }
 

@@ -120,8 +120,8 @@ static void rand_policy(const struct bases *b, ts_policy *p, uint32_t id, uint32
 static void rand_flow(const struct bases *b, const ts_spd *spd, ts_flow *f) {
     static const uint8_t protos[] = {6, 17, 1, 50};
     memset(f, 0, sizeof(*f));
-    if (spd->n && below(4)) {
-        const ts_selector *s = &spd->v[below((uint32_t)spd->n)].pol.sel;
+    if (spd->used && below(4)) {   /* a dead slot's selector is as good a base */
+        const ts_selector *s = &spd->v[below((uint32_t)spd->used)].pol.sel;
         f->family = s->family;
         memcpy(f->dst, below(2) ? s->dst_lo : s->dst_hi, 16);
         addr_add(f->family, f->dst, (long)below(5) - 2);
