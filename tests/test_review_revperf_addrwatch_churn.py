@@ -16,15 +16,9 @@ after the first event of a burst (a maximum delay next to the settle) would come
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from test_review_revperf_host_addresses import NEEDS_ROOT, run_in_own_netns
 
 _CHILD = textwrap.dedent("""
     import asyncio, subprocess
@@ -49,13 +43,10 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a network namespace of its own (root)")
+@NEEDS_ROOT
 def test_the_address_watch_reports_while_changes_go_on() -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
-    done = subprocess.run(["unshare", "--net", sys.executable, "-c", _CHILD], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    words = done.stdout.split()
+    out = run_in_own_netns(_CHILD)
+    words = out.split()
     during, after = int(words[1]), int(words[3])
-    assert after >= 1, done.stdout   # the watch works: it reports once the changes stop
-    assert during >= 1, f"2 s of address changes, no report until they stopped: {done.stdout}"
+    assert after >= 1, out   # the watch works: it reports once the changes stop
+    assert during >= 1, f"2 s of address changes, no report until they stopped: {out}"

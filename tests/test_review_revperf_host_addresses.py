@@ -60,10 +60,19 @@ _CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a network namespace of its own (root)")
-def test_an_address_added_while_the_service_starts_is_listed() -> None:
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs a network namespace of its own (root)")
+
+
+def run_in_own_netns(code: str) -> str:
+    """``code`` run by Python in a network namespace of its own (``unshare --net``); its stdout."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
-    done = subprocess.run(["unshare", "--net", sys.executable, "-c", _CHILD], capture_output=True, text=True,
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "LISTED" in done.stdout, f"the address added during the start is not in host_addresses: {done.stdout}"
+    return done.stdout
+
+
+@NEEDS_ROOT
+def test_an_address_added_while_the_service_starts_is_listed() -> None:
+    out = run_in_own_netns(_CHILD)
+    assert "LISTED" in out, f"the address added during the start is not in host_addresses: {out}"

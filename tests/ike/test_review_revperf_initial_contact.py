@@ -19,7 +19,7 @@ from test_engine_redirect import CLIENT, GW_A, client_cfg, gateway_cfg
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import DownReason, IkeSaDown
 from tunsec.ike.identity import Identity
-from tunsec.ike.sa import State
+from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.testing import Network
 
 HUB = Identity.parse("carol.example")      # this host's identity: its client and its gateway connection
@@ -42,7 +42,8 @@ def _partner_site() -> IkeEndpoint:
     return IkeEndpoint([gateway_cfg(GW_A), dave])
 
 
-def test_a_road_warrior_at_the_gateways_address_does_not_keep_our_stale_ike_sa_there() -> None:
+def _site_up() -> tuple[Network, IkeEndpoint, IkeSa]:
+    """Our ``rw`` up at GW_A; the partner's IKE SA of it (which our restart leaves there)."""
     net = Network()
     net.add(CLIENT, _our_host())
     partner = net.add(GW_A, _partner_site())
@@ -50,6 +51,11 @@ def test_a_road_warrior_at_the_gateways_address_does_not_keep_our_stale_ike_sa_t
     net.run(until=5.0)
     (stale,) = partner.sas
     assert stale.state is State.ESTABLISHED and stale.config.name == "rw"
+    return net, partner, stale
+
+
+def test_a_road_warrior_at_the_gateways_address_does_not_keep_our_stale_ike_sa_there() -> None:
+    net, partner, stale = _site_up()
     # our host restarts (its IKE SAs gone, the partner's kept: no DELETE went out)
     ours = net.add(CLIENT, _our_host())
     partner.initiate("dave", "net", net.now)    # the road warrior behind the partner's NAT comes first
@@ -69,12 +75,7 @@ def test_a_road_warrior_at_the_gateways_address_does_not_keep_our_stale_ike_sa_t
 def test_without_the_road_warrior_the_restart_replaces_the_stale_ike_sa() -> None:
     """The same restart with no road warrior at GW_A (a guard: passes on main too): the partner's IKE
     SA from before the restart goes when the new one is up."""
-    net = Network()
-    net.add(CLIENT, _our_host())
-    partner = net.add(GW_A, _partner_site())
-    net.nodes[CLIENT].initiate("rw", "net", 0.0)
-    net.run(until=5.0)
-    (stale,) = partner.sas
+    net, _partner, stale = _site_up()
     ours = net.add(CLIENT, _our_host())
     net.take(GW_A)
     fresh = ours.initiate("rw", "net", net.now)
