@@ -690,8 +690,10 @@ class IkeEndpoint:
         end the IKE SA we have there, of another connection whose remote identity differs (review
         revclient s20 F1)."""
         family = ipaddress.ip_address(st.remote_addr[0]).version
+        # by address only IKE SAs of a connection naming that gateway: a road warrior of ours behind the
+        # gateway's NAT address says nothing of the gateway (review revperf F1)
         return any(sa.state is State.ESTABLISHED and sa.config.local.id == st.config.local.id
-                   and (same_ip(sa.remote_addr[0], st.remote_addr[0])
+                   and ((sa.config.remote_addr is not None and same_ip(sa.remote_addr[0], st.remote_addr[0]))
                         or ((sent := sa.peer_sent_id) is not None and identity_allowed(st.config.remote.id, sent)
                             and ipaddress.ip_address(sa.remote_addr[0]).version == family))
                    for sa in self._sas.values())

@@ -23,6 +23,7 @@ RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV6_IFADDR = 0x100
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 _NLMSG_HDR = struct.Struct("=IHHII")
+MAX_BURSTS = 4   # a burst of changes is reported after at most this many settle periods from its first
 
 
 def address_events(data: bytes) -> int:
@@ -44,6 +45,7 @@ class AddressWatch:
         self._changed = changed
         self._settle = settle
         self._timer: asyncio.TimerHandle | None = None
+        self._first: float | None = None   # when the burst the timer waits out began
         self._sock: socket.socket | None = None
 
     def start(self) -> None:
@@ -72,12 +74,20 @@ class AddressWatch:
                 seen += 1
                 break
         if seen:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            if self._first is None:
+                self._first = now
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(self._settle, self._fire)
+            # each change waits the burst out, but a burst that goes on (a flapping address, SLAAC or DHCP
+            # in a loop) is reported at least every MAX_BURSTS settles (review revperf F3)
+            due = min(now + self._settle, self._first + MAX_BURSTS * self._settle)
+            self._timer = loop.call_at(due, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
+        self._first = None
         self._changed()
 
     def close(self) -> None:

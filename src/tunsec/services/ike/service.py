@@ -275,8 +275,9 @@ class IkeService(Service):
         await self._dae_serve()
         self.sockets.read(self._readable)
         await self.install_traps()
-        await self.host_addresses.refresh()   # before the first REDIRECT is checked against them
+        # the watch first: an address that comes while they are listed is a change it reports (review revperf F2)
         self._watch_addresses()
+        await self.host_addresses.refresh()   # before the first REDIRECT is checked against them
         for conn in self.connections.values():
             for ch in conn.ike.children:
                 if conn.child(ch.name).start_action == "start":
