@@ -1,4 +1,4 @@
-"""Review revcontainer F2: `tunsec status` keeps the capabilities it was started with.
+"""Review revcontainer F3: `tunsec status` keeps the capabilities it was started with.
 
 In the image, `podman exec tunsec tunsec status` and the HEALTHCHECK (every 30 s) run as the
 image's user with what podman gives every process of the container: the `--cap-add` set as

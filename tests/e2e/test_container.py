@@ -193,7 +193,7 @@ def test_ike_on_port_500_needs_net_bind_service(topo: TwoHosts, image: str) -> N
 
 
 def test_review_revcontainer_image_has_no_setuid_or_setgid_files(image: str) -> None:
-    """Review revcontainer F3: nothing in the image raises privilege on exec.  tunsec runs no program
+    """Review revcontainer F4: nothing in the image raises privilege on exec.  tunsec runs no program
     (updown scripts are the operator's own, run as the service user), yet the Debian base brings su,
     mount, umount, passwd, chsh, chfn, newgrp, gpasswd, chage, expiry (setuid root) and unix_chkpwd
     (setgid shadow).  The documented `podman run` and compose file set no-new-privileges, which makes
