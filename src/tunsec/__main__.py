@@ -2,6 +2,6 @@
 
 import sys
 
-from tunsec.cli import main
+from tunsec.cli import program
 
-sys.exit(main())
+sys.exit(program())

@@ -179,6 +179,9 @@ def _uvloop_running() -> bool:
 
 # a status of many thousand SAs is a few MiB; a server in the socket's place must not feed us for ever
 MAX_ANSWER = 16 << 20
+# this process is the `tunsec` program (program()), not a library user of main() or _ask (tests, the
+# bench harness): it may give up its capabilities for good once it asks the server
+_PROGRAM = False
 
 
 class AnswerError(ValueError):
@@ -196,6 +199,10 @@ def _ask(t: Target | str, request: dict[str, Any], timeout: float = 10.0, limit:
         refused = server_refusal(s, t)
         if refused:
             raise NotFollowed(refused)
+        if _PROGRAM:   # the server checked (it may read its /proc entry): nothing more is needed
+            from tunsec import privilege  # (not at import: the CLI's start time)
+
+            privilege.shed_for_answer()
         try:
             s.sendall(json.dumps(request).encode() + b"\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -407,5 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def program() -> int:
+    """The `tunsec` command (the console script, python -m tunsec)."""
+    global _PROGRAM
+    _PROGRAM = True
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(program())

@@ -93,6 +93,7 @@ class Daemon:
         self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
         self.started = time.time()
         self.restarts: list[float] = []
+        self.gave_up = False   # no worker any more (_watch_worker): run() exits 1 (review revcontainer F2)
         self.worker_restarts = 0                 # all of them (restarts holds the recent ones)
         self._metrics: metrics.MetricsServer | None = None
         self.stopping = asyncio.Event()
@@ -247,6 +248,7 @@ class Daemon:
             # run against no worker, or put into the new one what the reinstall puts in again
             async with self._reloading:
                 if not await self._restart_worker():
+                    self.gave_up = True   # a failure (exit 1): Restart=on-failure brings tunsec back
                     self.stopping.set()
                     return
 
@@ -695,7 +697,7 @@ class Daemon:
                      self.mtu, self.cfg.tunsec.control_socket)
             notify("READY=1", "STATUS=tunnels up, control socket listening")   # systemd Type=notify
             await self.stopping.wait()
-            return 1 if len(self.restarts) > MAX_RESTARTS else 0
+            return 1 if self.gave_up else 0
         finally:
             await self.shutdown()
 

@@ -135,6 +135,20 @@ def set_caps(effective: int, permitted: int, inheritable: int = 0) -> None:
         raise OSError(err, f"capset: {os.strerror(err)}")
 
 
+def shed_for_answer() -> None:
+    """Hold no capability (root: CAP_DAC_OVERRIDE only, which the service user's 0660 socket needs) while
+    the CLI reads the server's answer: podman exec and a HEALTHCHECK start it with the container's
+    capabilities as ambient ones, and the server at the other end parses IKE from the network (review
+    revcontainer F3).  Best effort: where the kernel refuses, the CLI goes on as it was."""
+    keep = mask(CAP_DAC_OVERRIDE) if os.geteuid() == 0 else 0
+    try:
+        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        caps = get_caps()
+        set_caps(caps.effective & keep, caps.permitted & keep, 0)
+    except OSError:
+        pass
+
+
 def has_cap(cap: int) -> bool:
     return bool(get_caps().effective & (1 << cap))
 

@@ -190,3 +190,17 @@ def test_ike_on_port_500_needs_net_bind_service(topo: TwoHosts, image: str) -> N
         assert "cannot start" in c.logs() and "Permission denied" in c.logs(), c.logs()
     finally:
         c.remove()
+
+
+def test_review_revcontainer_image_has_no_setuid_or_setgid_files(image: str) -> None:
+    """Review revcontainer F4: nothing in the image raises privilege on exec.  tunsec runs no program
+    (updown scripts are the operator's own, run as the service user), yet the Debian base brings su,
+    mount, umount, passwd, chsh, chfn, newgrp, gpasswd, chage, expiry (setuid root) and unix_chkpwd
+    (setgid shadow).  The documented `podman run` and compose file set no-new-privileges, which makes
+    them inert; a deployment without it (Kubernetes' allowPrivilegeEscalation defaults to true, a
+    `docker run` written by hand) hands a control process taken over from the network (uid 990)
+    a way to root in the container: uid 0 with the bounding set the container was given."""
+    r = podman("run", "--rm", *LIMITS, "--network", "none", "--user", "0", "--entrypoint", "find", image,
+               "/", "-xdev", "-type", "f", "-perm", "/6000")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [], f"setuid/setgid files in {image}: {r.stdout.split()}"
