@@ -1,0 +1,50 @@
+"""Review revcsmall F1: a client whose port 4500 a NAT maps to public port 500, which starts an IKE
+SA from its port 4500 (strongSwan's reauthentication does: the new IKE SA keeps the old one's ports;
+here charon's ``local_port = 4500``, ``remote_port = 4500``): its IKE_SA_INIT request is marked,
+as strongSwan's sender marks whenever neither port is 500, and arrives at tunsec's 4500 from port
+500.  h/fixcsmall's ``constants.natt_marks`` answers every IKE_SA_INIT response to port 500
+unmarked, a rule of the message alone, so the answer reaches the client's 4500 (after the NAT)
+without the marker; charon's receiver there takes only marked IKE and drops it: the IKE SA never
+comes up (charon retransmits until it gives up).
+
+Real parts: charon (kernel-libipsec) in namespace B, an iptables SNAT rule in B that maps its UDP
+source port 4500 to 500 (conntrack translates the answers back), tunsec in namespace A."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from ike_peers import CONN, Charon, PortConn, TunsecIke, requires_strongswan
+
+from tunsec.bench.netns import TwoHosts, wait_until
+
+pytestmark = [pytest.mark.interop, requires_strongswan]
+
+
+@pytest.fixture
+def topo() -> Iterator[TwoHosts]:
+    with TwoHosts(ipv6=False, prefix="revcsmall") as t:
+        yield t
+
+
+def test_a_marked_ike_sa_init_from_public_port_500_is_answered_marked(topo: TwoHosts) -> None:
+    # the NAT in front of the client: its port 4500 leaves as public port 500
+    r = topo.run(topo.b.ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "--sport", "4500",
+                             "-j", "SNAT", "--to-source", f"{topo.b.outer4}:500"])
+    assert r.returncode == 0, r.stderr
+    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="none"))
+    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=4500, remote_port=4500))
+    charon.start()
+    tunsec.start()
+    r = charon.initiate(timeout=10)
+    log = charon.log_text()
+    # the request left charon's 4500 marked and reached tunsec from port 500 (tunsec answered it)
+    assert f"sending packet: from {topo.b.outer4}[4500] to {topo.a.outer4}[4500]" in log, log[-3000:]
+    assert wait_until(lambda: any(sa.get("remote") == f"{topo.b.outer4}[500]" for sa in tunsec.ike_sas()), 10), \
+        tunsec.log_tail()
+    # the answer must reach charon as IKE: marked, as its port 4500 (behind the NAT) takes IKE only so
+    assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[4500]" in log, \
+        f"charon never took tunsec's IKE_SA_INIT answer:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}"
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
+    assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 15), charon.list_sas()
