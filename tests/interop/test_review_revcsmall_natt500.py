@@ -48,3 +48,28 @@ def test_a_marked_ike_sa_init_from_public_port_500_is_answered_marked(topo: TwoH
         f"charon never took tunsec's IKE_SA_INIT answer:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}"
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
     assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 15), charon.list_sas()
+
+
+def test_remote_port_4500_behind_a_nat_that_changes_port_500_connects(topo: TwoHosts) -> None:
+    """Review revcsmall F3: docs/configuration.md and "What remains" say a client behind a NAT that
+    cannot start on port 500 (different public IPs for its 500 and 4500, some carrier-grade NATs)
+    connects with ``remote_port = 4500``.  Such a client's charon sends its IKE_SA_INIT from its
+    port 500 to tunsec's 4500 unmarked (strongSwan marks only when neither port is 500); a NAT that
+    does not keep port 500 (most carrier-grade NATs: many clients share the address) makes it arrive
+    from another port, where ts_inbound_locked lets only the marker decide: read as ESP (its SPI
+    unknown), dropped, never answered."""
+    r = topo.run(topo.b.ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "--sport", "500",
+                             "-j", "SNAT", "--to-source", f"{topo.b.outer4}:40500"])
+    assert r.returncode == 0, r.stderr
+    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="none"))
+    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=500, remote_port=4500))
+    charon.start()
+    tunsec.start()
+    r = charon.initiate(timeout=10)
+    log = charon.log_text()
+    assert f"sending packet: from {topo.b.outer4}[500] to {topo.a.outer4}[4500]" in log, log[-3000:]
+    assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[500]" in log, \
+        f"tunsec never answered the IKE_SA_INIT:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}\n{tunsec.status()['drops']}"
+    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
+    sa = tunsec.wait_established()
+    assert sa["remote"].startswith(f"{topo.b.outer4}["), sa
