@@ -69,7 +69,7 @@ def test_remote_port_4500_behind_a_nat_that_changes_port_500_connects(topo: TwoH
     log = charon.log_text()
     assert f"sending packet: from {topo.b.outer4}[500] to {topo.a.outer4}[4500]" in log, log[-3000:]
     assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[500]" in log, \
-        f"tunsec never answered the IKE_SA_INIT:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}\n{tunsec.status()['drops']}"
+        f"tunsec never answered the IKE_SA_INIT:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}"
     assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
     sa = tunsec.wait_established()
     assert sa["remote"].startswith(f"{topo.b.outer4}["), sa
