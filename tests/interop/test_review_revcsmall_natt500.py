@@ -28,25 +28,32 @@ def topo() -> Iterator[TwoHosts]:
         yield t
 
 
-def test_a_marked_ike_sa_init_from_public_port_500_is_answered_marked(topo: TwoHosts) -> None:
-    # the NAT in front of the client: its port 4500 leaves as public port 500
-    r = topo.run(topo.b.ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "--sport", "4500",
-                             "-j", "SNAT", "--to-source", f"{topo.b.outer4}:500"])
+def behind_nat(topo: TwoHosts, port: int, public_port: int) -> tuple[TunsecIke, Charon, str]:
+    """charon in B with ``local_port = port``, ``remote_port = 4500``, behind a NAT (an iptables SNAT
+    in B) that sends its UDP port ``port`` out as ``public_port``; tunsec in A.  Both started, charon
+    told to initiate; its log after it."""
+    r = topo.run(topo.b.ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "--sport", str(port),
+                             "-j", "SNAT", "--to-source", f"{topo.b.outer4}:{public_port}"])
     assert r.returncode == 0, r.stderr
     tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="none"))
-    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=4500, remote_port=4500))
+    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=port, remote_port=4500))
     charon.start()
     tunsec.start()
-    r = charon.initiate(timeout=10)
+    charon.initiate(timeout=10)
     log = charon.log_text()
+    assert f"sending packet: from {topo.b.outer4}[{port}] to {topo.a.outer4}[4500]" in log, log[-3000:]
+    return tunsec, charon, log
+
+
+def test_a_marked_ike_sa_init_from_public_port_500_is_answered_marked(topo: TwoHosts) -> None:
+    # the NAT in front of the client: its port 4500 leaves as public port 500
+    tunsec, charon, log = behind_nat(topo, 4500, 500)
     # the request left charon's 4500 marked and reached tunsec from port 500 (tunsec answered it)
-    assert f"sending packet: from {topo.b.outer4}[4500] to {topo.a.outer4}[4500]" in log, log[-3000:]
     assert wait_until(lambda: any(sa.get("remote") == f"{topo.b.outer4}[500]" for sa in tunsec.ike_sas()), 10), \
         tunsec.log_tail()
     # the answer must reach charon as IKE: marked, as its port 4500 (behind the NAT) takes IKE only so
     assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[4500]" in log, \
         f"charon never took tunsec's IKE_SA_INIT answer:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}"
-    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
     assert wait_until(lambda: charon.sas().get(CONN, {}).get("state") == "ESTABLISHED", 15), charon.list_sas()
 
 
@@ -58,18 +65,8 @@ def test_remote_port_4500_behind_a_nat_that_changes_port_500_connects(topo: TwoH
     does not keep port 500 (most carrier-grade NATs: many clients share the address) makes it arrive
     from another port, where ts_inbound_locked lets only the marker decide: read as ESP (its SPI
     unknown), dropped, never answered."""
-    r = topo.run(topo.b.ns, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-p", "udp", "--sport", "500",
-                             "-j", "SNAT", "--to-source", f"{topo.b.outer4}:40500"])
-    assert r.returncode == 0, r.stderr
-    tunsec = TunsecIke(topo, PortConn(topo.a, topo.b, start_action="none"))
-    charon = Charon(topo, PortConn(topo.b, topo.a, local_port=500, remote_port=4500))
-    charon.start()
-    tunsec.start()
-    r = charon.initiate(timeout=10)
-    log = charon.log_text()
-    assert f"sending packet: from {topo.b.outer4}[500] to {topo.a.outer4}[4500]" in log, log[-3000:]
+    tunsec, _, log = behind_nat(topo, 500, 40500)
     assert f"received packet: from {topo.a.outer4}[4500] to {topo.b.outer4}[500]" in log, \
         f"tunsec never answered the IKE_SA_INIT:\n{log[-3000:]}\ntunsec:\n{tunsec.log_tail()}"
-    assert r.returncode == 0, f"swanctl --initiate: {r.stdout[-2000:]}{r.stderr}"
     sa = tunsec.wait_established()
     assert sa["remote"].startswith(f"{topo.b.outer4}["), sa
