@@ -22,7 +22,6 @@
 /* ... except an IKE_SA_INIT request from port 500, which has none (RFC 7296 §2.23,
  * strongSwan's sender: the marker only when neither port is 500): the IKE header is 28 bytes,
  * its total length a 32-bit field at offset 24 */
-#define IKE_UDP_PORT 500
 #define IKE_HDR_LEN 28
 #define IKE_HDR_LEN_OFF 24
 #define IKE_VERSION_2 0x20        /* header byte 17: major version 2, minor 0 */
