@@ -36,6 +36,7 @@ ts_dp *ts_dp_new(void) {
         dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
     dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     dp->spd.hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    dp->addr_fd = ts_addrwatch_open();   /* before any failure below: ts_dp_wipe closes it */
     ssize_t got;
     do
         got = getrandom(dp->source_key, sizeof(dp->source_key), 0);
@@ -62,6 +63,8 @@ void ts_dp_wipe(ts_dp *dp) {
         close(dp->wake_fd);
     if (dp->spd.hold_fd >= 0)
         close(dp->spd.hold_fd);
+    if (dp->addr_fd >= 0)
+        close(dp->addr_fd);
     extern void ts_loop_free(ts_queue *);
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);
@@ -585,7 +588,7 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
  * within its sender's share of the queue, or its peer's and its sender's shares of the reserve.
  * Anyone may send these, spoofed, before any state. */
 static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *src, const ts_addr *local,
-                      int *drop) {
+                      bool unmarked, int *drop) {
     if (len > TS_IKE_MAX_MESSAGE) {   /* the control side would drop it unparsed: spare the queue */
         *drop = TS_DROP_IKE_TOO_BIG;
         return;
@@ -598,7 +601,7 @@ static void ike_event(ts_dp *dp, const uint8_t *ike, size_t len, const ts_addr *
      * reserve in the queue; the others' senders share what is left */
     uint64_t peer = 0;
     int slot = ts_ike_known_slot(dp, ike, &peer);
-    ts_event ev = {.type = TS_EV_IKE, .known = slot >= 0, .peer = peer,
+    ts_event ev = {.type = TS_EV_IKE, .known = slot >= 0, .peer = peer, .unmarked = unmarked,
                    .proven = slot < 0 && src && ts_ike_spi_tagged(dp, ike, src)};
     if (src)
         ev.addr = *src;
@@ -629,16 +632,18 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     }
     /* The marker decides, from any port (RFC 3948 §2.2, as the kernel's UDP_ENCAP socket under
      * strongSwan does): a NAT may map a client's port 4500 to public port 500, and its ESP and
-     * marked IKE come from there.  One exception: an unmarked IKE_SA_INIT request from port 500
-     * (a strongSwan peer with remote_port = 4500 sends it from its 500, the marker used only when
-     * neither port is 500; it floats to 4500 after the answer).  ESP never looks like one: an
-     * IKE_SA_INIT request's bytes 8-15, ESP's IV, are zero, and its type, flags and length too. */
-    if (src && src->port == IKE_UDP_PORT && ike_sa_init_request(udp, len)) {
-        ike_event(dp, udp, len, src, local, drop);
+     * marked IKE come from there.  One exception: a whole unmarked IKE_SA_INIT request, from any
+     * port (a strongSwan peer with remote_port = 4500 sends it from its 500 unmarked, the marker
+     * used only when neither port is 500, and a NAT may give that 500 another public port; it
+     * floats to 4500 after the answer, which goes back unmarked: the event says so).  ESP never
+     * looks like one: an IKE_SA_INIT request's bytes 8-15, ESP's IV, are zero, and its type,
+     * flags and length too. */
+    if (ike_sa_init_request(udp, len)) {
+        ike_event(dp, udp, len, src, local, true, drop);
         return 0;
     }
     if (len > NON_ESP_MARKER_LEN && ts_be32(udp) == 0) {   /* the marker alone carries no IKE: malformed below */
-        ike_event(dp, udp + NON_ESP_MARKER_LEN, len - NON_ESP_MARKER_LEN, src, local, drop);
+        ike_event(dp, udp + NON_ESP_MARKER_LEN, len - NON_ESP_MARKER_LEN, src, local, false, drop);
         return 0;
     }
     uint32_t spi = len >= 4 ? ts_be32(udp) : 0;

@@ -22,7 +22,6 @@
 /* ... except an IKE_SA_INIT request from port 500, which has none (RFC 7296 §2.23,
  * strongSwan's sender: the marker only when neither port is 500): the IKE header is 28 bytes,
  * its total length a 32-bit field at offset 24 */
-#define IKE_UDP_PORT 500
 #define IKE_HDR_LEN 28
 #define IKE_HDR_LEN_OFF 24
 #define IKE_VERSION_2 0x20        /* header byte 17: major version 2, minor 0 */
@@ -89,6 +88,7 @@ typedef struct ts_sa {
                                           (the kernel refused a GSO run to the peer: loop.c gso_pause) */
     _Atomic uint64_t source_gone_until; /* OUT: ts_now_ns() until which ESP leaves without its source
                                            cmsg, 0 = with it (the kernel refused local: loop.c source_gone) */
+    _Atomic uint32_t source_gone_gen;  /* OUT: dp->addr_gen when it was noted: an address added since ends it */
     ts_selector *sel;                  /* n_sel of them (most SAs carry one: not TS_MAX_SELECTORS inline) */
 } ts_sa;
 
@@ -495,6 +495,8 @@ struct ts_dp {
     ts_queue queues[TS_MAX_QUEUES];
     int nqueues;
     int wake_fd;
+    int addr_fd;                       /* route netlink, the address groups (addrwatch.c); -1: none */
+    _Atomic uint32_t addr_gen;         /* moved on by every address the host adds (ts_addrwatch_read) */
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     _Atomic int last_errno;           /* written by every loop thread */
@@ -553,5 +555,9 @@ static inline void ts_put32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
 static inline void ts_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+
+/* addrwatch.c: the host's addresses added, for the SAs whose source was refused (loop.c) */
+int ts_addrwatch_open(void);          /* the socket, or -1 */
+void ts_addrwatch_read(ts_dp *dp);    /* its notifications read: an address added moves addr_gen on */
 
 #endif

@@ -10,7 +10,7 @@
  * TUN write (offload.c).  Buffers are allocated once, never per packet.
  *
  * One loop (ts_dp_run_queue) per TUN queue, each on its own thread named
- * tunsec-q<N>, polling its TUN queue, its UDP sockets, the wake fd and the
+ * tunsec-q<N>, polling its TUN queue, its UDP sockets, the wake fd, the address watch and the
  * hold fd; every batch runs under dp->lock taken for reading (control
  * changes take it for writing between batches).  A packet's way through:
  *
@@ -29,8 +29,8 @@
  *
  *   recvmmsg (UDP GRO: runs of datagrams)              inbound_batch
  *     -> control data: GRO size, our address it came to cmsg.c ts_rx_meta_parse
- *     -> 0xFF keepalive: drop; non-ESP marker, or an   dp.c ts_inbound_locked
- *        IKE_SA_INIT request from port 500: IKE event up the pipe (events.c)
+ *     -> 0xFF keepalive: drop; non-ESP marker, or a    dp.c ts_inbound_locked
+ *        whole unmarked IKE_SA_INIT request (any port): IKE event up the pipe (events.c)
  *     -> SPI lookup (unknown: INVALID_SPI event)       sad.c
  *     -> replay check, AES-GCM open, replay update     replay.c, esp.c ts_esp_open
  *     -> reservation, padding/next header, inner       dp.c check_inner
@@ -275,7 +275,8 @@ static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg, 
 /* An SA's source address the kernel refused (taken away, a VIP failed over, renumbering) while
  * the same message without it went out: the SA's ESP leaves without the source cmsg for a while,
  * rather than each message (a lone packet, each GSO run) paying a refused call first; then the
- * source is tried again (an address can come back).  ts_sad_migrate clears it (MOBIKE says
+ * source is tried again.  Sooner when the host adds an address (addrwatch.c: it may be this one
+ * back, and the SA's ESP should leave from it at once); ts_sad_migrate clears it (MOBIKE says
  * where we are now). */
 #define SOURCE_GONE_NS (10ull * 1000000000ull)
 
@@ -305,6 +306,24 @@ static bool gso_paused(ts_sa *sa) {
 }
 
 /* errors of a GSO run that its datagrams sent alone do not share */
+static void source_gone(ts_dp *dp, ts_sa *sa) {
+    atomic_store_explicit(&sa->source_gone_gen, atomic_load_explicit(&dp->addr_gen, memory_order_relaxed),
+                          memory_order_relaxed);
+    pause_for(&sa->source_gone_until, SOURCE_GONE_NS);
+}
+
+/* whether the SA's ESP leaves without its source: noted gone, its time not over, and no address
+ * added since (one added: tried again, and noted again if it is not the one) */
+static bool source_is_gone(ts_dp *dp, ts_sa *sa) {
+    if (!paused(&sa->source_gone_until))
+        return false;
+    if (atomic_load_explicit(&sa->source_gone_gen, memory_order_relaxed) ==
+        atomic_load_explicit(&dp->addr_gen, memory_order_relaxed))
+        return true;
+    atomic_store_explicit(&sa->source_gone_until, 0, memory_order_relaxed);
+    return false;
+}
+
 static bool gso_refused(int err) {
     return err == EMSGSIZE || err == EINVAL || err == EIO;
 }
@@ -330,7 +349,7 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
         int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
         if (r >= 0) {
             if (r > 0 && unsourced == done && sa && sa[done])
-                pause_for(&sa[done]->source_gone_until, SOURCE_GONE_NS);
+                source_gone(dp, sa[done]);
             done += (unsigned)r;
             continue;
         }
@@ -444,7 +463,7 @@ static void queue_esp(ts_dp *dp, struct ts_batch *b, ts_sa *sa, size_t len) {
         /* from the SA's local address: a socket bound to the wildcard would otherwise leave
          * from whichever address the route prefers, not the one the peer talks to */
         if (sa->local.family == sa->remote.family && (sa->remote.family == 4 ? b->q->any4 : b->q->any6) &&
-            !paused(&sa->source_gone_until)) {
+            !source_is_gone(dp, sa)) {
             size_t n = ts_pktinfo_put(q->cm[i].buf + GSO_SPACE, TS_PKTINFO_SPACE, &sa->local);
             if (n) {
                 q->m[i].msg_hdr.msg_control = q->cm[i].buf + GSO_SPACE;
@@ -674,15 +693,17 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     char name[24];   /* the kernel keeps 15 bytes: "tunsec-q" and up to 7 digits */
     snprintf(name, sizeof name, "tunsec-q%d", queue);
     prctl(PR_SET_NAME, name, 0, 0, 0);
-    struct pollfd pf[5];
-    int fds[5] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
+    /* the address watch before the TUN: an address added and a packet from it in one wakeup, the
+     * packet leaves from it */
+    struct pollfd pf[6];
+    int fds[6] = {dp->wake_fd, dp->addr_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
     int rc = TS_OK;
     /* the wake fd is never read here: it stays readable after ts_dp_stop so
      * that every queue's loop sees it */
     while (!atomic_load(&dp->stop)) {
         nfds_t n = 0;
-        int idx[5];
-        for (int i = 0; i < 5; i++) {
+        int idx[6];
+        for (int i = 0; i < 6; i++) {
             if (fds[i] < 0)
                 continue;
             pf[n].fd = fds[i];
@@ -702,10 +723,11 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
             if (!(pf[k].revents & (POLLIN | POLLERR)))
                 continue;
             switch (idx[k]) {
-            case 1: outbound_batch(dp, b); break;
-            case 2: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
-            case 3: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
-            case 4:
+            case 1: ts_addrwatch_read(dp); break;
+            case 2: outbound_batch(dp, b); break;
+            case 3: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
+            case 4: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
+            case 5:
                 if (ts_hold_take_kick(&dp->spd))
                     send_held(dp, b);
                 break;

@@ -223,6 +223,8 @@ typedef struct ts_event {
     uint8_t known;               /* IKE: 1 if it names an established IKE SA of ours (ts_dp_ike_spi_add) */
     uint8_t proven;              /* IKE, not known: 1 if our SPI in it carries our tag for its sender's
                                     address (ts_dp_ike_spi_key): it got our answer there */
+    uint8_t unmarked;            /* IKE: 1 if it came without the non-ESP marker (a whole IKE_SA_INIT
+                                    request: its answer goes back so, the control process decides) */
     uint64_t peer;               /* IKE, known: that SA's peer (as added) */
     uint32_t spi;
     uint32_t policy_id;

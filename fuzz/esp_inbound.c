@@ -18,9 +18,10 @@
  *               datagram's length instead of 64 KiB
  *         bit4  raw: write SA B's SPI over the first 4 bytes
  *         bit5  raw: write the larval SA's SPI over the first 4 bytes
- *         bit2  raw: sent from port 500 instead of 4500 (an unmarked IKE_SA_INIT
- *               request goes up as IKE, never decrypted; anything else is what it
- *               is from 4500: the marker decides, review revcpath R2)
+ *         bit2  raw: sent from port 500 instead of 4500 (from either, an unmarked
+ *               IKE_SA_INIT request goes up as IKE, said unmarked, never decrypted,
+ *               review revcsmall F3; anything else is what it is from 4500: the
+ *               marker decides, review revcpath R2)
  *         bit1  raw (review revcpath): IKE after the non-ESP marker that names our SPI
  *               (the harness writes marker, SPI, I flag and length field over the
  *               body, which needs 32 bytes or more): bit4 clear, the SPI of an
@@ -235,19 +236,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int drop = -1;
         int n = ts_dp_inbound(dp, udp, dlen, from500 ? &src500 : &src, &local, out, outcap, &drop);
         /* raw ones too: the seeds hold sealed packets (from port 500 as well: ESP, unless an
-         * unmarked IKE_SA_INIT request) */
-        int init500 = from500 && sa_init_request(udp, dlen);
-        int for_a = !init500 && dlen >= 4 && fz_be32(udp) == SPI_A;
+         * unmarked IKE_SA_INIT request, from either port) */
+        int init_req = !sealed && sa_init_request(udp, dlen);
+        int for_a = !init_req && dlen >= 4 && fz_be32(udp) == SPI_A;
         a_sent += for_a && !bad_tag;
         a_through |= for_a && n > 0;
         if (fz_trace())
             fprintf(stderr, "record %d: %s %zu bytes -> %d, drop %d\n", r, sealed ? "sealed" : "raw", dlen, n, drop);
         FUZZ_ASSERT(n >= 0 && drop >= 0 && drop < TS_DROP__COUNT);
         FUZZ_ASSERT((n > 0) == (drop == TS_DROP_NONE) || (n == 0 && dlen >= 4 && fz_be32(udp) == 0) ||
-                    (n == 0 && init500));
-        /* an unmarked IKE_SA_INIT request from port 500 is IKE (an event), or one refused for its
+                    (n == 0 && init_req));
+        /* an unmarked IKE_SA_INIT request, from any port, is IKE (an event), or one refused for its
          * sender's share or as too long to go up (TS_IKE_MAX_MESSAGE): never ESP */
-        if (init500)
+        if (init_req)
             FUZZ_ASSERT(n == 0 && (drop == TS_DROP_NONE || drop == TS_DROP_QUEUE_FULL ||
                                    drop == TS_DROP_IKE_SOURCE_LIMIT || drop == TS_DROP_IKE_TOO_BIG));
         if (n > 0) {
@@ -285,6 +286,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* IKE goes up only as a whole header whose length field is the message's */
         if (ev.type == TS_EV_IKE)
             FUZZ_ASSERT(ev.data_len >= 28 && fz_be32(evbuf + 24) == ev.data_len);
+        /* said unmarked only of a whole IKE_SA_INIT request (its answer goes back unmarked) */
+        if (ev.type == TS_EV_IKE && ev.unmarked)
+            FUZZ_ASSERT(sa_init_request(evbuf, ev.data_len));
         /* known only with our established SA's SPI, and then with its peer; proven only if not known */
         if (ev.type == TS_EV_IKE && ev.known) {
             uint64_t ours = fz_be64(evbuf + ((evbuf[19] & 0x08) ? 8 : 0));

@@ -271,7 +271,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(SpdDelete, req_ids, u32s),
     st.builds(SpdFlush, req_ids),
     st.builds(Dump, req_ids),
-    st.tuples(req_ids, ike_args(), st.just(0) | u32s).map(lambda t: SendIke(t[0], *t[1], t[2])),
+    st.tuples(req_ids, ike_args(), st.just(0) | u32s, st.booleans()).map(lambda t: SendIke(t[0], *t[1], t[2], t[3])),
     replies(),
     st.builds(Acquire, policy_id=u32s, selector=selectors),
     st.builds(
@@ -296,7 +296,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Reserve, req_ids, spis, st.just(Direction.OUT), st.integers(1, U64), u64s, endpoints()),
     st.builds(ReserveLow, spi=spis, direction=st.just(Direction.IN), needed=u64s),
     st.builds(ReserveLow, spi=spis, direction=st.just(Direction.OUT), needed=u64s, remote=endpoints()),
-    ike_args().map(lambda a: Ike(data=a[0], remote=a[1], local=a[2])),
+    st.tuples(ike_args(), st.booleans()).map(lambda t: Ike(data=t[0][0], remote=t[0][1], local=t[0][2],
+                                                           unmarked=t[1])),
     st.builds(FirstUse, spi=spis),
     st.builds(Migrate, req_ids, spis, st.just(Direction.IN), endpoints()),
     endpoints().flatmap(
@@ -453,6 +454,10 @@ REALISTIC: list[Message] = [
     # IKE to an unauthenticated address a full tunnel's TUN routes capture: by the uplink's interface (OIF)
     SendIke(14, b"ike", REMOTE4, LOCAL4, oif=7),   # by the uplink's interface (OIF)
     SendIke(15, b"ike", REMOTE6, None, oif=0xFFFFFFFF),
+    # an IKE_SA_INIT request that came without the non-ESP marker, and its answer that leaves so
+    Ike(data=b"\x22" * 40, remote=REMOTE4, local=LOCAL4, unmarked=True),
+    SendIke(16, b"\x23" * 40, REMOTE4, LOCAL4, unmarked=True),
+    SendIke(17, b"\x23" * 40, REMOTE6, None, oif=9, unmarked=True),
 ]
 
 # ----------------------------------------------------------------- raw helpers
@@ -554,6 +559,7 @@ EXT_LENGTHS = {
     Ext.GAUGE: 16 + 8,  # "live_sas"
     Ext.IKE_SPI: 12,
     Ext.IKE_PEER: 12,
+    Ext.UNMARKED: 4,
 }
 
 

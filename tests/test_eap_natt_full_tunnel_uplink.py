@@ -57,7 +57,8 @@ class NattRecorder(IkeSockets):
 
     natt: list[tuple[bytes, int]]   # (datagram, its SEND_IKE's OIF)
 
-    def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0) -> None:
+    def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0,
+                   unmarked: bool = False) -> None:
         self.natt.append((data, oif))
         sent: Any = asyncio.get_running_loop().create_future()
         self._natt_answered(remote, sent, [], oif)   # the worker's OK: the gate counts it (uplink)

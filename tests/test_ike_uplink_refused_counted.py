@@ -80,7 +80,8 @@ def test_ike_by_an_uplink_that_is_gone_is_counted_and_the_retransmit_leaves_by_t
 class RefusingWorker(IkeSockets):
     """IkeSockets whose worker answers every SEND_IKE with an error (its sendmsg by the OIF failed)."""
 
-    def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0) -> None:
+    def _send_natt(self, data: bytes, remote: Any, source: str | None = None, oif: int = 0,
+                   unmarked: bool = False) -> None:
         sent: Any = asyncio.get_running_loop().create_future()
         self._natt_failed(remote, sent, WorkerError("SEND_IKE", Errno.EIO), oif)
 

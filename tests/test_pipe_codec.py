@@ -152,7 +152,7 @@ def test_extension_lengths() -> None:
         SpdDelete(1, 5),
         Expire(spi=300, direction=Direction.IN, hard=True, reason=ExpireReason.TIME, current=Lifetime(1, 2, 3)),
         InvalidSpi(spi=1, remote=REMOTE4),
-        Ike(data=b"x" * 301, remote=REMOTE4),
+        Ike(data=b"x" * 301, remote=REMOTE4, unmarked=True),
         Reserve(1, 300, Direction.OUT, 5000, 4000, REMOTE4),
         Migrate(1, 300, Direction.IN, REMOTE4),
         IkeSpiAdd(1, b"\x01" * 8, 7),

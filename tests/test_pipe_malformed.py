@@ -310,6 +310,8 @@ MALFORMED: list[tuple[str, bytes, Errno]] = [
     ("SEND_IKE OIF zero", plus(SEND4, (Ext.OIF, bytes(4))), Errno.EINVAL),
     ("SEND_IKE two OIFs", plus(SendIke(1, b"x", REMOTE4, oif=3), (Ext.OIF, b"\0\0\0\4")), Errno.EINVAL),
     ("IKE event with an OIF", plus(IKE, (Ext.OIF, b"\0\0\0\3")), Errno.EINVAL),
+    ("SEND_IKE UNMARKED with a body", plus(SEND4, (Ext.UNMARKED, b"\0\0\0\1")), Errno.EINVAL),
+    ("IKE event with two UNMARKED", plus(IKE, (Ext.UNMARKED, b""), (Ext.UNMARKED, b"")), Errno.EINVAL),
     ("RESERVE limit 0", patch(RESERVE, Ext.SEQ_LIMIT, put(0, bytes(8))), Errno.EINVAL),
     ("RESERVE without SEQ_LIMIT", without(RESERVE, Ext.SEQ_LIMIT), Errno.EINVAL),
     ("RESERVE without SA_ID", without(RESERVE, Ext.SA_ID), Errno.EINVAL),

@@ -1,5 +1,6 @@
-/* The NAT-T port's classification (dp.c): the non-ESP marker decides, from any port, but for an
- * unmarked IKE_SA_INIT request from source port 500; ESP, whatever its SPI looks like, from any
+/* The NAT-T port's classification (dp.c): the non-ESP marker decides, from any port, but for a
+ * whole unmarked IKE_SA_INIT request, from any port (review revcsmall F3: a NAT may give a client's
+ * port 500 another), whose event says it came unmarked; ESP, whatever its SPI looks like, from any
  * port, 500 too (a NAT that maps a client's 4500 there: review revcpath R2). */
 #include "selftest.h"
 
@@ -41,13 +42,13 @@ void test_ike_port500(void) {
     ike_hdr(bufA, 300, 300);
     CHECK(ts_dp_inbound(dp, bufA, 300, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
     CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 300 &&
-          memcmp(got, bufA, 300) == 0 && ev.addr.port == 500 && ev.addr.addr[3] == 7);
+          memcmp(got, bufA, 300) == 0 && ev.addr.port == 500 && ev.addr.addr[3] == 7 && ev.unmarked);
     /* from port 500 the marker is not one: four zero bytes are the start of the message */
     ike_hdr(bufA, 40, 40);
     memset(bufA, 0, 4);
     CHECK(ts_dp_inbound(dp, bufA, 40, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
     CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 40 &&
-          memcmp(got, bufA, 40) == 0);
+          memcmp(got, bufA, 40) == 0 && ev.unmarked);
     /* no whole header, or a length field that is not the datagram's: ESP, too short (counted) or
      * of one of our SPIs (its first word) that fails authentication; nothing up */
     ts_dp_drops(dp, d0);
@@ -85,7 +86,7 @@ void test_ike_port500(void) {
     CHECK(ts_dp_inbound(dp, bufA, TS_IKE_MAX_MESSAGE + 4, &natt, NULL, bufC, CAP, &drop) == 0 &&
           drop == TS_DROP_NONE);
     CHECK(ts_dp_next_event(dp, &ev, big, sizeof(big)) == 1 && ev.type == TS_EV_IKE &&
-          ev.data_len == TS_IKE_MAX_MESSAGE && memcmp(big, bufA + 4, TS_IKE_MAX_MESSAGE) == 0);
+          ev.data_len == TS_IKE_MAX_MESSAGE && memcmp(big, bufA + 4, TS_IKE_MAX_MESSAGE) == 0 && !ev.unmarked);
     /* a keepalive from port 500 is still a keepalive */
     CHECK(ts_dp_inbound(dp, (const uint8_t *)"\xff", 1, &from500, NULL, bufC, CAP, &drop) == 0 &&
           drop == TS_DROP_KEEPALIVE);
@@ -101,7 +102,7 @@ void test_ike_port500(void) {
     memset(bufA, 0, 4);
     CHECK(ts_dp_inbound(dp, bufA, 204, &from500, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
     CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.data_len == 200 &&
-          memcmp(got, bufA + 4, 200) == 0 && ev.addr.port == 500);
+          memcmp(got, bufA + 4, 200) == 0 && ev.addr.port == 500 && !ev.unmarked);
     uint32_t seq500 = 20;   /* ahead of the 1-15 below, within their window */
     for (size_t k = 0; k < 3; k++) {
         size_t len = make_inner(4, 10, false, bufA);
@@ -110,15 +111,22 @@ void test_ike_port500(void) {
         CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
     }
 
-    /* from any other port: the same IKE-looking datagram is ESP (its initiator SPI starts with
-     * one of our ESP SPIs: it fails authentication), and genuine ESP, whatever its SPI looks
-     * like, is decrypted */
-    static const uint16_t ports[] = {4500, 501, 1, 5000, 65535};
+    /* from any other port: the same unmarked IKE_SA_INIT request is IKE too (said unmarked), a
+     * header that is no such request is ESP (its first word one of our ESP SPIs: it fails
+     * authentication), and genuine ESP, whatever its SPI looks like, is decrypted */
+    static const uint16_t ports[] = {4500, 501, 1, 5000, 40500, 65535};
     uint32_t seq = 1;
     for (size_t i = 0; i < sizeof(ports) / sizeof(ports[0]); i++) {
         addr4(&other, 7, ports[i]);
         ike_hdr(bufA, 300, 300);
-        CHECK(ts_dp_inbound(dp, bufA, 300, &other, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
+        CHECK(ts_dp_inbound(dp, bufA, 300, &other, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
+        CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.type == TS_EV_IKE && ev.unmarked &&
+              ev.data_len == 300 && ev.addr.port == ports[i]);
+        for (size_t j = 0; j < sizeof(not_init) / sizeof(not_init[0]); j++) {
+            ike_hdr(bufA, 300, 300);
+            bufA[not_init[j].off] = not_init[j].val;
+            CHECK(ts_dp_inbound(dp, bufA, 300, &other, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
+        }
         CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 0);
         for (size_t k = 0; k < 3; k++) {
             size_t len = make_inner(4, 10, false, bufA);
@@ -127,8 +135,9 @@ void test_ike_port500(void) {
             CHECK(m == (int)len && drop == TS_DROP_NONE && memcmp(bufC, bufA, len) == 0);
         }
     }
-    /* without a sender (single packets in benchmarks) nothing is from port 500 */
+    /* without a sender (single packets in benchmarks) too */
     ike_hdr(bufA, 300, 300);
-    CHECK(ts_dp_inbound(dp, bufA, 300, NULL, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_AUTH);
+    CHECK(ts_dp_inbound(dp, bufA, 300, NULL, NULL, bufC, CAP, &drop) == 0 && drop == TS_DROP_NONE);
+    CHECK(ts_dp_next_event(dp, &ev, got, sizeof(got)) == 1 && ev.unmarked);
     ts_dp_free(dp);
 }

@@ -183,7 +183,9 @@ INIT_RESPONSE, AUTH_RESPONSE = _ike(34, 0x20), _ike(35, 0x20)
 def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
     # strongSwan with remote_port = 4500 sends its IKE_SA_INIT from 500 to 4500 without the
     # marker (its sender marks only when neither port is 500); its receiver takes unmarked
-    # IKE there, and the answer goes back to 500 unmarked; it floats to 4500 after it
+    # IKE there, and the answer goes back to 500 unmarked; it floats to 4500 after it.  The IKE
+    # event says it came unmarked; the control process says the answer leaves so (SEND_IKE's
+    # unmarked: review revcsmall F1), from any port (a NAT may give the client's 500 another: F3)
     ike = _ike_sa_init(120)
     from500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
     from4500 = netns_socket(worker.ns, socket.AF_INET, socket.SOCK_DGRAM)
@@ -194,15 +196,25 @@ def test_ike_from_port_500_on_4500_needs_no_marker(worker: Worker) -> None:
         from500.sendto(ike, ("127.0.0.1", 4500))
         msg = worker.recv()
         remote = Endpoint(ipaddress.ip_address("127.0.0.2"), 500)
-        assert isinstance(msg, pipe.Ike) and msg.data == ike and msg.remote == remote
-        assert worker.ask(lambda i: pipe.SendIke(i, INIT_RESPONSE, remote))[0].errno is Errno.OK
+        assert isinstance(msg, pipe.Ike) and msg.data == ike and msg.remote == remote and msg.unmarked
+        assert worker.ask(lambda i: pipe.SendIke(i, INIT_RESPONSE, remote, unmarked=True))[0].errno is Errno.OK
         data, src = from500.recvfrom(2048)
         assert data == INIT_RESPONSE and src == ("127.0.0.1", 4500)
+        # the worker marks what the control process does not say otherwise, to port 500 too
+        assert worker.ask(lambda i: pipe.SendIke(i, INIT_RESPONSE, remote))[0].errno is Errno.OK
+        data, src = from500.recvfrom(2048)
+        assert data == b"\0\0\0\0" + INIT_RESPONSE and src == ("127.0.0.1", 4500)
         # from 500, a datagram that is no whole IKE header is taken as ESP: too short, counted
         before = dict(worker.dump().drops)["malformed"]
         from500.sendto(ike[:27], ("127.0.0.1", 4500))
-        # the same IKE header from 4500 is ESP (here for an SPI nobody has: INVALID_SPI)
+        # the whole request from 4500 is IKE too, said unmarked
         from4500.sendto(ike, ("127.0.0.1", 4500))
+        msg = worker.recv()
+        assert isinstance(msg, pipe.Ike) and msg.data == ike and msg.unmarked
+        assert msg.remote == Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
+        # a header that is no IKE_SA_INIT request (a responder SPI) from 4500 is ESP (here for an
+        # SPI nobody has: INVALID_SPI)
+        from4500.sendto(ike[:12] + b"\1" + ike[13:], ("127.0.0.1", 4500))
         msg = worker.recv()
         assert isinstance(msg, pipe.InvalidSpi) and msg.spi == 0xA0A1A2A3
         assert msg.remote == Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
@@ -228,7 +240,7 @@ def test_a_natt_client_on_public_port_500_gets_its_esp_and_marked_ike_through(wo
         auth = ike_message(b"IKE_AUTH, marked", message_id=1)
         client.sendto(b"\0\0\0\0" + auth, ("127.0.0.1", 4500))
         msg = worker.recv()
-        assert isinstance(msg, pipe.Ike) and msg.data == auth and msg.remote == remote
+        assert isinstance(msg, pipe.Ike) and msg.data == auth and msg.remote == remote and not msg.unmarked
         (ours,) = [s for s in worker.dump().sas if s.spi == 0x7300]
         assert (ours.counters["packets"], ours.counters["auth_drops"]) == (3, 0)
         assert dict(worker.dump().drops)["malformed"] == 0

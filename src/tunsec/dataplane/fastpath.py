@@ -115,6 +115,7 @@ class Event:
     known: bool = False   # IKE: it names an established IKE SA of ours (ike_spi_add)
     peer: int = 0         # ... and that SA's peer, as added (its SPI when none was named)
     proven: bool = False  # IKE, not known: our SPI in it carries our tag for its sender (ike_spi_key)
+    unmarked: bool = False  # IKE: it came without the non-ESP marker (a whole IKE_SA_INIT request)
 
     def __post_init__(self) -> None:
         """Nothing to check: the fields come from the C event (quick_init calls this)."""
@@ -230,8 +231,8 @@ _SEL_PACKER = _packer("ts_selector", _fields("ts_selector", _SEL_FIELDS))
 # looked up once per process, not per event (a cffi lib attribute is a lookup by name each time)
 _next_event, _EV_ACQUIRE = lib.ts_dp_next_event, lib.TS_EV_ACQUIRE
 # ts_event read in one struct call, but its selector (ACQUIRE only)
-_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "proven", "peer", "spi",
-                                                  "policy_id"))
+_EVENT = _packer("ts_event", _fields("ts_event", ("type", "dir", "hard", "reason", "known", "proven", "unmarked",
+                                                  "peer", "spi", "policy_id"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "addr"))
                  + _fields("ts_addr", _ADDR_FIELDS, ffi.offsetof("ts_event", "local"))
                  + _fields("ts_event", ("data_len", "seq")))
@@ -422,16 +423,17 @@ class Dataplane:
 
     def events_encoding_ike(self, ike: IkeEncoder | None) -> Iterator[Event | tuple[bytes, bool, int, bool]]:
         """The queued events in turn, but what ``ike`` makes of an IKE event's fields (its pipe
-        message: pipe.encode_ike_event) in place of its Event, unless it answers None; with it
+        message: pipe.encode_ike_event) in place of its Event, unless it answers None or the datagram
+        came unmarked (an IKE_SA_INIT request: its Event says so, the rare way); with it
         whether the datagram names an established IKE SA of ours (the pipe writer's reserve), and
         that SA's peer, and whether our SPI in it carries our tag for its sender (ike_spi_key)."""
         ev, dp, evbuf = self._ev, self._dp, self._evbuf
         fields, data = self._ev_fields, self._evbuf_view
         while _next_event(dp, ev, evbuf, MAX_PACKET):
             # every field (but the selector) in one struct call: a dozen cffi attribute reads cost 3 times as much
-            (ev_type, direction, hard, reason, known, proven, peer, spi, policy_id, family, raw, port, local_family,
-             local_raw, local_port, data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
-            if ike is not None and ev_type == _EV_IKE_RAW:
+            (ev_type, direction, hard, reason, known, proven, unmarked, peer, spi, policy_id, family, raw, port,
+             local_family, local_raw, local_port, data_len, seq) = _EVENT.unpack_from(fields)  # fmt: skip
+            if ike is not None and ev_type == _EV_IKE_RAW and not unmarked:
                 # every client's IKE_AUTH: straight to its pipe message, no Event, Endpoint or address
                 msg = ike(data[:data_len], family, raw, port, local_family, local_raw, local_port)
                 if msg is not None:
@@ -453,6 +455,7 @@ class Dataplane:
                 known=known == 1,
                 peer=peer,
                 proven=proven == 1,
+                unmarked=unmarked == 1,
             )
 
     # --- SAD -----------------------------------------------------------------

@@ -57,7 +57,7 @@ from tunsec.dataplane.pipeio import MAX_DATAGRAM as MAX_DATAGRAM
 from tunsec.dataplane.pipeio import PipeReader as PipeReader
 from tunsec.dataplane.pipeio import PipeWriter as PipeWriter
 from tunsec.dataplane.sandbox import SandboxError
-from tunsec.ike.constants import NON_ESP_MARKER, natt_marks
+from tunsec.ike.constants import NON_ESP_MARKER
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_source_prefix
 
 log = logging.getLogger("tunsec.worker")
@@ -379,8 +379,8 @@ class Worker:
         sock = self.udp.get(msg.remote.addr.version)
         if sock is None:
             return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.EINVAL))]
-        # marked, but for an IKE_SA_INIT response to port 500 (natt_marks, the one rule for it)
-        marker = NON_ESP_MARKER if natt_marks(msg.remote.port, msg.data) else b""
+        # marked, but where the control process says (an IKE_SA_INIT answer to an unmarked request)
+        marker = b"" if msg.unmarked else NON_ESP_MARKER
         # from the address the peer talked to (the IKE event's), on a socket bound to the wildcard
         source = _addr_text(msg.local.addr) if msg.local is not None else None
         pktinfo.sendto(sock, marker + msg.data, (_addr_text(msg.remote.addr), msg.remote.port), source, msg.oif)
@@ -482,7 +482,7 @@ class Worker:
             # our address of the other family (no socket of ours makes one) would make Ike raise in
             # the event callback: the message goes up without it, the control process then assumes
             local = ev.local if ev.local is None or ev.local.addr.version == ev.remote.addr.version else None
-            return pipe.Ike(data=ev.data, remote=ev.remote, local=local)
+            return pipe.Ike(data=ev.data, remote=ev.remote, local=local, unmarked=ev.unmarked)
         if ev.type is EventType.ACQUIRE and ev.selector is not None:
             return pipe.Acquire(policy_id=ev.policy_id, selector=ev.selector)
         if ev.type is EventType.EXPIRE:

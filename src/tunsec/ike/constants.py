@@ -242,12 +242,3 @@ def is_ike_sa_init(data: bytes, response: int) -> bool:
     return (len(data) >= IKE_HEADER_LEN and data[18] == ExchangeType.IKE_SA_INIT
             and data[19] & HeaderFlag.RESPONSE == response)
 
-
-def natt_marks(remote_port: int, data: bytes) -> bool:
-    """Whether IKE the worker sends from port 4500 carries the non-ESP marker: always, but for an
-    IKE_SA_INIT response to port 500.  That one answers a peer that sent its IKE_SA_INIT unmarked from
-    its port 500 (strongSwan with remote_port = 4500, has_marker: its receiver wants none there) and
-    floats to 4500 after it; everything else to port 500 goes to a client whose port 4500 a NAT maps to
-    public port 500, which marks its IKE and takes only marked IKE (its kernel reads the rest as ESP).
-    A rule of the message alone: nothing a spoofed datagram says changes it."""
-    return remote_port != IKE_PORT or not is_ike_sa_init(data, HeaderFlag.RESPONSE)

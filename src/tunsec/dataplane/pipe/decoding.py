@@ -499,7 +499,7 @@ def _build_getspi(req_id: int, exts: _Exts) -> GetSpi:
 
 def _build_ike(_req_id: int, exts: _Exts) -> Ike:
     data, remote, local = _unpack_ike(exts)
-    return Ike(data=data, remote=remote, local=local)
+    return Ike(data=data, remote=remote, local=local, unmarked=exts.opt(Ext.UNMARKED) is not None)
 
 
 _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
@@ -512,7 +512,8 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.SPDDELETE: lambda req_id, exts: SpdDelete(req_id, _unpack_u32(exts.one(Ext.POLICY_ID))),
     MsgType.SPDFLUSH: lambda req_id, _exts: SpdFlush(req_id),
     MsgType.DUMP: lambda req_id, _exts: Dump(req_id),
-    MsgType.SEND_IKE: lambda req_id, exts: SendIke(req_id, *_unpack_ike(exts), _unpack_oif(exts)),
+    MsgType.SEND_IKE: lambda req_id, exts: SendIke(req_id, *_unpack_ike(exts), _unpack_oif(exts),
+                                                   exts.opt(Ext.UNMARKED) is not None),
     MsgType.ACQUIRE: lambda _req_id, exts: Acquire(
         policy_id=_unpack_u32(exts.one(Ext.POLICY_ID)), selector=_unpack_selector(exts.one(Ext.SELECTOR))),
     MsgType.EXPIRE: lambda _req_id, exts: _unpack_expire(exts),

@@ -264,6 +264,8 @@ def _send_ike_exts(msg: SendIke | Ike) -> list[bytes]:
     exts = _ike_exts(msg.data, msg.remote, msg.local)
     if isinstance(msg, SendIke) and msg.oif:
         exts.append(_ext(Ext.OIF, _U32_BODY.pack(msg.oif)))
+    if msg.unmarked:
+        exts.append(_ext(Ext.UNMARKED, b""))
     return exts
 
 
@@ -466,8 +468,8 @@ _IKE_TAIL: Final = {
 
 
 def _whole_ike(msg: SendIke | Ike) -> bytes:
-    if getattr(msg, "oif", 0):
-        return _encode_general(msg)   # rare (IKE past a full tunnel's TUN): OIF the general way
+    if getattr(msg, "oif", 0) or msg.unmarked:
+        return _encode_general(msg)   # rare (IKE past a full tunnel's TUN, an unmarked IKE_SA_INIT): the general way
     data, remote, local = msg.data, msg.remote, msg.local
     size = len(data)
     pad = -size % 4

@@ -203,9 +203,10 @@ class Dump:
 @quick_init
 @dataclass(frozen=True)
 class SendIke:
-    """An IKE message to send from port 4500 (the worker adds the marker, but to an IKE_SA_INIT
-    response to port 500: constants.natt_marks).  oif: the interface it leaves by (0: as routed), for IKE to
-    an unauthenticated address a full tunnel's TUN routes capture (services/ike/exclude_gate.py)."""
+    """An IKE message to send from port 4500.  unmarked: without the non-ESP marker the worker puts
+    in front otherwise (an IKE_SA_INIT response to a request that came unmarked: the control
+    process decides, services/ike/unmarked.py).  oif: the interface it leaves by (0: as routed), for
+    IKE to an unauthenticated address a full tunnel's TUN routes capture (services/ike/exclude_gate.py)."""
 
     TYPE: ClassVar[MsgType] = MsgType.SEND_IKE
     req_id: int
@@ -213,6 +214,7 @@ class SendIke:
     remote: Endpoint
     local: Endpoint | None = None
     oif: int = 0
+    unmarked: bool = False
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -224,10 +226,11 @@ class SendIke:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
         _check_int("oif", self.oif, 0, _U32)
+        _check_type("unmarked", self.unmarked, bool)
 
     def _plain(self) -> bool:
         return (_plain_request_id(self.req_id) and _plain_ike(self.data, self.remote, self.local)
-                and type(self.oif) is int and self.oif == 0)
+                and type(self.oif) is int and self.oif == 0 and self.unmarked is False)
 
 
 @quick_init
@@ -488,13 +491,15 @@ class InvalidSpi:
 @quick_init
 @dataclass(frozen=True, kw_only=True)
 class Ike:
-    """An IKE message that arrived on port 4500, non-ESP marker stripped."""
+    """An IKE message that arrived on port 4500, non-ESP marker stripped.  unmarked: it came without
+    one (a whole IKE_SA_INIT request, the fast path's only unmarked IKE: its answer goes back so)."""
 
     TYPE: ClassVar[MsgType] = MsgType.IKE
     req_id: int = 0
     data: bytes
     remote: Endpoint
     local: Endpoint | None = None
+    unmarked: bool = False
 
     def __post_init__(self) -> None:
         if self._plain():
@@ -505,9 +510,11 @@ class Ike:
         if self.local is not None:
             _check_type("local", self.local, Endpoint)
         _check_same_family(self.local, self.remote)
+        _check_type("unmarked", self.unmarked, bool)
 
     def _plain(self) -> bool:
-        return type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local)
+        return (type(self.req_id) is int and self.req_id == 0 and _plain_ike(self.data, self.remote, self.local)
+                and self.unmarked is False)
 
 
 @quick_init

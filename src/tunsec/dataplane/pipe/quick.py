@@ -159,9 +159,11 @@ def _quick_ike(data: bytes) -> Ike | SendIke | None:
         if local is None or local.addr.version != remote.addr.version:
             return None
     msg: Ike | SendIke = _new(SendIke) if req_id else _new(Ike)
-    vars(msg).update(req_id=req_id, data=data[_IKE_HEAD.size:_IKE_HEAD.size + n], remote=remote, local=local)
+    # an OIF or UNMARKED extension makes the size another: the general way takes it
+    vars(msg).update(req_id=req_id, data=data[_IKE_HEAD.size:_IKE_HEAD.size + n], remote=remote, local=local,
+                     unmarked=False)
     if req_id:
-        vars(msg)["oif"] = 0   # an OIF extension makes the size another: the general way takes it
+        vars(msg)["oif"] = 0
     return msg
 
 

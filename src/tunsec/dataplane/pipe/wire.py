@@ -71,6 +71,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.IKE_SPI: _IKE_SPI.size,
     Ext.IKE_PEER: _IKE_PEER.size,
     Ext.OIF: _U32_BODY.size,
+    Ext.UNMARKED: 0,
     Ext.IKE_SPI_KEY: _IKE_SPI_KEY.size,
 }
 
@@ -86,7 +87,7 @@ _SA_SCHEMA: Final[_Schema] = {
     Ext.SELECTOR: (0, MAX_SELECTORS),
     Ext.SEQ_LIMIT: (0, 1),
 }
-_IKE_SCHEMA: Final[_Schema] = {Ext.DATA: (1, 1), Ext.ADDR_REMOTE: (1, 1), Ext.ADDR_LOCAL: (0, 1)}
+_IKE_SCHEMA: Final[_Schema] = {Ext.DATA: (1, 1), Ext.ADDR_REMOTE: (1, 1), Ext.ADDR_LOCAL: (0, 1), Ext.UNMARKED: (0, 1)}
 _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.GETSPI: {Ext.SPI_RANGE: (1, 1), Ext.LARVAL_LIFETIME: (0, 1)},
     MsgType.UPDATE: _SA_SCHEMA,

@@ -648,6 +648,7 @@ class IkeService(Service):
         if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
             self.endpoint.stats.auth_banned += 1
             return
+        self.sockets.came_natt(remote, msg.data, msg.unmarked)   # its IKE_SA_INIT answer goes back so
         before = self.endpoint.last_registered
         self.receive(msg.data, remote, local)
         self.worker_path.opened(before, self.endpoint.last_registered)   # the IKE SA it opened, if any

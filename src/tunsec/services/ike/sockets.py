@@ -1,12 +1,12 @@
 """The IKE sockets: one per family, bound address and UDP port (port 4500 goes through the worker).
 
 On a custom port, IKE from a peer port other than 500 carries the non-ESP marker both ways, as
-strongSwan's sender and receiver have it (``constants.has_marker``)."""
+strongSwan's sender and receiver have it (``constants.has_marker``); on port 4500 the worker marks
+it.  An IKE_SA_INIT response goes back unmarked where its request came so (``unmarked.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import socket
@@ -25,7 +25,6 @@ from tunsec.ike.constants import (
     IKE_VERSION,
     NATT_PORT,
     NON_ESP_MARKER,
-    HeaderFlag,
     has_marker,
     is_ike_sa_init,
 )
@@ -34,11 +33,11 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import parse_ip
 from tunsec.services.base import StartupError, bind_udp
 from tunsec.services.ike.exclude_gate import ExcludeGate
+from tunsec.services.ike.unmarked import DEFAULT_TTL, UnmarkedPeers
 
 log = logging.getLogger("tunsec.ike")
 
 IkeSocketKey = tuple[int, str, int]   # family, bound address, UDP port
-UNMARKED_PEERS_MAX = 1024   # custom-port peers remembered as sending IKE without the marker (unmark)
 # SEND_IKEs waiting for the worker's answer: beyond this many the oldest is given up (_give_up_natt).
 # A healthy worker answers within milliseconds, so only a hung or confused one gets near it; a burst
 # of a few thousand clients stays below.  Each costs ~0.5 KiB while it waits.
@@ -47,6 +46,11 @@ NATT_SENDS_MAX = 8192
 
 def _ports(connections: Iterable[Connection]) -> set[int]:
     return {c.local_port for c in connections} or {IKE_PORT}
+
+
+def _half_open_timeout(connections: Iterable[Connection]) -> float:
+    """How long a half-open SA may be answered (every connection carries tunsec's one setting)."""
+    return max((c.ike.half_open_timeout for c in connections), default=DEFAULT_TTL)
 
 
 class IkeSockets:
@@ -72,14 +76,15 @@ class IkeSockets:
         self._send_log = LogLimiter()
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
-        # (our custom port, peer address, port) that sent IKE without the non-ESP marker: answered so
-        self._unmarked_peers: collections.OrderedDict[tuple[int, str, int], bool] = collections.OrderedDict()
+        # (our port, peer address, port) that sent its IKE_SA_INIT request unmarked: answered so
+        self.unmarked = UnmarkedPeers(_half_open_timeout(connections))
         self.gate: ExcludeGate | None = None   # IKE to an address the TUN's routes capture waits for its exclude route
 
     def open(self, connections: Iterable[Connection]) -> None:
         """UDP 500 (or the configured ports) per family, before the event loop starts."""
         connections = list(connections)
         self.ports = _ports(connections)
+        self.unmarked.ttl = _half_open_timeout(connections)
         keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
         # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (socket)
         unserved = unserved_sources(connections, keys)
@@ -117,7 +122,9 @@ class IkeSockets:
         are closed (a new port needs a restart, see check_reload, so none is opened here).  ``in_use``:
         the ports of the IKE SAs still there; a removed connection's, its DELETE under way (retransmitted,
         answered there), keeps its port open until it is gone (``draining``; review revreload F4)."""
+        connections = list(connections)
         configured = _ports(connections)
+        self.unmarked.ttl = _half_open_timeout(connections)   # a reload may change it
         want = configured | (set(in_use) & self.ports)
         for key in [k for k in self.by_key if k[2] not in want]:
             self._close_socket(key)
@@ -142,8 +149,10 @@ class IkeSockets:
         if local_port == NATT_PORT:
             # the worker's socket, by the uplink's interface as on port 500 (SEND_IKE's OIF): an EAP
             # client's IKE_AUTH rounds before its SA is up (review revfull3 F1)
-            # counted by the gate as the worker answers (_natt_answered, _natt_failed)
-            self._send_natt(data, Endpoint(ip, addr[1]), source, oif)
+            # counted by the gate as the worker answers (_natt_answered, _natt_failed); marked by the
+            # worker, but an IKE_SA_INIT answer to a request that came unmarked (unmarked.py)
+            self._send_natt(data, Endpoint(ip, addr[1]), source, oif,
+                            self.unmarked.answers_unmarked((NATT_PORT, *addr), data))
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -151,8 +160,7 @@ class IkeSockets:
             return
         # a custom port at both ends: the peer may take ESP there too, unless it sent its
         # IKE_SA_INIT request to us unmarked and this is the answer (see unmark)
-        if has_marker(local_port, addr[1]) and not (
-                _is_init(data, HeaderFlag.RESPONSE) and (local_port, *addr) in self._unmarked_peers):
+        if has_marker(local_port, addr[1]) and not self.unmarked.answers_unmarked((local_port, *addr), data):
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
         wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
@@ -178,22 +186,14 @@ class IkeSockets:
         unmarked: a client that sent from port 500 through a NAT that changed its port (it floats to
         4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer.  Only an
         IKE_SA_INIT request is remembered so, and only IKE_SA_INIT responses go back unmarked: that
-        client floats to 4500 after it, and anyone can send a datagram with a peer's address (an
-        unauthenticated header must not make every later message to a marking peer unmarked,
-        which it drops as ESP), or from a thousand ports of its own (evicting a peer costs it the
-        answer to one IKE_SA_INIT, which it retransmits)."""
+        client floats to 4500 after it (unmarked.py says why no more)."""
         if data[:4] == NON_ESP_MARKER and len(data) > 4:
-            self._unmarked_peers.pop((port, *addr), None)
+            self.unmarked.came((port, *addr), data[4:], False)
             return data[4:]
         if data == b"\xff":
             return None
         if _is_ike(data):
-            if not _is_init(data, 0):
-                return data
-            self._unmarked_peers[(port, *addr)] = True
-            self._unmarked_peers.move_to_end((port, *addr))
-            if len(self._unmarked_peers) > UNMARKED_PEERS_MAX:
-                self._unmarked_peers.popitem(last=False)
+            self.unmarked.came((port, *addr), data, True)
             return data
         self.esp_on_ike_port += 1
         held = self._esp_log.admit()
@@ -204,9 +204,17 @@ class IkeSockets:
                         "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
         return None
 
-    def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None, oif: int = 0) -> None:
+    def came_natt(self, remote: tuple[str, int], data: bytes, unmarked: bool) -> None:
+        """IKE from remote on port 4500 (the worker's IKE event): whether it came unmarked, noted
+        (every client's IKE_AUTH comes so, marked: nothing to do while nobody is noted)."""
+        if unmarked or self.unmarked:
+            self.unmarked.came((NATT_PORT, *remote), data, unmarked)
+
+    def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None, oif: int = 0,
+                   unmarked: bool = False) -> None:
         """SEND_IKE without a task per datagram (see WorkerClient.request_soon), from ``source`` if it
-        is an address of the peer's family (ADDR_LOCAL: the worker's sockets may be on the wildcard)."""
+        is an address of the peer's family (ADDR_LOCAL: the worker's sockets may be on the wildcard),
+        without the non-ESP marker if ``unmarked``."""
         local = None
         # the family as the class attribute _version: .version is a property, a Python call each
         if source is not None and (ip := parse_ip(source))._version == remote.addr._version:  # type: ignore[union-attr]
@@ -214,7 +222,7 @@ class IkeSockets:
         # the answer is seen by request_soon's then and failed, in the turn it comes (no done
         # callback per datagram: one is scheduled and run a turn later, ~6k instructions)
         try:
-            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local, oif),
+            sent = self.worker().request_soon(lambda r: pipe.SendIke(r, data, remote, local, oif, unmarked),
                                               lambda replies: self._natt_answered(remote, sent, replies, oif),
                                               lambda err: self._natt_failed(remote, sent, err, oif))
         except WorkerError as err:
