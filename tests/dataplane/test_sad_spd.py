@@ -552,14 +552,14 @@ def test_events_read_every_field_as_cffi_does() -> None:
 
     ev = ffi.new("ts_event *")
     ev.type, ev.dir, ev.hard, ev.reason, ev.spi, ev.policy_id = 250, 251, 252, 253, 0xA1B2C3D4, 0xE5F60718
-    ev.known, ev.proven, ev.peer = 254, 249, 2**64 - 5
+    ev.known, ev.proven, ev.unmarked, ev.peer = 254, 249, 248, 2**64 - 5
     ev.addr.family, ev.addr.port, ev.local.family, ev.local.port = 4, 0xFEDC, 6, 0x1234
     ffi.memmove(ev.addr.addr, bytes(range(1, 17)), 16)
     ffi.memmove(ev.local.addr, bytes(range(101, 117)), 16)
     ev.data_len, ev.seq = 0x0BADF00D, 2**64 - 3
     ffi.memmove(ev.sel.src_lo, b"\xff" * 16, 16)   # the selector between is not read
     assert fastpath._EVENT.unpack_from(ffi.buffer(ev)) == (
-        ev.type, ev.dir, ev.hard, ev.reason, ev.known, ev.proven, ev.peer, ev.spi, ev.policy_id,
+        ev.type, ev.dir, ev.hard, ev.reason, ev.known, ev.proven, ev.unmarked, ev.peer, ev.spi, ev.policy_id,
         ev.addr.family, bytes(ev.addr.addr), ev.addr.port, ev.local.family, bytes(ev.local.addr), ev.local.port,
         ev.data_len, ev.seq)  # fmt: skip
     v4 = ipaddress.ip_address("192.0.2.1")
