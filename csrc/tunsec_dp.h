@@ -67,8 +67,10 @@ enum ts_drop {
     TS_DROP_HOLD_FULL,      /* waiting for its SA, pushed out of the policy's hold by newer ones */
     TS_DROP_HOLD_TIMEOUT,   /* waited for its SA too long (negotiation failed), or its policy went away */
     TS_DROP_ICMP_SUPPRESSED, /* too big, but no ICMP answer: rate limit, or the packet was an
-                                ICMP error or came from a non-unicast source (counted per
-                                answer withheld, on top of TS_DROP_TOO_BIG for the packet) */
+                                ICMP error, a later IPv4 fragment, to an IPv4 multicast or
+                                broadcast address (224/3) or from a non-unicast source (icmp.c
+                                ts_icmp_may_answer; counted per answer withheld, on top of
+                                TS_DROP_TOO_BIG for the packet) */
     TS_DROP_UNRESERVED,     /* sequence number past the SA's persisted reservation (seq_limit) */
     TS_DROP_INVALID_SPI_SOURCE_LIMIT, /* unknown SPI, no INVALID_SPI event: its source address had one
                                          within the second (junk from one sender) */

@@ -3,7 +3,9 @@
 Whatever comes in: no crash, no inner packet out of a packet whose
 authenticated bytes were changed, and every packet not forwarded counts in
 exactly one drop counter (IKE packets, a whole IKE header after 4 zero bytes, become events
-instead; a lone 0xFF is a keepalive drop).
+instead; a lone 0xFF is a keepalive drop).  Three counters count something withheld, on top
+of the packet's own count: an INVALID_SPI hint (invalid_spi_source_limit, invalid_spi_rate_limit,
+on top of no_sa) and an ICMP "too big" answer (icmp_suppressed, on top of too_big): csrc/tunsec_dp.h.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from esp_ref import (
     sender,
     spec,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tunsec.dataplane.fastpath import Dataplane, Drop, EventType
@@ -44,6 +46,11 @@ class Ledger:
     reasons: Counter[Drop]
     ike: int = 0
     unknown_spi: int = 0   # inbound NO_SA: each an INVALID_SPI event or, rate-limited, counted apart
+    # outbound TOO_BIG without an ICMP answer: the answer withheld counts once more, in
+    # icmp_suppressed (a later fragment, an ICMP error, a non-unicast sender, the rate limit).
+    # The other TOO_BIG (ESP would not fit the output buffer) withholds nothing, but needs a
+    # packet near 64 KiB, longer than any these tests send.
+    icmp_withheld: int = 0
 
     @classmethod
     def of(cls, dp: Dataplane) -> Ledger:
@@ -74,6 +81,7 @@ class Ledger:
             self.reasons[drop] += 1
             if answer:
                 assert drop is Drop.TOO_BIG
+            self.icmp_withheld += drop is Drop.TOO_BIG and not answer
         return esp, drop, answer
 
     def check(self) -> None:
@@ -84,6 +92,7 @@ class Ledger:
         assert hints <= self.unknown_spi
         withheld = self.unknown_spi - hints
         assert delta.pop("invalid_spi_source_limit") + delta.pop("invalid_spi_rate_limit") == withheld
+        assert delta.pop("icmp_suppressed") == self.icmp_withheld, (delta, self.icmp_withheld)
         assert sum(delta.values()) == sum(self.reasons.values()), (delta, self.reasons)
         for reason, n in self.reasons.items():
             assert delta[reason.name.lower()] == n, (reason, delta)
@@ -286,12 +295,41 @@ def _inner_mutants(draw: st.DrawFn) -> bytes:
     return bytes(base) + draw(st.binary(max_size=8))
 
 
+# Hypothesis found it (h/spdchurn): IPv4 flags+offset 0x4100 (DF, offset 2048 bytes), 60 bytes
+# long plus one byte, for a tunnel MTU of 60: too big, and no ICMP answer for a later fragment
+LATER_FRAGMENT_DF = bytes.fromhex(
+    "4500003c00014100401166ac0a0100010a02000104d2162e0028" + "00" * 35
+)
+
+
 @SETTINGS
 @given(
     pkts=st.lists(st.one_of(st.binary(max_size=200), _inner_mutants()), min_size=1, max_size=20),
     mtu=st.sampled_from([0, 60, 100, 1400]),
 )
+@example(pkts=[LATER_FRAGMENT_DF], mtu=60)
 def test_random_and_mutated_outbound(pkts: list[bytes], mtu: int) -> None:
+    _outbound_ledger(pkts, mtu)
+
+
+def test_later_fragment_with_df_too_big_counts_its_withheld_answer() -> None:
+    """The example Hypothesis found: one packet dropped too_big, its ICMP answer withheld and
+    counted in icmp_suppressed, which counts answers, not packets (the test expected one count)."""
+    dp = _outbound_ledger([LATER_FRAGMENT_DF], 60)
+    drops = {k: v for k, v in dp.drops().items() if v}
+    assert drops == {"too_big": 1, "icmp_suppressed": 1}
+
+
+def test_answered_too_big_counts_once() -> None:
+    """A first fragment (no fragment offset) is answered: too_big only, nothing withheld."""
+    first = LATER_FRAGMENT_DF[:6] + b"\x40\x00" + LATER_FRAGMENT_DF[8:]
+    dp = _outbound_ledger([first], 60)
+    drops = {k: v for k, v in dp.drops().items() if v}
+    assert drops == {"too_big": 1}
+
+
+def _outbound_ledger(pkts: list[bytes], mtu: int) -> Dataplane:
+    """Send pkts out of a sender with tunnel MTU mtu; check what came out and the ledger."""
     key = new_key()
     dp = sender(key, 0x1001)
     # a catch-all below the PROTECT policies, so more of the mutants reach some decision
@@ -310,3 +348,4 @@ def test_random_and_mutated_outbound(pkts: list[bytes], mtu: int) -> None:
         if answer:
             assert answer[0] >> 4 == pkt[0] >> 4
     led.check()
+    return dp
