@@ -49,8 +49,8 @@ class HubWithNamedSpoke(TsGateway):
                                               (child,), psk=PSK, local_addr=GW, pools=pools))
         conns = [conn("gw", RemoteAuth("psk"), "dynamic", (POOL.name,)),
                  conn("spoke", RemoteAuth("psk", Identity.parse("spoke.example")), "10.0.0.0/8", ())]
-        self.worker = worker = WatchedWorker(asyncio.get_running_loop(), self._natt_out)  # type: ignore[assignment]
-        self.service = IkeService(conns, lambda: worker, {4: GW}, IdSpace(), pools=[POOL])  # type: ignore[arg-type]
+        self.worker = worker = WatchedWorker(asyncio.get_running_loop(), self._natt_out)
+        self.service = IkeService(conns, lambda: worker, {4: GW}, IdSpace(), pools=[POOL])  # type: ignore[arg-type,return-value]
         await self.service.start()
         self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
         for i, c in enumerate(self.clients):
