@@ -24,25 +24,30 @@ one's (conf/named_overlap.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from tunsec.conf.connections import Connection
 from tunsec.policy.claims import Peer, TsClaims
 from tunsec.policy.full_tunnel import without_full_tunnel
-from tunsec.policy.selector import Ts
+from tunsec.policy.selector import IPNetwork, Ts
 
 Key = tuple[str, str]   # (connection, child)
 
 
-def configured_selectors(conn: Connection) -> Iterator[tuple[str, tuple[Ts, ...], tuple[Ts, ...]]]:
+def configured_selectors(conn: Connection, pools: Sequence[IPNetwork] = ()
+                         ) -> Iterator[tuple[str, tuple[Ts, ...], tuple[Ts, ...]]]:
     """Each child of ``conn`` (named) with its remote and local selectors as the trap policies resolve
     them, its full tunnel left out (policy/full_tunnel.py without_full_tunnel: the
     default route through that peer is no network of its, as ike/address_role.py counts it for none;
-    claimed while down, it would refuse every road warrior's lease and spoke toward the same local side)."""
+    claimed while down, it would refuse every road warrior's lease and spoke toward the same local side).
+    A child whose remote selectors meet one of the ``pools`` is not claimed at all: a named spoke's wide
+    remote_ts (10.0.0.0/8, its part chosen at negotiation) is no claim on the road warriors' leases in
+    it (review revtrap F5); its Child SAs claim what they hold, as before h/fixtrap."""
     ike = conn.ike
     for ch in ike.children:
         remote = without_full_tunnel(_resolved(ch.remote_ts, ike.remote_addr))
-        if remote:
+        if remote and not any(p.overlaps(n) for t in remote if not t.dynamic for n in t.networks()
+                              for p in pools if p.version == n.version):
             yield ch.name, remote, _resolved(ch.local_ts, ike.local_addr)
 
 
@@ -62,9 +67,10 @@ def _resolved(selectors: Iterable[Ts], addr: str | None) -> tuple[Ts, ...]:
 class ConfiguredClaims:
     """The claims of the named connections' configured children, in the claims the IKE service reads."""
 
-    def __init__(self, claims: TsClaims, handles: Iterator[int]) -> None:
+    def __init__(self, claims: TsClaims, handles: Iterator[int], pools: Sequence[IPNetwork] = ()) -> None:
         self.claims = claims
         self._handles = handles   # the IKE service's: a claim handle no Child SA has
+        self._pools = pools   # the address pools' networks (a reload keeps the pools)
         self._of: dict[Key, int] = {}
 
     def __len__(self) -> int:
@@ -74,7 +80,7 @@ class ConfiguredClaims:
         """Claimed: exactly the named ``connections``' children's selectors (a changed child's new ones in
         place of its old ones at once); those a configuration no longer names released."""
         want = {(c.ike.name, name): (c, remote, local) for c in connections if c.ike.names_its_peer
-                for name, remote, local in configured_selectors(c)}
+                for name, remote, local in configured_selectors(c, self._pools)}
         for gone in [k for k in self._of if k not in want]:
             self.claims.remove(self._of.pop(gone))
         for key, (conn, remote, local) in want.items():

@@ -435,6 +435,9 @@ def _installed(self: IkeService, state: ChildState, ev: ChildSaUp) -> None:
     if state.handle not in self.children:
         return   # deleted while its install was answered: _child_down has taken it out again
     recreate.installed(self, state)
+    # a failed trap initiation's hold-down ends once a Child SA of it is in, not when it is negotiated: an
+    # install the worker refuses (SAD full) is a failure as a refusal is (review revtrap F3)
+    self.trap_holds.up((state.conn, state.child))
     plan = state.plan
     churn_log.line(self, churn_log.child_peer(self, state.ike, state.unique_id, not ev.initiator, state.conn), log,
                    "%s: CHILD_SA %s up, SPIs %08x_i %08x_o, %s === %s (peer %s, reqid %d)", state.conn, state.child,

@@ -57,6 +57,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     anew (_stale_initiations)."""
     d = diff_by_name(list(self.connections.values()), cfg.connections)
     creds = {new.name for old, new in d.changed if credentials_only(old, new)}
+    self.trap_holds.forget(creds)   # new credentials: their old failures hold nothing back (review revtrap F4)
     replaced = [new for _, new in d.changed if new.name not in creds]
     gone = {c.name for c in d.removed} | {c.name for c in replaced}
     # an untouched connection keeps the engine config its SAs (those being set up too) were made

@@ -191,7 +191,8 @@ class IkeService(Service):
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
         # the named connections' configured selectors are their peers' while down too (configured_claims.py)
-        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles)
+        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles,
+                                                  [n for p in pools for n in p.networks()])
         self.configured_claims.follow(connections)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
@@ -536,7 +537,6 @@ class IkeService(Service):
                     self.events.child_rekeys[(ev.name, ev.child)] += 1
                 state = self._child_registered(sa, ev)
                 if state is not None:
-                    self.trap_holds.up((ev.name, ev.child))   # a failed trap initiation's hold-down ends
                     # the datagrams queued with this event go to the IKE SA's peer (then), in this IKE SA:
                     # they wait for the install (even a task cancelled before it ran releases them)
                     self._start_install(state, ev, self.barrier.peer_install((ev.remote_addr, sa.spi_i + sa.spi_r)))
