@@ -579,7 +579,8 @@ class Daemon:
                 and privilege.has_cap(privilege.CAP_NET_ADMIN)):   # until the last block goes (netadmin.py)
             self._blocks_hold = netadmin.BlocksHold.start(blockwatch.Keeper(self.tun),
                                                           lambda: self._virtual_ips() or self._full_routing(),
-                                                          [self.ike.resolver.renew] if self.ike is not None else [])
+                                                          [self.ike.resolver.renew, self.ike.host_addresses.renew]
+                                                          if self.ike is not None else [])
         if record is not None and self.privilege.drop:
             record.usable_after_drop(privilege._me())
         if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload

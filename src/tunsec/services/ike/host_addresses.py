@@ -113,6 +113,13 @@ class HostAddresses:
             more = f" and {len(moved) - _NAMED} more" if len(moved) > _NAMED else ""
             log.debug("this host's addresses: %s%s (%d in all)", " ".join(moved[:_NAMED]), more, len(found))
 
+    def renew(self) -> None:
+        """The next dump on a new thread: this one was started before CAP_NET_ADMIN was given up, and
+        capabilities are per thread (netadmin.py replaces the pools started before the drop)."""
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)   # a dump running finishes; its thread ends then
+            self._thread = None
+
     def close(self) -> None:
         if self._running is not None:
             self._running.cancel()
