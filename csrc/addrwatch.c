@@ -7,18 +7,35 @@
  * socket is read only when poll says so. */
 #include "internal.h"
 #include <errno.h>
+#include <linux/capability.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* notifications read per wakeup at most: a burst (an interface's hundred addresses) is read over
  * a few wakeups rather than keeping a loop from its packets */
 #define ADDRWATCH_READS 16
 
+/* The socket is opened without CAP_NET_ADMIN in this thread's effective set: the kernel checks the
+ * opener's capabilities (the file's) as well as the sender's for a route change, so a worker taken
+ * over (one that keeps its capabilities: user = root) cannot add or remove the host's addresses or
+ * routes through it inside its sandbox, which refuses it a socket of its own (review revnatt F1). */
 int ts_addrwatch_open(void) {
+    struct __user_cap_header_struct hd = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct old[2], dropped[2];
+    bool have = syscall(SYS_capget, &hd, old) == 0;
+    if (have) {
+        memcpy(dropped, old, sizeof(old));
+        dropped[CAP_NET_ADMIN / 32].effective &= ~(1u << (CAP_NET_ADMIN % 32));
+        syscall(SYS_capset, &hd, dropped);
+    }
     int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (have)
+        syscall(SYS_capset, &hd, old);
     if (fd < 0)
         return -1;   /* no watch: a gone source is tried again after SOURCE_GONE_NS alone */
     struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR};
