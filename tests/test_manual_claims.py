@@ -129,7 +129,7 @@ def test_the_daemon_gives_its_ike_service_the_manual_tunnels_claims(tmp_path: Pa
     path = write(tmp_path, config(tmp_path, hub(1), manual(KEY)))
     daemon = Daemon(resolved(load_config(path)))
     assert daemon.ike is not None
-    ((claim, held),) = daemon.ike.ts_claims.containing(ipaddress.ip_address("10.2.2.7"))
+    ((claim, held, _),) = daemon.ike.ts_claims.containing(ipaddress.ip_address("10.2.2.7"))
     assert claim.conn == "manual tunnel legacy" and held == [Ts.parse("10.2.2.0/24")]
     assert [str(t) for t in claim.local] == ["10.1.0.0/24"]
 
