@@ -130,8 +130,8 @@ def test_the_daemon_gives_its_ike_service_the_manual_tunnels_claims(tmp_path: Pa
     daemon = Daemon(resolved(load_config(path)))
     assert daemon.ike is not None
     # (the named hub connection's configured 10.2.0.0/16 holds it too: services/ike/configured_claims.py)
-    ((claim, held),) = [(c, h) for c, h in daemon.ike.ts_claims.containing(ipaddress.ip_address("10.2.2.7"))
-                        if not c.configured]
+    ((claim, held, _),) = [(c, h, f) for c, h, f in daemon.ike.ts_claims.containing(ipaddress.ip_address("10.2.2.7"))
+                           if not c.configured]
     assert claim.conn == "manual tunnel legacy" and held == [Ts.parse("10.2.2.0/24")]
     assert [str(t) for t in claim.local] == ["10.1.0.0/24"]
 

@@ -241,11 +241,11 @@ def test_containing_finds_narrow_and_wide_claims_holding_an_address_with_all_the
     claims.add(4, "site", b, [Ts.parse("128.0.0.0/1")], [])
     claims.add(5, "hub", b, [Ts.parse("172.16.0.9/32")], [])
     found = {(c.handle, str(c.ts), tuple(sorted(map(str, held))))
-             for c, held in claims.containing(ipaddress.ip_address("172.16.0.9"))}
+             for c, held, _ in claims.containing(ipaddress.ip_address("172.16.0.9"))}
     assert found == {(1, "172.16.0.0/28", ("172.16.0.0/28", "172.16.1.0/28")),
                      (4, "128.0.0.0/1", ("0.0.0.0/1", "128.0.0.0/1")),
                      (5, "172.16.0.9/32", ("172.16.0.9/32",))}
-    assert [c.handle for c, _ in claims.containing(ipaddress.ip_address("10.0.0.1"))] == [3]
+    assert [c.handle for c, _, _ in claims.containing(ipaddress.ip_address("10.0.0.1"))] == [3]
     assert claims.containing(ipaddress.ip_address("2001:db8::1")) == []
     claims.remove(5)
-    assert {c.handle for c, _ in claims.containing(ipaddress.ip_address("172.16.0.9"))} == {1, 4}
+    assert {c.handle for c, _, _ in claims.containing(ipaddress.ip_address("172.16.0.9"))} == {1, 4}

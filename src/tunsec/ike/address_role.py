@@ -39,6 +39,7 @@ gets, so a pass over the connections is fine.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -97,15 +98,20 @@ def address_role(configs: Iterable[IkeConfig], established: EstablishedByAddress
             name = pools.holding(c.pools, text) if c.pools else None
             if name is not None:
                 return Role("pool", c.name, pool=name)
-    held: list[tuple[str, list[IPNetwork], list[IPNetwork]]] = []   # (connection, its networks, all of them)
+    # (connection, its networks, the full tunnel of whom they are): a peer's full tunnel made once
+    # by claims.containing for all its claims found, and the networks of each selector it holds once,
+    # however many of its Child SAs hold it (review revcost F3)
+    held: list[tuple[str, list[IPNetwork], set[IPNetwork]]] = []
     for c in configs:   # dynamic: the peer's address or lease, "peer" or "pool" above
         nets = [net for child in c.children for ts in child.remote_ts if not ts.dynamic for net in ts.networks()]
-        held.append((c.name, nets, nets))
-    for claim, of_peer in claims.containing(ip) if claims is not None else ():
-        held.append((claim.conn, claim.ts.networks(), [net for ts in of_peer for net in ts.networks()]))
+        held.append((c.name, nets, _default_routes(nets)))
+    seen: set[tuple[str, object, Ts]] = set()
+    for claim, _, full in claims.containing(ip) if claims is not None else ():
+        if (claim.conn, claim.peer, claim.ts) not in seen:
+            seen.add((claim.conn, claim.peer, claim.ts))
+            held.append((claim.conn, claim.ts.networks(), full))
     best: tuple[IPNetwork, str] | None = None
-    for name, nets, together in held:
-        everything = _default_routes(together)
+    for name, nets, everything in held:
         for net in nets:
             if net not in everything and ip in net and (best is None or net.prefixlen > best[0].prefixlen):
                 best = (net, name)
@@ -245,9 +251,19 @@ def own_network(st: IkeSaState, role: Role, address: IPAddress) -> bool:
         return False
     if current not in net:
         return False
-    configured = (n for child in st.config.children for ts in child.remote_ts if not ts.dynamic for n in ts.networks())
-    negotiated = (n for child in st.children.values() for ts in child.remote_ts for n in ts.networks())
-    return any(n == net for n in (*configured, *negotiated)) and not _held_by_another(st, net, address)
+    # generators chained, not unpacked into a tuple: the search stops at the first selector of that
+    # network, without the networks of every Child SA made first (review revcost F3)
+    configured = (ts for child in st.config.children for ts in child.remote_ts if not ts.dynamic)
+    negotiated = (ts for child in st.children.values() for ts in child.remote_ts)
+    return any(_network_of(ts, net) for ts in itertools.chain(configured, negotiated)) \
+        and not _held_by_another(st, net, address)
+
+
+def _network_of(ts: Ts, net: IPNetwork) -> bool:
+    """Whether ``net`` is one of ``ts``'s networks; those of a selector that does not hold it all
+    are not made."""
+    return ts.version == net.version and int(ts.start) <= int(net.network_address) \
+        and int(net.broadcast_address) <= int(ts.end) and net in ts.networks()
 
 
 def _held_by_another(st: IkeSaState, net: IPNetwork, address: IPAddress) -> bool:

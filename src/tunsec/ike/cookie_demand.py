@@ -16,9 +16,19 @@
   once more than cookie_threshold clients (cookie_threshold_ip from one address) came within
   COOKIE_CALMDOWN_DELAY: one more round trip for them.
   strongSwan counts only the IKE SAs it holds.
+- A source that returned its COOKIE (a real address: it read our answer) and still has requests
+  refused after work (:class:`ProvenRefusals`) has those count as half-open SAs towards its
+  ``block_threshold`` too, for COOKIE_CALMDOWN_DELAY seconds: a COOKIE binds SPIi, Ni and the
+  address only, so without this it could have the proposal selection done as often as it sends for
+  the cookie's lifetime (review revcost F2).  Only those: a spoofed source never returns a COOKIE,
+  so nobody else's requests can block an address.  A real client's one INVALID_KE_PAYLOAD retry
+  counts 2 (the refusal, then its half-open SA) of the default 5; clients behind one NAT are held
+  to it only while their address must bring COOKIEs.
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 COOKIE_CALMDOWN_DELAY = 10.0
 COOKIE_CALMDOWN_BUCKETS = 32   # a power of 2
@@ -66,3 +76,43 @@ class CookieDemand:
     def refusals(self, slot: int, now: float) -> int:
         """The slot's refusals that count now (those of its window, while it lasts)."""
         return self._refused[slot] if now < self._window[slot] + COOKIE_CALMDOWN_DELAY else 0
+
+
+class ProvenRefusals:
+    """Per source (a dos_source.source_key) that returned a valid COOKIE: its requests refused after
+    work in its window of COOKIE_CALMDOWN_DELAY seconds (from the first), which count as half-open
+    SAs towards block_threshold (the module).  At most ``limit`` sources (the endpoint's
+    half_open_limit: as many as the half-open table may hold): windows go as they end, and the
+    oldest first when a new source finds the table full (each one a real address that made a round
+    trip for its COOKIE: such a crowd is held by the COOKIE thresholds still)."""
+
+    def __init__(self) -> None:
+        # source -> (its window's start, refusals in it), in the order the windows began
+        self._by_source: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._by_source)
+
+    def count(self, source: str, now: float) -> int:
+        """The refusals of ``source`` that count now."""
+        held = self._by_source.get(source)
+        return held[1] if held is not None and now < held[0] + COOKIE_CALMDOWN_DELAY else 0
+
+    def refused(self, source: str, now: float, limit: int) -> None:
+        """A request of ``source`` that brought a valid COOKIE was refused after work."""
+        self._expire(now)
+        held = self._by_source.get(source)
+        if held is not None:
+            self._by_source[source] = (held[0], held[1] + 1)   # in place: its window began when it did
+            return
+        while self._by_source and len(self._by_source) >= max(limit, 1):
+            self._by_source.popitem(last=False)
+        self._by_source[source] = (now, 1)
+
+    def _expire(self, now: float) -> None:
+        """Forget the windows that ended (the oldest come first)."""
+        while self._by_source:
+            source, (start, _) = next(iter(self._by_source.items()))
+            if now < start + COOKIE_CALMDOWN_DELAY:
+                return
+            del self._by_source[source]

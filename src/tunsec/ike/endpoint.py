@@ -74,6 +74,7 @@ from .cookie_demand import (
     COOKIE_CALMDOWN_DELAY,
     GLOBAL,
     CookieDemand,
+    ProvenRefusals,
     address_slot,
     calmdown_bucket,
 )
@@ -129,7 +130,8 @@ class DosLimits:
     ``cookie_threshold_ip`` [charon.cookie_threshold_ip]: once one address holds
     this many half-open SAs, that address (only) must return a COOKIE (0: always).
     ``block_threshold`` [charon.block_threshold, but 0 is not "off" here]: once it
-    holds this many, its requests are dropped, valid COOKIE or not.  Keep
+    holds this many, its requests are dropped, valid COOKIE or not (its requests refused after
+    work that brought a valid COOKIE count too, for a while: cookie_demand.ProvenRefusals).  Keep
     cookie_threshold_ip below it, as strongSwan's defaults (3, 5) are, or an
     address is dropped before it is ever asked for a COOKIE.
     ``ipv6_source_prefix`` (not in strongSwan, which counts per address): an IPv6 source
@@ -231,6 +233,7 @@ class IkeEndpoint:
         self._link_local_log = LogLimiter()   # IKE_SA_INITs from link-local sources refused (link_local.py)
         self._cookies = CookieSecret(rng)   # cookie_secret.py
         self._cookie_demand = CookieDemand()
+        self._proven_refusals = ProvenRefusals()   # refused after work with a valid COOKIE (cookie_demand.py)
 
     # ------------------------------------------------------------------ API
 
@@ -495,12 +498,14 @@ class IkeEndpoint:
         source = source_key(addr[0], limits.ipv6_source_prefix)   # IPv6: its prefix (a host has 2^64 addresses)
         from_ip = self._half_open_by_ip.get(source, 0)
         demand = self._cookie_demand
-        if (demand.required(GLOBAL, self.half_open, limits.cookie_threshold, now)
-                or demand.required(address_slot(source), from_ip, limits.cookie_threshold_ip, now)) \
-                and not self._cookie_ok(msg, addr):
+        proven = demand.required(GLOBAL, self.half_open, limits.cookie_threshold, now) \
+            or demand.required(address_slot(source), from_ip, limits.cookie_threshold_ip, now)
+        if proven and not self._cookie_ok(msg, addr):
             self._send_cookie(msg, addr, local)
             return
-        if from_ip >= limits.block_threshold:   # even with a valid COOKIE: it is this address's share
+        # even with a valid COOKIE: it is this address's share, of half-open SAs and of the requests it
+        # had refused after work with a COOKIE (cookie_demand.ProvenRefusals, review revcost F2)
+        if from_ip + self._proven_refusals.count(source, now) >= limits.block_threshold:
             self.stats.block_threshold += 1
             return
         if self.half_open >= limits.half_open_limit:
@@ -531,6 +536,8 @@ class IkeEndpoint:
         # refused after work (proposal selection, the KE checked): counted as a half-open SA for a while
         self.stats.init_refused += 1
         demand.refused(source, now)
+        if proven:   # it brought back a valid COOKIE: a real address
+            self._proven_refusals.refused(source, now, limits.half_open_limit)
 
     # ------------------------------------------------------------------ cookies
 

@@ -34,7 +34,7 @@ from .ts import Ts
 if TYPE_CHECKING:
     from tunsec.policy.claims import Claim
     from tunsec.policy.pools import Lease
-    from tunsec.policy.selector import IPAddress
+    from tunsec.policy.selector import IPAddress, IPNetwork
 
     from .address_role import Role
     from .exchanges.ike_auth_eap import GatewayEap
@@ -101,7 +101,7 @@ class SelectorClaims(Protocol):
     def overlaps(self, peer: object, selectors: Sequence[Ts], local: Sequence[Ts],
                  named: bool = False, by_name: bool | None = None) -> list[tuple[Claim, Ts]]: ...
 
-    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]: ...
+    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts], set[IPNetwork]]]: ...
 
 
 def random_spi_allocator(rng: Rng = os.urandom) -> SpiAllocator:

@@ -23,7 +23,9 @@ class EndpointStats:
     cookies_sent: int = 0  # stateless COOKIE responses
     cookie_refused: int = 0  # a COOKIE was needed and the one sent (if any) was not valid
     half_open_limit: int = 0  # requests dropped because half_open_limit SAs are half-open
-    block_threshold: int = 0  # requests dropped: their source address holds block_threshold half-open SAs
+    # requests dropped: their source address holds block_threshold half-open SAs (with the requests it had
+    # refused after work while it brought COOKIEs, cookie_demand.ProvenRefusals)
+    block_threshold: int = 0
     no_connection: int = 0  # no connection accepts IKE from the source address
     half_open_closed: int = 0  # half-open SAs that timed out or failed before authentication
     redirects_sent: int = 0  # stateless REDIRECT responses (RFC 5685)

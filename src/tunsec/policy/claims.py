@@ -253,18 +253,21 @@ class TsClaims:
         return found
 
 
-    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts]]]:
+    def containing(self, ip: IPAddress) -> list[tuple[Claim, list[Ts], set[IPNetwork]]]:
         """The claims whose remote selector holds ``ip``, each with every remote selector its peer
-        holds on its connection (all its Child SAs: whether together they are a full tunnel, asked by
-        ike/address_role.py of a virtual IP or REDIRECT target a client is given, and of every MOBIKE
-        move or NAT float of an authenticated peer).  Each Child SA's selectors come widened across
-        the gaps between them that other peers' claims hold (:meth:`_widened`): a full tunnel we
-        proposed without a manual tunnel's network (exchanges/child.py outside_others_claims) is a
-        full tunnel still.  The claim itself comes widened only when its peer's widened selectors are
-        a full tunnel and its widened range is part of it (review revclaims3 F2: a spoke's
-        10.0.0.0/24 beside another's 10.0.1.0/24 stays a /24, the network its policy routes).
-        Cost: the claims found, one pass over the Child SAs, and one pass over all claims per peer found
-        that has two selectors of one kind in a Child SA (review revfull4 F3), a bisect per gap."""
+        holds on its connection (all its Child SAs) and the networks of those that are a full tunnel
+        (default_routes; one list and one set per peer, shared by its claims: ike/address_role.py
+        asks of a virtual IP or REDIRECT target a client is given, and of every MOBIKE move or NAT
+        float of an authenticated peer, and makes neither again per claim, review revcost F3).  Each
+        Child SA's selectors come widened across the gaps between them that other peers' claims hold
+        (:meth:`_widened`): a full tunnel we proposed without a manual tunnel's network
+        (exchanges/child.py outside_others_claims) is a full tunnel still.  The claim itself comes
+        widened only when its peer's widened selectors are a full tunnel and its widened range is
+        part of it (review revclaims3 F2: a spoke's 10.0.0.0/24 beside another's 10.0.1.0/24 stays
+        a /24, the network its policy routes).  Cost: the claims found, one pass over the Child SAs,
+        one pass over all claims per peer found that has two selectors of one kind in a Child SA
+        (review revfull4 F3), a bisect per gap, and the networks of each peer's selectors found once
+        (its full tunnel decided on their address intervals, policy/full_tunnel.py)."""
         fam, at = ip.version, int(ip)
         starts, entries = self._starts[fam], self._entries[fam]
         near = entries[bisect.bisect_left(starts, at - self._reach[fam]):bisect.bisect_right(starts, at)]
@@ -277,14 +280,20 @@ class TsClaims:
             if held:
                 handles.setdefault((held[0][2].conn, held[0][2].peer), []).append(handle)
         asked: dict[tuple[str, object], tuple[list[Ts], set[IPNetwork]]] = {}   # per peer: its pieces, its full tunnel
+        # per peer and selector found: the selector the claim comes as (a peer's Child SAs often hold the
+        # same selectors: its pieces searched and their networks made once each, review revcost F3)
+        shown: dict[tuple[str, object, Ts], Ts] = {}
         out = []
         for c in found:
             known = asked.get((c.conn, c.peer))
             if known is None:
                 known = asked[c.conn, c.peer] = self._peer_widened(handles.get((c.conn, c.peer), []))
             pieces, full = known
-            own = next((ts for ts in pieces if ts.contains(c.ts)), c.ts)
-            out.append((dataclasses.replace(c, ts=own) if set(own.networks()) <= full else c, pieces))
+            ts = shown.get((c.conn, c.peer, c.ts))
+            if ts is None:
+                own = next((ts for ts in pieces if ts.contains(c.ts)), c.ts)
+                ts = shown[c.conn, c.peer, c.ts] = own if set(own.networks()) <= full else c.ts
+            out.append((c if ts == c.ts else dataclasses.replace(c, ts=ts), pieces, full))
         return out
 
     def _peer_widened(self, mine: list[int]) -> tuple[list[Ts], set[IPNetwork]]:

@@ -3,6 +3,7 @@ policy/claims.py asks it too (whether a peer's widened pieces are one, review re
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Sequence
 
@@ -21,15 +22,16 @@ HALVES: dict[IPNetwork, tuple[IPNetwork, IPNetwork]] = {
 
 def default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
     """Those of ``nets`` that are a default route: per family, the networks up to the shortest
-    prefix length at which the networks that wide cover the family (EVERYTHING), or none."""
+    prefix length at which the networks that wide cover the family (EVERYTHING), or none.  Decided
+    on the networks' address intervals in one sorted pass (:func:`_covering_length`), not by
+    collapsing them once per prefix length: a peer's selectors of odd bounds are hundreds of
+    networks of a hundred lengths each, asked of every move it makes (review revcost F3)."""
     found: set[IPNetwork] = set()
     for version, space in EVERYTHING.items():
         mine = [n for n in nets if n.version == version]
-        for length in sorted({n.prefixlen for n in mine}):
-            wide = [n for n in mine if n.prefixlen <= length]
-            if any(space.subnet_of(n) for n in ipaddress.collapse_addresses(wide)):  # type: ignore[type-var, arg-type]
-                found.update(wide)
-                break
+        length = _covering_length(mine, int(space.network_address), int(space.broadcast_address))
+        if length is not None:
+            found.update(n for n in mine if n.prefixlen <= length)
     return found
 
 
@@ -39,3 +41,28 @@ def without_full_tunnel(selectors: Sequence[Ts]) -> tuple[Ts, ...]:
     selectors claim (services/ike/configured_claims.py)."""
     full = default_routes([n for t in selectors if not t.dynamic for n in t.networks()])
     return tuple(t for t in selectors if t.dynamic or not set(t.networks()) <= full)
+
+
+def _covering_length(nets: Sequence[IPNetwork], first: int, last: int) -> int | None:
+    """The shortest prefix length L such that those of ``nets`` of prefix length L or less cover
+    the addresses first..last, or None if all of them do not.  That is the widest (greatest) of the
+    narrowest lengths covering each address: a sweep over the networks by first address, keeping
+    those that hold the current address in a heap by prefix length (the top holds it most widely);
+    the current address moves to the end of the top or to the next network's start, whichever
+    comes first, so each network is pushed and popped once (n log n)."""
+    spans = sorted((int(n.network_address), int(n.broadcast_address), n.prefixlen) for n in nets
+                   if int(n.broadcast_address) >= first and int(n.network_address) <= last)
+    holding: list[tuple[int, int]] = []   # (prefix length, last address) of the networks begun
+    need, at, i = 0, first, 0
+    while at <= last:
+        while i < len(spans) and spans[i][0] <= at:
+            heapq.heappush(holding, (spans[i][2], spans[i][1]))
+            i += 1
+        while holding and holding[0][1] < at:   # ended before the current address
+            heapq.heappop(holding)
+        if not holding:
+            return None   # a gap: not covered at any length
+        length, end = holding[0]
+        need = max(need, length)
+        at = min(end, spans[i][0] - 1 if i < len(spans) else end) + 1
+    return need

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 from ..auth import SUPPORTED_HASHES
 from ..certs import certreq_data
+from ..config import IkeConfig
 from ..constants import (
     IKE_PORT,
     NATT_PORT,
@@ -50,8 +51,8 @@ from ..constants import (
 )
 from ..dh import DhError, KeyExchange, check_public, init_key_exchange
 from ..events import NegotiationFailed, Redirected
-from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, SaPayload
-from ..proposals import Suite, accepts, describe_all, select_proposal
+from ..message import CertReqPayload, KePayload, NoncePayload, NotifyPayload, Payload, Proposal, SaPayload
+from ..proposals import ProposalSpec, Suite, accepts, describe_all, select_proposal
 from ..redirect import MAX_REDIRECTS, RedirectError, decode_redirect, encode_gateway, not_followed
 from ..state import NO_HASHES, IkeSaState, nat_hash
 from .base import (
@@ -299,16 +300,24 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and not p.spi]
     candidates = st.candidates or (st.config,)
     chosen = None
+    # the proposal lists that refused this request already: a gateway's %any connections mostly share
+    # one ("default"), and each alike candidate would match the peer's up to 256 transforms again
+    # (review revcost F1); the first candidate whose proposals match still wins
+    refused: set[tuple[ProposalSpec, ...]] = set()
     for cfg in candidates:
+        if cfg.proposals in refused:
+            continue
         chosen = select_proposal(cfg.proposals, theirs, prefer_group=ke.group)
         if chosen is not None:
             st.config = cfg
             # IKE_AUTH may still switch to another connection that accepts this proposal (cfg does:
             # it chose it, and asking again costs a match per client on a gateway)
-            st.candidates = tuple(c for c in candidates if c is cfg or accepts(c.proposals, chosen))
+            st.candidates = _accepting(candidates, cfg, chosen)
             break
+        refused.add(cfg.proposals)
     if chosen is None:
-        configured = describe_all(p for c in candidates for p in c.proposals)
+        # each distinct proposal once, as they were refused
+        configured = describe_all(dict.fromkeys(p for c in candidates for p in c.proposals))
         st.emit(
             NegotiationFailed(
                 st.name, "NO_PROPOSAL_CHOSEN", f"received {describe_all(sa.proposals)}; configured {configured}"
@@ -348,6 +357,16 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
             *_certreq(st),
         ]
     )
+
+
+def _accepting(candidates: Sequence[IkeConfig], cfg: IkeConfig, chosen: Proposal) -> tuple[IkeConfig, ...]:
+    """``cfg`` (which chose ``chosen``) and the candidates whose proposals accept it too, in order;
+    each distinct proposal list asked once (review revcost F1)."""
+    known: dict[tuple[ProposalSpec, ...], bool] = {}
+    for c in candidates:
+        if c.proposals not in known:
+            known[c.proposals] = accepts(c.proposals, chosen)
+    return tuple(c for c in candidates if c is cfg or known[c.proposals])
 
 
 def certreq_payloads(st: IkeSaState) -> list[Payload]:
