@@ -489,10 +489,11 @@ class IkeSa:
             self._st.local_addr = None
         pending = self._pending
         if pending is not None and isinstance(pending.task, mobike.UpdateSaAddressesTask):
-            # one is out (maybe sent while we had no address): its retransmission leaves from
-            # the address we have now, so send it again at once rather than after the backoff
-            if pending.deadline is not None:
-                pending.deadline = min(pending.deadline, self._now)
+            # one is out (maybe sent while we had no address): sent again at once from the address we
+            # have now, not counted as a retransmission nor moving its backoff: an address that flaps
+            # would otherwise spend the tries in seconds and give the IKE SA up (review revlate3 F2)
+            to = pending.task.resend_to(self._st, pending.to)
+            self._outbox.extend((data, to) for data in pending.datagrams)
             return True
         if not self._queued(mobike.UpdateSaAddressesTask):
             self._queue.append(mobike.UpdateSaAddressesTask(local))

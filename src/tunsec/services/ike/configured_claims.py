@@ -40,15 +40,20 @@ def configured_selectors(conn: Connection, pools: Sequence[IPNetwork] = ()
     them, its full tunnel left out (policy/full_tunnel.py without_full_tunnel: the
     default route through that peer is no network of its, as ike/address_role.py counts it for none;
     claimed while down, it would refuse every road warrior's lease and spoke toward the same local side).
-    A child whose remote selectors meet one of the ``pools`` is not claimed at all: a named spoke's wide
-    remote_ts (10.0.0.0/8, its part chosen at negotiation) is no claim on the road warriors' leases in
-    it (review revtrap F5); its Child SAs claim what they hold, as before h/fixtrap."""
+    A remote selector that meets one of the ``pools`` is left out (the child's others are claimed): a named
+    spoke's wide remote_ts (10.0.0.0/8, its part chosen at negotiation) is no claim on the road warriors'
+    leases in it (review revtrap F5), nor is a pool a reason to drop the child's other networks (review
+    revlate3 F1); what its Child SAs hold they claim, as before h/fixtrap."""
     ike = conn.ike
     for ch in ike.children:
-        remote = without_full_tunnel(_resolved(ch.remote_ts, ike.remote_addr))
-        if remote and not any(p.overlaps(n) for t in remote if not t.dynamic for n in t.networks()
-                              for p in pools if p.version == n.version):
+        remote = tuple(t for t in without_full_tunnel(_resolved(ch.remote_ts, ike.remote_addr))
+                       if t.dynamic or not _meets(t, pools))
+        if remote:
             yield ch.name, remote, _resolved(ch.local_ts, ike.local_addr)
+
+
+def _meets(t: Ts, pools: Sequence[IPNetwork]) -> bool:
+    return any(p.overlaps(n) for n in t.networks() for p in pools if p.version == n.version)
 
 
 def _resolved(selectors: Iterable[Ts], addr: str | None) -> tuple[Ts, ...]:
