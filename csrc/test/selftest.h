@@ -202,5 +202,6 @@ void spd_rand_flow(ts_flow *f);
 void test_spd_churn_model(void);      /* test_spd_churn.c */
 void test_spd_churn_keeps_cache(void);
 void test_spd_churn_held(void);
+void test_review_revspd_range_delete_cost(void);   /* test_review_revspd.c */
 
 #endif

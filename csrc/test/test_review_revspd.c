@@ -1,0 +1,84 @@
+/* Review revspd (of h/spdchurn): what a range policy's delete costs under the write lock.
+ *
+ * h/spdchurn made a delete unlink its entry and leave a dead slot, O(1); for a policy whose
+ * destination is a range, ts_spd_delete (spd.c) still calls range_rebuild when
+ * ts_rindex_close (spdrange.c) finds the index's unlinked links or its nodes past what is live
+ * (nlink - nlive > nlive + 64, nnode > 4 * nlive + 64).  Those bounds count the range index's
+ * links alone, but range_rebuild walks every slot of v (spd->used: each client's hashed policy
+ * and every dead slot too) and rebuilds the index from scratch.  On a gateway (thousands of
+ * clients' hashed policies, one trap range), a peer whose children have range selectors (a
+ * site-to-site child's /24; a narrowed range the peer picks) makes every ~34th delete of a /24
+ * child a pass over all slots, every ~5th of a range of eight prefixes: the O(n)-per-change
+ * cost under the write lock that review revpeerdos R1 was about, for this kind of policy. */
+#include "selftest.h"
+
+/* a client's policy: its virtual IP, one address (hashed), 100.64.0.0/10 */
+static ts_policy client(uint32_t id, uint32_t n) {
+    ts_policy p = {.id = id, .priority = 200, .action = TS_ACT_BYPASS};
+    p.sel.family = 4;
+    memset(p.sel.src_hi, 0xff, 4);
+    p.sel.sport_hi = p.sel.dport_hi = 0xffff;
+    uint8_t a[4] = {100, (uint8_t)(64 + (n >> 16)), (uint8_t)(n >> 8), (uint8_t)n};
+    memcpy(p.sel.dst_lo, a, 4);
+    memcpy(p.sel.dst_hi, a, 4);
+    return p;
+}
+
+/* a child's destination range in 172.16.k.0/24: lo .1, hi .30 takes eight prefixes (/32, /31,
+ * /30, /29, /29, /30, /31, /32); lo .0, hi .255 is the subnet, one */
+static ts_policy ranged(uint32_t id, uint32_t k, uint8_t lo_last, uint8_t hi_last) {
+    ts_policy p = client(id, 0);
+    p.priority = 100;
+    uint8_t lo[4] = {172, 16, (uint8_t)k, lo_last}, hi[4] = {172, 16, (uint8_t)k, hi_last};
+    memcpy(p.sel.dst_lo, lo, 4);
+    memcpy(p.sel.dst_hi, hi, 4);
+    return p;
+}
+
+#define CLIENTS 20000u
+#define CYCLES 128u
+
+/* One peer adds and deletes a child with a range selector, CYCLES times, next to CLIENTS
+ * clients' policies and a trap range.  A rebuild of the range index shows as its links
+ * dropping on a delete (a plain unlink leaves them); each is a pass over spd->used slots
+ * (range_rebuild), so that is what it costs here.  Returns the slots those passes visited. */
+static unsigned long range_churn(uint8_t lo_last, uint8_t hi_last) {
+    ts_dp *dp = ts_dp_new();
+    FATAL_IF(!dp);
+    for (uint32_t n = 0; n < CLIENTS; n++) {
+        ts_policy p = client(1 + n, n);
+        FATAL_IF(ts_spd_add(dp, &p) != TS_OK);
+    }
+    ts_policy trap = client(CLIENTS + 1, 0);
+    trap.priority = 300;
+    uint8_t lo[4] = {172, 16, 0, 0}, hi[4] = {172, 31, 255, 255};
+    memcpy(trap.sel.dst_lo, lo, 4);
+    memcpy(trap.sel.dst_hi, hi, 4);
+    FATAL_IF(ts_spd_add(dp, &trap) != TS_OK);
+    unsigned long rebuilds = 0, visited = 0;
+    for (uint32_t c = 0; c < CYCLES; c++) {
+        ts_policy p = ranged(CLIENTS + 2 + c, c, lo_last, hi_last);
+        CHECK(ts_spd_add(dp, &p) == TS_OK);
+        size_t links = dp->spd.range.nlink;
+        CHECK(ts_spd_delete(dp, p.id) == TS_OK);
+        if (dp->spd.range.nlink < links) {
+            rebuilds++;
+            visited += dp->spd.used;   /* range_rebuild's pass */
+        }
+    }
+    CHECK(ts_spd_count(dp) == CLIENTS + 1);
+    if (visited > 256ul * CYCLES)
+        fprintf(stderr, "review revspd: %u deletes of 172.16.k.%u-%u next to %u clients: %lu rebuilds, %lu slots visited\n",
+                CYCLES, lo_last, hi_last, CLIENTS, rebuilds, visited);
+    ts_dp_free(dp);
+    return visited;
+}
+
+/* A delete O(1) amortized passes over a bounded number of slots a delete whatever the
+ * clients' count: 256 is generous (the range index holds two policies here).  A fix that
+ * rebuilds from the unhashed entries alone (not from every slot) counts those instead of
+ * spd->used in range_churn. */
+void test_review_revspd_range_delete_cost(void) {
+    CHECK(range_churn(0, 255) <= 256ul * CYCLES);   /* a site-to-site child's /24 */
+    CHECK(range_churn(1, 30) <= 256ul * CYCLES);    /* a range the peer picked: eight prefixes */
+}
