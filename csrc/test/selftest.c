@@ -119,6 +119,7 @@ int main(int argc, char **argv) {
     test_spd_churn_keeps_cache();
     test_spd_churn_held();
     test_review_revspd_range_delete_cost();
+    test_review_revspd_shared_dgen_wrap();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

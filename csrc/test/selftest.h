@@ -203,5 +203,6 @@ void test_spd_churn_model(void);      /* test_spd_churn.c */
 void test_spd_churn_keeps_cache(void);
 void test_spd_churn_held(void);
 void test_review_revspd_range_delete_cost(void);   /* test_review_revspd.c */
+void test_review_revspd_shared_dgen_wrap(void);
 
 #endif

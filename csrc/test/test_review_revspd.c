@@ -82,3 +82,76 @@ void test_review_revspd_range_delete_cost(void) {
     CHECK(range_churn(0, 255) <= 256ul * CYCLES);   /* a site-to-site child's /24 */
     CHECK(range_churn(1, 30) <= 256ul * CYCLES);    /* a range the peer picked: eight prefixes */
 }
+
+/* ---- what the flow cache trusts (passes on main: coverage the review asked for) ---------------- */
+
+static ts_flow flow_to(const uint8_t dst[4]) {
+    ts_flow f = {.family = 4, .proto = 17, .sport = 4000, .dport = 53, .src = {192, 0, 2, 1}};
+    memcpy(f.dst, dst, 4);
+    return f;
+}
+
+static uint32_t dgen_slot(const ts_dp *dp, const uint8_t dst[4]) {
+    uint8_t in[5] = {4, dst[0], dst[1], dst[2], dst[3]};
+    return (uint32_t)(ts_siphash24(dp->spd.key, in, sizeof(in)) & (TS_SPD_DGEN - 1));
+}
+
+static uint32_t answer(ts_dp *dp, ts_flow_cache *cache, const ts_flow *f) {
+    pthread_rwlock_rdlock(&dp->lock);
+    ts_spd_entry *c = ts_spd_lookup_cached(&dp->spd, cache, f), *r = ts_spd_lookup(&dp->spd, f);
+    CHECK(c == r);   /* the cache's answer is the ordered scan's */
+    pthread_rwlock_unlock(&dp->lock);
+    return c ? c->pol.id : 0;
+}
+
+/* Two destinations sharing a counter of spd.dgen, both generations about to wrap: a flow to one
+ * cached on the trap range keeps the right answer while the other's policy comes and goes, and
+ * moves to its own destination's policy when that one is added ahead of the trap, through the
+ * counters' wraparound (the cache compares them for equality only). */
+void test_review_revspd_shared_dgen_wrap(void) {
+    ts_dp *dp = ts_dp_new();
+    ts_flow_cache *cache = calloc(1, sizeof(*cache));
+    FATAL_IF(!dp || !cache);
+    ts_policy trap = client(1, 0);
+    trap.priority = 300;
+    uint8_t lo[4] = {100, 64, 0, 0}, hi[4] = {100, 127, 255, 255};
+    memcpy(trap.sel.dst_lo, lo, 4);
+    memcpy(trap.sel.dst_hi, hi, 4);
+    FATAL_IF(ts_spd_add(dp, &trap) != TS_OK);
+    uint8_t d1[4] = {100, 64, 0, 1}, d2[4] = {100, 64, 0, 2};
+    uint32_t slot = dgen_slot(dp, d1);
+    for (uint32_t n = 2; dgen_slot(dp, d2) != slot; n++) {   /* another destination, same counter */
+        d2[2] = (uint8_t)(n >> 8);
+        d2[3] = (uint8_t)n;
+    }
+    pthread_rwlock_wrlock(&dp->lock);
+    dp->spd.generation = UINT64_MAX;
+    dp->spd.dgen[slot] = UINT64_MAX - 1;
+    pthread_rwlock_unlock(&dp->lock);
+    ts_flow f1 = flow_to(d1), f2 = flow_to(d2);
+    CHECK(answer(dp, cache, &f1) == 1 && answer(dp, cache, &f2) == 1);
+    for (uint32_t round = 0; round < 4; round++) {   /* the shared counter wraps on the way */
+        ts_policy p2 = client(10 + round, 0);
+        memcpy(p2.sel.dst_lo, d2, 4);
+        memcpy(p2.sel.dst_hi, d2, 4);
+        CHECK(ts_spd_add(dp, &p2) == TS_OK);
+        CHECK(answer(dp, cache, &f1) == 1 && answer(dp, cache, &f2) == p2.id);
+        CHECK(ts_spd_delete(dp, p2.id) == TS_OK);
+        CHECK(answer(dp, cache, &f1) == 1 && answer(dp, cache, &f2) == 1);
+    }
+    ts_policy p1 = client(20, 0);
+    memcpy(p1.sel.dst_lo, d1, 4);
+    memcpy(p1.sel.dst_hi, d1, 4);
+    CHECK(ts_spd_add(dp, &p1) == TS_OK);
+    CHECK(answer(dp, cache, &f1) == 20 && answer(dp, cache, &f2) == 1);
+    ts_policy net = trap;   /* a range ahead of all: the SPD's generation wraps too */
+    net.id = 21;
+    net.priority = 50;
+    CHECK(ts_spd_add(dp, &net) == TS_OK);
+    CHECK(dp->spd.generation < 4);
+    CHECK(answer(dp, cache, &f1) == 21 && answer(dp, cache, &f2) == 21);
+    CHECK(ts_spd_delete(dp, 21) == TS_OK);
+    CHECK(answer(dp, cache, &f1) == 20 && answer(dp, cache, &f2) == 1);
+    ts_dp_free(dp);
+    free(cache);
+}
