@@ -25,7 +25,8 @@
  * run the kernel refuses sent as datagrams), test_spd.c and
  * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
  * the flow caches when an allocation fails), test_spd_churn.c (the SPD under churn against a
- * model of its own, and what a change leaves of the flow caches), test_sandbox.c (the worker's seccomp filter); what
+ * model of its own, and what a change leaves of the flow caches), test_review_revspd.c (review
+ * revspd: a range policy's delete cost, a shared dgen counter), test_sandbox.c (the worker's seccomp filter); what
  * they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
