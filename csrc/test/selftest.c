@@ -26,7 +26,8 @@
  * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
  * the flow caches when an allocation fails), test_spd_churn.c (the SPD under churn against a
  * model of its own, and what a change leaves of the flow caches), test_review_revspd.c (review
- * revspd: a range policy's delete cost, a shared dgen counter), test_sandbox.c (the worker's seccomp filter); what
+ * revspd: a range policy's delete cost, a shared dgen counter), test_spd_upkeep.c (what a held
+ * packet's retry and deletes walk), test_sandbox.c (the worker's seccomp filter); what
  * they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
@@ -121,6 +122,8 @@ int main(int argc, char **argv) {
     test_spd_churn_held();
     test_review_revspd_range_delete_cost();
     test_review_revspd_shared_dgen_wrap();
+    test_spd_held_pass_visits();
+    test_spd_delete_compacts();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

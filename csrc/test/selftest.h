@@ -204,5 +204,7 @@ void test_spd_churn_keeps_cache(void);
 void test_spd_churn_held(void);
 void test_review_revspd_range_delete_cost(void);   /* test_review_revspd.c */
 void test_review_revspd_shared_dgen_wrap(void);
+void test_spd_held_pass_visits(void);         /* test_spd_upkeep.c */
+void test_spd_delete_compacts(void);
 
 #endif
