@@ -219,7 +219,7 @@ typedef struct ts_spd {
      * compacted) or a policy is added whose destination is a range (it may win any flow); a
      * policy for one destination moves only that destination's dgen (only flows to it can
      * match it); a delete moves neither (a flow cached to the dead entry sees it dead, no
-     * other flow's best changes) */
+     * other flow's best changes) unless it compacts */
     uint64_t generation;
     uint64_t dgen[TS_SPD_DGEN];
     int hold_fd;                       /* eventfd: a held packet's SA was bound (hold.c) */

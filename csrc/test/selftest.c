@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
     test_review_revspd_shared_dgen_wrap();
     test_spd_held_pass_visits();
     test_spd_delete_compacts();
+    test_spd_held_two_loops();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -13,16 +13,7 @@
 #include "selftest.h"
 
 /* a client's policy: its virtual IP, one address (hashed), 100.64.0.0/10 */
-static ts_policy client(uint32_t id, uint32_t n) {
-    ts_policy p = {.id = id, .priority = 200, .action = TS_ACT_BYPASS};
-    p.sel.family = 4;
-    memset(p.sel.src_hi, 0xff, 4);
-    p.sel.sport_hi = p.sel.dport_hi = 0xffff;
-    uint8_t a[4] = {100, (uint8_t)(64 + (n >> 16)), (uint8_t)(n >> 8), (uint8_t)n};
-    memcpy(p.sel.dst_lo, a, 4);
-    memcpy(p.sel.dst_hi, a, 4);
-    return p;
-}
+static ts_policy client(uint32_t id, uint32_t n) { return client_policy(id, n); }
 
 /* a child's destination range in 172.16.k.0/24: lo .1, hi .30 takes eight prefixes (/32, /31,
  * /30, /29, /29, /30, /31, /32); lo .0, hi .255 is the subnet, one */
