@@ -22,19 +22,106 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-ts_hold *ts_hold_new(_Atomic uint64_t *held) {
+ts_hold *ts_hold_new(_Atomic uint64_t *held, ts_holds *busy) {
     ts_hold *h = calloc(1, sizeof(*h));
     if (h) {
         pthread_mutex_init(&h->lock, NULL);
         h->held = held;
+        h->busy = busy;
     }
     return h;
 }
 
-/* the SPD's count follows n: a change asks it, not every hold, whether packets wait */
+/* ---- the holds that have packets (ts_holds) ------------------------------------------------ */
+
+void ts_holds_init(ts_holds *hs) {
+    pthread_mutex_init(&hs->lock, NULL);
+    pthread_mutex_init(&hs->pass, NULL);
+}
+
+void ts_holds_destroy(ts_holds *hs) {
+    pthread_mutex_destroy(&hs->lock);
+    pthread_mutex_destroy(&hs->pass);
+}
+
+/* under hs->lock */
+static void unlist(ts_holds *hs, ts_hold *h) {
+    *(h->bprev ? &h->bprev->bnext : &hs->first) = h->bnext;
+    *(h->bnext ? &h->bnext->bprev : &hs->last) = h->bprev;
+    h->bprev = h->bnext = NULL;
+}
+
+static void list_back(ts_holds *hs, ts_hold *h) {
+    h->bprev = hs->last;
+    h->bnext = NULL;
+    *(hs->last ? &hs->last->bnext : &hs->first) = h;
+    hs->last = h;
+}
+
+/* under h->lock: on the list exactly while it has packets */
+static void list_if_busy(ts_hold *h) {
+    if (!h->busy || h->listed == (h->n > 0))
+        return;
+    pthread_mutex_lock(&h->busy->lock);
+    if (h->n)
+        list_back(h->busy, h);
+    else
+        unlist(h->busy, h);
+    h->listed = h->n > 0;
+    pthread_mutex_unlock(&h->busy->lock);
+}
+
+/* the pass lock if no pass runs, and a kick not yet served: then a pass begins */
+static bool take_pass(ts_holds *hs) {
+    if (pthread_mutex_trylock(&hs->pass) != 0)
+        return false;   /* the running pass sees again when it ends */
+    if (!atomic_exchange(&hs->again, false)) {
+        pthread_mutex_unlock(&hs->pass);
+        return false;
+    }
+    hs->round++;   /* under the pass lock; read under the list's (ts_held_next) */
+    atomic_fetch_add_explicit(&hs->passes, 1, memory_order_relaxed);
+    return true;
+}
+
+/* again is set before the try and read after the unlock: a kick that finds a pass running is
+ * served by that loop's next pass, never lost */
+bool ts_held_begin(ts_holds *hs) {
+    atomic_store(&hs->again, true);
+    return take_pass(hs);
+}
+
+bool ts_held_end(ts_holds *hs) {
+    pthread_mutex_unlock(&hs->pass);
+    return take_pass(hs);
+}
+
+/* The front hold unless this pass took it already; it goes to the back, so the holds not yet
+ * taken stay in front.  A hold that gets its first packet during the pass goes to the back
+ * behind those taken: it was held under the same policies and SAs, as the read lock is held. */
+ts_hold *ts_held_next(ts_holds *hs) {
+    pthread_mutex_lock(&hs->lock);
+    ts_hold *h = hs->first;
+    if (h && h->round != hs->round) {
+        h->round = hs->round;
+        unlist(hs, h);
+        list_back(hs, h);
+        atomic_fetch_add_explicit(&hs->visited, 1, memory_order_relaxed);
+    } else {
+        h = NULL;
+    }
+    pthread_mutex_unlock(&hs->lock);
+    return h;
+}
+
+/* ---- one hold ------------------------------------------------------------------------------ */
+
+/* the SPD's count follows n, and its list: a change asks the count, not every hold, whether
+ * packets wait, and a pass walks the list alone */
 static void count_held(ts_hold *h, int64_t d) {
     if (h->held)
         atomic_fetch_add_explicit(h->held, (uint64_t)d, memory_order_relaxed);
+    list_if_busy(h);
 }
 
 static void drop_oldest(ts_dp *dp, ts_hold *h, int reason) {
@@ -112,7 +199,9 @@ void ts_hold_free(ts_dp *dp, ts_hold *h) {
         return;
     for (uint32_t i = 0; dp && i < h->n; i++)
         ts_drop(dp, TS_DROP_HOLD_TIMEOUT);   /* the policy went away before its SA came */
-    count_held(h, -(int64_t)h->n);
+    uint32_t n = h->n;
+    h->n = 0;   /* off the list: under the write lock, no pass holds it */
+    count_held(h, -(int64_t)n);
     pthread_mutex_destroy(&h->lock);
     free(h->buf);
     free(h);

@@ -121,10 +121,25 @@ ts_sa *ts_sad_find_sa(const ts_sad *s, uint32_t spi, uint8_t dir, const ts_addr 
 #define TS_HOLD_PKTS 8
 #define TS_HOLD_BYTES 65536
 #define TS_HOLD_TIMEOUT_NS (10ull * 1000000000ull)
+/* The holds that have packets, so that a change while one packet waits somewhere (a trap that
+ * keeps failing) does not make a loop visit every policy's hold (send_held): a hold is on the
+ * list exactly while it has packets.  Lock order: a hold's lock, then the list's. */
+typedef struct ts_holds {
+    pthread_mutex_t lock;              /* the list, its holds' links and stamps */
+    pthread_mutex_t pass;              /* one send_held pass at a time (ts_held_begin) */
+    _Atomic bool again;                /* a kick came: another pass is due */
+    struct ts_hold *first, *last;      /* moved to the back when a pass takes one */
+    uint64_t round;                    /* the pass's number, stamped on the holds it took */
+    _Atomic uint64_t passes, visited;  /* passes run, holds they took (a selftest hook) */
+} ts_holds;
 typedef struct ts_hold {
     pthread_mutex_t lock;              /* loop threads push/pop under the read lock */
     uint32_t n, used;                  /* packets, bytes in buf (oldest first, back to back) */
     _Atomic uint64_t *held;            /* the SPD's count of waiting packets, kept with n (may be NULL) */
+    ts_holds *busy;                    /* the SPD's list of holds with packets (may be NULL) */
+    struct ts_hold *bprev, *bnext;     /* on busy: under busy->lock */
+    bool listed;
+    uint64_t round;                    /* the last pass that took it */
     uint32_t len[TS_HOLD_PKTS];
     uint64_t t_ns[TS_HOLD_PKTS];       /* when each was held */
     uint8_t *buf;                      /* TS_HOLD_BYTES, only while packets wait: most policies never
@@ -145,6 +160,8 @@ typedef struct ts_spd_entry {
     uint32_t id_next;                  /* the next entry in its id bucket */
     uint32_t rq_next, rq_prev;         /* the next and previous in its reqid bucket (reqid 0: in none);
                                           both ways: many policies may share a reqid */
+    uint32_t rg_next, rg_prev;         /* unhashed (a range): the next and previous live one, so that
+                                          the range index's rebuild walks these alone, not every slot */
     uint64_t hash;                     /* keyed hash of (family, destination) when hashed */
 } ts_spd_entry;
 
@@ -202,7 +219,7 @@ typedef struct ts_spd {
      * compacted) or a policy is added whose destination is a range (it may win any flow); a
      * policy for one destination moves only that destination's dgen (only flows to it can
      * match it); a delete moves neither (a flow cached to the dead entry sees it dead, no
-     * other flow's best changes) */
+     * other flow's best changes) unless it compacts */
     uint64_t generation;
     uint64_t dgen[TS_SPD_DGEN];
     int hold_fd;                       /* eventfd: a held packet's SA was bound (hold.c) */
@@ -212,6 +229,9 @@ typedef struct ts_spd {
     uint32_t *by_id, *by_reqid;        /* by policy id, by reqid: slot of the first entry */
     size_t nhashed;
     ts_rindex range;                   /* the unhashed entries by destination (spdrange.c) */
+    uint32_t range_first, range_last;  /* the live unhashed entries' chain (rg_next), TS_SPD_NONE = empty */
+    size_t nrange;                     /* entries on it */
+    ts_holds busy;                     /* the holds that have packets (hold.c) */
 } ts_spd;
 
 typedef struct ts_flow {
@@ -286,7 +306,8 @@ static inline bool ts_spd_before(const ts_spd_entry *a, const ts_spd_entry *b) {
 }
 void ts_rindex_free(ts_rindex *r);
 
-ts_hold *ts_hold_new(_Atomic uint64_t *held);        /* held: the SPD's count of waiting packets */
+/* held: the SPD's count of waiting packets, busy its list of holds that have some (both may be NULL) */
+ts_hold *ts_hold_new(_Atomic uint64_t *held, ts_holds *busy);
 void ts_hold_free(ts_dp *dp, ts_hold *h);          /* counts what it still held (dp may be NULL) */
 /* false if not held (no hold, empty or oversized packet); may drop the oldest */
 bool ts_hold_push(ts_dp *dp, ts_hold *h, const uint8_t *pkt, size_t len, uint64_t now_ns);
@@ -295,6 +316,14 @@ size_t ts_hold_pop(ts_dp *dp, ts_hold *h, uint8_t *out, size_t outcap, uint64_t 
 size_t ts_hold_count(ts_hold *h);
 void ts_hold_kick(ts_spd *spd);                    /* wake the loops to send held packets */
 bool ts_hold_take_kick(ts_spd *spd);               /* true for the one loop that takes the wakeup */
+void ts_holds_init(ts_holds *hs);
+void ts_holds_destroy(ts_holds *hs);
+/* send_held's passes over the holds that have packets, one at a time: begin is true if this thread
+ * runs a pass now (else the running one runs another after it); next is the next hold of the pass,
+ * NULL at its end; end is true if another pass is due, begun already */
+bool ts_held_begin(ts_holds *hs);
+ts_hold *ts_held_next(ts_holds *hs);
+bool ts_held_end(ts_holds *hs);
 
 /* ---- ESP transforms (esp.c) --------------------------------------------- */
 /* which ctx slot this thread uses: 0 = any control thread, k = loop queue k-1 */

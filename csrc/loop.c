@@ -567,22 +567,21 @@ static int outbound_batch(ts_dp *dp, struct ts_batch *b) {
  * path again; those still without an SA wait again, keeping their first hold
  * time.  Each is copied out of its hold first, as the path may hold it again. */
 static void send_held(ts_dp *dp, struct ts_batch *b) {
-    pthread_rwlock_rdlock(&dp->lock);
-    uint64_t now = ts_now_ns();
-    for (size_t i = 0; i < dp->spd.used; i++) {
-        ts_spd_entry *e = &dp->spd.v[i];
-        if (!e->hold)   /* a dead slot has none */
-            continue;
-        for (size_t k = ts_hold_count(e->hold); k > 0; k--) {
-            uint64_t held_ns = 0;
-            size_t len = ts_hold_pop(dp, e->hold, b->rx, RXSLOT, now, &held_ns);
-            if (!len)
-                break;
-            outbound_one_at(dp, b, b->rx, len, held_ns);
-        }
+    /* the holds that have packets, not every policy's (review revspd R1) */
+    for (bool go = ts_held_begin(&dp->spd.busy); go; go = ts_held_end(&dp->spd.busy)) {
+        pthread_rwlock_rdlock(&dp->lock);
+        uint64_t now = ts_now_ns();
+        for (ts_hold *h; (h = ts_held_next(&dp->spd.busy));)
+            for (size_t k = ts_hold_count(h); k > 0; k--) {
+                uint64_t held_ns = 0;
+                size_t len = ts_hold_pop(dp, h, b->rx, RXSLOT, now, &held_ns);
+                if (!len)
+                    break;
+                outbound_one_at(dp, b, b->rx, len, held_ns);
+            }
+        flush_out(dp, b);
+        pthread_rwlock_unlock(&dp->lock);
     }
-    flush_out(dp, b);
-    pthread_rwlock_unlock(&dp->lock);
 }
 
 static void addr_of(const struct sockaddr_storage *ss, ts_addr *a) {

@@ -210,6 +210,7 @@ int ts_spd_init(ts_spd *spd) {
         got = getrandom(spd->key, sizeof(spd->key), 0);
     while (got < 0 && errno == EINTR);
     ts_rindex_reset(&spd->range);
+    spd->range_first = spd->range_last = TS_SPD_NONE;
     return got == (ssize_t)sizeof(spd->key) ? TS_OK : TS_EIO;
 }
 
@@ -267,9 +268,14 @@ static void link_entry(ts_spd *spd, uint32_t i) {
             spd->v[*b].rq_prev = i;
         *b = i;
     }
-    e->next = TS_SPD_NONE;
-    if (!e->hashed)
+    e->next = e->rg_next = e->rg_prev = TS_SPD_NONE;
+    if (!e->hashed) {   /* at the back of the range chain: a rebuild adds them in insertion order */
+        e->rg_prev = spd->range_last;
+        *(spd->range_last == TS_SPD_NONE ? &spd->range_first : &spd->v[spd->range_last].rg_next) = i;
+        spd->range_last = i;
+        spd->nrange++;
         return;
+    }
     uint32_t *at = dst_bucket(spd, e);
     while (*at != TS_SPD_NONE && ts_spd_before(&spd->v[*at], e))
         at = &spd->v[*at].next;
@@ -292,7 +298,11 @@ static void unlink_entry(ts_spd *spd, uint32_t i) {
     if (e->hashed) {
         unlink_from(spd, dst_bucket(spd, e), i, offsetof(ts_spd_entry, next));
         spd->nhashed--;
+        return;
     }
+    *(e->rg_prev == TS_SPD_NONE ? &spd->range_first : &spd->v[e->rg_prev].rg_next) = e->rg_next;
+    *(e->rg_next == TS_SPD_NONE ? &spd->range_last : &spd->v[e->rg_next].rg_prev) = e->rg_prev;
+    spd->nrange--;
 }
 
 static uint32_t find_id(ts_spd *spd, uint32_t id) {
@@ -308,9 +318,9 @@ static uint32_t find_id(ts_spd *spd, uint32_t id) {
 
 /* without the range index (out of memory): the unhashed entries, each compared */
 static void scan_unhashed(ts_spd *spd, const ts_flow *f, size_t *best, size_t *seen) {
-    for (size_t i = 0; i < spd->used; i++) {
+    for (uint32_t i = spd->cap ? spd->range_first : TS_SPD_NONE; i != TS_SPD_NONE; i = spd->v[i].rg_next) {
         const ts_spd_entry *e = &spd->v[i];
-        if (e->dead || e->hashed || (*best != SIZE_MAX && !ts_spd_before(e, &spd->v[*best])))
+        if (*best != SIZE_MAX && !ts_spd_before(e, &spd->v[*best]))
             continue;
         (*seen)++;
         if (ts_selector_match(&e->pol.sel, f))
@@ -427,14 +437,18 @@ void ts_spd_destroy(ts_spd *spd) {
     OPENSSL_cleanse(spd->key, sizeof(spd->key));   /* the index's key goes with the SPD */
 }
 
-/* the range index from v, afresh (its memory too when shrink): after running out of memory,
- * or when more of it is dead than live.  Slots do not move: the flow caches stay good. */
+/* the range index afresh from the live unhashed entries' chain (its memory too when shrink):
+ * after running out of memory, or when more of it is dead than live.  The chain, not every slot
+ * (each client's hashed policy, the dead slots): a rebuild costs O(range policies x pieces),
+ * and ts_rindex_close asks for one only after as many links died as live, so a delete of a
+ * range policy is O(pieces) amortized (review revspd F1).  Slots do not move: the flow caches
+ * stay good. */
 static void range_rebuild(ts_spd *spd, bool shrink) {
     if (shrink)
         ts_rindex_free(&spd->range);
     ts_rindex_reset(&spd->range);
-    for (size_t i = 0; i < spd->used; i++)
-        if (!spd->v[i].dead && !spd->v[i].hashed && !ts_rindex_add(&spd->range, spd->v, (uint32_t)i))
+    for (uint32_t i = spd->cap ? spd->range_first : TS_SPD_NONE; i != TS_SPD_NONE; i = spd->v[i].rg_next)
+        if (!ts_rindex_add(&spd->range, spd->v, i))
             return;   /* not whole: lookups scan the unhashed entries until a change rebuilds it */
 }
 
@@ -448,7 +462,8 @@ static int by_rank(const void *a, const void *b) {
 static void relink_all(ts_spd *spd) {
     for (size_t b = 0; b < spd->cap; b++)
         spd->head[b] = spd->by_id[b] = spd->by_reqid[b] = TS_SPD_NONE;
-    spd->nhashed = 0;
+    spd->nhashed = spd->nrange = 0;
+    spd->range_first = spd->range_last = TS_SPD_NONE;
     for (size_t i = spd->used; i-- > 0;)
         if (!spd->v[i].dead)
             link_entry(spd, (uint32_t)i);
@@ -525,7 +540,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     if (p->action > TS_ACT_PROTECT || !ts_selector_valid(&p->sel))
         return TS_EINVAL;
     /* allocated with the policy, never per packet */
-    ts_hold *hold = p->action == TS_ACT_PROTECT ? ts_hold_new(&dp->spd.held) : NULL;
+    ts_hold *hold = p->action == TS_ACT_PROTECT ? ts_hold_new(&dp->spd.held, &dp->spd.busy) : NULL;
     if (p->action == TS_ACT_PROTECT && !hold)
         return TS_ENOMEM;
     int rc = TS_OK;
@@ -556,6 +571,10 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p) {
     return rc;
 }
 
+/* dead slots a delete leaves before it compacts, beyond as many as are live: a small SPD is not
+ * compacted (the flow caches emptied) on every other delete */
+#define TS_SPD_DEAD_SLACK 64
+
 /* The entry leaves every chain and its slot stays, dead, until a compaction: no other entry
  * moves, and no flow's best changes but the flows whose best it was (they see it dead). */
 int ts_spd_delete(ts_dp *dp, uint32_t id) {
@@ -572,6 +591,11 @@ int ts_spd_delete(ts_dp *dp, uint32_t id) {
         spd->n--;
         if (!e->hashed && (!spd->range.whole || ts_rindex_close(&spd->range, &e->pol.sel, i)))
             range_rebuild(spd, true);
+        /* the dead slots go once they outnumber the live (review revspd R2): else after clients
+         * leave v stays at its peak, and what walks slots (ts_spd_rebind, ts_spd_list) walks them
+         * all.  O(used log used) once per used / 2 deletes; the generation moves */
+        if (spd->used - spd->n > spd->n + TS_SPD_DEAD_SLACK)
+            compact(spd);
         rc = TS_OK;
     }
     pthread_rwlock_unlock(&dp->lock);

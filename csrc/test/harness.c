@@ -63,6 +63,19 @@ size_t make_inner(int family, size_t dlen, bool df, uint8_t *out) {
     return total;
 }
 
+/* a gateway client's policy: BYPASS at priority 200, any source and port, destination the one
+ * address 100.64.0.0/10 + n (its virtual IP: hashed in the SPD's index) */
+ts_policy client_policy(uint32_t id, uint32_t n) {
+    ts_policy p = {.id = id, .priority = 200, .action = TS_ACT_BYPASS};
+    p.sel.family = 4;
+    memset(p.sel.src_hi, 0xff, 4);
+    p.sel.sport_hi = p.sel.dport_hi = 0xffff;
+    uint8_t a[4] = {100, (uint8_t)(64 + (n >> 16)), (uint8_t)(n >> 8), (uint8_t)n};
+    memcpy(p.sel.dst_lo, a, 4);
+    memcpy(p.sel.dst_hi, a, 4);
+    return p;
+}
+
 void sel_net(ts_selector *s, int family, const uint8_t *src, const uint8_t *dst, int plen_bytes) {
     memset(s, 0, sizeof(*s));
     s->family = (uint8_t)family;

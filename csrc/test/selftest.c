@@ -25,7 +25,9 @@
  * run the kernel refuses sent as datagrams), test_spd.c and
  * test_spd_range.c (the SPD's index against the ordered scan), test_spd_oom.c (the SPD and
  * the flow caches when an allocation fails), test_spd_churn.c (the SPD under churn against a
- * model of its own, and what a change leaves of the flow caches), test_sandbox.c (the worker's seccomp filter); what
+ * model of its own, and what a change leaves of the flow caches), test_review_revspd.c (review
+ * revspd: a range policy's delete cost, a shared dgen counter), test_spd_upkeep.c (what a held
+ * packet's retry and deletes walk), test_sandbox.c (the worker's seccomp filter); what
  * they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
@@ -118,6 +120,11 @@ int main(int argc, char **argv) {
     test_spd_churn_model();
     test_spd_churn_keeps_cache();
     test_spd_churn_held();
+    test_review_revspd_range_delete_cost();
+    test_review_revspd_shared_dgen_wrap();
+    test_spd_held_pass_visits();
+    test_spd_delete_compacts();
+    test_spd_held_two_loops();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

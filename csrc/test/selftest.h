@@ -80,6 +80,7 @@ extern const ts_addr PEER;   /* the peer of params()'s outbound SAs */
 uint16_t csum(const uint8_t *p, size_t n);
 size_t make_inner(int family, size_t dlen, bool df, uint8_t *out);
 void sel_net(ts_selector *s, int family, const uint8_t *src, const uint8_t *dst, int plen_bytes);
+ts_policy client_policy(uint32_t id, uint32_t n);   /* BYPASS, priority 200, to 100.64.0.0/10 + n */
 void addr4(ts_addr *a, uint8_t last, uint16_t port);
 void params(ts_sa_params *p, uint32_t spi, uint8_t dir, const uint8_t *key, uint8_t klen, bool esn,
             uint32_t window, uint64_t seq_start);
@@ -202,5 +203,10 @@ void spd_rand_flow(ts_flow *f);
 void test_spd_churn_model(void);      /* test_spd_churn.c */
 void test_spd_churn_keeps_cache(void);
 void test_spd_churn_held(void);
+void test_review_revspd_range_delete_cost(void);   /* test_review_revspd.c */
+void test_review_revspd_shared_dgen_wrap(void);
+void test_spd_held_pass_visits(void);         /* test_spd_upkeep.c */
+void test_spd_delete_compacts(void);
+void test_spd_held_two_loops(void);
 
 #endif

@@ -7,7 +7,7 @@
 void test_hold_unit(void) {
     ts_dp *dp = ts_dp_new();
     FATAL_IF(!dp);
-    ts_hold *h = ts_hold_new(NULL);
+    ts_hold *h = ts_hold_new(NULL, NULL);
     FATAL_IF(!h);
     uint64_t d[TS_DROP__COUNT];
     CHECK(h->buf == NULL);   /* no packet buffer until a packet waits (a policy per client) */
