@@ -1,6 +1,7 @@
 """What the GSO tests' namespace scripts share (test_gso_pmtu.py, test_gso_split_source.py,
-test_gso_source_gone.py): each runs the fast path's loop thread over a real TUN with one outbound SA
-to a peer and a burst of full-size datagrams waiting in the TUN, in a namespace of its own.
+test_gso_source_gone.py, test_gso_source_remembered.py, test_review_revcsmall_source_back.py): each
+runs the fast path's loop thread over a real TUN with one outbound SA to a peer and a burst of
+full-size datagrams waiting in the TUN, in a namespace of its own.
 
 The script side (imported inside the namespace: the test passes this directory as argv[1]) sets up
 the loop and reads what left; the test side runs the script and reads its OFFLOADS line."""
@@ -27,6 +28,26 @@ from tunsec.dataplane.tun import Tun
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True)
+
+
+def tun_up(name: str, *link: str) -> Tun:
+    """The TUN ``name`` (no offloads), MTU 1400 (and ``link``'s settings), up, 10.9.0.1/24 on it."""
+    tun = Tun.open(name, offload=False)
+    ip("link", "set", name, "mtu", "1400", *link, "up")
+    ip("addr", "add", "10.9.0.1/24", "dev", name)
+    return tun
+
+
+def v6_sockets() -> tuple[socket.socket, socket.socket, Endpoint]:
+    """The gateway's IPv6 ESP socket on [::]:4500 (non-blocking) and a peer's on [::1] (10 s timeout),
+    with the peer's endpoint."""
+    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp.bind(("::", 4500))
+    udp.setblocking(False)
+    peer_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    peer_sock.bind(("::1", 0))
+    peer_sock.settimeout(10)
+    return udp, peer_sock, Endpoint(ipaddress.ip_address("::1"), peer_sock.getsockname()[1])
 
 
 def start_loop(tun: Tun, local: Endpoint, peer: Endpoint, *, udp4: int = -1, udp6: int = -1,

@@ -31,23 +31,15 @@ from gso_loop import run_script
 SCRIPT = textwrap.dedent(r'''
     import ipaddress, socket, struct, sys, time
     sys.path.insert(0, sys.argv[1])
-    from gso_loop import ip, start_loop, stop_loop
+    from gso_loop import start_loop, stop_loop, tun_up, v6_sockets
     from tunsec.dataplane.pipe import Endpoint
-    from tunsec.dataplane.tun import Tun
 
     TUN, N = "revgso0", 200
-    tun = Tun.open(TUN, offload=False)
-    ip("link", "set", TUN, "mtu", "1400", "txqueuelen", "1000", "up")
-    ip("addr", "add", "10.9.0.1/24", "dev", TUN)
-    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    udp.bind(("::", 4500))
-    udp.setblocking(False)
-    peer_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    peer_sock.bind(("::1", 0))
+    tun = tun_up(TUN, "txqueuelen", "1000")
+    udp, peer_sock, peer = v6_sockets()
     peer_sock.setsockopt(socket.SOL_UDP, 104, 1)    # UDP_GRO: a GSO message arrives whole
     peer_sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)   # SO_RCVBUFFORCE: all N wait for the reader
     peer_sock.settimeout(0.5)
-    peer = Endpoint(ipaddress.ip_address("::1"), peer_sock.getsockname()[1])
     gone = Endpoint(ipaddress.ip_address("2001:db8::77"), 4500)   # our address once; not any more
     # N full-size datagrams wait in the TUN before the loop starts: several flushes of runs
     dp, loop = start_loop(tun, gone, peer, udp6=udp.fileno(), n=N, spi=0x2001)

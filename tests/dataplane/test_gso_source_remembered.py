@@ -25,21 +25,12 @@ ROUNDS = 20
 SCRIPT = textwrap.dedent(r'''
     import ipaddress, socket, struct, sys, time
     sys.path.insert(0, sys.argv[1])
-    from gso_loop import ip, start_loop, stop_loop
+    from gso_loop import start_loop, stop_loop, tun_up, v6_sockets
     from tunsec.dataplane.pipe import Endpoint
-    from tunsec.dataplane.tun import Tun
 
     TUN, ROUNDS = "fixcsrc0", int(sys.argv[2])
-    tun = Tun.open(TUN, offload=False)
-    ip("link", "set", TUN, "mtu", "1400", "up")
-    ip("addr", "add", "10.9.0.1/24", "dev", TUN)
-    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    udp.bind(("::", 4500))
-    udp.setblocking(False)
-    peer_sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    peer_sock.bind(("::1", 0))
-    peer_sock.settimeout(10)
-    peer = Endpoint(ipaddress.ip_address("::1"), peer_sock.getsockname()[1])
+    tun = tun_up(TUN)
+    udp, peer_sock, peer = v6_sockets()
     gone = Endpoint(ipaddress.ip_address("2001:db8::77"), 4500)   # our address once; not any more
     dp, loop = start_loop(tun, gone, peer, udp6=udp.fileno(), n=0, spi=0x2002)
     app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
