@@ -1,4 +1,5 @@
-/* Review revspd2 (of h/fixspd2): proofs.  F1: a kick that lands while the loop that ends a
+/* Review revspd2 (of h/fixspd2): proofs.  F2 (test_review_revspd2_pass_bounded, below): a
+ * loop kept passing while others take kicks.  F1: a kick that lands while the loop that ends a
  * pass has found no kick (take_pass: exchange gave false) and not yet unlocked the pass lock is
  * lost: its trylock fails, it returns, and the ending loop unlocks without looking again.  The
  * packet held for the SA that kick announced stays held although its SA is in. */
@@ -73,4 +74,57 @@ void test_review_revspd2_lost_kick(void) {
     CHECK(lost == 0);
     ts_holds_destroy(&k->hs);
     free(k);
+}
+
+/* F2: one loop's send_held keeps passing as long as another loop takes a kick during each
+ * of its passes (ts_held_end finds again): it does not go back to poll for its own TUN queue and
+ * UDP sockets while changes come.  Before h/fixspd2 a wakeup cost one pass. */
+#define STARVE_KICKS 200u
+
+struct starve {
+    ts_holds hs;
+    _Atomic unsigned want, kicked;   /* kicks asked for by the passing loop, made by the other */
+    _Atomic bool stop;
+};
+
+/* the other loop: each change's kick, taken while the first loop passes */
+static void *kicking_loop(void *arg) {
+    struct starve *s = arg;
+    for (unsigned i = 1; i <= STARVE_KICKS; i++) {
+        while (atomic_load(&s->want) < i && !atomic_load(&s->stop))
+            ;
+        if (atomic_load(&s->stop))
+            break;
+        for (bool go = ts_held_begin(&s->hs); go; go = ts_held_end(&s->hs))
+            ;   /* not taken: the first loop's pass runs */
+        atomic_store(&s->kicked, i);
+    }
+    return NULL;
+}
+
+void test_review_revspd2_pass_bounded(void) {
+    struct starve *s = calloc(1, sizeof(*s));
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    ts_holds_init(&s->hs);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, kicking_loop, s) == 0);
+    unsigned npasses = 0;
+    /* one wakeup of this loop (loop.c: case 5, send_held); a change comes during each pass */
+    for (bool go = ts_held_begin(&s->hs); go; go = ts_held_end(&s->hs)) {
+        npasses++;
+        if (npasses <= STARVE_KICKS) {
+            atomic_store(&s->want, npasses);
+            while (atomic_load(&s->kicked) < npasses)
+                ;
+        }
+    }
+    atomic_store(&s->stop, true);
+    pthread_join(t, NULL);
+    if (npasses > 2)
+        printf("  one send_held ran %u passes without returning to poll\n", npasses);
+    CHECK(npasses <= 2);
+    ts_holds_destroy(&s->hs);
+    free(s);
 }
