@@ -71,29 +71,33 @@ static void list_if_busy(ts_hold *h) {
     pthread_mutex_unlock(&h->busy->lock);
 }
 
-/* the pass lock if no pass runs, and a kick not yet served: then a pass begins */
-static bool take_pass(ts_holds *hs) {
+/* A kick (again) is stored before the pass lock is tried, and a pass's end loads it after the unlock,
+ * each behind a seq_cst fence: either the ending pass sees the kick, or the kicker's try finds the lock
+ * free (Dekker's pattern, which the mutex alone does not order: review revspd2 F1).  A kick the ending
+ * pass sees is owed a pass, which the caller's wakeup of the loops brings, not this thread at once: one
+ * pass per wakeup, so no loop is kept from its own queues while changes keep coming (F2). */
+bool ts_held_begin(ts_holds *hs) {
+    atomic_store(&hs->again, true);
+    atomic_thread_fence(memory_order_seq_cst);
     if (pthread_mutex_trylock(&hs->pass) != 0)
-        return false;   /* the running pass sees again when it ends */
-    if (!atomic_exchange(&hs->again, false)) {
-        pthread_mutex_unlock(&hs->pass);
-        return false;
-    }
+        return false;   /* the running pass's end sees again */
+    /* kicks before this point are served by this pass: it reads the SPD after them */
+    atomic_store(&hs->again, false);
     hs->round++;   /* under the pass lock; read under the list's (ts_held_next) */
     atomic_fetch_add_explicit(&hs->passes, 1, memory_order_relaxed);
     return true;
 }
 
-/* again is set before the try and read after the unlock: a kick that finds a pass running is
- * served by that loop's next pass, never lost */
-bool ts_held_begin(ts_holds *hs) {
-    atomic_store(&hs->again, true);
-    return take_pass(hs);
-}
-
 bool ts_held_end(ts_holds *hs) {
     pthread_mutex_unlock(&hs->pass);
-    return take_pass(hs);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_exchange(&hs->again, false))
+        atomic_store(&hs->owed, true);
+    return false;
+}
+
+bool ts_held_owed(ts_holds *hs) {
+    return atomic_exchange(&hs->owed, false);
 }
 
 /* The front hold unless this pass took it already; it goes to the back, so the holds not yet

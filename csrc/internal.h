@@ -128,6 +128,7 @@ typedef struct ts_holds {
     pthread_mutex_t lock;              /* the list, its holds' links and stamps */
     pthread_mutex_t pass;              /* one send_held pass at a time (ts_held_begin) */
     _Atomic bool again;                /* a kick came: another pass is due */
+    _Atomic bool owed;                 /* one came during a pass: the loops are woken again (ts_held_owed) */
     struct ts_hold *first, *last;      /* moved to the back when a pass takes one */
     uint64_t round;                    /* the pass's number, stamped on the holds it took */
     _Atomic uint64_t passes, visited;  /* passes run, holds they took (a selftest hook) */
@@ -319,11 +320,13 @@ bool ts_hold_take_kick(ts_spd *spd);               /* true for the one loop that
 void ts_holds_init(ts_holds *hs);
 void ts_holds_destroy(ts_holds *hs);
 /* send_held's passes over the holds that have packets, one at a time: begin is true if this thread
- * runs a pass now (else the running one runs another after it); next is the next hold of the pass,
- * NULL at its end; end is true if another pass is due, begun already */
+ * runs a pass now (else the running one's end sees the kick); next is the next hold of the pass,
+ * NULL at its end; end is always false (one pass per wakeup), and owed is true once if a kick came
+ * during a pass: the caller wakes the loops again (ts_hold_kick) */
 bool ts_held_begin(ts_holds *hs);
 ts_hold *ts_held_next(ts_holds *hs);
 bool ts_held_end(ts_holds *hs);
+bool ts_held_owed(ts_holds *hs);
 
 /* ---- ESP transforms (esp.c) --------------------------------------------- */
 /* which ctx slot this thread uses: 0 = any control thread, k = loop queue k-1 */

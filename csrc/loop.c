@@ -582,6 +582,8 @@ static void send_held(ts_dp *dp, struct ts_batch *b) {
         flush_out(dp, b);
         pthread_rwlock_unlock(&dp->lock);
     }
+    if (ts_held_owed(&dp->spd.busy))
+        ts_hold_kick(&dp->spd);   /* a kick came during the pass: its pass after a poll, maybe another loop's */
 }
 
 static void addr_of(const struct sockaddr_storage *ss, ts_addr *a) {

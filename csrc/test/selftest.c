@@ -125,6 +125,8 @@ int main(int argc, char **argv) {
     test_spd_held_pass_visits();
     test_spd_delete_compacts();
     test_spd_held_two_loops();
+    test_review_revspd2_lost_kick();
+    test_review_revspd2_pass_bounded();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -208,5 +208,7 @@ void test_review_revspd_shared_dgen_wrap(void);
 void test_spd_held_pass_visits(void);         /* test_spd_upkeep.c */
 void test_spd_delete_compacts(void);
 void test_spd_held_two_loops(void);
+void test_review_revspd2_lost_kick(void);   /* test_review_revspd2.c */
+void test_review_revspd2_pass_bounded(void);
 
 #endif

@@ -33,7 +33,16 @@ SCRIPT = textwrap.dedent(r'''
     sources = []
     app.sendto(b"x" * 100, ("10.9.0.5", 9))          # while the address is gone: from the route's
     sources.append(peer_sock.recvfrom(65535)[1][0])
-    ip("addr", "add", "2001:db8::77/128", "dev", "lo", "nodad")   # and it is back
+    # and it is back; its notice reaches every listener at once (the loops' watch too): the packets
+    # go once it has (IPv6 sends it from a work queue, after `ip` returned)
+    watch = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    watch.bind((0, 0x100))   # RTMGRP_IPV6_IFADDR
+    watch.settimeout(10)
+    ip("addr", "add", "2001:db8::77/128", "dev", "lo", "nodad")
+    while True:
+        msg = watch.recv(65536)
+        if len(msg) >= 16 and int.from_bytes(msg[4:6], "little") == 20:   # RTM_NEWADDR
+            break
     for _ in range(3):
         app.sendto(b"x" * 100, ("10.9.0.5", 9))
         sources.append(peer_sock.recvfrom(65535)[1][0])
