@@ -40,12 +40,18 @@ class Routes:
         self.refused = 0
         self.asked: list[Any] = []
         self.paths = {socket.AF_INET: [Path(ip_network("0.0.0.0/0"), "198.51.100.1", 7)]}
+        self.removes = 0   # the sweeps' netlink jobs that removed routes
 
     def ensure(self, peers: list[Any], nets: list[Any]) -> list[str]:
         self.asked += peers
         for p in peers:
             self.held[p] = self.paths[socket.AF_INET][0]
         return []
+
+    def remove(self, peers: list[Any]) -> None:
+        self.removes += 1
+        for p in peers:
+            self.held.pop(p, None)
 
 
 def test_a_mobike_update_from_a_claimed_address_routes_it_around_the_full_tunnel_only_once_checked() -> None:

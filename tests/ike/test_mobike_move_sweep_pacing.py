@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import socket
 from ipaddress import ip_address
-from typing import Any
 
 from test_ikeservice_peers import connected, run, site_ip
 from test_mobike_exclude_checked import HALVES, Routes
@@ -35,25 +34,12 @@ from tunsec.services.ike.mobility import MOVE_BURST
 MOVES = 12
 
 
-class CountingRoutes(Routes):
-    """Counts the netlink jobs: routes added (ensure) and removed (the sweeps')."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.removes = 0
-
-    def remove(self, peers: list[Any]) -> None:
-        self.removes += 1
-        for p in peers:
-            self.held.pop(p, None)
-
-
 def test_a_childless_mobike_sas_moves_do_not_each_buy_a_sweep_and_two_netlink_jobs() -> None:
     async def body() -> None:
         gw = await connected(1, mobike=True)
         svc = gw.service
         svc.move_clock = lambda: 1000.0   # the moves' budget does not refill: only what pacing allows
-        routes = CountingRoutes()
+        routes = Routes()
         svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], svc._spawn,  # type: ignore[arg-type]
                                        lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
         routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]   # proven in IKE_AUTH

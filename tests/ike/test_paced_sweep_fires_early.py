@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from ipaddress import ip_address
-from typing import Any
 
 import uvloop
 from test_ikeservice_peers import connected, site_ip
@@ -37,19 +36,11 @@ ROUNDS = 12
 LEFT = "203.0.113.77"   # an address a MOBIKE SA left, its exclude route held
 
 
-class RemovingRoutes(Routes):
-    """The netlink recorder, with the sweeps' removals."""
-
-    def remove(self, peers: list[Any]) -> None:
-        for p in peers:
-            self.held.pop(p, None)
-
-
 def test_a_paced_sweep_whose_timer_fires_early_is_not_dropped() -> None:
     async def body() -> None:
         gw = await connected(1, mobike=True)
         svc = gw.service
-        routes = RemovingRoutes()
+        routes = Routes()
         svc.sockets.gate = ExcludeGate(routes, lambda: HALVES, svc.sockets.send, lambda: [], svc._spawn,  # type: ignore[arg-type]
                                        lambda ip, data: authenticated_peer(svc.endpoint, svc.ike_up, ip, data))
         routes.held[ip_address(site_ip(0))] = routes.paths[socket.AF_INET][0]

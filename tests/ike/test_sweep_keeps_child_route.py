@@ -37,6 +37,14 @@ from tunsec.services.ike.exclude_trust import authenticated_peer
 ADDRESSES = [(f"203.0.113.{50 + n}", 40000 + n) for n in range(4)]
 
 
+async def move_on(gw: Gateway, site: Any, nxt: Any) -> None:
+    """The peer moves on to ``nxt`` (its update and the return routability check pass) while a batch runs."""
+    gw.nat[0] = nxt
+    assert site.update_addresses()
+    await gw.settle(wait_tasks=False)
+    assert gw.service.endpoint.sas[0].esp_remote == nxt, "(the premise: the check passed)"
+
+
 async def moving_gateway() -> tuple[Gateway, SweptRoutes, list[asyncio.Task[Any]]]:
     """A MOBIKE site up, its address's exclude route in (proven in IKE_AUTH), the real gate whose netlink
     jobs are listed, a moves' clock that never makes a batch or a sweep wait."""
@@ -70,11 +78,8 @@ def test_the_sweep_after_a_batch_keeps_the_route_of_the_address_the_child_sas_st
             if state.remote.addr not in routes.held:
                 cut.append(str(state.remote.addr))
             nxt = next(upcoming, None)
-            if nxt is not None:   # the peer moves on while this batch runs (its update and check pass)
-                gw.nat[0] = nxt
-                assert site.update_addresses()
-                await gw.settle(wait_tasks=False)
-                assert svc.endpoint.sas[0].esp_remote == nxt, "(the premise: the check passed)"
+            if nxt is not None:   # the peer moves on while this batch runs
+                await move_on(gw, site, nxt)
             return await original(self, state, moved, local)
         monkeypatch.setattr(mobility, "_migrate", migrate)
 
