@@ -24,6 +24,7 @@ from hypothesis import settings
 from reachable import python_argv
 
 from tunsec.bench.netns import Host, TwoHosts
+from tunsec.services.ike import IkeService
 from tunsec.statedir import init_state_dir
 
 # No timing threshold in a test: hypothesis's default 200 ms deadline per example failed property
@@ -115,6 +116,28 @@ def _serial_alone(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def _services_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What every IkeService a test started in this process holds of the host is let go after it: the
+    in-process harnesses (test_ikeservice_peers.Gateway and the like) start services on fake sockets
+    and leave them, and each one's address watch (a netlink socket) and host-address thread stayed
+    until the collector found them, thousands per xdist worker, their ResourceWarnings raised
+    wherever it ran (once inside a peer's certificate read: ike/test_peer_warnings_resource.py)."""
+    started: list[IkeService] = []
+    start = IkeService.start
+
+    async def recorded(self: IkeService) -> None:
+        started.append(self)
+        await start(self)
+
+    monkeypatch.setattr(IkeService, "start", recorded)
+    yield
+    for service in started:
+        if service._addr_watch is not None:
+            service._addr_watch.close()
+        service.host_addresses.close()
 
 
 @dataclass
