@@ -269,7 +269,8 @@ static void link_entry(ts_spd *spd, uint32_t i) {
         *b = i;
     }
     e->next = e->rg_next = e->rg_prev = TS_SPD_NONE;
-    if (!e->hashed) {   /* at the back of the range chain: a rebuild adds them in insertion order */
+    if (!e->hashed) {   /* at the back of the range chain, whose order means nothing (scan_unhashed and
+                         * the range index compare ranks; relink_all, walking v from the back, reverses it) */
         e->rg_prev = spd->range_last;
         *(spd->range_last == TS_SPD_NONE ? &spd->range_first : &spd->v[spd->range_last].rg_next) = i;
         spd->range_last = i;
@@ -469,8 +470,31 @@ static void relink_all(ts_spd *spd) {
             link_entry(spd, (uint32_t)i);
 }
 
-/* The dead slots out, v sorted by rank, the chains and the range index rebuilt: v's entries
- * move, so the generation moves. */
+/* v and the buckets down to twice what is used once it is a quarter of them or less (review
+ * revspd: after a peak of clients left, v and the buckets stayed at the peak's size).  Twice, not
+ * once: the next growth waits for as many adds as there are live entries.  A realloc that cannot
+ * shrink leaves its block as it was, at least nc long: cap = nc holds for every array either way.
+ * Only compact calls it: the chains are rebuilt and the generation moves after it. */
+static void shrink(ts_spd *spd) {
+    size_t nc = spd->cap;
+    while (nc > 16 && spd->used * 4 <= nc)
+        nc /= 2;
+    if (nc == spd->cap)
+        return;
+    uint32_t **arrays[3] = {&spd->head, &spd->by_id, &spd->by_reqid};
+    for (int a = 0; a < 3; a++) {
+        uint32_t *p = realloc(*arrays[a], nc * sizeof(*p));
+        if (p)
+            *arrays[a] = p;
+    }
+    ts_spd_entry *nv = realloc(spd->v, nc * sizeof(*nv));
+    if (nv)
+        spd->v = nv;
+    spd->cap = nc;
+}
+
+/* The dead slots out, v sorted by rank (and smaller when mostly empty), the chains and the
+ * range index rebuilt: v's entries move, so the generation moves. */
 static void compact(ts_spd *spd) {
     size_t k = 0;
     for (size_t i = 0; i < spd->used; i++)
@@ -482,6 +506,7 @@ static void compact(ts_spd *spd) {
     spd->used = k;
     if (k)
         qsort(spd->v, k, sizeof(*spd->v), by_rank);
+    shrink(spd);
     relink_all(spd);
     range_rebuild(spd, true);
     spd->generation++;
@@ -618,6 +643,13 @@ void ts_spd_flush(ts_dp *dp) {
 size_t ts_spd_count(ts_dp *dp) {
     pthread_rwlock_rdlock(&dp->lock);
     size_t n = dp->spd.n;
+    pthread_rwlock_unlock(&dp->lock);
+    return n;
+}
+
+size_t ts_spd_slots(ts_dp *dp) {
+    pthread_rwlock_rdlock(&dp->lock);
+    size_t n = dp->spd.cap;
     pthread_rwlock_unlock(&dp->lock);
     return n;
 }

@@ -317,6 +317,7 @@ int ts_spd_add(ts_dp *dp, const ts_policy *p);
 int ts_spd_delete(ts_dp *dp, uint32_t id);
 void ts_spd_flush(ts_dp *dp);
 size_t ts_spd_count(ts_dp *dp);
+size_t ts_spd_slots(ts_dp *dp);   /* the policy slots allocated (the SPD's memory), live or not */
 size_t ts_spd_list(ts_dp *dp, ts_policy_info *out, size_t max);   /* returns number written */
 
 /* counters, indexed by enum ts_drop */

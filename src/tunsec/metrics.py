@@ -112,6 +112,8 @@ WORKER_GAUGE_HELP: dict[str, str] = {
                        "one that stays up after its SAs went is a leak",
     "live_cipher_contexts": "Cipher contexts the worker's fast path holds allocated (per SA and loop thread)",
     "spd_entries": "Policies in the worker's SPD",
+    "spd_slots": "Policy slots the worker's SPD holds allocated (live or not): back to at most four times "
+                 "spd_entries once policies went",
     "ike_spis": "Established IKE SAs whose IKE datagrams have the worker's reserve (IKE_SPI_ADD)",
     "malloc_trims": "Times the worker gave its free heap back to the system after a burst of requests "
                     "(malloc_trim), since it started",

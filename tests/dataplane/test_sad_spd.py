@@ -781,3 +781,30 @@ def test_a_freed_sa_leaves_no_key_behind(alg: Alg, direction: Direction) -> None
     assert seen, "the SA held its key before the wipe"
     assert key not in after and key[:16] not in after
     assert after == bytes(len(after))
+
+
+def test_the_spd_gives_its_slots_back_after_a_peak() -> None:
+    """After a peak of clients left, v and the buckets stayed at the peak's size (review revspd):
+    a compaction now shrinks them to at most four times what is live; the policies left still win
+    their flows, and the SPD grows again."""
+    dp = Dataplane()
+
+    def add(i: int, action: Action = Action.BYPASS) -> None:
+        sel = Selector.from_networks(_net("10.1.0.0/24"), _net(f"10.{2 + i // 65536}.{i // 256 % 256}.{i % 256}/32"))
+        dp.spd_add(Policy(id=i + 1, priority=10, action=action, reqid=0, selector=sel))
+    for i in range(5000):
+        add(i, Action.DISCARD if i % 1000 == 7 else Action.BYPASS)
+    peak = dp.gauges()["spd_slots"]
+    assert peak >= 5000
+    for i in range(5000):
+        if i % 1000 != 7:
+            dp.spd_delete(i + 1)
+    left = dp.gauges()
+    assert left["spd_entries"] == 5
+    assert left["spd_slots"] <= 4 * max(left["spd_entries"], 16) < peak
+    assert dp.outbound(_to("10.2.3.239"))[2] is Drop.DISCARD   # 1007
+    assert dp.outbound(_to("10.2.3.240"))[2] is Drop.NO_POLICY
+    assert sorted(p.id for p in dp.policies()) == [i + 1 for i in range(7, 5000, 1000)]
+    for i in range(5000, 5100):
+        add(i)
+    assert dp.gauges()["spd_entries"] == 105 and dp.outbound(_to("10.2.19.200"))[2] is Drop.BYPASS

@@ -617,11 +617,11 @@ class Dataplane:
     def gauges(self) -> dict[str, int]:
         """The worker's values of now that DUMP carries as GAUGEs (`tunsec status`'s worker part):
         the C allocations live in this process (live_allocations: SA entries, cipher contexts; a
-        leak shows as these staying up after the SAs went), the policies in the SPD and the
-        established IKE SAs' SPIs whose IKE has a reserve."""
+        leak shows as these staying up after the SAs went), the policies in the SPD and its slots
+        allocated, and the established IKE SAs' SPIs whose IKE has a reserve."""
         sas, ctxs = live_allocations()
         return {"live_sa_entries": sas, "live_cipher_contexts": ctxs, "spd_entries": int(lib.ts_spd_count(self._dp)),
-                "ike_spis": int(lib.ts_dp_ike_spi_count(self._dp))}
+                "spd_slots": int(lib.ts_spd_slots(self._dp)), "ike_spis": int(lib.ts_dp_ike_spi_count(self._dp))}
 
     def drops(self) -> dict[str, int]:
         arr = ffi.new("uint64_t[]", lib.TS_DROP__COUNT)
