@@ -192,7 +192,7 @@ def test_block_follows_the_packet_rate(tmp_path: Path) -> None:
     st.extend(now=1e9)                           # idle: back to the smallest block
     assert st.block == MIN_BLOCK_IN
     assert state(tmp_path, esn=True, direction=Direction.IN).block == MIN_BLOCK_IN   # persisted too
-    out = state(tmp_path, esn=True)
+    out = state(tmp_path, esn=True, key=OTHER_KEY)   # a receiving key is no sending one (test_manual_key_direction)
     out.restart()
     out.extend(now=1.0)
     out.extend(now=1e9)
@@ -492,19 +492,20 @@ def legacy_file(d: Path, key: bytes, spi: int, direction: Direction, limit: int,
 def test_an_upgrade_takes_over_the_highest_limit_of_the_keys_older_files(tmp_path: Path) -> None:
     """Version 1 named files by (direction, SPI, key): a key without a file of its own goes on past
     the highest limit among its old files (any SPI, either direction), keeps the earliest first use
-    and a hard limit reached; another key's old files are not its."""
+    and a hard limit reached; another key's old files are not its.  Taken over by a receiver: a sender
+    refuses a key with an old receiving file (test_manual_key_direction.py)."""
     legacy_file(tmp_path, KEY, SPI, Direction.OUT, 5 * MIN_BLOCK_OUT, first_use=1_800_000_100.0)
     legacy_file(tmp_path, KEY, 0xC0029999, Direction.OUT, 9 * MIN_BLOCK_OUT, first_use=1_800_000_000.0,
                 expired={"reason": "bytes", "limit": 1000})
     legacy_file(tmp_path, KEY, 0xC0010001, Direction.IN, 7 * MIN_BLOCK_OUT)
     legacy_file(tmp_path, OTHER_KEY, SPI, Direction.OUT, 100 * MIN_BLOCK_OUT)
-    st = state(tmp_path)
+    st = state(tmp_path, direction=Direction.IN)
     assert len(st.taken_over) == 3 and st.limit == 9 * MIN_BLOCK_OUT
     assert (st.first_use, st.expired) == (1_800_000_000.0, Expired("bytes", 1000))
     start, limit, _ = st.restart()
     assert start == 9 * MIN_BLOCK_OUT and limit > start
     assert json.loads(st.path.read_text())["limit"] == limit   # its own file now, written before use
-    again = state(tmp_path)
+    again = state(tmp_path, direction=Direction.IN)
     assert not again.taken_over and again.restart()[0] == limit
     assert state(tmp_path, key=OTHER_KEY).limit == 100 * MIN_BLOCK_OUT
 

@@ -13,8 +13,12 @@ have accepted counted as already seen.
 One small JSON file per key, named by a fingerprint of the key material (an
 HMAC under it, never the key itself), salt included.  The GCM nonce is salt ||
 sequence number (the SPI is only in the AAD), so the state belongs to the key
-alone: the same key under another SPI, direction or tunnel continues where it
-left off (and the config refuses one key in two SAs at once).  Files of older
+alone: the same key under another SPI or tunnel, or a sending key now used to
+receive, continues where it left off (and the config refuses one key in two SAs
+at once).  Not a receiving key now used to send: its file says what this host
+accepted, and the peer may have sent numbers under the key this host never saw
+(while it was down, lost on the way, within the peer's reservation), which a
+sender starting at that limit would use again (review revrestart F2): refused.  Files of older
 versions were named by direction, SPI and key; a key without a file of its own
 takes over the highest limit among those that are still there.  A missing
 file is a new key only in a state directory initialised on purpose
@@ -196,6 +200,8 @@ class SeqState:
         except OSError as err:
             raise self._unreadable(err.strerror or str(err), self.path) from err
         limit, block, first_use, expired = self._parse(raw, self.path, {"version": VERSION, "key_id": self.key_id})
+        if self.direction is Direction.OUT and _last_direction(raw) != "out":
+            raise self._received_under()
         self.limit, self.block = limit, min(max(block, self.min_block), MAX_BLOCK)
         self.first_use, self.expired = first_use, expired
         return True
@@ -218,6 +224,8 @@ class SeqState:
             key_id = legacy_fingerprint(key, spi, direction)
             if key_id[:16] != m[3]:
                 continue   # another key's
+            if self.direction is Direction.OUT and direction is Direction.IN:
+                raise self._received_under()
             try:
                 raw = read_regular(name, dir_fd=self.dir_fd)
             except OSError as err:
@@ -251,6 +259,13 @@ class SeqState:
             "sequence numbers (AES-GCM nonces) already used under this key are unknown, and reusing "
             "the key could repeat them. Generate new keys for this tunnel on both peers (key_in, "
             "key_out), then start again; remove the file only once the old keys are gone")
+
+    def _received_under(self) -> StateError:
+        return StateError(
+            f"{self.what}: this key was last used to receive (a key_in): its sequence number state "
+            f"{self.path} says what this host accepted, not what the peer sent under it, so sending "
+            "with it could repeat the peer's AES-GCM nonces. Generate a new key for this key_out "
+            "(`openssl rand -hex 20`, 36 for aes256gcm16) on both peers")
 
     def _past_seq_max(self) -> StateError:
         # Without ESN the SA would start below numbers already used under this key (the same GCM
@@ -359,6 +374,13 @@ def _open_dir(st: SeqState, path: Path) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise st._unreadable(err.strerror or str(err), path) from err
+
+
+def _last_direction(raw: bytes) -> object:
+    """The direction a (parsed, valid) version 2 file was last written for: "in" or "out"; a file
+    without one is taken as "in" (the cautious reading: refused as a sending key)."""
+    doc = json.loads(raw)
+    return doc.get("direction", "in") if isinstance(doc, dict) else "in"
 
 
 def _is_int(v: object) -> bool:
