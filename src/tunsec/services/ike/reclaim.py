@@ -16,8 +16,8 @@ own peer up for the network.  What holds such a claim without a booked Child SA 
 re-creation's (recreate.py) ends, a Child SA whose claim a worker restart holds (restart.py) is deleted
 in the engine.  Named peers' Child SAs (a primary and a backup, named spokes) are left alone: the
 configured claims do not bind them.  Each deletion is logged (the claim and the holder) and named in
-the reload's answer.  Cost: one claims lookup per new or changed named child, none for a reload that
-names nothing new.
+the reload's answer.  Cost: one claims lookup per distinct selectors of the new or changed named
+children (each a bisection and a pass over the wide claims), none for a reload that names nothing new.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def reclaim(self: IkeService, fresh: Sequence[Claimed]) -> list[str]:
     """Delete what peers of connections that do not name them hold of the claims ``fresh``
     (ConfiguredClaims.follow's new ones); the reload answer's line naming them, if any."""
     taken: dict[int, tuple[Claim, Claimed]] = {}
-    for new in fresh:
+    # one lookup per distinct selectors (named spokes sharing one wide remote_ts), not per child
+    for new in {(c.remote, c.local): c for c in reversed(fresh)}.values():
         # by_name: the configured claims (the new one among them) are passed by, the Child SAs' found
         for claim, _ in self.ts_claims.overlaps(_NOBODY, new.remote, new.local, by_name=True):
             if not claim.by_name and not is_manual(claim):
