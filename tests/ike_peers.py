@@ -13,7 +13,9 @@ helpers of :mod:`tunsec.bench.systems.strongswan`; it logs ike/cfg/knl at level
 
 from __future__ import annotations
 
+import grp
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -300,6 +302,14 @@ tunsec {{
         argv = [*python_argv(), "-m", "tunsec", "up", "-c", str(self.conf)]
         offset = control.log_size(self.log)
         self.spawn(self.host, argv, lambda: control.is_up(self.log, offset, self.sock))
+
+    def readable_by_tunsec(self) -> None:
+        """Its directory and configuration readable by the tunsec group: the daemon reads its configuration
+        as its own user since it started (a reload, SIGHUP)."""
+        gid = grp.getgrnam("tunsec").gr_gid
+        for path in (self.dir, self.conf):
+            os.chown(path, -1, gid)
+            path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "tunsec", *args, "-c", str(self.conf)]

@@ -36,19 +36,28 @@ NAMED_PEER = site_ip(1)   # 198.51.100.2: site 1 of the wiring, the named peer
 NAMED_NET = "10.2.1.0/24"   # site 0's site_net: what the spoke asks for
 
 
+def trap_connection(remote_ts: str = NAMED_NET) -> Connection:
+    """The trap connection "trap" naming peer.example (NAMED_PEER), 10.1.0.0/16 <-> ``remote_ts``."""
+    named = psk_ike("trap", "gw.example", RemoteAuth("psk", Identity.parse("peer.example")), GW, NAMED_PEER,
+                    "10.1.0.0/16", remote_ts)
+    return Connection(named.name, named, (Child("net", named.child("net"), start_action="trap"),))
+
+
 @dataclasses.dataclass
 class TrapAndHub(Gateway):
     """Gateway's hub connection "gw" (%any, 10.1.0.0/16 <-> 10.2.0.0/16) and a trap connection to a
-    named peer for 10.2.1.0/24; site 0 is a spoke of the hub that asks for 10.2.1.0/24."""
+    named peer for 10.2.1.0/24; site 0 is a spoke of the hub that asks for 10.2.1.0/24.  ``trap_ts``:
+    the trap's remote_ts instead; ``hub_id``: the hub names its peer (its spoke a named peer)."""
+
+    trap_ts: str = NAMED_NET
+    hub_id: str | None = None
 
     async def start(self) -> None:
-        hub = psk_ike("gw", "gw.example", RemoteAuth("psk"), GW, None, "10.1.0.0/16", "10.2.0.0/16")
-        named = psk_ike("trap", "gw.example", RemoteAuth("psk", Identity.parse("peer.example")), GW, NAMED_PEER,
-                        "10.1.0.0/16", NAMED_NET)
-        trap = Connection(named.name, named, (Child("net", named.child("net"), start_action="trap"),))
+        remote = RemoteAuth("psk", Identity.parse(self.hub_id)) if self.hub_id else RemoteAuth("psk")
+        hub = psk_ike("gw", "gw.example", remote, GW, None, "10.1.0.0/16", "10.2.0.0/16")
         self.worker = InProcessWorker(asyncio.get_running_loop(), self._natt_out)
-        self.service = IkeService([Connection(hub.name, hub), trap], lambda: self.worker, {4: GW},  # type: ignore[arg-type,return-value]
-                                  IdSpace())
+        self.service = IkeService([Connection(hub.name, hub), trap_connection(self.trap_ts)], lambda: self.worker,  # type: ignore[arg-type,return-value]
+                                  {4: GW}, IdSpace())
         await self.service.start()
         self.service.sockets.by_key = {(4, GW, 500): FakeSocket(self.wire)}  # type: ignore[dict-item]
         spoke = psk_ike("site0", "site0.example", RemoteAuth("psk", Identity.parse("gw.example")),

@@ -13,8 +13,6 @@ addresses and firewall.
 
 from __future__ import annotations
 
-import grp
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,13 +38,6 @@ def capabilities(pid: int) -> tuple[int, str]:
     return int(fields["CapEff"].strip(), 16), fields["Uid"].split()[0]
 
 
-def readable_by_tunsec(site: TunsecIke) -> None:
-    gid = grp.getgrnam("tunsec").gr_gid   # it reads its configuration as its own user since it started
-    for path in (site.dir, site.conf):
-        os.chown(path, -1, gid)
-        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
-
-
 def test_cap_net_admin_goes_once_no_full_tunnel_nor_needed_exclude_route_is_left(topo: RoutedHosts) -> None:
     site = TunsecIke(topo, Conn(topo.a, topo.b, remote_ts="0.0.0.0/0"))
     site.start()
@@ -54,7 +45,7 @@ def test_cap_net_admin_goes_once_no_full_tunnel_nor_needed_exclude_route_is_left
     caps, uid = capabilities(site.proc.pid)
     assert uid != "0" and caps & CAP_NET_ADMIN   # kept for the full tunnel: fine
     site.write(remote_ts=topo.b.inner_net4)
-    readable_by_tunsec(site)
+    site.readable_by_tunsec()
     r = site.cli("reload")
     assert r.returncode == 0, r.stdout + r.stderr
     tun = topo.run(topo.a, ["ip", "route", "show", "dev", "tunsec0"]).stdout

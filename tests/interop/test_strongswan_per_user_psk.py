@@ -10,8 +10,6 @@ each asking for a virtual IP of the pool."""
 
 from __future__ import annotations
 
-import grp
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -94,10 +92,7 @@ def test_each_user_up_with_their_own_psk_and_refused_with_anothers(star: StarHos
     (spi_carol,) = [sa["spi_i"] for sa in gw.established() if sa["remote_id"] == CAROL]
     new_key = "dave's new pre-shared key abcdef"
     gw.write(keys=((CAROL, KEYS[CAROL]), (DAVE, new_key)))
-    gid = grp.getgrnam("tunsec").gr_gid    # tunsec reads its config as its own user since it started
-    for path in (gw.dir, gw.conf):
-        os.chown(path, -1, gid)
-        path.chmod(path.stat().st_mode | (0o050 if path.is_dir() else 0o040))
+    gw.readable_by_tunsec()
     r = gw.cli("reload")
     assert r.returncode == 0 and "new credentials" in r.stdout, f"{r.stdout}{r.stderr}"
     dave.swanctl_ok("--terminate", "--ike", "tun")

@@ -248,7 +248,7 @@ class TsClaims:
                         (claim.peer == peer and claim.by_name == by_name):
                     continue
                 common = want.intersect(claim.ts)
-                if common is not None and _meet(claim.local, local):
+                if common is not None and locals_meet(claim.local, local):
                     found.append((claim, common))
         return found
 
@@ -351,7 +351,7 @@ def _as_named(peer: object, named: bool, by_name: bool | None) -> tuple[bool, bo
     return named, by_name
 
 
-def _meet(held: Sequence[Ts], wanted: Sequence[Ts]) -> bool:
+def locals_meet(held: Sequence[Ts], wanted: Sequence[Ts]) -> bool:
     """Whether two Child SAs' local selectors share a packet's local side: some pair intersects.
     None known on either side, or one still ``dynamic`` (never booked so), is taken as meeting:
     an unknown local side is no reason to let a remote overlap pass."""

@@ -38,7 +38,12 @@ def default_routes(nets: Sequence[IPNetwork]) -> set[IPNetwork]:
 def without_full_tunnel(selectors: Sequence[Ts]) -> tuple[Ts, ...]:
     """``selectors`` without those of their full tunnel (default_routes: 0.0.0.0/0, its two halves,
     ::/0, 2000::/3), more specific networks beside it kept: what a named connection's configured
-    selectors claim (services/ike/configured_claims.py)."""
+    selectors claim (services/ike/configured_claims.py).  Selectors that hold fewer addresses of each
+    family than EVERYTHING cannot cover it: returned as they are, without making their networks (a named
+    child's selectors at each load and reload, the load's warning: conf/named_claims.py)."""
+    if all(sum(int(t.end) - int(t.start) + 1 for t in selectors if not t.dynamic and t.version == version)
+           < space.num_addresses for version, space in EVERYTHING.items()):
+        return tuple(selectors)
     full = default_routes([n for t in selectors if not t.dynamic for n in t.networks()])
     return tuple(t for t in selectors if t.dynamic or not set(t.networks()) <= full)
 

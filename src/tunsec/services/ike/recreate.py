@@ -266,6 +266,16 @@ def stop(self: IkeService, conn: str, child: str | None = None, why: str = STOPP
     return out
 
 
+def end_holding(self: IkeService, handle: int, why: str) -> bool:
+    """The re-creation whose token holds claim ``handle``, or whose joined Child SA is ``handle``, ended now
+    (a reload gave its selectors to a named connection: reclaim.py); False if there is none."""
+    pending = next((p for p in self._recreating.values() if handle in (p.token, p.joined)), None)
+    if pending is None:
+        return False
+    _end(self, pending, why)
+    return True
+
+
 def _deadline(sa: IkeSa) -> float:
     """Longer than the IKE SA's retransmissions of the try's request: it is deleted after them."""
     return sa.config.retransmit.span() + RETRY_DELAY

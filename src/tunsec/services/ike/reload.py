@@ -13,6 +13,7 @@ from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
 from tunsec.services.ike import recreate, vip_refused
 from tunsec.services.ike.exclude_trust import kept_address
+from tunsec.services.ike.reclaim import reclaim
 from tunsec.services.ike.revoked import log_out_revoked
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     is told), the changed and added ones start as configured; a connection that differs only in
     its credentials (PSK, EAP users, certificates, keys, CAs) keeps its SAs and negotiates anew with
     the new ones, but a peer whose credential it took away (an EAP user, a PSK entry, the CA its
-    certificate verified to) is logged out (revoked.py).
+    certificate verified to) is logged out (revoked.py).  A Child SA of a peer of a connection of %any over
+    a network the new configuration names (a named connection's new claim) is deleted (reclaim.py).
 
     The new connections are in force before anything is awaited: an ACQUIRE, a keying try or a
     peer's IKE_AUTH handled while the worker answers must never see the old ones.  IKE SAs being
@@ -67,7 +69,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     connections = [dataclasses.replace(c, ike=running[c.name]) if c.name in running else c
                    for c in cfg.connections]
     self.connections = {c.name: c for c in connections}
-    self.configured_claims.follow(connections)   # a named child's selectors, as configured now
+    fresh = self.configured_claims.follow(connections)   # a named child's selectors, as configured now
     dropped = self.endpoint.set_configs([c.ike for c in connections], creds)
     traps = self._forget_traps(gone)   # their ACQUIREs read from now on are no longer ours
     now = time.monotonic()
@@ -76,6 +78,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         if sa.name in gone and not sa.is_closed:
             with contextlib.suppress(Exception):
                 sa.delete(now)
+    taken = reclaim(self, fresh)   # what %any peers hold of the networks it names anew (review revtrap F1)
     revoked = log_out_revoked(self, [(old, new) for old, new in d.changed if new.name in creds], now)
     for name in gone:
         self.attempts.pop(name, None)
@@ -107,7 +110,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
                               ).summary("IKE connections")
     if creds:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
-    out += revoked
+    out += revoked + taken
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out

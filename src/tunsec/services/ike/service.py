@@ -191,8 +191,7 @@ class IkeService(Service):
         self._replaced: dict[int, list[IkeSa]] = {}   # IKE SA handle -> its rekeyed SAs holding it (ikesas.py)
         self._handles = itertools.count(1)
         # the named connections' configured selectors are their peers' while down too (configured_claims.py)
-        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles,
-                                                  [n for p in pools for n in p.networks()])
+        self.configured_claims = ConfiguredClaims(self.ts_claims, self._handles, pools)
         self.configured_claims.follow(connections)
         self._changes = Changes()   # SA/SPD changes reach the worker in the order the engine reported them
         self._install_give_up = GiveUp(installs.request_timeout)   # new Child SAs' installs (_start_install)
