@@ -58,8 +58,9 @@ lint: .deps.stamp
 # the C self-test: one file per unit under test, main() in csrc/test/selftest.c
 SELFTEST_SRC := $(wildcard csrc/test/*.c)
 # allocation failures on demand (csrc/test/test_spd_oom.c): the fast path's realloc calls go
-# through a wrapper that passes them on until a test arms it
-SELFTEST_LD := -Wl,--wrap=realloc
+# through a wrapper that passes them on until a test arms it; its sendmmsg calls too, which counts
+# the refused ones (csrc/test/test_addrwatch.c)
+SELFTEST_LD := -Wl,--wrap=realloc -Wl,--wrap=sendmmsg
 
 build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
@@ -81,7 +82,7 @@ sanitize: build/selftest build/selftest-tsan
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 6
-FUZZ_C := esp_inbound esp_outbound tun_vnet gro
+FUZZ_C := esp_inbound esp_outbound tun_vnet gro addrwatch
 FUZZ_PY := ike_message pipe_codec
 CFLAGS_FUZZ := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
                -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc

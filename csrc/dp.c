@@ -32,6 +32,7 @@ ts_dp *ts_dp_new(void) {
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&dp->lock, &a);
     pthread_rwlockattr_destroy(&a);
+    pthread_mutex_init(&dp->addr_lock, NULL);
     ts_holds_init(&dp->spd.busy);
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
@@ -70,6 +71,7 @@ void ts_dp_wipe(ts_dp *dp) {
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);
     pthread_rwlock_destroy(&dp->lock);
+    pthread_mutex_destroy(&dp->addr_lock);
     ts_holds_destroy(&dp->spd.busy);
     /* all of it, not only the keys we know of today (the per-source limits' SipHash key, the IKE
      * tag keys): OPENSSL_cleanse, which the compiler cannot drop as a dead store before free() */

@@ -516,6 +516,10 @@ typedef struct ts_queue {
     struct ts_batch *batch;            /* loop buffers, preallocated */
 } ts_queue;
 
+/* the addresses added lately that a gone source is compared with (addrwatch.c); more added between
+ * two looks of an SA than this: it tries its source again, as for any address */
+#define TS_ADDRS_SEEN 64
+
 struct ts_dp {
     pthread_rwlock_t lock;             /* SAD/SPD: loop reads, control writes */
     ts_sad sad;
@@ -528,7 +532,10 @@ struct ts_dp {
     int nqueues;
     int wake_fd;
     int addr_fd;                       /* route netlink, the address groups (addrwatch.c); -1: none */
-    _Atomic uint32_t addr_gen;         /* moved on by every address the host adds (ts_addrwatch_read) */
+    _Atomic uint32_t addr_gen;         /* moved on by every address the host adds (ts_addrwatch_note) */
+    pthread_mutex_t addr_lock;         /* addr_seen, and addr_gen's moves with it */
+    ts_addr addr_seen[TS_ADDRS_SEEN];  /* [g % TS_ADDRS_SEEN]: the address that moved addr_gen to g
+                                          (family 0: any, a notice lost or unreadable) */
     bool vnet, udp_gso, udp_gro;       /* offloads in use (ts_dp_set_offloads) */
     _Atomic bool stop;
     _Atomic int last_errno;           /* written by every loop thread */
@@ -590,6 +597,9 @@ static inline void ts_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); 
 
 /* addrwatch.c: the host's addresses added, for the SAs whose source was refused (loop.c) */
 int ts_addrwatch_open(void);          /* the socket, or -1 */
-void ts_addrwatch_read(ts_dp *dp);    /* its notifications read: an address added moves addr_gen on */
+void ts_addrwatch_read(ts_dp *dp);    /* its notifications read: each address added noted */
+void ts_addrwatch_note(ts_dp *dp, const ts_addr *added);   /* addr_gen moved on for it (family 0: any) */
+/* whether `addr` (or any, family 0) was noted after generation `since`; *now: addr_gen looked at */
+bool ts_addrwatch_came(ts_dp *dp, const ts_addr *addr, uint32_t since, uint32_t *now);
 
 #endif

@@ -305,25 +305,30 @@ static bool gso_paused(ts_sa *sa) {
     return paused(&sa->gso_paused_until);
 }
 
-/* errors of a GSO run that its datagrams sent alone do not share */
-static void source_gone(ts_dp *dp, ts_sa *sa) {
-    atomic_store_explicit(&sa->source_gone_gen, atomic_load_explicit(&dp->addr_gen, memory_order_relaxed),
-                          memory_order_relaxed);
+/* gen: dp->addr_gen as it was before the refused send: an address added after the kernel refused
+ * the source (noted by another loop before this one got here) still counts (review revnatt) */
+static void source_gone(ts_sa *sa, uint32_t gen) {
+    atomic_store_explicit(&sa->source_gone_gen, gen, memory_order_relaxed);
     pause_for(&sa->source_gone_until, SOURCE_GONE_NS);
 }
 
-/* whether the SA's ESP leaves without its source: noted gone, its time not over, and no address
- * added since (one added: tried again, and noted again if it is not the one) */
+/* whether the SA's ESP leaves without its source: noted gone, its time not over, and its own
+ * address not added since (addrwatch.c; others added: looked at once, then not again) */
 static bool source_is_gone(ts_dp *dp, ts_sa *sa) {
     if (!paused(&sa->source_gone_until))
         return false;
-    if (atomic_load_explicit(&sa->source_gone_gen, memory_order_relaxed) ==
-        atomic_load_explicit(&dp->addr_gen, memory_order_relaxed))
+    uint32_t since = atomic_load_explicit(&sa->source_gone_gen, memory_order_relaxed), now;
+    if (since == atomic_load_explicit(&dp->addr_gen, memory_order_relaxed))
         return true;
+    if (!ts_addrwatch_came(dp, &sa->local, since, &now)) {
+        atomic_store_explicit(&sa->source_gone_gen, now, memory_order_relaxed);
+        return true;
+    }
     atomic_store_explicit(&sa->source_gone_until, 0, memory_order_relaxed);
     return false;
 }
 
+/* errors of a GSO run that its datagrams sent alone do not share */
 static bool gso_refused(int err) {
     return err == EMSGSIZE || err == EINVAL || err == EIO;
 }
@@ -345,11 +350,12 @@ static bool send_msgs(ts_dp *dp, int fd, struct mmsghdr *m, const uint16_t *seg,
     /* m[unsourced] is being retried without its source cmsg after an error a source causes (n:
      * none): if it goes, the source was the cause, and its SA's next messages leave without it */
     unsigned unsourced = n;
+    uint32_t gen = atomic_load_explicit(&dp->addr_gen, memory_order_relaxed);   /* before any send */
     while (done < n) {
         int r = sendmmsg(fd, m + done, n - done, MSG_DONTWAIT);
         if (r >= 0) {
             if (r > 0 && unsourced == done && sa && sa[done])
-                source_gone(dp, sa[done]);
+                source_gone(sa[done], gen);
             done += (unsigned)r;
             continue;
         }

@@ -370,6 +370,13 @@ int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
 int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
                uint32_t *out_lens, size_t max_out);
 
+/* The worker's address watch (addrwatch.c), for tests and fuzzing: the route netlink notices in
+ * buf[0, len) (as one read gives them) -> the addresses they say were added, into out[0, max) (max
+ * >= 1); returns how many.  An address whose notice cannot be read (cut, malformed, or more than
+ * max of them) is listed with family 0: any.  A tentative address (DAD under way or failed) is no
+ * address yet and is not listed, nor is anything but RTM_NEWADDR. */
+int ts_addrwatch_parse(const uint8_t *buf, size_t len, ts_addr *out, size_t max);
+
 /* Live C allocations of the whole process (every ts_dp): SA entries and
  * cipher contexts allocated and not yet freed.  A gauge for leaks: after the
  * SAs are deleted both are back where they were. */

@@ -18,12 +18,15 @@ Real parts in a namespace of the test's own, as test_review_revcsmall_source_bac
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from shutil import which
 
 import pytest
+from gso_loop import run_script
 
 SANDBOXED = textwrap.dedent(r'''
     import errno, os, re, socket, struct, sys
@@ -102,3 +105,45 @@ def test_the_sandboxed_worker_cannot_change_the_hosts_addresses(tmp_path: Path) 
     # ... and the one it holds must not serve as one: no address added through it
     assert "192.0.2.99" not in out.split("LO ", 1)[1], out
     assert "RESULT ack 0" not in out, out
+
+
+CHANGED = textwrap.dedent(r'''
+    import ipaddress, socket, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from gso_loop import ip, start_loop, stop_loop, tun_up, v6_sockets
+    from tunsec.dataplane.pipe import Endpoint
+
+    TUN, CHANGES = "revnatt0", int(sys.argv[2])
+    tun = tun_up(TUN)
+    ip("addr", "add", "2001:db8::5/128", "dev", "lo", "nodad")   # an address that stays
+    udp, peer_sock, peer = v6_sockets()
+    gone = Endpoint(ipaddress.ip_address("2001:db8::77"), 4500)   # our address once; not any more
+    dp, loop = start_loop(tun, gone, peer, udp6=udp.fileno(), n=0, spi=0x2004)
+    app = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    started = time.monotonic()
+    app.sendto(b"x" * 100, ("10.9.0.5", 9))   # refused from 2001:db8::77 once, noted gone
+    peer_sock.recv(65535)
+    for i in range(CHANGES):
+        # no address added: the one that stays renewed (as a router advertisement renews SLAAC's)
+        ip("addr", "change", "2001:db8::5/128", "dev", "lo", "valid_lft", str(1000 + i), "preferred_lft", "500")
+        time.sleep(0.2)   # the loop reads the notification (no threshold: only the order matters)
+        app.sendto(b"x" * 100, ("10.9.0.5", 9))
+        peer_sock.recv(65535)
+    elapsed = time.monotonic() - started
+    stop_loop(dp, loop)
+    print("RESULT", dp.drops()["io"], int(elapsed), flush=True)
+''')
+
+
+@pytest.mark.skipif(which("strace") is None, reason="strace is not installed")
+def test_an_address_changed_is_no_address_added(tmp_path: Path) -> None:
+    changes = 5
+    trace = tmp_path / "trace"
+    out = run_script("revnatt", CHANGED, tmp_path, str(changes),
+                     wrap=("strace", "-f", "-qq", "-e", "trace=sendmmsg", "-o", str(trace)))
+    io, elapsed = out.split("RESULT")[1].split()
+    assert io == "0", out
+    refused = [c for c in trace.read_text().splitlines() if re.search(r"= -1 E", c)]
+    assert refused and all("EINVAL" in c for c in refused), refused
+    # no address came: the source is tried once, then again only when its 10 s are over
+    assert len(refused) <= 1 + int(elapsed) // 10, refused

@@ -221,7 +221,7 @@ def test_a_datagram_goes_in_without_its_ike_sa_looked_up_while_spis_are_pooled()
 
         barrier = Barrier(lambda now: [], lambda d: None, asyncio.ensure_future, lambda: None)
         pool = SpiPool(lambda: cast(WorkerClient, None), asyncio.ensure_future, barrier,
-                       lambda data, remote, local: delivered.append(data), lambda: None, owner=lookup)
+                       lambda data, remote, local, unmarked: delivered.append(data), lambda: None, owner=lookup)
         pool.spis.append(0xC0000001)
         pool.receive(b"ike auth", ("198.51.100.2", 4500))
         assert delivered == [b"ike auth"] and looked_up == []

@@ -55,10 +55,11 @@ def install(out: IO[str]) -> None:
 
     receive = service.IkeService.receive
 
-    def traced_receive(self: Any, data: bytes, remote: tuple[str, int], local: Any = None) -> None:
+    def traced_receive(self: Any, data: bytes, remote: tuple[str, int], local: Any = None,
+                       unmarked: bool = False) -> None:
         if (head := _ike(data)) is not None:
             note("rx", spi=head[0], x=head[1], resp=head[2])
-        receive(self, data, remote, local)
+        receive(self, data, remote, local, unmarked)
 
     send = sockets.IkeSockets.send
 

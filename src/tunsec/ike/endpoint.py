@@ -94,6 +94,7 @@ from .spi_book import IkeSpiBook
 from .spi_tag import IkeSpiTag
 from .state import AddressPool, IkeSaState, Jitter, Rng, SelectorClaims, SpiAllocator, now_utc, random_spi_allocator
 from .stats import EndpointStats
+from .unmarked import unmark_answers
 
 # plain ints, tested for every datagram (an IntEnum's member lookup and ``&`` cost more)
 _IKE_SA_INIT = int(ExchangeType.IKE_SA_INIT)
@@ -107,13 +108,15 @@ log = logging.getLogger(__name__)
 
 class Datagram(NamedTuple):
     """Send ``data`` to ``addr`` from ``local_port`` (add the non-ESP marker if neither port is 500,
-    ``constants.has_marker``) and from our address ``source``: the one the peer talked to (None: not
+    ``constants.has_marker``, unless ``unmarked``: the answer to an IKE_SA_INIT request that came
+    without it, unmarked.py) and from our address ``source``: the one the peer talked to (None: not
     known, the socket's or the route's choice)."""
 
     data: bytes
     addr: Address
     local_port: int
     source: str | None = None
+    unmarked: bool = False
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,10 @@ class IkeEndpoint:
         self._collect(now)
         return sa
 
-    def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None) -> None:
+    def receive(self, datagram: bytes, addr: Address, now: float, local_addr: Address | None = None,
+                unmarked: bool = False) -> None:
+        """``unmarked``: it came without the non-ESP marker where IKE carries one (an IKE_SA_INIT
+        request's answer goes back so: unmarked.py)."""
         if len(datagram) > MAX_IKE_MESSAGE:
             self.stats.too_big += 1
             return
@@ -338,7 +344,11 @@ class IkeEndpoint:
             self.stats.malformed += 1
             return
         if exchange == _IKE_SA_INIT and flags & _INITIATOR and not flags & _RESPONSE:
+            start = len(self._outbox)
             self._on_init_request(message_id, datagram, addr, now, local_addr)
+            if unmarked:
+                self._collect(now)
+                unmark_answers(self._outbox, start, datagram, addr)
         else:
             sa = self._sas.get(_our_spi(datagram, flags))
             if sa is None:

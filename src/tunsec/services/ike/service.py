@@ -49,7 +49,7 @@ from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
 from tunsec.ike.auth_ban import AuthBan
-from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT, has_marker
+from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -594,26 +594,28 @@ class IkeService(Service):
         """Top the SPI pool up; returns when it is full (or the worker refused)."""
         await self.spi_pool.refill()
 
-    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None,
+                unmarked: bool = False) -> None:
         """One IKE datagram into the engine (the caller pumps), unless it must wait for an SPI
-        (SpiPool.receive)."""
+        (SpiPool.receive); ``unmarked``: it came without the non-ESP marker (ike/unmarked.py)."""
         if len(data) > MAX_IKE_MESSAGE:   # the engine drops it unparsed: it does not wait for an SPI either
             self.endpoint.stats.too_big += 1
             return
         if self.auth_ban.refuses(data, remote[0], time.monotonic()):   # banned: nothing kept (auth_ban.py)
             self.endpoint.stats.auth_banned += 1
             return
-        self.spi_pool.receive(data, remote, local)   # noted (_note_peer) as it goes into the engine (_deliver)
+        self.spi_pool.receive(data, remote, local, unmarked)   # noted (_note_peer) as it goes into the engine
 
     def _owner(self, data: bytes) -> IkeSa | None:
         """The IKE SA ``data`` is for, if we have it (SpiPool.receive)."""
         return self.endpoint.sa_for(data)
 
-    def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None) -> None:
+    def _deliver(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None,
+                 unmarked: bool = False) -> None:
         self.on_activity()
         self._note_peer(data)   # as it goes into the engine (one that was held too): _follow_peers checks after it
         try:
-            self.endpoint.receive(data, remote, time.monotonic(), local)
+            self.endpoint.receive(data, remote, time.monotonic(), local, unmarked)
         except Exception as err:
             # a bug one peer's datagram hits must not cost what comes with it: the rest of the worker's
             # batch (other peers' IKE, EXPIREs, ACQUIREs) or of the SPI pool's held datagrams would be lost
@@ -624,11 +626,11 @@ class IkeService(Service):
 
     def _readable(self, s: socket.socket, key: IkeSocketKey) -> None:
         for data, remote, local in recv(s, key):
-            ike = self.sockets.unmark(data, remote, key[2]) if has_marker(key[2], remote[1]) else data
+            ike, unmarked = self.sockets.unmark(data, remote, key[2])
             if ike is not None and key[2] in self.sockets.draining and _is_init(ike, 0):
                 continue   # a port a reload left to its IKE SAs' DELETEs: no new one (reload.close_unused_ports)
             if ike is not None:
-                self.receive(ike, remote, local)
+                self.receive(ike, remote, local, unmarked)
         self._pump()
 
     def receive_natt(self, msg: pipe.Ike) -> None:
@@ -647,9 +649,8 @@ class IkeService(Service):
         if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
             self.endpoint.stats.auth_banned += 1
             return
-        self.sockets.came_natt(remote, msg.data, msg.unmarked)   # its IKE_SA_INIT answer goes back so
         before = self.endpoint.last_registered
-        self.receive(msg.data, remote, local)
+        self.receive(msg.data, remote, local, msg.unmarked)   # its IKE_SA_INIT answer goes back so
         self.worker_path.opened(before, self.endpoint.last_registered)   # the IKE SA it opened, if any
         self._pump()
 

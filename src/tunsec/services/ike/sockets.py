@@ -2,7 +2,7 @@
 
 On a custom port, IKE from a peer port other than 500 carries the non-ESP marker both ways, as
 strongSwan's sender and receiver have it (``constants.has_marker``); on port 4500 the worker marks
-it.  An IKE_SA_INIT response goes back unmarked where its request came so (``unmarked.py``)."""
+it.  An IKE_SA_INIT response goes back unmarked where its request came so (``ike/unmarked.py``)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import parse_ip
 from tunsec.services.base import StartupError, bind_udp
 from tunsec.services.ike.exclude_gate import ExcludeGate
-from tunsec.services.ike.unmarked import DEFAULT_TTL, UnmarkedPeers
 
 log = logging.getLogger("tunsec.ike")
 
@@ -46,11 +45,6 @@ NATT_SENDS_MAX = 8192
 
 def _ports(connections: Iterable[Connection]) -> set[int]:
     return {c.local_port for c in connections} or {IKE_PORT}
-
-
-def _half_open_timeout(connections: Iterable[Connection]) -> float:
-    """How long a half-open SA may be answered (every connection carries tunsec's one setting)."""
-    return max((c.ike.half_open_timeout for c in connections), default=DEFAULT_TTL)
 
 
 class IkeSockets:
@@ -76,15 +70,12 @@ class IkeSockets:
         self._send_log = LogLimiter()
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
-        # (our port, peer address, port) that sent its IKE_SA_INIT request unmarked: answered so
-        self.unmarked = UnmarkedPeers(_half_open_timeout(connections))
         self.gate: ExcludeGate | None = None   # IKE to an address the TUN's routes capture waits for its exclude route
 
     def open(self, connections: Iterable[Connection]) -> None:
         """UDP 500 (or the configured ports) per family, before the event loop starts."""
         connections = list(connections)
         self.ports = _ports(connections)
-        self.unmarked.ttl = _half_open_timeout(connections)
         keys = [(fam, addr, port) for fam, addr in self.local_addrs.items() for port in sorted(self.ports)]
         # each initiator's IKE_SA_INIT leaves from its local_addrs and local_port (socket)
         unserved = unserved_sources(connections, keys)
@@ -124,7 +115,6 @@ class IkeSockets:
         answered there), keeps its port open until it is gone (``draining``; review revreload F4)."""
         connections = list(connections)
         configured = _ports(connections)
-        self.unmarked.ttl = _half_open_timeout(connections)   # a reload may change it
         want = configured | (set(in_use) & self.ports)
         for key in [k for k in self.by_key if k[2] not in want]:
             self._close_socket(key)
@@ -138,7 +128,7 @@ class IkeSockets:
             loop.add_reader(s.fileno(), on_readable, s, key)
 
     def send(self, datagram: Datagram) -> None:
-        data, addr, local_port, source = datagram
+        data, addr, local_port, source, unmarked = datagram
         ip = parse_ip(addr[0])
         oif = 0   # the interface it leaves by: an unauthenticated address a TUN route captures
         if self.gate is not None:
@@ -150,9 +140,8 @@ class IkeSockets:
             # the worker's socket, by the uplink's interface as on port 500 (SEND_IKE's OIF): an EAP
             # client's IKE_AUTH rounds before its SA is up (review revfull3 F1)
             # counted by the gate as the worker answers (_natt_answered, _natt_failed); marked by the
-            # worker, but an IKE_SA_INIT answer to a request that came unmarked (unmarked.py)
-            self._send_natt(data, Endpoint(ip, addr[1]), source, oif,
-                            self.unmarked.answers_unmarked((NATT_PORT, *addr), data))
+            # worker, but an IKE_SA_INIT answer to a request that came unmarked (ike/unmarked.py)
+            self._send_natt(data, Endpoint(ip, addr[1]), source, oif, unmarked)
             return
         s = self.socket(ip.version, local_port)
         if s is None:
@@ -160,7 +149,7 @@ class IkeSockets:
             return
         # a custom port at both ends: the peer may take ESP there too, unless it sent its
         # IKE_SA_INIT request to us unmarked and this is the answer (see unmark)
-        if has_marker(local_port, addr[1]) and not self.unmarked.answers_unmarked((local_port, *addr), data):
+        if has_marker(local_port, addr[1]) and not unmarked:
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
         wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
@@ -178,23 +167,24 @@ class IkeSockets:
         (open made sure each has one)."""
         return next((s for k, s in self.by_key.items() if k[0] == family and k[2] == port), None)
 
-    def unmark(self, data: bytes, addr: tuple[str, int], port: int) -> bytes | None:
-        """A datagram on a custom IKE port from a port other than 500: as strongSwan's receiver, IKE
+    def unmark(self, data: bytes, addr: tuple[str, int], port: int) -> tuple[bytes | None, bool]:
+        """A datagram on an IKE socket: where one end is port 500, IKE as it came.  On a custom IKE
+        port from a port other than 500: as strongSwan's receiver, IKE
         with the non-ESP marker (stripped), a NAT keepalive (dropped) or ESP in UDP, which only the
         worker's port 4500 carries here: dropped, counted (status: ike_drops.esp_on_ike_port) and said.
         Unlike strongSwan's, an unmarked datagram that is an IKE message is taken as IKE, and answered
         unmarked: a client that sent from port 500 through a NAT that changed its port (it floats to
-        4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer.  Only an
-        IKE_SA_INIT request is remembered so, and only IKE_SA_INIT responses go back unmarked: that
-        client floats to 4500 after it (unmarked.py says why no more)."""
+        4500 after IKE_SA_INIT) marks nothing and would not understand a marked answer.  The IKE and
+        whether it came unmarked (only an IKE_SA_INIT request's answer goes back so: that client floats
+        to 4500 after it, ike/unmarked.py says why no more), or None."""
+        if not has_marker(port, addr[1]):
+            return data, False
         if data[:4] == NON_ESP_MARKER and len(data) > 4:
-            self.unmarked.came((port, *addr), data[4:], False)
-            return data[4:]
+            return data[4:], False
         if data == b"\xff":
-            return None
+            return None, False
         if _is_ike(data):
-            self.unmarked.came((port, *addr), data, True)
-            return data
+            return data, True
         self.esp_on_ike_port += 1
         held = self._esp_log.admit()
         if held is not None:
@@ -202,13 +192,7 @@ class IkeSockets:
                         "only on port %d. A peer whose own IKE port is not 500 keeps IKE, and ESP, on the port it "
                         "started on (RFC 7296 2.23, as strongSwan floats); give that peer local_port 500 or point "
                         "its remote_port at %d%s", addr[0], addr[1], port, NATT_PORT, NATT_PORT, suffix(held))
-        return None
-
-    def came_natt(self, remote: tuple[str, int], data: bytes, unmarked: bool) -> None:
-        """IKE from remote on port 4500 (the worker's IKE event): whether it came unmarked, noted
-        (every client's IKE_AUTH comes so, marked: nothing to do while nobody is noted)."""
-        if unmarked or self.unmarked:
-            self.unmarked.came((NATT_PORT, *remote), data, unmarked)
+        return None, False
 
     def _send_natt(self, data: bytes, remote: Endpoint, source: str | None = None, oif: int = 0,
                    unmarked: bool = False) -> None:

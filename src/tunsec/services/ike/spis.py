@@ -112,7 +112,7 @@ class SpiPool:
 
     def __init__(self, worker: Callable[[], WorkerClient],
                  spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[Any]], barrier: Barrier,
-                 deliver: Callable[[bytes, tuple[str, int], tuple[str, int] | None], None],
+                 deliver: Callable[[bytes, tuple[str, int], tuple[str, int] | None, bool], None],
                  pump: Callable[[], None], *, owner: Callable[[bytes], IkeSa | None],
                  half_open: Callable[[], int] = lambda: 0) -> None:
         self.worker = worker       # GETSPI goes there
@@ -120,7 +120,7 @@ class SpiPool:
         self._half_open = half_open   # the engine's half-open IKE SAs: SPIs soon taken (see target)
         self._spawn = spawn        # the refill: a task of the service's (shutdown waits for it)
         self.barrier = barrier     # up while the pool is empty and a refill in flight (_spi_barrier)
-        self._deliver = deliver    # a datagram into the engine
+        self._deliver = deliver    # a datagram into the engine (and whether it came unmarked: ike/unmarked.py)
         self._pump = pump          # after held actions ran: events, datagrams, timer
         self.spis: collections.deque[int] = collections.deque()
         self._asking = 0           # GETSPIs sent and not answered yet (to this worker: _generation)
@@ -367,7 +367,8 @@ class SpiPool:
             self.spis.remove(spi)
             self._start_refill()
 
-    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None) -> None:
+    def receive(self, data: bytes, remote: tuple[str, int], local: tuple[str, int] | None = None,
+                unmarked: bool = False) -> None:
         """One IKE datagram into the engine (deliver; the caller pumps), unless it must wait for an SPI.
 
         The engine takes inbound SPIs synchronously from the pool.  A datagram of an existing IKE
@@ -382,11 +383,11 @@ class SpiPool:
         if self.spis and not self._spi_wait and not self._held:
             # SPIs pooled and nothing waiting (a burst's usual case): whoever the datagram is for, it
             # goes in now, as _must_wait_for_spi would say; no lookup of its IKE SA first
-            self._deliver(data, remote, local)
+            self._deliver(data, remote, local, unmarked)
             return
         sa = self._owner(data)
         if sa is None or not self._must_wait_for_spi():
-            self._deliver(data, remote, local)
+            self._deliver(data, remote, local, unmarked)
             return
         ike, half_open, size = sa.local_spi, sa.is_half_open, len(data)
         by_sa = self._held_by_sa.get(ike) or _Held()
@@ -398,7 +399,7 @@ class SpiPool:
         self.spi_waits += _is_ike_auth_request(data)
         if half_open:
             self.waiting_max_half_open = max(self.waiting_max_half_open, self._held_half_open.datagrams)
-        self._hold(functools.partial(self._receive_held_datagram, ike, half_open, data, remote, local))
+        self._hold(functools.partial(self._receive_held_datagram, ike, half_open, data, remote, local, unmarked))
 
     def _may_wait(self, by_sa: _Held, half_open: bool, size: int) -> bool:
         """Whether a datagram of ``size`` bytes fits what its IKE SA (holding ``by_sa``), its kind and
@@ -429,9 +430,9 @@ class SpiPool:
             del self._held_by_sa[ike]   # the table stays as small as what waits
 
     def _receive_held_datagram(self, ike: bytes, half_open: bool, data: bytes, remote: tuple[str, int],
-                               local: tuple[str, int] | None) -> None:
+                               local: tuple[str, int] | None, unmarked: bool) -> None:
         self._count(ike, half_open, len(data), -1)
-        self._deliver(data, remote, local)
+        self._deliver(data, remote, local, unmarked)
 
     def with_spi(self, action: Callable[[], None]) -> None:
         """Run a local action that may take an inbound SPI (a rekey, a CREATE_CHILD_SA) now, or
