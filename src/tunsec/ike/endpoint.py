@@ -50,19 +50,18 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import ipaddress
 import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
-from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed, same_ip
-from tunsec.policy.selector import IPAddress
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep
+from tunsec.policy.selector import IPAddress, parse_ip
 
 from .address_role import Role, address_role
 from .by_address import EstablishedByAddress
@@ -70,6 +69,7 @@ from .by_peer import SpisByPeer
 from .child_refusal import swap
 from .config import IkeConfig
 from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
+from .contacts import EstablishedByIdentity
 from .cookie_demand import (
     COOKIE_CALMDOWN_DELAY,
     GLOBAL,
@@ -220,9 +220,11 @@ class IkeEndpoint:
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
         self._by_address = EstablishedByAddress()   # for INVALID_SPI (invalid_spi)
+        self._by_identity = EstablishedByIdentity()   # for INITIAL_CONTACT (_has_contact)
         # the addresses of this host's interfaces, kept by the IKE service (services/ike/host_addresses.py):
         # no REDIRECT or peer's move goes to one (address_role.refused_address, review revclient s20 F3)
-        self.host_addresses: frozenset[IPAddress] = frozenset()
+        # (a live view of the service's: host_addresses.py applies each change as it comes)
+        self.host_addresses: Set[IPAddress] = frozenset()
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -630,11 +632,13 @@ class IkeEndpoint:
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
+                self._by_identity.forget(spi)
                 self.spi_book.release_all(spi)   # SPIs its rekeys drew that made no SA
                 self.on_forget(spi, sa)
             sa.watch(None)
             return
         self._by_address.follow(sa)
+        self._by_identity.follow(sa)
         when = sa.get_timer()
         if floor is not None and when is not None:
             when = max(when, floor)
@@ -705,15 +709,14 @@ class IkeEndpoint:
         SA (ours or the peer's) with the same identities, in the same address family; or, with our
         identity, to the same address: that peer knows us already, and taking INITIAL_CONTACT it would
         end the IKE SA we have there, of another connection whose remote identity differs (review
-        revclient s20 F1)."""
-        family = ipaddress.ip_address(st.remote_addr[0]).version
+        revclient s20 F1).  From the indexes (by address, by identity): not a pass over every IKE SA
+        (review revperf R2)."""
+        local, ip = st.config.local.id, parse_ip(st.remote_addr[0])
         # by address only IKE SAs of a connection naming that gateway: a road warrior of ours behind the
         # gateway's NAT address says nothing of the gateway (review revperf F1)
-        return any(sa.state is State.ESTABLISHED and sa.config.local.id == st.config.local.id
-                   and ((sa.config.remote_addr is not None and same_ip(sa.remote_addr[0], st.remote_addr[0]))
-                        or ((sent := sa.peer_sent_id) is not None and identity_allowed(st.config.remote.id, sent)
-                            and ipaddress.ip_address(sa.remote_addr[0]).version == family))
-                   for sa in self._sas.values())
+        gateways = (sa for sa in self._by_address.at(ip) if sa.config.remote_addr is not None)
+        return any(sa.config.local.id == local for sa in gateways) \
+            or self._by_identity.any_up(local, st.config.remote.id, ip.version)
 
     def _address_role(self, ip: IPAddress, *, host: bool = False) -> Role | None:
         """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT,

@@ -52,7 +52,7 @@ def _watch_addresses(self: IkeService) -> None:
     """The host's address changes: the engine's list of them follows (host_addresses.py: no REDIRECT
     or peer's move to one), and a MOBIKE client (a connection with a remote address and no fixed
     local one) follows its own: each change sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
-    watch = AddressWatch(functools.partial(_addresses_changed, self))
+    watch = AddressWatch(functools.partial(_addresses_changed, self), listener=self.host_addresses)
     try:
         watch.start()
     except OSError as err:
@@ -68,7 +68,7 @@ def _mobike_client(self: IkeService) -> bool:
 
 
 def _addresses_changed(self: IkeService) -> None:
-    self.host_addresses.changed()
+    """A burst of changes settled (the host's address list took each as it came)."""
     if _mobike_client(self):   # (a reload may add or remove one)
         self.local_addresses_changed()
 
