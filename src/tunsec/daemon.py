@@ -43,7 +43,7 @@ from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
-from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
+from tunsec.services.base import EspEndpoint, Failed, Service, StartupError, reinstall
 from tunsec.services.ike import IkeService
 from tunsec.services.ike.commands import joined_answer
 from tunsec.services.manual import ManualService
@@ -194,8 +194,11 @@ class Daemon:
         _reloading from before the worker is started (run, _watch_worker): each service works from
         one configuration, and a reload never installs into a new worker what the reinstall then
         installs again, nor retires what the reinstall is still putting in."""
+        if self.restarts:   # each service whatever one before it raised (review revrestart F1)
+            await reinstall(self.services, lambda: self.worker.gone)
+            return
         for svc in self.services:
-            await (svc.worker_restarted() if self.restarts else svc.start())
+            await svc.start()
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
