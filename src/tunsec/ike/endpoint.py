@@ -32,7 +32,8 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   ``half_open_limit``: strongSwan's order (receiver.c drop_ike_sa_init). The cookie, its
   secret and the secret's rotation: ``cookie_secret.py``.
 - Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY), and requests refused after work (no
-  proposal, a bad KE) counted towards the thresholds for a while: ``cookie_demand.py``.
+  proposal, a bad KE; a half-open SA its peer ended at IKE_AUTH before authentication) counted
+  towards the thresholds for a while: ``cookie_demand.py``.
 - A datagram longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet) is dropped before
   anything of it is parsed (counted ``too_big``); the one IKE_SA_INIT parse (payloads bounded,
   message.MAX_INIT_PAYLOADS) is handed to the SA made for it.
@@ -81,7 +82,7 @@ from .cookie_demand import (
 from .cookie_secret import CookieSecret
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
-from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp
+from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp, NegotiationFailed
 from .fragments import FragmentStats
 from .ike_sa_cap import IkeSaCounts
 from .init_request import answer_source, find_nonce, init_digest, init_request, stateless_answer
@@ -238,7 +239,7 @@ class IkeEndpoint:
         self._link_local_log = LogLimiter()   # IKE_SA_INITs from link-local sources refused (link_local.py)
         self._cookies = CookieSecret(rng)   # cookie_secret.py
         self._cookie_demand = CookieDemand()
-        self._proven_refusals = ProvenRefusals()   # refused after work with a valid COOKIE (cookie_demand.py)
+        self._proven_refusals = ProvenRefusals()   # refused after work, of proven sources (cookie_demand.py)
 
     # ------------------------------------------------------------------ API
 
@@ -547,9 +548,15 @@ class IkeEndpoint:
             return
         # refused after work (proposal selection, the KE checked): counted as a half-open SA for a while
         self.stats.init_refused += 1
-        demand.refused(source, now)
-        if proven:   # it brought back a valid COOKIE: a real address
-            self._proven_refusals.refused(source, now, limits.half_open_limit)
+        self._refused_after_work(source, now, proven)   # proven: it brought back a valid COOKIE, a real address
+
+    def _refused_after_work(self, source: str, now: float, proven: bool) -> None:
+        """A request from ``source`` had the IKE_SA_INIT work done and nothing is kept for it: it counts
+        as a half-open SA towards the COOKIE thresholds for a while, and towards ``block_threshold`` too
+        if the source is ``proven`` a real address (cookie_demand.py)."""
+        self._cookie_demand.refused(source, now)
+        if proven:
+            self._proven_refusals.refused(source, now, self.limits.half_open_limit)
 
     # ------------------------------------------------------------------ cookies
 
@@ -603,8 +610,10 @@ class IkeEndpoint:
         floor = self._timer_backoff.pop(spi, None)
         for data, addr in sa.datagrams_to_send(now):
             self._outbox.append(Datagram(data, addr, port, source))
+        refused = False   # the IKE SA itself failed (not a Child SA of it)
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
+            refused = refused or (isinstance(event, NegotiationFailed) and event.child is None)
             if isinstance(event, IkeSaUp):
                 self._index_peer(sa)
                 if sa.peer_id is not None:
@@ -623,6 +632,8 @@ class IkeEndpoint:
             self._half_open_left(record.source)
             if sa.is_closed:
                 self.stats.half_open_closed += 1
+                if refused:   # its peer ended it under our keys before authentication (review revlate5 F1)
+                    self._refused_after_work(record.source, now, proven=True)
         if sa.is_closed:
             if self._sas.get(spi) is sa:
                 del self._sas[spi]
