@@ -57,7 +57,7 @@ __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Sourc
 log = logging.getLogger("tunsec.metrics")
 
 DUMP_TIMEOUT = 2.0        # a scrape waits this long for the worker's counters
-REQUEST_TIMEOUT = 5.0     # for a client to send its request head
+REQUEST_TIMEOUT = 5.0     # for a client to send its request head, and again to read the answer
 MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
 MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
 MAX_PER_SOURCE = 4        # of those, from one source (an IPv4 address, an IPv6 /64, loopback as one)
@@ -707,7 +707,9 @@ class MetricsServer:
             pass   # a client that is slow, gone (or evicted) or sends too much gets nothing
         finally:
             self._release(conn)
-            writer.close()
+            # closed: nothing; else the socket and any answer left unread go now (close() would keep them
+            # until a client that never reads took them: for ever, its slot given back)
+            writer.transport.abort()
 
     def _release(self, conn: _Conn) -> None:
         """conn's slot free (once: an evicted connection's went at its eviction)."""
@@ -760,7 +762,8 @@ class MetricsServer:
                 for at in range(0, len(view), WRITE_CHUNK):
                     writer.write(view[at:at + WRITE_CHUNK])
                     await writer.drain()
-            await writer.drain()
+            writer.close()
+            await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
 
 
 async def start(listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic,
