@@ -16,23 +16,16 @@ server's established connections.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
+import metrics_netns
 import pytest
 
-from tunsec import metrics
-
 _SCRIPT = """
-import asyncio, ipaddress, json, socket, subprocess, sys
-sys.path[:0] = sys.argv[1:]
-import status_state
+import asyncio, json, socket, subprocess
+import metrics_netns
 from test_metrics_endpoint import SCRAPE
 from tunsec import metrics
-from tunsec.conf.tunsec_section import ListenAddress
-from tunsec.status import status_document_sliced
 
 metrics.REQUEST_TIMEOUT = 0.3   # the 5 s a client has to read its answer, shorter for the test
 ROUNDS = 5                      # of MAX_PER_SOURCE connections each: 20, more than MAX_CLIENTS
@@ -43,15 +36,7 @@ def held_by_server():
     return len([line for line in out.splitlines() if line.strip()])
 
 async def main():
-    gw = status_state.gateway(300)
-    d = status_state.daemon(gw)
-
-    async def dump():
-        return gw.dump()
-
-    src = metrics.Source(dump=dump, document=lambda reply: status_document_sliced(d, reply, scrape=True),
-                         events=lambda: None, worker_restarts=lambda: 0, worker_pid=lambda: None)
-    server = await metrics.start(ListenAddress(ipaddress.ip_address("192.0.2.1"), 9101), src)
+    server = await metrics_netns.serve(300)
     clients = []
     for _ in range(ROUNDS):
         for _ in range(metrics.MAX_PER_SOURCE):
@@ -82,13 +67,6 @@ def test_a_client_that_never_reads_its_answer_holds_nothing_after_its_time() -> 
     """20 scrapes from one address that never read their answer, 4 at a time (the source's share):
     once each one's time to read is over, the server holds none of them (on main it held all 20,
     beyond MAX_CLIENTS, with no slot counting them)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    src = os.path.dirname(os.path.dirname(os.path.abspath(metrics.__file__)))
-    setup = ("ip link set lo up && ip link set lo mtu 1500 && ip addr add 192.0.2.1/32 dev lo && "
-             "ip addr add 192.0.2.2/32 dev lo && exec \"$@\"")
-    out = subprocess.run(["unshare", "--net", "sh", "-c", setup, "sh", sys.executable, "-c", _SCRIPT, here, src],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
+    got = metrics_netns.run(_SCRIPT)
     assert got["slots"] == 0   # every handler ended: the caps no longer count any of them
     assert got["held"] == 0, got   # main: 20 connections held open, each with its unsent body
