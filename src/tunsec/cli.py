@@ -247,8 +247,9 @@ def _read_answer(s: socket.socket, deadline: float, timeout: float, limit: int) 
 
 def _shown(text: object) -> str:
     """Text from the server (whoever listens on the socket) for a terminal: line by line, every
-    character str.isprintable refuses escaped (no terminal command, title or clipboard write)."""
-    return "\n".join(escaped(line) for line in str(text).split("\n"))
+    character str.isprintable refuses escaped (no terminal command, title or clipboard write); a backslash as
+    it is (the server escaped a peer's text already: doubled again, each of its escapes would show as two)."""
+    return "\n".join(escaped(line, backslash=False) for line in str(text).split("\n"))
 
 
 def _target(args: argparse.Namespace) -> Target | None:
