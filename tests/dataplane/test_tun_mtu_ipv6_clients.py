@@ -130,7 +130,8 @@ def _set_up(routes: tuple[str, ...], mtu: int) -> _Tun:
     daemon.services = [_Service([], [(6, "::", 4500)], routes)]  # type: ignore[list-item]
     daemon.manual = SimpleNamespace(carries_ipv6=lambda: False)  # type: ignore[assignment]
     daemon.tun, daemon.excludes = tun, None  # type: ignore[assignment]
-    daemon.killswitch = SimpleNamespace(ensure=lambda nets: [])  # type: ignore[assignment]
+    daemon.killswitch = SimpleNamespace(ensure=lambda nets: [], keep_only=lambda nets: [],  # type: ignore[assignment]
+                                        take_unapplied=lambda: "")
     daemon._setup_tun()
     return tun
 
