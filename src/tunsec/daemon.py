@@ -150,8 +150,7 @@ class Daemon:
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
             self.killswitch.keep_only(n for n, _ in routes)   # a killed run's of networks no longer routed
-            if cmds := self.killswitch.take_unapplied():   # said with the TUN's (report_unapplied)
-                self.tun.unapplied.append((f"standing routes on {self.killswitch.name} (kill switch)", cmds))
+            self.killswitch.report_unapplied(self.cfg.path)   # an unprivileged start on a TUN made by hand
         except OSError as err:
             raise StartupError(err.strerror or str(err)) from err
         # after the routes: a wanted network's TUN route has replaced the prohibit route a killed run left

@@ -106,3 +106,31 @@ def test_the_user_tunsec_becomes_removes_its_device_with_no_cap_net_admin(ns: st
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert standing(ns) == set() and device_name(TUN) not in ip(ns, "link"), r.stderr
+
+
+UNPRIVILEGED_START = """
+import logging, os, sys
+from ipaddress import ip_network
+from tunsec.dataplane.killswitch import KillSwitch
+logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(message)s")
+os.setgroups([])
+os.setresgid(int(sys.argv[2]), int(sys.argv[2]), int(sys.argv[2]))
+os.setresuid(int(sys.argv[2]), int(sys.argv[2]), int(sys.argv[2]))
+ks = KillSwitch(sys.argv[1], keep_found=True)
+print(ks.ensure([ip_network(sys.argv[3])]), ks.keep_only([ip_network(sys.argv[3])]))
+ks.report_unapplied("tunsec.conf")
+"""
+
+
+def test_an_unprivileged_start_without_the_kill_switch_says_what_root_runs(ns: str) -> None:
+    """A start with no capability on a TUN made by hand (no tunsec prepare): the device cannot be added; one
+    error says that a kill -9 sends the traffic in clear, with root's commands (not a failure per route)."""
+    r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", UNPRIVILEGED_START, TUN, str(NOBODY),
+                        str(SITE)], capture_output=True, text=True, timeout=60)
+    dev = device_name(TUN)
+    assert r.returncode == 0 and r.stdout == "[] []\n", r.stdout + r.stderr
+    errors = r.stderr.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR kill switch {dev} not set up"), r.stderr
+    assert (f"the tunnels' traffic leaves in clear. As root run: ip tuntap add dev {dev} mode tun; ip link set {dev} "
+            f"up; ip route add {SITE} dev {dev} proto 116 metric {STANDING_PRIORITY} (or once: tunsec prepare -c "
+            "tunsec.conf --user nobody)") in errors[0], errors[0]

@@ -57,7 +57,7 @@ from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routes import destination, ifname, in_main
 from tunsec.dataplane.tun import NO_ADDR_GEN
-from tunsec.dataplane.tundev import LinkState, link_state, set_owner, unpersist
+from tunsec.dataplane.tundev import LinkState, link_state, me, set_owner, unpersist
 
 log = logging.getLogger("tunsec.tun")
 
@@ -95,18 +95,23 @@ class KillSwitch:
         return device_name(self.tun)
 
     def ensure(self, nets: Iterable[IPNetwork]) -> list[str]:
-        """A standing route for each of nets (the TUN's routes about to go in); with none, the device a
-        killed run left goes.  What failed, one line each (logged: that traffic then leaves in clear after
-        a kill -9); one refused for want of CAP_NET_ADMIN goes to unapplied instead."""
+        """A standing route for each of nets (the TUN's routes about to go in; none: keep_only, after the
+        TUN's routes, removes the device).  What failed, one line each (logged: that traffic then leaves in
+        clear after a kill -9); one refused for want of CAP_NET_ADMIN goes to unapplied instead."""
         want = list(dict.fromkeys(nets))
         if not want:
-            self.remove()
             return []
         failed: list[str] = []
         with IPRoute() as ipr, as_oserror(f"adding the tunnels' standing routes (device {self.name})"):
             try:
                 idx = self._device(ipr)
             except NetlinkError as exc:
+                if exc.code == errno.EPERM:   # an unprivileged start on a TUN made by hand: root's commands
+                    exists = self.index is not None   # found (the index is set before it is brought up)
+                    self.unapplied += [*([] if exists else [f"ip tuntap add dev {self.name} mode tun"]),
+                                       f"ip link set {self.name} up",
+                                       *(_route_add(net, self.name) for net in want if net not in self.held)]
+                    return []
                 failed.append(f"device {self.name} for the tunnels' standing routes refused: {reason(exc)}; {CLEAR}")
                 log.error("%s", failed[-1])
                 return failed
@@ -127,7 +132,7 @@ class KillSwitch:
 
     def _add(self, ipr: Any, idx: int, net: IPNetwork) -> str | None:
         """net's standing route; the failed line if it cannot be (one for root's hand goes to unapplied)."""
-        cmd = f"ip route add {net} dev {self.name} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY}"
+        cmd = _route_add(net, self.name)
         try:
             ipr.route("add", dst=str(net), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
         except NetlinkError as exc:
@@ -224,6 +229,13 @@ class KillSwitch:
         self.unapplied.clear()
         return cmds
 
+    def report_unapplied(self, config_path: str) -> None:
+        """At an unprivileged start: the one error for the standing routes it may not add (or remove)."""
+        if cmds := self.take_unapplied():
+            log.error("kill switch %s not set up as this configuration needs and %s may not change it (no "
+                      "CAP_NET_ADMIN): if tunsec is killed the tunnels' traffic leaves in clear. As root run: %s (or "
+                      "once: tunsec prepare -c %s --user %s)", self.name, me(), cmds, config_path, me())
+
     def close(self) -> None:
         """At a clean stop, after the TUN's routes: the device and its routes go, and the host's other
         routes carry the traffic again; one found on a TUN made for us (keep_found) stays for the next
@@ -254,6 +266,11 @@ class KillSwitch:
         self.held.clear()
         self.found = self.owned = False
         self.index = None
+
+
+def _route_add(net: IPNetwork, device: str) -> str:
+    """The command for root that adds net's standing route."""
+    return f"ip route add {net} dev {device} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY}"
 
 
 def _delete(ipr: Any, idx: int, name: str) -> None:
