@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-c", "--config", required=True)
     pre.add_argument("--user", help="the user tunsec up will run as (owner of the TUN)")
     pre.add_argument("--undo", action="store_true", help="remove what prepare made for this configuration (the TUN, "
-                                                         "a full tunnel's kill switch and exclude routes), then exit")
+                                                         "its kill switch, a full tunnel's exclude routes), then exit")
     pre.set_defaults(func=cmd_prepare)
     ini_st = sub.add_parser("init-state", help="initialise state_dir for manual keys (a new installation, or "
                                                "after replacing every manual key), then exit")

@@ -32,7 +32,7 @@ from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
-from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
+from tunsec.dataplane.exclude import ExcludeRoutes, Route, is_half, tun_routes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, local_address_in
 from tunsec.espsockets import Sockets
@@ -104,7 +104,7 @@ class Daemon:
         self._privilege_given_up = False
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
-        self.killswitch = KillSwitch("")   # a full tunnel's halves' standing prohibit routes (killswitch.py)
+        self.killswitch = KillSwitch("")   # the standing routes under the TUN's routes (killswitch.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -126,7 +126,9 @@ class Daemon:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
         made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
         self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
-        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
+        # the device is the dropped user's: its clean stop removes it with no CAP_NET_ADMIN (killswitch.py)
+        owner = t.uid if (t := self._socket_owner()) else (os.geteuid() or None)
+        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us, owner=owner)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -144,9 +146,11 @@ class Daemon:
             self._exclude_peers(routes)   # before the TUN's routes: the peers' paths as they were
             if self.excludes is not None:   # after: those in place (tunsec prepare's) are held, not stale
                 self.excludes.clear_stale()
-            self.killswitch.ensure(n for n, _ in routes)   # before the halves: a kill -9 fails closed
+            self.killswitch.ensure(n for n, _ in routes)   # before the TUN's: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
+            self.killswitch.keep_only(n for n, _ in routes)   # a killed run's of networks no longer routed
+            self.killswitch.report_unapplied(self.cfg.path)   # an unprivileged start on a TUN made by hand
         except OSError as err:
             raise StartupError(err.strerror or str(err)) from err
         # after the routes: a wanted network's TUN route has replaced the prohibit route a killed run left
@@ -482,9 +486,11 @@ class Daemon:
         wanted = self._tun_routes()
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
         nets = [n for n, _ in wanted]
-        lines += [f"{reroute.FAILED}{ln}" for ln in await asyncio.to_thread(self.killswitch.ensure, nets)]
+        lines += await reroute.standing(self.killswitch, self.killswitch.ensure, nets, "added")
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
-        await asyncio.to_thread(self.killswitch.keep_only, nets)   # after the halves went
+        # after the TUN's routes went; one the TUN keeps (its removal refused) keeps its standing route
+        kept = [*nets, *(n for n, _ in self.tun.routes)]
+        lines += await reroute.standing(self.killswitch, self.killswitch.keep_only, kept, "removed")
         if self.excludes is not None:   # a peer no TUN route captures any more needs none (review revfull F5)
             await asyncio.to_thread(self.excludes.keep_captured, nets)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
@@ -591,9 +597,9 @@ class Daemon:
                         privilege._me(), _read_grant(self.cfg.path))
 
     def _full_routing(self) -> bool:
-        """Exclude routes or standing prohibit routes held, or a full tunnel that needs an exclude route for
+        """Exclude routes or a full tunnel's standing routes held, or a full tunnel that needs an exclude route for
         each authenticated peer it meets (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
-        return bool(self.tun and ((self.excludes and self.excludes.held) or self.killswitch.held
+        return bool(self.tun and ((self.excludes and self.excludes.held) or any(map(is_half, self.killswitch.held))
                                   or is_full_tunnel([n for n, _ in self.tun.routes])))
 
     async def _start_serving(self) -> None:
