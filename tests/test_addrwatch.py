@@ -97,16 +97,19 @@ def test_the_dump_has_the_loopback_address() -> None:
 class _Socket:
     """What the kernel would send, one datagram per recv, then nothing more for now."""
 
-    def __init__(self, *datagrams: bytes | OSError) -> None:
+    def __init__(self, *datagrams: bytes | OSError | tuple[bytes, int]) -> None:
         self.datagrams = list(datagrams)
 
-    def recv(self, size: int) -> bytes:
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[int, int]]:
+        """A datagram, from the kernel (port id 0, one of the address groups) or (data, port id) another's."""
         if not self.datagrams:
             raise BlockingIOError
         got = self.datagrams.pop(0)
         if isinstance(got, OSError):
             raise got
-        return got
+        if isinstance(got, tuple):
+            return got[0], (got[1], 0)
+        return got, (0, 0x10)
 
 
 class _Listener:
@@ -121,10 +124,11 @@ class _Listener:
         self.resyncs += 1
 
 
-def _read(*datagrams: bytes | OSError) -> tuple[_Listener, int]:
+def _read(*datagrams: bytes | OSError | tuple[bytes, int], foreign: list[int] | None = None) -> tuple[_Listener, int]:
     """The watch reading ``datagrams`` (one wakeup), then its burst settled: the listener, and how many
-    reports the watch made."""
+    reports the watch made (and in ``foreign``, how many datagrams it dropped as not the kernel's)."""
     listener, reports = _Listener(), []
+    foreign = [] if foreign is None else foreign
 
     async def run() -> None:
         watch = AddressWatch(lambda: reports.append(1), settle=0.01, listener=listener)
@@ -133,6 +137,7 @@ def _read(*datagrams: bytes | OSError) -> tuple[_Listener, int]:
         await asyncio.sleep(0.05)
         watch._sock = None
         watch.close()
+        foreign.append(watch.foreign)
     asyncio.run(run())
     return listener, len(reports)
 
@@ -152,3 +157,14 @@ def test_a_malformed_datagram_makes_the_listener_list_all_again() -> None:
 def test_an_overflow_makes_the_listener_list_all_again() -> None:
     listener, reports = _read(OSError(105, "No buffer space available"))   # ENOBUFS: changes were missed
     assert listener.applied == [] and listener.resyncs == 1 and reports == 1
+
+
+def test_datagrams_not_from_the_kernel_are_dropped_counted_and_cost_no_listing() -> None:
+    """Review revlate6 F1: another netlink socket's unicast (port id not 0), well formed or not, is
+    neither applied nor a reason to list every address again; the kernel's notices around it are."""
+    add = addr_msg(RTM_NEWADDR, socket.AF_INET, 1, 32, attr(IFA_LOCAL, v4("10.9.0.1")))
+    forged = addr_msg(RTM_DELADDR, socket.AF_INET, 1, 32, attr(IFA_LOCAL, v4("10.9.0.1")))
+    dropped: list[int] = []
+    listener, reports = _read((forged, 4242), add, (b"\xff" * 20, 77), (forged, 4242), foreign=dropped)
+    assert [a for a, _ in listener.applied] == [True] and listener.resyncs == 0 and reports == 1
+    assert dropped == [3]

@@ -10,6 +10,9 @@ the last message.  The changes themselves go to a listener as they are read (the
 list of the host's addresses, services/ike/host_addresses.py): it applies each, and lists every
 address again only when the watch missed some (the socket overflowed, ENOBUFS) or a message did
 not parse (review revperf R1: a full listing per burst was 0.3 s of CPU at 5,000 addresses).
+Only the kernel's datagrams count (source port id 0): any netlink socket with CAP_NET_ADMIN in the
+namespace may unicast to ours, and a notice applied as read would then take a host address out of
+the list or put a stranger's in (review revlate6 F1); those are dropped, counted, and cost no dump.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
 
 log = logging.getLogger(__name__)
@@ -154,7 +158,9 @@ def _dump_once(timeout: float) -> frozenset[InterfaceAddress] | None:
         sock.bind((0, 0))
         sock.sendto(request, (0, 0))
         while True:
-            data, _anc, flags, _addr = sock.recvmsg(1 << 16)
+            data, _anc, flags, sender = sock.recvmsg(1 << 16)
+            if not from_kernel(sender):
+                continue   # review revlate6 R1: another socket's "answer" to our sequence number
             if flags & socket.MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "a dump's datagram was cut short")
             try:
@@ -173,6 +179,11 @@ def _dump_once(timeout: float) -> frozenset[InterfaceAddress] | None:
                 raise OSError(errno.EBADMSG, f"RTM_GETADDR answer: {err}") from None
 
 
+def from_kernel(sender: object) -> bool:
+    """Whether a netlink datagram's source address (port id, groups) is the kernel's: port id 0."""
+    return isinstance(sender, tuple) and len(sender) >= 1 and sender[0] == 0
+
+
 class AddressWatch:
     """Calls ``changed()`` once after each burst of address changes, until ``close()``; hands
     ``listener`` each change as it is read, and asks it to list every address again (once the
@@ -187,6 +198,8 @@ class AddressWatch:
         self._first: float | None = None   # when the burst the timer waits out began
         self._lost = False                 # this burst missed changes: the listener resyncs at its end
         self._sock: socket.socket | None = None
+        self.foreign = 0                   # datagrams another socket sent us, dropped
+        self._foreign_log = LogLimiter(burst=1, period=300.0)
 
     def start(self) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
@@ -207,13 +220,16 @@ class AddressWatch:
         lost = False
         for _ in range(64):
             try:
-                data = sock.recv(65536)
+                data, sender = sock.recvfrom(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:   # ENOBUFS: we missed some; an address changed all the same
                 log.debug("address watch: %s", err)
                 lost = True
                 break
+            if not from_kernel(sender):
+                self._foreign_dropped(sender)
+                continue
             changes, whole = address_changes(data)
             seen += changes
             lost |= not whole
@@ -222,6 +238,12 @@ class AddressWatch:
         if seen or lost:
             self._lost |= lost
             self._arm()
+
+    def _foreign_dropped(self, sender: object) -> None:
+        self.foreign += 1
+        if (held := self._foreign_log.admit()) is not None:
+            log.warning("address watch: a datagram from netlink port %s, not the kernel, dropped (%d so far)%s",
+                        sender[0] if isinstance(sender, tuple) and sender else sender, self.foreign, suffix(held))
 
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()
