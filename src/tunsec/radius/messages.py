@@ -35,8 +35,8 @@ from pyrad.dictionary import Dictionary
 from tunsec.ike.secret import Secret
 from tunsec.printable import replaced
 
-MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
-MAX_PACKET = 4096  # RFC 2865 §3
+from .limits import MAX_ATTR, MAX_PACKET
+
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
 USER_NAME = 1
 ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
