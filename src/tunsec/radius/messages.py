@@ -32,6 +32,7 @@ from typing import Any
 from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
+from tunsec.ike.eap.identity import fault
 from tunsec.ike.secret import Secret
 from tunsec.printable import replaced
 
@@ -204,15 +205,15 @@ def read_reply(request: Any, raw: bytes) -> Answer:
 
 
 def _user_name(reply: Any) -> tuple[bytes | None, str]:
-    """The Accept's User-Name (at most one, RFC 2865 §5.44), held to the rules of an EAP identity
-    (non-empty, no NUL), or why it is none."""
+    """The Accept's User-Name (at most one, RFC 2865 §5.44), held to the rule of an EAP identity
+    (eap.identity.fault: not empty, no NUL), or why it is none."""
     names = _raw(reply, USER_NAME)
     if not names:
         return None, ""
     if len(names) > 1:
         return None, f"{len(names)} User-Name attributes"
-    if not names[0] or b"\x00" in names[0]:
-        return None, "an empty User-Name or one with a NUL byte"
+    if why := fault(names[0]):
+        return None, f"a User-Name that {why}"
     return bytes(names[0]), ""
 
 
