@@ -71,8 +71,8 @@ def test_mschapv2_proves_the_identity_whose_password_it_checked(caplog: pytest.L
 
 @pytest.mark.parametrize("names, why", [
     ([b"alice", b"mallory"], "2 User-Name attributes"),
-    ([b"al\x00ice"], "an empty User-Name or one with a NUL byte"),
-    ([b""], "an empty User-Name or one with a NUL byte"),
+    ([b"al\x00ice"], "a User-Name that holds a NUL byte"),   # the rule of an EAP identity (eap.identity.fault)
+    ([b""], "a User-Name that is empty"),
 ])
 def test_an_accept_whose_user_name_names_no_one_fails_the_client(names: list[bytes], why: str) -> None:
     out = accept_after(MSCHAPV2, [(1, n) for n in names])

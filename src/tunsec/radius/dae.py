@@ -88,7 +88,8 @@ from pyrad import packet as rp
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
 
-from .messages import DICTIONARY, MAX_PACKET, Station, _printable
+from .limits import MAX_PACKET
+from .messages import DICTIONARY, Station, _printable
 from .settings import DAE_WINDOW, DaeSettings
 
 log = logging.getLogger("tunsec.radius")

@@ -32,11 +32,12 @@ from typing import Any
 from pyrad import packet as rp
 from pyrad.dictionary import Dictionary
 
+from tunsec.ike.eap.identity import fault
 from tunsec.ike.secret import Secret
 from tunsec.printable import replaced
 
-MAX_ATTR = 253  # a RADIUS attribute's value (RFC 2865 §5)
-MAX_PACKET = 4096  # RFC 2865 §3
+from .limits import MAX_ATTR, MAX_PACKET
+
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
 USER_NAME = 1
 ACCT_INTERIM_INTERVAL = 85  # RFC 2869 §5.16: seconds between Interim-Updates the server asks for
@@ -204,15 +205,15 @@ def read_reply(request: Any, raw: bytes) -> Answer:
 
 
 def _user_name(reply: Any) -> tuple[bytes | None, str]:
-    """The Accept's User-Name (at most one, RFC 2865 §5.44), held to the rules of an EAP identity
-    (non-empty, no NUL), or why it is none."""
+    """The Accept's User-Name (at most one, RFC 2865 §5.44), held to the rule of an EAP identity
+    (eap.identity.fault: not empty, no NUL), or why it is none."""
     names = _raw(reply, USER_NAME)
     if not names:
         return None, ""
     if len(names) > 1:
         return None, f"{len(names)} User-Name attributes"
-    if not names[0] or b"\x00" in names[0]:
-        return None, "an empty User-Name or one with a NUL byte"
+    if why := fault(names[0]):
+        return None, f"a User-Name that {why}"
     return bytes(names[0]), ""
 
 

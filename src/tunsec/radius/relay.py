@@ -134,6 +134,8 @@ class RadiusRelay:
                 try:
                     answer = await self.client.exchange(server, build)
                 except (NoAnswer, Busy, TooLarge) as exc:
+                    # TooLarge: the engine refuses a client's EAP response no Access-Request carries
+                    # (limits.MAX_EAP); one that still does not fit is of our making (a State): ours
                     why = str(exc)
                 except OSError as exc:   # no route to it, no address of its family...
                     why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"

@@ -14,12 +14,27 @@ def response(ident: int, identity: bytes) -> EapPacket:
     return EapPacket(EapCode.RESPONSE, ident, EapType.IDENTITY, identity)
 
 
+def fault(name: bytes) -> str:
+    """Why ``name`` cannot be an EAP identity, "" if it can: the one rule for an EAP-Identity answer,
+    an IDi eap-radius relays as the EAP identity (no ``eap_id``) and an Access-Accept's User-Name.
+    Not empty; at most MAX_IDENTITY bytes, all a RADIUS User-Name holds (a server would check only
+    what is there); no NUL byte, as servers read a User-Name as a C string in places: FreeRADIUS takes
+    ``alice\\0x`` with alice's password for alice, which must not make another user here (review reveap F2)."""
+    if not name:
+        return "is empty"
+    if len(name) > MAX_IDENTITY:
+        return f"is {len(name)} bytes, and a RADIUS User-Name holds at most {MAX_IDENTITY}"
+    if b"\x00" in name:
+        return "holds a NUL byte"
+    return ""
+
+
 def parse_response(pkt: EapPacket) -> bytes:
     """The identity a peer gave; EapError if ``pkt`` is not a sane one."""
     if pkt.code != EapCode.RESPONSE or pkt.type != EapType.IDENTITY:
         raise EapError("expected an EAP-Identity response")
-    if not pkt.data or len(pkt.data) > MAX_IDENTITY or b"\x00" in pkt.data:
-        raise EapError(f"EAP identity of {len(pkt.data)} bytes refused")
+    if why := fault(pkt.data):
+        raise EapError(f"EAP identity {user_text(pkt.data)} {why}: refused")
     return pkt.data
 
 

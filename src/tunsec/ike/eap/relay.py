@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...radius.limits import MAX_EAP
 from ..events import Accepted
 from ..identity import Identity
 from ..secret import Secret
@@ -76,7 +77,8 @@ class EapRelay:
     """One client's conversation through the gateway.
 
     ``start()`` gives the first EAP request for the client, or the first ask for the backend;
-    ``process(response)`` turns a client's EAP response into an ask (or fails it);
+    ``process(response)`` turns a client's EAP response into an ask (or fails it: one that is not
+    the response to the last request, or that no Access-Request carries, radius.limits.MAX_EAP);
     ``reply(answer)`` gives the packet for the client and, once decided, the result.
     """
 
@@ -123,13 +125,16 @@ class EapRelay:
                 raise EapError(f"EAP response while the conversation is {self._state}")
             if pkt.code != EapCode.RESPONSE or pkt.ident != self._ident:
                 raise EapError("EAP packet is not the response to the last request")
+            size = len(pkt.encode())   # without trailing bytes beyond its Length
+            if size > MAX_EAP:   # the client's doing: its failure, never our back end's (review reveap F1)
+                raise EapError(f"EAP response of {size} bytes, more than an Access-Request carries ({MAX_EAP})")
             if self._state == "identity":
                 self.peer_identity = identity.parse_response(pkt)
             if self._rounds >= MAX_ROUNDS:
                 raise EapError(f"more than {MAX_ROUNDS} EAP rounds")
         except EapError as exc:
             return self.fail(str(exc))
-        return self._ask(raw[: len(pkt.encode())])  # without trailing bytes beyond its Length
+        return self._ask(raw[:size])
 
     def reply(self, answer: RelayReply) -> tuple[bytes, EapResult | None]:
         """The backend's answer: the EAP packet for the client, and the result once decided."""

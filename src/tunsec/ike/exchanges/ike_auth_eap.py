@@ -147,13 +147,15 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
 
 
 def _relayable_idi(data: bytes) -> None:
-    """AuthError unless IDi can be the EAP identity whole: the relay's User-Name holds 253 bytes, and
-    the server would check only the first 253 of a longer one while an Access-Accept without a
-    User-Name of its own proves the EAP identity (review revradius): refused as a longer
-    EAP-Identity is (eap_identity.MAX_IDENTITY)."""
-    if len(data) > eap_identity.MAX_IDENTITY:
-        raise AuthError(f"EAP-RADIUS: IDi {user_text(data)} is {len(data)} bytes, and without eap_id it is the EAP "
-                        f"identity, the RADIUS User-Name, which holds at most {eap_identity.MAX_IDENTITY}: refused")
+    """AuthError unless IDi can be the EAP identity whole, by the one rule of an EAP identity
+    (eap_identity.fault): the relay's User-Name holds 253 bytes, and the server would check only the
+    first 253 of a longer one while an Access-Accept without a User-Name of its own proves the EAP
+    identity (review revradius); a server may read ``alice\\0x`` as alice, whose password then makes a
+    user of its own here (review reveap F2).  Only eap-radius without ``eap_id`` relays IDi: eap-tls and
+    eap-mschapv2 take any IDi (a DN, a binary KEY_ID) as before, and ``eap_id = %any`` serves such a client."""
+    if why := eap_identity.fault(data):
+        raise AuthError(f"EAP-RADIUS: IDi {user_text(data)} {why}, and without eap_id it is the EAP identity, "
+                        f"the RADIUS User-Name: refused (eap_id = %any asks the client for its EAP identity)")
 
 
 def _tls_server(st: IkeSaState, idi: IdPayload) -> EapTlsAuthenticator:
