@@ -39,10 +39,14 @@ def address_events(data: bytes) -> int:
 
 
 class AddressWatch:
-    """Calls ``changed()`` once after each burst of address changes, until ``close()``."""
+    """Calls ``changed()`` once after each burst of address changes, until ``close()``; and
+    ``on_read(data)`` with each read as it comes (None: notices were lost), for the addresses added
+    (services/addr_feed.py: the worker's, which holds no netlink socket of its own)."""
 
-    def __init__(self, changed: Callable[[], object], settle: float = 0.1) -> None:
+    def __init__(self, changed: Callable[[], object], settle: float = 0.1,
+                 on_read: Callable[[bytes | None], object] | None = None) -> None:
         self._changed = changed
+        self._on_read = on_read
         self._settle = settle
         self._timer: asyncio.TimerHandle | None = None
         self._first: float | None = None   # when the burst the timer waits out began
@@ -66,12 +70,16 @@ class AddressWatch:
         seen = 0
         for _ in range(64):
             try:
-                seen += address_events(sock.recv(65536))
+                data: bytes | None = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as err:   # ENOBUFS: we missed some; an address changed all the same
                 log.debug("address watch: %s", err)
-                seen += 1
+                data = None
+            seen += 1 if data is None else address_events(data)
+            if self._on_read is not None:
+                self._on_read(data)
+            if data is None:
                 break
         if seen:
             loop = asyncio.get_running_loop()

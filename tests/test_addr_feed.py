@@ -1,0 +1,128 @@
+"""The control process's one watch of the host's addresses (services/addr_feed.py, h/fixwatch, review
+revlate4 F1): which notices tell the worker of an address added (the pipe's ADDR_ADDED: the worker
+holds no netlink socket of its own), one notice per turn, any address for what was lost or did not
+parse; and the bursts handed to each subscriber.  The notices are pyroute2's encoding of the kernel's
+(a reference of its own, not the parser's reading); the end-to-end path with real netlink, the real
+worker handling and the fast path is tests/dataplane/test_review_revcsmall_source_back.py."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from typing import Any
+
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+from tunsec.dataplane import pipe
+from tunsec.services.addr_feed import AddressFeed, added_addresses
+
+
+def notice(kind: int, family: int, flags: int, attrs: list[tuple[str, Any]]) -> bytes:
+    m = ifaddrmsg()
+    m["header"]["type"] = kind
+    m["family"], m["prefixlen"], m["flags"], m["index"] = family, 24 if family == socket.AF_INET else 64, flags, 2
+    m["attrs"] = attrs
+    m.encode()
+    return bytes(m.data)
+
+
+LIFE = ("IFA_CACHEINFO", {"ifa_preferred": 500, "ifa_valid": 1000, "cstamp": 1, "tstamp": 2})
+V4_PTP = notice(RTM_NEWADDR, socket.AF_INET, 0x80, [("IFA_ADDRESS", "192.0.2.9"), ("IFA_LOCAL", "192.0.2.5"),
+                                                    ("IFA_LABEL", "eth0"), ("IFA_FLAGS", 0x80), LIFE])
+V6 = notice(RTM_NEWADDR, socket.AF_INET6, 0, [("IFA_ADDRESS", "2001:db8::5"), ("IFA_FLAGS", 0x100), LIFE])
+TENTATIVE = notice(RTM_NEWADDR, socket.AF_INET6, 0x40, [("IFA_ADDRESS", "2001:db8::6"), ("IFA_FLAGS", 0x40)])
+DAD_FAILED = notice(RTM_NEWADDR, socket.AF_INET6, 0, [("IFA_ADDRESS", "2001:db8::8"), ("IFA_FLAGS", 0x48)])
+OPTIMISTIC = notice(RTM_NEWADDR, socket.AF_INET6, 0x44, [("IFA_ADDRESS", "2001:db8::7")])
+GONE = notice(RTM_DELADDR, socket.AF_INET, 0x80, [("IFA_LOCAL", "192.0.2.5")])
+
+
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def test_only_addresses_added_are_read() -> None:
+    # ours on a point-to-point link is IFA_LOCAL (IFA_ADDRESS is the far end)
+    assert added_addresses(V4_PTP) == ([ip("192.0.2.5")], True)
+    assert added_addresses(V6) == ([ip("2001:db8::5")], True)
+    # none yet: DAD under way (IFA_FLAGS over ifa_flags), or failed; an optimistic one may be a source
+    assert added_addresses(TENTATIVE) == ([], True)
+    assert added_addresses(DAD_FAILED) == ([], True)
+    assert added_addresses(OPTIMISTIC) == ([ip("2001:db8::7")], True)
+    assert added_addresses(GONE) == ([], True)
+    assert added_addresses(V4_PTP + TENTATIVE + V6 + GONE + OPTIMISTIC) == (
+        [ip("192.0.2.5"), ip("2001:db8::5"), ip("2001:db8::7")], True)
+
+
+def test_what_does_not_parse_is_said() -> None:
+    assert added_addresses(V4_PTP + V6[:30]) == ([ip("192.0.2.5")], False)   # cut short
+    assert added_addresses(V4_PTP + b"\x14\0\0") == ([ip("192.0.2.5")], False)
+    bad_attr = bytearray(V6)
+    bad_attr[16 + 8] = 0xff   # the first attribute's length overruns the notice
+    assert added_addresses(bytes(bad_attr)) == ([], False)
+    no_address = notice(RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LABEL", "eth0")])
+    assert added_addresses(no_address) == ([], False)
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.told: list[pipe.AddrAdded] = []
+        self.up = True
+
+    def notify(self, msg: pipe.AddrAdded) -> bool:
+        # what the pipe carries (and the worker decodes) is what was meant
+        assert pipe.decode(pipe.encode(msg)) == msg
+        self.told.append(msg)
+        return self.up
+
+
+def run(reads: list[bytes | None], worker: Worker) -> AddressFeed:
+    """reads fed to a feed as its watch would, in one event-loop turn; then that turn's end."""
+    feed = AddressFeed(lambda: worker)  # type: ignore[arg-type,return-value]
+
+    async def main() -> None:
+        for data in reads:
+            feed._read(data)
+        await asyncio.sleep(0)   # the end of the turn: one notice for it
+
+    asyncio.run(main())
+    return feed
+
+
+def test_the_worker_is_told_each_address_added_once_per_turn() -> None:
+    worker = Worker()
+    feed = run([V4_PTP, TENTATIVE, V6, V4_PTP], worker)
+    assert worker.told == [pipe.AddrAdded(addrs=(ip("192.0.2.5"), ip("2001:db8::5")))]
+    assert feed.notices == 1
+    worker = Worker()
+    run([GONE, TENTATIVE], worker)   # nothing added: nothing told
+    assert worker.told == []
+
+
+def test_lost_or_unreadable_notices_are_any_address() -> None:
+    for reads in ([None], [V6, None], [V6 + V4_PTP[:20]], [b"".join(notice(
+            RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LOCAL", f"192.0.2.{n}")]) for n in range(1, 18))]):
+        worker = Worker()
+        run(reads, worker)
+        assert worker.told == [pipe.AddrAdded()], reads   # none named: any
+
+
+def test_no_worker_loses_the_notice_quietly() -> None:
+    worker = Worker()
+    worker.up = False
+    feed = run([V6], worker)
+    assert len(worker.told) == 1 and feed.notices == 0
+
+
+def test_one_watch_hands_each_burst_to_every_subscriber() -> None:
+    feed = AddressFeed(lambda: Worker())  # type: ignore[arg-type,return-value]
+    bursts: list[str] = []
+    ike = feed.subscribe(lambda: bursts.append("ike"))
+    other = feed.subscribe(lambda: bursts.append("other"))
+    feed._burst()
+    assert bursts == ["ike", "other"]
+    ike.close()   # the daemon's feed: a subscriber that goes leaves it running for the rest
+    feed._burst()
+    assert bursts == ["ike", "other", "other"]
+    other.close()
