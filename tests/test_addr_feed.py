@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
@@ -63,6 +65,17 @@ def test_what_does_not_parse_is_said() -> None:
     assert added_addresses(bytes(bad_attr)) == ([], False)
     no_address = notice(RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LABEL", "eth0")])
     assert added_addresses(no_address) == ([], False)
+
+
+@given(st.binary(max_size=600), st.integers(0, 4 * 600), st.integers(0, 255))
+def test_any_read_is_taken_apart_without_a_traceback(junk: bytes, at: int, byte: int) -> None:
+    """Whatever a read holds (junk, or real notices with one byte changed): addresses or "did not
+    parse", never an exception on the event loop."""
+    real = bytearray(V4_PTP + V6 + TENTATIVE + OPTIMISTIC)
+    real[at % len(real)] = byte
+    for data in (junk, bytes(real), bytes(real) + junk):
+        added, _whole = added_addresses(data)
+        assert all(a.version in (4, 6) for a in added)
 
 
 class Worker:
