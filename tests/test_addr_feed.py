@@ -114,8 +114,9 @@ def test_the_worker_is_told_each_address_added_once_per_turn() -> None:
 
 
 def test_lost_or_unreadable_notices_are_any_address() -> None:
-    for reads in ([None], [V6, None], [V6 + V4_PTP[:20]], [b"".join(notice(
-            RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LOCAL", f"192.0.2.{n}")]) for n in range(1, 18))]):
+    many = b"".join(notice(RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LOCAL", f"192.0.2.{n}")]) for n in range(1, 18))
+    cases: list[list[bytes | None]] = [[None], [V6, None], [V6 + V4_PTP[:20]], [many]]
+    for reads in cases:
         worker = Worker()
         run(reads, worker)
         assert worker.told == [pipe.AddrAdded()], reads   # none named: any
@@ -139,3 +140,25 @@ def test_one_watch_hands_each_burst_to_every_subscriber() -> None:
     feed._burst()
     assert bursts == ["ike", "other", "other"]
     other.close()
+
+
+def test_the_daemon_owns_the_one_watch_and_its_ike_service_subscribes() -> None:
+    from test_ikeservice_terminate import CONF
+
+    from tunsec.conf.config import parse_config
+    from tunsec.daemon import Daemon
+
+    daemon = Daemon(parse_config(CONF, "swanctl.conf"))
+    assert daemon.ike is not None and daemon.ike.addresses is daemon.addresses
+    ike = daemon.ike
+
+    async def main() -> None:
+        daemon.addresses.start()
+        ike._watch_addresses()   # as IkeService.start does: no watch of its own
+        sub = ike._addr_watch
+        assert sub is not None and sub.feed is daemon.addresses and not sub.owned
+        ike.close()   # the service goes: the daemon's watch stays
+        assert daemon.addresses.running and ike._addr_watch is None
+        daemon.addresses.close()
+
+    asyncio.run(main())
