@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tunsec import metrics
+from tunsec import metrics, metrics_names
 from tunsec.exposition import Written
 from tunsec.status import SA_FIELDS
 
@@ -101,4 +101,5 @@ def families(server: metrics.MetricsServer, doc: dict[str, Any], worker_up: bool
         CounterMetricFamily("tunsec_metrics_connections_evicted", "Connections to this endpoint closed "
                             "before their request came, for a newer one: every slot was taken (the oldest "
                             "waiting of the source holding the most)", value=server.evicted),
+        metrics_names.WorkerNames().family(),
     ]

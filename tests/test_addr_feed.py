@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import given
@@ -19,6 +20,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 from tunsec.dataplane import pipe
 from tunsec.services.addr_feed import AddressFeed, added_addresses
+from tunsec.services.addrwatch import AddressChange, InterfaceAddress
 
 
 def notice(kind: int, family: int, flags: int, attrs: list[tuple[str, Any]]) -> bytes:
@@ -129,16 +131,33 @@ def test_no_worker_loses_the_notice_quietly() -> None:
     assert len(worker.told) == 1 and feed.notices == 0
 
 
-def test_one_watch_hands_each_burst_to_every_subscriber() -> None:
+class Listener:
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def apply(self, changes: Sequence[AddressChange]) -> None:
+        self.calls.append(list(changes))
+
+    def resync(self) -> None:
+        self.calls.append("resync")
+
+
+def test_one_watch_hands_each_burst_and_change_to_every_subscriber() -> None:
     feed = AddressFeed(lambda: Worker())  # type: ignore[arg-type,return-value]
     bursts: list[str] = []
-    ike = feed.subscribe(lambda: bursts.append("ike"))
+    listener = Listener()
+    ike = feed.subscribe(lambda: bursts.append("ike"), listener)
     other = feed.subscribe(lambda: bursts.append("other"))
     feed._burst()
     assert bursts == ["ike", "other"]
+    change = (True, InterfaceAddress(2, ip("192.0.2.5")))
+    feed.apply([change])   # as the watch hands it each change read (its listener)
+    feed.resync()
+    assert listener.calls == [[change], "resync"]
     ike.close()   # the daemon's feed: a subscriber that goes leaves it running for the rest
     feed._burst()
-    assert bursts == ["ike", "other", "other"]
+    feed.apply([change])
+    assert bursts == ["ike", "other", "other"] and listener.calls == [[change], "resync"]
     other.close()
 
 

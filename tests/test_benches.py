@@ -1,12 +1,16 @@
-"""bench/ctlmem.py, bench/ike_burst.py and bench/status_build.py still run to the end and report
+"""bench/ctlmem.py, bench/ike_burst.py, bench/status_build.py, bench/has_contact_cost.py and
+bench/host_addresses_cost.py still run to the end and report
 (tests/benchrun.py says why).
 
-No namespaces: they run the gateway (or its status) in process with fake sockets and worker."""
+No namespaces but host_addresses_cost.py's own (root): they run the gateway (or its status) in
+process with fake sockets and worker."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
 from benchrun import figures, run_bench
 
 
@@ -47,3 +51,20 @@ def test_ike_burst_timeline_records_every_clients_install(tmp_path: Path) -> Non
     assert figures(r"timeline of {n} clients", out) == (3.0,)
     sent_to_acked = figures(r"install sent -> acked\s+{n}\s+{n}\s+{n}\s+{n}", out)
     assert all(x > 0 for x in sent_to_acked)
+
+
+def test_has_contact_cost_reports_before_and_now() -> None:
+    out = run_bench("has_contact_cost.py", "--clients", "300", "--repeat", "1")
+    for kind in ("dn", "fqdn"):
+        n, before, now = figures(rf"N={{n}} road warriors, {kind} identities: before {{n}} ms per question, "
+                                 rf"now {{n}} us", out)
+        assert n == 300 and before > 0 and now > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a network namespace of its own (root)")
+def test_host_addresses_cost_reports_before_and_now() -> None:
+    out = run_bench("host_addresses_cost.py", "--addresses", "50", "--repeat", "1")
+    n, before, per_change, notices, full = figures(
+        r"N={n}: before, per burst: {n} ms \(pyroute2 dump\); now, per change: {n} us \({n} notices\), "
+        r"a full dump \(start, missed changes\): {n} ms", out)
+    assert n == 50 and notices == 50 and before > 0 and per_change > 0 and full >= 0

@@ -1,4 +1,5 @@
-"""Review revrestart F2 (its proof, made stricter, and the cases around it): a manual key's state is the key's "whatever SPI, direction or tunnel uses it"
+"""Review revrestart F2 (its proof, made stricter, and the cases around it): a manual key's state is
+the key's "whatever SPI, direction or tunnel uses it"
 (seqstate.py), but an inbound SA's file records what this host *accepted*, not what was *sent* under
 the key: the peer's sender reserves 2^16 numbers at a time and sends numbers this host never saw (while
 it was down, or lost on the way).  A key that was our key_in and becomes our key_out (a reload or a

@@ -146,3 +146,19 @@ def test_prepare_and_undo_leave_a_multi_queue_tun_a_process_holds(ns: str, base:
     r = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", undo=True, workers=2)   # nobody holds it
     assert r.returncode == 0 and f"TUN {TUN} removed" in r.stdout, r.stdout + r.stderr
     assert not has_tun(ns)
+
+
+def test_prepare_gives_a_split_tunnels_network_its_standing_route_and_undo_takes_it(ns: str, base: Path) -> None:
+    """(review revrestart F3) a manual tunnel's remote network: prepare adds its standing route into the kill
+    switch for the unprivileged `tunsec up` (which may add none), and says so; `--undo` removes the device
+    with it.  Before, only a full tunnel's halves had one: a killed unprivileged run sent 10.2.0.0/24 in
+    clear."""
+    r = prepare(ns, base, base / "run", base / "state")
+    assert r.returncode == 0 and "standing routes 10.2.0.0/24 dev tsks" in r.stdout, r.stdout + r.stderr
+    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116"], capture_output=True,
+                              text=True).stdout
+    assert "10.2.0.0/24 dev tsks" in standing and "metric 4294967294" in standing, standing
+    r = prepare(ns, base, base / "run", base / "state", undo=True)
+    assert r.returncode == 0 and "standing routes removed" in r.stdout, r.stdout + r.stderr
+    left = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
+    assert "tsks" not in left and not has_tun(ns), left

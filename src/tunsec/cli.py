@@ -247,8 +247,9 @@ def _read_answer(s: socket.socket, deadline: float, timeout: float, limit: int) 
 
 def _shown(text: object) -> str:
     """Text from the server (whoever listens on the socket) for a terminal: line by line, every
-    character str.isprintable refuses escaped (no terminal command, title or clipboard write)."""
-    return "\n".join(escaped(line) for line in str(text).split("\n"))
+    character str.isprintable refuses escaped (no terminal command, title or clipboard write); a backslash as
+    it is (the server escaped a peer's text already: doubled again, each of its escapes would show as two)."""
+    return "\n".join(escaped(line, backslash=False) for line in str(text).split("\n"))
 
 
 def _target(args: argparse.Namespace) -> Target | None:
@@ -385,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("-c", "--config", required=True)
     pre.add_argument("--user", help="the user tunsec up will run as (owner of the TUN)")
     pre.add_argument("--undo", action="store_true", help="remove what prepare made for this configuration (the TUN, "
-                                                         "a full tunnel's kill switch and exclude routes), then exit")
+                                                         "its kill switch, a full tunnel's exclude routes), then exit")
     pre.set_defaults(func=cmd_prepare)
     ini_st = sub.add_parser("init-state", help="initialise state_dir for manual keys (a new installation, or "
                                                "after replacing every manual key), then exit")

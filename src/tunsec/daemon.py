@@ -32,7 +32,7 @@ from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerError, WorkerFds, worker_args
-from tunsec.dataplane.exclude import ExcludeRoutes, Route, tun_routes
+from tunsec.dataplane.exclude import ExcludeRoutes, Route, is_half, tun_routes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, local_address_in
 from tunsec.espsockets import Sockets
@@ -44,7 +44,7 @@ from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
 from tunsec.services.addr_feed import AddressFeed
-from tunsec.services.base import EspEndpoint, Failed, Service, StartupError
+from tunsec.services.base import EspEndpoint, Failed, Service, StartupError, reinstall
 from tunsec.services.ike import IkeService
 from tunsec.services.ike.commands import joined_answer
 from tunsec.services.manual import ManualService
@@ -107,7 +107,7 @@ class Daemon:
         self._privilege_given_up = False
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
-        self.killswitch = KillSwitch("")   # a full tunnel's halves' standing prohibit routes (killswitch.py)
+        self.killswitch = KillSwitch("")   # the standing routes under the TUN's routes (killswitch.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
@@ -129,7 +129,9 @@ class Daemon:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
         made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
         self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
-        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
+        # the device is the dropped user's: its clean stop removes it with no CAP_NET_ADMIN (killswitch.py)
+        owner = t.uid if (t := self._socket_owner()) else (os.geteuid() or None)
+        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us, owner=owner)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -147,9 +149,11 @@ class Daemon:
             self._exclude_peers(routes)   # before the TUN's routes: the peers' paths as they were
             if self.excludes is not None:   # after: those in place (tunsec prepare's) are held, not stale
                 self.excludes.clear_stale()
-            self.killswitch.ensure(n for n, _ in routes)   # before the halves: a kill -9 fails closed
+            self.killswitch.ensure(n for n, _ in routes)   # before the TUN's: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
+            self.killswitch.keep_only(n for n, _ in routes)   # a killed run's of networks no longer routed
+            self.killswitch.report_unapplied(self.cfg.path)   # an unprivileged start on a TUN made by hand
         except OSError as err:
             raise StartupError(err.strerror or str(err)) from err
         # after the routes: a wanted network's TUN route has replaced the prohibit route a killed run left
@@ -197,8 +201,11 @@ class Daemon:
         _reloading from before the worker is started (run, _watch_worker): each service works from
         one configuration, and a reload never installs into a new worker what the reinstall then
         installs again, nor retires what the reinstall is still putting in."""
+        if self.restarts:   # each service whatever one before it raised (review revrestart F1)
+            await reinstall(self.services, lambda: self.worker.gone)
+            return
         for svc in self.services:
-            await (svc.worker_restarted() if self.restarts else svc.start())
+            await svc.start()
 
     async def _start_spawner(self, fds: WorkerFds) -> None:
         """The worker's own user (tunsec { worker_user }): the spawner becomes it and starts every worker,
@@ -482,9 +489,11 @@ class Daemon:
         wanted = self._tun_routes()
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
         nets = [n for n, _ in wanted]
-        lines += [f"{reroute.FAILED}{ln}" for ln in await asyncio.to_thread(self.killswitch.ensure, nets)]
+        lines += await reroute.standing(self.killswitch, self.killswitch.ensure, nets, "added")
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
-        await asyncio.to_thread(self.killswitch.keep_only, nets)   # after the halves went
+        # after the TUN's routes went; one the TUN keeps (its removal refused) keeps its standing route
+        kept = [*nets, *(n for n, _ in self.tun.routes)]
+        lines += await reroute.standing(self.killswitch, self.killswitch.keep_only, kept, "removed")
         if self.excludes is not None:   # a peer no TUN route captures any more needs none (review revfull F5)
             await asyncio.to_thread(self.excludes.keep_captured, nets)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
@@ -591,9 +600,9 @@ class Daemon:
                         privilege._me(), _read_grant(self.cfg.path))
 
     def _full_routing(self) -> bool:
-        """Exclude routes or standing prohibit routes held, or a full tunnel that needs an exclude route for
+        """Exclude routes or a full tunnel's standing routes held, or a full tunnel that needs an exclude route for
         each authenticated peer it meets (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
-        return bool(self.tun and ((self.excludes and self.excludes.held) or self.killswitch.held
+        return bool(self.tun and ((self.excludes and self.excludes.held) or any(map(is_half, self.killswitch.held))
                                   or is_full_tunnel([n for n, _ in self.tun.routes])))
 
     async def _start_serving(self) -> None:

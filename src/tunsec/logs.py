@@ -93,10 +93,12 @@ class TextFormatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"   # default_msec_format: "%s,%03d"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = escaped(record.getMessage())
+        # a backslash as it is: a message's %r (the failed authentication's reason) is a Python literal, whose
+        # backslashes are its own escapes (a peer's text put in as %s can read as another: see printable)
+        text = escaped(record.getMessage(), backslash=False)
         process = record.__dict__.get(PROCESS_ATTR, self.process)   # a relayed worker line: the worker's
         if record.exc_info:
-            text += " | " + escaped(self.formatException(record.exc_info))
+            text += " | " + escaped(self.formatException(record.exc_info), backslash=False)
         if self.journald:
             return f"<{_PRIORITY.get(record.levelno, 6)}>{process}[{record.process}] {record.levelname} {text}"
         # formatTime's text, without a call per record (two lines per client in a burst)

@@ -50,6 +50,7 @@ from tunsec.conf.tunsec_section import ListenAddress
 from tunsec.dataplane import pipe
 from tunsec.eventcounts import EventCounts
 from tunsec.exposition import Written
+from tunsec.metrics_names import WorkerNames, names_of
 from tunsec.status import SA_FIELDS, SLICE, release
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
@@ -57,7 +58,7 @@ __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Sourc
 log = logging.getLogger("tunsec.metrics")
 
 DUMP_TIMEOUT = 2.0        # a scrape waits this long for the worker's counters
-REQUEST_TIMEOUT = 5.0     # for a client to send its request head
+REQUEST_TIMEOUT = 5.0     # for a client to send its request head, and again to read the answer
 MAX_REQUEST_HEAD = 8192   # bytes; Prometheus sends a few hundred
 MAX_CLIENTS = 16          # connections served at once; more are closed unanswered
 MAX_PER_SOURCE = 4        # of those, from one source (an IPv4 address, an IPv6 /64, loopback as one)
@@ -150,9 +151,10 @@ async def _sa_owners(doc: dict[str, Any]) -> dict[tuple[str, str, str | None], t
     return owners
 
 
-async def sa_families(doc: dict[str, Any]) -> list[Written]:
-    """Per Child SA (each direction is an SA of its own in the worker): its counters and age.
-    Written directly (tunsec.exposition), status.SLICE SAs per turn of the event loop."""
+async def sa_families(doc: dict[str, Any], names: WorkerNames | None = None) -> list[Written]:
+    """Per Child SA (each direction is an SA of its own in the worker): its counters (those names
+    admits) and age.  Written directly (tunsec.exposition), status.SLICE SAs per turn of the event loop."""
+    names = names or WorkerNames()
     counters = {name: Written(f"tunsec_child_sa_{name}", "counter", help_text)
                 for name, help_text in SA_COUNTER_HELP.items()}
     drops = Written("tunsec_child_sa_drops", "counter", "Inbound packets the SA dropped, by reason")
@@ -169,6 +171,8 @@ async def sa_families(doc: dict[str, Any]) -> list[Written]:
             age.add(labels, sa["age_seconds"])
             for name, count in sa.items():
                 if name in SA_FIELDS:
+                    continue
+                if not names.sa_counter(name, counters):
                     continue
                 if name.endswith("_drops"):
                     if sa["direction"] == "in":
@@ -201,10 +205,11 @@ def _policy_samples(family: Written, policies: list[dict[str, Any]]) -> None:
         family.add(exposition.labels(("action", "policy"), (p["action"], str(p["id"]))), p["packets"])
 
 
-def state_families(doc: dict[str, Any], worker_up: bool,
-                   policies: Metric | Written | None = None) -> Iterator[Metric | Written]:
+def state_families(doc: dict[str, Any], worker_up: bool, policies: Metric | Written | None = None,
+                   names: WorkerNames | None = None) -> Iterator[Metric | Written]:
     """Counts of things (gauges) and the worker's global counters; policies (policy_family's, else
-    made here at once) among them."""
+    made here at once) among them, and the worker's gauges names admits."""
+    names = names or WorkerNames()
     yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
                             value=1 if worker_up else 0)
     unrouted = GaugeMetricFamily("tunsec_tun_unrouted_networks", "Tunnels' networks the kernel refused to route "
@@ -240,8 +245,8 @@ def state_families(doc: dict[str, Any], worker_up: bool,
             drops.add_metric([reason], n)
         yield drops
         for name, value in (doc.get("worker", {}).get("gauges") or {}).items():
-            yield GaugeMetricFamily(f"tunsec_worker_{name}",
-                                    WORKER_GAUGE_HELP.get(name, f"The worker's gauge {name}"), value=value)
+            if (family := names.gauge(name)) is not None:
+                yield GaugeMetricFamily(family, WORKER_GAUGE_HELP.get(name, f"The worker's gauge {name}"), value=value)
         if policies is None:
             policies = _policies()
             _policy_samples(policies, doc.get("policies", []))
@@ -592,6 +597,7 @@ class MetricsServer:
         self.refused = 0   # connections closed unanswered: every slot, or the source's share, taken
         self.evicted = 0   # connections closed before their request head, their slot given to a newer one
         self._bodies: dict[str, Body] = {}   # by format
+        self._own_names: frozenset[str] | None = None   # the scrape's own families' (families())
         # concurrent scrapes share one build (and one DUMP) per format
         self._builds = {fmt: ctlsocket.Shared(functools.partial(self._build, fmt)) for fmt in _FORMATS}
         # what every body ends with (exposition.encode): the two processes' own families
@@ -673,10 +679,16 @@ class MetricsServer:
         return body
 
     async def families(self, doc: dict[str, Any], worker_up: bool) -> list[Metric | Written]:
-        """A scrape's families, in the order of the body (the processes' own follow them)."""
+        """A scrape's families, in the order of the body (the processes' own follow them); of the names
+        the worker chose, those that clash with none of the scrape's own (tunsec.metrics_names)."""
+        if self._own_names is None:   # once: the families of a document that names nothing of the worker's
+            self._own_names = names_of(await self._families({}, True, WorkerNames()))
+        return await self._families(doc, worker_up, WorkerNames(self._own_names))
+
+    async def _families(self, doc: dict[str, Any], worker_up: bool, names: WorkerNames) -> list[Metric | Written]:
         return [
-            *state_families(doc, worker_up, await policy_family(doc)),
-            *await sa_families(doc),
+            *state_families(doc, worker_up, await policy_family(doc), names),
+            *await sa_families(doc, names),
             *ike_families(doc),
             *event_families(self.source.events(), self.source.worker_restarts()),
             *queue_cpu(self.source.worker_pid()),
@@ -686,6 +698,7 @@ class MetricsServer:
             CounterMetricFamily("tunsec_metrics_connections_evicted", "Connections to this endpoint closed "
                                 "before their request came, for a newer one: every slot was taken (the oldest "
                                 "waiting of the source holding the most)", value=self.evicted),
+            names.family(),
         ]
 
     @property
@@ -707,7 +720,9 @@ class MetricsServer:
             pass   # a client that is slow, gone (or evicted) or sends too much gets nothing
         finally:
             self._release(conn)
-            writer.close()
+            # closed: nothing; else the socket and any answer left unread go now (close() would keep them
+            # until a client that never reads took them: for ever, its slot given back)
+            writer.transport.abort()
 
     def _release(self, conn: _Conn) -> None:
         """conn's slot free (once: an evicted connection's went at its eviction)."""
@@ -760,7 +775,8 @@ class MetricsServer:
                 for at in range(0, len(view), WRITE_CHUNK):
                     writer.write(view[at:at + WRITE_CHUNK])
                     await writer.drain()
-            await writer.drain()
+            writer.close()
+            await writer.wait_closed()   # after the answer's last byte went (drain() leaves up to 64 KiB)
 
 
 async def start(listen: ListenAddress, source: Source, clock: Callable[[], float] = time.monotonic,

@@ -7,10 +7,11 @@ MTU, quiets IPv6 on it and brings it up, installs the configuration's routes thr
 control socket's directory and the state directory U's.  It may run again: what is right stays.  A
 refusal leaves no TUN it made behind (the directories are checked first, the TUN removed after).
 
-A full tunnel gets what the privileged start adds before any IKE (the daemon's own _setup_tun): the
-configured peers' exclude routes (dataplane/exclude.py) and the kill switch, a device with a standing
-route under each half (dataplane/killswitch.py).  `tunsec up` without CAP_NET_ADMIN finds and uses
-them, and leaves them at its stop, so that it fails closed after a kill -9 and reaches its peers.
+The routes get what the privileged start adds before any IKE (the daemon's own _setup_tun): the kill
+switch, a device with a standing route under each of the TUN's routes (dataplane/killswitch.py), and a
+full tunnel the configured peers' exclude routes (dataplane/exclude.py).  `tunsec up` without
+CAP_NET_ADMIN finds and uses them, and leaves them at its stop, so that it fails closed after a kill -9
+and reaches its peers.
 Peers met at run time (road warriors' addresses) still need CAP_NET_ADMIN for theirs.
 """
 
@@ -28,10 +29,10 @@ from typing import TYPE_CHECKING
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
-from tunsec.dataplane.exclude import ExcludeRoutes, is_half
+from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import Tun, interface_exists
-from tunsec.dataplane.tundev import tun_flags, tun_in_use, tun_owner
+from tunsec.dataplane.tundev import TUNSETIFF, TUNSETOWNER, TUNSETPERSIST, tun_flags, tun_in_use, tun_owner, unpersist
 from tunsec.privilege import PrivilegeError, Target, check_config_files, read_grant, target_for
 from tunsec.safefs import give_dir, nearest_existing, root_only
 from tunsec.statedir import MARKER, refusal, tunsecs
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
     from tunsec.daemon import Daemon
 
 log = logging.getLogger("tunsec.prepare")
-
-# linux/if_tun.h
-TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC
 
 
 class PrepareError(Exception):
@@ -77,17 +75,6 @@ def _create_persistent(name: str, flags: int, owner: Target) -> None:
         os.close(fd)
 
 
-def unpersist(name: str, flags: int) -> None:
-    """The persistent TUN name (made with flags) goes, its routes with it; OSError if it cannot (EBUSY: a
-    process has it open)."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
-        fcntl.ioctl(fd, TUNSETPERSIST, 0)
-    finally:
-        os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
-
-
 def _remove_persistent(name: str, flags: int) -> None:
     """The persistent TUN name this run made goes (its routes with it); logged if it cannot."""
     try:
@@ -98,8 +85,8 @@ def _remove_persistent(name: str, flags: int) -> None:
 
 
 def _set_up(d: Daemon, name: str) -> list[str]:
-    """The daemon's MTU, link and routes on the TUN name, with a full tunnel's exclude routes and kill
-    switch; the routes it added (they stay).  A refused exclude or standing route is an error: without it
+    """The daemon's MTU, link and routes on the TUN name, with their kill switch and a full tunnel's
+    exclude routes; the routes it added (they stay).  A refused exclude or standing route is an error: without it
     the unprivileged start fails open, or sends IKE into the TUN."""
     from tunsec.daemon import StartupError
 
@@ -113,11 +100,11 @@ def _set_up(d: Daemon, name: str) -> list[str]:
             d._setup_tun()
         except StartupError as err:   # a route or link change the kernel refused, saying which and why
             raise PrepareError(str(err)) from err
-        halves = {n for n, _ in d._tun_routes() if is_half(n)}
+        nets = {n for n, _ in d._tun_routes()}
         if d.excludes is not None and d.excludes.refused:
             raise PrepareError("an exclude route was refused (the error above says which and why)")
-        if halves - d.killswitch.held:
-            raise PrepareError(f"the full tunnel's standing routes on {d.killswitch.name} were refused (the error "
+        if nets - d.killswitch.held:
+            raise PrepareError(f"the tunnels' standing routes on {d.killswitch.name} were refused (the error "
                                "above says why): tunsec up would fail open after a kill -9")
         routes = [str(r[0]) for r in tun.routes]
         tun.routes.clear()   # they stay when tunsec up starts (and after it stops)

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from tunsec import privilege
+from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import IPNetwork, Tun, local_address_in
 
 log = logging.getLogger("tunsec")
@@ -194,3 +195,17 @@ def _unapplied(tun: Tun, before: int, done: str) -> list[str]:
             f"{'; '.join(unapplied)} (or restart tunsec)")
     log.warning("reload: %s", line)
     return [line]
+
+
+async def standing(ks: KillSwitch, step: Callable[[list[IPNetwork]], list[str]], nets: list[IPNetwork],
+                   done: str) -> list[str]:
+    """The kill switch's standing routes following nets (step: ks.ensure before the TUN's routes change,
+    ks.keep_only after): its failed lines, and the line of those this user may not change (the commands
+    for root; without them a kill -9 sends those networks' traffic in clear, or drops a dropped one's)."""
+    lines = [f"{FAILED}{line}" for line in await asyncio.to_thread(step, nets)]
+    if cmds := ks.take_unapplied():
+        line = (f"standing routes not {done} ({privilege._me()} may not change routes, no CAP_NET_ADMIN): as root "
+                f"run {cmds} (or restart tunsec)")
+        log.warning("reload: %s", line)
+        lines.append(line)
+    return lines

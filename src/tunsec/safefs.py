@@ -70,6 +70,10 @@ def write_fix(err: OSError, directory: str | Path) -> str:
         return f"free space (or quota) on the file system of {directory}"
     if err.errno == errno.EROFS:
         return f"{directory} is on a read-only file system: choose a writable one"
+    if err.errno == errno.EIO:
+        return f"the storage of {directory} failed (an I/O error): check the kernel log and the disk"
+    if err.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.ENOTDIR):
+        return f"something other than tunsec's file is in its place in {directory}: move it away"
     return f"make {directory} writable by the user tunsec runs as"
 
 

@@ -36,6 +36,7 @@ back a key past its lifetime.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -289,8 +290,9 @@ class SeqState:
         try:
             write_atomic_at(self.dir_fd, self.path.name, json.dumps(doc, sort_keys=True).encode() + b"\n")
         except OSError as err:
+            code = f" ({errno.errorcode.get(err.errno, err.errno)})" if err.errno else ""
             raise StateError(f"{self.what}: cannot write its sequence number state {self.path}: "
-                             f"{err.strerror or err}; {write_fix(err, self.path.parent)} (tunsec {{ state_dir }})"
+                             f"{err.strerror or err}{code}; {write_fix(err, self.path.parent)} (tunsec {{ state_dir }})"
                              ) from err
         self.limit, self.block = limit, block
 

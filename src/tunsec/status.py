@@ -305,8 +305,9 @@ def render(doc: dict[str, Any]) -> str:
         for sa in t.get("expired", ()):
             lines.append(f"  {sa['direction']:<3} SPI {sa['spi']} expired: hard {sa['reason']} limit reached, "
                          f"removed, traffic dropped; {sa['hint']}")
-        if t.get("not_installed"):
-            lines.append(f"  not installed, traffic dropped until a reload installs it: {t['not_installed']}")
+        if t.get("not_installed"):   # left out by a restarted worker: tried again on its own (manual_retry.py)
+            until = "tried again every second" if t.get("retrying") else "until a reload installs it"
+            lines.append(f"  not installed, traffic dropped {until}: {t['not_installed']}")
     if doc["policies"]:
         lines.append("policies:")
         for p in doc["policies"]:

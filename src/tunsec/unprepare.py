@@ -1,5 +1,5 @@
 """`tunsec prepare --undo -c FILE`: what `tunsec prepare` made for the configuration's TUN goes, as root,
-while no tunsec runs on it: the TUN (and its routes with it), the full tunnel's kill switch device (and
+while no tunsec runs on it: the TUN (and its routes with it), the kill switch device (and
 its standing routes) and the exclude routes of the TUN's mark.  In that order: the TUN's traffic is
 dropped by the kill switch until it goes, and the peers stay reachable until then.  The directories
 prepare gave to the user stay (state_dir holds manual keys' sequence numbers).
@@ -23,8 +23,8 @@ from tunsec.ctlsocket import Listener, listener
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.tun import interface_exists
-from tunsec.dataplane.tundev import tun_flags
-from tunsec.prepare import PrepareError, refuse_in_use, unpersist
+from tunsec.dataplane.tundev import tun_flags, unpersist
+from tunsec.prepare import PrepareError, refuse_in_use
 
 
 def _not_running(path: str) -> None:
@@ -70,7 +70,7 @@ def undo(cfg: Config) -> str:
     kill_switch = KillSwitch(name)
     if interface_exists(kill_switch.name):
         kill_switch.remove()
-        said.append(f"device {kill_switch.name} of the full tunnel's standing routes "
+        said.append(f"device {kill_switch.name} of the tunnels' standing routes "
                     + ("stays (the error above says why)" if interface_exists(kill_switch.name) else "removed"))
     try:
         gone = ExcludeRoutes(name).drop_unheld("tunsec prepare added")

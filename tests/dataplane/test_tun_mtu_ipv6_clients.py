@@ -126,11 +126,12 @@ class _Tun:
 def _set_up(routes: tuple[str, ...], mtu: int) -> _Tun:
     daemon = Daemon.__new__(Daemon)   # only what _setup_tun reads
     tun = _Tun()
-    daemon.cfg = SimpleNamespace(tunsec=SimpleNamespace(mtu=mtu, outer_mtu=OUTER_MTU))  # type: ignore[assignment]
+    daemon.cfg = SimpleNamespace(tunsec=SimpleNamespace(mtu=mtu, outer_mtu=OUTER_MTU), path="tunsec.conf")  # type: ignore[assignment]
     daemon.services = [_Service([], [(6, "::", 4500)], routes)]  # type: ignore[list-item]
     daemon.manual = SimpleNamespace(carries_ipv6=lambda: False)  # type: ignore[assignment]
     daemon.tun, daemon.excludes = tun, None  # type: ignore[assignment]
-    daemon.killswitch = SimpleNamespace(ensure=lambda nets: [])  # type: ignore[assignment]
+    daemon.killswitch = SimpleNamespace(ensure=lambda nets: [], keep_only=lambda nets: [],  # type: ignore[assignment]
+                                        report_unapplied=lambda path: None)
     daemon._setup_tun()
     return tun
 

@@ -1,35 +1,43 @@
-"""A full tunnel fails closed: a standing route under each of its halves, into a device that drops what
-it is given (review revfull F3).
+"""Every tunnel fails closed: a standing route under each of the TUN's routes, into a device that drops
+what it is given (review revfull F3 for a full tunnel's halves, review revrestart F3 for every other one).
 
-A full tunnel's routes are the halves of a default route on the TUN (dataplane/exclude.py): they go with
-the TUN when its last descriptor closes.  After a kill -9 (a crash, the OOM killer) the host's own default
-route, which the halves only outranked, would carry everything in clear until the next start (for ever if
-it fails).  So each half also has a route of the same network with a metric below the TUN's
+The TUN's routes (each tunnel's remote network: a site-to-site or road-warrior remote_ts, a manual
+tunnel's remote network, a gateway's pools; a full tunnel's as the halves of a default route,
+dataplane/exclude.py) go with the TUN when its last descriptor closes.  After a kill -9 (a crash, the OOM
+killer) the host's other routes (its default route) would carry the tunnels' traffic in clear until the
+next start (for ever if it fails).  So each has a route of the same network with a metric below the TUN's
 (STANDING_PRIORITY; the TUN's is 0) into a device of this instance's (``name``): a persistent TUN no
 process reads (no carrier: the kernel drops what is routed to it; a dummy device would do the same, but
 its kernel module is often missing).  While the TUN lives its route wins; once it is gone the device
-takes the traffic.  The
-exclude routes (host routes, more specific) survive as well, so a restart's IKE still reaches its peers.
+takes the traffic.  The exclude routes (host routes, more specific) survive as well, so a restart's IKE
+still reaches its peers; the blocks' prohibit routes (metric 0, and the virtual IPs' guards at 0xFFFFFFFF)
+keep their place above and below.  Another instance's device holds its own networks: a network two
+instances route has one standing route (the kernel keeps one per network and metric), the other's, and
+is left to it (said as a failure).
 
 Not a prohibit route: the kernel's IPv4 lookup stops at an error route of the longest prefix whatever
 the output interface asked for, and IKE to an address nothing has authenticated yet leaves by the
 uplink's interface through that lookup (IP_PKTINFO's ipi_ifindex, services/ike/exclude_gate.py: it
 skips the routes of other devices, the TUN's and this one's, and takes the host's default route).
 
-The device (and with it its routes) is added before the halves at start and at a reload that brings a
-full tunnel, found again at a start after a kill -9 (EEXIST), and deleted at a clean stop after the
-TUN, at a reload that drops the full tunnel, and at a start that has none.  A start that fails before
-it looked at the device leaves it: it may be a killed run's, failing closed, or a running instance's
-(review revprep F2).
+The device and a network's standing route are added before the TUN's route (at start and at a reload
+that brings the network), found again at a start after a kill -9 (EEXIST), and go after the TUN's
+route: a network's at a reload that drops it and at a start that no longer has it (keep_only), the
+device (and its routes with it) at a clean stop after the TUN, and at a start or reload with no route at
+all.  A start that fails before it looked at the device leaves it: it may be a killed run's, failing
+closed, or a running instance's (review revprep F2).  The device is made owned by the user the control
+process becomes (``owner``): its clean stop removes it without CAP_NET_ADMIN, as that TUN's owner
+(TUNSETPERSIST 0); a reload's change of a standing route without it is a command for root, as the TUN's
+routes' (``unapplied``).
 
 Only a TUN nobody reads is taken for the device: a link of that name of another kind (a veth whose peer is
 in a container) or one a process has open would carry the traffic on, the opposite of a kill switch, and
 is neither used nor deleted (review revprep F4).
 
 `tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
-CAP_NET_ADMIN: that start finds them (a device up, a route per half) and uses them without writing to
-the kernel; on a TUN it did not make (``keep_found``: prepare's, or one made by hand) it leaves a device
-it found at its clean stop, as it leaves the TUN's routes it found: they serve the next start.
+CAP_NET_ADMIN: that start finds them (a device up, a route per network) and uses them without writing
+to the kernel; on a TUN it did not make (``keep_found``: prepare's, or one made by hand) it leaves a
+device it found at its clean stop, as it leaves the TUN's routes it found: they serve the next start.
 """
 
 from __future__ import annotations
@@ -41,18 +49,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
+
 from tunsec.dataplane.blockrecord import block_mark
-from tunsec.dataplane.exclude import IPNetwork, is_half
+from tunsec.dataplane.exclude import IPNetwork
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
-from tunsec.dataplane.routes import destination, in_main
-from tunsec.dataplane.tundev import LinkState, link_state
+from tunsec.dataplane.routes import destination, ifname, in_main
+from tunsec.dataplane.tun import NO_ADDR_GEN
+from tunsec.dataplane.tundev import LinkState, link_state, me, set_owner, unpersist
 
 log = logging.getLogger("tunsec.tun")
 
-# below the TUN's routes (metric 0): the route that holds a full tunnel's half once the TUN is gone
+# below the TUN's routes (metric 0): the route that holds a tunnel's network once the TUN is gone
 STANDING_PRIORITY = 0xFFFFFFFE
 IFF_UP = 0x1   # linux/if.h
+CLEAR = "if tunsec is killed its traffic leaves in clear"
 
 
 def device_name(tun: str) -> str:
@@ -62,59 +74,82 @@ def device_name(tun: str) -> str:
 
 @dataclass
 class KillSwitch:
-    """This instance's device and its standing routes, by half."""
+    """This instance's device and its standing routes, by network."""
 
     tun: str
     keep_found: bool = False   # a device found at start stays at the clean stop (the TUN was made for us)
+    # the user the control process becomes: the device's owner, so that it can remove it at its clean stop
+    # with no CAP_NET_ADMIN (None: root's alone, or anyone's with CAP_NET_ADMIN)
+    owner: int | None = None
     held: set[IPNetwork] = field(default_factory=set)
     found: bool = False        # the device was there, and keep_found: close() leaves it
     # close() removes the device: this instance added it, or took over one a killed run left (not keep_found);
     # never one it did not look at (a refusal before ensure: it may be a running instance's)
     owned: bool = False
     index: int | None = None   # the device this run judged (added, found or taken over): judged once
+    # the commands for root of the changes refused for want of CAP_NET_ADMIN (a reload's answer says them)
+    unapplied: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return device_name(self.tun)
 
     def ensure(self, nets: Iterable[IPNetwork]) -> list[str]:
-        """A standing route for each half among nets (the TUN's routes about to go in); with none, the
-        device a killed run left goes.  What failed, one line each (logged: the tunnel then fails open
-        after a kill -9)."""
-        want = [n for n in nets if is_half(n)]
+        """A standing route for each of nets (the TUN's routes about to go in; none: keep_only, after the
+        TUN's routes, removes the device).  What failed, one line each (logged: that traffic then leaves in
+        clear after a kill -9); one refused for want of CAP_NET_ADMIN goes to unapplied instead."""
+        want = list(dict.fromkeys(nets))
         if not want:
-            self.remove()
             return []
         failed: list[str] = []
-        with IPRoute() as ipr, as_oserror(f"adding the full tunnel's standing routes (device {self.name})"):
+        with IPRoute() as ipr, as_oserror(f"adding the tunnels' standing routes (device {self.name})"):
             try:
                 idx = self._device(ipr)
             except NetlinkError as exc:
-                failed.append(f"device {self.name} for the full tunnel's standing routes refused: "
-                              f"{reason(exc)}; if tunsec is killed its full tunnel's traffic leaves in clear")
+                if exc.code == errno.EPERM:   # an unprivileged start on a TUN made by hand: root's commands
+                    exists = self.index is not None   # found (the index is set before it is brought up)
+                    self.unapplied += [*([] if exists else [f"ip tuntap add dev {self.name} mode tun"]),
+                                       f"ip link set {self.name} up",
+                                       *(_route_add(net, self.name) for net in want if net not in self.held)]
+                    return []
+                failed.append(f"device {self.name} for the tunnels' standing routes refused: {reason(exc)}; {CLEAR}")
                 log.error("%s", failed[-1])
                 return failed
+            if self.owned and any(n.version == 6 for n in want):
+                _ipv6_on(ipr, idx, self.name)
             standing = _standing(ipr, idx, {n.version for n in want})
-            for half in want:
-                if half in self.held:
+            for net in want:
+                if net in self.held:
                     continue
-                if half in standing:   # tunsec prepare's, or a killed run's: in place, nothing to write
-                    self.held.add(half)
-                    log.info("standing route %s dev %s in place (under TUN %s's route)", half, self.name, self.tun)
+                if net in standing:   # tunsec prepare's, or a killed run's: in place, nothing to write
+                    self.held.add(net)
+                    log.info("standing route %s dev %s in place (under TUN %s's route)", net, self.name, self.tun)
                     continue
-                try:
-                    ipr.route("add", dst=str(half), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST:   # EEXIST: one a killed run of ours left: ours now
-                        failed.append(f"standing route {half} dev {self.name} refused: {reason(exc)}; if tunsec "
-                                      f"is killed its full tunnel's traffic leaves in clear (as root: ip route add "
-                                      f"{half} dev {self.name} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY})")
-                        log.error("%s", failed[-1])
-                        continue
-                self.held.add(half)
-                log.info("standing route %s dev %s (under TUN %s's route: the full tunnel fails closed)", half,
-                         self.name, self.tun)
+                if (line := self._add(ipr, idx, net)) is not None:
+                    failed.append(line)
+                    log.error("%s", line)
         return failed
+
+    def _add(self, ipr: Any, idx: int, net: IPNetwork) -> str | None:
+        """net's standing route; the failed line if it cannot be (one for root's hand goes to unapplied)."""
+        cmd = _route_add(net, self.name)
+        try:
+            ipr.route("add", dst=str(net), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
+        except NetlinkError as exc:
+            if exc.code == errno.EPERM:
+                self.unapplied.append(cmd)
+                return None
+            if exc.code != errno.EEXIST:
+                return f"standing route {net} dev {self.name} refused: {reason(exc)}; {CLEAR} (as root: {cmd})"
+            holder = _holder(ipr, net)
+            if holder is not None and holder != idx:   # another instance's kill switch (or root's route)
+                return (f"standing route {net} dev {self.name} refused: the route of that network and metric "
+                        f"goes to {ifname(ipr, holder)} (another tunsec's kill switch?), not ours; if it goes, "
+                        f"{CLEAR}")
+        self.held.add(net)   # added, or one a killed run of ours left on our device: ours now
+        log.info("standing route %s dev %s (under TUN %s's route: its traffic is dropped if tunsec is killed)",
+                 net, self.name, self.tun)
+        return None
 
     def _device(self, ipr: Any) -> int:
         """The device's index, added (a persistent TUN, up: its routes are used without a carrier) if it is
@@ -124,11 +159,14 @@ class KillSwitch:
             if not (state := link_state(ipr, found[0])).unread_tun():
                 raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
                                    f"({_described(state)}): not ours, left as it is")
-            if found[0] != self.index:   # the one this run added or judged already keeps its verdict
+            if found[0] != self.index:   # the one this run judged already keeps its verdict
                 self.found = self.keep_found
                 self.owned = not self.keep_found
+                if self.owned:   # a killed run's, perhaps as another user: ours to remove at the clean stop
+                    self._own()
         else:
-            ipr.link("add", ifname=self.name, kind="tuntap", mode="tun")
+            ipr.link("add", ifname=self.name, kind="tuntap", mode="tun",
+                     **({"uid": self.owner} if self.owner is not None else {}))
             self.owned = True
             found = ipr.link_lookup(ifname=self.name)
         self.index = int(found[0])
@@ -137,25 +175,82 @@ class KillSwitch:
             ipr.link("set", index=found[0], state="up")
         return int(found[0])
 
-    def keep_only(self, nets: Iterable[IPNetwork]) -> None:
-        """No half among nets any more (a reload dropped the full tunnel): the device goes."""
-        if not any(is_half(n) for n in nets):
+    def _own(self) -> None:
+        """A device taken over owned by owner (logged if it cannot be: the clean stop then needs
+        CAP_NET_ADMIN to remove it)."""
+        if self.owner is None:
+            return
+        try:
+            set_owner(self.name, IFF_TUN | IFF_NO_PI, self.owner)
+        except OSError as err:
+            log.warning("device %s taken over keeps its owner: %s", self.name, err.strerror or err)
+
+    def keep_only(self, nets: Iterable[IPNetwork]) -> list[str]:
+        """After the TUN's routes went: the standing routes of networks not among nets go (a reload dropped
+        them, a start no longer has them); with none left, the device goes.  What failed, one line each
+        (logged); one refused for want of CAP_NET_ADMIN goes to unapplied."""
+        keep = set(nets)
+        if not keep:
             self.remove()
+            return []
+        if self.index is None:   # never judged (ensure refused it): nothing of ours on it
+            return []
+        failed: list[str] = []
+        try:
+            with IPRoute() as ipr:
+                gone = (_standing(ipr, self.index, {4}) | _standing_v6(ipr, self.index, keep | self.held)) - keep
+                for net in sorted(gone, key=str):
+                    if (line := self._drop(ipr, net)) is not None:
+                        failed.append(line)
+                        log.error("%s", line)
+        except NetlinkError as exc:
+            failed.append(f"standing routes on {self.name} not checked: {reason(exc)}")
+            log.error("%s", failed[-1])
+        return failed
+
+    def _drop(self, ipr: Any, net: IPNetwork) -> str | None:
+        """net's standing route off the device; the failed line if it stays (one for root goes to unapplied)."""
+        try:
+            ipr.route("del", dst=str(net), oif=self.index, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
+        except NetlinkError as exc:
+            if exc.code == errno.EPERM:
+                self.unapplied.append(f"ip route del {net} dev {self.name} metric {STANDING_PRIORITY}")
+                return None
+            if exc.code != errno.ESRCH:
+                return f"standing route {net} dev {self.name} stays: {reason(exc)}; its traffic is dropped if " \
+                       f"tunsec is killed (as root: ip route del {net} dev {self.name} metric {STANDING_PRIORITY})"
+        self.held.discard(net)
+        log.info("standing route %s dev %s removed (no tunnel routes it any more)", net, self.name)
+        return None
+
+    def take_unapplied(self) -> str:
+        """The commands for root in unapplied, taken off it, as one ("": none)."""
+        cmds = "; ".join(self.unapplied)
+        self.unapplied.clear()
+        return cmds
+
+    def report_unapplied(self, config_path: str) -> None:
+        """At an unprivileged start: the one error for the standing routes it may not add (or remove)."""
+        if cmds := self.take_unapplied():
+            log.error("kill switch %s not set up as this configuration needs and %s may not change it (no "
+                      "CAP_NET_ADMIN): if tunsec is killed the tunnels' traffic leaves in clear. As root run: %s (or "
+                      "once: tunsec prepare -c %s --user %s)", self.name, me(), cmds, config_path, me())
 
     def close(self) -> None:
-        """At a clean stop, after the TUN's routes: the device and its routes go, and the host's default
-        route carries the traffic again; one found on a TUN made for us (keep_found) stays for the next
+        """At a clean stop, after the TUN's routes: the device and its routes go, and the host's other
+        routes carry the traffic again; one found on a TUN made for us (keep_found) stays for the next
         start, as the TUN and its routes do; one it never looked at stays too (owned)."""
         if self.owned:
             self.remove()
             return
         if self.found:
-            log.info("device %s of the full tunnel's standing routes stays (it was there at start: tunsec "
+            log.info("device %s of the tunnels' standing routes stays (it was there at start: tunsec "
                      "prepare's)", self.name)
         self.held.clear()
 
     def remove(self) -> None:
-        """The device and its routes go (a start or reload without a full tunnel, a clean stop)."""
+        """The device and its routes go (a start or reload without a route, a clean stop): by netlink, or
+        without CAP_NET_ADMIN as its owner (a persistent TUN no longer persistent goes when closed)."""
         try:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=self.name)
@@ -163,14 +258,65 @@ class KillSwitch:
                     log.warning("link %s is not a TUN nobody reads (%s): not a kill switch of ours, left as it is",
                                 self.name, _described(state))
                 elif found:
-                    ipr.link("del", index=found[0])
-                    log.info("device %s of the full tunnel's standing routes removed", self.name)
+                    _delete(ipr, found[0], self.name)
+                    log.info("device %s of the tunnels' standing routes removed", self.name)
         except (NetlinkError, OSError) as exc:
             log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
                         reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
         self.held.clear()
         self.found = self.owned = False
         self.index = None
+
+
+def _route_add(net: IPNetwork, device: str) -> str:
+    """The command for root that adds net's standing route."""
+    return f"ip route add {net} dev {device} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY}"
+
+
+def _delete(ipr: Any, idx: int, name: str) -> None:
+    """Device idx (name) deleted; without CAP_NET_ADMIN as its owner (OSError EPERM if not that either)."""
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code != errno.EPERM:
+            raise
+        unpersist(name, IFF_TUN | IFF_NO_PI)
+
+
+def _ipv6_on(ipr: Any, idx: int, name: str) -> None:
+    """IPv6 on our device, with no address of its own (addrgenmode none: it carries nothing): where new
+    links start with IPv6 disabled the kernel refuses an IPv6 route through them (EACCES).  Left as it is
+    where this user may not (the route's refusal then says so)."""
+    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    try:
+        with open(path) as f:
+            if f.read().strip() != "1":
+                return
+        ipr.link("set", index=idx, IFLA_AF_SPEC=NO_ADDR_GEN)
+        with open(path, "w") as f:
+            f.write("0")
+        log.info("IPv6 enabled on %s (no address) for the tunnels' IPv6 standing routes", name)
+    except (OSError, NetlinkError) as exc:
+        log.debug("IPv6 on %s left as it is: %s", name, exc)
+
+
+def _holder(ipr: Any, net: IPNetwork) -> int | None:
+    """The device of the main table's route of net at STANDING_PRIORITY (None: none, or no device)."""
+    for r in ipr.route("dump", family=socket.AF_INET if net.version == 4 else socket.AF_INET6):
+        if in_main(r) and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and destination(r) == net:
+            oif = r.get_attr("RTA_OIF")
+            return int(oif) if oif is not None else None
+    return None
+
+
+def _standing_v6(ipr: Any, idx: int, nets: set[IPNetwork]) -> set[IPNetwork]:
+    """_standing's IPv6 routes; none where the kernel refuses the dump and no IPv6 network is asked of it."""
+    try:
+        return _standing(ipr, idx, {6})
+    except NetlinkError:
+        if any(n.version == 6 for n in nets):
+            raise
+        return set()
 
 
 def _described(state: LinkState) -> str:

@@ -195,7 +195,7 @@ class Tun:
             # no link-local address, so no router solicitations or MLD reports that match no policy:
             # inner IPv6 only needs the routes.  Netlink, not /proc/sys (read-only in containers)
             if _addr_gen_mode(link) not in (None, ADDR_GEN_MODE_NONE):
-                self._change(lambda: ipr.link("set", index=idx, IFLA_AF_SPEC=_NO_ADDR_GEN),
+                self._change(lambda: ipr.link("set", index=idx, IFLA_AF_SPEC=NO_ADDR_GEN),
                              f"setting addrgenmode none on TUN {self.name}", "it would get an IPv6 link-local address",
                              f"ip link set dev {self.name} addrgenmode none")
             if int(link.get_attr("IFLA_MTU") or 0) != mtu:
@@ -673,7 +673,7 @@ class Unrouted:
 _GUARD_PRIORITY = 0xFFFFFFFF
 ADDR_GEN_MODE_NONE = 1   # linux/if_link.h IN6_ADDR_GEN_MODE_NONE
 IFF_UP = 0x1
-_NO_ADDR_GEN = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE)]})]}
+NO_ADDR_GEN = {"attrs": [("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_NONE)]})]}
 
 
 def _addr_gen_mode(link: Any) -> int | None:

@@ -5,12 +5,16 @@ kind and carrier) and why opening one failed, in words that name the device, the
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pwd
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 from tunsec.dataplane.netlink import IPRoute, as_oserror
+
+TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC   # linux/if_tun.h
 
 
 @dataclass(frozen=True)
@@ -97,3 +101,25 @@ def tun_group(name: str) -> int:
             return int(f.read())
     except (OSError, ValueError):
         return -1
+
+
+def unpersist(name: str, flags: int) -> None:
+    """The persistent TUN name (made with flags) goes, its routes with it; OSError if it cannot (EBUSY: a
+    process has it open; EPERM: neither its owner nor CAP_NET_ADMIN)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        fcntl.ioctl(fd, TUNSETPERSIST, 0)
+    finally:
+        os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
+
+
+def set_owner(name: str, flags: int, uid: int) -> None:
+    """The persistent TUN name (made with flags) owned by uid from now on; OSError if it cannot be (EBUSY:
+    a process has it open)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
+        fcntl.ioctl(fd, TUNSETOWNER, uid)
+    finally:
+        os.close(fd)   # it stays: persistent

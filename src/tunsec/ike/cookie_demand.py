@@ -24,6 +24,12 @@
   so nobody else's requests can block an address.  A real client's one INVALID_KE_PAYLOAD retry
   counts 2 (the refusal, then its half-open SA) of the default 5; clients behind one NAT are held
   to it only while their address must bring COOKIEs.
+- So does a half-open SA its peer ended at IKE_AUTH before authentication (a NegotiationFailed of
+  the IKE SA: UNEXPECTED_NAT_DETECTED, RFC 4555 §3.9), COOKIE or not (the endpoint's _collect_one,
+  review revlate5 F1): its peer read our IKE_SA_INIT answer and spoke under its keys from the same
+  address (sa_responder.foreign), a real address, which otherwise could have whole IKE_SA_INITs done
+  as fast as it sends.  Not a failed authentication (auth_ban.py bans those, allowing a NAT'd office
+  its typing errors) nor a half-open timeout (a spoofed source's).
 """
 
 from __future__ import annotations
@@ -79,9 +85,10 @@ class CookieDemand:
 
 
 class ProvenRefusals:
-    """Per source (a dos_source.source_key) that returned a valid COOKIE: its requests refused after
-    work in its window of COOKIE_CALMDOWN_DELAY seconds (from the first), which count as half-open
-    SAs towards block_threshold (the module).  At most ``limit`` sources (the endpoint's
+    """Per source (a dos_source.source_key) proven a real address (it returned a valid COOKIE, or spoke
+    under a half-open SA's keys: the module): its requests refused after work in its window of
+    COOKIE_CALMDOWN_DELAY seconds (from the first), which count as half-open SAs towards
+    block_threshold (the module).  At most ``limit`` sources (the endpoint's
     half_open_limit: as many as the half-open table may hold): windows go as they end, and the
     oldest first when a new source finds the table full (each one a real address that made a round
     trip for its COOKIE: such a crowd is held by the COOKIE thresholds still)."""
@@ -99,7 +106,7 @@ class ProvenRefusals:
         return held[1] if held is not None and now < held[0] + COOKIE_CALMDOWN_DELAY else 0
 
     def refused(self, source: str, now: float, limit: int) -> None:
-        """A request of ``source`` that brought a valid COOKIE was refused after work."""
+        """A request of ``source`` proven a real address was refused after work."""
         self._expire(now)
         held = self._by_source.get(source)
         if held is not None:

@@ -32,7 +32,8 @@ Denial-of-service protection (RFC 7296 §2.6), as strongSwan's charon does it:
   ``half_open_limit``: strongSwan's order (receiver.c drop_ike_sa_init). The cookie, its
   secret and the secret's rotation: ``cookie_secret.py``.
 - Calm-down (strongSwan's COOKIE_CALMDOWN_DELAY), and requests refused after work (no
-  proposal, a bad KE) counted towards the thresholds for a while: ``cookie_demand.py``.
+  proposal, a bad KE; a half-open SA its peer ended at IKE_AUTH before authentication) counted
+  towards the thresholds for a while: ``cookie_demand.py``.
 - A datagram longer than MAX_IKE_MESSAGE (strongSwan's charon.max_packet) is dropped before
   anything of it is parsed (counted ``too_big``); the one IKE_SA_INIT parse (payloads bounded,
   message.MAX_INIT_PAYLOADS) is handed to the SA made for it.
@@ -50,19 +51,18 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-import ipaddress
 import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from tunsec.loglimit import LogLimiter, internal_error, suffix
-from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep, identity_allowed, same_ip
-from tunsec.policy.selector import IPAddress
+from tunsec.policy.pad import AddressMatch, Refused, address_match, check_unique_keep
+from tunsec.policy.selector import IPAddress, parse_ip
 
 from .address_role import Role, address_role
 from .by_address import EstablishedByAddress
@@ -70,6 +70,7 @@ from .by_peer import SpisByPeer
 from .child_refusal import swap
 from .config import IkeConfig
 from .constants import IKE_PORT, MAX_IKE_MESSAGE, ExchangeType, HeaderFlag, NotifyType
+from .contacts import EstablishedByIdentity
 from .cookie_demand import (
     COOKIE_CALMDOWN_DELAY,
     GLOBAL,
@@ -81,7 +82,7 @@ from .cookie_demand import (
 from .cookie_secret import CookieSecret
 from .dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from .eap.relay import RelayReply
-from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp
+from .events import Address, DownReason, Event, IkeSaLimit, IkeSaUp, NegotiationFailed
 from .fragments import FragmentStats
 from .ike_sa_cap import IkeSaCounts
 from .init_request import answer_source, find_nonce, init_digest, init_request, stateless_answer
@@ -220,9 +221,11 @@ class IkeEndpoint:
         # zero, so this holds at most half_open_limit entries however many sources are spoofed)
         self._half_open_by_ip: dict[str, int] = {}
         self._by_address = EstablishedByAddress()   # for INVALID_SPI (invalid_spi)
+        self._by_identity = EstablishedByIdentity()   # for INITIAL_CONTACT (_has_contact)
         # the addresses of this host's interfaces, kept by the IKE service (services/ike/host_addresses.py):
         # no REDIRECT or peer's move goes to one (address_role.refused_address, review revclient s20 F3)
-        self.host_addresses: frozenset[IPAddress] = frozenset()
+        # (a live view of the service's: host_addresses.py applies each change as it comes)
+        self.host_addresses: Set[IPAddress] = frozenset()
         self._events: deque[tuple[IkeSa, Event]] = deque()
         self._outbox: list[Datagram] = []
         self._dirty: dict[IkeSa, None] = {}  # SAs that changed since the last _collect (ordered)
@@ -236,7 +239,7 @@ class IkeEndpoint:
         self._link_local_log = LogLimiter()   # IKE_SA_INITs from link-local sources refused (link_local.py)
         self._cookies = CookieSecret(rng)   # cookie_secret.py
         self._cookie_demand = CookieDemand()
-        self._proven_refusals = ProvenRefusals()   # refused after work with a valid COOKIE (cookie_demand.py)
+        self._proven_refusals = ProvenRefusals()   # refused after work, of proven sources (cookie_demand.py)
 
     # ------------------------------------------------------------------ API
 
@@ -545,9 +548,15 @@ class IkeEndpoint:
             return
         # refused after work (proposal selection, the KE checked): counted as a half-open SA for a while
         self.stats.init_refused += 1
-        demand.refused(source, now)
-        if proven:   # it brought back a valid COOKIE: a real address
-            self._proven_refusals.refused(source, now, limits.half_open_limit)
+        self._refused_after_work(source, now, proven)   # proven: it brought back a valid COOKIE, a real address
+
+    def _refused_after_work(self, source: str, now: float, proven: bool) -> None:
+        """A request from ``source`` had the IKE_SA_INIT work done and nothing is kept for it: it counts
+        as a half-open SA towards the COOKIE thresholds for a while, and towards ``block_threshold`` too
+        if the source is ``proven`` a real address (cookie_demand.py)."""
+        self._cookie_demand.refused(source, now)
+        if proven:
+            self._proven_refusals.refused(source, now, self.limits.half_open_limit)
 
     # ------------------------------------------------------------------ cookies
 
@@ -601,8 +610,10 @@ class IkeEndpoint:
         floor = self._timer_backoff.pop(spi, None)
         for data, addr in sa.datagrams_to_send(now):
             self._outbox.append(Datagram(data, addr, port, source))
+        refused = False   # the IKE SA itself failed (not a Child SA of it)
         while (event := sa.next_event()) is not None:
             self._events.append((sa, event))
+            refused = refused or (isinstance(event, NegotiationFailed) and event.child is None)
             if isinstance(event, IkeSaUp):
                 self._index_peer(sa)
                 if sa.peer_id is not None:
@@ -621,6 +632,8 @@ class IkeEndpoint:
             self._half_open_left(record.source)
             if sa.is_closed:
                 self.stats.half_open_closed += 1
+                if refused:   # its peer ended it under our keys before authentication (review revlate5 F1)
+                    self._refused_after_work(record.source, now, proven=True)
         if sa.is_closed:
             if self._sas.get(spi) is sa:
                 del self._sas[spi]
@@ -630,11 +643,13 @@ class IkeEndpoint:
                 if (init := self._init_of.pop(spi, None)) is not None and self._by_init.get(init) is sa:
                     del self._by_init[init]
                 self._by_address.forget(spi)
+                self._by_identity.forget(spi)
                 self.spi_book.release_all(spi)   # SPIs its rekeys drew that made no SA
                 self.on_forget(spi, sa)
             sa.watch(None)
             return
         self._by_address.follow(sa)
+        self._by_identity.follow(sa)
         when = sa.get_timer()
         if floor is not None and when is not None:
             when = max(when, floor)
@@ -705,15 +720,14 @@ class IkeEndpoint:
         SA (ours or the peer's) with the same identities, in the same address family; or, with our
         identity, to the same address: that peer knows us already, and taking INITIAL_CONTACT it would
         end the IKE SA we have there, of another connection whose remote identity differs (review
-        revclient s20 F1)."""
-        family = ipaddress.ip_address(st.remote_addr[0]).version
+        revclient s20 F1).  From the indexes (by address, by identity): not a pass over every IKE SA
+        (review revperf R2)."""
+        local, ip = st.config.local.id, parse_ip(st.remote_addr[0])
         # by address only IKE SAs of a connection naming that gateway: a road warrior of ours behind the
         # gateway's NAT address says nothing of the gateway (review revperf F1)
-        return any(sa.state is State.ESTABLISHED and sa.config.local.id == st.config.local.id
-                   and ((sa.config.remote_addr is not None and same_ip(sa.remote_addr[0], st.remote_addr[0]))
-                        or ((sent := sa.peer_sent_id) is not None and identity_allowed(st.config.remote.id, sent)
-                            and ipaddress.ip_address(sa.remote_addr[0]).version == family))
-                   for sa in self._sas.values())
+        gateways = (sa for sa in self._by_address.at(ip) if sa.config.remote_addr is not None)
+        return any(sa.config.local.id == local for sa in gateways) \
+            or self._by_identity.any_up(local, st.config.remote.id, ip.version)
 
     def _address_role(self, ip: IPAddress, *, host: bool = False) -> Role | None:
         """What ``ip`` is to this host (address_role.py): asked of a client's virtual IP and REDIRECT,

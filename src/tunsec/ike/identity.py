@@ -205,6 +205,14 @@ class Identity:
             return dn_equal(self.data, other.data)
         return False
 
+    def match_key(self) -> object:
+        """What :meth:`matches` compares, hashable: a configured identity that is not %any matches
+        ``other`` exactly when their keys are equal (an index of peers' identities is looked up by it)."""
+        if self.type == IdType.DER_ASN1_DN:
+            key = dn_key(self.data)
+            return (IdType.DER_ASN1_DN, self.data if key is None else key)
+        return self.named._key()
+
 
 # The most a peer's identity (IDi, IDr) may take.  strongSwan reads no message over 10,000 bytes
 # (charon.max_packet); tunsec takes datagrams up to 64 KiB, so it bounds the identity itself: a DNS

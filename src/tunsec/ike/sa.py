@@ -494,8 +494,12 @@ class IkeSa:
             # would otherwise spend the tries in seconds and give the IKE SA up (review revlate3 F2)
             to = pending.task.resend_to(self._st, pending.to)
             self._outbox.extend((data, to) for data in pending.datagrams)
+            pending.task.moved(local)   # once answered, one more from where we are then (review revlate5 F2)
             return True
-        if not self._queued(mobike.UpdateSaAddressesTask):
+        queued = next((t for t in self._queue if isinstance(t, mobike.UpdateSaAddressesTask)), None)
+        if queued is not None:
+            queued.moved(local)   # not sent yet: it leaves from here, its NAT detection says so
+        else:
             self._queue.append(mobike.UpdateSaAddressesTask(local))
         self._start_next()
         return True

@@ -19,105 +19,57 @@ The daemon owns the feed (a daemon with manual tunnels only needs it too); a ser
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
-import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import MAX_ADDRS_ADDED
 from tunsec.policy.selector import IPAddress
-from tunsec.services.addrwatch import RTM_NEWADDR, AddressWatch
+from tunsec.services.addrwatch import (
+    RTM_NEWADDR,
+    AddressChange,
+    AddressListener,
+    AddressWatch,
+    Malformed,
+    added_address,
+    messages,
+)
 
 if TYPE_CHECKING:
     from tunsec.dataplane.client import WorkerClient
 
 log = logging.getLogger(__name__)
 
-IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
-IFA_F_OPTIMISTIC, IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x04, 0x08, 0x40
-_NLMSG_HDR = struct.Struct("=IHHII")   # length, type, flags, sequence, port id
-_IFADDRMSG = struct.Struct("=BBBBI")   # family, prefix length, flags, scope, interface index
-_RTATTR = struct.Struct("=HH")         # length, type
-_U32 = struct.Struct("=I")
-_ADDR_BYTES = {socket.AF_INET: 4, socket.AF_INET6: 16}
-
-
-class _Unreadable(ValueError):
-    pass
-
-
-def _tentative(flags: int) -> bool:
-    """No address yet: its DAD under way or failed.  An optimistic one (RFC 4429) may be a source."""
-    return bool(flags & IFA_F_DADFAILED) or (bool(flags & IFA_F_TENTATIVE) and not flags & IFA_F_OPTIMISTIC)
-
-
-def _added(body: bytes) -> IPAddress | None:
-    """The address one RTM_NEWADDR body adds (IFA_LOCAL where there is one: IFA_ADDRESS is then a
-    point-to-point link's far end), None for a tentative one or another family; _Unreadable if its
-    attributes overrun it, an address attribute has the wrong size, or it names no address."""
-    if len(body) < _IFADDRMSG.size:
-        raise _Unreadable(f"address notice of {len(body)} bytes")
-    family, _prefixlen, flags, _scope, _index = _IFADDRMSG.unpack_from(body)
-    size = _ADDR_BYTES.get(family)
-    if size is None:
-        return None
-    found: dict[int, bytes] = {}
-    pos = _IFADDRMSG.size
-    while pos + _RTATTR.size <= len(body):
-        alen, atype = _RTATTR.unpack_from(body, pos)
-        if alen < _RTATTR.size or pos + alen > len(body):
-            raise _Unreadable(f"attribute length {alen} at {pos} of {len(body)}")
-        value = body[pos + _RTATTR.size:pos + alen]
-        if atype in (IFA_ADDRESS, IFA_LOCAL):
-            if len(value) != size:
-                raise _Unreadable(f"address attribute of {len(value)} bytes, not {size}")
-            found[atype] = value
-        elif atype == IFA_FLAGS and len(value) == _U32.size:
-            flags = _U32.unpack(value)[0]   # all of them (ifa_flags has the low 8 bits)
-        pos += (alen + 3) & ~3
-    if _tentative(flags):
-        return None
-    raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
-    if raw is None:
-        raise _Unreadable("address notice without an address")
-    return ipaddress.ip_address(raw)
-
 
 def added_addresses(data: bytes) -> tuple[list[IPAddress], bool]:
-    """The addresses the RTM_NEWADDR notices of one read of the watch add (none tentative), and whether
-    all of it was read (False: something did not parse, the addresses before it are given)."""
+    """The addresses the RTM_NEWADDR notices of one read of the watch add (none tentative:
+    addrwatch.added_address), and whether all of it was read (False: something did not parse, the
+    addresses before it are given)."""
     out: list[IPAddress] = []
-    off = 0
     try:
-        while off < len(data):
-            if off + _NLMSG_HDR.size > len(data):
-                raise _Unreadable(f"{len(data) - off} bytes after the last notice")
-            length, mtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, off)
-            if length < _NLMSG_HDR.size or off + length > len(data):
-                raise _Unreadable(f"notice length {length} at {off} of {len(data)}")
-            if mtype == RTM_NEWADDR and (addr := _added(data[off + _NLMSG_HDR.size:off + length])) is not None:
+        for mtype, _flags, _seq, body in messages(data):
+            if mtype == RTM_NEWADDR and (addr := added_address(body)) is not None:
                 out.append(addr)
-            off += (length + 3) & ~3
-    except _Unreadable as err:
+    except Malformed as err:
         log.debug("address watch: %s", err)
         return out, False
     return out, True
 
 
-@dataclass
+@dataclass(eq=False)
 class Subscription:
-    """A subscriber's bursts; closed with it (and the feed too if it was the subscriber's own)."""
+    """A subscriber's bursts and changes; closed with it (and the feed too if it was the subscriber's
+    own)."""
 
     feed: AddressFeed
     on_burst: Callable[[], object]
+    listener: AddressListener | None = None
     owned: bool = False
 
     def close(self) -> None:
-        self.feed.unsubscribe(self.on_burst)
+        self.feed.unsubscribe(self)
         if self.owned:
             self.feed.close()
 
@@ -129,7 +81,7 @@ class AddressFeed:
         self._worker = worker
         self._settle = settle
         self._watch: AddressWatch | None = None
-        self._subscribers: list[Callable[[], object]] = []
+        self._subscribers: list[Subscription] = []
         self._added: list[IPAddress] = []
         self._any = False   # notices lost or unreadable since the last ADDR_ADDED
         self._send_at: asyncio.Handle | None = None
@@ -143,7 +95,7 @@ class AddressFeed:
         """The watch opened (a no-op if it is); OSError if rtnetlink refuses."""
         if self._watch is not None:
             return
-        watch = AddressWatch(self._burst, self._settle, on_read=self._read)
+        watch = AddressWatch(self._burst, self._settle, listener=self, on_read=self._read)
         watch.start()
         self._watch = watch
 
@@ -154,18 +106,32 @@ class AddressFeed:
             log.warning("cannot watch the host's addresses (rtnetlink): %s; an SA whose source address went "
                         "away leaves from it again only 10 s after it is back", err)
 
-    def subscribe(self, on_burst: Callable[[], object], owned: bool = False) -> Subscription:
-        """on_burst() after each burst of changes has settled (AddressWatch)."""
-        self._subscribers.append(on_burst)
-        return Subscription(self, on_burst, owned)
+    def subscribe(self, on_burst: Callable[[], object], listener: AddressListener | None = None,
+                  owned: bool = False) -> Subscription:
+        """on_burst() after each burst of changes has settled, and listener each change as it is read
+        (AddressWatch's; the IKE service's list of the host's addresses)."""
+        sub = Subscription(self, on_burst, listener, owned)
+        self._subscribers.append(sub)
+        return sub
 
-    def unsubscribe(self, on_burst: Callable[[], object]) -> None:
-        if on_burst in self._subscribers:
-            self._subscribers.remove(on_burst)
+    def unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
+
+    # the watch's listener, handing each call on to the subscribers' (AddressListener)
+    def apply(self, changes: Sequence[AddressChange]) -> None:
+        for sub in list(self._subscribers):
+            if sub.listener is not None:
+                sub.listener.apply(changes)
+
+    def resync(self) -> None:
+        for sub in list(self._subscribers):
+            if sub.listener is not None:
+                sub.listener.resync()
 
     def _burst(self) -> None:
-        for on_burst in list(self._subscribers):
-            on_burst()
+        for sub in list(self._subscribers):
+            sub.on_burst()
 
     def _read(self, data: bytes | None) -> None:
         """One read of the watch (None: notices lost): its addresses added go to the worker at the end

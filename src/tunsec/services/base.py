@@ -27,13 +27,16 @@ Service.idle_status).  Nothing else in the daemon names it.
 
 from __future__ import annotations
 
+import logging
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from tunsec import privilege
 from tunsec.dataplane import pipe
+from tunsec.loglimit import internal_error
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
@@ -162,3 +165,24 @@ class Service(ABC):
         """Apply this service's part of cfg (check_reload found nothing): start what was added,
         delete what was removed, replace what changed, leave the rest and its SAs alone.
         Returns one line per kind of change for the log and `tunsec reload`."""
+
+
+async def reinstall(services: Sequence[Service], gone: Callable[[], bool]) -> None:
+    """Each service into a restarted worker, whatever one before it raised (review revrestart F1: a
+    manual tunnel's state that could not be written left the IKE service out, and tunsec stopped);
+    the first error is raised once all had their turn, later ones are logged.  gone: the worker
+    died meanwhile, and the watcher's next round restarts it and reinstalls every service then."""
+    first: Exception | None = None
+    for svc in services:
+        try:
+            await svc.worker_restarted()
+        except Exception as err:
+            if first is not None and not gone():   # the first is said by the caller (_restart_worker)
+                logging.getLogger("tunsec").error(
+                    "reinstalling %s into the restarted worker failed too: %s", svc.name,
+                    err if isinstance(err, StartupError) else internal_error(err, False))
+            first = first or err
+            if gone():
+                break
+    if first is not None:
+        raise first

@@ -34,6 +34,7 @@ from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
 from tunsec.services.base import EspEndpoint, Failed, IPAddress, ReloadRefused, Route, Service, StartupError
 from tunsec.services.manual_claims import ManualClaims
+from tunsec.services.manual_retry import Retries
 from tunsec.statedir import StateDir
 from tunsec.status import sa_status
 
@@ -193,6 +194,8 @@ class ManualService(Service):
         # worker drops it; without that route the host's other routes would carry it in clear.  The
         # next reload tries them again (not in plans: they are new to it)
         self.not_installed: dict[str, tuple[ManualTunnel, str]] = {}
+        # tunnels of plans a restarted worker could not take: left out, tried again (manual_retry.py)
+        self.retries = Retries(self._attempt, RESERVE_RETRY, worker)
         self.closing = False
 
     # --- what the daemon sets up -------------------------------------------------
@@ -228,10 +231,12 @@ class ManualService(Service):
         await self._install()
 
     async def worker_restarted(self) -> None:
-        await self._install()
+        await self.retries.stop_all()   # the new worker takes them with the others
+        await self._install(restarted=True)
 
     async def shutdown(self) -> None:
         self.closing = True
+        await self.retries.stop_all()
         await self._persisted()
         for t in list(self._background):
             t.cancel()
@@ -319,13 +324,9 @@ class ManualService(Service):
             log.warning("%s", MANUAL_WARNING)
         failed: list[str] = []
         for p in added:
-            done: list[Callable[[int], Any]] = []
             try:
-                await self._install_one(await self._reserved(p), done)
+                await self._attempt(p, self.worker())
             except StartupError as err:
-                for undo in reversed(done):   # what it put in, and only that (an SPI may be another's)
-                    with contextlib.suppress(WorkerError):
-                        await self.worker().request(undo)
                 failed.append(await self._not_installed([p], err, replaced))
         return _done(d, {p.tunnel.name for p in added if not any(p is q for q in self.plans)}) + failed
 
@@ -349,7 +350,10 @@ class ManualService(Service):
     async def _uninstall(self, p: ManualPlan, installed: bool = True) -> None:
         """A removed (or replaced) tunnel: its policies and SAs leave the worker (installed: it put them
         there), its sequence state is retired.  The state file stays: the same key used again starts
-        past what this SA used."""
+        past what this SA used.  One a restarted worker left out has nothing there (its SPIs may
+        be the IKE service's by now): its retry ends first, and only what that put in goes."""
+        if await self.retries.stop(p):
+            installed = False
         worker = self.worker()
         requests: list[Callable[[int], Any]] = [
             *(functools.partial(pipe.SpdDelete, id=pol.id) for pol in p.policies),   # policies first: no
@@ -376,12 +380,36 @@ class ManualService(Service):
             log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
                      p.outbound.spi, len(p.policies))
 
-    async def _install(self) -> None:
+    async def _install(self, restarted: bool = False) -> None:
+        """Every plan into the worker.  At the start a tunnel that cannot go in refuses the start
+        (StartupError: whoever starts tunsec sees the path and the fix at once).  At a worker restart
+        it is left out and retried on its own (manual_retry.py) and the others go on, whatever the
+        reason (review revrestart F1); only the new worker's death is raised: the daemon restarts
+        it, and its reinstall takes every tunnel again."""
         # a copy: a reload replaces the list, and retires (_uninstall) the plans it drops or changes
         for p in list(self.plans):
             if not any(p is q for q in self.plans):   # the reload installed its successor, if any
                 continue
-            await self._install_one(await self._reserved(p))
+            worker = self.worker()
+            try:
+                await self._attempt(p, worker)
+            except StartupError as err:
+                if not restarted or _died(err, worker):
+                    raise
+                self.retries.start(p, err, worker)
+
+    async def _attempt(self, p: ManualPlan, worker: WorkerClient) -> None:
+        """p's reservations persisted, then (only then) its SAs and policies into worker; on a
+        StartupError nothing of p is left there (what went in is taken out, and only that: an
+        SPI may be another's)."""
+        done: list[Callable[[int], Any]] = []
+        try:
+            await self._install_one(await self._reserved(p), done, worker)
+        except StartupError:
+            for undo in reversed(done):
+                with contextlib.suppress(WorkerError):
+                    await worker.request(undo)
+            raise
 
     async def _reserved(self, p: ManualPlan) -> ManualPlan:
         """p with both SAs starting past their persisted limits, a new block persisted first."""
@@ -452,11 +480,11 @@ class ManualService(Service):
             self._extending.pop(key, None)
             self._again.pop(key, None)
 
-    async def _install_one(self, p: ManualPlan, done: list[Callable[[int], Any]] | None = None) -> None:
-        """p's SAs and policies into the worker; done (if given) gets a request undoing each that went in."""
+    async def _install_one(self, p: ManualPlan, done: list[Callable[[int], Any]], worker: WorkerClient) -> None:
+        """p's SAs and policies into worker (the one the attempt began with: a retry under way when
+        the worker is replaced must not put them into the new one, whose reinstall does); done gets a
+        request undoing each that went in."""
         name = p.tunnel.name
-        done = [] if done is None else done
-        worker = self.worker()
         in_gone, out_gone = (sa_key(sa.spi, sa.direction, sa.remote) in self.expired for sa in (p.inbound, p.outbound))
         for sa in [sa for sa, gone in ((p.inbound, in_gone), (p.outbound, out_gone)) if gone]:
             log.warning("%s: SA %s %08x reached its hard lifetime before; not installed again "
@@ -572,9 +600,14 @@ class ManualService(Service):
     # --- status ----------------------------------------------------------------------
     def status(self, dump: pipe.Reply) -> dict[str, Any]:
         sas = {sa_key(sa.spi, sa.direction, sa.remote): sa for sa in dump.sas}
-        return {"tunnels": [*(self._tunnel_status(p, sas, self.expired) for p in self.plans),
+        return {"tunnels": [*({**self._tunnel_status(p, sas, self.expired), **self._left_out(p)} for p in self.plans),
                             *({**_tunnel_fields(t), "sas": [], "expired": [], "not_installed": why}
                               for t, why in self.not_installed.values())]}
+
+    def _left_out(self, p: ManualPlan) -> dict[str, Any]:
+        """A tunnel a restarted worker left out: why, and that it is tried again (not left to a reload)."""
+        why = self.retries.reason(p.tunnel.name)
+        return {} if why is None else {"not_installed": why, "retrying": True}
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
@@ -592,6 +625,11 @@ class ManualService(Service):
                          "hint": "manual keys cannot be renewed: reload with new keys"}
                         for k in keys if k in expired and k not in sas],
         }
+
+
+def _died(err: StartupError, worker: WorkerClient) -> bool:
+    """The install failed because worker is gone (not a refusal, nor our state file)."""
+    return worker.gone or (isinstance(err.__cause__, WorkerError) and err.__cause__.gone)
 
 
 def _tunnel_fields(t: ManualTunnel) -> dict[str, Any]:

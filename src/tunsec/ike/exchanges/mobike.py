@@ -53,6 +53,11 @@ queued or in flight: one that finds the peer moved meanwhile starts one more, wi
 cookie, for the newest address. An IKE SA that replaces this one by a rekey while a check is
 under way takes ``esp_hold`` and checks again.
 
+The initiator (a client that moved, ``UpdateSaAddressesTask``): one update at a time.  A move
+reported while one is out sends it again from the new address at once (sa.py update_addresses);
+the peer moved to where the first copy it got came from and answers the others from storage, so
+once answered one more update goes from the address then ours (RFC 4555 §3.5, review revlate5 F2).
+
 ADDITIONAL_IP4/IP6_ADDRESS and NO_ADDITIONAL_ADDRESSES (§3.6) are accepted and ignored: tunsec
 uses only the address a peer speaks from and keeps no list (no state for a peer to grow).
 MOBIKE_SUPPORTED carries no address list from us either (optional, §3.4).
@@ -366,7 +371,22 @@ class UpdateSaAddressesTask(Task):
 
     def __init__(self, local: Address | None = None) -> None:
         self._local = local
-        self._cookie = b""
+        self._cookie = b""   # ours, once built (sent)
+        self._again = False  # see moved
+
+    def moved(self, local: Address | None) -> None:
+        """Our address was reported again while this request waits (it leaves from there) or is out
+        (copies of it go from there).  The peer moves to where the first copy it gets came from and
+        answers the later ones from storage, moving nothing (RFC 7296 §2.1): so once answered, one
+        more UPDATE_SA_ADDRESSES goes from our address then (RFC 4555 §3.5, review revlate5 F2), unless
+        every copy surely left from one address (both it and the report's known, and equal)."""
+        if self._cookie and (local is None or local != self._local):
+            self._again = True
+        self._local = local
+
+    def followups(self) -> list[Task]:
+        # through the answer, not beside this one: one update at a time, the latest address its own
+        return [UpdateSaAddressesTask(self._local)] if self._again else []
 
     def build(self, st: IkeSaState) -> list[Payload]:
         self._cookie = st.rng(COOKIE2_LEN)

@@ -5,16 +5,20 @@ and no peer's IKE SA may move to one (review revclient s20 F3): a REDIRECT in IK
 only the request's nonce, and sent to ourselves our IKE_SA_INIT (and with a gateway connection of
 ours on the host, our identity and AUTH) meets our own responder.  The engine knows the host only
 by the connections' ``local_addrs``, so the service gives it every address of every interface:
-a netlink dump (RTM_GETADDR, as Tun.address_elsewhere asks for a virtual IP), at start and again
-after each burst of address changes (services/addrwatch.py), on a thread of its own: pyroute2's
-synchronous API stays out of the event loop, and asyncio's default executor, which the daemon's
-TUN, route and virtual IP jobs share, neither waits for a dump nor gets an idle thread of ours.
-The TUN's addresses (our virtual IPs) are in it: nothing of ours is to be sent there either; the
-virtual IP check itself does not ask for them (a reauthentication is given the address it has:
-address_role.py).
+a netlink dump (RTM_GETADDR, services/addrwatch.py) at start, then each change the address watch
+reads (RTM_NEWADDR, RTM_DELADDR) applied as it comes, and a dump again only when the watch missed
+some (its socket overflowed) or one did not parse (review revperf R1: a dump per burst held the
+event loop's GIL 0.3 s at 5,000 addresses).  Dumps run on a thread of their own, one at a time:
+asyncio's default executor, which the daemon's TUN, route and virtual IP jobs share, neither waits
+for a dump nor gets an idle thread of ours.  The watch is opened before the first dump, and the
+changes read while a dump runs are applied again on top of its result: a change the dump did not
+see is not lost, and one it saw is applied twice to the same effect (each sets an address present
+or absent).  The TUN's addresses (our virtual IPs) are in it: nothing of ours is to be sent there
+either; the virtual IP check itself does not ask for them (a reauthentication is given the address
+it has: address_role.py).
 
-A dump that fails leaves the addresses of the last one (logged, limited): the configured
-``local_addrs`` and the IKE SA's own address are checked still.
+A dump that fails leaves the addresses it had (logged, limited): the configured ``local_addrs``
+and the IKE SA's own address are checked still.
 """
 
 from __future__ import annotations
@@ -22,14 +26,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import socket
-from collections.abc import Callable
-from ipaddress import ip_address
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
-from tunsec.dataplane.netlink import IPRoute
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress
+from tunsec.services.addrwatch import AddressChange, InterfaceAddress, dump_addresses
 
 if TYPE_CHECKING:
     from tunsec.ike.endpoint import IkeEndpoint
@@ -38,41 +40,59 @@ log = logging.getLogger("tunsec.ike")
 
 _NAMED = 8   # addresses a change's debug line names; more are counted
 
-
-def dump() -> frozenset[IPAddress]:
-    """Every IPv4 and IPv6 address of this host's interfaces (the network namespace's); OSError if
-    netlink refuses."""
-    with IPRoute() as ipr:
-        return frozenset(a for msg in ipr.get_addr() if (a := _local(msg)) is not None)
-
-
-def _local(msg: Any) -> IPAddress | None:
-    """The local address of an RTM_NEWADDR message: IFA_LOCAL where the link has one (on a
-    point-to-point link IFA_ADDRESS is the other end's), else IFA_ADDRESS."""
-    if msg.get("family") not in (socket.AF_INET, socket.AF_INET6):
-        return None
-    text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
-    try:
-        return ip_address(text) if text else None
-    except ValueError:
-        return None
+dump = dump_addresses   # what HostAddresses lists with unless told otherwise (tests race it)
 
 
 class HostAddresses:
     """Keeps ``endpoint.host_addresses`` the host's addresses: :meth:`refresh` once, then
-    :meth:`changed` for each burst of changes the address watch reports."""
+    :meth:`apply` for each change the address watch reads and :meth:`resync` when it missed some
+    (addrwatch.AddressListener)."""
 
-    def __init__(self, endpoint: IkeEndpoint, source: Callable[[], frozenset[IPAddress]] = dump) -> None:
+    def __init__(self, endpoint: IkeEndpoint,
+                 source: Callable[[], frozenset[InterfaceAddress]] = dump_addresses) -> None:
         self._endpoint = endpoint
         self._source = source
+        self._entries: set[InterfaceAddress] = set()
+        self._count: dict[IPAddress, int] = {}   # address -> its entries (one address on two interfaces)
+        endpoint.host_addresses = self._count.keys()   # a live view: each change is seen at once
         self._running: asyncio.Task[None] | None = None
-        self._again = False   # a change came while a dump ran: one more after it
+        self._again = False   # a resync was asked while a dump ran: one more after it
+        self._meanwhile: list[AddressChange] | None = None   # the changes read while a dump runs
         self._failed_log = LogLimiter(burst=1, period=300.0)
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None   # made on the first dump
 
-    def changed(self) -> None:
-        """The host's addresses changed (the watch's callback): a dump, or one more after the one running
-        (one at a time: an older dump never overwrites a newer one)."""
+    def apply(self, changes: Sequence[AddressChange]) -> None:
+        """Changes the watch read, in order: applied now, and again on the result of a dump running."""
+        if self._meanwhile is not None:
+            self._meanwhile += changes
+        moved: list[str] = []
+        for added, which in changes:
+            if self._one(added, which) and log.isEnabledFor(logging.DEBUG):
+                moved.append(f"{'+' if added else '-'}{which.local}")
+        if moved:
+            self._log_moved(moved)
+
+    def _one(self, added: bool, which: InterfaceAddress) -> bool:
+        """One change to the entries; whether the host gained or lost the address by it."""
+        count = self._count
+        if added:
+            if which in self._entries:
+                return False   # an address changed (lifetimes, flags), not added
+            self._entries.add(which)
+            count[which.local] = count.get(which.local, 0) + 1
+            return count[which.local] == 1
+        if which not in self._entries:
+            return False
+        self._entries.remove(which)
+        if count[which.local] > 1:
+            count[which.local] -= 1
+            return False
+        del count[which.local]
+        return True
+
+    def resync(self) -> None:
+        """List every address again (the watch missed changes, or it started late): a dump, or one more
+        after the one running (one at a time: an older dump never overwrites a newer one)."""
         if self._running is not None and not self._running.done():
             self._again = True
             return
@@ -80,14 +100,16 @@ class HostAddresses:
 
     async def refresh(self) -> None:
         """Dump the addresses now (the service's start: before its first IKE SA) and wait for them."""
-        self.changed()
+        self.resync()
         assert self._running is not None
         await self._running
 
     async def _dumps(self) -> None:
-        """Dump the addresses and hand them to the engine; again while changes came meanwhile."""
+        """Dump the addresses and take them, the changes read meanwhile on top; again while resyncs
+        were asked meanwhile."""
         while True:
             self._again = False
+            self._meanwhile = []
             try:
                 if self._thread is None:
                     self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tunsec-hostaddr")
@@ -95,23 +117,33 @@ class HostAddresses:
             except OSError as err:
                 if (held := self._failed_log.admit()) is not None:
                     log.warning("cannot list this host's addresses (netlink: %s): REDIRECTs and peers' moves "
-                                "are checked against %d known ones%s", err, len(self._endpoint.host_addresses),
-                                suffix(held))
+                                "are checked against %d known ones%s", err, len(self._count), suffix(held))
             else:
-                self._take(found)
+                self._take(found, self._meanwhile)
+            finally:
+                self._meanwhile = None
             if not self._again:
                 return
 
-    def _take(self, found: frozenset[IPAddress]) -> None:
-        before = self._endpoint.host_addresses
-        if found == before:
-            return
-        self._endpoint.host_addresses = found
-        if log.isEnabledFor(logging.DEBUG):
-            moved = [f"+{a}" for a in sorted(found - before, key=str)] + \
-                [f"-{a}" for a in sorted(before - found, key=str)]
-            more = f" and {len(moved) - _NAMED} more" if len(moved) > _NAMED else ""
-            log.debug("this host's addresses: %s%s (%d in all)", " ".join(moved[:_NAMED]), more, len(found))
+    def _take(self, found: Iterable[InterfaceAddress], meanwhile: Sequence[AddressChange]) -> None:
+        before = frozenset(self._count) if log.isEnabledFor(logging.DEBUG) else None
+        self._entries = set(found)
+        self._count = {}
+        for which in self._entries:
+            self._count[which.local] = self._count.get(which.local, 0) + 1
+        for added, which in meanwhile:
+            self._one(added, which)
+        self._endpoint.host_addresses = self._count.keys()
+        if before is not None:
+            now = self._count.keys()
+            moved = [f"+{a}" for a in sorted(now - before, key=str)] + \
+                [f"-{a}" for a in sorted(before - now, key=str)]
+            if moved:
+                self._log_moved(moved)
+
+    def _log_moved(self, moved: list[str]) -> None:
+        more = f" and {len(moved) - _NAMED} more" if len(moved) > _NAMED else ""
+        log.debug("this host's addresses: %s%s (%d in all)", " ".join(moved[:_NAMED]), more, len(self._count))
 
     def renew(self) -> None:
         """The next dump on a new thread: this one was started before CAP_NET_ADMIN was given up, and

@@ -62,7 +62,7 @@ def _watch_addresses(self: IkeService) -> None:
         log.warning("cannot watch the host's addresses (rtnetlink): %s; REDIRECTs and peers' moves are checked "
                     "against those at start%s", err, mobike)
         return
-    self._addr_watch = feed.subscribe(functools.partial(_addresses_changed, self),
+    self._addr_watch = feed.subscribe(functools.partial(_addresses_changed, self), self.host_addresses,
                                       owned=feed is not self.addresses)
 
 
@@ -71,7 +71,7 @@ def _mobike_client(self: IkeService) -> bool:
 
 
 def _addresses_changed(self: IkeService) -> None:
-    self.host_addresses.changed()
+    """A burst of changes settled (the host's address list took each as it came)."""
     if _mobike_client(self):   # (a reload may add or remove one)
         self.local_addresses_changed()
 

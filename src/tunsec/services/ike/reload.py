@@ -94,7 +94,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     if self._addr_watch is None:
         self._watch_addresses()   # it failed at start: tried again
         if self._addr_watch is not None:
-            self.host_addresses.changed()   # and what changed while nothing watched is listed
+            self.host_addresses.resync()   # and what changed while nothing watched is listed
     close_unused_ports(self)   # not the ports of IKE SAs being deleted: their DELETEs go out there
     for name, child in restart:
         self.initiate(name, child)
