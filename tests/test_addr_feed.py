@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+from test_review_revperf_host_addresses import NEEDS_ROOT, run_in_own_netns
 
 from tunsec.dataplane import pipe
 from tunsec.services.addr_feed import AddressFeed, added_addresses
@@ -181,3 +183,50 @@ def test_the_daemon_owns_the_one_watch_and_its_ike_service_subscribes() -> None:
         daemon.addresses.close()
 
     asyncio.run(main())
+
+
+_FORGED = """
+import asyncio, json, socket, struct, subprocess
+from tunsec.services.addr_feed import AddressFeed
+
+class Worker:
+    told = []
+    def notify(self, msg):
+        self.told.append([str(a) for a in msg.addrs] or ["any"])
+        return True
+
+def notice(addr):
+    raw = socket.inet_aton(addr)
+    body = struct.pack("=BBBBI", socket.AF_INET, 32, 0, 0, 1) + struct.pack("=HH", 8, 2) + raw
+    return struct.pack("=IHHII", 16 + len(body), 20, 0, 0, 0) + body
+
+async def main():
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    worker = Worker()
+    feed = AddressFeed(lambda: worker)
+    feed.start()
+    port = feed._watch._sock.getsockname()[0]
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as forger:
+        forger.bind((0, 0))
+        forger.sendto(notice("192.0.2.66"), (port, 0))   # not the kernel's: dropped
+    await asyncio.sleep(0.3)
+    forged = list(worker.told)
+    subprocess.run(["ip", "addr", "add", "10.66.0.1/32", "dev", "lo"], check=True)
+    for _ in range(500):
+        if worker.told != forged:
+            break
+        await asyncio.sleep(0.01)
+    print(json.dumps({"forged": forged, "real": worker.told}))
+    feed.close()
+
+asyncio.run(main())
+"""
+
+
+@NEEDS_ROOT
+def test_the_worker_is_told_of_the_kernels_notices_alone() -> None:
+    """Real netlink in a namespace of its own: an RTM_NEWADDR another netlink socket unicasts to the
+    watch tells the worker nothing (review revlate6's rule, which the worker's notices follow too); the
+    kernel's for an address added tells it that address."""
+    out = json.loads(run_in_own_netns(_FORGED).splitlines()[-1])
+    assert out == {"forged": [], "real": [["10.66.0.1"]]}, out
