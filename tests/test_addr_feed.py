@@ -230,3 +230,24 @@ def test_the_worker_is_told_of_the_kernels_notices_alone() -> None:
     kernel's for an address added tells it that address."""
     out = json.loads(run_in_own_netns(_FORGED).splitlines()[-1])
     assert out == {"forged": [], "real": [["10.66.0.1"]]}, out
+
+
+def test_a_malformed_notice_is_refused_and_answered_by_nothing() -> None:
+    """ADDR_ADDED with a port, more than 16 addresses, or a request id: a PipeError the worker logs
+    (worker.handle_decoded), never an answer (a notice has none) nor a traceback."""
+    good = bytearray(pipe.encode(pipe.AddrAdded(addrs=(ip("192.0.2.5"),))))
+    with_port = bytearray(good)
+    with_port[16 + 4 + 2:16 + 4 + 4] = (4500).to_bytes(2, "big")   # the endpoint's port
+    with_id = bytearray(good)
+    with_id[4:8] = (7).to_bytes(4, "big")
+    many = bytearray(pipe.encode(pipe.AddrAdded(addrs=tuple(ip(f"192.0.2.{n}") for n in range(16)))))
+    extra = bytes(good[16:])
+    many += extra
+    many[12:16] = len(many).to_bytes(4, "big")
+    for data in (with_port, with_id, many):
+        try:
+            pipe.decode(bytes(data))
+        except pipe.PipeError as err:
+            assert pipe.error_reply(err) is None, err
+        else:
+            raise AssertionError(f"decoded {bytes(data).hex()}")
