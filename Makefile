@@ -82,7 +82,7 @@ sanitize: build/selftest build/selftest-tsan
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 6
-FUZZ_C := esp_inbound esp_outbound tun_vnet gro addrwatch
+FUZZ_C := esp_inbound esp_outbound tun_vnet gro
 FUZZ_PY := ike_message pipe_codec
 CFLAGS_FUZZ := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=address,undefined \
                -fno-sanitize-recover=all -fno-omit-frame-pointer -Icsrc

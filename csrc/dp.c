@@ -38,7 +38,6 @@ ts_dp *ts_dp_new(void) {
         dp->queues[i] = (ts_queue){.tun_fd = -1, .udp4_fd = -1, .udp6_fd = -1};
     dp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     dp->spd.hold_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    dp->addr_fd = ts_addrwatch_open();   /* before any failure below: ts_dp_wipe closes it */
     ssize_t got;
     do
         got = getrandom(dp->source_key, sizeof(dp->source_key), 0);
@@ -65,8 +64,6 @@ void ts_dp_wipe(ts_dp *dp) {
         close(dp->wake_fd);
     if (dp->spd.hold_fd >= 0)
         close(dp->spd.hold_fd);
-    if (dp->addr_fd >= 0)
-        close(dp->addr_fd);
     extern void ts_loop_free(ts_queue *);
     for (int i = 0; i < TS_MAX_QUEUES; i++)
         ts_loop_free(&dp->queues[i]);

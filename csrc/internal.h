@@ -531,7 +531,6 @@ struct ts_dp {
     ts_queue queues[TS_MAX_QUEUES];
     int nqueues;
     int wake_fd;
-    int addr_fd;                       /* route netlink, the address groups (addrwatch.c); -1: none */
     _Atomic uint32_t addr_gen;         /* moved on by every address the host adds (ts_addrwatch_note) */
     pthread_mutex_t addr_lock;         /* addr_seen, and addr_gen's moves with it */
     ts_addr addr_seen[TS_ADDRS_SEEN];  /* [g % TS_ADDRS_SEEN]: the address that moved addr_gen to g
@@ -595,9 +594,7 @@ static inline void ts_put32(uint8_t *p, uint32_t v) {
 }
 static inline void ts_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 
-/* addrwatch.c: the host's addresses added, for the SAs whose source was refused (loop.c) */
-int ts_addrwatch_open(void);          /* the socket, or -1 */
-void ts_addrwatch_read(ts_dp *dp);    /* its notifications read: each address added noted */
+/* addrwatch.c: the host's addresses added (ts_dp_addr_added), for the SAs whose source was refused (loop.c) */
 void ts_addrwatch_note(ts_dp *dp, const ts_addr *added);   /* addr_gen moved on for it (family 0: any) */
 /* whether `addr` (or any, family 0) was noted after generation `since`; *now: addr_gen looked at */
 bool ts_addrwatch_came(ts_dp *dp, const ts_addr *addr, uint32_t since, uint32_t *now);

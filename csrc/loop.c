@@ -10,9 +10,8 @@
  * TUN write (offload.c).  Buffers are allocated once, never per packet.
  *
  * One loop (ts_dp_run_queue) per TUN queue, each on its own thread named
- * tunsec-q<N>, polling its TUN queue, its UDP sockets, the wake fd, the address watch and the
- * hold fd; every batch runs under dp->lock taken for reading (control
- * changes take it for writing between batches).  A packet's way through:
+ * tunsec-q<N>, polling its TUN queue, its UDP sockets, the wake fd and the hold fd; every batch
+ * runs under dp->lock taken for reading (control changes take it for writing between batches).  A packet's way through:
  *
  *   TUN read (TS_BATCH per wakeup)                     outbound_batch
  *     -> [vnet header: segment super-packet]           offload.c ts_vnet_segment
@@ -275,9 +274,9 @@ static bool send_split(ts_dp *dp, int fd, const struct msghdr *h, uint16_t seg, 
 /* An SA's source address the kernel refused (taken away, a VIP failed over, renumbering) while
  * the same message without it went out: the SA's ESP leaves without the source cmsg for a while,
  * rather than each message (a lone packet, each GSO run) paying a refused call first; then the
- * source is tried again.  Sooner when the host adds an address (addrwatch.c: it may be this one
- * back, and the SA's ESP should leave from it at once); ts_sad_migrate clears it (MOBIKE says
- * where we are now). */
+ * source is tried again.  Sooner when the host adds this address back (addrwatch.c, ts_dp_addr_added,
+ * told by the control process): the SA's ESP should leave from it at once; ts_sad_migrate clears it
+ * (MOBIKE says where we are now). */
 #define SOURCE_GONE_NS (10ull * 1000000000ull)
 
 /* an SA's pause (gso_paused_until, source_gone_until): on for ns from now */
@@ -700,17 +699,15 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
     char name[24];   /* the kernel keeps 15 bytes: "tunsec-q" and up to 7 digits */
     snprintf(name, sizeof name, "tunsec-q%d", queue);
     prctl(PR_SET_NAME, name, 0, 0, 0);
-    /* the address watch before the TUN: an address added and a packet from it in one wakeup, the
-     * packet leaves from it */
-    struct pollfd pf[6];
-    int fds[6] = {dp->wake_fd, dp->addr_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
+    struct pollfd pf[5];
+    int fds[5] = {dp->wake_fd, q->tun_fd, q->udp4_fd, q->udp6_fd, dp->spd.hold_fd};
     int rc = TS_OK;
     /* the wake fd is never read here: it stays readable after ts_dp_stop so
      * that every queue's loop sees it */
     while (!atomic_load(&dp->stop)) {
         nfds_t n = 0;
-        int idx[6];
-        for (int i = 0; i < 6; i++) {
+        int idx[5];
+        for (int i = 0; i < 5; i++) {
             if (fds[i] < 0)
                 continue;
             pf[n].fd = fds[i];
@@ -730,11 +727,10 @@ int ts_dp_run_queue(ts_dp *dp, int queue) {
             if (!(pf[k].revents & (POLLIN | POLLERR)))
                 continue;
             switch (idx[k]) {
-            case 1: ts_addrwatch_read(dp); break;
-            case 2: outbound_batch(dp, b); break;
-            case 3: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
-            case 4: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
-            case 5:
+            case 1: outbound_batch(dp, b); break;
+            case 2: inbound_batch(dp, b, q->udp4_fd, &q->bound4); break;
+            case 3: inbound_batch(dp, b, q->udp6_fd, &q->bound6); break;
+            case 4:
                 if (ts_hold_take_kick(&dp->spd))
                     send_held(dp, b);
                 break;

@@ -251,6 +251,11 @@ void ts_dp_set_tunnel_mtu(ts_dp *dp, uint32_t mtu);
  * address whatever this is); TS_IPV6_SOURCE_PREFIX_DEFAULT until set */
 #define TS_IPV6_SOURCE_PREFIX_DEFAULT 64
 int ts_dp_set_ipv6_source_prefix(ts_dp *dp, unsigned bits);
+/* The host added an address (the pipe's ADDR_ADDED: the control process watches the host's
+ * addresses, the worker holds no netlink socket): family 4 (addr: 4 bytes) or 6 (16 bytes); 0, addr
+ * unused: maybe any, notices were lost.  An SA whose source the kernel refused tries it again with
+ * its next message if it is its own address (addrwatch.c).  TS_EINVAL for another family. */
+int ts_dp_addr_added(ts_dp *dp, int family, const uint8_t *addr);
 int ts_dp_run(ts_dp *dp);          /* batch loop of queue 0; returns when ts_dp_stop is called */
 /* more queues (IFF_MULTI_QUEUE TUN fd + SO_REUSEPORT sockets), one loop
  * thread each: ts_dp_add_queue returns the index for ts_dp_run_queue */
@@ -370,12 +375,6 @@ int ts_vnet_segment(const uint8_t *buf, size_t len, uint8_t *out, size_t outcap,
 int ts_gro_run(const uint8_t *pkts, const uint32_t *lens, size_t n, uint8_t *out, size_t outcap,
                uint32_t *out_lens, size_t max_out);
 
-/* The worker's address watch (addrwatch.c), for tests and fuzzing: the route netlink notices in
- * buf[0, len) (as one read gives them) -> the addresses they say were added, into out[0, max) (max
- * >= 1); returns how many.  An address whose notice cannot be read (cut, malformed, or more than
- * max of them) is listed with family 0: any.  A tentative address (DAD under way or failed) is no
- * address yet and is not listed, nor is anything but RTM_NEWADDR. */
-int ts_addrwatch_parse(const uint8_t *buf, size_t len, ts_addr *out, size_t max);
 
 /* Live C allocations of the whole process (every ts_dp): SA entries and
  * cipher contexts allocated and not yet freed.  A gauge for leaks: after the

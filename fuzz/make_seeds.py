@@ -14,7 +14,6 @@ Run: PYTHONPATH=src python3 fuzz/make_seeds.py
 from __future__ import annotations
 
 import dataclasses
-import socket
 import struct
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -22,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.packet import Raw
@@ -296,34 +293,6 @@ def msg(exchange: int, flags: int, mid: int, payloads: tuple[ike.Payload, ...]) 
     return ike.Message(b"\x11" * 8, b"\x22" * 8 if mid else bytes(8), exchange, flags, mid, payloads).encode()
 
 
-def addr_notice(kind: int, family: int, flags: int, attrs: list[tuple[str, Any]]) -> bytes:
-    """One route netlink address notice, as the kernel writes it (pyroute2's encoder: a reference of
-    its own, not csrc/addrwatch.c's reading)."""
-    m = ifaddrmsg()
-    m["header"]["type"] = kind
-    m["family"], m["prefixlen"], m["flags"], m["index"] = family, 24 if family == socket.AF_INET else 64, flags, 2
-    m["attrs"] = attrs
-    m.encode()
-    return bytes(m.data)
-
-
-def addrwatch_seeds() -> Iterable[tuple[str, bytes]]:
-    life = ("IFA_CACHEINFO", {"ifa_preferred": 500, "ifa_valid": 1000, "cstamp": 1, "tstamp": 2})
-    v4 = addr_notice(RTM_NEWADDR, socket.AF_INET, 0x80, [("IFA_ADDRESS", "192.0.2.9"), ("IFA_LOCAL", "192.0.2.5"),
-                                                         ("IFA_LABEL", "eth0"), ("IFA_FLAGS", 0x80), life])
-    v6 = addr_notice(RTM_NEWADDR, socket.AF_INET6, 0, [("IFA_ADDRESS", "2001:db8::5"), ("IFA_FLAGS", 0x100), life])
-    tentative = addr_notice(RTM_NEWADDR, socket.AF_INET6, 0x40, [("IFA_ADDRESS", "2001:db8::6"), ("IFA_FLAGS", 0x40)])
-    optimistic = addr_notice(RTM_NEWADDR, socket.AF_INET6, 0x44, [("IFA_ADDRESS", "2001:db8::7")])
-    gone = addr_notice(RTM_DELADDR, socket.AF_INET, 0x80, [("IFA_LOCAL", "192.0.2.5")])
-    yield "v4-ptp", b"\x00" + v4
-    yield "v6-renewed", b"\x00" + v6
-    yield "v6-tentative", b"\x00" + tentative
-    yield "v6-optimistic", b"\x00" + optimistic
-    yield "v4-removed", b"\x00" + gone
-    yield "batch", b"\x03" + v4 + tentative + v6 + gone + optimistic
-    yield "cut", b"\x00" + v4 + v6[:30]
-
-
 def ike_message_seeds() -> Iterable[tuple[str, bytes]]:
     i = HeaderFlag.INITIATOR
     init = (sa_payload(), ike.KePayload(19, b"\x04" * 64), ike.NoncePayload(b"n" * 32),
@@ -404,6 +373,8 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
         ("ike", pipe.Ike(data=b"\x22" * 40, remote=ep_r, local=ep_l)),
         ("update-first-use", pipe.Update(12, dataclasses.replace(spec, report_first_use=True))),
         ("first-use", pipe.FirstUse(spi=0x1000)),
+        ("addr-added", pipe.AddrAdded(addrs=(IPv4Address("192.0.2.10"), IPv6Address("2001:db8::10")))),
+        ("addr-added-any", pipe.AddrAdded()),
     ]
     for name, m in msgs:
         yield name, pipe.encode(m)
@@ -417,7 +388,6 @@ def main() -> None:
     write("esp_outbound", esp_outbound_seeds())
     write("tun_vnet", tun_vnet_seeds())
     write("gro", gro_seeds())
-    write("addrwatch", addrwatch_seeds())
     write("ike_message", ike_message_seeds())
     write("pipe_codec", pipe_seeds())
     for d in sorted(CORPUS.iterdir()):

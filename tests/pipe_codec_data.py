@@ -15,6 +15,7 @@ from tunsec.dataplane.pipe import (
     Acquire,
     Action,
     Add,
+    AddrAdded,
     Alg,
     Delete,
     Direction,
@@ -309,6 +310,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(IkeSpiAdd, req_ids, ike_spis, st.integers(0, (1 << 64) - 1)),
     st.builds(IkeSpiDelete, req_ids, ike_spis),
     st.builds(IkeSpiKey, req_ids, st.binary(min_size=16, max_size=16)),
+    st.builds(AddrAdded, addrs=st.lists(st.sampled_from([4, 6]).flatmap(addrs), max_size=16).map(tuple)),
 )
 
 # ------------------------------------------------------------ realistic values
@@ -458,6 +460,9 @@ REALISTIC: list[Message] = [
     Ike(data=b"\x22" * 40, remote=REMOTE4, local=LOCAL4, unmarked=True),
     SendIke(16, b"\x23" * 40, REMOTE4, LOCAL4, unmarked=True),
     SendIke(17, b"\x23" * 40, REMOTE6, None, oif=9, unmarked=True),
+    # the host added addresses (the control process's watch: the worker holds no netlink socket); none: any
+    AddrAdded(addrs=(ip_address("192.0.2.10"), ip_address("2001:db8::10"))),
+    AddrAdded(),
 ]
 
 # ----------------------------------------------------------------- raw helpers

@@ -86,7 +86,7 @@ def test_bad_version_is_answered() -> None:
 
 
 def test_unknown_type_is_answered_with_its_raw_type() -> None:
-    for msg_type in (0, 22, 255):   # 15 is IKE_SPI_KEY
+    for msg_type in (0, 23, 255):   # 15 is IKE_SPI_KEY, 22 ADDR_ADDED
         err = decode_error(raw(msg_type, req_id=43))
         assert err.errno is Errno.ETYPE and err.req_id == 43 and err.msg_type == msg_type
         answer = error_reply(err)

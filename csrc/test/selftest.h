@@ -210,8 +210,7 @@ void test_spd_delete_compacts(void);
 void test_spd_held_two_loops(void);
 void test_review_revspd2_lost_kick(void);   /* test_review_revspd2.c */
 void test_review_revspd2_pass_bounded(void);
-void test_addrwatch_parse(void);                 /* test_addrwatch.c */
-void test_addrwatch_ring(void);
+void test_addrwatch_ring(void);                  /* test_addrwatch.c */
 void test_addrwatch_refused_then_added(void);
 
 #endif

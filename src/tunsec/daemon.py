@@ -43,6 +43,7 @@ from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import IdSpace
 from tunsec.runtime import resolved
 from tunsec.sdnotify import notify
+from tunsec.services.addr_feed import AddressFeed
 from tunsec.services.base import EspEndpoint, Failed, Service, StartupError, reinstall
 from tunsec.services.ike import IkeService
 from tunsec.services.ike.commands import joined_answer
@@ -77,6 +78,7 @@ class Daemon:
         self.sockets = Sockets()
         self.worker = WorkerClient(self._on_event)
         self.unowned = UnownedEvents()   # worker events no service owns (tunsec status: unowned_events)
+        self.addresses = AddressFeed(lambda: self.worker)   # the one watch of the host's addresses (addr_feed.py)
         # the selector claims (policy/claims.py), one for both services: the manual tunnels' are booked as
         # ManualService is made, before the IKE service answers anyone, and no IKE peer takes them
         # (services/manual_claims.py)
@@ -88,6 +90,7 @@ class Daemon:
             self.ike = IkeService(conns, lambda: self.worker, ike_endpoints(conns), self.ids, cfg.tunsec.dos,
                                   pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool, ts_claims=claims)
             self.ike.auth_ban.settings = cfg.tunsec.auth_ban   # its table outlives reloads (auth_ban.py)
+            self.ike.addresses = self.addresses
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
@@ -693,6 +696,7 @@ class Daemon:
         try:
             await self._open_control_socket()
             await self._start_metrics()
+            self.addresses.start_or_warn()   # before the worker: it hears of the addresses added from here
             async with self._reloading:   # a SIGHUP or `tunsec reload` meanwhile waits for the first install
                 await self._start_worker()
             assert self.tun is not None
@@ -752,6 +756,7 @@ class Daemon:
         for svc in self.services:
             await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()
+        self.addresses.close()
         if self.spawner is not None:
             await self.spawner.close()
             self.spawner = None

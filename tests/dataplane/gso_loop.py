@@ -8,6 +8,7 @@ the loop and reads what left; the test side runs the script and reads its OFFLOA
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import socket
@@ -16,14 +17,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from esp_ref import new_key
 
+from tunsec.dataplane import pipe
 from tunsec.dataplane.fastpath import Dataplane
 from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
 from tunsec.dataplane.tun import Tun
+from tunsec.dataplane.worker import Worker
+from tunsec.services.addr_feed import AddressFeed
 
 
 def ip(*args: str) -> None:
@@ -87,6 +91,63 @@ def esp_left(cap: socket.socket, peer: str, seconds: float = 3.0) -> Iterator[by
         frag_off = struct.unpack("!H", ip4[6:8])[0] & 0x1fff
         if ip4[9] == 17 and socket.inet_ntoa(ip4[16:20]) == peer and frag_off == 0:
             yield ip4
+
+
+class Told:
+    """The worker's end of ADDR_ADDED in this process: each notice as the pipe carries it, into the
+    worker's own handling (worker.Worker.handle_datagram: no answer) and so the fast path; the
+    addresses told ("any" for none), in order."""
+
+    def __init__(self, dp: Dataplane, loop: asyncio.AbstractEventLoop) -> None:
+        self.worker = Worker(dp, lambda _data: None, {}, loop)
+        self.addrs: list[str] = []
+        self.notices = 0
+        self._cond = threading.Condition()
+
+    def notify(self, msg: pipe.AddrAdded) -> bool:
+        data = pipe.encode(msg)
+        assert self.worker.handle_datagram(data) == []   # a notice: no answer
+        got = pipe.decode(data)
+        assert isinstance(got, pipe.AddrAdded)
+        with self._cond:
+            self.addrs += [str(a) for a in got.addrs] or ["any"]
+            self.notices += 1
+            self._cond.notify_all()
+        return True
+
+    def wait(self, notices: int, timeout: float = 10.0) -> None:
+        """Until this many notices were told (the kernel sends IPv6's from a work queue, after `ip` returned)."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self.notices >= notices, timeout), self.addrs
+
+
+def control_watch(dp: Dataplane) -> tuple[Told, Callable[[], None]]:
+    """The control process's watch of the host's addresses (services/addr_feed.py, its AddressWatch on
+    an event loop of its own) telling dp each address added; returns the record of what it told and the
+    watch's stop."""
+    loop = asyncio.new_event_loop()
+    told = Told(dp, loop)
+    feed = AddressFeed(lambda: told)  # type: ignore[arg-type,return-value]
+    ready = threading.Event()
+
+    def started() -> None:
+        feed.start()   # on the running loop: its reader is added to it
+        ready.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started)
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+
+    def stop() -> None:
+        loop.call_soon_threadsafe(feed.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    return told, stop
 
 
 def stop_loop(dp: Dataplane, loop: threading.Thread) -> None:

@@ -21,7 +21,7 @@ from gso_loop import run_script
 SCRIPT = textwrap.dedent(r'''
     import ipaddress, socket, sys
     sys.path.insert(0, sys.argv[1])
-    from gso_loop import ip, start_loop, stop_loop, tun_up, v6_sockets
+    from gso_loop import control_watch, ip, start_loop, stop_loop, tun_up, v6_sockets
     from tunsec.dataplane.pipe import Endpoint
 
     TUN = "revcsmall0"
@@ -33,20 +33,17 @@ SCRIPT = textwrap.dedent(r'''
     sources = []
     app.sendto(b"x" * 100, ("10.9.0.5", 9))          # while the address is gone: from the route's
     sources.append(peer_sock.recvfrom(65535)[1][0])
-    # and it is back; its notice reaches every listener at once (the loops' watch too): the packets
-    # go once it has (IPv6 sends it from a work queue, after `ip` returned)
-    watch = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-    watch.bind((0, 0x100))   # RTMGRP_IPV6_IFADDR
-    watch.settimeout(10)
+    # and it is back; the control process's watch hears of it and tells the worker (ADDR_ADDED: the
+    # worker holds no netlink socket, h/fixwatch): the packets go once it has
+    told, stop_watch = control_watch(dp)
     ip("addr", "add", "2001:db8::77/128", "dev", "lo", "nodad")
-    while True:
-        msg = watch.recv(65536)
-        if len(msg) >= 16 and int.from_bytes(msg[4:6], "little") == 20:   # RTM_NEWADDR
-            break
+    told.wait(1)
     for _ in range(3):
         app.sendto(b"x" * 100, ("10.9.0.5", 9))
         sources.append(peer_sock.recvfrom(65535)[1][0])
+    stop_watch()
     stop_loop(dp, loop)
+    print("TOLD", told.addrs, flush=True)
     print("RESULT", ",".join(sources), flush=True)
 ''')
 
@@ -58,3 +55,4 @@ def test_a_source_that_is_back_is_used_again(tmp_path: Path) -> None:
     assert sources[0] == "::1", out
     # ... back: the SA's own address again, as before the source-gone memory
     assert sources[1:] == ["2001:db8::77"] * 3, out
+    assert "TOLD ['2001:db8::77']" in out, out

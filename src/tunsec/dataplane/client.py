@@ -510,6 +510,17 @@ class WorkerClient:
             self._late.want(req_id, late)
         return fut
 
+    def notify(self, msg: pipe.Notice) -> bool:
+        """Send a notice (no answer, docs/pipe.md: ADDR_ADDED) at the end of this turn, behind the
+        requests already made; False if there is no worker or too many requests wait (it is lost)."""
+        if self._sock is None:
+            return False
+        try:
+            self._send(pipe.encode(msg))
+        except OSError:
+            return False
+        return True
+
     def _send(self, data: bytes) -> None:
         """Hold the request until the end of this event-loop turn (_flush), behind any already held or
         waiting for room in the pipe: requests reach the worker in the order they were made.  In a

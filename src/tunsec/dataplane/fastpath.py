@@ -21,6 +21,7 @@ from tunsec.dataplane.pipe import (
     Direction,
     Endpoint,
     Errno,
+    IPAddress,
     Policy,
     PolicyInfo,
     SaInfo,
@@ -520,6 +521,14 @@ class Dataplane:
         its peer's share (all the SAs added with that peer; 0: a peer of its own).
         DataplaneError EEXIST (there already), ENOSPC (TS_IKE_SPI_MAX held: it goes without)."""
         _check("IKE_SPI_ADD", lib.ts_dp_ike_spi_add(self._dp, int.from_bytes(spi, "big"), peer))
+
+    def addr_added(self, addr: IPAddress | None) -> None:
+        """The host added addr (None: maybe any, the control process lost notices): an SA whose source
+        the kernel refused tries it again with its next message if it is its own (csrc/addrwatch.c)."""
+        if addr is None:
+            _check("ADDR_ADDED", lib.ts_dp_addr_added(self._dp, 0, ffi.NULL))
+            return
+        _check("ADDR_ADDED", lib.ts_dp_addr_added(self._dp, addr.version, addr.packed))
 
     def ike_spi_key(self, key: bytes) -> None:
         """The key of the tags in our IKE SPIs (tunsec/ike/spi_tag.py): from now on an IKE datagram of

@@ -367,6 +367,12 @@ class Worker:
         self.dp.ike_spi_key(msg.key)
         return self._ok(msg)
 
+    def _addr_added(self, msg: pipe.AddrAdded) -> list[bytes]:
+        """A notice: no answer (the control process watches the host's addresses, csrc/addrwatch.c)."""
+        for addr in msg.addrs or (None,):
+            self.dp.addr_added(addr)
+        return []
+
     def _ike_spi_delete(self, msg: pipe.IkeSpiDelete) -> list[bytes]:
         self.dp.ike_spi_delete(msg.spi)
         return self._ok(msg)
@@ -517,14 +523,14 @@ class Worker:
             log.warning("could not report %s: %s", what, err)
 
 
-# the requests the worker answers, by exact type (the pipe's message classes are final)
+# the requests the worker answers (and the notices it takes), by exact type (the pipe's message classes are final)
 _HANDLERS: dict[type, Callable[[Worker, Any], list[bytes]]] = {
     pipe.GetSpi: Worker._getspi, pipe.Update: Worker._update, pipe.Add: Worker._add,
     pipe.Delete: Worker._delete, pipe.Flush: Worker._flush, pipe.SpdAdd: Worker._spd_add,
     pipe.SpdDelete: Worker._spd_delete, pipe.SpdFlush: Worker._spd_flush, pipe.Dump: Worker._dump,
     pipe.SendIke: Worker._send_ike, pipe.Reserve: Worker._reserve, pipe.Migrate: Worker._migrate,
     pipe.IkeSpiAdd: Worker._ike_spi_add, pipe.IkeSpiDelete: Worker._ike_spi_delete,
-    pipe.IkeSpiKey: Worker._ike_spi_key,
+    pipe.IkeSpiKey: Worker._ike_spi_key, pipe.AddrAdded: Worker._addr_added,
 }
 
 
@@ -624,11 +630,10 @@ async def serve(args: argparse.Namespace) -> int:
     dp = Dataplane()
     dp.set_fds(args.tun_fd, args.udp4_fd, args.udp6_fd)
     queues = [0] + [dp.add_queue(*q) for q in args.queue]
-    if args.user or os.geteuid() != 0:
-        # to the user the daemon names; or, started by a daemon that already dropped (or never was
-        # root), as that user: either way no capability, no-new-privs (only user = root keeps root)
-        log.info("%s", privilege.drop(privilege.target_for(args.user)))
-        _die_with_parent()   # a change of credentials clears the parent-death signal
+    # to the user the daemon names, or as we are (user = root keeps uid 0): no capability either way, the
+    # descriptors are open; no-new-privs (review revlate4 F1 (a): a root worker kept CAP_NET_ADMIN and more)
+    log.info("%s", privilege.drop(privilege.target_for(args.user)))
+    _die_with_parent()   # a change of credentials clears the parent-death signal
     log.info("offloads: %s", ", ".join(dp.set_offloads(args.vnet_hdr)) or "none")
     if args.mtu:
         dp.set_tunnel_mtu(args.mtu)

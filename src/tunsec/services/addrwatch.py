@@ -13,6 +13,8 @@ not parse (review revperf R1: a full listing per burst was 0.3 s of CPU at 5,000
 Only the kernel's datagrams count (source port id 0): any netlink socket with CAP_NET_ADMIN in the
 namespace may unicast to ours, and a notice applied as read would then take a host address out of
 the list or put a stranger's in (review revlate6 F1); those are dropped, counted, and cost no dump.
+Each of the kernel's datagrams also goes, as read, to ``on_read`` (services/addr_feed.py: the
+addresses added, for the dataplane worker, which holds no netlink socket of its own).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ RTMGRP_IPV6_IFADDR = 0x100
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_OPTIMISTIC, IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x04, 0x08, 0x40
 _NLMSG_HDR = struct.Struct("=IHHII")    # length, type, flags, sequence, port id
 _IFADDRMSG = struct.Struct("=BBBBI")    # family, prefix length, flags, scope, interface index
 _RTATTR = struct.Struct("=HH")          # length, type
 _ERRNO = struct.Struct("=i")
+_U32 = struct.Struct("=I")
 _ADDR_BYTES = {socket.AF_INET: 4, socket.AF_INET6: 16}
 MAX_BURSTS = 4   # a burst of changes is reported after at most this many settle periods from its first
 DUMP_TRIES = 5   # dumps the kernel marks interrupted (the list changed while read) before giving up
@@ -94,9 +98,38 @@ def messages(data: bytes) -> Iterator[tuple[int, int, int, memoryview]]:
 def interface_address(body: memoryview) -> InterfaceAddress | None:
     """The address an RTM_NEWADDR/RTM_DELADDR body names (None: not IPv4 or IPv6); Malformed if its
     attributes overrun it, an address attribute has the wrong size, or it names no address."""
+    read = _address_attributes(body)
+    if read is None:
+        return None
+    family, prefixlen, index, _flags, found = read
+    local = ipaddress.ip_address(_local(found))
+    if family == socket.AF_INET6:
+        return InterfaceAddress(index, local)
+    peer = found.get(IFA_ADDRESS)
+    return InterfaceAddress(index, local, prefixlen, None if peer is None else ipaddress.ip_address(peer))
+
+
+def added_address(body: memoryview) -> IPAddress | None:
+    """The host's address an RTM_NEWADDR body adds, if it is one yet: None for a tentative address
+    (IFA_F_TENTATIVE without IFA_F_OPTIMISTIC, which the kernel lets be a source already, or
+    IFA_F_DADFAILED; its end of DAD comes as a notice of its own) or one not IPv4 or IPv6; Malformed
+    as interface_address."""
+    read = _address_attributes(body)
+    if read is None:
+        return None
+    flags, found = read[3], read[4]
+    if flags & IFA_F_DADFAILED or (flags & IFA_F_TENTATIVE and not flags & IFA_F_OPTIMISTIC):
+        return None
+    return ipaddress.ip_address(_local(found))
+
+
+def _address_attributes(body: memoryview) -> tuple[int, int, int, int, dict[int, bytes]] | None:
+    """(family, prefix length, interface index, flags, {IFA_ADDRESS/IFA_LOCAL: bytes}) of an address
+    message's body, every length checked (None: not IPv4 or IPv6); the flags IFA_FLAGS's where there
+    is one (ifa_flags holds the low 8 bits only)."""
     if len(body) < _IFADDRMSG.size:
         raise Malformed(f"address message of {len(body)} bytes")
-    family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
+    family, prefixlen, flags, _scope, index = _IFADDRMSG.unpack_from(body)
     size = _ADDR_BYTES.get(family)
     if size is None:
         return None
@@ -110,15 +143,19 @@ def interface_address(body: memoryview) -> InterfaceAddress | None:
             if alen - _RTATTR.size != size:
                 raise Malformed(f"address attribute of {alen - _RTATTR.size} bytes, not {size}")
             found[atype] = bytes(body[pos + _RTATTR.size:pos + alen])
+        elif atype == IFA_FLAGS and alen - _RTATTR.size == _U32.size:
+            flags = _U32.unpack_from(body, pos + _RTATTR.size)[0]
         pos += (alen + 3) & ~3
+    return family, prefixlen, index, flags, found
+
+
+def _local(found: dict[int, bytes]) -> bytes:
+    """The host's own: IFA_LOCAL where the message has one (IFA_ADDRESS is then a point-to-point
+    link's far end), else IFA_ADDRESS."""
     raw = found.get(IFA_LOCAL) or found.get(IFA_ADDRESS)
     if raw is None:
         raise Malformed("address message without an address")
-    local = ipaddress.ip_address(raw)
-    if family == socket.AF_INET6:
-        return InterfaceAddress(index, local)
-    peer = found.get(IFA_ADDRESS)
-    return InterfaceAddress(index, local, prefixlen, None if peer is None else ipaddress.ip_address(peer))
+    return raw
 
 
 def address_changes(data: bytes) -> tuple[list[AddressChange], bool]:
@@ -187,11 +224,14 @@ def from_kernel(sender: object) -> bool:
 class AddressWatch:
     """Calls ``changed()`` once after each burst of address changes, until ``close()``; hands
     ``listener`` each change as it is read, and asks it to list every address again (once the
-    burst settled) if some were missed or did not parse."""
+    burst settled) if some were missed or did not parse; and ``on_read`` each of the kernel's
+    datagrams as it is read (None: some were lost)."""
 
     def __init__(self, changed: Callable[[], object], settle: float = 0.1,
-                 listener: AddressListener | None = None) -> None:
+                 listener: AddressListener | None = None,
+                 on_read: Callable[[bytes | None], object] | None = None) -> None:
         self._changed = changed
+        self._on_read = on_read
         self._settle = settle
         self._listener = listener
         self._timer: asyncio.TimerHandle | None = None
@@ -226,10 +266,14 @@ class AddressWatch:
             except OSError as err:   # ENOBUFS: we missed some; an address changed all the same
                 log.debug("address watch: %s", err)
                 lost = True
+                if self._on_read is not None:
+                    self._on_read(None)
                 break
             if not from_kernel(sender):
                 self._foreign_dropped(sender)
                 continue
+            if self._on_read is not None:
+                self._on_read(data)
             changes, whole = address_changes(data)
             seen += changes
             lost |= not whole

@@ -30,6 +30,7 @@ from tunsec.dataplane.pipe.encoding import (
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
+    AddrAdded,
     Delete,
     Dump,
     Expire,
@@ -53,11 +54,13 @@ from tunsec.dataplane.pipe.messages import (
     Update,
 )
 from tunsec.dataplane.pipe.messages import Event as Event
+from tunsec.dataplane.pipe.messages import Notice as Notice
 from tunsec.dataplane.pipe.messages import Request as Request
 from tunsec.dataplane.pipe.protocol import FLAG_MORE as FLAG_MORE
 from tunsec.dataplane.pipe.protocol import FLAG_REPLY as FLAG_REPLY
 from tunsec.dataplane.pipe.protocol import (
     HEADER_LEN,
+    MAX_ADDRS_ADDED,
     MAX_IKE_DATA,
     MAX_MESSAGE,
     MAX_SA_COUNTERS,
@@ -81,6 +84,7 @@ from tunsec.dataplane.pipe.values import Endpoint, Lifetime, Policy, PolicyInfo,
 
 __all__ = [
     "HEADER_LEN",
+    "MAX_ADDRS_ADDED",
     "MAX_IKE_DATA",
     "MAX_MESSAGE",
     "MAX_SA_COUNTERS",
@@ -90,6 +94,7 @@ __all__ = [
     "Acquire",
     "Action",
     "Add",
+    "AddrAdded",
     "Alg",
     "Delete",
     "Direction",

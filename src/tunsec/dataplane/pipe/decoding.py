@@ -24,6 +24,7 @@ from tunsec.dataplane.pipe.fields import (
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
+    AddrAdded,
     Delete,
     Dump,
     Expire,
@@ -338,6 +339,14 @@ def _unpack_endpoint(raw: bytes) -> Endpoint:
     return ep
 
 
+def _unpack_address(raw: bytes) -> IPAddress:
+    """An endpoint that names an address alone (ADDR_ADDED): port 0."""
+    ep = _unpack_endpoint(raw)
+    if ep.port:
+        raise _Malformed(f"address with port {ep.port}")
+    return ep.addr
+
+
 def _unpack_selector(raw: bytes) -> Selector:
     fam, proto, reserved, sp_lo, sp_hi, dp_lo, dp_hi, s_lo, s_hi, d_lo, d_hi = _SELECTOR.unpack(raw)
     if reserved:
@@ -527,6 +536,7 @@ _BUILD: Final[dict[MsgType, Callable[[int, "_Exts"], Message]]] = {
     MsgType.IKE_SPI_ADD: lambda req_id, exts: IkeSpiAdd(req_id, _unpack_ike_spi(exts), _unpack_ike_peer(exts)),
     MsgType.IKE_SPI_DELETE: lambda req_id, exts: IkeSpiDelete(req_id, _unpack_ike_spi(exts)),
     MsgType.IKE_SPI_KEY: lambda req_id, exts: IkeSpiKey(req_id, exts.one(Ext.IKE_SPI_KEY)),
+    MsgType.ADDR_ADDED: lambda _req_id, exts: AddrAdded(addrs=tuple(map(_unpack_address, exts.all(Ext.ADDR_LOCAL)))),
 }
 assert set(_BUILD) == set(MsgType)
 

@@ -9,6 +9,7 @@ from typing import Any, Final
 from tunsec.dataplane.pipe.messages import (
     Acquire,
     Add,
+    AddrAdded,
     Delete,
     Dump,
     Expire,
@@ -316,6 +317,8 @@ def _extensions(msg: Message) -> list[bytes]:
             if needed:
                 exts.append(_ext(Ext.SEQ_LIMIT, _SEQ_LIMIT.pack(needed, 0)))
             return [*exts, *_opt_remote(remote)]
+        case AddrAdded(addrs=addrs):
+            return [_ext(Ext.ADDR_LOCAL, _ENDPOINT.pack(a.version, 0, 0, _pack_addr(a))) for a in addrs]
         case FirstUse(spi=spi):
             return [_ext(Ext.SPI, _U32_BODY.pack(spi))]
         case IkeSpiAdd(spi=spi, peer=peer):

@@ -1,6 +1,7 @@
 """The messages: requests (control -> worker), the reply, and events (worker -> control)."""
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
 from typing import ClassVar, TypeAlias
 
 from tunsec.dataplane.pipe.protocol import (
@@ -8,11 +9,13 @@ from tunsec.dataplane.pipe.protocol import (
     _U64,
     IKE_SPI_KEY_LEN,
     IKE_SPI_LEN,
+    MAX_ADDRS_ADDED,
     MAX_IKE_DATA,
     MIN_SPI,
     Direction,
     Errno,
     ExpireReason,
+    IPAddress,
     MsgType,
 )
 from tunsec.dataplane.pipe.values import (
@@ -554,9 +557,27 @@ class FirstUse:
         _check_spi("spi", self.spi)
 
 
+@quick_init
+@dataclass(frozen=True, kw_only=True)
+class AddrAdded:
+    """The control process's notice (no answer): the host added these addresses, none of them
+    tentative (services/addr_feed.py, from its watch of the host's addresses: the worker holds no
+    netlink socket).  None: maybe any, notices were lost or did not parse.  An SA whose source the
+    kernel refused tries it again with its next message if it is among them (csrc/addrwatch.c)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.ADDR_ADDED
+    req_id: int = 0
+    addrs: tuple[IPAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_event_id(self.req_id)
+        _check_tuple_of("addrs", self.addrs, (IPv4Address, IPv6Address), MAX_ADDRS_ADDED)
+
+
 Request: TypeAlias = (
     GetSpi | Update | Add | Delete | Flush | SpdAdd | SpdDelete | SpdFlush | Dump | SendIke | Reserve
     | Migrate | IkeSpiAdd | IkeSpiDelete | IkeSpiKey
 )
 Event: TypeAlias = Acquire | Expire | InvalidSpi | Ike | ReserveLow | FirstUse
-Message: TypeAlias = Request | Reply | Event
+Notice: TypeAlias = AddrAdded   # control -> worker, no answer
+Message: TypeAlias = Request | Reply | Event | Notice

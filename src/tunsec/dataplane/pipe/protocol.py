@@ -16,6 +16,7 @@ REPLAY_MAX: Final = 65536
 MIN_SPI: Final = 256
 IKE_SPI_LEN: Final = 8   # an IKE SA's SPI (RFC 7296 §3.1), never all zero
 IKE_SPI_KEY_LEN: Final = 16   # IKE_SPI_KEY: the SipHash key of our IKE SPIs' tags
+MAX_ADDRS_ADDED: Final = 16   # ADDR_ADDED: addresses one notice names (more: it names none, any)
 FLAG_REPLY: Final = 0x01
 FLAG_MORE: Final = 0x02
 _KNOWN_FLAGS: Final = FLAG_REPLY | FLAG_MORE
@@ -54,9 +55,12 @@ class MsgType(IntEnum):
     IKE = 19
     RESERVE_LOW = 20
     FIRST_USE = 21
+    # the control process's notices: no answer either (request id 0)
+    ADDR_ADDED = 22       # the host added these addresses: an SA whose source was refused tries it again
 
     @property
     def is_event(self) -> bool:
+        """No answer is owed (request id 0): the worker's events, and the control process's notices."""
         return self >= MsgType.ACQUIRE
 
 

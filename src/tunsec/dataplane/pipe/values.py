@@ -115,7 +115,7 @@ def _check_spi(name: str, value: object) -> None:
     _check_int(name, value, MIN_SPI, _U32)
 
 
-def _check_tuple_of(name: str, value: object, kind: type, hi: int) -> None:
+def _check_tuple_of(name: str, value: object, kind: type | tuple[type, ...], hi: int) -> None:
     if not isinstance(value, tuple):
         raise TypeError(f"{name} must be a tuple")
     if len(value) > hi:

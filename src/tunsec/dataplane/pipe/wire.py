@@ -4,7 +4,7 @@ message type carries (the schemas decode checks against).  docs/pipe.md describe
 import struct
 from typing import Final, TypeAlias
 
-from tunsec.dataplane.pipe.protocol import MAX_MESSAGE, MAX_SELECTORS, Errno, Ext, MsgType
+from tunsec.dataplane.pipe.protocol import MAX_ADDRS_ADDED, MAX_MESSAGE, MAX_SELECTORS, Errno, Ext, MsgType
 
 # --------------------------------------------------------------- wire structs
 
@@ -111,6 +111,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.IKE_SPI_ADD: {Ext.IKE_SPI: (1, 1), Ext.IKE_PEER: (0, 1)},
     MsgType.IKE_SPI_DELETE: {Ext.IKE_SPI: (1, 1)},
     MsgType.IKE_SPI_KEY: {Ext.IKE_SPI_KEY: (1, 1)},
+    MsgType.ADDR_ADDED: {Ext.ADDR_LOCAL: (0, MAX_ADDRS_ADDED)},
 }
 _DUMP_REPLY_SCHEMA: Final[_Schema] = {
     Ext.SA_COUNTERS: (0, 1),

@@ -20,7 +20,7 @@ from tunsec.ike.constants import HeaderFlag
 from tunsec.ike.sa import State
 from tunsec.loglimit import suffix
 from tunsec.policy.selector import parse_ip
-from tunsec.services.addrwatch import AddressWatch
+from tunsec.services.addr_feed import AddressFeed
 from tunsec.services.ike.state import ChildState
 
 if TYPE_CHECKING:
@@ -52,15 +52,18 @@ def _watch_addresses(self: IkeService) -> None:
     """The host's address changes: the engine's list of them follows (host_addresses.py: no REDIRECT
     or peer's move to one), and a MOBIKE client (a connection with a remote address and no fixed
     local one) follows its own: each change sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5)."""
-    watch = AddressWatch(functools.partial(_addresses_changed, self), listener=self.host_addresses)
+    # the control process's one watch (the daemon's, which tells the worker of addresses added too), or
+    # one of our own for a service started alone
+    feed = self.addresses or AddressFeed(self.worker)
     try:
-        watch.start()
+        feed.start()   # the daemon's is running already, or failed to start: tried again
     except OSError as err:
         mobike = "; the gateways will not hear of our address changes (MOBIKE)" if _mobike_client(self) else ""
         log.warning("cannot watch the host's addresses (rtnetlink): %s; REDIRECTs and peers' moves are checked "
                     "against those at start%s", err, mobike)
         return
-    self._addr_watch = watch
+    self._addr_watch = feed.subscribe(functools.partial(_addresses_changed, self), self.host_addresses,
+                                      owned=feed is not self.addresses)
 
 
 def _mobike_client(self: IkeService) -> bool:

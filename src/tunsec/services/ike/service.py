@@ -82,7 +82,7 @@ from tunsec.radius.accounting import Accounting
 from tunsec.radius.dae import DaeServer
 from tunsec.radius.relay import RadiusRelay
 from tunsec.radius.settings import RadiusSettings
-from tunsec.services.addrwatch import AddressWatch
+from tunsec.services.addr_feed import AddressFeed, Subscription
 from tunsec.services.base import EspEndpoint, Service
 from tunsec.services.ike import (
     auth_log,
@@ -205,7 +205,8 @@ class IkeService(Service):
         self._timer_at: float | None = None   # the engine's deadline _timer was armed for
         self._tasks: set[asyncio.Task[Any]] = set()
         self._peers_to_check: set[bytes] = set()   # our SPIs of IKE SAs that got a datagram (_follow_peers)
-        self._addr_watch: AddressWatch | None = None   # the host's address changes (mobility._watch_addresses)
+        self._addr_watch: Subscription | None = None   # the host's address changes (mobility._watch_addresses)
+        self.addresses: AddressFeed | None = None   # the daemon's watch of them (None: one of our own)
         self.host_addresses = HostAddresses(self.endpoint)   # which the engine's address roles count as ours
         self._ike_peers: dict[int, mobility.IkePath] = {}   # IKE SA handle -> its ESP path at the last check
         self._moves: dict[int, mobility.IkeMove] = {}   # IKE SA handle -> its Child SAs' mover, once one moved
