@@ -361,8 +361,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 def _accepting(candidates: Sequence[IkeConfig], cfg: IkeConfig, chosen: Proposal) -> tuple[IkeConfig, ...]:
     """``cfg`` (which chose ``chosen``) and the candidates whose proposals accept it too, in order;
-    each distinct proposal list asked once (review revcost F1)."""
-    known: dict[tuple[ProposalSpec, ...], bool] = {}
+    each distinct proposal list asked once (review revcost F1), and ``cfg``'s not at all: it chose
+    ``chosen`` (a gateway whose one connection serves its clients matched each one's proposal twice)."""
+    if len(candidates) == 1:
+        return (cfg,)
+    known: dict[tuple[ProposalSpec, ...], bool] = {cfg.proposals: True}
     for c in candidates:
         if c.proposals not in known:
             known[c.proposals] = accepts(c.proposals, chosen)

@@ -1,0 +1,121 @@
+"""Work a road-warrior client's set-up no longer does (issue 9 item 6 at N = 100, second round,
+h/perf100b), each checked where it was done, with the outcome unchanged:
+
+- a responder's IKE_SA_INIT does not ask whether the connection that chose the peer's proposal
+  accepts it (``_accepting``: one candidate, or the chooser among several);
+
+Each test fails on the code before h/perf100b."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from tunsec.conf.config import parse_config
+from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.endpoint import IkeEndpoint
+from tunsec.ike.events import IkeSaUp
+from tunsec.ike.exchanges import ike_sa_init
+from tunsec.ike.identity import Identity
+from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.secret import Secret
+from tunsec.ike.testing import Network
+from tunsec.policy.pools import AddressPools, PoolConfig
+
+GW_ADDR = "192.0.2.1"
+KEY = b"a group key for all of us here"
+CONF = """\
+connections {
+    rw {
+        local_addrs = 192.0.2.1
+        pools = rw
+        local {
+            auth = psk
+            id = gw.example
+        }
+        remote {
+            auth = psk
+        }
+        children {
+            net {
+                local_ts = 10.9.0.0/16
+                remote_ts = dynamic
+            }
+        }
+    }
+}
+pools {
+    rw {
+        addrs = 10.3.0.0/24
+    }
+}
+secrets {
+    ike-all {
+        id = gw.example
+        secret = "a group key for all of us here"
+    }
+}
+tunsec {
+    tun = tunsec0
+}
+"""
+
+
+def _gateway() -> IkeConfig:
+    (conn,) = parse_config(CONF, "swanctl.conf").connections
+    return conn.ike
+
+
+def _client(ident: str, addr: str) -> IkeConfig:
+    return IkeConfig("home", LocalAuth("psk", Identity.parse(ident)), RemoteAuth("psk", Identity.parse("gw.example")),
+                     parse_proposals("default"), (child_config("net", "dynamic", "10.9.0.0/16"),),
+                     psk=Secret(KEY), local_addr=addr, remote_addr=GW_ADDR, vips=(ipaddress.ip_address("0.0.0.0"),))
+
+
+def _login(gateway: list[IkeConfig]) -> bool:
+    """Whether a client's IKE SA came up with a gateway of these connections."""
+    net = Network()
+    net.add(GW_ADDR, IkeEndpoint(gateway, address_pool=AddressPools([PoolConfig.parse_addrs("rw", "10.3.0.0/24")])))
+    addr = "198.51.100.2"
+    net.add(addr, IkeEndpoint([_client("erin.example", addr)])).initiate("home", "net", net.now)
+    net.run(until=net.now + 5)
+    return any(isinstance(e, IkeSaUp) for e in net.take(addr))
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[object]:
+    """Replace owner.name by a wrapper that notes each call's first argument."""
+    real = getattr(owner, name)
+    calls: list[object] = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0] if args else None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
+def test_the_connection_that_chose_the_proposal_is_not_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's one connection: its IKE_SA_INIT matched the peer's proposal once, not a second time
+    to ask whether it accepts what it chose."""
+    gw = _gateway()
+    asked = _counting(monkeypatch, ike_sa_init, "accepts")
+    assert _login([gw])
+    # (the client asks with its own proposals whether the gateway's answer is one it offered)
+    assert not any(a is gw.proposals for a in asked) and len(asked) == 1
+
+
+def test_other_candidates_are_still_asked_once_per_proposal_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two more %any connections, one with the chooser's proposals and one with others: each
+    distinct list but the chooser's asked once, and IKE_AUTH may still switch to them."""
+    gw = _gateway()
+    same = IkeConfig("rw-same", gw.local, gw.remote, gw.proposals, gw.children, psk=gw.psk, pools=gw.pools,
+                     local_addr=gw.local_addr)
+    other = IkeConfig("rw-other", gw.local, gw.remote, parse_proposals("aes256gcm16-prfsha384-ecp384"), gw.children,
+                      psk=gw.psk, pools=gw.pools, local_addr=gw.local_addr)
+    asked = _counting(monkeypatch, ike_sa_init, "accepts")
+    assert _login([gw, same, other])
+    assert [a for a in asked if a is gw.proposals or a is other.proposals] == [other.proposals]
+    assert ike_sa_init._accepting((gw, same, other), gw, parse_proposals("default")[0].to_wire(1)) == (gw, same)
