@@ -68,14 +68,14 @@ import bisect
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from tunsec.immutable import immutable
 from tunsec.policy.full_tunnel import default_routes
 from tunsec.policy.held import Held
 from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
 
-@dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
+@immutable(slots=True)   # one per remote selector of every Child SA
 class Claim:
     """One remote selector of one Child SA (its handle in the IKE service), with the Child SA's
     local selectors (all of them: any one may pair with this remote one in a policy)."""
@@ -92,7 +92,7 @@ class Claim:
     configured: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)   # two per Child SA set up
 class Peer:
     """Whose selectors a claim is: the identity a peer proved (an Identity; its address text if none)
     and how (``proof``: IkeConfig.lease_proof, e.g. ``eap-mschapv2``, ``psk branches``)."""

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.immutable import immutable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,7 +98,7 @@ class TooManySelectors(SelectorError):
     pass
 
 
-@dataclass(frozen=True)
+@immutable   # a few per Child SA set up (the peer's, narrowed, resolved)
 class Ts:
     """An address range with a protocol (0 = any) and a port range.
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
+from tunsec.immutable import immutable
 from tunsec.loglimit import suffix
 from tunsec.policy.claims import Claim, Peer, describe, is_manual
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
@@ -197,7 +198,7 @@ def received_ts(payloads: Sequence[Payload]) -> tuple[tuple[Ts, ...], tuple[Ts, 
     )
 
 
-@dataclass(frozen=True)
+@immutable   # one per Child SA request answered
 class Selection:
     """What a responder agreed to for a Child SA request."""
 

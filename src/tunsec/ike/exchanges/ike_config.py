@@ -21,8 +21,8 @@ import ipaddress
 import logging
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
+from tunsec.immutable import immutable
 from tunsec.loglimit import suffix
 
 from ..address_role import other_peer, other_tunnel
@@ -268,7 +268,7 @@ def _same(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> boo
 # ---------------------------------------------------------------- responder
 
 
-@dataclass(frozen=True)
+@immutable   # one per client's CFG_REQUEST
 class CpAnswer:
     payloads: list[Payload]
     failure: str | None = None  # why no address could be assigned (the child is then not built)
