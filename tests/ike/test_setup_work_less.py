@@ -3,6 +3,10 @@ h/perf100b), each checked where it was done, with the outcome unchanged:
 
 - a responder's IKE_SA_INIT does not ask whether the connection that chose the peer's proposal
   accepts it (``_accepting``: one candidate, or the chooser among several);
+- the value objects a set-up makes per client are not frozen dataclasses at run time (a frozen one
+  sets each field through object.__setattr__), with the same equality and hash;
+- a selector's family and its addresses' integers are read without the address's property and
+  ``__int__`` frames (Ts.version, intersect, the fast path's order check, the claims);
 
 Each test fails on the code before h/perf100b."""
 
@@ -16,13 +20,18 @@ import pytest
 from tunsec.conf.config import parse_config
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
-from tunsec.ike.events import IkeSaUp
+from tunsec.ike.events import ChildSaUp, IkeSaUp
 from tunsec.ike.exchanges import ike_sa_init
+from tunsec.ike.exchanges.child import Selection
+from tunsec.ike.exchanges.ike_config import CpAnswer
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.secret import Secret
+from tunsec.ike.state import AuthAnswer
 from tunsec.ike.testing import Network
-from tunsec.policy.pools import AddressPools, PoolConfig
+from tunsec.policy.claims import Claim, Peer, TsClaims
+from tunsec.policy.pools import AddressPools, Lease, PoolConfig, _Holder
+from tunsec.policy.selector import Ts, check_fast_selectors
 
 GW_ADDR = "192.0.2.1"
 KEY = b"a group key for all of us here"
@@ -119,3 +128,43 @@ def test_other_candidates_are_still_asked_once_per_proposal_list(monkeypatch: py
     assert _login([gw, same, other])
     assert [a for a in asked if a is gw.proposals or a is other.proposals] == [other.proposals]
     assert ike_sa_init._accepting((gw, same, other), gw, parse_proposals("default")[0].to_wire(1)) == (gw, same)
+
+
+@pytest.mark.parametrize("cls", [IkeSaUp, ChildSaUp, Claim, Peer, Lease, _Holder, Selection, CpAnswer, AuthAnswer,
+                                 Ts, Identity])
+def test_per_client_value_objects_are_not_frozen_at_run_time(cls: type) -> None:
+    """mypy still refuses any assignment (tunsec.immutable); at run time the __init__ assigns plainly."""
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    assert not params.frozen
+    assert "__setattr__" not in cls.__dict__ and "__delattr__" not in cls.__dict__
+
+
+def test_equal_values_still_hash_alike() -> None:
+    a, b = Ts.parse("10.3.0.0/24"), Ts.parse("10.3.0.0/24")
+    assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
+    alice, alice_upper = Identity.parse("alice.example"), Identity.parse("ALICE.example")
+    assert alice == alice_upper and hash(alice) == hash(alice_upper)   # its own caseless __eq__ and __hash__
+    assert Peer(alice, "psk") == Peer(alice_upper, "psk") and hash(Peer(alice, "psk")) == hash(Peer(alice_upper, "psk"))
+    assert Peer(alice, "psk") != Peer(alice, "eap-mschapv2")
+
+
+def test_selectors_are_compared_without_address_property_and_int_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide, lease, other = Ts.parse("10.3.0.0/16"), Ts.parse("10.3.0.7/32"), Ts.parse("2001:db8::/64")
+    net, half, apart = Ts.parse("10.3.0.0/24"), Ts.parse("10.3.0.128/16"), Ts.parse("10.4.0.0/24")
+    alice, bob = Peer("alice", "psk"), Peer("bob", "psk")
+    ints = _counting(monkeypatch, ipaddress.IPv4Address, "__int__")
+    versions: list[object] = []
+
+    def version(self: ipaddress.IPv4Address) -> int:
+        versions.append(self)
+        return 4
+
+    monkeypatch.setattr(ipaddress.IPv4Address, "version", property(version))
+    assert lease.version == 4 and other.version == 6
+    assert wide.intersect(lease) is lease and lease.intersect(wide) is lease and wide.intersect(other) is None
+    assert net.intersect(half) is net and net.intersect(apart) is None
+    check_fast_selectors([wide], [lease])
+    claims = TsClaims()
+    claims.add(1, "rw", alice, [lease], [wide])
+    assert [c.handle for c, _ in claims.overlaps(bob, [net], [wide])] == [1]
+    assert ints == [] and versions == []
