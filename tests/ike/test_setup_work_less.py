@@ -7,13 +7,20 @@ h/perf100b), each checked where it was done, with the outcome unchanged:
   sets each field through object.__setattr__), with the same equality and hash;
 - a selector's family and its addresses' integers are read without the address's property and
   ``__int__`` frames (Ts.version, intersect, the fast path's order check, the claims);
+- no exception is raised and caught on the way: no generator is left unfinished (next(genexpr),
+  closed with a GeneratorExit raised in it) and Handles.get raises no KeyError for an SA without
+  a handle;
 
 Each test fails on the code before h/perf100b."""
 
 from __future__ import annotations
 
+import collections
 import ipaddress
-from typing import Any
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, cast
 
 import pytest
 
@@ -26,12 +33,14 @@ from tunsec.ike.exchanges.child import Selection
 from tunsec.ike.exchanges.ike_config import CpAnswer
 from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
+from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.secret import Secret
 from tunsec.ike.state import AuthAnswer
 from tunsec.ike.testing import Network
 from tunsec.policy.claims import Claim, Peer, TsClaims
 from tunsec.policy.pools import AddressPools, Lease, PoolConfig, _Holder
 from tunsec.policy.selector import Ts, check_fast_selectors
+from tunsec.services.ike.handles import Handles
 
 GW_ADDR = "192.0.2.1"
 KEY = b"a group key for all of us here"
@@ -83,14 +92,37 @@ def _client(ident: str, addr: str) -> IkeConfig:
                      psk=Secret(KEY), local_addr=addr, remote_addr=GW_ADDR, vips=(ipaddress.ip_address("0.0.0.0"),))
 
 
-def _login(gateway: list[IkeConfig]) -> bool:
-    """Whether a client's IKE SA came up with a gateway of these connections."""
+def _login(gateway: list[IkeConfig], run: Callable[[Callable[[], None]], object] = lambda f: f()) -> bool:
+    """Whether a client's IKE SA came up with a gateway of these connections (``run`` runs the exchanges)."""
     net = Network()
     net.add(GW_ADDR, IkeEndpoint(gateway, address_pool=AddressPools([PoolConfig.parse_addrs("rw", "10.3.0.0/24")])))
     addr = "198.51.100.2"
-    net.add(addr, IkeEndpoint([_client("erin.example", addr)])).initiate("home", "net", net.now)
-    net.run(until=net.now + 5)
+    client = IkeEndpoint([_client("erin.example", addr)])
+    net.add(addr, client)
+
+    def exchanges() -> None:
+        client.initiate("home", "net", net.now)
+        net.run(until=net.now + 5)
+
+    run(exchanges)
     return any(isinstance(e, IkeSaUp) for e in net.take(addr))
+
+
+def _raised(fn: Callable[[], object]) -> collections.Counter[tuple[str, str]]:
+    """(function, exception) of every exception raised while ``fn`` runs, caught or not."""
+    raised: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "exception":
+            raised[frame.f_code.co_qualname, arg[0].__name__] += 1
+        return local
+
+    sys.settrace(lambda frame, event, arg: local)
+    try:
+        fn()
+    finally:
+        sys.settrace(None)
+    return raised
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[object]:
@@ -168,3 +200,32 @@ def test_selectors_are_compared_without_address_property_and_int_frames(monkeypa
     claims.add(1, "rw", alice, [lease], [wide])
     assert [c.handle for c, _ in claims.overlaps(bob, [net], [wide])] == [1]
     assert ints == [] and versions == []
+
+
+# what a gateway runs for each client (the client's side has its own, not counted here)
+_RESPONDERS = ("init_request", "find_nonce", "responder_for", "Suite.of", "IkeConfig.assigns", "respond",
+               "_peer_ids", "_cp_body", "child_installed")
+
+
+def test_a_responders_set_up_raises_nothing_it_catches() -> None:
+    """No generator of the responder's left unfinished (each is closed by raising GeneratorExit in it)."""
+    gw = [_gateway()]
+    raised: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def run(exchanges: Callable[[], None]) -> None:
+        raised.update(_raised(exchanges))
+
+    assert _login(gw, run)
+    assert [k for k in raised if k[0].split(".<locals>")[0] in _RESPONDERS] == []
+
+
+def test_handles_get_raises_no_key_error() -> None:
+    handles = Handles()
+    class _Sa:
+        state = State.ESTABLISHED
+
+    sa, other = cast(IkeSa, _Sa()), cast(IkeSa, _Sa())
+    handles[sa] = 7
+    got: list[object] = []
+    assert _raised(lambda: got.extend([handles.get(sa), handles.get(other), handles.get(other, -1)])) == {}
+    assert got == [7, None, -1] and handles.live(7) is sa and handles.live(8) is None

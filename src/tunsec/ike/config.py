@@ -267,8 +267,12 @@ class IkeConfig:
         """The administrator gave the peer exactly these remote selectors by name: the connection
         names its peer, and its child's ``remote_ts`` is ``remote`` as written (not a range the peer
         chose a part of: a hub's spokes, each named, with remote_ts = 10.0.0.0/8, choose)."""
-        cfg = next((c for c in self.children if c.name == child), None)
-        return self.names_its_peer and cfg is not None and tuple(remote) == tuple(cfg.remote_ts)
+        if not self.names_its_peer:
+            return False
+        for cfg in self.children:   # (a loop: an unfinished generator is closed with a GeneratorExit)
+            if cfg.name == child:
+                return tuple(remote) == tuple(cfg.remote_ts)
+        return False
 
     def psk_for(self, peer: Identity) -> PskEntry | None:
         """The shared key of us and ``peer`` (the identity it sent): ``psk``, or with ``peer_psks``

@@ -351,12 +351,14 @@ class Suite:
 
     @classmethod
     def of(cls, prop: Proposal) -> Suite:
-        encr = next(t for t in prop.transforms if t.type == TransformType.ENCR)
-        # one pass for the others, not one each: the first of a type counts, as in transform_id
+        # one pass, not one each (nor next(genexpr), whose unfinished generator is closed with a
+        # GeneratorExit raised in it): the first of a type counts, as in transform_id
         first: dict[int, Transform] = {}
         for t in prop.transforms:
             first.setdefault(t.type, t)
         get = first.get
+        if (encr := get(TransformType.ENCR)) is None:
+            raise ValueError("a selected proposal without an encryption transform")
         integ, prf, dh, esn = get(TransformType.INTEG), get(TransformType.PRF), get(TransformType.DH), get(
             TransformType.ESN)
         return cls(

@@ -30,7 +30,7 @@ from ..constants import CfgAttribute, CfgType, NotifyType
 from ..message import CpPayload, Payload
 from ..peer_logs import Line
 from ..state import IkeSaState
-from .base import find_all, notify
+from .base import notify
 
 Attribute = tuple[int, bytes]
 
@@ -83,7 +83,10 @@ def _find_cp(payloads: Sequence[Payload], cfg_type: CfgType) -> list[Attribute] 
 
 
 def _cp_body(payloads: Sequence[Payload], cfg_type: CfgType) -> bytes | None:
-    return next((cp.attributes for cp in find_all(payloads, CpPayload) if cp.cfg_type == cfg_type), None)
+    for cp in payloads:   # (a loop: an unfinished generator is closed with a GeneratorExit raised in it)
+        if isinstance(cp, CpPayload) and cp.cfg_type == cfg_type:
+            return cp.attributes
+    return None
 
 
 _READ_IN_REPLY = {CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS,

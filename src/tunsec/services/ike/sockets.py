@@ -176,7 +176,10 @@ class IkeSockets:
     def socket(self, family: int, port: int) -> socket.socket | None:
         """The socket bound to ``port``: where a request came in, or an initiator's local_port
         (open made sure each has one)."""
-        return next((s for k, s in self.by_key.items() if k[0] == family and k[2] == port), None)
+        for k, s in self.by_key.items():   # (a loop: an unfinished generator is closed with a GeneratorExit)
+            if k[0] == family and k[2] == port:
+                return s
+        return None
 
     def unmark(self, data: bytes, addr: tuple[str, int], port: int) -> bytes | None:
         """A datagram on a custom IKE port from a port other than 500: as strongSwan's receiver, IKE
