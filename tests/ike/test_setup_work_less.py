@@ -10,6 +10,8 @@ h/perf100b), each checked where it was done, with the outcome unchanged:
 - no exception is raised and caught on the way: no generator is left unfinished (next(genexpr),
   closed with a GeneratorExit raised in it) and Handles.get raises no KeyError for an SA without
   a handle;
+- no generator is made where a list comprehension or a loop does (the payloads' encoders, the
+  selectors' conversions and checks, the candidates' sort, the CP request's families);
 
 Each test fails on the code before h/perf100b."""
 
@@ -229,3 +231,32 @@ def test_handles_get_raises_no_key_error() -> None:
     got: list[object] = []
     assert _raised(lambda: got.extend([handles.get(sa), handles.get(other), handles.get(other, -1)])) == {}
     assert got == [7, None, -1] and handles.live(7) is sa and handles.live(8) is None
+
+
+# (file, function) of the set-up path that made a generator per call (a client's side runs some too)
+_NO_GENERATORS = {("message.py", "Transform.encode"), ("message.py", "Proposal.encode"),
+                  ("message.py", "TsPayload.encode_body"), ("child.py", "received_ts"),
+                  ("child.py", "response_payloads"), ("child.py", "outside_others_leases"),
+                  ("selector.py", "check_fast_selectors"), ("proposals.py", "_strip_wire_dh"),
+                  ("ike_auth.py", "_select_config"), ("ike_config.py", "encode_attributes"),
+                  ("ike_config.py", "respond"), ("sa_responder.py", "respond_to"),
+                  ("ike_sa_init.py", "_peer_behind_nat"), ("sa_timers.py", "get_timer")}
+
+
+def test_the_set_up_makes_no_generator_a_comprehension_does() -> None:
+    made: set[tuple[str, str]] = set()
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> None:
+        code = frame.f_code
+        if event == "call" and code.co_flags & 0x20:   # CO_GENERATOR
+            made.add((code.co_filename.rsplit("/", 1)[-1], code.co_qualname.split(".<locals>")[0]))
+
+    def run(exchanges: Callable[[], None]) -> None:
+        sys.settrace(tracer)
+        try:
+            exchanges()
+        finally:
+            sys.settrace(None)
+
+    assert _login([_gateway()], run)
+    assert made & _NO_GENERATORS == set()

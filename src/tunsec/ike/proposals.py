@@ -313,7 +313,8 @@ def select_proposal(
 
 
 def _strip_wire_dh(prop: Proposal) -> Proposal:
-    return Proposal(prop.num, prop.protocol, prop.spi, tuple(t for t in prop.transforms if t.type != TransformType.DH))
+    kept = tuple([t for t in prop.transforms if t.type != TransformType.DH])   # (no generator: ~1k instructions)
+    return Proposal(prop.num, prop.protocol, prop.spi, kept)
 
 
 def accepts(ours: Sequence[ProposalSpec], chosen: Proposal, strip_dh: bool = False) -> bool:

@@ -459,10 +459,11 @@ def check_fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> None:
     every range is in order and in bounds (then :class:`Selector` accepts them all).  The IKE
     engine checks a Child SA's selectors before agreeing to it; the IKE service builds them
     once, to install it."""
-    if all(_in_order(t) for t in local) and all(_in_order(t) for t in remote):
-        _pairs(local, remote)
-    else:
-        fast_selectors(local, remote)   # what Selector refuses, and its exact message
+    for t in (*local, *remote):   # (a loop, not all(genexpr): no generator made and resumed per selector)
+        if not _in_order(t):
+            fast_selectors(local, remote)   # what Selector refuses, and its exact message
+            return
+    _pairs(local, remote)
 
 
 def _in_order(t: Ts) -> bool:

@@ -241,8 +241,9 @@ def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) 
     # whose constraints it meets), and of those one that names the peer's identity before one of
     # %any, whatever their order (strongSwan ranks a perfect identity match above %any): a site's
     # own connection, not the road warriors'; else the first that fits, and its check refuses
-    fitting = sorted((cfg for cfg in st.candidates if _fits(cfg, peer, wanted)),
-                     key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
+    fitting = [cfg for cfg in st.candidates if _fits(cfg, peer, wanted)]
+    if len(fitting) > 1:   # (one, a gateway's usual, is in order: no generator, no key per candidate)
+        fitting.sort(key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
     if fitting:
         st.config = fitting[0]
     return fitting

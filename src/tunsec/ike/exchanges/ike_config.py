@@ -46,7 +46,7 @@ class MalformedCp(ValueError):
 
 
 def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
-    return b"".join(struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs)
+    return b"".join([struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs])
 
 
 def _walk(data: bytes) -> Iterator[Attribute]:
@@ -282,11 +282,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     attrs = _find_cp(payloads, CfgType.CFG_REQUEST)
     if attrs is None or st.peer_id is None:
         return CpAnswer([])
-    families = list(dict.fromkeys(
+    families = list(dict.fromkeys([
         4 if kind == CfgAttribute.INTERNAL_IP4_ADDRESS else 6
         for kind, _ in attrs
         if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS)
-    ))
+    ]))
     if not families:
         return CpAnswer([])
     pools = st.config.pools
@@ -305,7 +305,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
                         f"no virtual IP ({wanted}) for {st.peer_id}: {why}")
     reply: list[Attribute] = [(_ADDRESS_ATTR[lease.address.version], _address_value(lease.address))
                               for lease in leases]
-    dns = dict.fromkeys(d for lease in leases for d in lease.dns)
+    dns = dict.fromkeys([d for lease in leases for d in lease.dns])
     reply += [(_DNS_ATTR[d.version], d.packed) for d in dns]
     return CpAnswer([CpPayload(CfgType.CFG_REPLY, encode_attributes(reply))])
 

@@ -163,7 +163,11 @@ class IkeSockets:
         if has_marker(local_port, addr[1]) and not self.unmarked.answers_unmarked((local_port, *addr), data):
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
-        wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
+        wildcard = False
+        for k, v in self.by_key.items():   # (a loop, not any(genexpr): no generator per datagram)
+            if v is s and k[1] in pktinfo.WILDCARDS:
+                wildcard = True
+                break
         try:   # not contextlib.suppress: an object and two method calls per datagram
             pktinfo.sendto(s, data, addr, source if wildcard else None, oif)
         except OSError as err:
