@@ -247,14 +247,14 @@ class IkeConfig:
         """The peer authenticates with a certificate that must name ``remote.id``, one identity."""
         return self.remote.method == "pubkey" and not self.remote.id.is_any
 
-    @property
+    @functools.cached_property   # (asked ~4 times per client's set-up; the configuration does not change)
     def names_its_peer(self) -> bool:
         """It admits one peer identity only: ``remote.id`` is set and EAP asks for no other
         (``eap_id`` is not %any).  Such peers the administrator named one by one; a connection
         of %any (road warriors, a CA's certificates, EAP users) admits whoever proves an identity."""
         return not self.remote.id.is_any and self.remote.eap_id != "%any"
 
-    @property
+    @functools.cached_property   # (asked ~4 times per client's set-up: a text made each time)
     def lease_proof(self) -> str:
         """How this connection proves its peers' identities, which with the identity keys a peer's
         virtual IP lease (policy/pools.py, review reveapid F4): the method, which says who vouches
