@@ -12,6 +12,9 @@ h/perf100b), each checked where it was done, with the outcome unchanged:
   a handle;
 - no generator is made where a list comprehension or a loop does (the payloads' encoders, the
   selectors' conversions and checks, the candidates' sort, the CP request's families);
+- a connection's ``names_its_peer`` and ``lease_proof`` are worked out once, not per question, and
+  the PRF's size without a second property frame;
+- a responder's IKE_SA_INIT reads the request's payloads in one pass, not one per payload asked for;
 
 Each test fails on the code before h/perf100b."""
 
@@ -28,6 +31,8 @@ import pytest
 
 from tunsec.conf.config import parse_config
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
+from tunsec.ike.constants import PrfId
+from tunsec.ike.crypto import Prf
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.events import ChildSaUp, IkeSaUp
 from tunsec.ike.exchanges import ike_sa_init
@@ -260,3 +265,46 @@ def test_the_set_up_makes_no_generator_a_comprehension_does() -> None:
 
     assert _login([_gateway()], run)
     assert made & _NO_GENERATORS == set()
+
+
+def test_a_connections_peer_naming_and_lease_proof_are_worked_out_once() -> None:
+    gw = _gateway()
+    assert gw.names_its_peer is False and gw.lease_proof == "psk rw"
+    assert vars(gw)["names_its_peer"] is False and vars(gw)["lease_proof"] == "psk rw"   # kept, not asked again
+    named = IkeConfig("site", gw.local, RemoteAuth("psk", Identity.parse("site.example")), gw.proposals, gw.children,
+                      psk=Secret(KEY))
+    assert named.names_its_peer is True and named.lease_proof == "psk site"
+
+
+def test_the_prf_size_is_read_without_its_hash_names_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    prf = Prf(PrfId.HMAC_SHA2_384)
+    names = _counting(monkeypatch, Prf, "hash_name")
+    assert prf.size == 48 and Prf(PrfId.HMAC_SHA2_256).size == 32
+    assert names == []
+
+
+def test_a_responders_ike_sa_init_reads_the_request_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """find, find_notify, any_notify and find_all each passed over the request (eight passes)."""
+    passes: list[str] = []
+
+    def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def finder(*args: Any) -> Any:
+            passes.append(name)
+            return real(*args)
+        return finder
+
+    for name in ("find", "find_notify", "any_notify", "find_all"):
+        if hasattr(ike_sa_init, name):
+            monkeypatch.setattr(ike_sa_init, name, counted(name, getattr(ike_sa_init, name)))
+    asked: list[object] = []
+    real_respond = ike_sa_init.respond
+
+    def respond(st: Any, payloads: Any) -> Any:
+        before = len(passes)
+        answer = real_respond(st, payloads)
+        asked.append(passes[before:])
+        return answer
+
+    monkeypatch.setattr(ike_sa_init, "respond", respond)   # (responders calls it through the module)
+    assert _login([_gateway()])
+    assert asked == [[]]
