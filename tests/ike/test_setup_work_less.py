@@ -14,7 +14,8 @@ h/perf100b), each checked where it was done, with the outcome unchanged:
   selectors' conversions and checks, the candidates' sort, the CP request's families);
 - a connection's ``names_its_peer`` and ``lease_proof`` are worked out once, not per question, and
   the PRF's size without a second property frame;
-- a responder's IKE_SA_INIT reads the request's payloads in one pass, not one per payload asked for.
+- a responder's IKE_SA_INIT reads the request's payloads in one pass, not one per payload asked for;
+- an IKE SA's name, its ESP source and a pool's family are read without a second property frame.
 
 Each test fails on the code before h/perf100b but test_equal_values_still_hash_alike, which holds
 the outcome (equality and hash) as it was.  The gateway's configuration and helpers are
@@ -44,7 +45,7 @@ from tunsec.ike.identity import Identity
 from tunsec.ike.proposals import parse_proposals
 from tunsec.ike.sa import IkeSa, State
 from tunsec.ike.secret import Secret
-from tunsec.ike.state import AuthAnswer
+from tunsec.ike.state import AuthAnswer, IkeSaState
 from tunsec.ike.testing import Network
 from tunsec.policy.claims import Claim, Peer, TsClaims
 from tunsec.policy.pools import AddressPools, Lease, PoolConfig, _Holder
@@ -54,10 +55,15 @@ from tunsec.services.ike.handles import Handles
 KEY = GROUP   # the group key: erin.example has no entry of its own
 
 
-def _login(gateway: list[IkeConfig], run: Callable[[Callable[[], None]], object] = lambda f: f()) -> bool:
-    """Whether a client's IKE SA came up with a gateway of these connections (``run`` runs the exchanges)."""
+def _login(gateway: list[IkeConfig], run: Callable[[Callable[[], None]], object] = lambda f: f(),
+           endpoint: list[IkeEndpoint] | None = None) -> bool:
+    """Whether a client's IKE SA came up with a gateway of these connections (``run`` runs the exchanges;
+    ``endpoint`` gets the gateway's)."""
     net = Network()
-    net.add(GW_ADDR, IkeEndpoint(gateway, address_pool=AddressPools([PoolConfig.parse_addrs("rw", "10.3.0.0/24")])))
+    gw = net.add(GW_ADDR, IkeEndpoint(gateway,
+                                      address_pool=AddressPools([PoolConfig.parse_addrs("rw", "10.3.0.0/24")])))
+    if endpoint is not None:
+        endpoint.append(gw)
     addr = "198.51.100.2"
     client = IkeEndpoint([_client("erin.example", KEY, addr)])
     net.add(addr, client)
@@ -250,3 +256,18 @@ def test_a_responders_ike_sa_init_reads_the_request_once(monkeypatch: pytest.Mon
     monkeypatch.setattr(ike_sa_init, "respond", respond)   # (responders calls it through the module)
     assert _login([_gateway()])
     assert asked == [[]]
+
+
+def test_an_ike_sas_name_esp_source_and_a_pools_family_take_one_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway: list[IkeEndpoint] = []
+    assert _login([_gateway()], endpoint=gateway)
+    (sa,) = gateway[0].sas
+    pool = PoolConfig.parse_addrs("rw", "10.3.0.0/24")
+
+    def frame(self: object) -> object:
+        raise AssertionError("read through its second property")
+
+    monkeypatch.setattr(IkeSaState, "name", property(frame))
+    monkeypatch.setattr(IkeSaState, "local_ip", property(frame))
+    monkeypatch.setattr(ipaddress.IPv4Address, "version", property(frame))
+    assert sa.name == "rw" and sa.esp_local == (GW_ADDR, 4500) and pool.version == 4

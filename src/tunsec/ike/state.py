@@ -350,7 +350,7 @@ class IkeSaState:
         """Our (IP, port) the Child SAs send from: the IKE SA's, unless a MOBIKE update that came in
         on another of our addresses still waits for its return routability check."""
         if self.esp_hold_local is None:
-            return self.local_ip, self.local_port
+            return self._our_ip(self.local_addr), self.local_port   # (local_ip's, a frame less)
         addr, port = self.esp_hold_local
         return self._our_ip(addr), port
 

@@ -80,7 +80,7 @@ class PoolConfig:
 
     @property
     def version(self) -> int:
-        return self.first.version
+        return self.first._version  # type: ignore[union-attr,no-any-return]   # (the property's, a frame less)
 
     @property
     def size(self) -> int:
