@@ -141,7 +141,10 @@ class Connection:
 
     def get_child(self, name: str) -> Child | None:
         """The child ``name``, or None: what an SA negotiated may have been renamed or removed by a reload."""
-        return next((child for child in self.children if child.name == name), None)
+        for child in self.children:   # (a loop: an unfinished generator is closed with a GeneratorExit)
+            if child.name == name:
+                return child
+        return None
 
 
 def _parse_version(text: str) -> int:

@@ -112,9 +112,10 @@ def child_installed(self: IkeSa, unique_id: int) -> None:
     if auth is None or auth.unique_id != unique_id:
         return
     st.auth_answer = None
-    child = next((c for c in st.unconfirmed if c.unique_id == unique_id), None)
-    if child is not None:
-        _confirmed(st, child)   # an IKE_AUTH Child SA is refusable only with its AuthAnswer
+    for child in st.unconfirmed:   # (a loop: an unfinished generator is closed with a GeneratorExit)
+        if child.unique_id == unique_id:
+            _confirmed(st, child)   # an IKE_AUTH Child SA is refusable only with its AuthAnswer
+            return
 
 
 def _confirmed(st: IkeSaState, child: ChildSa) -> None:

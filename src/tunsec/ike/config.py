@@ -247,14 +247,14 @@ class IkeConfig:
         """The peer authenticates with a certificate that must name ``remote.id``, one identity."""
         return self.remote.method == "pubkey" and not self.remote.id.is_any
 
-    @property
+    @functools.cached_property   # (asked ~4 times per client's set-up; the configuration does not change)
     def names_its_peer(self) -> bool:
         """It admits one peer identity only: ``remote.id`` is set and EAP asks for no other
         (``eap_id`` is not %any).  Such peers the administrator named one by one; a connection
         of %any (road warriors, a CA's certificates, EAP users) admits whoever proves an identity."""
         return not self.remote.id.is_any and self.remote.eap_id != "%any"
 
-    @property
+    @functools.cached_property   # (asked ~4 times per client's set-up: a text made each time)
     def lease_proof(self) -> str:
         """How this connection proves its peers' identities, which with the identity keys a peer's
         virtual IP lease (policy/pools.py, review reveapid F4): the method, which says who vouches
@@ -267,8 +267,12 @@ class IkeConfig:
         """The administrator gave the peer exactly these remote selectors by name: the connection
         names its peer, and its child's ``remote_ts`` is ``remote`` as written (not a range the peer
         chose a part of: a hub's spokes, each named, with remote_ts = 10.0.0.0/8, choose)."""
-        cfg = next((c for c in self.children if c.name == child), None)
-        return self.names_its_peer and cfg is not None and tuple(remote) == tuple(cfg.remote_ts)
+        if not self.names_its_peer:
+            return False
+        for cfg in self.children:   # (a loop: an unfinished generator is closed with a GeneratorExit)
+            if cfg.name == child:
+                return tuple(remote) == tuple(cfg.remote_ts)
+        return False
 
     def psk_for(self, peer: Identity) -> PskEntry | None:
         """The shared key of us and ``peer`` (the identity it sent): ``psk``, or with ``peer_psks``

@@ -52,7 +52,7 @@ class Prf:
 
     @property
     def size(self) -> int:
-        return _HASH_SIZE[self.hash_name]
+        return _HASH_SIZE[_PRF_HASH[self.transform_id]]   # (not through hash_name: a frame less)
 
     def __call__(self, key: bytes, data: bytes) -> bytes:
         """HMAC (RFC 2104) by cryptography's OpenSSL binding: fewer instructions than hashlib's
@@ -137,7 +137,8 @@ def derive_ike_keys(
     integ_len: int,
 ) -> IkeKeys:
     """{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)."""
-    sizes = (prf.size, integ_len, integ_len, encr_len, encr_len, prf.size, prf.size)
+    prf_size = prf.size
+    sizes = (prf_size, integ_len, integ_len, encr_len, encr_len, prf_size, prf_size)
     stream = prf.plus(seed, nonce_i + nonce_r + spi_i + spi_r, sum(sizes))
     parts: list[Secret] = []
     pos = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tunsec.immutable import immutable
 from tunsec.policy.selector import IPAddress
 
 from .identity import Identity
@@ -111,7 +112,9 @@ class Accepted:
     session_timeout: int | None = None
 
 
-@dataclass(frozen=True, slots=True)   # kept as the status record of each IKE SA (IkeService.ike_up)
+# kept as the status record of each IKE SA (IkeService.ike_up); immutable: one per client set-up, made
+# without a frozen dataclass's object.__setattr__ per field (17 of them)
+@immutable(slots=True)
 class IkeSaUp:
     name: str
     spi_i: bytes
@@ -174,7 +177,7 @@ class IkeSaDeleting:
     reason: DownReason
 
 
-@dataclass(frozen=True)
+@immutable   # one per Child SA set up: no object.__setattr__ per field (18 of them)
 class ChildSaUp:
     """A Child SA to install: UPDATE the larval inbound SA ``spi_in``, ADD ``spi_out``.
 

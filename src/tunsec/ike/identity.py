@@ -15,11 +15,12 @@ import hashlib
 import ipaddress
 import itertools
 import re
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
+
+from tunsec.immutable import immutable
 
 from ._der import DerError, DnAttribute, encode_oid, encode_tlv, parse_name, spki_key_bits
 from .constants import IdType
@@ -76,7 +77,7 @@ _CASELESS = (IdType.FQDN, IdType.RFC822_ADDR)
 _UNPROVEN_TAGS = itertools.count(1)
 
 
-@dataclass(frozen=True, eq=False, slots=True)   # one per SA and lease: no __dict__
+@immutable(slots=True)   # one per SA and lease: no __dict__; its own __eq__ and __hash__
 class Identity:
     type: int
     data: bytes

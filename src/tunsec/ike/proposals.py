@@ -313,7 +313,8 @@ def select_proposal(
 
 
 def _strip_wire_dh(prop: Proposal) -> Proposal:
-    return Proposal(prop.num, prop.protocol, prop.spi, tuple(t for t in prop.transforms if t.type != TransformType.DH))
+    kept = tuple([t for t in prop.transforms if t.type != TransformType.DH])   # (no generator: ~1k instructions)
+    return Proposal(prop.num, prop.protocol, prop.spi, kept)
 
 
 def accepts(ours: Sequence[ProposalSpec], chosen: Proposal, strip_dh: bool = False) -> bool:
@@ -351,12 +352,14 @@ class Suite:
 
     @classmethod
     def of(cls, prop: Proposal) -> Suite:
-        encr = next(t for t in prop.transforms if t.type == TransformType.ENCR)
-        # one pass for the others, not one each: the first of a type counts, as in transform_id
+        # one pass, not one each (nor next(genexpr), whose unfinished generator is closed with a
+        # GeneratorExit raised in it): the first of a type counts, as in transform_id
         first: dict[int, Transform] = {}
         for t in prop.transforms:
             first.setdefault(t.type, t)
         get = first.get
+        if (encr := get(TransformType.ENCR)) is None:
+            raise ValueError("a selected proposal without an encryption transform")
         integ, prf, dh, esn = get(TransformType.INTEG), get(TransformType.PRF), get(TransformType.DH), get(
             TransformType.ESN)
         return cls(

@@ -286,7 +286,7 @@ class IkeSa:
 
     @property
     def name(self) -> str:
-        return self._st.name
+        return self._st.config.name   # (IkeSaState.name's, a frame less: ~7 reads per client's set-up)
 
     @property
     def state(self) -> State:

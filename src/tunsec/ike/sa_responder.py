@@ -328,7 +328,7 @@ def respond_to(
     self._last_response = _Answered(message_id, data, request, addr)
     self._peer_id = message_id + 1
     self._reassembly.pop(False, None)
-    self._outbox.extend((d, addr) for d in data)
+    self._outbox.extend([(d, addr) for d in data])
     if response.close:
         # the peer's DELETE crossing ours (a terminate, a reload): ended by us, not lost (a close_action
         # would start what was just ended)

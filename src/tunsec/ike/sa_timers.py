@@ -215,7 +215,7 @@ def end_expired(self: IkeSa) -> None:
 
 def get_timer(self: IkeSa) -> float | None:
     """The earliest of the SA's timers (None: none is armed)."""
-    timers = [t for t in (r.deadline for r in self._reassembly.values()) if t is not None]
+    timers = [t for r in self._reassembly.values() if (t := r.deadline) is not None]   # (no generator)
     if self._pending is not None and self._pending.deadline is not None:
         timers.append(self._pending.deadline)
     if self.is_half_open:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from tunsec.immutable import immutable
+
 from .config import ChildConfig, IkeConfig
 from .constants import IKE_PORT
 from .crypto import IkeKeys, Prf, derive_ike_keys, rekey_skeyseed, skeyseed
@@ -158,7 +160,7 @@ class ChildSa:
     answered_in: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)   # one per IKE_AUTH answered with a Child SA
 class AuthAnswer:
     """Our IKE_AUTH answer that created Child SA ``unique_id``, less that Child SA's payloads (SA, TSi,
     TSr and its notifies): what child_refusal.py rebuilds it from with an error notify in their place,
@@ -348,7 +350,7 @@ class IkeSaState:
         """Our (IP, port) the Child SAs send from: the IKE SA's, unless a MOBIKE update that came in
         on another of our addresses still waits for its return routability check."""
         if self.esp_hold_local is None:
-            return self.local_ip, self.local_port
+            return self._our_ip(self.local_addr), self.local_port   # (local_ip's, a frame less)
         addr, port = self.esp_hold_local
         return self._our_ip(addr), port
 

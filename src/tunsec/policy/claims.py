@@ -68,14 +68,14 @@ import bisect
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from tunsec.immutable import immutable
 from tunsec.policy.full_tunnel import default_routes
 from tunsec.policy.held import Held
 from tunsec.policy.selector import IPAddress, IPNetwork, Ts
 
 
-@dataclass(frozen=True, slots=True)   # one per remote selector of every Child SA
+@immutable(slots=True)   # one per remote selector of every Child SA
 class Claim:
     """One remote selector of one Child SA (its handle in the IKE service), with the Child SA's
     local selectors (all of them: any one may pair with this remote one in a policy)."""
@@ -92,7 +92,7 @@ class Claim:
     configured: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@immutable(slots=True)   # two per Child SA set up
 class Peer:
     """Whose selectors a claim is: the identity a peer proved (an Identity; its address text if none)
     and how (``proof``: IkeConfig.lease_proof, e.g. ``eap-mschapv2``, ``psk branches``)."""
@@ -166,7 +166,8 @@ class TsClaims:
         mine = tuple(local)
         named, by_name = _as_named(peer, named, by_name)
         known = named if by_name is None else by_name
-        entries = [(int(t.start), int(t.end), Claim(handle, conn, peer, t, mine, named, known, configured))
+        # (an address's _ip is int() of it without its __int__ frame)
+        entries = [(t.start._ip, t.end._ip, Claim(handle, conn, peer, t, mine, named, known, configured))  # type: ignore[union-attr]
                    for t in selectors if not t.dynamic]
         self.remove(handle)
         self._by_handle[handle] = entries
@@ -239,7 +240,7 @@ class TsClaims:
         by_name = named if by_name is None else by_name
         for want in selectors:
             fam = want.version
-            first, last = int(want.start), int(want.end)
+            first, last = want.start._ip, want.end._ip  # type: ignore[union-attr]
             starts, entries = self._starts[fam], self._entries[fam]
             near = entries[bisect.bisect_left(starts, first - self._reach[fam]):bisect.bisect_right(starts, last)]
             for e in (near + self._wide[fam] if self._wide[fam] else near):

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, source_key
 from tunsec.ike.identity import Identity
+from tunsec.immutable import immutable
 from tunsec.policy.selector import IPAddress, Ts
 
 # leases (per address family) unproven peers may hold at once under one name from one source address
@@ -79,7 +80,7 @@ class PoolConfig:
 
     @property
     def version(self) -> int:
-        return self.first.version
+        return self.first._version  # type: ignore[union-attr,no-any-return]   # (the property's, a frame less)
 
     @property
     def size(self) -> int:
@@ -120,7 +121,7 @@ class PoolConfig:
                    ipaddress.ip_address(last) if net.version == 4 else ipaddress.IPv6Address(last), dns)
 
 
-@dataclass(frozen=True)
+@immutable   # one per client's virtual IP
 class Lease:
     """What the engine puts in a CFG_REPLY: the address, and the DNS servers of its pool."""
 
@@ -130,7 +131,7 @@ class Lease:
     proof: str = field(default="", compare=False)   # how its holder's identity was proven (acquire's): release takes it
 
 
-@dataclass(frozen=True, slots=True)   # one per bound lease: no __dict__
+@immutable(slots=True)   # one per bound lease: no __dict__
 class _Holder:
     """Whom a lease is bound to: an identity as one way of proving it vouched for it."""
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS, Selector
 from tunsec.ike.constants import IKE_PORT, NATT_PORT
+from tunsec.immutable import immutable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,7 +98,7 @@ class TooManySelectors(SelectorError):
     pass
 
 
-@dataclass(frozen=True)
+@immutable   # a few per Child SA set up (the peer's, narrowed, resolved)
 class Ts:
     """An address range with a protocol (0 = any) and a port range.
 
@@ -113,7 +114,9 @@ class Ts:
 
     @property
     def version(self) -> int:
-        return self.start.version
+        # the class attribute behind IPv4Address.version, a property (a second frame per call: a
+        # client's set-up asks ~13 times); int() of an address below is its _ip likewise (__int__)
+        return self.start._version  # type: ignore[union-attr,no-any-return]
 
     @classmethod
     def parse(cls, text: str) -> Ts:
@@ -140,11 +143,12 @@ class Ts:
         return Ts(ip, ip, self.protocol, self.start_port, self.end_port)
 
     def intersect(self, other: Ts) -> Ts | None:
-        if self.version != other.version:
+        if self.start._version != other.start._version:  # type: ignore[union-attr]
             return None
         if self.protocol and other.protocol and self.protocol != other.protocol:
             return None
-        start1, start2, end1, end2 = int(self.start), int(other.start), int(self.end), int(other.end)
+        start1, start2 = self.start._ip, other.start._ip  # type: ignore[union-attr]
+        end1, end2 = self.end._ip, other.end._ip  # type: ignore[union-attr]
         start, end = max(start1, start2), min(end1, end2)
         sport, eport = max(self.start_port, other.start_port), min(self.end_port, other.end_port)
         if start > end or sport > eport:
@@ -415,7 +419,8 @@ class FastSelectors:
 
 
 def _compatible(a: Ts, b: Ts) -> bool:
-    return a.version == b.version and not (a.protocol and b.protocol and a.protocol != b.protocol)
+    same_family: bool = a.start._version == b.start._version  # type: ignore[union-attr]
+    return same_family and not (a.protocol and b.protocol and a.protocol != b.protocol)
 
 
 def _selector(src: Ts, dst: Ts) -> Selector:
@@ -454,17 +459,19 @@ def check_fast_selectors(local: Sequence[Ts], remote: Sequence[Ts]) -> None:
     every range is in order and in bounds (then :class:`Selector` accepts them all).  The IKE
     engine checks a Child SA's selectors before agreeing to it; the IKE service builds them
     once, to install it."""
-    if all(_in_order(t) for t in local) and all(_in_order(t) for t in remote):
-        _pairs(local, remote)
-    else:
-        fast_selectors(local, remote)   # what Selector refuses, and its exact message
+    for t in (*local, *remote):   # (a loop, not all(genexpr): no generator made and resumed per selector)
+        if not _in_order(t):
+            fast_selectors(local, remote)   # what Selector refuses, and its exact message
+            return
+    _pairs(local, remote)
 
 
 def _in_order(t: Ts) -> bool:
     """What Selector's checks demand of one side (Ts itself checks nothing)."""
     kind = type(t.start)
     return ((kind is ipaddress.IPv4Address or kind is ipaddress.IPv6Address) and type(t.end) is kind
-            and int(t.start) <= int(t.end) and type(t.protocol) is int and 0 <= t.protocol <= 0xFF
+            and t.start._ip <= t.end._ip  # type: ignore[union-attr]
+            and type(t.protocol) is int and 0 <= t.protocol <= 0xFF
             and type(t.start_port) is int and type(t.end_port) is int and 0 <= t.start_port <= t.end_port <= 0xFFFF)
 
 

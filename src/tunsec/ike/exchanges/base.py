@@ -20,7 +20,7 @@ from typing import TypeVar
 from ..constants import ERROR_NOTIFY_LIMIT, NotifyType
 from ..eap.relay import RelayReply
 from ..events import Address, DownReason
-from ..message import NotifyPayload, Payload
+from ..message import IdPayload, NotifyPayload, Payload
 from ..state import ChildSa, IkeRekey, IkeSaState, State
 
 P = TypeVar("P")
@@ -231,6 +231,15 @@ def find(payloads: Sequence[Payload], cls: type[P]) -> P | None:
 
 def find_all(payloads: Sequence[Payload], cls: type[P]) -> list[P]:
     return [p for p in payloads if isinstance(p, cls)]
+
+
+def find_id(payloads: Sequence[Payload], initiator: bool) -> IdPayload | None:
+    """The first IDi (``initiator``) or IDr payload (a loop, not next(genexpr): a generator left
+    unfinished is closed with a GeneratorExit raised in it, ~3k instructions)."""
+    for payload in payloads:
+        if isinstance(payload, IdPayload) and payload.initiator == initiator:
+            return payload
+    return None
 
 
 def find_notify(payloads: Sequence[Payload], ntype: int) -> NotifyPayload | None:

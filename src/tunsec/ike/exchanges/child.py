@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tunsec.dataplane.pipe import MAX_SELECTORS
+from tunsec.immutable import immutable
 from tunsec.loglimit import suffix
 from tunsec.policy.claims import Claim, Peer, describe, is_manual
 from tunsec.policy.selector import IPAddress, SelectorError, TooManySelectors, check_fast_selectors, selectors_text
@@ -174,8 +175,8 @@ def response_payloads(selection: Selection, child: ChildSa) -> list[Payload]:
     ours = Proposal(chosen.num, chosen.protocol, spi_bytes(child.spi_in), chosen.transforms)
     return [
         SaPayload((ours,)),
-        TsPayload(True, tuple(to_wire(t) for t in selection.tsi)),
-        TsPayload(False, tuple(to_wire(t) for t in selection.tsr)),
+        TsPayload(True, tuple([to_wire(t) for t in selection.tsi])),
+        TsPayload(False, tuple([to_wire(t) for t in selection.tsr])),
     ]
 
 
@@ -191,13 +192,13 @@ def received_ts(payloads: Sequence[Payload]) -> tuple[tuple[Ts, ...], tuple[Ts, 
                 tsr = tsr or p
     if tsi is None or tsr is None:
         return None
-    return (
-        tuple(from_wire(s) for s in tsi.selectors),
-        tuple(from_wire(s) for s in tsr.selectors),
+    return (   # (list comprehensions: a generator costs ~1k instructions more for a few items)
+        tuple([from_wire(s) for s in tsi.selectors]),
+        tuple([from_wire(s) for s in tsr.selectors]),
     )
 
 
-@dataclass(frozen=True)
+@immutable   # one per Child SA request answered
 class Selection:
     """What a responder agreed to for a Child SA request."""
 
@@ -352,7 +353,10 @@ def outside_others_leases(st: IkeSaState, selectors: Sequence[Ts]) -> tuple[Ts, 
     vips = st.peer_vips
     # one lease (a road warrior's usual) is compared, not hashed into a set (an address's hash makes a hex text)
     own_addrs = (vips[0].address,) if len(vips) == 1 else tuple({lease.address: None for lease in vips})
-    if all(sel.start == sel.end and sel.start in own_addrs for sel in selectors):
+    for sel in selectors:   # (a loop, not all(genexpr): no generator made and resumed per selector)
+        if sel.start != sel.end or sel.start not in own_addrs:
+            break
+    else:
         return tuple(selectors)   # its lease(s) alone (remote_ts = dynamic): nothing of another's
     spans = st.address_pool.spans(pools)
     own = [Ts.host(address) for address in own_addrs]

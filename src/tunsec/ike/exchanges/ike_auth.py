@@ -39,7 +39,7 @@ from ..ts import Ts
 from . import child as childmod
 from . import create_child_sa, ike_config, mobike
 from . import ike_auth_eap as eap
-from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_notify, notify
+from .base import CHILD_ERRORS, Outcome, Response, Task, error_notify, find, find_all, find_id, find_notify, notify
 from .ike_auth_cas import alike_by_ca, verified_key
 from .ike_sa_init import certreq_payloads
 from .informational import DeleteChildTask
@@ -219,7 +219,7 @@ def _ike_up(st: IkeSaState) -> None:
 
 def _peer_ids(idi: IdPayload, payloads: Sequence[Payload]) -> tuple[Identity, Identity | None]:
     """The identity the peer claims (IDi) and ours it wants (IDr, if it sent one)."""
-    idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+    idr = find_id(payloads, False)
     return Identity(idi.id_type, idi.data), Identity(idr.id_type, idr.data) if idr is not None else None
 
 
@@ -241,8 +241,9 @@ def _select_config(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload]) 
     # whose constraints it meets), and of those one that names the peer's identity before one of
     # %any, whatever their order (strongSwan ranks a perfect identity match above %any): a site's
     # own connection, not the road warriors'; else the first that fits, and its check refuses
-    fitting = sorted((cfg for cfg in st.candidates if _fits(cfg, peer, wanted)),
-                     key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
+    fitting = [cfg for cfg in st.candidates if _fits(cfg, peer, wanted)]
+    if len(fitting) > 1:   # (one, a gateway's usual, is in order: no generator, no key per candidate)
+        fitting.sort(key=lambda cfg: (not proves(cfg), cfg.remote.id.is_any))
     if fitting:
         st.config = fitting[0]
     return fitting
@@ -349,7 +350,7 @@ class IkeAuthTask(Task):
             st.emit(NegotiationFailed(st.name, notify_name(err.type), "IKE_AUTH refused by peer"))
             return Outcome.CLOSE
         if self._eap is None or not self._eap.started:
-            idr = next((p for p in find_all(payloads, IdPayload) if not p.initiator), None)
+            idr = find_id(payloads, False)
             try:
                 if idr is None:
                     raise AuthError("response has no IDr")
@@ -438,7 +439,7 @@ class IkeAuthTask(Task):
 
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     """The responder's IKE_AUTH."""
-    idi = next((p for p in find_all(payloads, IdPayload) if p.initiator), None)
+    idi = find_id(payloads, True)
     try:
         if st.eap is not None:
             return _respond_eap_round(st, payloads)

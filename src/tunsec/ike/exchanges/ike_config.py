@@ -21,8 +21,8 @@ import ipaddress
 import logging
 import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
+from tunsec.immutable import immutable
 from tunsec.loglimit import suffix
 
 from ..address_role import other_peer, other_tunnel
@@ -30,7 +30,7 @@ from ..constants import CfgAttribute, CfgType, NotifyType
 from ..message import CpPayload, Payload
 from ..peer_logs import Line
 from ..state import IkeSaState
-from .base import find_all, notify
+from .base import notify
 
 Attribute = tuple[int, bytes]
 
@@ -46,7 +46,7 @@ class MalformedCp(ValueError):
 
 
 def encode_attributes(attrs: Sequence[Attribute]) -> bytes:
-    return b"".join(struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs)
+    return b"".join([struct.pack("!HH", kind & 0x7FFF, len(value)) + value for kind, value in attrs])
 
 
 def _walk(data: bytes) -> Iterator[Attribute]:
@@ -83,7 +83,10 @@ def _find_cp(payloads: Sequence[Payload], cfg_type: CfgType) -> list[Attribute] 
 
 
 def _cp_body(payloads: Sequence[Payload], cfg_type: CfgType) -> bytes | None:
-    return next((cp.attributes for cp in find_all(payloads, CpPayload) if cp.cfg_type == cfg_type), None)
+    for cp in payloads:   # (a loop: an unfinished generator is closed with a GeneratorExit raised in it)
+        if isinstance(cp, CpPayload) and cp.cfg_type == cfg_type:
+            return cp.attributes
+    return None
 
 
 _READ_IN_REPLY = {CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS,
@@ -268,7 +271,7 @@ def _same(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> boo
 # ---------------------------------------------------------------- responder
 
 
-@dataclass(frozen=True)
+@immutable   # one per client's CFG_REQUEST
 class CpAnswer:
     payloads: list[Payload]
     failure: str | None = None  # why no address could be assigned (the child is then not built)
@@ -279,11 +282,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
     attrs = _find_cp(payloads, CfgType.CFG_REQUEST)
     if attrs is None or st.peer_id is None:
         return CpAnswer([])
-    families = list(dict.fromkeys(
+    families = list(dict.fromkeys([
         4 if kind == CfgAttribute.INTERNAL_IP4_ADDRESS else 6
         for kind, _ in attrs
         if kind in (CfgAttribute.INTERNAL_IP4_ADDRESS, CfgAttribute.INTERNAL_IP6_ADDRESS)
-    ))
+    ]))
     if not families:
         return CpAnswer([])
     pools = st.config.pools
@@ -302,7 +305,7 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> CpAnswer:
                         f"no virtual IP ({wanted}) for {st.peer_id}: {why}")
     reply: list[Attribute] = [(_ADDRESS_ATTR[lease.address.version], _address_value(lease.address))
                               for lease in leases]
-    dns = dict.fromkeys(d for lease in leases for d in lease.dns)
+    dns = dict.fromkeys([d for lease in leases for d in lease.dns])
     reply += [(_DNS_ATTR[d.version], d.packed) for d in dns]
     return CpAnswer([CpPayload(CfgType.CFG_REPLY, encode_attributes(reply))])
 

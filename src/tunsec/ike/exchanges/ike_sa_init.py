@@ -61,7 +61,6 @@ from .base import (
     Outcome,
     Response,
     Task,
-    any_notify,
     error_notify,
     find,
     find_all,
@@ -103,10 +102,18 @@ def _peer_behind_nat(st: IkeSaState, payloads: Sequence[Payload], spi_r: bytes) 
     requests (sa_responder.serve, as strongSwan's update_hosts with COND_NAT_THERE).  A peer that
     sends none does not do NAT traversal: no NAT."""
     sources = [n.data for n in find_all(payloads, NotifyPayload) if n.type == NotifyType.NAT_DETECTION_SOURCE_IP]
+    return _translated(st, sources, spi_r)
+
+
+def _translated(st: IkeSaState, sources: Sequence[bytes], spi_r: bytes) -> bool:
+    """_peer_behind_nat of the peer's NAT_DETECTION_SOURCE_IP hashes."""
     if not sources:
         return False
     seen = nat_hash(st.spi_i, spi_r, st.remote_addr)
-    return not any(hmac.compare_digest(h, seen) for h in sources)
+    for h in sources:   # noqa: SIM110 (a loop, not any(genexpr): no generator made per IKE_SA_INIT)
+        if hmac.compare_digest(h, seen):
+            return False
+    return True
 
 
 def _certreq(st: IkeSaState) -> list[Payload]:
@@ -125,7 +132,11 @@ def _fragmentation(st: IkeSaState, answering: bool) -> list[Payload]:
 
 
 def _peer_hashes(payloads: Sequence[Payload]) -> frozenset[int]:
-    sig = find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS)
+    return _hashes_of(find_notify(payloads, NotifyType.SIGNATURE_HASH_ALGORITHMS))
+
+
+def _hashes_of(sig: NotifyPayload | None) -> frozenset[int]:
+    """The hash algorithms a SIGNATURE_HASH_ALGORITHMS notify announces (none without one)."""
     if sig is None:
         return NO_HASHES
     if len(sig.data) <= _HASHES_CACHE_MAX:
@@ -294,9 +305,23 @@ def _float_ports(st: IkeSaState) -> None:
 
 def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
     """The responder's IKE_SA_INIT: select, check the KE group, derive keys."""
-    sa, ke, nonce = find(payloads, SaPayload), find(payloads, KePayload), find(payloads, NoncePayload)
+    # one pass over the request for what find, find_notify and find_all asked one by one (each a
+    # pass of its own, eight per IKE_SA_INIT): the first payload of each kind, the first Notify of
+    # each type, the NAT_DETECTION_SOURCE_IP hashes
+    first: dict[type, Payload] = {}
+    notes: dict[int, NotifyPayload] = {}
+    sources: list[bytes] = []
+    for p in payloads:
+        if type(p) is NotifyPayload:
+            notes.setdefault(p.type, p)
+            if p.type == NotifyType.NAT_DETECTION_SOURCE_IP:
+                sources.append(p.data)
+        else:
+            first.setdefault(type(p), p)
+    sa, ke, nonce = first.get(SaPayload), first.get(KePayload), first.get(NoncePayload)
     if sa is None or ke is None or nonce is None:
         return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)
+    assert isinstance(sa, SaPayload) and isinstance(ke, KePayload) and isinstance(nonce, NoncePayload)
     theirs = [p for p in sa.proposals if p.protocol == ProtocolId.IKE and not p.spi]
     candidates = st.candidates or (st.config,)
     chosen = None
@@ -337,12 +362,12 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
         return Response([notify(NotifyType.INVALID_SYNTAX)], close=True)
     st.proposal, st.suite = chosen, suite
     st.nonce_i, st.nonce_r = nonce.data, st.rng(NONCE_LEN)
-    st.peer_hashes = _peer_hashes(payloads)
-    st.peer_certreq = find(payloads, CertReqPayload) is not None
-    st.peer_fragmentation = find_notify(payloads, NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    st.peer_hashes = _hashes_of(notes.get(NotifyType.SIGNATURE_HASH_ALGORITHMS))
+    st.peer_certreq = CertReqPayload in first
+    st.peer_fragmentation = NotifyType.IKEV2_FRAGMENTATION_SUPPORTED in notes
     # RFC 5685 §6: only a client that announced support may be redirected in IKE_AUTH
-    st.peer_redirect_support = any_notify(payloads, _REDIRECT_ANNOUNCED)
-    st.nat_peer = _peer_behind_nat(st, payloads, bytes(8))   # its request had no SPIr yet
+    st.peer_redirect_support = not _REDIRECT_ANNOUNCED.isdisjoint(notes)
+    st.nat_peer = _translated(st, sources, bytes(8))   # its request had no SPIr yet
     st.install_keys(shared)
     # where the request came from and our answer goes: the peer cannot go on without it
     st.proven_addr = st.remote_addr[0]
@@ -361,8 +386,11 @@ def respond(st: IkeSaState, payloads: Sequence[Payload]) -> Response:
 
 def _accepting(candidates: Sequence[IkeConfig], cfg: IkeConfig, chosen: Proposal) -> tuple[IkeConfig, ...]:
     """``cfg`` (which chose ``chosen``) and the candidates whose proposals accept it too, in order;
-    each distinct proposal list asked once (review revcost F1)."""
-    known: dict[tuple[ProposalSpec, ...], bool] = {}
+    each distinct proposal list asked once (review revcost F1), and ``cfg``'s not at all: it chose
+    ``chosen`` (a gateway whose one connection serves its clients matched each one's proposal twice)."""
+    if len(candidates) == 1:
+        return (cfg,)
+    known: dict[tuple[ProposalSpec, ...], bool] = {cfg.proposals: True}
     for c in candidates:
         if c.proposals not in known:
             known[c.proposals] = accepts(c.proposals, chosen)

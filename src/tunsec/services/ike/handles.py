@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, MutableMapping
+from typing import TypeVar, overload
 
 from tunsec.ike.sa import IkeSa, State
+
+_D = TypeVar("_D")
 
 
 class Handles(MutableMapping[IkeSa, int]):
@@ -28,6 +31,17 @@ class Handles(MutableMapping[IkeSa, int]):
 
     def __getitem__(self, sa: IkeSa) -> int:
         return self._handle[sa]
+
+    @overload
+    def get(self, sa: IkeSa, /) -> int | None: ...
+
+    @overload
+    def get(self, sa: IkeSa, default: int | _D, /) -> int | _D: ...
+
+    def get(self, sa: IkeSa, default: object = None, /) -> object:
+        """The dict's get: Mapping's asks __getitem__ and catches its KeyError (an SA without a handle
+        yet, a client's first Child SA: an exception raised and caught, ~5k instructions)."""
+        return self._handle.get(sa, default)
 
     def __setitem__(self, sa: IkeSa, handle: int) -> None:
         old = self._handle.get(sa)
@@ -61,4 +75,7 @@ class Handles(MutableMapping[IkeSa, int]):
         """The live IKE SA behind a handle: after a rekey the old SA (which still answers a DELETE for
         the children it shares with its successor) and the successor hold the same handle."""
         sas = self.sas_of(handle)
-        return next((sa for sa in sas if sa.state not in (State.REKEYED, State.CLOSED)), sas[0] if sas else None)
+        for sa in sas:   # (a loop: an unfinished generator is closed with a GeneratorExit raised in it)
+            if sa.state not in (State.REKEYED, State.CLOSED):
+                return sa
+        return sas[0] if sas else None

@@ -89,7 +89,7 @@ async def _delete_sa_in(self: IkeService, worker: int, spi: int, direction: Dire
 def _endpoint(self: IkeService, family: int, port: int, ip: str | None = None) -> Endpoint:
     """Our ESP endpoint: ``ip`` (the address the IKE SA's peer talks to) if it is of ``family``, else
     the configured one (or the wildcard: the worker then sends from the route's choice)."""
-    if ip is not None and (addr := parse_ip(ip)).version == family:
+    if ip is not None and (addr := parse_ip(ip))._version == family:  # type: ignore[union-attr]
         return Endpoint(addr, port)
     text = self.local_addrs.get(family) or ("0.0.0.0" if family == 4 else "::")
     return Endpoint(parse_ip(text), port)
@@ -105,9 +105,11 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
                                         f"failed: negotiated ESP {ev.alg}, which the fast path does not do",
                                         removed=False)
         return None
-    peer = Peer(sa.peer_id if sa.peer_id is not None else ev.remote_addr[0], sa.config.lease_proof)
-    named = sa.config.assigns(ev.child, ev.remote_ts)
-    by_name = sa.config.names_its_peer
+    # (the IKE SA's properties read once: each is a frame, and the booking below asks them again)
+    name, config, peer_id = sa.name, sa.config, sa.peer_id
+    peer = Peer(peer_id if peer_id is not None else ev.remote_addr[0], config.lease_proof)
+    named = config.assigns(ev.child, ev.remote_ts)
+    by_name = config.names_its_peer
     if found := self.ts_claims.overlaps(peer, ev.remote_ts, ev.local_ts, named, by_name):
         # the engine refuses or narrows another peer's selectors (exchanges/child.py _not_others,
         # answer_not_others for the answers to our requests), but a datagram handled in the same
@@ -165,10 +167,10 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
         lineage = Lineage(self.ids.reqid(), self.spi_pool.generation)
     # a rekey keeps what its predecessor came up with (a reload since may have renamed the child)
     before = self.children.get(rekeyed) if rekeyed is not None else None
-    plan = before.plan if before is not None else _plan(self, sa.name, ev.child)
+    plan = before.plan if before is not None else _plan(self, name, ev.child)
     remote_ip = parse_ip(ev.remote_addr[0])
-    local = self._endpoint(remote_ip.version, ev.local_port, ev.local_ip)
-    state = ChildState(handle, ike, sa.name, ev.child, ev.unique_id, ev.spi_in, ev.spi_out,
+    local = self._endpoint(remote_ip._version, ev.local_port, ev.local_ip)  # type: ignore[union-attr]
+    state = ChildState(handle, ike, name, ev.child, ev.unique_id, ev.spi_in, ev.spi_out,
                        Endpoint(remote_ip, ev.remote_addr[1]), local, ev.alg, ev.esn, ev.local_ts, ev.remote_ts,
                        lineage, plan, pred=pred)
     if ike not in self._ike_peers and not self._by_ike.get(ike):
@@ -181,7 +183,7 @@ def _child_registered(self: IkeService, sa: IkeSa, ev: ChildSaUp) -> ChildState 
     book(self, state)
     # whose these selectors are: a later Child SA of another peer may not take them toward the same
     # local ones (policy/claims.py)
-    self.ts_claims.add(handle, sa.name, peer, ev.remote_ts, ev.local_ts, named, by_name)
+    self.ts_claims.add(handle, name, peer, ev.remote_ts, ev.local_ts, named, by_name)
     self._by_uid[(ike, ev.unique_id)] = handle
     self._by_ike.setdefault(ike, set()).add(handle)
     return state

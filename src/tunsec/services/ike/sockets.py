@@ -152,7 +152,11 @@ class IkeSockets:
         if has_marker(local_port, addr[1]) and not unmarked:
             data = NON_ESP_MARKER + data
         # on a wildcard socket from the address the peer talked to (a bound one has only its own)
-        wildcard = any(v is s and k[1] in pktinfo.WILDCARDS for k, v in self.by_key.items())
+        wildcard = False
+        for k, v in self.by_key.items():   # (a loop, not any(genexpr): no generator per datagram)
+            if v is s and k[1] in pktinfo.WILDCARDS:
+                wildcard = True
+                break
         try:   # not contextlib.suppress: an object and two method calls per datagram
             pktinfo.sendto(s, data, addr, source if wildcard else None, oif)
         except OSError as err:
@@ -165,7 +169,10 @@ class IkeSockets:
     def socket(self, family: int, port: int) -> socket.socket | None:
         """The socket bound to ``port``: where a request came in, or an initiator's local_port
         (open made sure each has one)."""
-        return next((s for k, s in self.by_key.items() if k[0] == family and k[2] == port), None)
+        for k, s in self.by_key.items():   # (a loop: an unfinished generator is closed with a GeneratorExit)
+            if k[0] == family and k[2] == port:
+                return s
+        return None
 
     def unmark(self, data: bytes, addr: tuple[str, int], port: int) -> tuple[bytes | None, bool]:
         """A datagram on an IKE socket: where one end is port 500, IKE as it came.  On a custom IKE
