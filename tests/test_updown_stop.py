@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from test_review_revupdown_run import _alive
 
 from tunsec.policy.selector import Ts
 from tunsec.updown import ChildEvent, Scripts
@@ -24,15 +25,6 @@ from tunsec.updown import ChildEvent, Scripts
 def _event(up: bool) -> ChildEvent:
     return ChildEvent(up, "net", "tunsec0", 7, 3, "192.0.2.1", "192.0.2.2", 4500, "moon.example", "sun.example",
                       (Ts.parse("10.1.0.0/24"),), (Ts.parse("10.2.0.0/16"),))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:   # a zombie is dead too
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_down_client_running_at_the_drain_deadline_is_killed_with_what_it_started(
