@@ -78,6 +78,9 @@ def _harden() -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from tunsec import pid1
+
+    pid1.init_if_pid1()   # first, holding nothing yet: as PID 1 an init stays above the daemon (pid1.py)
     if not _harden():
         return 1
     cfg = _load(args.config, root_check=True)

@@ -140,13 +140,18 @@ def shed_for_answer() -> None:
     the CLI reads the server's answer: podman exec and a HEALTHCHECK start it with the container's
     capabilities as ambient ones, and the server at the other end parses IKE from the network (review
     revcontainer F3).  Best effort: where the kernel refuses, the CLI goes on as it was."""
-    keep = mask(CAP_DAC_OVERRIDE) if os.geteuid() == 0 else 0
-    try:
-        _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-        caps = get_caps()
-        set_caps(caps.effective & keep, caps.permitted & keep, 0)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        shed(mask(CAP_DAC_OVERRIDE) if os.geteuid() == 0 else 0)
+
+
+def shed(keep: int, no_new_privs: bool = False) -> None:
+    """Of this thread's capabilities keep only those of ``keep`` it has, none ambient or inheritable
+    (and no-new-privs if asked); OSError: the kernel refused."""
+    _prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+    caps = get_caps()
+    set_caps(caps.effective & keep, caps.permitted & keep, 0)
+    if no_new_privs:
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
 
 
 def has_cap(cap: int) -> bool:

@@ -35,7 +35,9 @@ without a shell: ``updown`` is split like a shell would split it (quotes) and
 executed directly, with only ``PATH``, the ``PLUTO_*`` variables and tunsec's
 ``TUNSEC_*`` ones in its environment, as the unprivileged user the control
 process runs as (no capabilities, no-new-privs). It has ``UPDOWN_TIMEOUT``
-seconds; then it is killed. Its output and a failure are logged; the event loop
+seconds; then it is killed with what it started (its process group). It has
+finished when it exits (a job it left in the background may keep running); the
+first 4 KiB of its output and a failure are logged (scriptrun); the event loop
 never waits for it. :class:`Scripts` orders the runs (see there).
 """
 
@@ -54,7 +56,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from dataclasses import dataclass
 from typing import Any
 
-from tunsec import scriptfile
+from tunsec import scriptfile, scriptrun
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.selector import IPAddress, SelectorError, Ts, selector_pairs
@@ -64,6 +66,10 @@ from tunsec.safefs import Untrusted
 log = logging.getLogger("tunsec.updown")
 
 UPDOWN_TIMEOUT = 30.0
+# at a stop, how long after it began the down-clients queued by it may run (Scripts.drain): one
+# started at once has its whole UPDOWN_TIMEOUT; the shipped systemd unit's TimeoutStopSec and the
+# container examples' stop grace (60 s) leave room for it, the DELETEs and the accounting Stops
+STOP_WAIT = UPDOWN_TIMEOUT + 5.0
 _OUTPUT_LIMIT = 4096    # bytes of a script's output that reach the log
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -217,9 +223,8 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
         return False
     fd = run_as.fd
     try:   # the file checked, whatever its name means by now; argv[0] stays the name the script knows
-        proc = await asyncio.create_subprocess_exec(
-            *run_as.argv, executable=f"/proc/self/fd/{fd}", pass_fds=(fd,), env=env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        done = await scriptrun.execute(run_as.argv, timeout, _OUTPUT_LIMIT, executable=f"/proc/self/fd/{fd}",
+                                       pass_fds=(fd,), env=env)
     except OSError as exc:
         log.error("%s: cannot run it: %s", what, exc.strerror or exc)
         return False
@@ -228,19 +233,14 @@ async def run(argv: Sequence[str], env: dict[str, str], timeout: float = UPDOWN_
         return False
     finally:
         os.close(fd)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    if done.status is None:
         log.error("%s: killed after %.0f s without finishing", what, timeout)
         return False
-    text = out[:_OUTPUT_LIMIT].decode(errors="replace").strip()
+    text = done.output.decode(errors="replace").strip()
     if text:
         log.info("%s: %s", what, text.replace("\n", " | "))
-    if proc.returncode != 0:
-        log.error("%s: exited with status %s", what, proc.returncode)
+    if done.status != 0:
+        log.error("%s: exited with status %s", what, done.status)
         return False
     return True
 
@@ -350,6 +350,8 @@ class _Turn:
     waits: list[asyncio.Future[None]]
     left: int = 0   # of waits, not done yet
     waited: Callable[[asyncio.Future[None]], None] = lambda _: None   # the callback on each of waits
+    task: asyncio.Task[Any] | None = None   # its run, once started (drain cancels it at its deadline)
+    running: bool = False   # its script runs (it holds its share and a slot)
 
 
 def peer_of_event(ev: ChildEvent) -> object:
@@ -428,6 +430,8 @@ class Scripts:
         self._waiting: dict[tuple[int, ChildEvent], list[_Turn]] = {}   # ups whose turn has not come
         self._downs = _DownIndex()   # the downs queued and not ended, by their remote addresses
         self.skipped = 0
+        self._live: set[_Turn] = set()   # queued or running, not ended
+        self.closing = False   # tunsec is stopping (drain): no up runs any more
         self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
 
     def submit(self, key: int, argv: Sequence[str], ev: ChildEvent, cap: int = DEFAULT_MAX_CHILD_SAS) -> bool:
@@ -435,6 +439,9 @@ class Scripts:
         an up skipped (the queue is full)."""
         if not ev.up and self._drop_up(key, dataclasses.replace(ev, up=True)):
             return True
+        if ev.up and self.closing:   # its down would not run either
+            log.info("updown %s up-client for %s: not run, tunsec is stopping", argv[0], ev.child)
+            return False
         loop = asyncio.get_running_loop()
         pairs = _pairs(ev)
         envs = [_environment(ev, mine, theirs) for mine, theirs in pairs]
@@ -459,6 +466,7 @@ class Scripts:
         turn = _Turn(key, ev, before, end, loop.create_future(),
                      [f for f in (before, *fence) if f is not None and not f.done()])
         self._arm(turn)
+        self._live.add(turn)
         self._spawn(self._run(turn, argv, envs, down))
         return True
 
@@ -520,15 +528,18 @@ class Scripts:
             self._ups[key] = left
 
     async def _run(self, turn: _Turn, argv: Sequence[str], envs: list[dict[str, str]], down: _Down | None) -> None:
+        turn.task = asyncio.current_task()
         try:
             if not await turn.go:
                 return   # dropped with its down (_drop_up), which did the bookkeeping
             if self._slots is None:
                 self._slots = asyncio.Semaphore(self._parallel)
             async with self._shares.of(peer_of_event(turn.ev)), self._slots:
+                turn.running = True
                 for env in envs:
                     await run(argv, env)
         finally:   # whatever happened (cancelled at shutdown too): what waits for it goes on
+            self._live.discard(turn)
             if not _dropped(turn):
                 self._finish(turn, down)
 
@@ -552,3 +563,24 @@ class Scripts:
     def _downs_of(self, ranges: Sequence[tuple[int, int, int]]) -> list[asyncio.Future[None]]:
         """The downs queued now for any address of ``ranges``."""
         return [d.done for d in self._downs.overlapping(ranges)]
+
+    async def drain(self, deadline: float) -> int:
+        """tunsec stops: no more ups; until the loop's clock reaches ``deadline`` the events queued
+        (the downs of every Child SA the stop ended) run; then those left are cancelled (a running
+        script's process group killed) and counted in the log.  The downs not run (or not to their end)."""
+        self.closing = True
+        loop = asyncio.get_running_loop()
+        while self._live and (left := deadline - loop.time()) > 0:
+            await asyncio.wait([t.end for t in self._live], timeout=left)
+        turns = list(self._live)
+        downs = [t for t in turns if not t.ev.up]
+        if downs:
+            log.error("updown: %d down-client(s) not run at the stop, %d of them killed while running: they had "
+                      "%.0f s (what their up-clients set up stays)", len(downs), sum(t.running for t in downs),
+                      STOP_WAIT)
+        tasks = [t.task for t in turns if t.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:   # each kills its script's process group, then waits for its exit (scriptrun)
+            await asyncio.wait(tasks)
+        return len(downs)

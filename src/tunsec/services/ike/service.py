@@ -288,6 +288,7 @@ class IkeService(Service):
     async def shutdown(self) -> None:
         """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
         self.closing = True
+        stop_began = asyncio.get_running_loop().time()
         for task in self._relay_rounds.values():
             task.cancel()     # the IKE SAs they wait for are deleted next
         for sa in self.endpoint.sas:
@@ -296,6 +297,7 @@ class IkeService(Service):
                     sa.delete(time.monotonic())
         self.barrier.flush()
         await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
+        await self.scripts.drain(stop_began + updown.STOP_WAIT)   # the down-clients the deletes queued
         if self._tasks or self.sockets.natt_sends:
             await asyncio.wait([*self._tasks, *self.sockets.natt_sends], timeout=2.0)
         if self.accounting is not None:   # the Stops of the IKE SAs just deleted and of those still up, the Off
