@@ -187,6 +187,16 @@ static bool account(ts_dp *dp, ts_sa *sa, size_t bytes) {
     return true;
 }
 
+/* Without ESN the SA must be replaced before its 2^32nd packet (RFC 4303 §3.3.3), and only a soft
+ * packet limit (rekey_packets, off by default) would say so before the hard stop: one soft EXPIRE a
+ * margin before the last number, for every such SA (an SA installed past it: at its first packet).
+ * A relaxed load first: no locked instruction per packet for the margin's numbers. */
+static void seq_soft(ts_dp *dp, ts_sa *sa, uint64_t seq) {
+    if (!sa->esn && seq >= (1ull << 32) - TS_SEQ_SOFT_MARGIN &&
+        !atomic_load_explicit(&sa->soft_fired, memory_order_relaxed))
+        emit_expire(dp, sa, false, TS_EXP_SEQ);
+}
+
 /* the rate limiters' clock: CLOCK_MONOTONIC, unless a test stopped it (ts_test_set_clock) */
 void ts_test_set_clock(ts_dp *dp, uint64_t now_ns) {
     atomic_store(&dp->test_clock_ns, now_ns);
@@ -370,6 +380,7 @@ int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
+    seq_soft(dp, sa, seq);   /* after account: the EXPIRE's counters include this packet */
     emit_reserve(dp, sa, seq, false);
     memcpy(out + ESP_HDR + ESP_IV, pkt, len);
     /* loop threads seal with contexts of their own; control threads share slot 0 */

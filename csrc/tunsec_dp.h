@@ -218,6 +218,10 @@ enum ts_event_type {
 
 /* numbered as the pipe's ExpireReason (3 = TIME is the worker's own) */
 enum ts_expire_reason { TS_EXP_BYTES = 1, TS_EXP_PACKETS = 2, TS_EXP_SEQ = 4 };
+/* An outbound SA without ESN raises one soft EXPIRE (TS_EXP_SEQ) at its sequence number
+ * 2^32 - TS_SEQ_SOFT_MARGIN (or its first one past it): 2^26 numbers, ~50 s at 1.2 M packets/s, for a
+ * rekey before the hard stop at 2^32 - 1 (RFC 4303 §3.3.3).  The pipe's protocol.SEQ_SOFT_MARGIN. */
+#define TS_SEQ_SOFT_MARGIN 67108864
 
 typedef struct ts_event {
     uint8_t type;

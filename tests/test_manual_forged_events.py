@@ -80,3 +80,25 @@ def test_a_sequence_overflow_at_the_end_of_the_reservation_is_kept(tmp_path: Pat
         again.stop()
 
     asyncio.run(body())
+
+
+def test_a_soft_sequence_overflow_of_a_manual_sa_is_a_warning_only(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Review revnonce F1: the fast path warns (soft SEQ_OVERFLOW) SEQ_SOFT_MARGIN numbers before a
+    non-ESN SA's last; manual keys cannot be rekeyed, so the line says what to do, and the SA stays
+    (its hard stop comes at the last number).  Fails before the fix: the line said nothing of it."""
+    async def body() -> None:
+        h = Harness(tmp_path, conf(tmp_path, tunnel("site", 1)))
+        await h.start()
+        svc = h.daemon.manual
+        remote = svc.plans[0].outbound.remote
+        with caplog.at_level(logging.WARNING):
+            assert svc.on_event(pipe.Expire(spi=OUT_SPI, direction=Direction.OUT, hard=False,
+                                            reason=ExpireReason.SEQ_OVERFLOW, remote=remote))
+        assert svc.refused_expires == 0 and not svc.expired
+        [line] = [r.getMessage() for r in caplog.records if f"{OUT_SPI:08x}" in r.getMessage()]
+        assert "soft seq_overflow" in line and "sequence numbers left" in line and "replace them" in line
+        assert h.sas() == sa_pair(1)
+        h.stop()
+
+    asyncio.run(body())

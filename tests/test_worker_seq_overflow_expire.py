@@ -13,6 +13,10 @@ A real IkeService over the in-process worker (the C fast path's SAD), a real IKE
 (test_ikeservice_peers.connected), as tests/test_ikeservice_impossible_expire.py; the forged EXPIREs go
 through IkeService.on_event as the pipe reader hands them over.  The guard (passes on main, must keep
 passing) is the one SEQ_OVERFLOW a healthy worker sends: hard, outbound, no ESN.
+
+Since review revnonce F1 (h/fixseqsoft) a healthy worker also sends a soft SEQ_OVERFLOW, 2^26 numbers
+before a non-ESN SA's last, with the SA's counters; it is believed only with counters that far and an
+SA old enough (tests/test_ikeservice_seq_soft.py).  The forged ones here carry no counters: refused.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def _peer() -> Endpoint:
 
 
 def test_soft_seq_overflow_expires_rekey_nothing() -> None:
-    """Fails on main: ten forged soft EXPIREs with reason SEQ_OVERFLOW (which no worker sends soft) are
+    """Fails on main: ten forged soft EXPIREs with reason SEQ_OVERFLOW (no counters: not as a worker sends one) are
     ten rekeys with the peer, the child having neither rekey_bytes nor rekey_packets."""
     async def body() -> None:
         gw = await connected(1)

@@ -42,6 +42,7 @@ int main(int argc, char **argv) {
     test_replay();
     test_replay_ring();
     test_overflow();
+    test_seq_soft();
     test_reservation();
     test_reservation_threads();
     test_esn_end_threads();

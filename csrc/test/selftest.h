@@ -122,6 +122,7 @@ void test_bad_inner(void);
 void test_replay(void);                 /* test_replay.c */
 void test_replay_ring(void);
 void test_overflow(void);               /* test_seq.c */
+void test_seq_soft(void);
 void test_reservation(void);
 void test_reservation_threads(void);
 void test_esn_end_threads(void);

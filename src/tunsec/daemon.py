@@ -254,6 +254,8 @@ class Daemon:
                 return
             log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
                       proc.pid, code, len(self.manual.plans))
+            for svc in self.services:   # nothing of theirs goes into the new worker before their reinstall
+                svc.worker_died()
             # from the death until the new worker holds every service's SAs: a reload meanwhile would
             # run against no worker, or put into the new one what the reinstall puts in again
             async with self._reloading:

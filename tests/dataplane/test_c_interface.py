@@ -48,6 +48,11 @@ def test_expire_reasons_of_the_fast_path_are_pipe_expire_reasons() -> None:
     assert {pipe.ExpireReason.TIME, pipe.ExpireReason.LARVAL_TIMEOUT}.isdisjoint(header.values())
 
 
+def test_the_soft_sequence_margin_is_the_pipe_s() -> None:
+    """The control process (worker_claims, manual) reads the margin without the C module."""
+    assert lib.TS_SEQ_SOFT_MARGIN == pipe.SEQ_SOFT_MARGIN == 2**26
+
+
 def test_every_drop_reason_crosses_the_pipe_and_reaches_status() -> None:
     drops = Dataplane().drops()
     assert set(drops) == {d.name.lower() for d in Drop if d != lib.TS_DROP_NONE}

@@ -126,6 +126,9 @@ class Service(ABC):
     async def worker_restarted(self) -> None:
         """A new worker with an empty SAD and SPD replaced the one that died."""
 
+    def worker_died(self) -> None:  # noqa: B027 (a hook most services need not take)
+        """The worker died; its successor is not started yet (worker_restarted follows once it is)."""
+
     @abstractmethod
     def on_event(self, msg: pipe.Message) -> bool:
         """A worker event; True if it concerns an SA or policy this service owns (and was handled)."""

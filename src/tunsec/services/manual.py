@@ -26,7 +26,17 @@ from tunsec.conf.diff import NameDiff, diff_by_name
 from tunsec.conf.manual import Esp, ManualTunnel
 from tunsec.dataplane import pipe
 from tunsec.dataplane.client import WorkerClient, WorkerError
-from tunsec.dataplane.pipe import Alg, Direction, Endpoint, ExpireReason, Lifetime, Policy, SaInfo, SaSpec
+from tunsec.dataplane.pipe import (
+    SEQ_SOFT_MARGIN,
+    Alg,
+    Direction,
+    Endpoint,
+    ExpireReason,
+    Lifetime,
+    Policy,
+    SaInfo,
+    SaSpec,
+)
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import Band, IdSpace, priority
@@ -526,9 +536,7 @@ class ManualService(Service):
                     self._persist_expired(key, msg.reason)
                 if (held := self._expire_log.admit()) is not None:   # the worker decides how many (F3)
                     log.warning("SA %s %08x reached its %s %s limit%s%s", msg.direction.name.lower(), msg.spi,
-                                what, msg.reason.name.lower(),
-                                "; removed, manual keys cannot be renewed: replace them in the config"
-                                if msg.hard else "", suffix(held))
+                                what, msg.reason.name.lower(), _expire_note(msg), suffix(held))
                 return True
             case pipe.Acquire() if (p := self._expired_policy(msg.policy_id)) is not None:
                 # its outbound SA expired (logged then): the traffic is dropped (no_sa), once a second
@@ -625,6 +633,18 @@ class ManualService(Service):
                          "hint": "manual keys cannot be renewed: reload with new keys"}
                         for k in keys if k in expired and k not in sas],
         }
+
+
+def _expire_note(msg: pipe.Expire) -> str:
+    """What a manual SA's EXPIRE means for it: nothing renews manual keys.  A soft SEQ_OVERFLOW (the
+    fast path's warning SEQ_SOFT_MARGIN numbers before a non-ESN SA's last) comes once per SA and
+    worker: the hard stop at the last number stays."""
+    if msg.hard:
+        return "; removed, manual keys cannot be renewed: replace them in the config"
+    if msg.reason is ExpireReason.SEQ_OVERFLOW:
+        return (f"; {SEQ_SOFT_MARGIN} sequence numbers left before it stops, manual keys cannot be renewed: "
+                "replace them in the config (or use esn)")
+    return ""
 
 
 def _died(err: StartupError, worker: WorkerClient) -> bool:

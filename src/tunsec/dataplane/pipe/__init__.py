@@ -78,6 +78,7 @@ from tunsec.dataplane.pipe.protocol import (
     SaState,
 )
 from tunsec.dataplane.pipe.protocol import REPLAY_MAX as REPLAY_MAX
+from tunsec.dataplane.pipe.protocol import SEQ_SOFT_MARGIN as SEQ_SOFT_MARGIN
 from tunsec.dataplane.pipe.protocol import IPAddress as IPAddress
 from tunsec.dataplane.pipe.protocol import IPNetwork as IPNetwork
 from tunsec.dataplane.pipe.values import Endpoint, Lifetime, Policy, PolicyInfo, SaInfo, SaSpec, Selector

@@ -11,6 +11,9 @@ MAX_IKE_DATA: Final = 65000
 MAX_SELECTORS: Final = 8
 MAX_SA_COUNTERS: Final = 64   # per-SA counters a DUMP may name (enum ts_sa_counter)
 REPLAY_MAX: Final = 65536
+# An outbound SA without ESN raises a soft SEQ_OVERFLOW EXPIRE this many sequence numbers before its
+# last (2^32 - 1): time for a rekey before the hard stop (csrc/tunsec_dp.h TS_SEQ_SOFT_MARGIN).
+SEQ_SOFT_MARGIN: Final = 2**26
 # RFC 4303 2.1: SPI 0 is for local use and 1..255 are reserved by IANA, so
 # no SA on the wire may carry them.
 MIN_SPI: Final = 256

@@ -34,12 +34,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("tunsec.ike")
 
 
+def worker_died(self: IkeService) -> None:
+    """The worker died (daemon._watch_worker, before its successor starts).  The daemon starts the new
+    worker and reinstalls the services before this one (the manual service) first: until
+    worker_restarted, nothing of the old worker's Child SAs may go into the new one, where nothing
+    would ever delete it (their removals are the old worker's generation).  A standby timer, the
+    peer's DELETE of the old Child SA (IKE on port 500 needs no worker) or a FIRST_USE would ADD a
+    rekey responder's held-back outbound SA (review revnonce R2): the timers stop and the held-back
+    SAs are dropped; worker_restarted rekeys those Child SAs into the new worker anyway."""
+    self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
+    for state in self.children.values():
+        state.standby = None
+
+
 async def worker_restarted(self: IkeService) -> None:
     """A new worker has an empty SAD: IKE SAs survive, their children must be renegotiated."""
     self._acct_worker_restarted()   # their usage so far stays in the sessions' totals
     self.spi_pool.clear(spi for sa in self.endpoint.sas for spi in sa.inbound_spis())
     self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
-    self._cancel_timers()   # their SPIs mean nothing (or someone else's SA) to the new worker
+    worker_died(self)   # as the daemon said it at the death (an in-process worker's restart did not)
     self._lingering.clear()   # nor do lingering inbound SAs' (their timers just went)
     # after the timers went (it arms its own again), before the loop below releases the booked Child SAs' lineages
     recreate.worker_restarted(self)

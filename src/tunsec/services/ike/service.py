@@ -713,6 +713,7 @@ class IkeService(Service):
     # --- defined in the package's modules, one concern each (see their docstrings) ---------------
     # restart.py
     worker_restarted = restart.worker_restarted
+    worker_died = restart.worker_died
     # installs.py
     expired = installs.expired
     _child_of_sa = child_index.child_of_sa

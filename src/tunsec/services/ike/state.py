@@ -74,6 +74,9 @@ class ChildState:
     # remove the child while the SA lives, so they are never looked up by name again (shared, not copied)
     plan: Child
     established: float = field(default_factory=time.time)
+    # the same moment on the monotonic clock (established is wall time, for status): how long its SAs
+    # can at most have carried traffic (worker_claims.seq_overflow_possible), whatever the clock does
+    registered: float = field(default_factory=time.monotonic, repr=False)
     out_installed: bool = False    # our ADD succeeded: the outbound SA (spi_out, remote) is ours to delete
     pred: int | None = None        # handle of the Child SA this one rekeyed (or duplicates: installs._sibling)
     # a MIGRATE to (the peer's new endpoint, our new end) is in flight (NAT rebinding, MOBIKE: mobility._batch)
