@@ -97,7 +97,7 @@ class InProcessWorker:
             self.in_flight -= 1
         bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
-            raise WorkerError(type(msg).__name__, bad[0].errno)
+            raise WorkerError(type(msg).__name__, bad[0].errno, refused=True)   # as WorkerClient.request
         return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message],

@@ -161,6 +161,9 @@ class SeqState:
     first_use: float | None = None   # persisted: wall time of the first install under this key
     expired: Expired | None = None   # persisted: the hard limit the worker removed it at
     taken_over: list[str] = field(default_factory=list)   # version 1 files whose limits this took over
+    # the reservation the last restart() persisted while no worker has been handed it (see taken()):
+    # restart() gives it again rather than persist another block (review revlate7 F1)
+    unused: tuple[int, int, int] | None = None
     allowance: float = SEQ_BURST         # how far extend may still move the limit (see SEQ_RATE_MAX)
     allowance_at: float | None = None    # monotonic time allowance was last topped up
     # the state directory's descriptor: every file is opened, written and renamed relative to it (as root
@@ -299,10 +302,16 @@ class SeqState:
     def _notify(self) -> int:
         return 0 if self.limit >= self.seq_max else max(self.limit - self.block // 2, 1)
 
-    def restart(self, now: float | None = None) -> tuple[int, int, int]:
+    def restart(self, now: float | None = None, again: bool = False) -> tuple[int, int, int]:
         """(seq_start, seq_limit, seq_notify) for installing the SA at wall time ``now`` (default: now): start past
         the persisted limit and reserve one block beyond it, persisted before use (with the first
-        use's time, if this is it)."""
+        use's time, if this is it).  ``again``: the last restart's reservation, unwritten, if no worker
+        was handed it since (the caller calls taken() for every one that may have been) and the limit
+        has not moved: nothing used a number of it, and it still starts past every number an earlier
+        worker had (a left-out tunnel's retries, review revlate7 F1: a block persisted a second, the
+        receiver deaf to the peer's numbers below it)."""
+        if again and self.unused is not None and self.unused[1] == self.limit:
+            return self.unused
         if self.first_use is None:
             self.first_use = time.time() if now is None else now
         start = self.limit
@@ -312,7 +321,13 @@ class SeqState:
         self.block = self.min_block
         self._store(min(start + self.block, self.seq_max), self.block)
         self.last_low, self.last_notify = None, 0
-        return start, self.limit, self._notify()
+        self.unused = (start, self.limit, self._notify())
+        return self.unused
+
+    def taken(self) -> None:
+        """The last restart()'s reservation went to a worker, or may have (a request unanswered, a
+        worker gone): never given again, as a worker may have sent or accepted numbers of it."""
+        self.unused = None
 
     def mark_expired(self, expired: Expired) -> None:
         """The worker removed the SA at a hard limit: persisted, so no restart installs the key again

@@ -14,6 +14,8 @@ ours is said lost and put back, with add, once theirs goes; never over theirs.
 The look is one netlink dump the kernel filters (NETLINK_GET_STRICT_CHK: the main table, tunsec's proto,
 prohibit routes only): a few of them rather than the host's whole routing table (pyroute2 filters dumps in
 Python, seconds for a full table).  A kernel without dump filtering sends every route: each is checked here.
+Only the kernel's datagrams are read (netlink.from_kernel): a route another netlink socket unicast to the
+dump's socket would have hidden a deleted block from the check (review revlate7 R1).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import socket
 import struct
 
 from tunsec.dataplane.blockrecord import mark_metrics
-from tunsec.dataplane.netlink import _netlink
+from tunsec.dataplane.netlink import ForeignDrops, _netlink, from_kernel
 from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, prohibit_of
 from tunsec.dataplane.tun import IPNetwork, Tun, Unrouted, _iproute
 from tunsec.loglimit import LogLimiter, suffix
@@ -43,6 +45,8 @@ NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 _NLMSG = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
+# datagrams another netlink socket unicast to a route dump's socket: not the kernel's answer, dropped
+FOREIGN = ForeignDrops("prohibit route check", log)
 
 
 async def watch(tun: Tun, stopping: asyncio.Event, interval: float = INTERVAL, keeper: Keeper | None = None) -> None:
@@ -149,7 +153,10 @@ def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
         s.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body, (0, 0))
         found: set[tuple[IPNetwork, int | None]] = set()
         while True:
-            data = s.recv(1 << 16)
+            data, sender = s.recvfrom(1 << 16)
+            if not from_kernel(sender):   # review revlate7 R1: a forged route would keep a deleted block out
+                FOREIGN.dropped(sender)
+                continue
             if not data:
                 raise OSError("netlink: the route dump ended early")
             off = 0

@@ -49,11 +49,13 @@ REQ_ID_MAX = 0xFFFFFFFF  # the pipe header's request id is 32 bits; 0 is for eve
 
 class WorkerError(Exception):
     """The worker refused a request, or is gone (``gone``: its pipe closed or was never open, so a new
-    worker, with an empty SAD, is what answers next)."""
+    worker, with an empty SAD, is what answers next).  ``refused``: the worker answered with errno, so
+    it did not do it; otherwise (no answer, the pipe's error, gone) it may have."""
 
-    def __init__(self, what: str, errno: Errno, gone: bool = False) -> None:
+    def __init__(self, what: str, errno: Errno, gone: bool = False, refused: bool = False) -> None:
         self.errno = errno
         self.gone = gone
+        self.refused = refused
         super().__init__(f"{what}: {errno.name}")
 
 
@@ -179,7 +181,7 @@ def outcome(what: str, fut: asyncio.Future[list[pipe.Reply]]) -> list[pipe.Reply
     if (err := fut.exception()) is not None:
         return err if isinstance(err, WorkerError) else WorkerError(f"{what} ({err})", Errno.EIO)
     if (bad := next((r for r in fut.result() if r.errno is not Errno.OK), None)) is not None:
-        return WorkerError(what, bad.errno)
+        return WorkerError(what, bad.errno, refused=True)
     return fut.result()
 
 
@@ -469,7 +471,7 @@ class WorkerClient:
             self._forget(req_id, fut)   # answered: gone already; timed out or cancelled: given up
         bad = [r for r in replies if r.errno is not Errno.OK]
         if bad:
-            raise WorkerError(type(msg).__name__, bad[0].errno)
+            raise WorkerError(type(msg).__name__, bad[0].errno, refused=True)
         return replies
 
     def request_soon(self, build: Callable[[int], pipe.Message | bytes],

@@ -1,16 +1,21 @@
-"""pyroute2's IPRoute without the rest of pyroute2, and the kernel's refusals of netlink requests as
-OSErrors that say what was refused and why (tun.py's and blockwatch.py's routes and addresses)."""
+"""pyroute2's IPRoute without the rest of pyroute2, the kernel's refusals of netlink requests as
+OSErrors that say what was refused and why (tun.py's and blockwatch.py's routes and addresses), and
+which datagrams a raw netlink socket reads are the kernel's (from_kernel, ForeignDrops)."""
 
 from __future__ import annotations
 
 import errno
 import importlib.util
+import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
+
+from tunsec.loglimit import LogLimiter, suffix
 
 
 def _import_iproute() -> Any:
@@ -99,3 +104,27 @@ def _netlink(operation: str, fix: Callable[[], str] = lambda: "") -> Iterator[No
         yield
     except NetlinkError as exc:
         raise netlink_failure(exc, operation, fix()) from exc
+
+
+def from_kernel(sender: object) -> bool:
+    """Whether a netlink datagram's source address (port id, groups) is the kernel's: port id 0.  Any
+    netlink socket with CAP_NET_ADMIN in the namespace may unicast to ours, with whatever header it
+    likes (the port id and sequence number in it are the sender's to write): only the source address
+    the kernel fills in says who sent it (reviews revlate6 F1, revlate7 R1)."""
+    return isinstance(sender, tuple) and len(sender) >= 1 and sender[0] == 0
+
+
+@dataclass
+class ForeignDrops:
+    """The datagrams a netlink reader dropped as not the kernel's: counted, said rate-limited."""
+
+    what: str                       # the reader, as its lines name it
+    log: logging.Logger
+    count: int = 0
+    _said: LogLimiter = field(default_factory=lambda: LogLimiter(burst=1, period=300.0))
+
+    def dropped(self, sender: object) -> None:
+        self.count += 1
+        if (held := self._said.admit()) is not None:
+            self.log.warning("%s: a datagram from netlink port %s, not the kernel, dropped (%d so far)%s", self.what,
+                             sender[0] if isinstance(sender, tuple) and sender else sender, self.count, suffix(held))

@@ -13,7 +13,8 @@ and each instance has its own state_dir, so the only common place would be a dir
 user may write (a lock file there that one instance, or any local user able to write there, holds forever
 stops every other's blocks and lifts), and an older tunsec would not take it anyway.  Instead the delete
 says what it removed: the kernel's RTM_DELROUTE notification of our own request (the requester's netlink
-port and sequence number in its header) carries the deleted route's mark.  Not ours: it is put back at once,
+port and sequence number in its header; only a datagram the kernel sent, as any socket with CAP_NET_ADMIN
+may unicast one with that header) carries the deleted route's mark.  Not ours: it is put back at once,
 with its own mark, priority and proto, with add (a route put in meanwhile is left alone).  Their traffic is
 in clear for the time between our delete and that add (two netlink requests of this thread), not until a
 blockwatch round."""
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 
-from tunsec.dataplane.netlink import NetlinkError
+from tunsec.dataplane.netlink import ForeignDrops, NetlinkError, from_kernel
 
 log = logging.getLogger("tunsec.tun")
 
@@ -50,6 +51,8 @@ RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA = struct.Struct("=HH")
 
 IPNetwork = IPv4Network | IPv6Network
+# datagrams another netlink socket unicast to the deletions socket: not the kernel's notices, dropped
+FOREIGN = ForeignDrops("prohibit route delete", log)
 
 
 @dataclass(frozen=True)
@@ -134,12 +137,15 @@ def _read(s: socket.socket, ours: set[tuple[int, int]]) -> list[Prohibit]:
     s.setblocking(False)
     while True:
         try:
-            data = s.recv(1 << 16)
+            data, sender = s.recvfrom(1 << 16)
         except (BlockingIOError, InterruptedError):
             return found
         except OSError as err:
             log.warning("which prohibit route a delete removed is not known: %s", err.strerror or err)
             return found
+        if not from_kernel(sender):   # its header's (port, sequence) are the sender's to write (revlate7 R1)
+            FOREIGN.dropped(sender)
+            continue
         off = 0
         while off + NLMSG.size <= len(data):
             size, kind, _flags, seq, pid = NLMSG.unpack_from(data, off)

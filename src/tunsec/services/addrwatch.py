@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tunsec.loglimit import LogLimiter, suffix
+from tunsec.dataplane.netlink import ForeignDrops, from_kernel
 from tunsec.policy.selector import IPAddress
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,6 @@ def _dump_once(timeout: float) -> frozenset[InterfaceAddress] | None:
                 raise OSError(errno.EBADMSG, f"RTM_GETADDR answer: {err}") from None
 
 
-def from_kernel(sender: object) -> bool:
-    """Whether a netlink datagram's source address (port id, groups) is the kernel's: port id 0."""
-    return isinstance(sender, tuple) and len(sender) >= 1 and sender[0] == 0
-
-
 class AddressWatch:
     """Calls ``changed()`` once after each burst of address changes, until ``close()``; hands
     ``listener`` each change as it is read, and asks it to list every address again (once the
@@ -238,8 +233,7 @@ class AddressWatch:
         self._first: float | None = None   # when the burst the timer waits out began
         self._lost = False                 # this burst missed changes: the listener resyncs at its end
         self._sock: socket.socket | None = None
-        self.foreign = 0                   # datagrams another socket sent us, dropped
-        self._foreign_log = LogLimiter(burst=1, period=300.0)
+        self._foreign = ForeignDrops("address watch", log)   # datagrams another socket sent us
 
     def start(self) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
@@ -270,7 +264,7 @@ class AddressWatch:
                     self._on_read(None)
                 break
             if not from_kernel(sender):
-                self._foreign_dropped(sender)
+                self._foreign.dropped(sender)
                 continue
             if self._on_read is not None:
                 self._on_read(data)
@@ -283,11 +277,10 @@ class AddressWatch:
             self._lost |= lost
             self._arm()
 
-    def _foreign_dropped(self, sender: object) -> None:
-        self.foreign += 1
-        if (held := self._foreign_log.admit()) is not None:
-            log.warning("address watch: a datagram from netlink port %s, not the kernel, dropped (%d so far)%s",
-                        sender[0] if isinstance(sender, tuple) and sender else sender, self.foreign, suffix(held))
+    @property
+    def foreign(self) -> int:
+        """Datagrams another netlink socket sent the watch, dropped."""
+        return self._foreign.count
 
     def _arm(self) -> None:
         loop = asyncio.get_running_loop()

@@ -315,6 +315,7 @@ class ManualService(Service):
         d = diff_by_name([p.tunnel for p in self.plans], cfg.manual)
         # those still configured are in d.added: tried again below, and noted again if they fail
         self.not_installed = {}
+        self.retries.resume()   # "not installed until a reload": those an internal error ended
         if d.empty:
             return []
         by_name = {p.tunnel.name: p for p in self.plans}
@@ -422,14 +423,16 @@ class ManualService(Service):
             raise
 
     async def _reserved(self, p: ManualPlan) -> ManualPlan:
-        """p with both SAs starting past their persisted limits, a new block persisted first."""
+        """p with both SAs starting past their persisted limits, a new block persisted first (or the
+        last one, which no worker took: seqstate.SeqState.restart's again)."""
         kin = sa_key(p.inbound.spi, Direction.IN, p.inbound.remote)
         kout = sa_key(p.outbound.spi, Direction.OUT, p.outbound.remote)
         try:
             async with self._seq_locks[kin], self._seq_locks[kout]:
                 now = time.time()
-                r_in = await asyncio.to_thread(self.seq[kin].restart, now)
-                r_out = await asyncio.to_thread(self.seq[kout].restart, now)
+                # an SA no worker took since its last reservation gets that one again (_hand, review revlate7 F1)
+                r_in = await asyncio.to_thread(self.seq[kin].restart, now, True)
+                r_out = await asyncio.to_thread(self.seq[kout].restart, now, True)
                 sas = [await self._lifetime_left(key, sa, now) for key, sa in ((kin, p.inbound), (kout, p.outbound))]
         except StateError as err:
             raise StartupError(str(err)) from err
@@ -504,17 +507,32 @@ class ManualService(Service):
             if not in_gone:
                 await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
                 done.append(lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None))
-                await worker.request(lambda r: pipe.Update(r, p.inbound))
+                await self._hand(worker, lambda r: pipe.Update(r, p.inbound), p.inbound)   # undone with GETSPI's
             if not out_gone:
-                await worker.request(lambda r: pipe.Add(r, p.outbound))
-                done.append(lambda r: pipe.Delete(r, p.outbound.spi, Direction.OUT, p.outbound.remote))
+                undo = functools.partial(pipe.Delete, spi=p.outbound.spi, direction=Direction.OUT,
+                                         remote=p.outbound.remote)
+                await self._hand(worker, lambda r: pipe.Add(r, p.outbound), p.outbound,
+                                 functools.partial(done.append, undo))
             for pol in p.policies:   # also without the outbound SA: its traffic is dropped, not sent in clear
-                await worker.request(lambda r, pol=pol: pipe.SpdAdd(r, pol))  # type: ignore[misc]
-                done.append(functools.partial(pipe.SpdDelete, id=pol.id))
+                undo_pol = functools.partial(pipe.SpdDelete, id=pol.id)   # ours (IdSpace): no one else's id
+                await _unless_refused(worker, lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]
+                                      functools.partial(done.append, undo_pol))
         except WorkerError as err:
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
         log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
                  p.outbound.spi, len(p.policies))
+
+    async def _hand(self, worker: WorkerClient, make: Callable[[int], pipe.Message], sa: SaSpec,
+                    went_in: Callable[[], object] = lambda: None) -> None:
+        """The request that gives worker sa with its reservation.  Unless the worker refused it, sa went
+        in (went_in: its undo is booked) and its reservation is taken (its state's next restart reserves
+        anew): an answer lost, late, or cut by the worker's death may come from a worker that installed
+        it, and sent or accepted numbers of it (review revlate7 F1)."""
+        def taken() -> None:
+            went_in()
+            if (st := self.seq.get(sa_key(sa.spi, sa.direction, sa.remote))) is not None:
+                st.taken()
+        await _unless_refused(worker, make, taken)
 
     async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
         with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
@@ -613,9 +631,10 @@ class ManualService(Service):
                               for t, why in self.not_installed.values())]}
 
     def _left_out(self, p: ManualPlan) -> dict[str, Any]:
-        """A tunnel a restarted worker left out: why, and that it is tried again (not left to a reload)."""
+        """A tunnel a restarted worker left out: why, and whether it is tried again (or, its retry ended
+        by an internal error, left to a reload)."""
         why = self.retries.reason(p.tunnel.name)
-        return {} if why is None else {"not_installed": why, "retrying": True}
+        return {} if why is None else {"not_installed": why, "retrying": self.retries.retrying(p.tunnel.name)}
 
     @classmethod
     def idle_status(cls) -> dict[str, Any]:
@@ -645,6 +664,21 @@ def _expire_note(msg: pipe.Expire) -> str:
         return (f"; {SEQ_SOFT_MARGIN} sequence numbers left before it stops, manual keys cannot be renewed: "
                 "replace them in the config (or use esn)")
     return ""
+
+
+async def _unless_refused(worker: WorkerClient, make: Callable[[int], pipe.Message],
+                          went_in: Callable[[], object]) -> None:
+    """worker.request(make); went_in() unless the worker refused it (answered an errno): a request
+    unanswered, cut by the worker's death or cancelled may have been done all the same."""
+    refused = False
+    try:
+        await worker.request(make)
+    except WorkerError as err:
+        refused = err.refused
+        raise
+    finally:
+        if not refused:
+            went_in()
 
 
 def _died(err: StartupError, worker: WorkerClient) -> bool:

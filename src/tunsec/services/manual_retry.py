@@ -9,6 +9,10 @@ plan stays (its ids, its claim, its routes into the TUN, where no policy takes i
 worker drops it: never sent in clear), nothing of it is in the worker (no SA whose reservation is
 not on disk), and it is tried again every RESERVE_RETRY seconds, as a refill that failed is, until
 it goes in, a reload replaces or removes it, or the next worker restart takes it with the others.
+A retry gives each SA the reservation persisted for it as long as no worker took that SA (refused,
+or never sent): no block is spent and no file written per retry, and the tunnel goes in where a
+plain restart would have (review revlate7 F1; manual.py _hand, SeqState.restart's ``again``).  A
+retry an internal error ended stays listed (ended: status says a reload), and a reload resumes it.
 
 An attempt under way is awaited, never cancelled, when its retry stops: cancelled in the middle of
 a reservation, the write would land after the SA's state was handed on (a re-add reading the file
@@ -47,6 +51,7 @@ class Retry:
     sleeping: bool = True   # not started yet counts: cancelled then, it never runs
     stopped: bool = False
     installed: bool = False
+    ended: bool = False   # on an internal error: no longer tried, still out (review revlate7 F2)
 
     @property
     def name(self) -> str:
@@ -66,6 +71,20 @@ class Retries:
     def reason(self, name: str) -> str | None:
         r = self.by_name.get(name)
         return r.reason if r is not None else None
+
+    def retrying(self, name: str) -> bool:
+        """Whether that tunnel, left out, is still tried again (not ended by an internal error)."""
+        r = self.by_name.get(name)
+        return r is not None and not r.ended
+
+    def resume(self) -> None:
+        """The retries an internal error ended start again (a reload: status told the operator to
+        reload); each keeps its plan, its worker and its entry."""
+        for r in self.by_name.values():
+            if r.ended and not r.stopped and self.worker() is r.worker:
+                r.ended = False
+                log.info("%s: tried again after the reload", r.name)
+                r.task = asyncio.create_task(self._run(r))
 
     def start(self, plan: ManualPlan, err: StartupError, worker: WorkerClient) -> None:
         """plan was not installed into worker (err says why and what to do): said once, retried."""
@@ -96,6 +115,7 @@ class Retries:
             except Exception as err:   # a bug: said, and this tunnel stays out (status shows why) until a reload
                 log.error("%s: retrying its install failed: %s", r.name, internal_error(err, True))
                 r.reason = f"retrying its install failed on an internal error ({type(err).__name__})"
+                r.ended = True   # its entry stays: still out, and _uninstall must know it (stop says so)
                 return
             r.installed = True
             if self.by_name.get(r.name) is r:
