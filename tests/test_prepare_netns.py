@@ -162,3 +162,40 @@ def test_prepare_gives_a_split_tunnels_network_its_standing_route_and_undo_takes
     assert r.returncode == 0 and "standing routes removed" in r.stdout, r.stdout + r.stderr
     left = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
     assert "tsks" not in left and not has_tun(ns), left
+
+
+def sysctl(ns: str, key: str, value: str | None = None) -> str:
+    cmd = ["sysctl", "-n", key] if value is None else ["sysctl", "-qw", f"{key}={value}"]
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_prepare_refuses_where_ipv4_routes_with_linkdown_are_ignored(ns: str, base: Path) -> None:
+    """(fixks2, review revks F2) net.ipv4.conf.all.ignore_routes_with_linkdown = 1: the kernel passes over the
+    kill switch's routes once its device has no carrier (whatever the device's own says), and a killed
+    `tunsec up` would send the network in clear.  prepare refuses, naming the sysctl, and leaves nothing it
+    made.  On main it said the standing route was in place."""
+    sysctl(ns, "net.ipv4.conf.all.ignore_routes_with_linkdown", "1")
+    r = prepare(ns, base, base / "run", base / "state")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "net.ipv4.conf.all.ignore_routes_with_linkdown = 1" in r.stderr, r.stderr
+    left = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
+    assert "tsks" not in left and not has_tun(ns), left
+
+
+def test_prepare_makes_the_kill_switch_roots_and_keeps_its_routes_used(ns: str, base: Path) -> None:
+    """(fixks2, review revks F2, F3) the device prepare makes is root's (a TUN with no owner is anyone's to
+    attach to: a process of any user would read a killed run's traffic), and its own
+    ignore_routes_with_linkdown is 0 where new devices start with 1: the kernel uses its routes without a
+    carrier (looked at without the TUN's route above it).  On main: owner -1 (none), and 10.2.0.1 unreachable."""
+    sysctl(ns, "net.ipv4.conf.default.ignore_routes_with_linkdown", "1")
+    r = prepare(ns, base, base / "run", base / "state")
+    assert r.returncode == 0, r.stdout + r.stderr
+    dev = next(w.rstrip(":") for w in subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True,
+                                                      text=True).stdout.split() if w.startswith("tsks"))
+    owner = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/owner"], capture_output=True,
+                           text=True).stdout.strip()
+    assert owner == "0", owner
+    subprocess.run(["ip", "-n", ns, "route", "del", "10.2.0.0/24", "dev", TUN], check=True)   # the TUN's, first
+    got = subprocess.run(["ip", "-n", ns, "route", "get", "10.2.0.1"], capture_output=True, text=True)
+    assert f"dev {dev}" in got.stdout, got.stdout + got.stderr
+    assert sysctl(ns, f"net.ipv4.conf.{dev}.ignore_routes_with_linkdown") == "0"

@@ -111,18 +111,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     except (StartupError, OSError) as err:
         logging.getLogger("tunsec").error("cannot start: %s", err)
         return 1
+    code = 1
     try:
         try:
             import uvloop
 
-            return int(uvloop.run(main()))
+            code = int(uvloop.run(main()))
         except ImportError:
-            return asyncio.run(main())
+            code = asyncio.run(main())
+        return code
     except StartupError as err:
         logging.getLogger("tunsec").error("cannot start: %s", err)
         return 1
     finally:
-        daemon.close_network()
+        daemon.close_network(clean=code == 0)   # a failure keeps the kill switch (killswitch.py)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -139,9 +139,7 @@ class Daemon:
             raise StartupError(f"cannot open TUN {self.cfg.tunsec.tun}: {err.strerror or err}") from err
         made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
         self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
-        # the device is the dropped user's: its clean stop removes it with no CAP_NET_ADMIN (killswitch.py)
-        owner = t.uid if (t := self._socket_owner()) else (os.geteuid() or None)
-        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us, owner=owner)
+        self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -548,10 +546,11 @@ class Daemon:
             self._setup_tun()
             self.tun.report_unapplied(self.cfg.path)   # privilege: the one warning when unprivileged
         except BaseException:
-            self.close_network()
+            self.close_network(clean=False)
             raise
 
-    def close_network(self) -> None:
+    def close_network(self, clean: bool = True) -> None:
+        """What prepare() set up goes; at a failure (not clean) the kill switch may stay (killswitch.py)."""
         for svc in self.services:
             svc.close()
         if self.tun is not None:
@@ -559,7 +558,7 @@ class Daemon:
             self.tun = None
         if self.excludes is not None:   # after the TUN's routes: nothing goes into the TUN any more
             self.excludes.close()
-        self.killswitch.close()   # last: the host's default route carries the traffic again
+        self.killswitch.close(clean)   # last: the host's default route carries the traffic again
         self.sockets.close()
 
     async def run(self) -> int:
@@ -586,6 +585,7 @@ class Daemon:
             if self.excludes is not None:   # they follow the host's paths (its default route may change)
                 self._tasks.append(asyncio.create_task(exclude.follow(self.excludes, self.stopping)))
             gctune.settle()   # start-up is done: what exists now lives as long as we do
+            self.killswitch.up = True   # its networks are tunnelled: a failure from now on keeps them held
             log.info("tunsec up: %d manual tunnel(s), %d IKE connection(s) on %s (MTU %d), control socket %s",
                      len(self.manual.plans), len(self.ike.connections) if self.ike else 0, self.cfg.tunsec.tun,
                      self.mtu, self.cfg.tunsec.control_socket)

@@ -106,6 +106,8 @@ def _set_up(d: Daemon, name: str) -> list[str]:
         if nets - d.killswitch.held:
             raise PrepareError(f"the tunnels' standing routes on {d.killswitch.name} were refused (the error "
                                "above says why): tunsec up would fail open after a kill -9")
+        if d.killswitch.skipped:   # the kernel would pass over them once tunsec is killed (linkdown.py)
+            raise PrepareError("; ".join(d.killswitch.skipped))
         routes = [str(r[0]) for r in tun.routes]
         tun.routes.clear()   # they stay when tunsec up starts (and after it stops)
         return routes
@@ -248,6 +250,7 @@ def prepare(cfg: Config, user: str) -> str:
     d.excludes, d.killswitch = ExcludeRoutes(name, keep_found=True), KillSwitch(name, keep_found=True)
     try:
         routes = _set_up(d, name)
+        d.killswitch.release()   # the device stays, a TUN nobody reads, for tunsec up
     except BaseException:
         d.excludes.close()
         d.killswitch.close()

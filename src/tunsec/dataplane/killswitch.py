@@ -25,14 +25,25 @@ that brings the network), found again at a start after a kill -9 (EEXIST), and g
 route: a network's at a reload that drops it and at a start that no longer has it (keep_only), the
 device (and its routes with it) at a clean stop after the TUN, and at a start or reload with no route at
 all.  A start that fails before it looked at the device leaves it: it may be a killed run's, failing
-closed, or a running instance's (review revprep F2).  The device is made owned by the user the control
-process becomes (``owner``): its clean stop removes it without CAP_NET_ADMIN, as that TUN's owner
-(TUNSETPERSIST 0); a reload's change of a standing route without it is a command for root, as the TUN's
-routes' (``unapplied``).
+closed, or a running instance's (review revprep F2).  Only a clean stop removes it (review revks F1): a
+start that fails after it took a killed run's device over, or a run that fails after it was up (it gives up
+on its worker), keeps it (``close(clean=False)``), so that those networks stay dropped until a start
+succeeds; a first start that fails removes the device it added (it never held a tunnelled network).
 
-Only a TUN nobody reads is taken for the device: a link of that name of another kind (a veth whose peer is
-in a container) or one a process has open would carry the traffic on, the opposite of a kill switch, and
-is neither used nor deleted (review revprep F4).
+The device is root's (TUNSETOWNER 0: a TUN with no owner is anyone's to attach to, and one of the service
+user's is that user's processes', who would read a killed run's traffic, review revks F3).  The control
+process holds a descriptor attached to it from the start on (``fd``, taken with CAP_NET_ADMIN before the
+privilege drop), never read: no other process may attach while it is held (a single-queue TUN takes one),
+and the clean stop removes the device through it without CAP_NET_ADMIN (TUNSETPERSIST 0).  At a kill -9 the
+kernel closes it and the device is again a TUN nobody reads.  While held the device has a carrier: the
+standing routes still lie under the TUN's, and what reaches them waits in its queue until dropped.  A
+reload's change of a standing route without CAP_NET_ADMIN is a command for root, as the TUN's routes'
+(``unapplied``).  Where ignore_routes_with_linkdown is set the kernel passes over a device without carrier:
+linkdown.py keeps this one's routes used, or says why it cannot (review revks F2).
+
+Only a TUN nobody reads (or the one this run holds) is taken for the device: a link of that name of another
+kind (a veth whose peer is in a container) or one another process has open would carry the traffic on, the
+opposite of a kill switch, and is neither used nor deleted (review revprep F4).
 
 `tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
 CAP_NET_ADMIN: that start finds them (a device up, a route per network) and uses them without writing
@@ -53,11 +64,12 @@ from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.exclude import IPNetwork
+from tunsec.dataplane.linkdown import keep_used
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routes import destination, ifname, in_main
 from tunsec.dataplane.tun import NO_ADDR_GEN
-from tunsec.dataplane.tundev import LinkState, link_state, me, set_owner, unpersist
+from tunsec.dataplane.tundev import LinkState, hold, holds, let_go, link_state, me, unpersist
 
 log = logging.getLogger("tunsec.tun")
 
@@ -78,17 +90,19 @@ class KillSwitch:
 
     tun: str
     keep_found: bool = False   # a device found at start stays at the clean stop (the TUN was made for us)
-    # the user the control process becomes: the device's owner, so that it can remove it at its clean stop
-    # with no CAP_NET_ADMIN (None: root's alone, or anyone's with CAP_NET_ADMIN)
-    owner: int | None = None
     held: set[IPNetwork] = field(default_factory=set)
     found: bool = False        # the device was there, and keep_found: close() leaves it
     # close() removes the device: this instance added it, or took over one a killed run left (not keep_found);
     # never one it did not look at (a refusal before ensure: it may be a running instance's)
     owned: bool = False
+    taken_over: bool = False   # owned, a killed run's: its networks were held before this start (close keeps it)
+    up: bool = False   # set once tunsec is up (Daemon.run): its networks were tunnelled (close keeps it)
+    fd: int = -1   # a descriptor attached to the owned device, unread (tundev.hold): the clean stop's remover
     index: int | None = None   # the device this run judged (added, found or taken over): judged once
     # the commands for root of the changes refused for want of CAP_NET_ADMIN (a reload's answer says them)
     unapplied: list[str] = field(default_factory=list)
+    # what makes the kernel pass over the standing routes (linkdown.py), as ensure last found it: prepare refuses
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -108,7 +122,7 @@ class KillSwitch:
             except NetlinkError as exc:
                 if exc.code == errno.EPERM:   # an unprivileged start on a TUN made by hand: root's commands
                     exists = self.index is not None   # found (the index is set before it is brought up)
-                    self.unapplied += [*([] if exists else [f"ip tuntap add dev {self.name} mode tun"]),
+                    self.unapplied += [*([] if exists else [f"ip tuntap add dev {self.name} mode tun user root"]),
                                        f"ip link set {self.name} up",
                                        *(_route_add(net, self.name) for net in want if net not in self.held)]
                     return []
@@ -117,6 +131,10 @@ class KillSwitch:
                 return failed
             if self.owned and any(n.version == 6 for n in want):
                 _ipv6_on(ipr, idx, self.name)
+            self.skipped = keep_used(self.name, {n.version for n in want}, CLEAR)
+            for skipped in self.skipped:
+                failed.append(skipped)
+                log.error("%s", skipped)
             standing = _standing(ipr, idx, {n.version for n in want})
             for net in want:
                 if net in self.held:
@@ -143,9 +161,10 @@ class KillSwitch:
                 return f"standing route {net} dev {self.name} refused: {reason(exc)}; {CLEAR} (as root: {cmd})"
             holder = _holder(ipr, net)
             if holder is not None and holder != idx:   # another instance's kill switch (or root's route)
-                return (f"standing route {net} dev {self.name} refused: the route of that network and metric "
-                        f"goes to {ifname(ipr, holder)} (another tunsec's kill switch?), not ours; if it goes, "
-                        f"{CLEAR}")
+                to = (f"goes to {ifname(ipr, holder)} (another tunsec's kill switch?)" if holder else
+                      "goes to no device (root's blackhole, prohibit or multipath route?)")
+                return f"standing route {net} dev {self.name} refused: the route of that network and metric {to}, " \
+                       f"not ours; if it goes, {CLEAR}"
         self.held.add(net)   # added, or one a killed run of ours left on our device: ours now
         log.info("standing route %s dev %s (under TUN %s's route: its traffic is dropped if tunsec is killed)",
                  net, self.name, self.tun)
@@ -155,35 +174,45 @@ class KillSwitch:
         """The device's index, added (a persistent TUN, up: its routes are used without a carrier) if it is
         not there."""
         found = ipr.link_lookup(ifname=self.name)
+        ours = bool(found) and found[0] == self.index and self.fd >= 0 and holds(self.fd, self.name)
+        if not ours:   # a descriptor of ours on a device root deleted since is detached: let go
+            self.release()
         if found:
-            if not (state := link_state(ipr, found[0])).unread_tun():
+            if not ours and not (state := link_state(ipr, found[0])).unread_tun():
                 raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
                                    f"({_described(state)}): not ours, left as it is")
             if found[0] != self.index:   # the one this run judged already keeps its verdict
                 self.found = self.keep_found
-                self.owned = not self.keep_found
+                self.owned = self.taken_over = not self.keep_found
                 if self.owned:   # a killed run's, perhaps as another user: ours to remove at the clean stop
-                    self._own()
+                    self._hold(create=False)
         else:
-            ipr.link("add", ifname=self.name, kind="tuntap", mode="tun",
-                     **({"uid": self.owner} if self.owner is not None else {}))
-            self.owned = True
+            self._hold(create=True)
+            self.owned, self.taken_over = True, False
             found = ipr.link_lookup(ifname=self.name)
+            _no_addr_gen(ipr, found[0], self.name)   # before it is up: held, it has a carrier
         self.index = int(found[0])
         link = ipr.link("get", index=found[0])[0]
         if not link["flags"] & IFF_UP:   # one up already needs no write (none without CAP_NET_ADMIN)
             ipr.link("set", index=found[0], state="up")
         return int(found[0])
 
-    def _own(self) -> None:
-        """A device taken over owned by owner (logged if it cannot be: the clean stop then needs
-        CAP_NET_ADMIN to remove it)."""
-        if self.owner is None:
-            return
+    def _hold(self, create: bool) -> None:
+        """The device held (tundev.hold), created if create (NetlinkError if it cannot be: EPERM, no
+        CAP_NET_ADMIN); one taken over that cannot be held is said (its clean stop then needs CAP_NET_ADMIN)."""
         try:
-            set_owner(self.name, IFF_TUN | IFF_NO_PI, self.owner)
+            self.fd = hold(self.name, IFF_TUN | IFF_NO_PI, create)
         except OSError as err:
-            log.warning("device %s taken over keeps its owner: %s", self.name, err.strerror or err)
+            if create:
+                raise NetlinkError(err.errno or errno.EIO, f"creating {self.name}: {err.strerror or err}") from err
+            log.warning("device %s taken over is not held (%s): removing it at the clean stop needs CAP_NET_ADMIN",
+                        self.name, err.strerror or err)
+
+    def release(self) -> None:
+        """The descriptor held on the device closed (it stays, a TUN nobody reads)."""
+        if self.fd >= 0:
+            let_go(self.fd, remove=False)
+            self.fd = -1
 
     def keep_only(self, nets: Iterable[IPNetwork]) -> list[str]:
         """After the TUN's routes went: the standing routes of networks not among nets go (a reload dropped
@@ -236,10 +265,22 @@ class KillSwitch:
                       "CAP_NET_ADMIN): if tunsec is killed the tunnels' traffic leaves in clear. As root run: %s (or "
                       "once: tunsec prepare -c %s --user %s)", self.name, me(), cmds, config_path, me())
 
-    def close(self) -> None:
-        """At a clean stop, after the TUN's routes: the device and its routes go, and the host's other
-        routes carry the traffic again; one found on a TUN made for us (keep_found) stays for the next
-        start, as the TUN and its routes do; one it never looked at stays too (owned)."""
+    def close(self, clean: bool = True) -> None:
+        """At the stop, after the TUN's routes: at a clean one the device and its routes go, and the host's
+        other routes carry the traffic again; one found on a TUN made for us (keep_found) stays for the next
+        start, as the TUN and its routes do; one it never looked at stays too (owned).  At a failure (not
+        clean) a device it took over from a killed run, or whose networks it held while up, stays: those
+        networks stay dropped until a start succeeds (review revks F1)."""
+        if self.owned and not clean and (self.taken_over or (self.up and self.held)):
+            log.error("device %s of the tunnels' standing routes stays (tunsec did not stop cleanly): %s are "
+                      "dropped until tunsec starts again; to send them by the host's other routes instead, as "
+                      "root: ip link del %s", self.name, ", ".join(sorted(map(str, self.held))) or "its networks",
+                      self.name)
+            self.release()
+            self.held.clear()
+            self.found = self.owned = self.taken_over = False
+            self.index = None
+            return
         if self.owned:
             self.remove()
             return
@@ -250,7 +291,23 @@ class KillSwitch:
 
     def remove(self) -> None:
         """The device and its routes go (a start or reload without a route, a clean stop): by netlink, or
-        without CAP_NET_ADMIN as its owner (a persistent TUN no longer persistent goes when closed)."""
+        without CAP_NET_ADMIN through the descriptor held on it (a TUN no longer persistent goes when closed)."""
+        if self.fd >= 0 and holds(self.fd, self.name):
+            try:
+                let_go(self.fd, remove=True)
+                log.info("device %s of the tunnels' standing routes removed", self.name)
+            except OSError as err:
+                log.warning("device %s stays: %s (as root: ip link del %s)", self.name, err.strerror or err, self.name)
+            self.fd = -1
+        else:
+            self.release()
+            self._delete()
+        self.held.clear()
+        self.found = self.owned = self.taken_over = False
+        self.index = None
+
+    def _delete(self) -> None:
+        """The device deleted by netlink (or, refused, as its owner's), unless it is not a TUN nobody reads."""
         try:
             with IPRoute() as ipr:
                 found = ipr.link_lookup(ifname=self.name)
@@ -263,9 +320,6 @@ class KillSwitch:
         except (NetlinkError, OSError) as exc:
             log.warning("device %s stays: %s (as root: ip link del %s)", self.name,
                         reason(exc) if isinstance(exc, NetlinkError) else exc.strerror or exc, self.name)
-        self.held.clear()
-        self.found = self.owned = False
-        self.index = None
 
 
 def _route_add(net: IPNetwork, device: str) -> str:
@@ -281,6 +335,15 @@ def _delete(ipr: Any, idx: int, name: str) -> None:
         if exc.code != errno.EPERM:
             raise
         unpersist(name, IFF_TUN | IFF_NO_PI)
+
+
+def _no_addr_gen(ipr: Any, idx: int, name: str) -> None:
+    """No IPv6 address of its own on a new device (addrgenmode none): held, it has a carrier, and would
+    otherwise get a link-local address and send router solicitations into its unread queue."""
+    try:
+        ipr.link("set", index=idx, IFLA_AF_SPEC=NO_ADDR_GEN)
+    except NetlinkError as exc:   # a kernel without IPv6
+        log.debug("addrgenmode of %s left as it is: %s", name, reason(exc))
 
 
 def _ipv6_on(ipr: Any, idx: int, name: str) -> None:
@@ -301,11 +364,12 @@ def _ipv6_on(ipr: Any, idx: int, name: str) -> None:
 
 
 def _holder(ipr: Any, net: IPNetwork) -> int | None:
-    """The device of the main table's route of net at STANDING_PRIORITY (None: none, or no device)."""
+    """The device of the main table's route of net at STANDING_PRIORITY (None: none; 0: a route of no one
+    device, a blackhole, prohibit or multipath one: never ours)."""
     for r in ipr.route("dump", family=socket.AF_INET if net.version == 4 else socket.AF_INET6):
         if in_main(r) and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and destination(r) == net:
             oif = r.get_attr("RTA_OIF")
-            return int(oif) if oif is not None else None
+            return int(oif) if oif is not None else 0
     return None
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from tunsec.dataplane.netlink import IPRoute, as_oserror
 
 TUNSETIFF, TUNSETPERSIST, TUNSETOWNER = 0x400454CA, 0x400454CB, 0x400454CC   # linux/if_tun.h
+TUNGETIFF = 0x800454D2
+IFF_TUN_EXCL = 0x8000   # TUNSETIFF: EBUSY if the device exists (only ever a new one)
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,38 @@ def unpersist(name: str, flags: int) -> None:
         os.close(fd)   # the last descriptor of a TUN no longer persistent: the kernel removes it
 
 
-def set_owner(name: str, flags: int, uid: int) -> None:
-    """The persistent TUN name (made with flags) owned by uid from now on; OSError if it cannot be (EBUSY:
-    a process has it open)."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+def hold(name: str, flags: int, create: bool) -> int:
+    """A descriptor attached to the TUN name (made with flags; created, persistent, if create), which is made
+    root's (TUNSETOWNER 0: a TUN with no owner is anyone's to attach to).  Its holder may later remove it with
+    no capability (let_go); while it is held no other process attaches (a single-queue TUN takes one).
+    OSError if it cannot be (EPERM: no CAP_NET_ADMIN; EBUSY: it exists, create, or a process has it open)."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)   # never a worker's or a script's
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags))
-        fcntl.ioctl(fd, TUNSETOWNER, uid)
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags | (IFF_TUN_EXCL if create else 0)))
+        fcntl.ioctl(fd, TUNSETOWNER, 0)
+        if create:
+            fcntl.ioctl(fd, TUNSETPERSIST, 1)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def holds(fd: int, name: str) -> bool:
+    """fd (hold's) is still attached to the TUN name (root may have deleted it since: the descriptor is
+    then detached, and a device of that name is someone else's)."""
+    try:
+        ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(18))
+    except OSError:
+        return False
+    return ifr[:16].rstrip(b"\0") == name.encode()
+
+
+def let_go(fd: int, remove: bool) -> None:
+    """hold's descriptor closed; the TUN goes with it if remove (TUNSETPERSIST 0 through the descriptor: no
+    capability needed), else it stays, persistent, nobody's to read.  OSError if remove cannot be done."""
+    try:
+        if remove:
+            fcntl.ioctl(fd, TUNSETPERSIST, 0)
     finally:
-        os.close(fd)   # it stays: persistent
+        os.close(fd)
