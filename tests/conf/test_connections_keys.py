@@ -360,6 +360,21 @@ def test_start_needs_a_remote_address() -> None:
     assert parse_config(text.replace("start_action = start", "start_action = none")).connections[0].remote_addrs == ()
 
 
+@pytest.mark.parametrize("key", ["dpd_action", "close_action"])
+@pytest.mark.parametrize(("value", "action"), [("start", "start"), ("restart", "start"), ("trap", "trap"),
+                                                ("route", "trap")])
+def test_a_connection_of_any_brings_nothing_back_on_its_own(key: str, value: str, action: str) -> None:
+    """A lost peer's child would come back in another peer's IKE SA, or as a trap for every peer's
+    remote_ts (review revvanish F1): refused as start_action is."""
+    text = PSK_CONF.replace("remote_addrs = 192.168.0.2", "remote_addrs = %any").replace(
+        "start_action = start", f"{key} = {value}")
+    issue = only_issue(text)
+    assert (issue.line, issue.key) == (line_of(text, f"{key} ="), f"connections.gw-gw.children.net-net.{key}")
+    assert issue.message == f"{key} = {action} needs a peer to initiate to (remote_addrs is %any)"
+    named = parse_config(PSK_CONF.replace("start_action = start", f"{key} = {value}"))   # remote_addrs: fine
+    assert getattr(named.connections[0].children[0], key) == action
+
+
 def test_connection_needs_children() -> None:
     no_children = PSK_CONF.replace("net-net {", "net-net-gone {").replace("        children {", "        kids {")
     errors = [(e.key, e.message) for e in issues_of(no_children)]

@@ -58,9 +58,19 @@ def test_settings_drive_the_engine() -> None:
     assert _sends_until_given_up(text) == [0.0, 0.5, 1.5, 3.5]
 
 
+def test_retransmit_limit_caps_each_wait() -> None:
+    """strongSwan's charon.retransmit_limit: base 10 with 100 tries gives up after ~100 limits, not ~10^100 s."""
+    text = "tunsec {\n  retransmit_timeout = 1\n  retransmit_base = 10\n  retransmit_tries = 100\n" \
+           "  retransmit_limit = 60\n}\n" + CONNECTION
+    sends = _sends_until_given_up(text)
+    assert sends[:4] == [0.0, 1.0, 11.0, 71.0] and len(sends) == 102
+    assert sends[-1] == pytest.approx(1.0 + 10.0 + 99 * 60.0)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
+        ("retransmit_limit", "-1", "'-1' is out of range 0..3600"),
         ("retransmit_timeout", "soon", "not a number of seconds: 'soon'"),
         ("retransmit_timeout", "0", "'0' is out of range 0.05..3600"),
         ("retransmit_timeout", "nan", "'nan' is out of range 0.05..3600"),

@@ -46,7 +46,7 @@ from tunsec.conf.auth_rounds import (
     round_section,
     uses_pubkey,
 )
-from tunsec.conf.children import DEFAULT_CHILD_REKEY_TIME, Action, Child, read_children, rekey_limit
+from tunsec.conf.children import DEFAULT_CHILD_REKEY_TIME, Action, Child, ChildDraft, read_children, rekey_limit
 from tunsec.conf.credentials import Credentials
 from tunsec.conf.errors import BadValue, ConfigIssue, show_value
 from tunsec.conf.reader import SectionReader, accept_only, refuse_keys
@@ -367,6 +367,17 @@ def _parse_redirect_on(text: str) -> RedirectOn:
     raise BadValue(f"expected init or auth, got {show_value(text)}")
 
 
+def _refuse_initiating(draft: ChildDraft) -> None:
+    """A child of a connection of %any (no ``remote_addrs``) never initiates on its own: it has no peer
+    to.  Its dpd_action/close_action would bring back one lost peer's child: a trap for the whole
+    remote_ts is every peer's, and strongSwan's reestablish towards the lost peer's address is only
+    the service's backstop (services/ike/reestablish.py), not something to configure (review revvanish F1)."""
+    for key in ("start_action", "dpd_action", "close_action"):
+        action = getattr(draft.child, key)
+        if action != "none":
+            draft.reader.error(key, f"{key} = {action} needs a peer to initiate to (remote_addrs is %any)")
+
+
 def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
     issues = ctx.issues
     r = SectionReader(section, issues)
@@ -417,13 +428,9 @@ def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
 
     if local_addrs and remote_addrs and not {a.version for a in local_addrs} & {a.version for a in remote_addrs}:
         r.error("remote_addrs", "no address family in common with local_addrs")
-    if drafts is not None:
+    if drafts is not None and not remote_addrs and "remote_addrs" not in r.failed:
         for draft in drafts:
-            if draft.child.start_action != "none" and not remote_addrs and "remote_addrs" not in r.failed:
-                draft.reader.error(
-                    "start_action",
-                    f"start_action = {draft.child.start_action} needs a peer to initiate to (remote_addrs is %any)",
-                )
+            _refuse_initiating(draft)
     if r.failed or local.reader.failed or remote.reader.failed or drafts is None:
         return None
     if any(d.reader.failed for d in drafts) or local.auth is None or remote.auth is None:

@@ -175,6 +175,7 @@ _parse_workers = auto_or(int_range(1, MAX_WORKERS, "a worker count"))
 _parse_retransmit_timeout = float_range(0.05, 3600, "a number of seconds")
 _parse_retransmit_base = float_range(1, 10, "a number")
 _parse_retransmit_tries = int_range(0, 100, "a number of retransmissions")
+_parse_retransmit_limit = float_range(0, 3600, "a number of seconds")   # charon.retransmit_limit; 0: none
 # unauthenticated IKE_SA_INIT, as strongswan.conf's charon.half_open_timeout,
 # charon.cookie_threshold and charon.init_limit_half_open (which has no "unlimited" here)
 _parse_half_open_timeout = float_range(0.5, 3600, "a number of seconds")
@@ -232,7 +233,8 @@ class TunsecSettings:
     larval_timeout: int = 30
     # IKE requests (retransmit_timeout, retransmit_base, retransmit_tries): first
     # retransmission after timeout seconds, each wait base times the one before,
-    # give up after tries (strongswan.conf's charon.retransmit_* and their defaults);
+    # give up after tries, no wait longer than retransmit_limit (0: none) (strongswan.conf's
+    # charon.retransmit_* and their defaults);
     # every connection's IkeConfig carries this
     retransmit: RetransmitConfig = field(default_factory=RetransmitConfig)
     # both processes drop to this user once the TUN, sockets, routes and control
@@ -299,6 +301,7 @@ def read_tunsec_section(section: Section, issues: list[ConfigIssue]) -> TunsecSe
             timeout=r.get("retransmit_timeout", _parse_retransmit_timeout, d.retransmit.timeout),
             base=r.get("retransmit_base", _parse_retransmit_base, d.retransmit.base),
             tries=r.get("retransmit_tries", _parse_retransmit_tries, d.retransmit.tries),
+            limit=r.get("retransmit_limit", _parse_retransmit_limit, d.retransmit.limit),
         ),
         user=r.get("user", _parse_user, d.user),
         worker_user=r.get("worker_user", _parse_user, d.worker_user),

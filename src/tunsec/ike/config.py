@@ -53,15 +53,19 @@ def default_rand_time(rekey_time: float | None) -> float:
 
 @dataclass(frozen=True)
 class RetransmitConfig:
-    """strongSwan's defaults: 4 s, growing by 1.8 per try, 5 retransmissions."""
+    """strongSwan's defaults: 4 s, growing by 1.8 per try, 5 retransmissions; ``limit`` caps one
+    wait (strongSwan's retransmit_limit, 0: none), so that many tries of a large base end in a span
+    one can wait for (base 10 and 100 tries: ~10^100 s without it)."""
 
     timeout: float = 4.0
     base: float = 1.8
     tries: int = 5
+    limit: float = 0.0
 
     def delay(self, attempt: int) -> float:
         """How long to wait after send number ``attempt`` (0 = the first send)."""
-        return self.timeout * self.base**attempt
+        wait = self.timeout * self.base**attempt
+        return min(wait, self.limit) if self.limit else wait
 
     def span(self) -> float:
         """How long a request is retransmitted: from its first send until it is given up."""

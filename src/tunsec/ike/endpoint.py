@@ -328,8 +328,9 @@ class IkeEndpoint:
                 dropped += 1
         return dropped
 
-    def initiate(self, config_name: str, child_name: str | None, now: float) -> IkeSa:
-        sa = self._new_sa(self._configs[config_name], True, now, None, None)
+    def initiate(self, config_name: str, child_name: str | None, now: float, remote: Address | None = None) -> IkeSa:
+        """``remote``: where to (None: the connection's ``remote_addr``; a lost peer's on one of %any)."""
+        sa = self._new_sa(self._configs[config_name], True, now, remote, None)
         sa.initiate(child_name)
         self._collect(now)
         return sa

@@ -7,12 +7,13 @@ re-creations (recreate.py)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from tunsec.ike.sa import State
-from tunsec.services.ike import recreate, tries, vip_refused
+from tunsec.services.ike import recreate, reestablish, tries, vip_refused
 
 if TYPE_CHECKING:
     from tunsec.services.ike.service import IkeService
@@ -28,18 +29,33 @@ def initiate(self: IkeService, conn: str, child: str | None,
     if conn not in self.connections:
         raise KeyError(conn)
     joined = recreate.waiter(self, conn, child) if attempt is None and child is not None else None
-    tries.with_spi(self, attempt or tries.Try(conn, child, "initiate"), self._initiate)
+    then = self._initiate
+    if attempt is not None and attempt.bound and child is not None:   # a lost peer's, or its IKE SA's
+        then = functools.partial(_bound, self, attempt)
+    tries.with_spi(self, attempt or tries.Try(conn, child, "initiate"), then)
     self._pump()
     return joined
 
 
-def _initiate(self: IkeService, conn: str, child: str | None) -> None:
-    if self.closing:    # it waited for an SPI into the shutdown
-        return
+def _bound(self: IkeService, attempt: tries.Try, conn: str, child: str | None) -> None:
+    if not self.closing and child is not None and _still_there(self, conn, child):
+        reestablish.initiate(self, conn, child, attempt.ike, attempt.peer)
+
+
+def _still_there(self: IkeService, conn: str, child: str | None) -> bool:
     # it waited for an SPI (an ACQUIRE, a keying try) while a reload removed the connection or child
     plan = self.connections.get(conn)
     if plan is None or (child is not None and plan.get_child(child) is None):
         log.info("%s: %s not initiated: a reload removed it", conn, f"child {child}" if child else "connection")
+        return False
+    return True
+
+
+def _initiate(self: IkeService, conn: str, child: str | None) -> None:
+    """An initiation by the connection's name (the operator's, a trap's ACQUIRE, keyingtries, a refused
+    virtual IP's retry): a child goes into an IKE SA of the connection that is up.  A re-initiation
+    for one peer is bound to it instead (reestablish.py)."""
+    if self.closing or not _still_there(self, conn, child):    # it waited for an SPI into the shutdown
         return
     # like strongSwan: a child of a connection whose IKE SA is up is added to it (CREATE_CHILD_SA)
     up = next((sa for sa in self.endpoint.sas if sa.name == conn and sa.state is State.ESTABLISHED), None)

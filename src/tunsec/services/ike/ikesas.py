@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 from tunsec.ike.events import DownReason, IkeSaRekeyed, IkeSaUp
 from tunsec.ike.sa import IkeSa, State
 from tunsec.policy.pad import is_duplicate
-from tunsec.services.ike import churn_log, mobility, recreate, refusal_log, restart, tries
+from tunsec.services.ike import churn_log, mobility, recreate, reestablish, refusal_log, restart, tries
 from tunsec.services.ike.trusted import peer_of
 
 if TYPE_CHECKING:
+    from tunsec.conf.connections import Connection
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -36,7 +37,7 @@ def _outdated(self: IkeService, sa: IkeSa, ev: IkeSaUp) -> bool:
     proved the old credentials (a leaked PSK)."""
     conn = self.connections.get(ev.name)
     if conn is not None and conn.ike is sa.config:
-        return False
+        return reestablish.wrong_peer(self, sa, ev)   # (its own line)
     log.error("%s: IKE SA with %s (%s) came up under a connection a reload %s: deleting it", ev.name,
               ev.remote_id, ev.remote_addr[0], "removed" if conn is None else "changed")
     sa.delete(time.monotonic())
@@ -110,19 +111,14 @@ def _ike_lineage_gone(self: IkeService, handle: int) -> None:
         self._ike_handles.pop(old, None)
 
 
-def _after_loss(self: IkeService, conn_name: str, which: str) -> None:
-    """close_action / dpd_action of each child of a connection whose IKE SA went away."""
-    conn = self.connections.get(conn_name)
+def _after_loss(self: IkeService, up: IkeSaUp, which: str) -> None:
+    """close_action / dpd_action of each child of a connection whose IKE SA (``up``) went away: the
+    child back towards that IKE SA's own peer (reestablish.py), never into another peer's."""
+    conn = self.connections.get(up.name)
     if conn is None or self.closing:
         return
-    for plan in conn.children:
-        action = getattr(plan, which)
-        if action == "start":
-            log.info("%s: %s = start: re-initiating child %s", conn_name, which, plan.name)
-            tries.later(self, RETRY_DELAY, conn_name, plan.name, f"{which} = start")
-        elif action == "trap" and plan.start_action != "trap":
-            log.info("%s: %s = trap: child %s waits for traffic", conn_name, which, plan.name)
-            self._spawn(self.install_traps(only=(conn_name, plan.name)))
+    _bring_back(self, conn, up, [p.name for p in conn.children if getattr(p, which) == "start"],
+                [p.name for p in conn.children if getattr(p, which) == "trap"], f"{which} = start")
 
 
 def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
@@ -140,21 +136,42 @@ def _after_expiry(self: IkeService, up: IkeSaUp) -> None:
     conn = self.connections.get(up.name)
     if conn is None or self.closing:
         return
-    if up.peer_vips or conn.ike.remote.method.startswith("eap"):
-        return
     restart = [p.name for p in conn.children if "start" in (p.start_action, p.dpd_action)]
-    for plan in conn.children:
-        if plan.dpd_action == "trap" and plan.start_action != "trap" and plan.name not in restart:
-            self._spawn(self.install_traps(only=(up.name, plan.name)))
-    for child in restart:
-        log.info("%s: IKE SA expired before its rekey completed: re-initiating child %s", up.name, child)
-        tries.later(self, RETRY_DELAY, up.name, child, "re-initiation after the IKE SA expired")
+    _bring_back(self, conn, up, restart, [p.name for p in conn.children if p.dpd_action == "trap"],
+                "re-initiation after the IKE SA expired")
 
 
-def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = ()) -> None:
+def _bring_back(self: IkeService, conn: Connection, up: IkeSaUp, restart: list[str], trap: list[str],
+                why: str) -> None:
+    """The children of a lost IKE SA: ``restart`` ones initiated again towards its peer (a try bound to
+    it), ``trap`` ones (a start_action = trap child keeps its traps all along) wait for traffic.  A
+    connection of %any (remote_addrs) gets no trap: its remote_ts is every peer's, an ACQUIRE would
+    initiate by the connection's name; none of it where the peer reconnects by itself (asymmetric)."""
+    if reestablish.asymmetric(conn, up):
+        if restart or trap:
+            log.info("%s: not re-initiating %s towards %s: we were its responder (virtual IPs or EAP), it "
+                     "reconnects by itself", up.name, ", ".join(restart or trap), up.remote_id)
+        return
+    peer = reestablish.LostPeer.of(up)
+    for name in (t for t in trap if conn.child(t).start_action != "trap" and t not in restart):
+        if not reestablish.named(conn):
+            log.info("%s: child %s: no trap after the loss of %s: remote_addrs is %%any (the trap would be "
+                     "every peer's)", up.name, name, up.remote_id)
+            continue
+        log.info("%s: child %s waits for traffic (trap)", up.name, name)
+        self._spawn(self.install_traps(only=(up.name, name)))
+    for name in restart:
+        log.info("%s: %s: re-initiating child %s towards %s (%s)", up.name, why, name, up.remote_id,
+                 up.remote_addr[0])
+        tries.later(self, RETRY_DELAY, up.name, name, why, peer=peer)
+
+
+def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = (), sa: IkeSa | None = None) -> None:
     """keyingtries: a new IKE SA for one we initiated that got no answer, asking again for the
     children it was creating (as strongSwan moves the failed SA's child tasks to the new one), so a
-    trap child's IKE SA comes back with its Child SA and not bare until the next packet."""
+    trap child's IKE SA comes back with its Child SA and not bare until the next packet.  One that
+    went towards a lost peer (``sa``, reestablish.py) tries that peer again, nobody else."""
+    peer = self.reestablishing.pop(sa, None) if sa is not None else None
     conn = self.connections.get(conn_name)
     if conn is None or self.closing:
         return
@@ -168,5 +185,6 @@ def _retry(self: IkeService, conn_name: str, creating: tuple[str, ...] = ()) -> 
              f" of {conn.keyingtries}" if conn.keyingtries else "")
     children: list[str | None] = [*creating] or [p.name for p in conn.children if p.start_action == "start"] or [None]
     for child in children:
-        tries.later(self, RETRY_DELAY, conn_name, child, "keyingtries")
-
+        if peer is not None and child is None:
+            continue   # (a bound try names its child: the lost peer's, which it was creating)
+        tries.later(self, RETRY_DELAY, conn_name, child, "keyingtries", peer=peer)

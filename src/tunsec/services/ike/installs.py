@@ -729,7 +729,8 @@ async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, 
     if plan is not None and plan.close_action == "start" and ike is not None and ike.state is State.ESTABLISHED \
             and ev.reason is DownReason.DELETED_BY_PEER and lineage_ended and not self.closing:
         log.info("%s: close_action = start: re-creating child %s", conn_name, plan.name)
-        tries.later(self, 1.0, conn_name, plan.name, "close_action = start")
+        # in this IKE SA, its peer's: by the name alone another peer's might get it (reestablish.py)
+        tries.later(self, 1.0, conn_name, plan.name, "close_action = start", ike=state.ike)
 
 
 def _updown_event(self: IkeService, state: ChildState, plan: Child, me: IPAddress) -> updown.ChildEvent:

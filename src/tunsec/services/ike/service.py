@@ -94,6 +94,7 @@ from tunsec.services.ike import (
     mobility,
     radius_edge,
     recreate,
+    reestablish,
     refusal_log,
     restart,
     standby,
@@ -157,6 +158,7 @@ class IkeService(Service):
                                functools.partial(vip_refused.applied, self))
         self.vip_refusals = vip_refused.Refusals()   # a client's IKE SAs ended for their virtual IP
         self.tries = tries.Tries()   # initiations not in the engine yet (tries.py): terminate stops them
+        self.reestablishing = reestablish.Reestablishing()   # our IKE SAs towards a lost peer (reestablish.py)
         self.scripts = updown.Scripts(self._spawn)   # updown: each IKE SA's in order, IKE SAs side by side
         self.worker = worker
         self.local_addrs = local_addrs     # family -> our outer address for ESP SAs
@@ -526,7 +528,7 @@ class IkeService(Service):
                 # (one the endpoint still routes by its SPI is another IKE SA's: IkeEndpoint._succeed)
                 up = self.ike_up.pop(sa.local_spi, None) if self.endpoint.sa_by_spi(sa.local_spi) is None else None
                 if up is not None and ev.reason is DownReason.DELETED_BY_PEER:
-                    self._after_loss(ev.name, "close_action")
+                    self._after_loss(up.ev, "close_action")
                 elif up is not None and ev.reason is DownReason.EXPIRED:
                     self._after_expiry(up.ev)
             case IkeSaDeleting():
@@ -573,11 +575,11 @@ class IkeService(Service):
                 refusal_log.ike_sa_limit(self, sa, ev)
             case PeerUnreachable():
                 log.error("%s: peer did not answer after %d retransmissions; giving up", ev.name, ev.tries)
-                if self.ike_up.pop(sa.local_spi, None) is not None:
+                if (up := self.ike_up.pop(sa.local_spi, None)) is not None:
                     self.events.dpd_failures[ev.name] += 1
-                    self._after_loss(ev.name, "dpd_action")     # it was up: dead peer detected
+                    self._after_loss(up.ev, "dpd_action")     # it was up: dead peer detected
                 elif sa.is_initiator:
-                    self._retry(ev.name, ev.children)
+                    self._retry(ev.name, ev.children, sa)
             case Redirected():
                 log.info("%s: gateway %s redirected us to %s (RFC 5685%s)", ev.name, ev.from_addr, ev.to_addr,
                          ", in IKE_AUTH" if ev.in_auth else "")

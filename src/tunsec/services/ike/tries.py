@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from tunsec.services.ike.reestablish import LostPeer
     from tunsec.services.ike.service import IkeService
 
 log = logging.getLogger("tunsec.ike")
@@ -31,6 +32,14 @@ class Try:
     why: str                                 # who asked for it (keyingtries, an ACQUIRE, ...)
     timer: asyncio.TimerHandle | None = None   # its delay, before it waits for an SPI
     stopped: bool = False
+    # bound to one peer (reestablish.py): the IKE SA handle the child goes back into, or the lost
+    # IKE SA's peer; neither: the connection's IKE SA, whichever (commands._initiate)
+    ike: int | None = None
+    peer: LostPeer | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self.ike is not None or self.peer is not None
 
     def describe(self) -> str:
         what = f"child {self.child}" if self.child else "the connection"
@@ -96,10 +105,12 @@ def stopped_line(stopped: list[str]) -> str:
     return f"stopped {n} {'try' if n == 1 else 'tries'} not sent yet: {', '.join(stopped)}"
 
 
-def later(self: IkeService, delay: float, conn: str, child: str | None, why: str) -> Try:
+def later(self: IkeService, delay: float, conn: str, child: str | None, why: str, *, ike: int | None = None,
+          peer: LostPeer | None = None) -> Try:
     """Initiate ``child`` of ``conn`` in ``delay`` seconds, unless terminate comes first.  A plain loop
-    timer: a worker restart meanwhile must not cancel it (IkeService._later)."""
-    t = Try(conn, child, why)
+    timer: a worker restart meanwhile must not cancel it (IkeService._later).  ``ike``, ``peer``: bound
+    to that IKE SA or that lost SA's peer (reestablish.py)."""
+    t = Try(conn, child, why, ike=ike, peer=peer)
     t.timer = asyncio.get_event_loop().call_later(delay, _due, self, t)
     self.tries.add(t)
     return t
