@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tunsec.conf.authorities import read_authorities
-from tunsec.conf.connections import Connection, port_warnings, read_connections
+from tunsec.conf.connections import Connection, any_peer_action_warnings, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
@@ -168,6 +168,7 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
         warnings=tuple(_ordered(withhold_tails(root, [
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
+            *any_peer_action_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *ike_inside_manual_warnings(manual, connections, pools),
             *named_overlap_warnings(connections, pools),

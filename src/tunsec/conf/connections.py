@@ -368,14 +368,38 @@ def _parse_redirect_on(text: str) -> RedirectOn:
 
 
 def _refuse_initiating(draft: ChildDraft) -> None:
-    """A child of a connection of %any (no ``remote_addrs``) never initiates on its own: it has no peer
-    to.  Its dpd_action/close_action would bring back one lost peer's child: a trap for the whole
-    remote_ts is every peer's, and strongSwan's reestablish towards the lost peer's address is only
-    the service's backstop (services/ike/reestablish.py), not something to configure (review revvanish F1)."""
-    for key in ("start_action", "dpd_action", "close_action"):
-        action = getattr(draft.child, key)
-        if action != "none":
-            draft.reader.error(key, f"{key} = {action} needs a peer to initiate to (remote_addrs is %any)")
+    """A child of a connection of %any (no ``remote_addrs``) never starts on its own: it has no peer to.
+    Its dpd_action/close_action load (strongSwan configs carry them): what they do there is a warning's
+    (any_peer_action_warnings)."""
+    if draft.child.start_action != "none":
+        draft.reader.error("start_action", f"start_action = {draft.child.start_action} needs a peer to initiate "
+                                           "to (remote_addrs is %any)")
+
+
+def any_peer_action_warnings(connections: Sequence[Connection]) -> list[ConfigIssue]:
+    """dpd_action/close_action of a connection of %any: a lost peer's child comes back only towards that
+    peer (services/ike/reestablish.py, as strongSwan's reestablish; not into another peer's IKE SA: review
+    revvanish F1), never where we leased it a virtual IP or used EAP (it reconnects by itself), and trap
+    installs nothing (a trap would be every peer's remote_ts)."""
+    out = []
+    for c in connections:
+        if c.remote_addrs:
+            continue
+        for ch in c.children:
+            for key in ("dpd_action", "close_action"):
+                action = getattr(ch, key)
+                if action == "trap":
+                    what = "installs no trap after a peer is lost (remote_addrs is %any: it would hold every peer's " \
+                           "remote_ts); use none"
+                elif action == "start":
+                    what = "sets a lost peer's child up again towards that peer's own address and identity only, and " \
+                           "not at all for peers leased a virtual IP or authenticated with EAP (they reconnect by " \
+                           "themselves)"
+                else:
+                    continue
+                out.append(ConfigIssue(c.file, c.line, f"connections.{c.name}.children.{ch.name}.{key}",
+                                       f"{key} = {action} on a connection of %any {what}"))
+    return out
 
 
 def _read_connection(section: Section, ctx: _ConnContext) -> Connection | None:
