@@ -3,8 +3,9 @@
  * A deny-list, written by hand: the worker parses every packet from the network, so a
  * worker taken over must not execute programs, fork, trace or read other processes, signal
  * or re-limit anything but itself, make namespaces, mounts, BPF programs or perf events,
- * touch keyrings, open sockets, or change the descriptors it shares with the spawner and
- * every later worker (ioctl and fcntl are allow-lists).  Everything else the CPython
+ * touch keyrings, open sockets, change the descriptors it shares with the spawner and
+ * every later worker (ioctl and fcntl are allow-lists), or use the rights its uid has as a
+ * file's owner (modes, owners, attributes, times) or as SysV IPC objects' owner.  Everything else the CPython
  * interpreter, OpenSSL and the sanitizers use stays allowed (an allow-list would have
  * to follow all three).  Denied calls return EPERM, never kill: a bug shows as a clear
  * error in the log instead of a vanished worker.  clone3 says ENOSYS, so that glibc
@@ -66,6 +67,52 @@ static const int denied[] = {
 #ifdef __NR_uselib
     __NR_uselib,
 #endif
+};
+
+/* Calls newer than the C library's headers may be (Linux 6.6, 6.13): the same number on both
+ * architectures (every call since 424 has one number everywhere).  The kernel has them even
+ * where the headers do not, so they are denied by number. */
+#ifndef __NR_fchmodat2
+#define __NR_fchmodat2 452
+#endif
+#ifndef __NR_setxattrat
+#define __NR_setxattrat 463
+#endif
+#ifndef __NR_removexattrat
+#define __NR_removexattrat 466
+#endif
+
+/* The rights of a file's owner need no capability: a worker that keeps uid 0 (user = root) or
+ * runs as the service user (no tunsec-dp) would still chmod (set-user-ID) or chown what its uid
+ * owns, give it an ACL or extended attribute, or reset its times; Landlock restricts none of
+ * these.  The worker needs none of them once set up (it writes no file but an opt-in memory
+ * trace, created with open's mode).  SysV IPC: uid 0 also owns root's segments, queues and
+ * semaphores (IPC_SET, IPC_RMID, attach); nothing in the worker uses them. */
+static const int owners_rights[] = {
+#ifdef __NR_chmod
+    __NR_chmod,
+#endif
+#ifdef __NR_chown
+    __NR_chown,
+#endif
+#ifdef __NR_lchown
+    __NR_lchown,
+#endif
+#ifdef __NR_utime
+    __NR_utime,
+#endif
+#ifdef __NR_utimes
+    __NR_utimes,
+#endif
+#ifdef __NR_futimesat
+    __NR_futimesat,
+#endif
+    __NR_fchmodat2, __NR_setxattrat, __NR_removexattrat,
+    __NR_fchmod, __NR_fchmodat, __NR_fchown, __NR_fchownat, __NR_utimensat,
+    __NR_setxattr, __NR_lsetxattr, __NR_fsetxattr, __NR_removexattr, __NR_lremovexattr,
+    __NR_fremovexattr,
+    __NR_shmget, __NR_shmat, __NR_shmdt, __NR_shmctl, __NR_msgget, __NR_msgsnd, __NR_msgrcv,
+    __NR_msgctl, __NR_semget, __NR_semop, __NR_semtimedop, __NR_semctl,
 };
 
 /* signals: only to this process (its pid as first argument; 0 and -1 name groups) */
@@ -197,6 +244,8 @@ static size_t build(struct sock_filter *f, uint32_t self_pid) {
         n = deny(f, n, denied[i], EPERM);
     for (size_t i = 0; i < COUNT(lasting); i++)
         n = deny(f, n, lasting[i], EPERM);
+    for (size_t i = 0; i < COUNT(owners_rights); i++)
+        n = deny(f, n, owners_rights[i], EPERM);
     n = deny(f, n, __NR_clone3, ENOSYS);
     for (size_t i = 0; i < COUNT(signalling); i++)
         n = only_if(f, n, signalling[i], 0, self_pid);

@@ -1,7 +1,8 @@
 """The control process's one watch of the host's addresses (services/addr_feed.py, h/fixwatch, review
 revlate4 F1): which notices tell the worker of an address added (the pipe's ADDR_ADDED: the worker
-holds no netlink socket of its own), one notice per turn, any address for what was lost or did not
-parse; and the bursts handed to each subscriber.  The notices are pyroute2's encoding of the kernel's
+holds no netlink socket of its own), a turn's addresses in notices of 16, any address for what was
+lost or did not parse (tests/test_addr_feed_gained.py: only addresses the host gains); and the
+bursts handed to each subscriber.  The notices are pyroute2's encoding of the kernel's
 (a reference of its own, not the parser's reading); the end-to-end path with real netlink, the real
 worker handling and the fast path is tests/dataplane/test_review_revcsmall_source_back.py."""
 
@@ -119,7 +120,7 @@ def test_the_worker_is_told_each_address_added_once_per_turn() -> None:
 
 def test_lost_or_unreadable_notices_are_any_address() -> None:
     many = b"".join(notice(RTM_NEWADDR, socket.AF_INET, 0, [("IFA_LOCAL", f"192.0.2.{n}")]) for n in range(1, 18))
-    cases: list[list[bytes | None]] = [[None], [V6, None], [V6 + V4_PTP[:20]], [many]]
+    cases: list[list[bytes | None]] = [[None], [V6, None], [V6 + V4_PTP[:20]], [many + V4_PTP[:20]]]
     for reads in cases:
         worker = Worker()
         run(reads, worker)

@@ -7,7 +7,11 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
 static void *thread_main(void *arg) {
     return arg;
@@ -59,12 +63,49 @@ static int shared_state(pid_t parent, int udp) {
     return 0;
 }
 
+/* What its uid may do as an owner, without a capability (review revlate8 F1): modes, owners,
+ * attributes and times of its own files, and SysV IPC objects.  Each refused with EPERM,
+ * before the path or descriptor is looked at; the file keeps its mode. */
+static int owners_rights(const char *path, int fd) {
+    const struct timespec times[2] = {{0, 0}, {0, 0}};
+    if (chmod(path, 04755) != -1 || errno != EPERM)
+        return 40;
+    if (fchmod(fd, 0666) != -1 || errno != EPERM)
+        return 41;
+    if (fchmodat(AT_FDCWD, path, 0666, 0) != -1 || errno != EPERM)
+        return 42;
+    if (syscall(452 /* fchmodat2 */, AT_FDCWD, path, 0666, 0) != -1 || errno != EPERM)
+        return 43;
+    if (fchown(fd, getuid(), getgid()) != -1 || errno != EPERM)
+        return 44;
+    if (lchown(path, getuid(), getgid()) != -1 || errno != EPERM)
+        return 45;
+    if (utimensat(AT_FDCWD, path, times, 0) != -1 || errno != EPERM)
+        return 46;
+    if (fsetxattr(fd, "user.tunsec", "x", 1, 0) != -1 || errno != EPERM)
+        return 47;
+    if (removexattr(path, "user.tunsec") != -1 || errno != EPERM)
+        return 48;
+    if (shmctl(0, IPC_RMID, NULL) != -1 || errno != EPERM)
+        return 49;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (st.st_mode & 07777) != 0600)
+        return 50;
+    return 0;
+}
+
 static int sandboxed_child(pid_t parent) {
     int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);   /* as the worker is handed them */
     if (udp < 0)
         return 9;
-    if (ts_sandbox_seccomp(getpid()) != 0)
-        return 10;
+    char path[] = "/tmp/tunsec-selftest-sandbox-XXXXXX";
+    int fd = mkstemp(path);   /* 0600, its own */
+    if (fd < 0)
+        return 8;
+    int rc = ts_sandbox_seccomp(getpid()) != 0 ? 10 : owners_rights(path, fd);
+    unlink(path);
+    if (rc != 0)
+        return rc;
     char *argv[] = {"/bin/false", NULL};   /* run, it would exit 1: the check fails either way */
     if (execve("/bin/false", argv, NULL) != -1 || errno != EPERM)
         return 11;

@@ -115,6 +115,11 @@ class Told:
             self._cond.notify_all()
         return True
 
+    def wait_for(self, addr: str, timeout: float = 10.0) -> None:
+        """Until ``addr`` was told."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: addr in self.addrs, timeout), self.addrs
+
     def wait(self, notices: int, timeout: float = 10.0) -> None:
         """Until this many notices were told (the kernel sends IPv6's from a work queue, after `ip` returned)."""
         with self._cond:

@@ -63,3 +63,22 @@ def test_a_binary_idi_still_logs_in_with_eap_mschapv2() -> None:
     events, _, _ = _login(NUL_KEYID, eap_id="%any", method="eap-mschapv2")
     (up,) = only(events, IkeSaUp)
     assert up.remote_id == Identity.of_user(b"alice")
+
+
+@pytest.mark.parametrize("ike_id", ["192.168.0.5", "192.168.1.5", "2001:db8::5"], ids=["v4-nul", "v4", "v6"])
+def test_an_address_idi_is_refused_as_binary_with_the_way_out(ike_id: str) -> None:
+    """Windows' default IDi is its IP address: binary, no user name, with a zero byte or not (review
+    revlate8: "holds a NUL byte" said nothing of what was wrong, and one without went to the server as a
+    User-Name no server knows)."""
+    events, _, backend = _login(ike_id, eap_id="")
+    assert not backend.asked, f"IDi {ike_id!r} was relayed as the EAP identity {backend.asked[0].identity!r}"
+    (failed,) = only(events, AuthFailed)
+    kind = "an IPv6 address" if ":" in ike_id else "an IPv4 address"
+    assert f"IDi is {kind} ({ike_id}), binary" in failed.reason and "eap_id = %any" in failed.reason, failed.reason
+    assert "NUL" not in failed.reason and failed.counts
+
+
+def test_an_address_idi_is_served_with_eap_id_any() -> None:
+    events, _, backend = _login("192.168.0.5", eap_id="%any")
+    (up,) = only(events, IkeSaUp)
+    assert up.remote_id == Identity.of_user(b"alice") and backend.asked[0].identity == b"alice"

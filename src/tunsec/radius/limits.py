@@ -1,7 +1,10 @@
 """The sizes of RADIUS (RFC 2865 §3, §5) the relay lives with, and the largest EAP packet one
 Access-Request carries (RFC 3579 §3.1).  Apart from ``messages.py`` (and pyrad), as the engine's EAP
 relay (``tunsec.ike.eap.relay``) refuses a client's EAP response that no Access-Request can carry:
-the client's doing, to be counted as its failure, not our back end's (review reveap F1)."""
+the client's doing, to be counted as its failure, not our back end's (review reveap F1).  The bound is
+the room this conversation's next Access-Request leaves (messages.eap_room: its User-Name, station and
+State, which the RADIUS edge tells with each Access-Challenge), else the most any request with its
+User-Name carries (most_eap); MAX_EAP, the worst case of the rest, always fits."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ _OTHER_VALUES = (16, MAX_ATTR, MAX_ATTR, MAX_ATTR, MAX_ATTR, MAX_ATTR, 4, 4, 4, 
 MAX_OTHER = sum(ATTR_HEADER + size for size in _OTHER_VALUES)
 
 
-def _largest_eap(room: int) -> int:
+def largest_eap(room: int) -> int:
     """The longest EAP packet whose 253-byte pieces, each an attribute, fit into ``room`` bytes."""
     pieces, rest = divmod(room, ATTR_HEADER + MAX_ATTR)
     return pieces * MAX_ATTR + max(rest - ATTR_HEADER, 0)
@@ -26,4 +29,17 @@ def _largest_eap(room: int) -> int:
 
 # the longest EAP packet an Access-Request carries whatever the rest of it (2725 bytes): a client's
 # EAP-TLS fragments are 1-1.4 KiB, an EAP-MSCHAPv2 Response 54 bytes
-MAX_EAP = _largest_eap(MAX_PACKET - HEADER - MAX_OTHER)
+MAX_EAP = largest_eap(MAX_PACKET - HEADER - MAX_OTHER)
+
+# what messages.access_request puts besides the EAP-Message attributes and the User-Name, each at its
+# smallest: the Message-Authenticator, Service-Type, NAS-Port-Type, NAS-Port; NAS-Identifier, Called- and
+# Calling-Station-Id (empty); no NAS address, no State
+MIN_OTHER = sum(ATTR_HEADER + size for size in (16, 4, 4, 4, 0, 0, 0))
+
+
+def most_eap(user: bytes) -> int:
+    """The longest EAP packet an Access-Request with this User-Name could carry, whatever the rest: what a
+    conversation may be sent before its back end said the room of its request (messages.eap_room).  A
+    longer EAP response is the client's doing, never a request of ours (review revlate8 F3: MAX_EAP, the
+    worst case of the rest, refused what a conversation's own request carries)."""
+    return largest_eap(MAX_PACKET - HEADER - MIN_OTHER - ATTR_HEADER - len(user[:MAX_ATTR]))

@@ -36,7 +36,7 @@ from tunsec.ike.eap.identity import fault
 from tunsec.ike.secret import Secret
 from tunsec.printable import replaced
 
-from .limits import MAX_ATTR, MAX_PACKET
+from .limits import ATTR_HEADER, MAX_ATTR, MAX_PACKET, largest_eap
 
 EAP_MESSAGE, STATE, MESSAGE_AUTHENTICATOR, REPLY_MESSAGE, CLASS = 79, 24, 80, 18, 25
 USER_NAME = 1
@@ -150,6 +150,14 @@ def access_request(secret: Secret, ident: int, user: bytes, eap: bytes, state: b
         raise TooLarge(f"an EAP packet of {len(eap)} bytes makes a RADIUS packet of {size} bytes "
                        f"(at most {MAX_PACKET})")
     return pkt
+
+
+def eap_room(user: bytes, state: bytes | None, station: Station) -> int:
+    """The longest EAP packet this conversation's next Access-Request carries: the request measured with
+    its User-Name, State and station as they are, an empty EAP-Message (one attribute's header) in it
+    (review revlate8 F3).  The relay refuses a longer response as the client's failure."""
+    bare = access_request(Secret(b"room"), 0, user, b"", state, station)   # the secret changes no size
+    return largest_eap(MAX_PACKET - len(bare.RequestPacket()) + ATTR_HEADER)
 
 
 def _raw(reply: Any, key: int | tuple[int, int]) -> list[bytes]:

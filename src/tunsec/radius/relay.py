@@ -36,7 +36,7 @@ from .accounting import Accounting
 from .client import Busy, NoAnswer, RadiusClient, RadiusStats
 from .dae import DaeServer
 from .health import ServerHealth, in_order
-from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request
+from .messages import ACCESS_ACCEPT, ACCESS_CHALLENGE, Answer, Station, TooLarge, access_request, eap_room
 from .proven import method_name, proven_user, request_method
 from .settings import RadiusServer, RadiusSettings
 
@@ -134,13 +134,13 @@ class RadiusRelay:
                 try:
                     answer = await self.client.exchange(server, build)
                 except (NoAnswer, Busy, TooLarge) as exc:
-                    # TooLarge: the engine refuses a client's EAP response no Access-Request carries
-                    # (limits.MAX_EAP); one that still does not fit is of our making (a State): ours
+                    # TooLarge: the engine refuses a client's EAP response this conversation's request
+                    # cannot carry (messages.eap_room); one that still does not fit is of our making: ours
                     why = str(exc)
                 except OSError as exc:   # no route to it, no address of its family...
                     why = f"cannot send to RADIUS server {server}: {exc.strerror or exc}"
                 else:
-                    return self._answered(key, conv, server, answer, ev.identity)
+                    return self._answered(key, conv, server, answer, ev.identity, station)
                 if (held := self._failover_log.admit()) is not None:
                     log.warning("RADIUS: user %s from %s: %s%s", user, ev.peer[0], why, suffix(held))
         self._conversations.pop(key, None)
@@ -158,13 +158,15 @@ class RadiusRelay:
         return self.client.link(server).health
 
     def _answered(self, key: Hashable, conv: _Conversation, server: RadiusServer, answer: Answer,
-                  identity: bytes) -> RelayReply:
+                  identity: bytes, station: Station) -> RelayReply:
         said = f": {answer.message!r}" if answer.message else ""
         user = user_text(identity)
         if answer.code == ACCESS_CHALLENGE:
             conv.server, conv.state = server, answer.state
             conv.method = request_method(answer.eap) or conv.method
-            return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}")
+            # the room of the next request: the engine refuses a longer response as the client's failure
+            return RelayReply(RelayOutcome.CHALLENGE, answer.eap, reason=f"RADIUS server {server}",
+                              room=eap_room(identity, answer.state, station))
         self._conversations.pop(key, None)
         if answer.code == ACCESS_ACCEPT:
             if answer.user_name_error:

@@ -8,10 +8,15 @@ worker that keeps capabilities, forges address notices to every listener of the 
 answers dumps of the routes, neighbours and links Landlock hides from one that keeps none).  It
 learns of each address the host adds from the pipe's ADDR_ADDED notice (docs/pipe.md): an SA whose
 source address the kernel refused tries it again with its next message if it is its own
-(csrc/addrwatch.c), rather than after its 10 s.  Only an address added counts: not one changed (the
-kernel sends RTM_NEWADDR for `ip addr change` and each SLAAC renewal, which anyone on the link may
-cause), nor a tentative one (its end of DAD comes as a notice of its own); a notice lost (ENOBUFS)
-or one that does not parse counts as any address, as does a read of more than MAX_ADDRS_ADDED.
+(csrc/addrwatch.c), rather than after its 10 s.  Only an address the host gains counts: not one
+changed (the kernel sends RTM_NEWADDR for `ip addr change` and each SLAAC renewal, which anyone on
+the link may cause), nor one it has on another interface already, nor a tentative one (its end of
+DAD comes as a notice of its own).  The feed knows what the host has from the notices it read (an
+address it never saw a notice of is told once, at its first: telling an address the host has costs
+the worker nothing, as an SA from it sends).  A turn's addresses go in notices of MAX_ADDRS_ADDED
+each (review revlate8 F2: 17 renewals were "any", every SA whose source is gone trying again); a
+notice lost (ENOBUFS) or one that does not parse counts as any address, and the feed forgets what
+it knew (a removal may be among the lost).
 The daemon owns the feed (a daemon with manual tunnels only needs it too); a service started alone
 (tests, tools) makes one of its own.
 """
@@ -27,13 +32,16 @@ from typing import TYPE_CHECKING
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import MAX_ADDRS_ADDED
 from tunsec.policy.selector import IPAddress
+from tunsec.services.address_count import AddressCount
 from tunsec.services.addrwatch import (
+    RTM_DELADDR,
     RTM_NEWADDR,
     AddressChange,
     AddressListener,
     AddressWatch,
     Malformed,
     added_address,
+    interface_address,
     messages,
 )
 
@@ -43,15 +51,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def added_addresses(data: bytes) -> tuple[list[IPAddress], bool]:
-    """The addresses the RTM_NEWADDR notices of one read of the watch add (none tentative:
-    addrwatch.added_address), and whether all of it was read (False: something did not parse, the
-    addresses before it are given)."""
+def added_addresses(data: bytes, usable: AddressCount | None = None) -> tuple[list[IPAddress], bool]:
+    """The addresses the host gains by one read of the watch, ``usable`` (the host's entries that are
+    not tentative: addrwatch.added_address) updated by its notices, and whether all of it was read
+    (False: something did not parse, the addresses before it are given)."""
     out: list[IPAddress] = []
+    usable = AddressCount() if usable is None else usable
     try:
         for mtype, _flags, _seq, body in messages(data):
-            if mtype == RTM_NEWADDR and (addr := added_address(body)) is not None:
-                out.append(addr)
+            if mtype not in (RTM_NEWADDR, RTM_DELADDR) or (which := interface_address(body)) is None:
+                continue
+            # a tentative address (DAD again after a link flap) is not the host's until its DAD ends
+            gained = mtype == RTM_NEWADDR and added_address(body) is not None
+            if usable.one(gained, which) and gained:
+                out.append(which.local)
     except Malformed as err:
         log.debug("address watch: %s", err)
         return out, False
@@ -83,6 +96,7 @@ class AddressFeed:
         self._watch: AddressWatch | None = None
         self._subscribers: list[Subscription] = []
         self._added: list[IPAddress] = []
+        self._usable = AddressCount()   # the host's addresses as the notices read so far tell them
         self._any = False   # notices lost or unreadable since the last ADDR_ADDED
         self._send_at: asyncio.Handle | None = None
         self.notices = 0    # ADDR_ADDED sent to the worker (tests, and a look in a debugger)
@@ -134,27 +148,34 @@ class AddressFeed:
             sub.on_burst()
 
     def _read(self, data: bytes | None) -> None:
-        """One read of the watch (None: notices lost): its addresses added go to the worker at the end
-        of this turn, one ADDR_ADDED for all that a turn reads."""
+        """One read of the watch (None: notices lost): the addresses the host gains go to the worker at
+        the end of this turn, in ADDR_ADDED notices of MAX_ADDRS_ADDED."""
         if data is None:
-            self._any = True
+            whole = False
         else:
-            added, whole = added_addresses(data)
+            added, whole = added_addresses(data, self._usable)
             self._added += added
-            self._any |= not whole
+        if not whole:   # a removal may be among what was lost: what the feed knew may be wrong
+            self._any = True
+            self._usable = AddressCount()
         if (self._added or self._any) and self._send_at is None:
             self._send_at = asyncio.get_running_loop().call_soon(self._send)
 
     def _send(self) -> None:
         self._send_at = None
         added, self._added = tuple(dict.fromkeys(self._added)), []
-        everything = self._any or len(added) > MAX_ADDRS_ADDED   # more than one notice names: any
-        self._any = False
-        notice = pipe.AddrAdded(addrs=() if everything else added)
-        if self._worker().notify(notice):
+        everything, self._any = self._any, False
+        if everything:   # one notice naming none: any address, those read with it among them
+            self._notify(())
+            return
+        for at in range(0, len(added), MAX_ADDRS_ADDED):
+            self._notify(added[at:at + MAX_ADDRS_ADDED])
+
+    def _notify(self, addrs: tuple[IPAddress, ...]) -> None:
+        if self._worker().notify(pipe.AddrAdded(addrs=addrs)):
             self.notices += 1
         else:   # no worker (a restart under way: the next has no SA whose source went) or its queue full
-            log.debug("address watch: the worker was not told of %s", "any address" if everything else added)
+            log.debug("address watch: the worker was not told of %s", list(addrs) or "any address")
 
     def close(self) -> None:
         if self._send_at is not None:

@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...radius.limits import MAX_EAP
+from ...radius.limits import most_eap
 from ..events import Accepted
 from ..identity import Identity
 from ..secret import Secret
@@ -63,6 +63,7 @@ class RelayReply:
     groups: tuple[str, ...] = ()
     user: bytes | None = None
     accepted: Accepted | None = None
+    room: int | None = None   # CHALLENGE: the longest EAP response the next request carries (None: not said)
 
 
 # backend round trips per conversation; more is a loop.  EAP-TLS takes one per ~1 KiB fragment of
@@ -78,7 +79,8 @@ class EapRelay:
 
     ``start()`` gives the first EAP request for the client, or the first ask for the backend;
     ``process(response)`` turns a client's EAP response into an ask (or fails it: one that is not
-    the response to the last request, or that no Access-Request carries, radius.limits.MAX_EAP);
+    the response to the last request, or that this conversation's Access-Request cannot carry: the
+    room the last Access-Challenge's reply said, else radius.limits.most_eap);
     ``reply(answer)`` gives the packet for the client and, once decided, the result.
     """
 
@@ -88,6 +90,7 @@ class EapRelay:
     _ident: int = 0  # identifier of the last request the client got
     _state: str = "new"
     _rounds: int = 0
+    _room: int | None = None   # the room the back end's last reply said (RelayReply.room)
     # the back end's refusals of a wrong password sent in an Access-Challenge (EAP-MSCHAPv2's Failure request,
     # E=691, which asks only for the client's acknowledgement before the Access-Reject): each a failed guess,
     # whatever the client does next (a guesser that stops answering there must still count:
@@ -126,8 +129,10 @@ class EapRelay:
             if pkt.code != EapCode.RESPONSE or pkt.ident != self._ident:
                 raise EapError("EAP packet is not the response to the last request")
             size = len(pkt.encode())   # without trailing bytes beyond its Length
-            if size > MAX_EAP:   # the client's doing: its failure, never our back end's (review reveap F1)
-                raise EapError(f"EAP response of {size} bytes, more than an Access-Request carries ({MAX_EAP})")
+            room = self._room if self._room is not None else most_eap(self.user or b"?")
+            if size > room:   # the client's doing: its failure, never our back end's (reviews reveap F1, revlate8 F3)
+                raise EapError(f"EAP response of {size} bytes, more than this conversation's Access-Request "
+                               f"carries ({room})")
             if self._state == "identity":
                 self.peer_identity = identity.parse_response(pkt)
             if self._rounds >= MAX_ROUNDS:
@@ -149,7 +154,7 @@ class EapRelay:
         if answer.outcome is RelayOutcome.CHALLENGE:
             if pkt is None or pkt.code != EapCode.REQUEST:
                 return self.fail(f"{answer.reason}: Access-Challenge without an EAP request")
-            self._ident, self._state = pkt.ident, "relaying"
+            self._ident, self._state, self._room = pkt.ident, "relaying", answer.room
             self.refusal_pending = _wrong_password(pkt)
             if self.refusal_pending:
                 self.refusals_in_challenge += 1

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..auth import AuthError, psk_auth_data, signed_octets, verify_psk
 from ..config import IkeConfig
-from ..constants import AuthMethod, NotifyType
+from ..constants import AuthMethod, IdType, NotifyType
 from ..eap import identity as eap_identity
 from ..eap.identity import user_text
 from ..eap.mschapv2 import Account, EapAuthenticator, EapPeer, EapResult
@@ -135,7 +135,7 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     first_id = None if eap_id == "%any" else (eap_id.encode() if eap_id else idi.data)
     if cfg.remote.method == "eap-radius":
         if not eap_id:
-            _relayable_idi(idi.data)
+            _relayable_idi(idi.data, idi.id_type)
         return _start_relay(st, EapRelay(first_id, rand=st.rng), idi, payloads, own)
     session: EapServer
     if cfg.remote.method == "eap-tls":
@@ -146,13 +146,24 @@ def start(st: IkeSaState, idi: IdPayload, payloads: Sequence[Payload], own: list
     return Response([*own, EapPayload(session.start())])
 
 
-def _relayable_idi(data: bytes) -> None:
+# IDi types whose data is binary (an address's bytes, DER): no EAP identity, whatever bytes they hold
+_BINARY_IDS: dict[int, str] = {IdType.IPV4_ADDR: "an IPv4 address", IdType.IPV6_ADDR: "an IPv6 address",
+                               IdType.DER_ASN1_DN: "a distinguished name", IdType.DER_ASN1_GN: "a general name"}
+
+
+def _relayable_idi(data: bytes, id_type: int | None = None) -> None:
     """AuthError unless IDi can be the EAP identity whole, by the one rule of an EAP identity
     (eap_identity.fault): the relay's User-Name holds 253 bytes, and the server would check only the
     first 253 of a longer one while an Access-Accept without a User-Name of its own proves the EAP
     identity (review revradius); a server may read ``alice\\0x`` as alice, whose password then makes a
     user of its own here (review reveap F2).  Only eap-radius without ``eap_id`` relays IDi: eap-tls and
-    eap-mschapv2 take any IDi (a DN, a binary KEY_ID) as before, and ``eap_id = %any`` serves such a client."""
+    eap-mschapv2 take any IDi (a DN, a binary KEY_ID) as before, and ``eap_id = %any`` serves such a client.
+    An address or DN is binary, no user name: said so (review revlate8; Windows' IDi is its IP address),
+    rather than "holds a NUL byte" for some addresses and a User-Name no server knows for the rest."""
+    if id_type is not None and (kind := _BINARY_IDS.get(id_type)) is not None:
+        raise AuthError(f"EAP-RADIUS: IDi is {kind} ({Identity(id_type, data)}), binary, which cannot be an EAP "
+                        f"identity (the RADIUS User-Name) as it is without eap_id: refused; set eap_id = %any "
+                        f"so that the client is asked for its EAP identity")
     if why := eap_identity.fault(data):
         raise AuthError(f"EAP-RADIUS: IDi {user_text(data)} {why}, and without eap_id it is the EAP identity, "
                         f"the RADIUS User-Name: refused (eap_id = %any asks the client for its EAP identity)")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from tunsec.loglimit import LogLimiter, suffix
-from tunsec.policy.selector import IPAddress
+from tunsec.services.address_count import AddressCount
 from tunsec.services.addrwatch import AddressChange, InterfaceAddress, dump_addresses
 
 if TYPE_CHECKING:
@@ -52,9 +52,8 @@ class HostAddresses:
                  source: Callable[[], frozenset[InterfaceAddress]] = dump_addresses) -> None:
         self._endpoint = endpoint
         self._source = source
-        self._entries: set[InterfaceAddress] = set()
-        self._count: dict[IPAddress, int] = {}   # address -> its entries (one address on two interfaces)
-        endpoint.host_addresses = self._count.keys()   # a live view: each change is seen at once
+        self._table = AddressCount()
+        endpoint.host_addresses = self._table.count.keys()   # a live view: each change is seen at once
         self._running: asyncio.Task[None] | None = None
         self._again = False   # a resync was asked while a dump ran: one more after it
         self._meanwhile: list[AddressChange] | None = None   # the changes read while a dump runs
@@ -67,28 +66,10 @@ class HostAddresses:
             self._meanwhile += changes
         moved: list[str] = []
         for added, which in changes:
-            if self._one(added, which) and log.isEnabledFor(logging.DEBUG):
+            if self._table.one(added, which) and log.isEnabledFor(logging.DEBUG):
                 moved.append(f"{'+' if added else '-'}{which.local}")
         if moved:
             self._log_moved(moved)
-
-    def _one(self, added: bool, which: InterfaceAddress) -> bool:
-        """One change to the entries; whether the host gained or lost the address by it."""
-        count = self._count
-        if added:
-            if which in self._entries:
-                return False   # an address changed (lifetimes, flags), not added
-            self._entries.add(which)
-            count[which.local] = count.get(which.local, 0) + 1
-            return count[which.local] == 1
-        if which not in self._entries:
-            return False
-        self._entries.remove(which)
-        if count[which.local] > 1:
-            count[which.local] -= 1
-            return False
-        del count[which.local]
-        return True
 
     def resync(self) -> None:
         """List every address again (the watch missed changes, or it started late): a dump, or one more
@@ -117,7 +98,7 @@ class HostAddresses:
             except OSError as err:
                 if (held := self._failed_log.admit()) is not None:
                     log.warning("cannot list this host's addresses (netlink: %s): REDIRECTs and peers' moves "
-                                "are checked against %d known ones%s", err, len(self._count), suffix(held))
+                                "are checked against %d known ones%s", err, len(self._table.count), suffix(held))
             else:
                 self._take(found, self._meanwhile)
             finally:
@@ -126,16 +107,13 @@ class HostAddresses:
                 return
 
     def _take(self, found: Iterable[InterfaceAddress], meanwhile: Sequence[AddressChange]) -> None:
-        before = frozenset(self._count) if log.isEnabledFor(logging.DEBUG) else None
-        self._entries = set(found)
-        self._count = {}
-        for which in self._entries:
-            self._count[which.local] = self._count.get(which.local, 0) + 1
+        before = frozenset(self._table.count) if log.isEnabledFor(logging.DEBUG) else None
+        self._table = AddressCount(found)
         for added, which in meanwhile:
-            self._one(added, which)
-        self._endpoint.host_addresses = self._count.keys()
+            self._table.one(added, which)
+        self._endpoint.host_addresses = self._table.count.keys()
         if before is not None:
-            now = self._count.keys()
+            now = self._table.count.keys()
             moved = [f"+{a}" for a in sorted(now - before, key=str)] + \
                 [f"-{a}" for a in sorted(before - now, key=str)]
             if moved:
@@ -143,7 +121,7 @@ class HostAddresses:
 
     def _log_moved(self, moved: list[str]) -> None:
         more = f" and {len(moved) - _NAMED} more" if len(moved) > _NAMED else ""
-        log.debug("this host's addresses: %s%s (%d in all)", " ".join(moved[:_NAMED]), more, len(self._count))
+        log.debug("this host's addresses: %s%s (%d in all)", " ".join(moved[:_NAMED]), more, len(self._table.count))
 
     def renew(self) -> None:
         """The next dump on a new thread: this one was started before CAP_NET_ADMIN was given up, and
