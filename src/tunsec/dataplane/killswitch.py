@@ -113,7 +113,7 @@ class KillSwitch:
         TUN's routes, removes the device).  What failed, one line each (logged: that traffic then leaves in
         clear after a kill -9); one refused for want of CAP_NET_ADMIN goes to unapplied instead."""
         want = list(dict.fromkeys(nets))
-        if not want:
+        if not want or not self.tun:   # no TUN (the daemon's before it opens one): no kill switch either
             return []
         failed: list[str] = []
         with IPRoute() as ipr, as_oserror(f"adding the tunnels' standing routes (device {self.name})"):
@@ -219,6 +219,8 @@ class KillSwitch:
         them, a start no longer has them); with none left, the device goes.  What failed, one line each
         (logged); one refused for want of CAP_NET_ADMIN goes to unapplied."""
         keep = set(nets)
+        if not self.tun:
+            return []
         if not keep:
             self.remove()
             return []
@@ -292,6 +294,8 @@ class KillSwitch:
     def remove(self) -> None:
         """The device and its routes go (a start or reload without a route, a clean stop): by netlink, or
         without CAP_NET_ADMIN through the descriptor held on it (a TUN no longer persistent goes when closed)."""
+        if not self.tun:
+            return
         if self.fd >= 0 and holds(self.fd, self.name):
             try:
                 let_go(self.fd, remove=True)
