@@ -29,11 +29,20 @@ def topo() -> Iterator[RoutedHosts]:
         yield t
 
 
-def holders(device: str) -> set[int]:
-    """The pids with a descriptor attached to the TUN device (fdinfo's ``iff:`` line), any namespace."""
+def net_of(pid: int) -> tuple[int, int]:
+    """The network namespace of pid (its nsfs device and inode)."""
+    st = os.stat(f"/proc/{pid}/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def holders(device: str, net: tuple[int, int]) -> set[int]:
+    """The pids of namespace net with a descriptor attached to the TUN device (fdinfo's ``iff:`` line): a
+    tunsec of another namespace (another test's, someone else's) has a device of that name too."""
     found: set[int] = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            if net_of(int(pid)) != net:
+                continue
             for fd in os.listdir(f"/proc/{pid}/fdinfo"):
                 with open(f"/proc/{pid}/fdinfo/{fd}") as f:
                     if any(ln.split() == ["iff:", device] for ln in f):
@@ -52,8 +61,9 @@ def test_only_the_control_process_holds_the_kill_switch_and_a_kill9_drops_its_ca
     client = TunsecIke(topo, conn)
     client.start()
     assert client.proc is not None
-    assert holders(DEVICE) == {client.proc.pid}, (holders(DEVICE), client.proc.pid)
+    net = net_of(client.proc.pid)
+    assert holders(DEVICE, net) == {client.proc.pid}, (holders(DEVICE, net), client.proc.pid)
     assert carrier(topo)
     kill9(topo, client)
-    assert holders(DEVICE) == set()
+    assert holders(DEVICE, net) == set()
     assert wait_until(lambda: not carrier(topo), 15), topo.run(topo.a, ["ip", "link", "show", DEVICE]).stdout

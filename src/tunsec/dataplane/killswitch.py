@@ -49,6 +49,10 @@ opposite of a kill switch, and is neither used nor deleted (review revprep F4).
 CAP_NET_ADMIN: that start finds them (a device up, a route per network) and uses them without writing
 to the kernel; on a TUN it did not make (``keep_found``: prepare's, or one made by hand) it leaves a
 device it found at its clean stop, as it leaves the TUN's routes it found: they serve the next start.
+Such a device found with another owner or none (a prepare's of before h/fixks2, `ip tuntap add` without
+``user``) is made root's and let go at once, unheld for that start (review revks2 F1): the kernel lets any
+process attach to a TUN with neither owner nor group, and set its owner, so even an unprivileged start
+does; one of another user's it may not attach to is an ERROR with root's fix.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routes import destination, ifname, in_main
 from tunsec.dataplane.tun import NO_ADDR_GEN
-from tunsec.dataplane.tundev import LinkState, hold, holds, let_go, link_state, me, unpersist
+from tunsec.dataplane.tundev import LinkState, hold, holds, let_go, link_state, me, tun_owner, tun_owner_uid, unpersist
 
 log = logging.getLogger("tunsec.tun")
 
@@ -185,7 +189,11 @@ class KillSwitch:
                 self.found = self.keep_found
                 self.owned = self.taken_over = not self.keep_found
                 if self.owned:   # a killed run's, perhaps as another user: ours to remove at the clean stop
+                    _no_addr_gen(ipr, found[0], self.name)   # before the hold gives it a carrier
                     self._hold(create=False)
+                elif tun_owner_uid(self.name) != 0:   # one of before h/fixks2, or added by hand without user
+                    _no_addr_gen(ipr, found[0], self.name)
+                    self._make_roots()
         else:
             self._hold(create=True)
             self.owned, self.taken_over = True, False
@@ -207,6 +215,26 @@ class KillSwitch:
                 raise NetlinkError(err.errno or errno.EIO, f"creating {self.name}: {err.strerror or err}") from err
             log.warning("device %s taken over is not held (%s): removing it at the clean stop needs CAP_NET_ADMIN",
                         self.name, err.strerror or err)
+
+    def _make_roots(self) -> None:
+        """A device found for later starts (keep_found) that is not root's made so (review revks2 F1: with no
+        owner it is anyone's to attach to, and the attacher reads a killed run's traffic): held and let go at
+        once, so it stays unheld for an unprivileged tunsec up.  Where this process may not, an ERROR with root's
+        fix; a device a process has open (EBUSY, a race with its attach) is left as it is."""
+        owner = tun_owner(self.name)
+        try:
+            let_go(hold(self.name, IFF_TUN | IFF_NO_PI, create=False), remove=False)
+        except OSError as err:
+            if err.errno in (errno.EPERM, errno.EACCES):
+                log.error("kill switch %s is not root's (owner %s) and %s may not make it so (no CAP_NET_ADMIN): "
+                          "its owner's (or its group's) processes may attach to it and read the tunnels' traffic if "
+                          "tunsec is killed. As root, once: tunsec prepare -c FILE --user %s",
+                          self.name, owner, me(), me())
+            else:
+                log.error("kill switch %s (owner %s) not made root's: %s; left as it is", self.name, owner,
+                          err.strerror or err)
+            return
+        log.info("kill switch %s made root's (it had owner %s)", self.name, owner)
 
     def release(self) -> None:
         """The descriptor held on the device closed (it stays, a TUN nobody reads)."""
@@ -342,8 +370,9 @@ def _delete(ipr: Any, idx: int, name: str) -> None:
 
 
 def _no_addr_gen(ipr: Any, idx: int, name: str) -> None:
-    """No IPv6 address of its own on a new device (addrgenmode none): held, it has a carrier, and would
-    otherwise get a link-local address and send router solicitations into its unread queue."""
+    """No IPv6 address of its own on our device (addrgenmode none), set before a hold first gives it a
+    carrier (new, taken over or found): it would otherwise get a link-local address and send DAD and
+    router solicitations into its unread queue."""
     try:
         ipr.link("set", index=idx, IFLA_AF_SPEC=NO_ADDR_GEN)
     except NetlinkError as exc:   # a kernel without IPv6

@@ -97,6 +97,15 @@ def tun_owner(name: str) -> str:
         return f"uid {uid}"
 
 
+def tun_owner_uid(name: str) -> int | None:
+    """The TUN's owner's uid (-1: none, anyone with CAP_NET_ADMIN); None if /sys does not say."""
+    try:
+        with open(f"/sys/class/net/{name}/owner") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def tun_group(name: str) -> int:
     try:
         with open(f"/sys/class/net/{name}/group") as f:
