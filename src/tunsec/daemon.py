@@ -28,6 +28,7 @@ from tunsec import (
     gctune,
     memtrim,
     netadmin,
+    pid1,
     privilege,
     reroute,
     sdnotify,
@@ -465,6 +466,7 @@ class Daemon:
                                       virtual_ips=vips, block_record=record is not None and record.fd >= 0)
         except (privilege.PrivilegeError, OSError) as err:
             raise StartupError(f"dropping privileges: {err}") from err
+        pid1.reown()   # the pipe PID 1 passes signals on (pid1.py): its SIGIO checked against the new user
         if (self.tun is not None and self.privilege.drop and blocked and not (own or vips)
                 and privilege.has_cap(privilege.CAP_NET_ADMIN)):   # until the last block goes (netadmin.py)
             self._blocks_hold = netadmin.BlocksHold.start(blockwatch.Keeper(self.tun),

@@ -4,12 +4,17 @@ What asyncio's ``Process.communicate()`` does not give (review revupdown F3-F5):
 
 - the run ends when the script exits, not when its output ends: a job it left in the background
   (``dnsmasq ... &``) may hold the pipe for good; what the script wrote before it exited is read
-  (the pipe's end, or ``_EOF_GRACE`` while a job keeps it open), then the pipe is closed;
+  (the pipe's end, or ``_EOF_GRACE`` while a job keeps it open); the pipe of a job still holding
+  it is read and dropped until its end in the background (at most ``MAX_LINGERING`` such pipes),
+  so that the job's writes do not end it with SIGPIPE (review revupdown2 F3; the script runs with
+  the default signal actions, as strongSwan's updown does, so not SIGPIPE ignored);
 - only the first ``limit`` bytes of the output are kept (they are what is logged); the rest is
   read and dropped, so a script writing megabytes costs the control process no memory;
 - at the timeout, and when the run is cancelled (tunsec stopping past its deadline), the
   script's process group is killed (the script leads it: ``start_new_session``), so what it
-  started (a hung ``curl``) goes with it.
+  started (a hung ``curl``) goes with it, and so are its descendants in sessions of their own
+  (``setsid``: tunsec.descendants, review revupdown2 F4).  A script that exited is not killed
+  (the drain cancelling a run in its ``_EOF_GRACE``): the jobs it left are meant to stay.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tunsec.descendants import descendants
+
 # after the script's exit, how long a job it left holding its output may delay the end of the run;
 # what the script itself wrote is in the pipe already and is read in the loop's next round
 _EOF_GRACE = 0.2
@@ -29,6 +36,10 @@ _EOF_GRACE = 0.2
 # an uninterruptible sleep, on a dead NFS server, goes when the kernel lets it)
 _EXIT_WAIT = 5.0
 _GONE_POLL = 0.01   # seconds between two looks at a killed group (it has no descriptor to wait on)
+# pipes of finished runs still held by a job the script left, read to their end: a bound (scripts
+# that each leave a job writing to its output for good); past it a run's pipe is closed at its end
+MAX_LINGERING = 64
+_lingering: set[asyncio.SubprocessTransport] = set()
 
 
 @dataclass(frozen=True)
@@ -65,25 +76,48 @@ def _resolve(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-def kill_group(pid: int | None) -> None:
-    """SIGKILL to the process group ``pid`` leads (the script and what it started)."""
-    if pid is not None:
+def kill_group(pid: int | None) -> list[int]:
+    """SIGKILL to the process group ``pid`` leads (the script and what it started) and to the
+    script's descendants in other groups (read first: its death would hand them to the init);
+    the latter's pids."""
+    if pid is None:
+        return []
+    others = [p for p in descendants(pid) if _group(p) != pid]
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for p in others:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(p, signal.SIGKILL)
+    return others
+
+
+def _group(pid: int) -> int | None:
+    with contextlib.suppress(ProcessLookupError):
+        return os.getpgid(pid)
+    return None
+
+
+def _answers(pid: int, group: bool) -> bool:
+    """The process (group) is still there (zombies too, until reaped)."""
+    try:
+        os.killpg(pid, 0) if group else os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 async def _killed(pid: int | None, proto: _Head) -> None:
-    """Kill the group, wait for the script's exit, then until the rest of its group has gone
-    (a killed process needs the CPU once to die: the run says it ended when it has); bounded."""
-    kill_group(pid)
+    """Kill the group, wait for the script's exit, then until the rest of its group and its other
+    descendants have gone (a killed process needs the CPU once to die: the run says it ended when
+    it has); bounded."""
+    others = kill_group(pid)
     loop = asyncio.get_running_loop()
     end = loop.time() + _EXIT_WAIT
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(proto.exited), _EXIT_WAIT)
     while pid is not None and loop.time() < end:
-        try:
-            os.killpg(pid, 0)   # the script reaped: only what it started answers (zombies too, until reaped)
-        except (ProcessLookupError, PermissionError):
+        others = [p for p in others if _answers(p, group=False)]
+        if not _answers(pid, group=True) and not others:   # the script reaped: only what it started answers
             return
         await asyncio.sleep(_GONE_POLL)
 
@@ -106,8 +140,23 @@ async def execute(argv: Sequence[str], timeout: float, limit: int, **popen: Any)
                 await asyncio.wait_for(asyncio.shield(proto.eof), _EOF_GRACE)
         return Outcome(transport.get_returncode(), bytes(proto.head))
     except asyncio.CancelledError:
-        with contextlib.suppress(asyncio.CancelledError):   # not left running behind a stopped tunsec
-            await _killed(transport.get_pid(), proto)
+        if not proto.exited.done():   # not left running behind a stopped tunsec (an exited one's jobs stay)
+            with contextlib.suppress(asyncio.CancelledError):
+                await _killed(transport.get_pid(), proto)
         raise
     finally:
-        transport.close()   # our end of the pipe: a job still holding it gets EPIPE if it writes
+        _close(transport, proto)
+
+
+def _close(transport: asyncio.SubprocessTransport, proto: _Head) -> None:
+    """Our end of the pipe: closed now if its end came, else once a job the script left closes it."""
+    if proto.eof.done() or not proto.exited.done() or len(_lingering) >= MAX_LINGERING:
+        transport.close()   # past the bound: a job still holding it gets SIGPIPE if it writes
+        return
+    _lingering.add(transport)
+    proto.eof.add_done_callback(lambda _: _unlinger(transport))
+
+
+def _unlinger(transport: asyncio.SubprocessTransport) -> None:
+    _lingering.discard(transport)
+    transport.close()

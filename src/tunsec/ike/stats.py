@@ -65,6 +65,8 @@ class EndpointStats:
     # IKE_SA_INIT requests from a link-local IPv6 source (fe80::/10): dropped, as the worker's port 4500
     # cannot name their link (ike/link_local.py)
     link_local: int = 0
+    # IKE_SA_INIT requests dropped unanswered while tunsec stops (services/ike/stopping.py)
+    stopping: int = 0
 
 
 # The fields above that count what authenticated peers asked for and were refused: an operator

@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -98,6 +97,7 @@ from tunsec.services.ike import (
     refusal_log,
     restart,
     standby,
+    stopping,
     traps,
     tries,
     vip_refused,
@@ -129,8 +129,7 @@ from tunsec.status import filled
 
 log = logging.getLogger("tunsec.ike")
 
-SHUTDOWN_WAIT = 3.0   # seconds for the peers to acknowledge our DELETEs at shutdown
-ACCT_SHUTDOWN_WAIT = 3.0   # seconds for the last RADIUS accounting records at shutdown (a dead server)
+SHUTDOWN_WAIT = stopping.SHUTDOWN_WAIT   # seconds for the peers to acknowledge our DELETEs at shutdown
 
 
 def _nothing() -> None:
@@ -222,7 +221,8 @@ class IkeService(Service):
         self.acquiring: set[tuple[str, str]] = set()   # (connection, child) of ACQUIREs waiting for an SPI
         self.trap_holds = TrapHolds()   # trap children whose ACQUIRE's initiation failed: held down (trap_hold.py)
         self.attempts: dict[str, int] = {}                       # connection -> failed tries in a row
-        self.closing = False
+        self.closing = False   # stopping (stopping.py): nothing new is set up
+        self.stop_deleted: set[IkeSa] = set()   # the IKE SAs the stop deleted: it waits for their DELETEs
         self.unauthenticated_log = LogLimiter()                 # failures peers cause before authenticating
         # theirs that fail AUTH, by address (IPv6: by the prefix the DoS limits count a source under)
         self.auth_failed_log = SourceLimiter(flush_to=auth_log.report,
@@ -287,29 +287,6 @@ class IkeService(Service):
                 if conn.child(ch.name).start_action == "start":
                     self.initiate(conn.ike.name, ch.name)
 
-    async def shutdown(self) -> None:
-        """Delete every IKE SA (the peer learns it now, not at its DPD timeout)."""
-        self.closing = True
-        stop_began = asyncio.get_running_loop().time()
-        for task in self._relay_rounds.values():
-            task.cancel()     # the IKE SAs they wait for are deleted next
-        for sa in self.endpoint.sas:
-            if not sa.is_closed:
-                with contextlib.suppress(Exception):
-                    sa.delete(time.monotonic())
-        self.barrier.flush()
-        await self._await_deletes(time.monotonic() + SHUTDOWN_WAIT)
-        await self.scripts.drain(stop_began + updown.STOP_WAIT)   # the down-clients the deletes queued
-        if self._tasks or self.sockets.natt_sends:
-            await asyncio.wait([*self._tasks, *self.sockets.natt_sends], timeout=2.0)
-        if self.accounting is not None:   # the Stops of the IKE SAs just deleted and of those still up, the Off
-            await self.accounting.shutdown(ACCT_SHUTDOWN_WAIT)
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
-        self._cancel_timers()
-        self.ke_refill.stop()   # no key pair outlives the service
-
     def _setting_up(self) -> bool:
         """IKE SAs are being set up: half-open ones wait for their IKE_AUTH, Child SA installs and other
         worker requests are in flight.  The key pair refill waits for the end (services/ike/keypool.py)."""
@@ -333,12 +310,6 @@ class IkeService(Service):
     def _unlater(self, handle: asyncio.TimerHandle | None) -> None:
         if handle is not None and self._timers.pop(handle, None) is not None:
             handle.cancel()
-
-    async def _await_deletes(self, deadline: float) -> None:
-        """Until the peers acknowledged our DELETEs (their answers come in through
-        the worker, still running) or the deadline: the worker stops after this."""
-        while any(not sa.is_closed for sa in self.endpoint.sas) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
 
     # --- what the daemon sets up around IKE ---------------------------------------
     def esp_endpoints(self) -> list[EspEndpoint]:
@@ -497,7 +468,7 @@ class IkeService(Service):
     def _event(self, sa: IkeSa, ev: Any) -> None:
         match ev:
             case IkeSaUp():
-                if self._outdated(sa, ev):
+                if self._outdated(sa, ev) or stopping.came_up(self, sa):
                     return
                 self.attempts.pop(ev.name, None)
                 if not sa.is_initiator:   # its wider IPv6 prefixes are someone's shared ones (auth_ban.py)
@@ -609,6 +580,8 @@ class IkeService(Service):
             return
         if self.auth_ban.refuses(data, remote[0], time.monotonic()):   # banned: nothing kept (auth_ban.py)
             self.endpoint.stats.auth_banned += 1
+            return
+        if stopping.refuses(self, data):
             return
         self.spi_pool.receive(data, remote, local, unmarked)   # noted (_note_peer) as it goes into the engine
 
@@ -785,6 +758,8 @@ class IkeService(Service):
     _after_loss = ikesas._after_loss
     _after_expiry = ikesas._after_expiry
     _retry = ikesas._retry
+    # stopping.py
+    shutdown = stopping.shutdown
     # commands.py
     initiate = commands.initiate
     _initiate = commands._initiate
