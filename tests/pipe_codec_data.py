@@ -420,6 +420,7 @@ REALISTIC: list[Message] = [
     # an outbound SA is named by (SPI, peer): peers choose those SPIs and two may choose the same
     Delete(14, 0xCAFE0002, Direction.OUT, REMOTE4),
     Delete(15, 0xCAFE0002, Direction.OUT, REMOTE6),
+    Delete(16, 0xCAFE0002, Direction.OUT, REMOTE4, reqid=0x7777),   # only the SA of that reqid
     GetSpi(1, 0xC0000000, 0xCFFFFFFF, larval_seconds=0),
     # manual keys: reservations that survive restarts
     Add(14, out_sa(esn=False, seq_start=1 << 20, seq_limit=(1 << 20) + 4096, seq_notify=(1 << 20) + 2048)),
@@ -565,6 +566,7 @@ EXT_LENGTHS = {
     Ext.IKE_SPI: 12,
     Ext.IKE_PEER: 12,
     Ext.UNMARKED: 4,
+    Ext.REQID: 8,
 }
 
 

@@ -146,7 +146,7 @@ def test_header_layout() -> None:
 def test_extension_lengths() -> None:
     samples: list[Message] = [
         Add(1, out_sa()),
-        Delete(1, 300, Direction.IN),
+        Delete(1, 300, Direction.IN, reqid=7),
         SpdAdd(1, Policy(1, 1, Action.DISCARD, 0, SEL4)),
         GetSpi(1, 256, 300),
         SpdDelete(1, 5),

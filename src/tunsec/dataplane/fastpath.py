@@ -501,9 +501,14 @@ class Dataplane:
         """An inbound SA by SPI; an outbound one by SPI and remote (peers choose those SPIs)."""
         _check("DELETE", lib.ts_sad_delete(self._dp, spi, int(direction), _remote_arg(remote)))
 
-    def remove(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> SaInfo:
+    def remove(self, spi: int, direction: Direction, remote: Endpoint | None = None,
+               reqid: int | None = None) -> SaInfo:
         """delete, answering the SA as it went: its final counters (read under the lock that removes
-        it, so no packet counts on it after)."""
+        it, so no packet counts on it after).  reqid: only that SA's (else ENOENT, nothing removed).
+        Checked before the removal, not under its lock: only the thread that makes these calls adds
+        SAs, so the SA checked is the one removed, or it is gone (ENOENT all the same)."""
+        if reqid is not None and self.get(spi, direction, remote).reqid != reqid:
+            raise DataplaneError("DELETE", lib.TS_ENOENT)
         i = ffi.new("ts_sa_info *")
         _check("DELETE", lib.ts_sad_remove(self._dp, spi, int(direction), _remote_arg(remote), i))
         return _info(i)
@@ -569,6 +574,15 @@ class Dataplane:
         i = ffi.new("ts_sa_info *")
         _check("GET", lib.ts_sad_get(self._dp, spi, int(direction), _remote_arg(remote), i))
         return int(i.seq_limit), int(i.seq_notify)
+
+    def reqid_of(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> int | None:
+        """The SA's reqid; None if there is no such SA."""
+        try:
+            return self.get(spi, direction, remote).reqid
+        except DataplaneError as err:
+            if err.errno is not Errno.ENOENT:
+                raise
+            return None
 
     def get(self, spi: int, direction: Direction, remote: Endpoint | None = None) -> SaInfo:
         i = ffi.new("ts_sa_info *")

@@ -324,11 +324,14 @@ class Worker:
         return self._ok(msg)
 
     def _delete(self, msg: pipe.Delete) -> list[bytes]:
-        # the timers go even if the SA is gone already (ENOENT): nothing else would remove them
-        self.timers.cancel((msg.spi, msg.direction, msg.remote))
+        key = (msg.spi, msg.direction, msg.remote)
+        # the timers go even if the SA is gone already (ENOENT): nothing else would remove them; not
+        # those of an SA of another reqid (ENOENT too): another owner's, it stays (review revlate9 F1)
+        if msg.reqid is None or self.dp.reqid_of(*key) in (None, msg.reqid):
+            self.timers.cancel(key)
         # the answer carries the SA's final counters, read under the lock that removes it: no packet
         # a loop thread takes in or sends between a DUMP and this DELETE goes uncounted (accounting)
-        final = self.dp.remove(msg.spi, msg.direction, msg.remote)
+        final = self.dp.remove(msg.spi, msg.direction, msg.remote, msg.reqid)
         return [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK, current=_current(final)))]
 
     def _flush(self, msg: pipe.Flush) -> list[bytes]:

@@ -410,16 +410,15 @@ class ManualService(Service):
                 self.retries.start(p, err, worker)
 
     async def _attempt(self, p: ManualPlan, worker: WorkerClient) -> None:
-        """p's reservations persisted, then (only then) its SAs and policies into worker; on a
-        StartupError nothing of p is left there (what went in is taken out, and only that: an
-        SPI may be another's)."""
+        """p's reservations persisted, then (only then) its SAs and policies into worker; if it fails,
+        whatever the error, nothing of p is left there (what went in is taken out, and only that: an
+        SPI may be another's): a retry an internal error ended holds nothing in the worker, as a
+        reload removing the tunnel takes it (review revlate9 F2)."""
         done: list[Callable[[int], Any]] = []
         try:
             await self._install_one(await self._reserved(p), done, worker)
-        except StartupError:
-            for undo in reversed(done):
-                with contextlib.suppress(WorkerError):
-                    await worker.request(undo)
+        except BaseException:
+            await _undone(worker, done)
             raise
 
     async def _reserved(self, p: ManualPlan) -> ManualPlan:
@@ -509,8 +508,10 @@ class ManualService(Service):
                 done.append(lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None))
                 await self._hand(worker, lambda r: pipe.Update(r, p.inbound), p.inbound)   # undone with GETSPI's
             if not out_gone:
+                # by its reqid too (ours, IdSpace): an ADD whose answer came late may have been refused
+                # for another owner's SA with that SPI and remote, which stays (review revlate9 F1)
                 undo = functools.partial(pipe.Delete, spi=p.outbound.spi, direction=Direction.OUT,
-                                         remote=p.outbound.remote)
+                                         remote=p.outbound.remote, reqid=p.outbound.reqid)
                 await self._hand(worker, lambda r: pipe.Add(r, p.outbound), p.outbound,
                                  functools.partial(done.append, undo))
             for pol in p.policies:   # also without the outbound SA: its traffic is dropped, not sent in clear
@@ -679,6 +680,24 @@ async def _unless_refused(worker: WorkerClient, make: Callable[[int], pipe.Messa
     finally:
         if not refused:
             went_in()
+
+
+async def _undone(worker: WorkerClient, done: list[Callable[[int], Any]]) -> None:
+    """The undo requests of what went in, last first.  Each error of one is logged, not raised (the
+    attempt's own error is what its caller sees), and the rest are still sent; a cancellation
+    arriving meanwhile is raised once they are (an attempt cancelled mid-undo leaves nothing)."""
+    cancelled = False
+    for undo in reversed(done):
+        try:
+            await asyncio.shield(worker.request(undo))
+        except asyncio.CancelledError:
+            cancelled = True
+        except WorkerError as err:   # gone already, or another owner's (a DELETE by reqid): nothing to undo
+            log.debug("an install's undo: %s", err)
+        except Exception as err:   # a bug: said, and the undo goes on with the next
+            log.error("an install's undo failed: %s: %s", type(err).__name__, err)
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 def _died(err: StartupError, worker: WorkerClient) -> bool:

@@ -63,7 +63,7 @@ class Retries:
 
     def __init__(self, attempt: Callable[[ManualPlan, WorkerClient], Awaitable[None]], interval: float,
                  worker: Callable[[], WorkerClient]) -> None:
-        self.attempt = attempt     # installs the plan into that worker, or raises StartupError (undone)
+        self.attempt = attempt     # installs the plan into that worker; if it raises (StartupError or any), undone
         self.interval = interval
         self.worker = worker
         self.by_name: dict[str, Retry] = {}

@@ -478,7 +478,11 @@ def _unpack_policy(exts: _Exts) -> Policy:
 def _unpack_delete(req_id: int, exts: _Exts) -> Delete:
     spi, direction, reserved = _SA_ID.unpack(exts.one(Ext.SA_ID))
     _zero(reserved, "SA_ID")
-    return Delete(req_id, spi, Direction(direction), _unpack_remote_opt(exts))
+    body = exts.opt(Ext.REQID)
+    reqid = None if body is None else _unpack_u32(body)
+    if reqid == 0:
+        raise _Malformed("REQID is zero (leave it out: the SA whatever its reqid)")
+    return Delete(req_id, spi, Direction(direction), _unpack_remote_opt(exts), reqid)
 
 
 def _unpack_expire(exts: _Exts) -> Expire:

@@ -276,8 +276,9 @@ def _extensions(msg: Message) -> list[bytes]:
             return _getspi_exts(msg)
         case Update() | Add():
             return _update_exts(msg)
-        case Delete(spi=spi, direction=direction, remote=remote):
-            return [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
+        case Delete(spi=spi, direction=direction, remote=remote, reqid=reqid):
+            exts = [_ext(Ext.SA_ID, _SA_ID.pack(spi, direction, bytes(3))), *_opt_remote(remote)]
+            return exts if reqid is None else [*exts, _ext(Ext.REQID, _U32_BODY.pack(reqid))]
         case SpdAdd():
             return _spdadd_exts(msg)
         case SpdDelete(id=policy_id):

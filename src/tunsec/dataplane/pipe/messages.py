@@ -136,12 +136,17 @@ class Delete:
     spi: int
     direction: Direction
     remote: Endpoint | None = None   # OUT: the peer; peers choose outbound SPIs, so they may collide
+    # only if the SA's reqid is this one (else ENOENT): an undo that cannot know whether its ADD went
+    # in removes its own SA, never another owner's that holds the SPI (review revlate9 F1)
+    reqid: int | None = None
 
     def __post_init__(self) -> None:
         _check_request_id(self.req_id)
         _check_spi("spi", self.spi)
         _check_type("direction", self.direction, Direction)
         _check_sa_peer(self.direction, self.remote)
+        if self.reqid is not None:
+            _check_int("reqid", self.reqid, 1, _U32)
 
 
 @quick_init

@@ -140,6 +140,7 @@ class Ext(IntEnum):
     IKE_SPI_KEY = 29        # IKE_SPI_KEY: the 16-byte key of the tags in our IKE SPIs (tunsec/ike/spi_tag.py)
     OIF = 30                # SEND_IKE: the interface it leaves by (ifindex, != 0): past a full tunnel's TUN routes
     UNMARKED = 31           # IKE: it came without the non-ESP marker; SEND_IKE: it leaves without (empty body)
+    REQID = 32              # DELETE: only the SA of this reqid (not another owner's that holds its SPI)
 
 
 class PipeError(Exception):

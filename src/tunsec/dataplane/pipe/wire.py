@@ -71,6 +71,7 @@ _BODY_LEN: Final[dict[Ext, int | None]] = {
     Ext.IKE_SPI: _IKE_SPI.size,
     Ext.IKE_PEER: _IKE_PEER.size,
     Ext.OIF: _U32_BODY.size,
+    Ext.REQID: _U32_BODY.size,
     Ext.UNMARKED: 0,
     Ext.IKE_SPI_KEY: _IKE_SPI_KEY.size,
 }
@@ -92,7 +93,7 @@ _SCHEMA: Final[dict[MsgType, _Schema]] = {
     MsgType.GETSPI: {Ext.SPI_RANGE: (1, 1), Ext.LARVAL_LIFETIME: (0, 1)},
     MsgType.UPDATE: _SA_SCHEMA,
     MsgType.ADD: _SA_SCHEMA,
-    MsgType.DELETE: {Ext.SA_ID: (1, 1), Ext.ADDR_REMOTE: (0, 1)},
+    MsgType.DELETE: {Ext.SA_ID: (1, 1), Ext.ADDR_REMOTE: (0, 1), Ext.REQID: (0, 1)},
     MsgType.FLUSH: {},
     MsgType.SPDADD: {Ext.POLICY: (1, 1), Ext.SELECTOR: (1, 1)},
     MsgType.SPDDELETE: {Ext.POLICY_ID: (1, 1)},
