@@ -41,3 +41,22 @@ def test_the_init_of_a_pid_1_tunsec_passes_on_signals_and_the_daemons_exit_statu
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 3, out.stderr
     assert out.stdout.split() == ["reload"], out.stdout
+
+
+# the daemon, handling only what tunsec's does (TERM, INT, HUP), is sent SIGUSR1, SIGUSR2 and SIGQUIT through
+# PID 1 before its stop: they must not end it (review revlate10 R2: passed on, they killed it uncleanly)
+_UNHANDLED = _STOPPED.replace('    os.kill(1, signal.SIGHUP)\n',
+                              '    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT):\n'
+                              '        os.kill(1, sig)\n'
+                              '    import time; time.sleep(0.3)\n'
+                              '    os.kill(1, signal.SIGHUP)\n')
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_signals_the_daemon_does_not_handle_do_not_end_it() -> None:
+    assert _UNHANDLED != _STOPPED
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", _UNHANDLED],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3, (out.returncode, out.stderr)   # its own clean stop, not 128 + SIGUSR1
+    assert out.stdout.split() == ["reload"], out.stdout

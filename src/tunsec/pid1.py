@@ -35,8 +35,11 @@ import sys
 
 from tunsec import privilege
 
-# what `docker stop`/`kill`, Kubernetes and a terminal send, passed on to the daemon
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# what `docker stop`, Kubernetes and a terminal send, passed on to the daemon: the signals it handles.
+# Not SIGQUIT, SIGUSR1, SIGUSR2 (review revlate10 R2): the daemon has no handler for them, so passed on
+# they ended it without a clean stop (no DELETEs, the kill switch kept), where PID 1 alone (no handler:
+# the kernel ignores them) never did.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _relays: list[int] = []   # in the daemon below an init: the pipes' read ends (none: no init above it)
 
 
