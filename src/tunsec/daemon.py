@@ -70,6 +70,10 @@ log = logging.getLogger("tunsec")
 
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
+# seconds the stop waits for a reload under way (`tunsec reload`) before the services shut down: one
+# stuck (a worker not answering) must not hold the stop for ever
+RELOAD_STOP_WAIT = 10.0
+STOPPING_REFUSAL = "tunsec is stopping: reload refused"
 
 __all__ = ["Daemon", "Sockets", "StartupError"]
 
@@ -315,6 +319,9 @@ class Daemon:
         (True, what changed) or (False, why nothing did).  A file with errors, or with a change
         that needs a restart (a tunsec { } key, a new socket), is refused as a whole."""
         async with self._reloading:
+            if self.stopping.is_set():   # the stop began (while it waited for a restart, say): nothing applied
+                log.warning("reload of %s refused: tunsec is stopping", self.cfg.path)
+                return False, [STOPPING_REFUSAL]
             try:
                 cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path, root_check=True))
             except ConfigError as err:
@@ -623,6 +630,17 @@ class Daemon:
             return False, [f"reload of {self.cfg.path} failed on an internal error ({type(err).__name__}), "
                            "maybe half applied: see the log; restart tunsec to be sure of what runs"]
 
+    async def _reload_drained(self) -> None:
+        """The stop: a `tunsec reload` under way (SIGHUP's were cancelled; the watcher's restart ended)
+        applies in full before the services shut down, never into a service already shut down; one
+        asked from now on finds `stopping` set and is refused (reload).  Bounded: RELOAD_STOP_WAIT."""
+        try:
+            async with asyncio.timeout(RELOAD_STOP_WAIT), self._reloading:
+                pass
+        except TimeoutError:
+            log.warning("at shutdown: a reload is still running after %g s; the stop goes on without it",
+                        RELOAD_STOP_WAIT)
+
     async def shutdown(self) -> None:
         self.stopping.set()
         notify("STOPPING=1")
@@ -635,6 +653,7 @@ class Daemon:
                 pass
             except Exception as err:   # said, and the rest of the shutdown (IKE DELETEs, the worker) still runs
                 log.error("at shutdown: %s", internal_error(err, False))
+        await self._reload_drained()
         for svc in self.services:
             await svc.shutdown()   # IKE's DELETEs go out through the worker's socket: before it stops
         await self.worker.stop()

@@ -334,12 +334,18 @@ class ManualService(Service):
         if added:
             log.warning("%s", MANUAL_WARNING)
         failed: list[str] = []
+        waiting: list[ManualPlan] = []
         for p in added:
+            worker = self.worker()
             try:
-                await self._attempt(p, self.worker())
+                await self._attempt(p, worker)
             except StartupError as err:
+                if _cut_by_death(err, worker):   # not the tunnel's fault: kept for the restart
+                    waiting.append(p)
+                    continue
                 failed.append(await self._not_installed([p], err, replaced))
-        return _done(d, {p.tunnel.name for p in added if not any(p is q for q in self.plans)}) + failed
+        out = {p.tunnel.name for p in added if not any(p is q for q in self.plans)} | {p.tunnel.name for p in waiting}
+        return _done(d, out) + failed + ([_for_the_restart(waiting, replaced)] if waiting else [])
 
     async def _not_installed(self, plans: list[ManualPlan], err: Exception, replaced: set[str]) -> Failed:
         """plans leave again (their ids, their sequence state; the worker holds nothing of them): the next
@@ -703,6 +709,27 @@ async def _undone(worker: WorkerClient, done: list[Callable[[int], Any]]) -> Non
 def _died(err: StartupError, worker: WorkerClient) -> bool:
     """The install failed because worker is gone (not a refusal, nor our state file)."""
     return worker.gone or (isinstance(err.__cause__, WorkerError) and err.__cause__.gone)
+
+
+def _cut_by_death(err: StartupError, worker: WorkerClient) -> bool:
+    """A reload's install failed because worker died under it (a request it left unanswered), not because
+    the worker refused the tunnel nor because of its state file (_died, narrower: a reload's failure
+    of the tunnel's own drops it; this one the worker's restart installs, its plan kept)."""
+    cause = err.__cause__
+    return isinstance(cause, WorkerError) and not cause.refused and (cause.gone or worker.gone)
+
+
+def _for_the_restart(plans: list[ManualPlan], replaced: set[str]) -> Failed:
+    """The reload's line for the tunnels the worker died under (review revreload2 F2): their plans stay
+    (ids, sequence state, routes into the TUN: their traffic dropped meanwhile, never sent in clear), and
+    the restart's reinstall (the watcher waits for this reload) puts them into the new worker."""
+    names = [p.tunnel.name for p in plans]
+    gone = ", ".join(n for n in names if n in replaced)
+    line = Failed(f"manual tunnels {', '.join(names)} not installed yet"
+                  + (f" (the previous version of {gone} removed)" if gone else "")
+                  + ": the worker died during the reload; installed by the worker's restart")
+    log.error("reload: %s", line)
+    return line
 
 
 def _tunnel_fields(t: ManualTunnel) -> dict[str, Any]:
