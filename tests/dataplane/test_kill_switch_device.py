@@ -72,8 +72,9 @@ def test_a_link_of_another_kind_is_not_taken_nor_deleted_as_the_kill_switch(ns: 
 
 
 def test_a_tun_a_process_has_open_is_not_taken_nor_deleted_as_the_kill_switch(ns: str) -> None:
-    """What a process reads from a TUN of that name is not dropped: it is no kill switch (and not ours)."""
-    ip(ns, "tuntap", "add", "dev", DEVICE, "mode", "tun")
+    """What a process reads from a TUN of that name is not dropped: it is no kill switch (and not ours).  Root's
+    (another tunsec's kill switch, held); one root does not own is deleted (test_kill_switch_reader.py)."""
+    ip(ns, "tuntap", "add", "dev", DEVICE, "mode", "tun", "user", "root")
     ip(ns, "link", "set", DEVICE, "up")
     with in_netns(ns):
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)   # opened here: its netns is the test's

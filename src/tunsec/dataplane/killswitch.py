@@ -43,7 +43,11 @@ linkdown.py keeps this one's routes used, or says why it cannot (review revks F2
 
 Only a TUN nobody reads (or the one this run holds) is taken for the device: a link of that name of another
 kind (a veth whose peer is in a container) or one another process has open would carry the traffic on, the
-opposite of a kill switch, and is neither used nor deleted (review revprep F4).
+opposite of a kill switch, and is neither used nor deleted (review revprep F4) if root owns it (a TUN root owns
+that a process holds: another tunsec's kill switch).  One root does not own that a process reads (a local
+user attached to an ownerless one) is deleted where this process may, which cuts the reader off, and made
+again; where it may not, its standing routes go if they can, else an ERROR says whose they are (ksreader.py,
+review revlate10 F1).
 
 `tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
 CAP_NET_ADMIN: that start finds them (a device up, a route per network) and uses them without writing
@@ -68,6 +72,7 @@ from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.exclude import IPNetwork
+from tunsec.dataplane.ksreader import STANDING_PRIORITY, cut_off, tun_owner_of
 from tunsec.dataplane.linkdown import keep_used
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
@@ -77,8 +82,6 @@ from tunsec.dataplane.tundev import LinkState, hold, holds, let_go, link_state, 
 
 log = logging.getLogger("tunsec.tun")
 
-# below the TUN's routes (metric 0): the route that holds a tunnel's network once the TUN is gone
-STANDING_PRIORITY = 0xFFFFFFFE
 IFF_UP = 0x1   # linux/if.h
 CLEAR = "if tunsec is killed its traffic leaves in clear"
 
@@ -176,27 +179,18 @@ class KillSwitch:
 
     def _device(self, ipr: Any) -> int:
         """The device's index, added (a persistent TUN, up: its routes are used without a carrier) if it is
-        not there."""
+        not there, or made again if a process reads the one found and root does not own it (ksreader.py)."""
         found = ipr.link_lookup(ifname=self.name)
         ours = bool(found) and found[0] == self.index and self.fd >= 0 and holds(self.fd, self.name)
         if not ours:   # a descriptor of ours on a device root deleted since is detached: let go
             self.release()
-        if found:
-            if not ours and not (state := link_state(ipr, found[0])).unread_tun():
-                raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
-                                   f"({_described(state)}): not ours, left as it is")
-            if found[0] != self.index:   # the one this run judged already keeps its verdict
-                self.found = self.keep_found
-                self.owned = self.taken_over = not self.keep_found
-                if self.owned:   # a killed run's, perhaps as another user: ours to remove at the clean stop
-                    _no_addr_gen(ipr, found[0], self.name)   # before the hold gives it a carrier
-                    self._hold(create=False)
-                elif tun_owner_uid(self.name) != 0:   # one of before h/fixks2, or added by hand without user
-                    _no_addr_gen(ipr, found[0], self.name)
-                    self._make_roots()
-        else:
+        if found and not ours:
+            found = self._unread(ipr, found[0])
+        if found and found[0] != self.index:   # the one this run judged already keeps its verdict
+            found = self._judge(ipr, found[0])
+        if not found:
             self._hold(create=True)
-            self.owned, self.taken_over = True, False
+            self.owned, self.taken_over, self.found = True, False, False
             found = ipr.link_lookup(ifname=self.name)
             _no_addr_gen(ipr, found[0], self.name)   # before it is up: held, it has a carrier
         self.index = int(found[0])
@@ -204,6 +198,34 @@ class KillSwitch:
         if not link["flags"] & IFF_UP:   # one up already needs no write (none without CAP_NET_ADMIN)
             ipr.link("set", index=found[0], state="up")
         return int(found[0])
+
+    def _unread(self, ipr: Any, idx: int) -> list[int]:
+        """[idx] if it is a TUN nobody reads; [] once a TUN a process reads that root does not own was deleted
+        (ksreader.cut_off: the reader cut off); NetlinkError EEXIST for any other link (another kind, a TUN root
+        owns that a process holds: another tunsec's kill switch), left as it is."""
+        state = link_state(ipr, idx)
+        if state.unread_tun():
+            return [idx]
+        owner = tun_owner_of(ipr, idx, self.name) if state.kind == "tun" else None
+        if owner is None or owner == 0:
+            raise NetlinkError(errno.EEXIST, f"{self.name} exists and is not a TUN nobody reads "
+                               f"({_described(state)}): not ours, left as it is")
+        cut_off(ipr, idx, self.name, owner)
+        return []
+
+    def _judge(self, ipr: Any, idx: int) -> list[int]:
+        """The verdict on device idx found unread: a killed run's taken over (held), or kept for later starts
+        (keep_found) and made root's; [] if a process attached to one not root's meanwhile (cut off)."""
+        self.found = self.keep_found
+        self.owned = self.taken_over = not self.keep_found
+        if self.owned:   # a killed run's, perhaps as another user: ours to remove at the clean stop
+            _no_addr_gen(ipr, idx, self.name)   # before the hold gives it a carrier
+            self._hold(create=False)
+        elif tun_owner_uid(self.name) != 0:   # one of before h/fixks2, or added by hand without user
+            _no_addr_gen(ipr, idx, self.name)
+            if not self._make_roots():   # a process attached since it was found unread
+                return self._unread(ipr, idx)
+        return [idx]
 
     def _hold(self, create: bool) -> None:
         """The device held (tundev.hold), created if create (NetlinkError if it cannot be: EPERM, no
@@ -216,11 +238,11 @@ class KillSwitch:
             log.warning("device %s taken over is not held (%s): removing it at the clean stop needs CAP_NET_ADMIN",
                         self.name, err.strerror or err)
 
-    def _make_roots(self) -> None:
+    def _make_roots(self) -> bool:
         """A device found for later starts (keep_found) that is not root's made so (review revks2 F1: with no
         owner it is anyone's to attach to, and the attacher reads a killed run's traffic): held and let go at
         once, so it stays unheld for an unprivileged tunsec up.  Where this process may not, an ERROR with root's
-        fix; a device a process has open (EBUSY, a race with its attach) is left as it is."""
+        fix.  False: a process has it open (EBUSY, a race with its attach; the caller judges it again)."""
         owner = tun_owner(self.name)
         try:
             let_go(hold(self.name, IFF_TUN | IFF_NO_PI, create=False), remove=False)
@@ -230,11 +252,14 @@ class KillSwitch:
                           "its owner's (or its group's) processes may attach to it and read the tunnels' traffic if "
                           "tunsec is killed. As root, once: tunsec prepare -c FILE --user %s",
                           self.name, owner, me(), me())
+            elif err.errno == errno.EBUSY:
+                return False
             else:
                 log.error("kill switch %s (owner %s) not made root's: %s; left as it is", self.name, owner,
                           err.strerror or err)
-            return
+            return True
         log.info("kill switch %s made root's (it had owner %s)", self.name, owner)
+        return True
 
     def release(self) -> None:
         """The descriptor held on the device closed (it stays, a TUN nobody reads)."""

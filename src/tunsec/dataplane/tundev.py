@@ -89,8 +89,13 @@ def tun_owner(name: str) -> str:
             uid = int(f.read())
     except (OSError, ValueError):
         return "unknown"
+    return owner_name(uid)
+
+
+def owner_name(uid: int) -> str:
+    """A TUN owner's name (uid -1: none; with no group either the kernel lets any process attach)."""
     if uid < 0:
-        return "none: anyone with CAP_NET_ADMIN"
+        return "none: anyone may attach to it"
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -98,7 +103,7 @@ def tun_owner(name: str) -> str:
 
 
 def tun_owner_uid(name: str) -> int | None:
-    """The TUN's owner's uid (-1: none, anyone with CAP_NET_ADMIN); None if /sys does not say."""
+    """The TUN's owner's uid (-1: none); None if /sys does not say."""
     try:
         with open(f"/sys/class/net/{name}/owner") as f:
             return int(f.read())
