@@ -15,6 +15,8 @@ from ipaddress import ip_network
 
 import pytest
 from conftest import netns_unavailable
+from ks_netns import NOBODY, ip
+from ks_netns import owner as ks_owner
 from reachable import python_argv
 
 from tunsec.bench.netns import in_netns, scratch_netns
@@ -29,7 +31,6 @@ pytestmark = [
 TUN = "fixks3o0"
 DEVICE = device_name(TUN)
 SITE = ip_network("10.2.0.0/24")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
 START = ("import logging, sys\nfrom ipaddress import ip_network\nfrom tunsec.dataplane.killswitch import KillSwitch\n"
          "logging.basicConfig(level=logging.INFO)\n"
          "print(KillSwitch(sys.argv[1], keep_found=True).ensure([ip_network('10.2.0.0/24')]))\n")
@@ -41,13 +42,8 @@ def ns() -> Iterator[str]:
         yield name
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True).stdout
-
-
 def owner(ns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{DEVICE}/owner"],
-                          capture_output=True, text=True).stdout.strip()
+    return ks_owner(ns, DEVICE)
 
 
 def carrier(ns: str) -> bool:

@@ -15,6 +15,8 @@ from ipaddress import ip_network
 
 import pytest
 from conftest import netns_unavailable
+from ks_netns import NOBODY, ip
+from ks_netns import owner as ks_owner
 from reachable import python_argv
 
 from tunsec.bench.netns import in_netns, scratch_netns
@@ -31,7 +33,6 @@ pytestmark = [
 TUN = "fixks4r0"
 DEVICE = device_name(TUN)
 SITE = ip_network("10.2.0.0/24")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
 # attaches to the TUN (TUNSETIFF, IFF_TUN | IFF_NO_PI), says so, then reads (what the device is given, its own
 # router solicitations): "detached" once the device goes (EOF or an error)
 READER = ("import fcntl, os, struct, sys\nfd = os.open('/dev/net/tun', os.O_RDWR)\n"
@@ -50,13 +51,8 @@ def ns() -> Iterator[str]:
         yield name
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True).stdout
-
-
 def owner(ns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{DEVICE}/owner"],
-                          capture_output=True, text=True).stdout.strip()
+    return ks_owner(ns, DEVICE)
 
 
 def ownerless_device(ns: str) -> None:

@@ -22,6 +22,8 @@ from ipaddress import ip_network
 
 import pytest
 from conftest import netns_unavailable
+from ks_netns import NOBODY, ip
+from ks_netns import owner as ks_owner
 
 from tunsec.bench.netns import in_netns, scratch_netns
 from tunsec.dataplane.killswitch import STANDING_PRIORITY, KillSwitch, device_name
@@ -35,7 +37,6 @@ pytestmark = [
 TUN = "revl10k0"
 DEVICE = device_name(TUN)
 SITE = ip_network("10.2.0.0/24")
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"]
 # attaches to the TUN (TUNSETIFF, IFF_TUN | IFF_NO_PI) and holds it: a local user reading the device
 READER = ("import fcntl, os, struct, sys, time\nfd = os.open('/dev/net/tun', os.O_RDWR)\n"
           "fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', sys.argv[1].encode(), 0x0001 | 0x1000))\n"
@@ -48,13 +49,8 @@ def ns() -> Iterator[str]:
         yield name
 
 
-def ip(ns: str, *args: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True).stdout
-
-
 def owner(ns: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{DEVICE}/owner"],
-                          capture_output=True, text=True).stdout.strip()
+    return ks_owner(ns, DEVICE)
 
 
 def test_a_root_start_leaves_no_standing_route_into_a_device_a_local_user_reads(ns: str) -> None:
