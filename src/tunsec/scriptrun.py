@@ -126,9 +126,15 @@ async def execute(argv: Sequence[str], timeout: float, limit: int, **popen: Any)
     """Run ``argv`` in a session of its own, stdin /dev/null, stdout and stderr one pipe; ``popen``:
     the rest of Popen's arguments (env, executable, pass_fds).  OSError/ValueError: not started."""
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.subprocess_exec(
+    setup = asyncio.ensure_future(loop.subprocess_exec(
         lambda: _Head(limit, loop), *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT, start_new_session=True, **popen)
+        stderr=asyncio.subprocess.STDOUT, start_new_session=True, **popen))
+    try:   # shielded: asyncio's own undo of a cancelled set-up kills the script alone, not what it started
+        transport, proto = await asyncio.shield(setup)
+    except asyncio.CancelledError:
+        with contextlib.suppress(asyncio.CancelledError):
+            await _undo_started(setup)
+        raise
     try:
         try:
             await asyncio.wait_for(asyncio.shield(proto.exited), timeout)
@@ -144,6 +150,20 @@ async def execute(argv: Sequence[str], timeout: float, limit: int, **popen: Any)
             with contextlib.suppress(asyncio.CancelledError):
                 await _killed(transport.get_pid(), proto)
         raise
+    finally:
+        _close(transport, proto)
+
+
+async def _undo_started(setup: asyncio.Future[tuple[asyncio.SubprocessTransport, _Head]]) -> None:
+    """A run cancelled while asyncio connected its pipes: the script runs already (and may have
+    started processes in sessions of their own); once the set-up ends, killed as at the timeout."""
+    try:
+        transport, proto = await asyncio.shield(setup)
+    except Exception:   # not started (OSError, ValueError): nothing runs
+        return
+    try:
+        if not proto.exited.done():
+            await _killed(transport.get_pid(), proto)
     finally:
         _close(transport, proto)
 
