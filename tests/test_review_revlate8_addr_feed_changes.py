@@ -13,9 +13,10 @@ temporary addresses, on a client's Wi-Fi, say) is one "any" per advertisement, a
 whose source stays gone one more refused send (review revnatt F2, which made the worker's watch count
 an SA's own address alone).
 
-Real netlink in a network namespace of the test's own: 17 IPv6 addresses on lo, then their lifetimes
-changed in one batch (`ip -6 address change`, what an RA does to SLAAC addresses): no address was
-added, and the worker must not be told "any"."""
+Real netlink in a network namespace of the test's own: 17 IPv6 addresses added on lo while the feed
+watches (each told by name), then their lifetimes changed in one batch (`ip -6 address change`, what an
+RA does to SLAAC addresses): no address was added, and the worker must not be told "any", nor any
+address again."""
 
 from __future__ import annotations
 
@@ -41,11 +42,16 @@ def batch(verb, life):
 
 async def main():
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    batch("add", "valid_lft 1000 preferred_lft 500")
     worker = Worker()
     feed = AddressFeed(lambda: worker)
     feed.start()
-    await asyncio.sleep(0.3)
+    # watched from before the adds: the kernel sends an IPv6 address's RTM_NEWADDR from its DAD work,
+    # queued, even with nodad, so a watch opened after `ip` returned may still read some of them
+    batch("add", "valid_lft 1000 preferred_lft 500")
+    for _ in range(500):
+        if len({a for told in worker.told for a in told}) >= len(ADDRS):
+            break
+        await asyncio.sleep(0.01)
     before = list(worker.told)
     batch("change", "valid_lft 2000 preferred_lft 1500")   # the loop waits: one turn reads them all
     for _ in range(100):
@@ -57,10 +63,14 @@ asyncio.run(main())
 """
 
 
+ADDED = [f"2001:db8:8::{n:x}" for n in range(1, 18)]
+
+
 @NEEDS_ROOT
 def test_addresses_only_renewed_do_not_tell_the_worker_any_address() -> None:
     out = json.loads(run_in_own_netns(_CHANGED).splitlines()[-1])
-    assert out["before"] == [], out
+    assert sorted({a for told in out["before"] for a in told}) == sorted(ADDED), out   # each add told by name
     assert ["any"] not in out["after"], (
         f"17 addresses whose lifetimes changed (none added) told the worker any address, so every SA whose "
         f"source is gone pays one more refused send: {out}")
+    assert out["after"] == [], f"addresses only renewed were told as added: {out}"
