@@ -320,6 +320,7 @@ class ManualService(Service):
 
     async def reload(self, cfg: Config) -> list[str]:
         if self.closing:   # shut down under a reload the stop did not wait for: nothing changes (revlate11 F1)
+            log.error("reload: manual tunnels: %s, nothing changed", STOP_CUT)
             return [Failed(f"manual tunnels: {STOP_CUT}, nothing changed")]
         # the new tunnels' networks are theirs before any old policy goes, the removed ones' are free;
         # a tunnel not installed below keeps its claim (manual_claims.py)

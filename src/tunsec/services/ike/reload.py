@@ -61,7 +61,7 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     anew (_stale_initiations).  Once the service shut down (a reload the stop did not wait for:
     review revlate11 F1) nothing changes, and nothing new goes in."""
     if self.closing:
-        return [Failed(f"IKE connections: {STOP_CUT}, nothing changed")]
+        return [_failed(f"IKE connections: {STOP_CUT}, nothing changed")]
     d = diff_by_name(list(self.connections.values()), cfg.connections)
     creds = {new.name for old, new in d.changed if credentials_only(old, new)}
     self.trap_holds.forget(creds)   # new credentials: their old failures hold nothing back (review revtrap F4)
@@ -109,13 +109,19 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     out = dataclasses.replace(d, changed=tuple((o, n) for o, n in d.changed if n.name not in creds)
                               ).summary("IKE connections")
     if cut:
-        out.append(Failed(f"IKE connections {', '.join(cut)}: trap policies and initiations not set up: {STOP_CUT}"))
+        out.append(_failed(f"IKE connections {', '.join(cut)}: trap policies and initiations not set up: {STOP_CUT}"))
     if creds:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
     out += revoked + taken
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
+
+
+def _failed(what: str) -> Failed:
+    """A line of the reload's that makes its answer an error, said in the log (the daemon logs the others)."""
+    log.error("reload: %s", what)
+    return Failed(what)
 
 
 async def _start_new(self: IkeService, conns: list[Connection]) -> list[str]:
