@@ -25,8 +25,6 @@ from tunsec.bench.netns import TwoHosts, wait_until
 from tunsec.cli import _ask
 from tunsec.conf.tunsec_section import WORKER_USER
 
-pytestmark = pytest.mark.netns
-
 
 @pytest.fixture
 def topo() -> Iterator[TwoHosts]:
