@@ -113,7 +113,7 @@ async def reload_command(self: Daemon, deadline: asyncio.Timeout | None) -> dict
     applied; only root and tunsec's user may ask for one); its answer gets a deadline again."""
     if deadline is not None:
         deadline.reschedule(None)
-    ok, lines = await self._reload_guarded()
+    ok, lines = await self.reload_cut.run(self._reload_guarded())   # the stop may cut it short
     if deadline is not None:
         deadline.reschedule(asyncio.get_running_loop().time() + ctlsocket.DEADLINE)
     if not ok:

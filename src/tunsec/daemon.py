@@ -30,6 +30,7 @@ from tunsec import (
     netadmin,
     pid1,
     privilege,
+    reload_cut,
     reroute,
     sdnotify,
     selftest,
@@ -125,6 +126,7 @@ class Daemon:
         self.killswitch = KillSwitch("")   # the standing routes under the TUN's routes (killswitch.py)
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
+        self.reload_cut = reload_cut.ReloadCut()   # the control socket's, and the stop's cut (reload_cut.py)
         self.calm: memtrim.CalmTrim | None = None   # gives the heap back after a burst of IKE (run())
         self.gate = ctlsocket.Gate(worker_pid=lambda: self.worker.pid)   # who may run which command
         self._refusal_log = LogLimiter()   # a local process may connect as often as it likes
@@ -318,10 +320,11 @@ class Daemon:
         """Read the configuration file again and apply the difference (as swanctl --load-all):
         (True, what changed) or (False, why nothing did).  A file with errors, or with a change
         that needs a restart (a tunsec { } key, a new socket), is refused as a whole."""
+        if self.stopping.is_set():   # at once, not after a reload the stop cut short and is still undoing
+            return self._stopping_refusal()
         async with self._reloading:
             if self.stopping.is_set():   # the stop began (while it waited for a restart, say): nothing applied
-                log.warning("reload of %s refused: tunsec is stopping", self.cfg.path)
-                return False, [STOPPING_REFUSAL]
+                return self._stopping_refusal()
             try:
                 cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path, root_check=True))
             except ConfigError as err:
@@ -346,6 +349,8 @@ class Daemon:
                 log.warning("%s", w)
             for svc in self.services:
                 lines += await svc.reload(cfg)
+                if self.reload_cut.cut.is_set():   # the stop cut it short (reload_cut.py): nothing further
+                    return self._refused([reload_cut.CUT_ANSWER, *lines])
             if self.ike is not None:   # its table (the bans in force) stays; 0 lifts them (ike/auth_ban.py)
                 self.ike.auth_ban.settings = cfg.tunsec.auth_ban
             self.cfg = cfg
@@ -362,6 +367,10 @@ class Daemon:
             log.log(logging.WARNING if failed else logging.INFO, "reload of %s done%s", cfg.path,
                     f", {failed} step(s) failed" if failed else "" if lines else ": no changes")
             return not any(isinstance(line, Failed) for line in lines), lines
+
+    def _stopping_refusal(self) -> tuple[bool, list[str]]:
+        log.warning("reload of %s refused: tunsec is stopping", self.cfg.path)
+        return False, [STOPPING_REFUSAL]
 
     @staticmethod
     def _refused(lines: list[str]) -> tuple[bool, list[str]]:
@@ -633,13 +642,15 @@ class Daemon:
     async def _reload_drained(self) -> None:
         """The stop: a `tunsec reload` under way (SIGHUP's were cancelled; the watcher's restart ended)
         applies in full before the services shut down, never into a service already shut down; one
-        asked from now on finds `stopping` set and is refused (reload).  Bounded: RELOAD_STOP_WAIT."""
+        asked from now on finds `stopping` set and is refused (reload).  Bounded: RELOAD_STOP_WAIT, past
+        which it is cut short (reload_cut.py, review revlate11 F1)."""
         try:
             async with asyncio.timeout(RELOAD_STOP_WAIT), self._reloading:
                 pass
         except TimeoutError:
             log.warning("at shutdown: a reload is still running after %g s; the stop goes on without it",
                         RELOAD_STOP_WAIT)
+            await self.reload_cut.cut_short(self._reloads)   # cancelled: it takes out what it put in
 
     async def shutdown(self) -> None:
         self.stopping.set()

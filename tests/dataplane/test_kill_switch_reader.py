@@ -81,14 +81,37 @@ def detached(p: subprocess.Popen[str]) -> bool:
 
 def test_a_root_start_cuts_the_reader_off_and_makes_the_device_roots_and_held(
         ns: str, reader: subprocess.Popen[str], caplog: pytest.LogCaptureFixture) -> None:
+    """On a TUN tunsec made itself (not keep_found): a killed run's device, say, remade as this run's own."""
     with in_netns(ns):
-        ks = KillSwitch(TUN, keep_found=True)
+        ks = KillSwitch(TUN, keep_found=False)
         assert ks.ensure([SITE]) == []
         assert ks.fd >= 0 and ks.owned and not ks.found   # made again as a new device: held, removed at the stop
         assert owner(ns) == "0" and f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE))
         assert detached(reader)
         assert f"kill switch {DEVICE} was a TUN a process had open and root does not own (owner none" in caplog.text
         ks.close()
+        assert DEVICE not in ip(ns, "link", "show")   # its own: removed at the clean stop
+
+
+def test_a_prepared_device_made_again_after_its_reader_was_cut_off_stays_at_the_clean_stop(
+        ns: str, reader: subprocess.Popen[str]) -> None:
+    """On tunsec prepare's TUN (keep_found) the device made again stands for prepare's (review revlate11 R1):
+    held while tunsec runs, released, not removed, at the clean stop, its standing route with it, for a later
+    unprivileged `tunsec up`.  Before the fix it was taken for this run's own and deleted with its routes."""
+    with in_netns(ns):
+        ks = KillSwitch(TUN, keep_found=True)
+        assert ks.ensure([SITE]) == []
+        assert detached(reader)
+        assert ks.fd >= 0 and ks.found and not ks.owned, (ks.fd, ks.found, ks.owned)
+        ks.close()
+        assert ks.fd == -1   # released
+    assert DEVICE in ip(ns, "link", "show") and owner(ns) == "0"
+    assert f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE))
+    with in_netns(ns):   # unheld: a later start finds it a TUN nobody reads, its route in place
+        again = KillSwitch(TUN, keep_found=True)
+        assert again.ensure([SITE]) == []
+        assert again.found and not again.owned and again.fd == -1 and again.held == {SITE}
+        again.close()
 
 
 def test_a_reader_attached_between_the_look_and_the_make_roots_is_cut_off_too(

@@ -47,7 +47,8 @@ opposite of a kill switch, and is neither used nor deleted (review revprep F4) i
 that a process holds: another tunsec's kill switch).  One root does not own that a process reads (a local
 user attached to an ownerless one) is deleted where this process may, which cuts the reader off, and made
 again; where it may not, its standing routes go if they can, else an ERROR says whose they are (ksreader.py,
-review revlate10 F1).
+review revlate10 F1).  Made again for one `tunsec prepare` left (keep_found), it is prepare's as the one found
+was: held while tunsec runs, released but not removed at the clean stop (review revlate11 R1).
 
 `tunsec prepare` (root) makes the device and its routes for a later `tunsec up` that holds no
 CAP_NET_ADMIN: that start finds them (a device up, a route per network) and uses them without writing
@@ -184,13 +185,19 @@ class KillSwitch:
         ours = bool(found) and found[0] == self.index and self.fd >= 0 and holds(self.fd, self.name)
         if not ours:   # a descriptor of ours on a device root deleted since is detached: let go
             self.release()
+        remade = False   # a device found, its reader cut off: this one replaces it (keep_found: it stays too)
         if found and not ours:
             found = self._unread(ipr, found[0])
+            remade = not found
         if found and found[0] != self.index:   # the one this run judged already keeps its verdict
             found = self._judge(ipr, found[0])
+            remade = not found   # [] only if a reader attached meanwhile was cut off
         if not found:
             self._hold(create=True)
-            self.owned, self.taken_over, self.found = True, False, False
+            # one that replaces tunsec prepare's (keep_found) is prepare's too: released, not removed, at the
+            # clean stop, with its routes, for a later unprivileged start (review revlate11 R1)
+            kept = remade and self.keep_found
+            self.owned, self.taken_over, self.found = not kept, False, kept
             found = ipr.link_lookup(ifname=self.name)
             _no_addr_gen(ipr, found[0], self.name)   # before it is up: held, it has a carrier
         self.index = int(found[0])
@@ -342,6 +349,7 @@ class KillSwitch:
         if self.found:
             log.info("device %s of the tunnels' standing routes stays (it was there at start: tunsec "
                      "prepare's)", self.name)
+        self.release()   # one made anew for prepare's (its reader cut off) was held: unheld for the next start
         self.held.clear()
 
     def remove(self) -> None:

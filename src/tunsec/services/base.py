@@ -63,6 +63,11 @@ class Failed(str):
     answer is an error, so `tunsec reload` fails instead of printing it among what changed."""
 
 
+# a reload the stop did not wait for (daemon.RELOAD_STOP_WAIT): cancelled, and refused by the services shut
+# down (review revlate11 F1); the client's answer says so
+STOP_CUT = "reload cut short by the stop"
+
+
 def bind_udp(family: int, addr: str, port: int, *, purpose: str,
              reuseport: bool = False, big_buffers: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to addr:port, or a StartupError naming the operation

@@ -42,8 +42,18 @@ from tunsec.policy.claims import TsClaims
 from tunsec.policy.ids import Band, IdSpace, priority
 from tunsec.policy.spd import PolicyError, protect_policies, tunnel_selectors
 from tunsec.seqstate import Expired, SeqState, StateError
-from tunsec.services.base import EspEndpoint, Failed, IPAddress, ReloadRefused, Route, Service, StartupError
+from tunsec.services.base import (
+    STOP_CUT,
+    EspEndpoint,
+    Failed,
+    IPAddress,
+    ReloadRefused,
+    Route,
+    Service,
+    StartupError,
+)
 from tunsec.services.manual_claims import ManualClaims
+from tunsec.services.manual_install import cut_by_death, died, undone, unless_refused
 from tunsec.services.manual_retry import Retries
 from tunsec.statedir import StateDir
 from tunsec.status import sa_status
@@ -309,6 +319,9 @@ class ManualService(Service):
         return []
 
     async def reload(self, cfg: Config) -> list[str]:
+        if self.closing:   # shut down under a reload the stop did not wait for: nothing changes (revlate11 F1)
+            log.error("reload: manual tunnels: %s, nothing changed", STOP_CUT)
+            return [Failed(f"manual tunnels: {STOP_CUT}, nothing changed")]
         # the new tunnels' networks are theirs before any old policy goes, the removed ones' are free;
         # a tunnel not installed below keeps its claim (manual_claims.py)
         self.claims.follow(cfg.manual)
@@ -326,11 +339,23 @@ class ManualService(Service):
         self.plans = [by_name[t.name] if t.name not in fresh else plan(t, i, self.ids)
                       for i, t in enumerate(cfg.manual)]
         added = [p for p in self.plans if p.tunnel.name in fresh]
+        installed: list[ManualPlan] = []
+        try:
+            return await self._install_added(d, added, installed)
+        except asyncio.CancelledError:   # by the stop (review revlate11 F1): what did not go in leaves
+            self._forget(added, installed)
+            raise
+
+    async def _install_added(self, d: NameDiff[ManualTunnel], added: list[ManualPlan],
+                             installed: list[ManualPlan]) -> list[str]:
+        """The tunnels a reload adds (or replaces) into the worker, each installed one into installed; the
+        reload's lines.  A tunnel the worker's death cut keeps its plan (the restart installs it); if the
+        stop shuts the service down meanwhile, those not installed leave (_forget)."""
         replaced = {new.name for _, new in d.changed}
         try:
             self._open_states(added)
         except (StateError, ReloadRefused) as err:   # checked before: only a file changed since
-            return [*_done(d, fresh), await self._not_installed(added, err, replaced)]
+            return [*_done(d, {p.tunnel.name for p in added}), await self._not_installed(added, err, replaced)]
         if added:
             log.warning("%s", MANUAL_WARNING)
         failed: list[str] = []
@@ -339,13 +364,33 @@ class ManualService(Service):
             worker = self.worker()
             try:
                 await self._attempt(p, worker)
+                installed.append(p)
             except StartupError as err:
-                if _cut_by_death(err, worker):   # not the tunnel's fault: kept for the restart
+                if self.closing:   # the stop, not the tunnel: no restart comes either
+                    break
+                if cut_by_death(err, worker):   # not the tunnel's fault: kept for the restart
                     waiting.append(p)
                     continue
                 failed.append(await self._not_installed([p], err, replaced))
-        out = {p.tunnel.name for p in added if not any(p is q for q in self.plans)} | {p.tunnel.name for p in waiting}
-        return _done(d, out) + failed + ([_for_the_restart(waiting, replaced)] if waiting else [])
+        cut = self._forget(added, installed) if self.closing else []
+        out = {p.tunnel.name for p in added if not any(p is q for q in installed)}
+        return (_done(d, out) + failed + ([_for_the_restart(waiting, replaced)] if waiting and not cut else [])
+                + ([_stop_cut(cut)] if cut else []))
+
+    def _forget(self, added: list[ManualPlan], installed: list[ManualPlan]) -> list[ManualPlan]:
+        """The plans of added a reload cut short by the stop did not install, taken out again (its
+        cancel, or the service shut down under it: review revlate11 F1): their plans, ids and sequence
+        state, so that nothing of them is left (the worker holds nothing of them: _attempt's undo; the
+        reservation persisted stays, as any).  Not awaited: a second cancel cannot cut it in two."""
+        gone = [p for p in added if not any(p is q for q in installed) and any(p is q for q in self.plans)]
+        for p in gone:
+            self.plans = [q for q in self.plans if q is not p]
+            self._release(p)
+            for sa in (p.inbound, p.outbound):
+                key = sa_key(sa.spi, sa.direction, sa.remote)
+                self.seq.pop(key, None)
+                self._seq_locks.pop(key, None)
+        return gone
 
     async def _not_installed(self, plans: list[ManualPlan], err: Exception, replaced: set[str]) -> Failed:
         """plans leave again (their ids, their sequence state; the worker holds nothing of them): the next
@@ -380,10 +425,7 @@ class ManualService(Service):
         for make in requests:
             with contextlib.suppress(WorkerError):   # already gone (a worker restart) is gone
                 await worker.request(make)
-        self.ids.release_policy_ids([pol.id for pol in p.policies])
-        for sa in (p.inbound, p.outbound):
-            self.expired.pop(sa_key(sa.spi, sa.direction, sa.remote), None)
-        self.ids.release_reqid(p.reqid)
+        self._release(p)
         await self._persisted()   # before a re-add of the key reads its file
         for sa in (p.inbound, p.outbound):
             key = sa_key(sa.spi, sa.direction, sa.remote)
@@ -396,6 +438,13 @@ class ManualService(Service):
         if installed:
             log.info("%s: SAs in %08x / out %08x and %d policies removed", p.tunnel.name, p.inbound.spi,
                      p.outbound.spi, len(p.policies))
+
+    def _release(self, p: ManualPlan) -> None:
+        """p's ids free again, its SAs' expiries forgotten (it left the plans)."""
+        self.ids.release_policy_ids([pol.id for pol in p.policies])
+        for sa in (p.inbound, p.outbound):
+            self.expired.pop(sa_key(sa.spi, sa.direction, sa.remote), None)
+        self.ids.release_reqid(p.reqid)
 
     async def _install(self, restarted: bool = False) -> None:
         """Every plan into the worker.  At the start a tunnel that cannot go in refuses the start
@@ -411,7 +460,7 @@ class ManualService(Service):
             try:
                 await self._attempt(p, worker)
             except StartupError as err:
-                if not restarted or _died(err, worker):
+                if not restarted or died(err, worker):
                     raise
                 self.retries.start(p, err, worker)
 
@@ -419,12 +468,17 @@ class ManualService(Service):
         """p's reservations persisted, then (only then) its SAs and policies into worker; if it fails,
         whatever the error, nothing of p is left there (what went in is taken out, and only that: an
         SPI may be another's): a retry an internal error ended holds nothing in the worker, as a
-        reload removing the tunnel takes it (review revlate9 F2)."""
+        reload removing the tunnel takes it (review revlate9 F2).  Once the service is shut down (a reload
+        the stop did not wait for) nothing goes in: refused, or taken out again (review revlate11 F1)."""
+        if self.closing:
+            raise StartupError(f"{p.tunnel.name}: {STOP_CUT}")
         done: list[Callable[[int], Any]] = []
         try:
             await self._install_one(await self._reserved(p), done, worker)
+            if self.closing:   # the stop shut the service down while it went in: no refills, no removal
+                raise StartupError(f"{p.tunnel.name}: {STOP_CUT}")
         except BaseException:
-            await _undone(worker, done)
+            await undone(worker, done)
             raise
 
     async def _reserved(self, p: ManualPlan) -> ManualPlan:
@@ -510,8 +564,10 @@ class ManualService(Service):
                         sa.direction.name.lower(), sa.spi)
         try:
             if not in_gone:
-                await worker.request(lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi))
-                done.append(lambda r: pipe.Delete(r, p.inbound.spi, Direction.IN, None))
+                # its undo booked unless refused (the SPI another's): one cancelled or unanswered may be in
+                undo_in = functools.partial(pipe.Delete, spi=p.inbound.spi, direction=Direction.IN, remote=None)
+                await unless_refused(worker, lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi),
+                                     functools.partial(done.append, undo_in))
                 await self._hand(worker, lambda r: pipe.Update(r, p.inbound), p.inbound)   # undone with GETSPI's
             if not out_gone:
                 # by its reqid too (ours, IdSpace): an ADD whose answer came late may have been refused
@@ -522,7 +578,7 @@ class ManualService(Service):
                                  functools.partial(done.append, undo))
             for pol in p.policies:   # also without the outbound SA: its traffic is dropped, not sent in clear
                 undo_pol = functools.partial(pipe.SpdDelete, id=pol.id)   # ours (IdSpace): no one else's id
-                await _unless_refused(worker, lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]
+                await unless_refused(worker, lambda r, pol=pol: pipe.SpdAdd(r, pol),  # type: ignore[misc]
                                       functools.partial(done.append, undo_pol))
         except WorkerError as err:
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
@@ -539,7 +595,7 @@ class ManualService(Service):
             went_in()
             if (st := self.seq.get(sa_key(sa.spi, sa.direction, sa.remote))) is not None:
                 st.taken()
-        await _unless_refused(worker, make, taken)
+        await unless_refused(worker, make, taken)
 
     async def _send_reserve(self, key: SaKey, limit: int, notify: int) -> None:
         with contextlib.suppress(WorkerError):   # a restarted worker starts past the limit anyway
@@ -673,52 +729,6 @@ def _expire_note(msg: pipe.Expire) -> str:
     return ""
 
 
-async def _unless_refused(worker: WorkerClient, make: Callable[[int], pipe.Message],
-                          went_in: Callable[[], object]) -> None:
-    """worker.request(make); went_in() unless the worker refused it (answered an errno): a request
-    unanswered, cut by the worker's death or cancelled may have been done all the same."""
-    refused = False
-    try:
-        await worker.request(make)
-    except WorkerError as err:
-        refused = err.refused
-        raise
-    finally:
-        if not refused:
-            went_in()
-
-
-async def _undone(worker: WorkerClient, done: list[Callable[[int], Any]]) -> None:
-    """The undo requests of what went in, last first.  Each error of one is logged, not raised (the
-    attempt's own error is what its caller sees), and the rest are still sent; a cancellation
-    arriving meanwhile is raised once they are (an attempt cancelled mid-undo leaves nothing)."""
-    cancelled = False
-    for undo in reversed(done):
-        try:
-            await asyncio.shield(worker.request(undo))
-        except asyncio.CancelledError:
-            cancelled = True
-        except WorkerError as err:   # gone already, or another owner's (a DELETE by reqid): nothing to undo
-            log.debug("an install's undo: %s", err)
-        except Exception as err:   # a bug: said, and the undo goes on with the next
-            log.error("an install's undo failed: %s: %s", type(err).__name__, err)
-    if cancelled:
-        raise asyncio.CancelledError
-
-
-def _died(err: StartupError, worker: WorkerClient) -> bool:
-    """The install failed because worker is gone (not a refusal, nor our state file)."""
-    return worker.gone or (isinstance(err.__cause__, WorkerError) and err.__cause__.gone)
-
-
-def _cut_by_death(err: StartupError, worker: WorkerClient) -> bool:
-    """A reload's install failed because worker died under it (a request it left unanswered), not because
-    the worker refused the tunnel nor because of its state file (_died, narrower: a reload's failure
-    of the tunnel's own drops it; this one the worker's restart installs, its plan kept)."""
-    cause = err.__cause__
-    return isinstance(cause, WorkerError) and not cause.refused and (cause.gone or worker.gone)
-
-
 def _for_the_restart(plans: list[ManualPlan], replaced: set[str]) -> Failed:
     """The reload's line for the tunnels the worker died under (review revreload2 F2): their plans stay
     (ids, sequence state, routes into the TUN: their traffic dropped meanwhile, never sent in clear), and
@@ -728,6 +738,13 @@ def _for_the_restart(plans: list[ManualPlan], replaced: set[str]) -> Failed:
     line = Failed(f"manual tunnels {', '.join(names)} not installed yet"
                   + (f" (the previous version of {gone} removed)" if gone else "")
                   + ": the worker died during the reload; installed by the worker's restart")
+    log.error("reload: %s", line)
+    return line
+
+
+def _stop_cut(plans: list[ManualPlan]) -> Failed:
+    """The reload's line for the tunnels it did not install before the stop shut the service down."""
+    line = Failed(f"manual tunnels {', '.join(p.tunnel.name for p in plans)} not installed: {STOP_CUT}")
     log.error("reload: %s", line)
     return line
 

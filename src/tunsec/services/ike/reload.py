@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import credentials_only, diff_by_name
 from tunsec.ike.sa import State
+from tunsec.services.base import STOP_CUT, Failed
 from tunsec.services.ike import recreate, vip_refused
 from tunsec.services.ike.exclude_trust import kept_address
 from tunsec.services.ike.reclaim import reclaim
@@ -18,6 +19,7 @@ from tunsec.services.ike.revoked import log_out_revoked
 
 if TYPE_CHECKING:
     from tunsec.conf.config import Config
+    from tunsec.conf.connections import Connection
     from tunsec.ike.sa import IkeSa
     from tunsec.services.ike.service import IkeService
 
@@ -56,7 +58,10 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
     The new connections are in force before anything is awaited: an ACQUIRE, a keying try or a
     peer's IKE_AUTH handled while the worker answers must never see the old ones.  IKE SAs being
     set up follow them: a peer's (IkeEndpoint.set_configs) as the engine can, ours are started
-    anew (_stale_initiations)."""
+    anew (_stale_initiations).  Once the service shut down (a reload the stop did not wait for:
+    review revlate11 F1) nothing changes, and nothing new goes in."""
+    if self.closing:
+        return [_failed(f"IKE connections: {STOP_CUT}, nothing changed")]
     d = diff_by_name(list(self.connections.values()), cfg.connections)
     creds = {new.name for old, new in d.changed if credentials_only(old, new)}
     self.trap_holds.forget(creds)   # new credentials: their old failures hold nothing back (review revtrap F4)
@@ -100,20 +105,37 @@ async def reload(self: IkeService, cfg: Config) -> list[str]:
         self.initiate(name, child)
     self._pump()   # the DELETEs go out (their Child SAs went down with sa.delete: sa_teardown.py)
     await self._remove_traps(traps)
-    for conn in [*d.added, *replaced]:
-        for ch in conn.children:
-            if ch.start_action == "trap":
-                await self.install_traps(only=(conn.name, ch.name))
-            elif ch.start_action == "start":
-                self.initiate(conn.name, ch.name)
+    cut = await _start_new(self, [*d.added, *replaced])
     out = dataclasses.replace(d, changed=tuple((o, n) for o, n in d.changed if n.name not in creds)
                               ).summary("IKE connections")
+    if cut:
+        out.append(_failed(f"IKE connections {', '.join(cut)}: trap policies and initiations not set up: {STOP_CUT}"))
     if creds:
         out.append(f"IKE connections with new credentials (for new negotiations): {', '.join(sorted(creds))}")
     out += revoked + taken
     if dropped:
         log.info("reload: %d IKE SAs peers were setting up under removed or changed connections dropped", dropped)
     return out
+
+
+def _failed(what: str) -> Failed:
+    """A line of the reload's that makes its answer an error, said in the log (the daemon logs the others)."""
+    log.error("reload: %s", what)
+    return Failed(what)
+
+
+async def _start_new(self: IkeService, conns: list[Connection]) -> list[str]:
+    """The trap policies and initiations of the connections a reload added or replaced; those the stop
+    left out (it shut the service down meanwhile: nothing new goes in), by name."""
+    for i, conn in enumerate(conns):
+        for ch in conn.children:
+            if self.closing:   # one partly set up is named too
+                return [c.name for c in conns[i:]]
+            if ch.start_action == "trap":
+                await self.install_traps(only=(conn.name, ch.name))
+            elif ch.start_action == "start":
+                self.initiate(conn.name, ch.name)
+    return []
 
 
 def forgotten(self: IkeService, spi: bytes, sa: IkeSa) -> None:

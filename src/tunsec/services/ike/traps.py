@@ -68,6 +68,8 @@ async def install_traps(self: IkeService, only: tuple[str, str] | None = None) -
                 log.error("%s: child %s: no trap policy: %s", ike.name, ch.name, err)
                 continue
             for sel in trap:
+                if self.closing:   # shut down under a reload the stop did not wait for: nothing new goes in
+                    return
                 pid = self.ids.policy_id()
                 self.trap_policies[pid] = (ike.name, ch.name)
                 reqid = self._trap_reqid(ike.name, ch.name)
