@@ -47,7 +47,9 @@ def test_json_lines_parse_and_carry_the_fields(tmp_path: Path) -> None:
     doc = json.loads(lines[0])
     assert doc["level"] == "error"
     assert doc["logger"] == "tunsec"
-    assert doc["msg"] == f"cannot start: {tmp_path / 'not-a-socket'} exists and is not a socket"
+    assert doc["msg"] == (f"cannot start: the control socket {tmp_path / 'not-a-socket'} (tunsec {{ control_socket }}) "
+                          "exists and is a regular file, not a socket: move it away or choose another path in "
+                          "tunsec { control_socket }")
     assert doc["process"] == "tunsec" and isinstance(doc["pid"], int)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", doc["ts"])
 
@@ -62,7 +64,8 @@ def test_text_lines_have_a_timestamp_off_journald(tmp_path: Path) -> None:
 def test_journald_stream_gets_no_timestamp_but_a_priority(tmp_path: Path) -> None:
     [line] = _up(tmp_path, "text", "this file")
     assert not TIMESTAMP.search(line), line
-    assert re.fullmatch(r"<3>tunsec\[\d+\] ERROR cannot start: .* exists and is not a socket", line), line
+    assert re.fullmatch(r"<3>tunsec\[\d+\] ERROR cannot start: .* exists and is a regular file, not a socket: .*",
+                        line), line
 
 
 @pytest.mark.parametrize("fmt", [TextFormatter("tunsec"), TextFormatter("tunsec", journald=True),

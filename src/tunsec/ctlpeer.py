@@ -49,24 +49,27 @@ def target(config: str | None, explicit: str | None) -> Target:
     the file has errors elsewhere (`tunsec status` still works, a reload of a broken file reaches the daemon,
     which refuses it and says why).  As root the file is read with the root check: NotFollowed when it is
     refused, unless --socket names the socket (then the file's user is not taken either: the default's)."""
+    from tunsec.conf.filecheck import FileCheck
     from tunsec.conf.syntax import ReadRecord, Refused, Unreadable, parse_tree, read_config_text
     from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section, service_uid
 
     as_root = os.geteuid() == 0
+    check = FileCheck() if as_root else None
     settings = TunsecSettings()
     if config:
         record = ReadRecord()
         try:
-            text = read_config_text(config, root_check=as_root)
+            text = read_config_text(config, check=check)
         except Unreadable:
             text = ""
         except Refused as err:
             if os.path.lexists(config):
                 record.refused.append(err)
             text = ""   # else no such file: nothing read from it, the default as before
-        root, _ = parse_tree(text, config, [], root_check=as_root, record=record)
+        root, _ = parse_tree(text, config, [], check=check, record=record)
         if record.refused and not explicit:
-            raise NotFollowed("\n".join(_refusal(r.path, r.why, r.fix) for r in record.refused))
+            named = [(f"{r.path} (include {r.pattern})" if r.pattern else r.path, r) for r in record.refused]
+            raise NotFollowed("\n".join(_refusal(name, r.why, r.fix) for name, r in named))
         section = root.sections.get("tunsec")
         if section is not None and not record.refused:   # its user is no more to be trusted than its socket
             settings = read_tunsec_section(section, [])

@@ -34,6 +34,7 @@ from tunsec import (
     reroute,
     sdnotify,
     selftest,
+    startpaths,
     updown,
     worker_distrust,
 )
@@ -41,6 +42,7 @@ from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import ike_endpoints
 from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
+from tunsec.conf.filecheck import reread_refusal
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
 from tunsec.dataplane import blockwatch, exclude, pipe, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
@@ -325,8 +327,11 @@ class Daemon:
         async with self._reloading:
             if self.stopping.is_set():   # the stop began (while it waited for a restart, say): nothing applied
                 return self._stopping_refusal()
-            try:
-                cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path, root_check=True))
+            if self.cfg.not_regular:   # read once at the start: again, a pipe reads as empty (review revconf F3)
+                return self._refused([reread_refusal(self.cfg.path, self.cfg.not_regular)])
+            try:   # dropped: read as the service user, which accepts nothing another user may change (filecheck.py)
+                cfg = resolved(await asyncio.to_thread(load_config, self.cfg.path, root_check=True,
+                                                       service_user=self.privilege.drop))
             except ConfigError as err:
                 return self._refused([f"{self.cfg.path}: configuration invalid, nothing changed:",
                                       *str(err).splitlines(), *_unreadable_hint(err)])
@@ -417,6 +422,8 @@ class Daemon:
         """Refuse to start next to a live instance; clear a stale socket file."""
         path = self.cfg.tunsec.control_socket
         directory = os.path.dirname(path) or "."
+        if (in_way := startpaths.in_the_way(Path(directory))) is not None:
+            raise StartupError(startpaths.socket_dir_refusal(path, in_way))
         if not os.path.isdir(directory):
             try:
                 ctlsocket.make_dir(directory, self._socket_owner())
@@ -426,8 +433,8 @@ class Daemon:
                                    + " (or start it with RUNTIME_DIRECTORY or XDG_RUNTIME_DIR set)") from err
         if not os.path.lexists(path):
             return
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise StartupError(f"{path} exists and is not a socket")
+        if not stat.S_ISSOCK(mode := os.lstat(path).st_mode):
+            raise StartupError(startpaths.socket_refusal(path, mode))
         found = ctlsocket.listener(path)
         if found is ctlsocket.Listener.NOBODY:
             os.unlink(path)   # left by a process that died
@@ -491,7 +498,7 @@ class Daemon:
                                                           if self.ike is not None else [])
         if record is not None and self.privilege.drop:
             record.usable_after_drop(privilege._me())
-        if not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
+        if not self.cfg.not_regular and not os.access(self.cfg.path, os.R_OK):   # said now, not at the first reload
             log.warning("%s is not readable by %s: `tunsec reload` and SIGHUP will fail; as root: %s", self.cfg.path,
                         privilege._me(), _read_grant(self.cfg.path))
 

@@ -128,11 +128,12 @@ def resolve_private(directory: str | Path, owners: Collection[int], holds_file: 
 
 class Untrusted(Exception):
     """Root may not act on a configuration file: ``why``, and ``fix`` (commands naming the path at fault,
-    or "" when there is none to run)."""
+    or "" when there is none to run); ``error``: the system's reason when a look or an open failed
+    ("Permission denied"), else ""."""
 
-    def __init__(self, why: str, fix: str = "") -> None:
+    def __init__(self, why: str, fix: str = "", error: str = "") -> None:
         super().__init__(why)
-        self.why, self.fix = why, fix
+        self.why, self.fix, self.error = why, fix, error
 
 
 _PIPE = re.compile(r"pipe:\[(\d+)\]")
@@ -181,7 +182,8 @@ def _walk(path: str | Path, owners: Collection[int]) -> Checked:
             here = os.path.join(real, os.path.basename(name))
             st = os.lstat(here)
         except OSError as err:
-            raise Untrusted(f"{err.filename or name} cannot be looked at: {err.strerror or err}") from None
+            raise Untrusted(f"{err.filename or name} cannot be looked at: {err.strerror or err}",
+                            error=err.strerror or str(err)) from None
         except ValueError:   # a NUL in the name (os calls refuse it): nothing by that name can exist
             raise Untrusted(f"{path!r}: a file name cannot hold a NUL byte") from None
         mode = stat.S_IMODE(st.st_mode)
@@ -235,7 +237,8 @@ def read_checked(path: str | Path, checked: Checked, limit: int = MAX_CONFIG) ->
             fd = _open_nofollow(checked.path)
     except OSError as err:
         since = "" if isinstance(err, PermissionError) else " (replaced or removed since?)"
-        raise Untrusted(f"{err.filename or path} cannot be opened as checked: {err.strerror or err}{since}") from None
+        raise Untrusted(f"{err.filename or path} cannot be opened as checked: {err.strerror or err}{since}",
+                        error=err.strerror or str(err)) from None
     try:
         st = os.fstat(fd)
         if checked.pipe_ino is not None:
@@ -243,7 +246,7 @@ def read_checked(path: str | Path, checked: Checked, limit: int = MAX_CONFIG) ->
                 raise Untrusted(f"{path} is no longer the pipe it was when checked")
             os.set_blocking(fd, True)
         elif not stat.S_ISREG(st.st_mode):
-            raise Untrusted(f"{checked.path} is {_kind(st.st_mode)}, not a regular file")
+            raise Untrusted(f"{checked.path} is {kind(st.st_mode)}, not a regular file")
         elif (st.st_dev, st.st_ino) != checked.ident:
             raise Untrusted(f"{checked.path} was replaced between the check and the read")
         data = bytearray()
@@ -302,10 +305,11 @@ def _not_trusted(path: str, st: os.stat_result, trusted: set[int], last: bool) -
     return None
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+def kind(mode: int) -> str:
+    """What a file of this st_mode is, for a message: "a regular file", "a FIFO", "a directory"..."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
         if test(mode):
             return name
     return "not a regular file"
@@ -328,7 +332,7 @@ def read_regular(path: str | Path, limit: int = MAX_READ, dir_fd: int | None = N
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"it is {_kind(st.st_mode)}, not a regular file", str(path))
+            raise OSError(errno.EINVAL, f"it is {kind(st.st_mode)}, not a regular file", str(path))
         data = bytearray()
         while len(data) <= limit:
             chunk = os.read(fd, limit + 1 - len(data))
@@ -454,7 +458,7 @@ def give(name: str | Path, uid: int, gid: int, dir_fd: int | None = None) -> str
 
 def _refusal(st: os.stat_result) -> str | None:
     if not stat.S_ISREG(st.st_mode):
-        return f"{_kind(st.st_mode)}, not a regular file"
+        return f"{kind(st.st_mode)}, not a regular file"
     if st.st_nlink > 1:
         # another name of it may be anywhere on this file system, e.g. /etc/shadow
         return f"it has {st.st_nlink} hard links"

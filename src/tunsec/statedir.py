@@ -52,7 +52,8 @@ def read_marker(path: Path) -> str:
     except FileNotFoundError:
         raise StateError(f"{what} does not exist. {_fix(path)}") from None
     except NotADirectoryError:
-        raise StateError(f"{what} is not a directory") from None
+        raise StateError(f"{what} is not a directory: move it away (then {INIT_COMMAND}) or choose another path "
+                         "in tunsec { state_dir }") from None
     except OSError as err:
         raise StateError(f"{what} cannot be used: {err.strerror or err}") from err
     try:

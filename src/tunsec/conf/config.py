@@ -19,13 +19,14 @@ from tunsec.conf.authorities import read_authorities
 from tunsec.conf.connections import Connection, any_peer_action_warnings, port_warnings, read_connections
 from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
+from tunsec.conf.filecheck import FileCheck, refusal_line
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
 from tunsec.conf.named_overlap import named_overlap_warnings
 from tunsec.conf.pools import pool_ts_warnings, read_pools
 from tunsec.conf.radius import radius_warnings, read_radius, unproven_warnings
 from tunsec.conf.readable import files_holding_keys, readable_secret_warnings
 from tunsec.conf.secrets import IkeSecret, read_secrets, weak_psk_warnings
-from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_text, withhold_tails
+from tunsec.conf.syntax import ReadRecord, Refused, Section, Unreadable, parse_tree, read_config_source, withhold_tails
 from tunsec.conf.tunsec_section import TunsecSettings, read_tunsec_section
 from tunsec.policy.pools import PoolConfig
 from tunsec.radius.settings import RadiusSettings
@@ -60,6 +61,9 @@ class Config:
     files: tuple[str, ...] = field(default=(), compare=False)
     # those read from a file without root_check (privilege.check_config_files refuses them as root)
     unchecked: tuple[str, ...] = field(default=(), compare=False)
+    # what path was when not a regular file ("a pipe": -c /dev/stdin, -c <(...)): read once, a reload cannot
+    # read it again (Daemon.reload refuses it, review revconf F3); "" for a file
+    not_regular: str = field(default="", compare=False)
     # the files read that hold key material: those of files a secret or a manual key was written in
     # (readable.files_holding_keys), and the private keys loaded (load_config warns of those every local
     # user may read)
@@ -114,18 +118,18 @@ def _ordered(issues: list[ConfigIssue], files: list[str]) -> list[ConfigIssue]:
     return sorted(unique, key=lambda i: (rank.get(i.file, -1), i.line))
 
 
-def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
+def parse_config(text: str, path: str = "<string>", *, check: FileCheck | None = None,
                  record: ReadRecord | None = None) -> Config:
     """Parse and validate config text; raises :class:`ConfigError` listing every problem.
 
     ``path`` names the text in messages and anchors relative ``include`` patterns
     and the credential folders (x509/, x509ca/, private/...) of ``connections``.
-    root_check: includes are read as :func:`load_config` reads with it; :class:`ConfigRefused` if one
-    (or the text's own file, in ``record``) is refused.
+    check: includes and credentials are read as :func:`load_config` reads with root_check; :class:`ConfigRefused`
+    if one (or the text's own file, in ``record``) is refused.
     """
     issues: list[ConfigIssue] = []
     record = record if record is not None else ReadRecord()
-    root, files = parse_tree(text, path, issues, root_check=root_check, record=record)
+    root, files = parse_tree(text, path, issues, check=check, record=record)
     _check_top_level(root, issues)
     sections = root.sections
     tunsec = read_tunsec_section(sections["tunsec"], issues) if "tunsec" in sections else TunsecSettings()
@@ -133,8 +137,9 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
         raise _refusal(record.refused, tunsec.user)
     manual = read_manual_section(sections["manual"], issues) if "manual" in sections else ()
     # credentials are read only when a connection needs them (a manual-only config has no x509/)
-    # as root: files only root and the service user may change (a CA another user may replace is theirs to pick)
-    owners = credential_owners(tunsec.user) if root_check and os.geteuid() == 0 else None
+    # as root: files only root and the service user may change (a CA another user may replace is theirs to pick);
+    # as the service user at its reload: root's and its own
+    owners = check.credential_owners(credential_owners(tunsec.user)) if check is not None else None
     creds = Credentials(os.path.dirname(path), issues, owners)
     if "authorities" in sections:
         read_authorities(sections["authorities"], creds, issues)
@@ -181,31 +186,34 @@ def parse_config(text: str, path: str = "<string>", *, root_check: bool = False,
 
 
 def _refusal(refused: list[Refused], user: str | None) -> ConfigRefused:
-    from tunsec.privilege import config_refusal
+    return ConfigRefused([ConfigIssue(r.path, 0, "", refusal_line(r.path, r.why, r.fix, user, r.owners, r.pattern))
+                          for r in refused])
 
-    return ConfigRefused([ConfigIssue(r.path, 0, "", config_refusal(r.path, r.why, r.fix, user)) for r in refused])
 
-
-def load_config(path: str | os.PathLike[str], *, root_check: bool = False) -> Config:
+def load_config(path: str | os.PathLike[str], *, root_check: bool = False, service_user: bool = False) -> Config:
     """Read, parse and validate a config file.
 
     An unreadable file is reported as a :class:`ConfigError` (chained from the
     ``OSError``) so callers handle one exception type.  root_check, for a process that acts as root on what
     the file says (tunsec up, prepare, init-state, a reload as root): as root, it and each file it includes
-    is checked before it is opened and compared with what was opened (safefs.read_trusted), and
-    :class:`ConfigRefused` (a ConfigError) names the files anyone but root may change.
+    is checked before it is opened and compared with what was opened (safefs.read_trusted), the folders an
+    include glob or a credential folder looks in too, and :class:`ConfigRefused` (a ConfigError) names the
+    files anyone but root may change.  service_user, with root_check: the control process after its drop (a
+    reload), which checks the same with itself allowed besides root (filecheck.py).
     """
     name = os.fspath(path)
     record = ReadRecord()
+    check = FileCheck.of(root_check, service_user)
+    not_regular = ""
     try:
-        text = read_config_text(name, root_check=root_check)
+        text, not_regular = read_config_source(name, check=check)
     except Unreadable as exc:
         raise ConfigError([exc.issue]) from exc.__cause__
     except Refused as exc:
         record.refused.append(exc)
         text = exc.text
-    if not root_check:
+    if check is None:
         record.unchecked.append(name)
-    cfg = parse_config(text, name, root_check=root_check, record=record)
+    cfg = replace(parse_config(text, name, check=check, record=record), not_regular=not_regular)
     readable = readable_secret_warnings(cfg.sensitive_files)
     return replace(cfg, warnings=(*cfg.warnings, *readable)) if readable else cfg

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tunsec.conf.errors import BadValue, ConfigIssue
+from tunsec.conf.filecheck import folder_untrusted
 from tunsec.ike.auth import PrivateKey
 from tunsec.ike.secret import Secret
 from tunsec.safefs import Checked, Untrusted, read_checked, trusted, who
@@ -86,18 +87,23 @@ def _read_trusted(path: str, owners: tuple[int, ...]) -> bytes:
     only what the owner may read itself -- as it does at a reload."""
     try:
         checked = trusted(path, owners)
-        if not checked.by_owner:
+        if not checked.by_owner or os.geteuid() != 0:   # the service user at its reload: it reads as itself
             return read_checked(path, checked, _MAX_CREDENTIAL_BYTES)
         return _read_as_owner(path, checked, owners)
     except Untrusted as err:
         if not err.fix:   # gone, not a regular file, too large: not a question of who may change it
             raise BadValue(err.why) from None
-        allowed = " and ".join(["root", *(who(uid) for uid in owners)])
-        raise BadValue(f"refusing it: {err.why}; tunsec runs as root here and uses what it holds (whom to trust, "
-                       f"which key to sign with), so nobody but {allowed} may change it or a directory on its "
-                       f"path: as root, {err.fix}") from None
+        raise BadValue(_refusing(err, owners, "it or a directory on its path")) from None
     except ValueError:
         raise BadValue("invalid file name") from None
+
+
+def _refusing(err: Untrusted, owners: tuple[int, ...], what: str) -> str:
+    allowed = " and ".join(["root", *(who(uid) for uid in owners)])
+    euid = os.geteuid()
+    runs = "tunsec runs as root here and uses" if euid == 0 else f"tunsec, reloading as {who(euid)}, uses"
+    return (f"refusing it: {err.why}; {runs} what it holds (whom to trust, which key to sign with), so nobody but "
+            f"{allowed} may change {what}: as root, {err.fix}")
 
 
 def _read_as_owner(path: str, checked: Checked, owners: tuple[int, ...]) -> bytes:
@@ -242,6 +248,7 @@ class Credentials:
         self._keys: list[PrivateKey] | None = None
         self._own: list[tuple[str, x509.Certificate]] | None = None
         self._checked_unsupported = False
+        self._refused_folders: set[str] = set()   # why each folder was refused (_files): said once
 
     def certificate(self, path: str) -> x509.Certificate:
         """load_certificate, with this configuration's check of who may change the file (owners)."""
@@ -260,8 +267,17 @@ class Credentials:
         self.issues.append(ConfigIssue(path, 0, "", message))
 
     def _files(self, folder: str) -> list[str]:
-        """Regular, non-hidden files of a folder next to the config, sorted; [] if it does not exist."""
+        """Regular, non-hidden files of a folder next to the config, sorted; [] if it does not exist.  With owners
+        (as root, or the service user at its reload), [] and an issue when another user may add to it: even
+        empty, a file put there later would be loaded by the next reload (review revconf F1)."""
         directory = os.path.join(self.base_dir, folder)
+        if self.owners is not None and (err := folder_untrusted(directory or ".", self.owners)) is not None:
+            if err.why not in self._refused_folders:   # the folders not made yet share the one above them
+                self._refused_folders.add(err.why)
+                what = "it (a credential folder tunsec looks in, even empty) or a directory on its path"
+                self.file_issue(directory, _refusing(err, self.owners, what) if err.fix else
+                                f"cannot be checked: {err.why}")
+            return []
         try:
             names = sorted(os.listdir(directory or "."))
         except FileNotFoundError:

@@ -8,6 +8,7 @@ tunsec's keys: :mod:`tunsec.conf.config` gives the tree its meaning.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from tunsec import safefs
 from tunsec.conf.errors import HEX_RUN, ConfigError, ConfigIssue, show_value
+from tunsec.conf.filecheck import GLOB_MAGIC, FileCheck, folder_untrusted, glob_folders, kind_of
 
 __all__ = [
     "MAX_INCLUDE_DEPTH",
@@ -28,6 +30,7 @@ __all__ = [
     "ValueTail",
     "parse_settings",
     "parse_tree",
+    "read_config_source",
     "read_config_text",
     "withhold_tails",
 ]
@@ -151,7 +154,6 @@ class _Cursor:
 _NAME_STOP = '#{}="\r\n\t '
 _VALUE_STOP = '#}"\r\n\t '
 _STRING_ESCAPES = {"n": "\n", "r": "\r", "t": "\t"}
-_GLOB_MAGIC = re.compile(r"[*?[]")
 _SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
@@ -176,10 +178,10 @@ class _SettingsParser:
     and carries on, so one run finds every mistake.
     """
 
-    def __init__(self, issues: list[ConfigIssue], root_check: bool, record: ReadRecord) -> None:
+    def __init__(self, issues: list[ConfigIssue], check: FileCheck | None, record: ReadRecord) -> None:
         self.issues = issues
         self.files: list[str] = []
-        self.root_check = root_check
+        self.check = check   # who may change what is read (filecheck.py); None: nothing checked
         self.record = record
         # the latest value that ended at '}' with more on that line: (file, the '}''s line, the tail)
         self.brace: tuple[str, int, ValueTail] | None = None
@@ -453,13 +455,26 @@ class _SettingsParser:
         if not pattern:
             self.error(cur.file, line, "include", "missing file pattern")
             return
+        pattern = self._anchored(cur.file, pattern)
         try:
-            paths = self._resolve(cur.file, pattern)
+            paths = sorted(glob.glob(pattern)) if GLOB_MAGIC.search(pattern) else [pattern]  # no match is fine
         except ValueError:  # NUL or unencodable characters in the pattern
             self.error(cur.file, line, "include", f"invalid file pattern {show_value(pattern)}")
             return
         for path in paths:
             self._include_file(path, section, cur.file, line, depth, stack)
+        if self.check is not None and GLOB_MAGIC.search(pattern):
+            self._check_folders(pattern)
+
+    def _check_folders(self, pattern: str) -> None:
+        """The folders a glob looks in, even empty: a file another user adds there later would be included
+        by the next reload (filecheck.py).  The first refused one is refused as a file would be."""
+        assert self.check is not None
+        for folder in glob_folders(pattern):
+            err = folder_untrusted(folder, self.check.owners)
+            if err is not None:
+                self.record.refused.append(Refused(folder, err, self.check.owners, pattern=pattern))
+                return
 
     def _include_pattern(self, cur: _Cursor, section: Section) -> str | None:
         """strongSwan: a bare pattern may escape '"', '#', '}' and ' ' with '\\'."""
@@ -479,13 +494,11 @@ class _SettingsParser:
                 out.append(c)
 
     @staticmethod
-    def _resolve(including: str, pattern: str) -> list[str]:
+    def _anchored(including: str, pattern: str) -> str:
         """Relative patterns are relative to the including file, as in strongSwan."""
         if not os.path.isabs(pattern):
-            pattern = os.path.join(glob.escape(os.path.dirname(including)), pattern)
-        if _GLOB_MAGIC.search(pattern):
-            return sorted(glob.glob(pattern))  # no match is fine for a glob
-        return [pattern]
+            return os.path.join(glob.escape(os.path.dirname(including)), pattern)
+        return pattern
 
     def _include_file(
         self,
@@ -500,11 +513,11 @@ class _SettingsParser:
             return
         try:
             try:
-                text = read_config_text(path, regular_only=True, root_check=self.root_check)
+                text = read_config_text(path, regular_only=True, check=self.check)
             except Refused as exc:   # its user = (the refusal's hint) only; never acted on
                 self.record.refused.append(exc)
                 text = exc.text
-            if not self.root_check:
+            if self.check is None:
                 self.record.unchecked.append(path)
             real = os.path.realpath(path)
         except Unreadable as exc:
@@ -531,17 +544,18 @@ class Unreadable(Exception):
 
 
 class Refused(Exception):
-    """root_check: root may not act on the file ``path`` (``why``, ``fix``: safefs.Untrusted).  ``text``: what
-    it holds if it is a regular file (read without following a link or blocking), for the refusal's hint (its
-    ``tunsec { user }``) alone."""
+    """root_check: root (or the service user at its reload: ``owners`` its uid) may not act on the file
+    ``path`` (``why``, ``fix``: safefs.Untrusted), or on what an include glob (``pattern``) finds in the folder
+    ``path``.  ``text``: what the file holds if it is a regular file (read without following a link or
+    blocking), for the refusal's hint (its ``tunsec { user }``) alone."""
 
-    def __init__(self, path: str, err: safefs.Untrusted) -> None:
+    def __init__(self, path: str, err: safefs.Untrusted, owners: tuple[int, ...] = (), pattern: str = "") -> None:
         super().__init__(f"{path}: {err.why}")
-        self.path, self.why, self.fix = path, err.why, err.fix
-        try:
-            self.text = safefs.read_regular(path, safefs.MAX_CONFIG).decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError, ValueError):
-            self.text = ""
+        self.path, self.why, self.fix, self.owners, self.pattern = path, err.why, err.fix, owners, pattern
+        self.text = ""
+        if not pattern:
+            with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
+                self.text = safefs.read_regular(path, safefs.MAX_CONFIG).decode("utf-8-sig")
 
 
 @dataclass
@@ -552,33 +566,48 @@ class ReadRecord:
     unchecked: list[str] = field(default_factory=list)
 
 
-def read_config_text(path: str, *, regular_only: bool = False, root_check: bool = False) -> str:
+def read_config_text(path: str, *, regular_only: bool = False, check: FileCheck | None = None) -> str:
     """A config file's text, or :class:`Unreadable` (chained to any ``OSError``).
 
     Included files must be regular: a glob that picks up a FIFO or a device
     would hang or never end. The main file may be a pipe (``-c <(...)``).
-    root_check, as root: only a file nobody but root may change, checked before it is opened and compared
-    with what was opened (safefs.read_trusted), else :class:`Refused`: root acts on what it says.
+    check (filecheck.FileCheck: as root, or the service user at its reload): only a file nobody but root (and
+    that user) may change, checked before it is opened and compared with what was opened (safefs.read_checked),
+    else :class:`Refused`: tunsec acts on what it says.
     """
-    if root_check and os.geteuid() == 0:
-        try:
-            data = safefs.read_trusted(path)
-        except safefs.Untrusted as err:
-            raise Refused(path, err) from None
-        except ValueError as exc:  # NUL or unencodable characters in the name
-            raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
-        return _decode(path, data)
+    return read_config_source(path, regular_only=regular_only, check=check)[0]
+
+
+def read_config_source(path: str, *, regular_only: bool = False, check: FileCheck | None = None) -> tuple[str, str]:
+    """read_config_text's text, and "" or what the file was when not a regular file ("a pipe": read once)."""
+    if check is not None:
+        return _read_checked(path, regular_only, check)
     try:
         if regular_only and not stat.S_ISREG(os.stat(path).st_mode):
             raise Unreadable(ConfigIssue(path, 0, "", "not a regular file"))
         with open(path, "rb") as f:
+            kind = kind_of(f.fileno())
             data = f.read()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise Unreadable(ConfigIssue(path, 0, "", f"cannot read: {reason}")) from exc
     except ValueError as exc:  # NUL or unencodable characters in the name
         raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
-    return _decode(path, data)
+    return _decode(path, data), kind
+
+
+def _read_checked(path: str, regular_only: bool, check: FileCheck) -> tuple[str, str]:
+    try:
+        data, kind = check.read(path)
+    except safefs.Untrusted as err:
+        if check.owners and not err.fix:   # the service user cannot read it: not a question of who may change it
+            raise Unreadable(ConfigIssue(path, 0, "", f"cannot read: {err.error or err.why}")) from None
+        raise Refused(path, err, check.owners) from None
+    except ValueError as exc:  # NUL or unencodable characters in the name
+        raise Unreadable(ConfigIssue(path, 0, "", "invalid file name")) from exc
+    if regular_only and kind:
+        raise Unreadable(ConfigIssue(path, 0, "", "not a regular file"))
+    return _decode(path, data), kind
 
 
 def _decode(path: str, data: bytes) -> str:
@@ -589,12 +618,13 @@ def _decode(path: str, data: bytes) -> str:
         raise Unreadable(ConfigIssue(path, line, "", "not valid UTF-8")) from None
 
 
-def parse_tree(text: str, path: str, issues: list[ConfigIssue], *, root_check: bool = False,
+def parse_tree(text: str, path: str, issues: list[ConfigIssue], *, check: FileCheck | None = None,
                record: ReadRecord | None = None) -> tuple[Section, list[str]]:
     """The tree and the files read (``path`` first, then includes in reading order); errors go to ``issues``.
-    Includes are read as read_config_text does with root_check; record says which were refused or unchecked."""
+    Includes are read as read_config_text does with check, the folders globs look in checked too; record says
+    which were refused or unchecked."""
     root = Section("", "", path, 0)
-    parser = _SettingsParser(issues, root_check, record if record is not None else ReadRecord())
+    parser = _SettingsParser(issues, check, record if record is not None else ReadRecord())
     stack = (os.path.realpath(path),) if os.path.exists(path) else ()
     parser.parse_text(text, path, root, 0, stack)
     return root, parser.files
