@@ -106,6 +106,7 @@ class Daemon:
                                   pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool, ts_claims=claims)
             self.ike.auth_ban.settings = cfg.tunsec.auth_ban   # its table outlives reloads (auth_ban.py)
             self.ike.addresses = self.addresses
+            self.ike.dump_cap = self.dump_cap   # accounting's DUMP bounded as the status's (review revpipe F1)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
@@ -250,8 +251,13 @@ class Daemon:
         kinds: list[type[Service]] = [ManualService, IkeService]
         return [running[k].status_rows(dump) if k in running else k.idle_status() for k in kinds]
 
+    def dump_cap(self) -> int:
+        """The bytes any DUMP answer may take (the status's, the scrapes', RADIUS accounting's):
+        what every service installed, with slack (worker_distrust.dump_cap)."""
+        return worker_distrust.dump_cap(self.services)
+
     async def dump(self) -> pipe.Reply:
-        merged = await worker_distrust.dump(self.worker, self.services)   # bounded, checked (F5, F6)
+        merged = await worker_distrust.dump(self.worker, self.dump_cap())   # bounded, checked (F5, F6)
         if self.calm is not None:   # status or a scrape: every SA decoded at once, a burst of its own
             self.calm.note(len(merged.sas))
         if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tunsec import updown
+from tunsec import updown, worker_distrust
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe, siphash
 from tunsec.dataplane.client import WorkerClient
@@ -246,6 +246,8 @@ class IkeService(Service):
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
         self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
+        # what accounting's DUMP answer may take: the daemon's cap (every service's entries), as the status's
+        self.dump_cap: Callable[[], int] = lambda: worker_distrust.dump_cap([self])
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
         self.session_limits: dict[int, asyncio.TimerHandle] = {}   # by IKE handle: its Session-Timeout's end
         self.dae: DaeServer | None = None   # radius { dae { enable = yes } } (_dae_* in radius_edge.py)
