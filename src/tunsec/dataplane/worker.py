@@ -604,10 +604,13 @@ def self_test(kats: tuple[tuple[str, bytes, bytes], ...] = GCM_KATS) -> str | No
 
 
 def _die_with_parent() -> None:
-    # the worker must not outlive the control process that owns the routes
+    # the worker must not outlive the control process that owns the routes: SIGKILL, which a worker
+    # taken over cannot handle (its seccomp filter refuses clearing it too; review revpipe F2).  Its
+    # clean stop never comes this way: the pipe's EOF or a stop signal for the group ends it, and its
+    # parent (the spawner, or the control process) waits for its exit before it ends
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -707,7 +710,7 @@ def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callab
     would fail them with EIO.  If the control process never closes the pipe (the
     signal was for the worker alone), the worker stops after a grace period.
     """
-    if os.getppid() != parent:   # the parent-death signal: nobody will close the pipe
+    if os.getppid() != parent:   # its parent is gone (the parent-death signal kills): nobody will close the pipe
         finish()
         return
     log.info("stop signal: waiting for the control process to close the pipe (at most %.0f s)",
