@@ -48,7 +48,7 @@ from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
 from tunsec.ike.auth_ban import AuthBan
-from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT
+from tunsec.ike.constants import MAX_IKE_MESSAGE, NATT_PORT
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -91,6 +91,7 @@ from tunsec.services.ike import (
     ikesas,
     installs,
     mobility,
+    natt_local,
     radius_edge,
     recreate,
     reestablish,
@@ -616,16 +617,7 @@ class IkeService(Service):
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
-        local = (addr_text(msg.local.addr), msg.local.port) if msg.local else None
-        if local is None and (msg.remote.port == IKE_PORT or _is_init(msg.data, 0)):
-            # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked),
-            # or a marked one from a custom port (a tunsec initiator on a custom local_port):
-            # its answer leaves from 4500, where it came in (RFC 7296 §2.11; a NAT in front of the
-            # peer drops it from another port), not from the port-500 socket the engine assumes
-            # when it is not told; the worker's sockets are bound to local_addrs (esp_endpoints),
-            # as the IKE sockets' recv says of theirs
-            fam = msg.remote.addr.version
-            local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
+        local = natt_local.local_end(self, msg)   # port 4500, whatever port the event names (natt_local.py)
         remote = (addr_text(msg.remote.addr), msg.remote.port)
         if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
             self.endpoint.stats.auth_banned += 1
