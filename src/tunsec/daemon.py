@@ -35,6 +35,7 @@ from tunsec import (
     selftest,
     updown,
     worker_distrust,
+    worker_watch,
 )
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import ike_endpoints
@@ -268,11 +269,11 @@ class Daemon:
         while not self.stopping.is_set():
             proc = self.worker.proc
             assert proc is not None
-            code = await proc.wait()
+            ended = await worker_watch.ended(self.worker)   # its exit, or its pipe closed (then killed)
             if self.stopping.is_set():
                 return
-            log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
-                      proc.pid, code, len(self.manual.plans))
+            log.error("worker %d %s; restarting it and reinstalling %d tunnel(s)",
+                      proc.pid, ended, len(self.manual.plans))
             for svc in self.services:   # nothing of theirs goes into the new worker before their reinstall
                 svc.worker_died()
             # from the death until the new worker holds every service's SAs: a reload meanwhile would

@@ -207,6 +207,7 @@ class WorkerClient:
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
         self._refused = False   # a send found the worker's end closed (see gone)
+        self._pipe_closed = asyncio.Event()   # set with _closed: see pipe_closed
         self.stderr: StderrRelay | None = None   # the worker's stderr, read here (stderr_relay.py)
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
@@ -233,6 +234,11 @@ class WorkerClient:
         if self.proc is None:
             return False
         return self._sock is None or self._refused or self.proc.returncode is not None
+
+    async def pipe_closed(self) -> None:
+        """Until the pipe is closed: the worker's end closed (EOF read), or this end (stop).  A worker
+        that exits closes it too; one that closes it and runs on is killed (worker_watch.py)."""
+        await self._pipe_closed.wait()
 
     @property
     def pid(self) -> int | None:
@@ -416,6 +422,7 @@ class WorkerClient:
         return False
 
     def _closed(self) -> None:
+        self._pipe_closed.set()
         self._held.clear()   # their requests are pending: failed below
         if self._flush_at is not None:
             self._flush_at.cancel()
