@@ -604,10 +604,8 @@ def self_test(kats: tuple[tuple[str, bytes, bytes], ...] = GCM_KATS) -> str | No
 
 
 def _die_with_parent() -> None:
-    # the worker must not outlive the control process that owns the routes: SIGKILL, which a worker
-    # taken over cannot handle (its seccomp filter refuses clearing it too; review revpipe F2).  Its
-    # clean stop never comes this way: the pipe's EOF or a stop signal for the group ends it, and its
-    # parent (the spawner, or the control process) waits for its exit before it ends
+    # the worker must not outlive the control process that owns the routes: SIGKILL, which one taken over can
+    # neither handle nor clear (seccomp; review revpipe F2); its clean stop comes over the pipe, parents wait
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
