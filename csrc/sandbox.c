@@ -151,6 +151,19 @@ static const uint32_t ioctl_allowed[] = {FIONBIO, FIOCLEX, FIONCLEX, TCGETS, FIO
  * still clear O_NONBLOCK on a shared descriptor: every worker sets it again at start. */
 static const uint32_t fcntl_allowed[] = {F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_GETFL};
 
+#ifndef PR_SET_VMA
+#define PR_SET_VMA 0x53564d41
+#endif
+
+/* prctl: only these options (the first argument).  Once set up the worker calls PR_SET_NAME alone
+ * (each packet thread names itself, loop.c; pthread_setname_np and libuv's thread pool do the same);
+ * PR_GET_NAME and PR_GET_DUMPABLE read (the sanitizers' runtime asks the latter), PR_SET_VMA names
+ * its own anonymous memory (glibc's and newer CPythons' map names).  Everything else is refused:
+ * PR_SET_PDEATHSIG (cleared, a worker taken over would outlive a control process that was killed,
+ * review revpipe F2), PR_SET_DUMPABLE (dumpable again would let another process of the worker's uid
+ * read its keys), PR_SET_PTRACER, PR_SET_CHILD_SUBREAPER, PR_SCHED_CORE, PR_SET_MM and the rest. */
+static const uint32_t prctl_allowed[] = {PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE, PR_SET_VMA};
+
 static size_t emit(struct sock_filter *f, size_t n, struct sock_filter insn) {
     if (n < TS_FILTER_MAX)
         f[n] = insn;
@@ -255,13 +268,8 @@ static size_t build(struct sock_filter *f, uint32_t self_pid) {
     n = self_process(f, n, __NR_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, self_pid);
     n = one_of(f, n, __NR_ioctl, 1, ioctl_allowed, COUNT(ioctl_allowed));
     n = one_of(f, n, __NR_fcntl, 1, fcntl_allowed, COUNT(fcntl_allowed));
-    /* dumpable again would let another process of the worker's uid read its keys */
+    n = one_of(f, n, __NR_prctl, 0, prctl_allowed, COUNT(prctl_allowed));
     struct sock_filter rest[] = {
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_prctl, 0, 4),
-        LOAD(ARG_LO(0)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PR_SET_DUMPABLE, 0, 1),
-        RET_ERRNO(EPERM),
-        RET_ALLOW,
         /* clone: threads only (a forked child would outlive the worker, holding the TUN and the
          * sockets), never a new namespace */
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 5),

@@ -60,6 +60,9 @@ class CrashingWorker(InProcessWorker):
         self.proc.exited.set()
         return -9
 
+    async def pipe_closed(self) -> None:   # as WorkerClient's: its pipe closes as it exits
+        await self.proc.exited.wait()
+
     def crash(self) -> None:
         self.proc.exited.set()
 

@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -63,6 +64,30 @@ static int shared_state(pid_t parent, int udp) {
     return 0;
 }
 
+/* prctl: what outlives a killed control process (the parent-death signal cleared, review revpipe
+ * F2) or opens the worker to others (dumpable, a ptracer, a subreaper) is refused; a packet thread
+ * still names itself (loop.c) and reads what it is. */
+static int prctls(void) {
+    if (prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) != -1 || errno != EPERM)
+        return 60;
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != -1 || errno != EPERM)
+        return 61;
+    if (prctl(PR_SET_PTRACER, 0, 0, 0, 0) != -1 || errno != EPERM)
+        return 62;
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != -1 || errno != EPERM)
+        return 63;
+    int sig = -1;   /* reading it is refused too: nothing the worker needs */
+    if (prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0) != -1 || errno != EPERM)
+        return 64;
+    char name[16] = {0};
+    if (prctl(PR_SET_NAME, "tunsec-q9", 0, 0, 0) != 0 || prctl(PR_GET_NAME, name, 0, 0, 0) != 0 ||
+        strcmp(name, "tunsec-q9") != 0)
+        return 65;
+    if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0)   /* the child made itself non-dumpable before */
+        return 66;
+    return 0;
+}
+
 /* What its uid may do as an owner, without a capability (review revlate8 F1): modes, owners,
  * attributes and times of its own files, and SysV IPC objects.  Each refused with EPERM,
  * before the path or descriptor is looked at; the file keeps its mode. */
@@ -102,9 +127,11 @@ static int sandboxed_child(pid_t parent) {
     int fd = mkstemp(path);   /* 0600, its own */
     if (fd < 0)
         return 8;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        return 7;   /* as the worker is, before its filter */
     int rc = ts_sandbox_seccomp(getpid()) != 0 ? 10 : owners_rights(path, fd);
     unlink(path);
-    if (rc != 0)
+    if (rc != 0 || (rc = prctls()) != 0)
         return rc;
     char *argv[] = {"/bin/false", NULL};   /* run, it would exit 1: the check fails either way */
     if (execve("/bin/false", argv, NULL) != -1 || errno != EPERM)

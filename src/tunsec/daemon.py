@@ -37,6 +37,7 @@ from tunsec import (
     startpaths,
     updown,
     worker_distrust,
+    worker_watch,
 )
 from tunsec.conf.config import Config, load_config
 from tunsec.conf.connections import ike_endpoints
@@ -109,6 +110,7 @@ class Daemon:
                                   pools=cfg.pools, radius=cfg.radius, ke_pool=cfg.tunsec.ke_pool, ts_claims=claims)
             self.ike.auth_ban.settings = cfg.tunsec.auth_ban   # its table outlives reloads (auth_ban.py)
             self.ike.addresses = self.addresses
+            self.ike.dump_cap = self.dump_cap   # accounting's DUMP bounded as the status's (review revpipe F1)
         # every service the daemon runs, in start order; a new kind of service is added here
         self.services: list[Service] = [self.manual] + ([self.ike] if self.ike is not None else [])
         self.nqueues = max(1, min(cfg.tunsec.workers or usable_cpus(), MAX_WORKERS))
@@ -254,8 +256,13 @@ class Daemon:
         kinds: list[type[Service]] = [ManualService, IkeService]
         return [running[k].status_rows(dump) if k in running else k.idle_status() for k in kinds]
 
+    def dump_cap(self) -> int:
+        """The bytes any DUMP answer may take (the status's, the scrapes', RADIUS accounting's):
+        what every service installed, with slack (worker_distrust.dump_cap)."""
+        return worker_distrust.dump_cap(self.services)
+
     async def dump(self) -> pipe.Reply:
-        merged = await worker_distrust.dump(self.worker, self.services)   # bounded, checked (F5, F6)
+        merged = await worker_distrust.dump(self.worker, self.dump_cap())   # bounded, checked (F5, F6)
         if self.calm is not None:   # status or a scrape: every SA decoded at once, a burst of its own
             self.calm.note(len(merged.sas))
         if self.ike is not None:   # RADIUS accounting keeps the counters (a worker crash then loses less)
@@ -266,11 +273,11 @@ class Daemon:
         while not self.stopping.is_set():
             proc = self.worker.proc
             assert proc is not None
-            code = await proc.wait()
+            ended = await worker_watch.ended(self.worker)   # its exit, or its pipe closed (then killed)
             if self.stopping.is_set():
                 return
-            log.error("worker %d exited with status %s; restarting it and reinstalling %d tunnel(s)",
-                      proc.pid, code, len(self.manual.plans))
+            log.error("worker %d %s; restarting it and reinstalling %d tunnel(s)",
+                      proc.pid, ended, len(self.manual.plans))
             for svc in self.services:   # nothing of theirs goes into the new worker before their reinstall
                 svc.worker_died()
             # from the death until the new worker holds every service's SAs: a reload meanwhile would

@@ -309,6 +309,9 @@ def state_families(doc: dict[str, Any], worker_up: bool, policies: Metric | Writ
     yield CounterMetricFamily("tunsec_worker_refused_expires", "EXPIREs from the worker for a limit the SA "
                               "was never given, ignored (since tunsec started)",
                               value=doc.get("worker", {}).get("refused_expires", 0))
+    yield CounterMetricFamily("tunsec_ike_natt_other_local_port", "IKE events from the worker naming a local "
+                              "port not its 4500, answered from 4500 all the same",
+                              value=doc.get("ike_natt_other_local_port", 0))
     yield CounterMetricFamily("tunsec_ike_cookies_sent", "Stateless COOKIE answers (RFC 7296 2.6)",
                               value=stats.get("cookies_sent", 0))
     yield CounterMetricFamily("tunsec_ike_redirects_sent", "Stateless REDIRECT answers (RFC 5685)",

@@ -336,6 +336,8 @@ def render(doc: dict[str, Any]) -> str:
         lines.append("exclude routes: " + ", ".join(f"{k} {v}" for k, v in excl.items()))
     if unanswered := doc.get("ike_sends_unanswered"):   # only once there are any: the worker's fault
         lines.append(f"IKE sent through the worker (port 4500), given up unanswered: {unanswered}")
+    if other := doc.get("ike_natt_other_local_port"):   # only once there are any: the worker's word is wrong
+        lines.append(f"IKE from the worker naming a local port not its 4500 (answered from 4500): {other}")
     if refused := doc.get("ike_reserve_refused"):   # only once there are any: the worker was full
         lines.append(f"IKE SAs the worker had no room for (their IKE has no reserve against floods): {refused}")
     spis = doc.get("ike_spis") or {}

@@ -78,10 +78,11 @@ def dump_cap(services: Iterable[Service]) -> int:
 _malformed_log = LogLimiter()
 
 
-async def dump(worker: WorkerClient, services: Iterable[Service]) -> pipe.Reply:
-    """The worker's DUMP, its parts joined; WorkerError if it refused, grew past dump_cap (ENOSPC)
-    or does not join into one answer (EINVAL: another kind, drop names repeated across parts, ...)."""
-    replies = await worker.request(lambda r: pipe.Dump(r), max_bytes=dump_cap(services))
+async def dump(worker: WorkerClient, cap: int) -> pipe.Reply:
+    """The worker's DUMP, its parts joined; WorkerError if it refused, grew past cap (ENOSPC: the
+    daemon's dump_cap, for the status, the scrapes and RADIUS accounting alike) or does not join into
+    one answer (EINVAL: another kind, drop names repeated across parts, ...)."""
+    replies = await worker.request(lambda r: pipe.Dump(r), max_bytes=cap)
     try:
         return pipe.join_dump_replies(replies)
     except ValueError as err:

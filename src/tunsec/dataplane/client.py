@@ -111,10 +111,13 @@ _Then = Callable[[list[pipe.Reply]], None]   # what was asked (for errors), its 
 _Future = asyncio.Future[list[pipe.Reply]]
 _Failed = Callable[[WorkerError], None]
 # a request waiting for its answer: its future, request_soon's ``then``, the done callback that
-# forgets the request if the future is cancelled (request_soon's), and request_soon's ``failed``
-_Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None, _Failed | None]
+# forgets the request if the future is cancelled (request_soon's), request_soon's ``failed``, and the
+# type byte it was sent with (its answer has that type, docs/pipe.md)
+_Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None, _Failed | None, int]
 
+_TYPE = 1    # the pipe header's type byte, after the version (docs/pipe.md)
 _FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
+_DUMP = int(pipe.MsgType.DUMP)   # the one request answered in parts (flag MORE)
 
 
 @dataclass(slots=True)
@@ -128,7 +131,7 @@ class _Parts:
 
 def _fail(entry: _Entry, err: WorkerError) -> None:
     """A request fails with err, unless its future is done already (cancelled, say)."""
-    fut, _, _, failed = entry
+    fut, _, _, failed, _ = entry
     if fut.done():
         return
     fut.set_exception(err)
@@ -204,6 +207,7 @@ class WorkerClient:
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
         self._refused = False   # a send found the worker's end closed (see gone)
+        self._pipe_closed = asyncio.Event()   # set with _closed: see pipe_closed
         self.stderr: StderrRelay | None = None   # the worker's stderr, read here (stderr_relay.py)
         self.malformed = 0   # datagrams from the worker that did not decode: dropped (tunsec status)
         self.late = 0        # answers to no request waited for (given up on, or never made): dropped (status)
@@ -230,6 +234,11 @@ class WorkerClient:
         if self.proc is None:
             return False
         return self._sock is None or self._refused or self.proc.returncode is not None
+
+    async def pipe_closed(self) -> None:
+        """Until the pipe is closed: the worker's end closed (EOF read), or this end (stop).  A worker
+        that exits closes it too; one that closes it and runs on is killed (worker_watch.py)."""
+        await self._pipe_closed.wait()
 
     @property
     def pid(self) -> int | None:
@@ -313,18 +322,24 @@ class WorkerClient:
         """One datagram from the worker: an answer is handled now, an event too or, given
         ``events``, put there for later (see _readable).
 
-        An answer's header is read before its body: one that nobody waits for, or a DUMP part past
-        dump_max_bytes, is dropped undecoded (decoding a 64 KiB DUMP part takes ~25 ms)."""
+        An answer's header is read before its body: one that nobody waits for, one of another type
+        than its request's, parts (flag MORE) for a request other than a DUMP, or a DUMP part past
+        its cap, is dropped undecoded (decoding a 64 KiB DUMP part takes ~25 ms)."""
         if len(data) > _FLAGS and data[_FLAGS] & pipe.FLAG_REPLY:
             req_id = int.from_bytes(data[4:8], "big")
-            if req_id not in self._pending:
+            entry = self._pending.get(req_id)
+            if entry is None:
                 # its waiter gave up (timeout, cancelled) and forgot it, or the worker is confused:
                 # counted, not logged per datagram (a hung worker that wakes up answers thousands)
                 self.late += 1
                 if (late := self._late.take(req_id)) is not None:
                     self._late_answer(data, late)
                 return
-            if data[_FLAGS] & pipe.FLAG_MORE and not self._room_for_part(req_id, len(data)):
+            more = data[_FLAGS] & pipe.FLAG_MORE
+            if data[_TYPE] != entry[4] or (more and entry[4] != _DUMP):
+                self._wrong_answer(req_id, data[_TYPE], entry[4])
+                return
+            if more and not self._room_for_part(req_id, len(data)):
                 return
         try:
             msg = pipe.decode(data)
@@ -359,7 +374,7 @@ class WorkerClient:
             del self._parts[req_id]
             replies = parts.replies
             replies.append(msg)
-        fut, then, forget, _ = entry
+        fut, then, forget, _, _ = entry
         if not fut.done():
             if forget is not None:
                 # answered, so nothing to forget (its entry is gone): a callback left on the future
@@ -371,6 +386,21 @@ class WorkerClient:
                 then(replies)
         elif fut.cancelled() and (late := self._late.take(req_id)) is not None:
             late(replies)   # given up in this very turn: as late as any
+
+    def _wrong_answer(self, req_id: int, got: int, sent: int) -> None:
+        """Request req_id, sent with type byte ``sent``, was answered with type byte ``got``, or in
+        parts though it is not a DUMP: the worker is confused or lying (a taken-over one would make a
+        SEND_IKE or a RESERVE hold a DUMP's worth of parts, review revpipe F1).  Counted malformed, the
+        request fails (EINVAL: the worker may have done it) and is forgotten: what else comes for it
+        is dropped as late."""
+        self.malformed += 1
+        entry = self._pending.pop(req_id)
+        self._parts.pop(req_id, None)
+        what = "in parts" if got == sent else f"of type {got}"
+        if (held := self._malformed_log.admit()) is not None:
+            log.error("malformed answer from the worker, %s, to request %d of type %d: request failed%s",
+                      what, req_id, sent, suffix(held))
+        _fail(entry, WorkerError(f"answer {what} to a request of type {sent}", Errno.EINVAL))
 
     def _room_for_part(self, req_id: int, size: int) -> bool:
         """Whether a part of ``size`` bytes (flag MORE) of request req_id's answer may be held; if
@@ -392,6 +422,7 @@ class WorkerClient:
         return False
 
     def _closed(self) -> None:
+        self._pipe_closed.set()
         self._held.clear()   # their requests are pending: failed below
         if self._flush_at is not None:
             self._flush_at.cancel()
@@ -453,16 +484,17 @@ class WorkerClient:
             raise WorkerError("worker not running", Errno.EIO, gone=True)
         req_id = self._next_id()
         msg = build(req_id)
+        data = pipe.encode(msg)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[pipe.Reply]] = loop.create_future()
-        self._pending[req_id] = (fut, None, None, None)
+        self._pending[req_id] = (fut, None, None, None, data[_TYPE])
         if max_bytes is not None:   # its parts start empty: _received appends to them, _forget drops them
             self._parts[req_id] = _Parts([], 0, min(max_bytes, self.dump_max_bytes))
         # a timer on the future itself, not asyncio.wait_for (a second future, a task wrapper and
         # callbacks per request: a client's set-up makes about ten requests)
         timer = loop.call_later(REQUEST_TIMEOUT, _time_out, fut)
         try:
-            self._send(pipe.encode(msg))
+            self._send(data)
             replies = await fut
         except (OSError, TimeoutError) as err:
             raise WorkerError(f"{type(msg).__name__} ({err})", Errno.EIO) from err
@@ -496,11 +528,12 @@ class WorkerClient:
             raise WorkerError("worker not running", Errno.EIO, gone=True)
         req_id = self._next_id()
         msg = build(req_id)
+        data = msg if isinstance(msg, bytes) else pipe.encode(msg)
         fut: asyncio.Future[list[pipe.Reply]] = asyncio.get_running_loop().create_future()
         forget = functools.partial(self._forget_cancelled, req_id)
-        self._pending[req_id] = (fut, then, forget, failed)
+        self._pending[req_id] = (fut, then, forget, failed, data[_TYPE])
         try:
-            self._send(msg if isinstance(msg, bytes) else pipe.encode(msg))
+            self._send(data)
         except OSError as err:
             del self._pending[req_id]
             raise WorkerError(f"{_name(msg)} ({err})", Errno.EIO) from err

@@ -604,10 +604,11 @@ def self_test(kats: tuple[tuple[str, bytes, bytes], ...] = GCM_KATS) -> str | No
 
 
 def _die_with_parent() -> None:
-    # the worker must not outlive the control process that owns the routes
+    # the worker must not outlive the control process that owns the routes: SIGKILL, which one taken over can
+    # neither handle nor clear (seccomp; review revpipe F2); its clean stop comes over the pipe, parents wait
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
@@ -707,7 +708,7 @@ def _on_stop_signal(loop: asyncio.AbstractEventLoop, parent: int, finish: Callab
     would fail them with EIO.  If the control process never closes the pipe (the
     signal was for the worker alone), the worker stops after a grace period.
     """
-    if os.getppid() != parent:   # the parent-death signal: nobody will close the pipe
+    if os.getppid() != parent:   # its parent is gone (the parent-death signal kills): nobody will close the pipe
         finish()
         return
     log.info("stop signal: waiting for the control process to close the pipe (at most %.0f s)",

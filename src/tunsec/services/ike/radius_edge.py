@@ -13,6 +13,7 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING
 
+from tunsec import worker_distrust
 from tunsec.dataplane import pipe
 from tunsec.ike.eap.relay import RelayOutcome, RelayReply
 from tunsec.ike.events import Accepted, DownReason, EapRelayRequest, IkeSaUp
@@ -287,7 +288,9 @@ def _acct_open(self: IkeService) -> None:
 
 
 async def _acct_dump(self: IkeService) -> Sequence[pipe.SaInfo]:
-    return pipe.join_dump_replies(await self.worker().request(lambda r: pipe.Dump(r))).sas
+    """The worker's SAs for accounting's counters: bounded and checked as `tunsec status`'s DUMP
+    (the daemon's dump_cap; review revpipe F1)."""
+    return (await worker_distrust.dump(self.worker(), self.dump_cap())).sas
 
 
 def _acct_children(self: IkeService, handle: Hashable) -> list[ChildRef]:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tunsec import updown
+from tunsec import updown, worker_distrust
 from tunsec.conf.connections import Connection
 from tunsec.dataplane import pipe, siphash
 from tunsec.dataplane.client import WorkerClient
@@ -48,7 +48,7 @@ from tunsec.dataplane.pipe import Direction, ExpireReason
 from tunsec.eventcounts import EventCounts
 from tunsec.ike import dh
 from tunsec.ike.auth_ban import AuthBan
-from tunsec.ike.constants import IKE_PORT, MAX_IKE_MESSAGE, NATT_PORT
+from tunsec.ike.constants import MAX_IKE_MESSAGE, NATT_PORT
 from tunsec.ike.endpoint import DosLimits, IkeEndpoint
 from tunsec.ike.events import (
     AuthFailed,
@@ -91,6 +91,7 @@ from tunsec.services.ike import (
     ikesas,
     installs,
     mobility,
+    natt_local,
     radius_edge,
     recreate,
     reestablish,
@@ -246,6 +247,8 @@ class IkeService(Service):
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
         self.resolver = Resolver()   # REDIRECTs naming a gateway by FQDN: looked up on threads of its own
         self.accounting: Accounting | None = None   # radius { accounting = yes } (_acct_* below)
+        # what accounting's DUMP answer may take: the daemon's cap (every service's entries), as the status's
+        self.dump_cap: Callable[[], int] = lambda: worker_distrust.dump_cap([self])
         self.acct_retiring: set[Accounting] = set()   # turned off by a reload, still sending its last records
         self.session_limits: dict[int, asyncio.TimerHandle] = {}   # by IKE handle: its Session-Timeout's end
         self.dae: DaeServer | None = None   # radius { dae { enable = yes } } (_dae_* in radius_edge.py)
@@ -614,16 +617,7 @@ class IkeService(Service):
 
     def receive_natt(self, msg: pipe.Ike) -> None:
         """IKE that arrived on port 4500 via the worker."""
-        local = (addr_text(msg.local.addr), msg.local.port) if msg.local else None
-        if local is None and (msg.remote.port == IKE_PORT or _is_init(msg.data, 0)):
-            # an IKE_SA_INIT from port 500 to our 4500 (a peer with remote_port = 4500, unmarked),
-            # or a marked one from a custom port (a tunsec initiator on a custom local_port):
-            # its answer leaves from 4500, where it came in (RFC 7296 §2.11; a NAT in front of the
-            # peer drops it from another port), not from the port-500 socket the engine assumes
-            # when it is not told; the worker's sockets are bound to local_addrs (esp_endpoints),
-            # as the IKE sockets' recv says of theirs
-            fam = msg.remote.addr.version
-            local = (self.local_addrs.get(fam, "0.0.0.0" if fam == 4 else "::"), NATT_PORT)
+        local = natt_local.local_end(self, msg)   # port 4500, whatever port the event names (natt_local.py)
         remote = (addr_text(msg.remote.addr), msg.remote.port)
         if self.worker_path.refuses(msg.data, remote[0]):   # banned for failures on this path only
             self.endpoint.stats.auth_banned += 1

@@ -63,10 +63,13 @@ class IkeSockets:
         # oldest first, as they were sent
         self.natt_sends: dict[asyncio.Future[list[pipe.Reply]], float] = {}
         self.natt_unanswered = 0   # SEND_IKEs given up on unanswered (status: ike_sends_unanswered)
+        # IKE events from the worker naming a local port not its 4500: answered from 4500 (natt_local.py)
+        self.natt_other_port = 0
         self.clock = time.monotonic
         self._natt_timer: asyncio.TimerHandle | None = None   # the next deadline's sweep (one for all)
-        # SEND_IKEs that failed: a worker that goes fails all those in flight at once, a full pipe
-        # every one after it (a line each, per datagram a peer sends, without this)
+        # IKE that could not be sent: SEND_IKEs that failed (a worker that goes fails all those in flight
+        # at once, a full pipe every one after it), answers for a port we have no socket of (a line
+        # each, per datagram a peer sends, without this)
         self._send_log = LogLimiter()
         self.esp_on_ike_port = 0   # ESP in UDP dropped on a custom IKE port (unmark)
         self._esp_log = LogLimiter()
@@ -144,8 +147,10 @@ class IkeSockets:
             self._send_natt(data, Endpoint(ip, addr[1]), source, oif, unmarked)
             return
         s = self.socket(ip.version, local_port)
-        if s is None:
-            log.warning("no IPv%d IKE socket on port %d to send to %s", ip.version, local_port, addr[0])
+        if s is None:   # limited: otherwise a line per datagram the engine answers from that port
+            if (held := self._send_log.admit()) is not None:
+                log.warning("no IPv%d IKE socket on port %d to send to %s%s", ip.version, local_port, addr[0],
+                            suffix(held))
             return
         # a custom port at both ends: the peer may take ESP there too, unless it sent its
         # IKE_SA_INIT request to us unmarked and this is the answer (see unmark)

@@ -63,6 +63,9 @@ def status(ike_sas: list[dict[str, Any]] | Rows[Any], leases: list[dict[str, Any
         # IKE we sent through the worker (port 4500) whose answer it never gave: given up (ours, no
         # peer's: it was under ike_drops.send_ike_unanswered before)
         "ike_sends_unanswered": sockets.natt_unanswered,
+        # IKE the worker handed up naming a local port not its 4500: answered from 4500 all the same (a
+        # healthy worker names its own sockets' port; natt_local.py)
+        "ike_natt_other_local_port": sockets.natt_other_port,
         # exclude routes (services/ike/exclude_gate.py): held now, refused; IKE to an unauthenticated address
         # a TUN route captures sent by the uplink's interface, or into the TUN; IKE dropped past the gate's bound
         "exclude_routes": exclude_counters(sockets.gate),
@@ -150,7 +153,7 @@ def idle_status() -> dict[str, Any]:
     return {"ike_sas": [], "leases": [], "ike_half_open": 0, "ike_half_open_addresses": 0,
             "ike_half_open_max_per_address": 0, "ike_half_open_busiest": "", "ike_drops": {}, "ike_refused": {},
             "auth_bans": [], "auth_bans_worker_path": [], "auth_ban_uncounted": 0, "auth_bans_started": 0,
-            "ike_sends_unanswered": 0,
+            "ike_sends_unanswered": 0, "ike_natt_other_local_port": 0,
             "ike_reserve_refused": 0, "ike_spis": {},
             "ike_fragments": {},
             "ike_held": {}, "acquires_ignored": {}, "child_sa_limit": {}, "moves_deferred": {},

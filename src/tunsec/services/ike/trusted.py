@@ -84,6 +84,8 @@ class TrustedSpis:
         self._retry: asyncio.TimerHandle | None = None
         self._rotation: asyncio.TimerHandle | None = None
         self._log = LogLimiter(burst=1, period=60.0)
+        # answers refused with another errno: the worker's word, a line for each of them without this
+        self._refused_log = LogLimiter(burst=1, period=60.0)
         # requests of this worker not answered yet, by request id, oldest first; one timer gives up
         # on those unanswered after REQUEST_TIMEOUT (see _watch)
         self._waiting: dict[int, _Sent] = {}
@@ -244,8 +246,9 @@ class TrustedSpis:
                 if (held := self._log.admit()) is not None:
                     log.warning("the worker holds as many established IKE SAs' SPIs as it may: this one's IKE "
                                 "has no reserve against floods%s", suffix(held))
-            elif reply.errno not in (Errno.OK, Errno.EEXIST, Errno.ENOENT):
-                log.warning("%s refused by the worker: %s", reply.type.name, reply.errno.name)
+            elif (reply.errno not in (Errno.OK, Errno.EEXIST, Errno.ENOENT)
+                  and (held := self._refused_log.admit()) is not None):
+                log.warning("%s refused by the worker: %s%s", reply.type.name, reply.errno.name, suffix(held))
 
 
 def _quiet(err: WorkerError) -> None:
