@@ -140,7 +140,7 @@ def test_prepare_and_undo_leave_a_multi_queue_tun_a_process_holds(ns: str, base:
     assert again.returncode == 1 and f"TUN {TUN} is in use" in again.stderr, again.stdout + again.stderr
     assert undo.returncode == 1 and f"TUN {TUN} is in use" in undo.stderr, undo.stdout + undo.stderr
     assert has_tun(ns), "the TUN lost its persist flag: it went with the holder"
-    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116"], capture_output=True,
+    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116", "table", "116"], capture_output=True,
                               text=True).stdout
     assert "0.0.0.0/1 dev tsks" in standing and "128.0.0.0/1 dev tsks" in standing, standing
     r = prepare(ns, base, base / "run", base / "state", "0.0.0.0/0", undo=True, workers=2)   # nobody holds it
@@ -155,13 +155,19 @@ def test_prepare_gives_a_split_tunnels_network_its_standing_route_and_undo_takes
     clear."""
     r = prepare(ns, base, base / "run", base / "state")
     assert r.returncode == 0 and "standing routes 10.2.0.0/24 dev tsks" in r.stdout, r.stdout + r.stderr
-    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116"], capture_output=True,
+    standing = subprocess.run(["ip", "-n", ns, "route", "show", "proto", "116", "table", "116"], capture_output=True,
                               text=True).stdout
     assert "10.2.0.0/24 dev tsks" in standing and "metric 4294967294" in standing, standing
+    assert "116:\tfrom all lookup 116" in rules(ns), rules(ns)   # tunsec's table before main (fixks5)
     r = prepare(ns, base, base / "run", base / "state", undo=True)
     assert r.returncode == 0 and "standing routes removed" in r.stdout, r.stdout + r.stderr
     left = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
     assert "tsks" not in left and not has_tun(ns), left
+    assert "lookup 116" not in rules(ns) and "its rules removed" in r.stdout, rules(ns) + r.stdout   # table empty
+
+
+def rules(ns: str) -> str:
+    return subprocess.run(["ip", "-n", ns, "rule"], capture_output=True, text=True).stdout
 
 
 def sysctl(ns: str, key: str, value: str | None = None) -> str:
@@ -195,7 +201,7 @@ def test_prepare_makes_the_kill_switch_roots_and_keeps_its_routes_used(ns: str, 
     owner = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/sys/class/net/{dev}/owner"], capture_output=True,
                            text=True).stdout.strip()
     assert owner == "0", owner
-    subprocess.run(["ip", "-n", ns, "route", "del", "10.2.0.0/24", "dev", TUN], check=True)   # the TUN's, first
+    subprocess.run(["ip", "-n", ns, "route", "del", "10.2.0.0/24", "dev", TUN, "table", "116"], check=True)   # TUN
     got = subprocess.run(["ip", "-n", ns, "route", "get", "10.2.0.1"], capture_output=True, text=True)
     assert f"dev {dev}" in got.stdout, got.stdout + got.stderr
     assert sysctl(ns, f"net.ipv4.conf.{dev}.ignore_routes_with_linkdown") == "0"

@@ -85,8 +85,8 @@ def test_cap_net_admin_kept_for_a_block_goes_with_the_last_block(ns: str, reacha
     ip(ns, "tuntap", "add", "dev", a.tun, "mode", "tun", "user", "nobody")
     ip(ns, "link", "set", a.tun, "up")
     for net in ("10.3.0.0/24", "10.5.0.0/24"):
-        ip(ns, "route", "add", net, "dev", a.tun, "metric", "100")
-    ip(ns, "route", "add", "prohibit", "10.3.0.0/24", "proto", "116")
+        ip(ns, "route", "add", net, "dev", a.tun, "metric", "100", "table", "116")   # tunsec's table (fixks5)
+    ip(ns, "route", "add", "prohibit", "10.3.0.0/24", "proto", "116", "table", "116")
     (state / two.record_name(ns, a.tun)).write_text(json.dumps({"networks": ["10.3.0.0/24"]}) + "\n")
     os.chown(state / two.record_name(ns, a.tun), pw.pw_uid, pw.pw_gid)
     try:
@@ -134,8 +134,8 @@ def test_a_route_added_on_the_kept_tun_while_it_was_held_keeps_it_for_the_exit(n
     subprocess.run(["install", "-d", "-o", "nobody", "-m", "0700", str(state)], check=True)
     ip(ns, "tuntap", "add", "dev", a.tun, "mode", "tun", "user", "nobody")
     ip(ns, "link", "set", a.tun, "up")
-    ip(ns, "route", "add", "10.3.0.0/24", "dev", a.tun, "metric", "100")
-    ip(ns, "route", "add", "prohibit", "10.3.0.0/24", "proto", "116")
+    ip(ns, "route", "add", "10.3.0.0/24", "dev", a.tun, "metric", "100", "table", "116")   # tunsec's table
+    ip(ns, "route", "add", "prohibit", "10.3.0.0/24", "proto", "116", "table", "116")
     (state / two.record_name(ns, a.tun)).write_text(json.dumps({"networks": ["10.3.0.0/24"]}) + "\n")
     os.chown(state / two.record_name(ns, a.tun), pw.pw_uid, pw.pw_gid)
     try:
@@ -149,7 +149,7 @@ def test_a_route_added_on_the_kept_tun_while_it_was_held_keeps_it_for_the_exit(n
         assert prohibits(ns) == []
         assert set(caps(control).values()) == {(NET_ADMIN, NET_ADMIN)}, (caps(control), a.log.read_text())
         a.stop()
-        routes = subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "show", "dev", a.tun],
+        routes = subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "show", "dev", a.tun, "table", "116"],
                                 capture_output=True, text=True, check=True).stdout
         assert "10.6.0.0/24" not in routes and "10.3.0.0/24" in routes, routes
     finally:

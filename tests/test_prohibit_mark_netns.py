@@ -26,6 +26,7 @@ from test_vips_netns import inside
 from tunsec.bench.netns import make_netns
 from tunsec.dataplane import blockwatch
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, record_name, this_netns
+from tunsec.dataplane.routetable import TABLE
 from tunsec.dataplane.tun import IPNetwork, IPRoute, NetlinkError, Tun
 
 pytestmark = [
@@ -166,8 +167,8 @@ def test_an_unmarked_block_is_this_instances_only_if_its_record_listed_it(ns: st
         a.clear_stale_blocks({OLD_NET})
         keeper = blockwatch.Keeper(a)
         a.block(net, "A's route refused")
-        with IPRoute() as ipr:   # C: an older tunsec's block, proto 116 and no mark
-            ipr.route("replace", dst=str(net), type="prohibit", proto=116)
+        with IPRoute() as ipr:   # C: an unmarked block, proto 116, where A's is (tunsec's table)
+            ipr.route("replace", dst=str(net), type="prohibit", proto=116, table=TABLE)
         keeper.check()
         seen: dict[str, object] = {"checked": blocks(), "old_blocked": a.unrouted[OLD_NET].blocked,
                                    "net_blocked": a.unrouted[net].blocked}

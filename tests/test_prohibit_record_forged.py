@@ -37,7 +37,8 @@ def ns() -> Iterator[str]:
 def marks(ns: str) -> dict[str, int | None]:
     """tunsec's prohibit routes in ns and the mark each carries (reordering N), None for none."""
     out = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
-                          "ip -6 route show type prohibit proto 116; ip -4 route show type prohibit proto 116"],
+                          "ip -6 route show table all type prohibit proto 116; "
+                          "ip -4 route show table all type prohibit proto 116"],
                          capture_output=True, text=True, check=True).stdout
     found: dict[str, int | None] = {}
     for line in out.splitlines():

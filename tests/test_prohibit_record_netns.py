@@ -144,7 +144,8 @@ def test_a_block_someone_else_removes_is_put_back(ns: str, tmp_path: Path) -> No
         assert "prohibit route of fd00:5::/64 (tunsec's, proto 116) is not this instance's" in a.log.read_text()
         assert prohibits(ns) == ["fd00:5::/64"], a.log.read_text()
 
-        subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "del", "prohibit", "fd00:5::/64"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "del", "prohibit", "fd00:5::/64", "table",
+                        "116"], check=True)
         assert wait_until(lambda: prohibits(ns) == ["fd00:5::/64"], 30), b.log.read_text()
         assert wait_until(lambda: "prohibit route of fd00:5::/64 removed by someone else: put back"
                           in b.log.read_text(), 10)

@@ -129,7 +129,8 @@ def record_name(ns: str, tun: str) -> str:
 def prohibits(ns: str) -> list[str]:
     """tunsec's prohibit routes in ns (IPv6 and IPv4)."""
     out = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
-                          "ip -6 route show type prohibit proto 116; ip -4 route show type prohibit proto 116"],
+                          "ip -6 route show table all type prohibit proto 116; "
+                          "ip -4 route show table all type prohibit proto 116"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(line.split()[1] for line in out.splitlines() if line.strip())
 

@@ -138,8 +138,11 @@ def run_flushed() -> dict[str, Any]:
     wanted = [(NET, (ipaddress.ip_network("192.168.2.0/24"),))]   # its local_ts now: eth2's address
     tun = Tun(TUN, False, None)  # type: ignore[arg-type]
     tun.add_route(NET, "192.168.3.10")
-    # the old source goes: the kernel deletes the route with it (its network then follows the default route)
+    # the old source goes: the kernel deletes the route with it (its network then follows the default route).
+    # It does so in the main table only (fib_sync_down_addr); in tunsec's table (fixks5) with the TUN's last IPv4
+    # address (fib_disable_ip) or by someone's hand: here by hand
     subprocess.run(["ip", "addr", "del", "192.168.3.10/24", "dev", "eth1"], check=True)
+    subprocess.run(["ip", "route", "del", str(NET), "dev", TUN, "table", "116"], check=True)
     flushed = where()
     tunmod._iproute = RefusesSources
     try:

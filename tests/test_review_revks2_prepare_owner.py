@@ -50,7 +50,7 @@ def test_prepare_makes_a_kill_switch_device_it_finds_roots(ns: str, base: Path) 
     in_ns(ns, ["ip", "tuntap", "add", "dev", DEVICE, "mode", "tun"])   # as a prepare of before h/fixks2 left it
     r = prepare(ns, base, base / "run", base / "state")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"dev {DEVICE}" in in_ns(ns, ["ip", "route", "show", "10.2.0.0/24"]).stdout   # it is the kill switch
+    assert f"dev {DEVICE}" in in_ns(ns, ["ip", "route", "show", "10.2.0.0/24", "table", "116"]).stdout   # kill switch
     owner = in_ns(ns, ["cat", f"/sys/class/net/{DEVICE}/owner"]).stdout.strip()
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
               "--bounding-set=-all", "--"]

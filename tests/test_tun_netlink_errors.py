@@ -86,7 +86,7 @@ def inside(ns: str, fn: Callable[[], T]) -> T:
 
 
 def routes(ns: str, family: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", ns, "ip", family, "route", "show", "dev", TUN],
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", family, "route", "show", "dev", TUN, "table", "116"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(line.split()[0] for line in out.splitlines() if line.strip())
 
@@ -128,7 +128,7 @@ def route_get(ns: str, dst: str) -> tuple[int, str]:
 
 
 def prohibits(ns: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "show", "type", "prohibit"],
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "show", "table", "all", "type", "prohibit"],
                          capture_output=True, text=True, check=True).stdout
     return [line.split()[1] for line in out.splitlines() if line.strip()]
 
@@ -248,7 +248,7 @@ def test_the_prohibit_route_goes_with_tunsec(ns: str, tmp_path: Path) -> None:
 
 
 def prohibits4(ns: str) -> list[str]:
-    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "route", "show", "type", "prohibit"],
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-4", "route", "show", "table", "all", "type", "prohibit"],
                          capture_output=True, text=True, check=True).stdout
     return sorted(line.split()[1] for line in out.splitlines() if line.strip())
 
@@ -280,8 +280,8 @@ def test_a_prohibit_route_a_killed_tunsec_left_goes_at_the_next_start_and_only_o
         subprocess.run(["ip", "netns", "exec", ns, "ip", *args], check=True)
     ip("-6", "route", "add", "prohibit", "fd00:7::/64")   # someone else's
     ip("route", "add", "prohibit", "10.7.0.0/24")          # someone else's
-    ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116")   # another tunsec's in this namespace
-    ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116")   # of site-b: its TUN route replaces it
+    ip("route", "add", "prohibit", "10.8.0.0/24", "proto", "116", "table", "116")   # another tunsec's in this namespace
+    ip("route", "add", "prohibit", "10.2.0.0/24", "proto", "116", "table", "116")   # site-b's: its TUN route replaces
     write(tmp_path, SITE_B)
     again = Daemon(load_config(tmp_path / "tunsec.conf", root_check=True))
     inside(ns, again.prepare)

@@ -3,7 +3,8 @@ capability at all (or systemd's ExecStartPre=+tunsec prepare ...).
 
 It creates the TUN persistent and owned by U, with the flags `tunsec up` will open it with
 (multi_queue when the configuration has more than one worker, vnet_hdr for the offloads), sets its
-MTU, quiets IPv6 on it and brings it up, installs the configuration's routes through it, and makes the
+MTU, quiets IPv6 on it and brings it up, installs the configuration's routes through it (in tunsec's table,
+with the rule that looks it up before the main table: dataplane/routetable.py), and makes the
 control socket's directory and the state directory U's.  It may run again: what is right stays.  A
 refusal leaves no TUN it made behind (the directories are checked first, the TUN removed after).
 
@@ -31,6 +32,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 from tunsec.conf.config import Config
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
+from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 from tunsec.dataplane.tun import Tun, interface_exists
 from tunsec.dataplane.tundev import TUNSETIFF, TUNSETOWNER, TUNSETPERSIST, tun_flags, tun_in_use, tun_owner, unpersist
 from tunsec.privilege import PrivilegeError, Target, check_config_files, read_grant, target_for
@@ -261,7 +263,8 @@ def prepare(cfg: Config, user: str) -> str:
     st = os.stat(cfg.path)
     unreadable = not st.st_mode & 0o004 and not (st.st_gid == owner.gid and st.st_mode & 0o040)
     return (f"TUN {name} {how} (owner {owner.name}{mq} vnet_hdr), MTU {d.mtu}, up; routes added: "
-            f"{', '.join(routes) or 'none (already there)'}{_full_routing(d)}; "
+            f"{', '.join(routes) or 'none (already there)'} (table {TABLE}, rule priority {RULE_PRIORITY})"
+            f"{_full_routing(d)}; "
             f"{Path(cfg.tunsec.control_socket).parent} "
             f"{'and ' + cfg.tunsec.state_dir + ' ' if d.manual.plans else ''}owned by {owner.name}. "
             f"Now, as {owner.name}: tunsec up -c {cfg.path}"

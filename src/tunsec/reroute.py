@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from tunsec import privilege
 from tunsec.dataplane.killswitch import KillSwitch
-from tunsec.dataplane.tun import IPNetwork, Tun, local_address_in
+from tunsec.dataplane.tun import TUN_ROUTE_ARGS, IPNetwork, Tun, local_address_in
 
 log = logging.getLogger("tunsec")
 
@@ -157,7 +157,7 @@ async def _resource(tun: Tun, moved: dict[IPNetwork, str]) -> list[str]:
         except OSError as err:
             if err.errno == errno.EPERM:   # root can: the route stays, only its source is wrong
                 tun.unapplied.append((f"route {net} keeps its source",
-                                      f"ip route replace {net} dev {tun.name} src {src}"))
+                                      f"ip route replace {net} dev {tun.name} src {src}{TUN_ROUTE_ARGS}"))
                 continue
             failed.append(await _kept_or_blocked(tun, net, err.strerror or str(err)))
             continue

@@ -1,8 +1,9 @@
 """`tunsec prepare --undo -c FILE`: what `tunsec prepare` made for the configuration's TUN goes, as root,
 while no tunsec runs on it: the TUN (and its routes with it), the kill switch device (and
 its standing routes) and the exclude routes of the TUN's mark.  In that order: the TUN's traffic is
-dropped by the kill switch until it goes, and the peers stay reachable until then.  The directories
-prepare gave to the user stay (state_dir holds manual keys' sequence numbers).
+dropped by the kill switch until it goes, and the peers stay reachable until then.  Last the rules that look up
+tunsec's routing table (routetable.py), if that table holds no route any more (another instance's would).
+The directories prepare gave to the user stay (state_dir holds manual keys' sequence numbers).
 
 "No tunsec runs on it" is asked twice before anything is touched: the control socket (without waiting for
 ever: ctlsocket.listener), then the kernel, whose word is the one that holds: the TUN's carrier (a process
@@ -22,6 +23,8 @@ from tunsec.conf.config import Config
 from tunsec.ctlsocket import Listener, listener
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
+from tunsec.dataplane.netlink import IPRoute
+from tunsec.dataplane.routetable import TABLE, remove_unused_rules
 from tunsec.dataplane.tun import interface_exists
 from tunsec.dataplane.tundev import tun_flags, unpersist
 from tunsec.prepare import PrepareError, refuse_in_use
@@ -77,4 +80,8 @@ def undo(cfg: Config) -> str:
     except OSError as err:
         raise PrepareError(str(err.strerror or err)) from err
     said.append(f"exclude routes removed: {', '.join(gone)}" if gone else "no exclude route")
+    with IPRoute() as ipr:
+        rules = remove_unused_rules(ipr)
+    if rules:
+        said.append(f"table {TABLE} empty, its rules removed ({'; '.join(rules)})")
     return "; ".join(said) + f". The directories of {cfg.path} stay as they are."

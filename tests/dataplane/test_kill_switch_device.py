@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from ipaddress import ip_network
 
 import pytest
+import tunsec_table
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns, scratch_netns
@@ -67,7 +68,7 @@ def test_a_link_of_another_kind_is_not_taken_nor_deleted_as_the_kill_switch(ns: 
         failed = ks.ensure(HALVES)
         ks.remove()
     assert len(failed) == 1 and "not a TUN nobody reads (kind veth)" in failed[0], failed
-    assert ip(ns, "route", "show", "dev", DEVICE) == ""   # no half stands on the veth
+    assert tunsec_table.show("-4", "dev", DEVICE, ns=ns) == ""   # no half stands on the veth
     assert has_device(ns), "remove() deleted a veth"
 
 
@@ -85,7 +86,7 @@ def test_a_tun_a_process_has_open_is_not_taken_nor_deleted_as_the_kill_switch(ns
             failed = ks.ensure(HALVES)
             ks.remove()
         assert len(failed) == 1 and "a TUN a process has open" in failed[0], failed
-        assert has_device(ns) and ip(ns, "route", "show", "dev", DEVICE) == ""
+        assert has_device(ns) and tunsec_table.show("-4", "dev", DEVICE, ns=ns) == ""
     finally:
         os.close(fd)
 
@@ -102,6 +103,10 @@ def test_only_tunsecs_own_standing_routes_count_as_in_place(ns: str) -> None:
     with in_netns(ns), IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=DEVICE)[0]
         assert _standing(ipr, idx, {4}) == set()
-    ip(ns, "route", "add", "128.0.0.0/1", "dev", DEVICE, "proto", "116", "metric", str(STANDING_PRIORITY))
+    ip(ns, "route", "add", "128.0.0.0/1", "dev", DEVICE, "proto", "116", "metric", str(STANDING_PRIORITY))   # main
+    with in_netns(ns), IPRoute() as ipr:
+        assert _standing(ipr, idx, {4}) == set()
+    ip(ns, "route", "add", "128.0.0.0/1", "dev", DEVICE, "proto", "116", "metric", str(STANDING_PRIORITY),
+       "table", "116")
     with in_netns(ns), IPRoute() as ipr:
         assert _standing(ipr, idx, {4}) == {ip_network("128.0.0.0/1")}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from ipaddress import ip_network
 
 import pytest
+import tunsec_table
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns, scratch_netns
@@ -42,7 +43,7 @@ def standing(ns: str, tun: str = TUN) -> set[str]:
     dev = device_name(tun)
     if subprocess.run(["ip", "-n", ns, "link", "show", dev], capture_output=True).returncode:
         return set()
-    return {ln.split()[0] for fam in ("-4", "-6") for ln in ip(ns, fam, "route", "show", "dev", dev).splitlines()
+    return {ln.split()[0] for fam in ("-4", "-6") for ln in tunsec_table.show(fam, "dev", dev, ns=ns).splitlines()
             if f"metric {STANDING_PRIORITY}" in ln}
 
 
@@ -135,15 +136,15 @@ def test_an_unprivileged_start_without_the_kill_switch_says_what_root_runs(ns: s
     errors = r.stderr.splitlines()
     assert len(errors) == 1 and errors[0].startswith(f"ERROR kill switch {dev} not set up"), r.stderr
     assert (f"the tunnels' traffic leaves in clear. As root run: ip tuntap add dev {dev} mode tun user root; ip link "
-            f"set {dev} up; ip route add {SITE} dev {dev} proto 116 metric {STANDING_PRIORITY} (or once: tunsec "
-            "prepare -c tunsec.conf --user nobody)") in errors[0], errors[0]
+            f"set {dev} up; ip route add {SITE} dev {dev} table 116 proto 116 metric {STANDING_PRIORITY} (or once: "
+            "tunsec prepare -c tunsec.conf --user nobody)") in errors[0], errors[0]
 
 
 def test_an_operators_route_of_no_device_at_the_standing_metric_is_not_taken_for_ours(ns: str) -> None:
     """(review revks remark) root's blackhole route of SITE at the standing routes' metric (no output device):
     the kernel refuses ours (EEXIST) and SITE is not held by our device, which the start says.  On main it
     was taken as ours (held, "standing route ... in place" in prepare's summary)."""
-    ip(ns, "route", "add", "blackhole", str(SITE), "metric", str(STANDING_PRIORITY))
+    ip(ns, "route", "add", "blackhole", str(SITE), "metric", str(STANDING_PRIORITY), "table", "116")
     with in_netns(ns):
         ks = KillSwitch(TUN)
         failed = ks.ensure([SITE, LAB])

@@ -86,7 +86,7 @@ def test_a_root_start_cuts_the_reader_off_and_makes_the_device_roots_and_held(
         ks = KillSwitch(TUN, keep_found=False)
         assert ks.ensure([SITE]) == []
         assert ks.fd >= 0 and ks.owned and not ks.found   # made again as a new device: held, removed at the stop
-        assert owner(ns) == "0" and f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE))
+        assert owner(ns) == "0" and f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE), "table", "116")
         assert detached(reader)
         assert f"kill switch {DEVICE} was a TUN a process had open and root does not own (owner none" in caplog.text
         ks.close()

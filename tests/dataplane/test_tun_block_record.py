@@ -1,8 +1,8 @@
 """A network stays in the record of this instance's prohibit routes (blockrecord.py) for as long as its
 prohibit route may be in the kernel (review V, low): three failure paths took it out of the record while
 the route stayed, so a kill -9 later left a block no start would remove.  A stand-in for pyroute2's IPRoute
-holds the main table and refuses what a test says (such refusals cannot be had from a real kernel on
-demand); the record is a real one in a private directory."""
+holds tunsec's table (and takes its rule: dataplane/routetable.py) and refuses what a test says (such
+refusals cannot be had from a real kernel on demand); the record is a real one in a private directory."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Msg(dict[str, Any]):
 
 
 class Table:
-    """The main table as (dst, kind) -> present; refuse: the (command, kind) calls that fail, in turn."""
+    """tunsec's table as (dst, kind) -> present; refuse: the (command, kind) calls that fail, in turn."""
 
     routes: ClassVar[set[tuple[Any, str]]] = set()
     addrs: ClassVar[list[str]] = []
@@ -49,6 +49,12 @@ class Table:
 
     def link_lookup(self, ifname: str) -> list[int]:
         return [IDX]
+
+    def get_rules(self, family: int) -> list[Msg]:
+        return []
+
+    def rule(self, cmd: str, **kw: Any) -> None:
+        return None
 
     def get_addr(self, index: int | None = None, **kw: Any) -> list[Msg]:
         return [Msg({"IFA_ADDRESS": a}) for a in self.addrs]

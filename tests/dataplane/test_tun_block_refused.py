@@ -1,7 +1,7 @@
 """Tun.block when the kernel refuses the prohibit route too: the TUN's own route to the network stays
 listed, so a reload that removes the tunnel removes it (review U: it was unlisted first and outlived the
-tunnel, and tunsec on a TUN it did not create).  A stand-in for pyroute2's IPRoute holds the main table
-(the refusal cannot be had from a real kernel on demand)."""
+tunnel, and tunsec on a TUN it did not create).  A stand-in for pyroute2's IPRoute holds tunsec's table
+(dataplane/routetable.py; the refusal cannot be had from a real kernel on demand)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,17 @@ IDX = 7
 
 class Route(dict[str, Any]):
     def __init__(self, table: dict[Any, str], dst: Any) -> None:
-        super().__init__(dst_len=dst.prefixlen, type=table[dst], proto=tunmod.RTPROT_TUNSEC, table=254)
+        super().__init__(dst_len=dst.prefixlen, type=table[dst], proto=tunmod.RTPROT_TUNSEC, table=tunmod.TABLE)
         self.oif = IDX if table[dst] == "tun" else None
         self.dst = dst
 
     def get_attr(self, name: str, default: Any = None) -> Any:
-        return {"RTA_DST": str(self.dst.network_address), "RTA_OIF": self.oif, "RTA_TABLE": 254}.get(name, default)
+        attrs = {"RTA_DST": str(self.dst.network_address), "RTA_OIF": self.oif, "RTA_TABLE": tunmod.TABLE}
+        return attrs.get(name, default)
 
 
 class RefusingProhibit:
-    """The main table: TUN routes are taken, prohibit routes refused (ENOMEM)."""
+    """tunsec's table: TUN routes are taken, prohibit routes refused (ENOMEM); its rule is added."""
 
     table: ClassVar[dict[Any, str]] = {}
 
@@ -43,6 +44,12 @@ class RefusingProhibit:
 
     def link_lookup(self, ifname: str) -> list[int]:
         return [IDX]
+
+    def get_rules(self, family: int) -> list[Any]:
+        return []
+
+    def rule(self, cmd: str, **kw: Any) -> None:
+        return None
 
     def route(self, cmd: str, **kw: Any) -> list[Route] | None:
         if cmd == "dump":

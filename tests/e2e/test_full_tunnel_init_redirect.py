@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import tunsec_table
 from ike_peers import CHILD, TunsecIke
 from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from routed_hosts import RoutedHosts
 
 from tunsec.bench.netns import wait_until
-from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 
 VICTIM = "203.0.113.80"                 # say the user's mail server: not a gateway of anyone's
 REDIRECT = f"    redirect_to = {VICTIM}\n    redirect_on = init\n"
@@ -36,7 +36,7 @@ def topo() -> Iterator[RoutedHosts]:
 
 
 def client_routes(topo: RoutedHosts) -> str:
-    return topo.run(topo.a, ["ip", "route", "show", "proto", str(RTPROT_TUNSEC)]).stdout
+    return tunsec_table.proto_routes(topo.a.ns)
 
 
 def test_a_forged_init_redirect_does_not_route_its_target_around_the_full_tunnel(topo: RoutedHosts) -> None:

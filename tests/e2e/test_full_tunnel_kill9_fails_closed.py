@@ -21,6 +21,7 @@ from pathlib import Path
 
 import control
 import pytest
+import tunsec_table
 from ike_peers import Conn, TunsecIke
 from reachable import python_argv
 from roadwarrior import RoadWarriorConn
@@ -72,7 +73,7 @@ def test_the_standing_routes_hold_a_killed_full_tunnel_and_go_at_a_clean_stop(to
     assert f"dev {device}" in path(topo, ELSEWHERE)   # dropped there: nothing leaves in clear
     client.start()   # takes the device over: the halves of the new TUN win
     assert "dev tunsec0" in path(topo, ELSEWHERE)
-    assert topo.run(topo.a, ["ip", "route", "show", "dev", device]).stdout.count("metric 4294967294") == 2
+    assert tunsec_table.show("-4", "dev", device, ns=topo.a.ns).count("metric 4294967294") == 2
     client.stop()
     assert device not in topo.run(topo.a, ["ip", "link"]).stdout
     assert f"via {topo.links[0][1]} dev veth0" in path(topo, ELSEWHERE)   # the host's own default route again
@@ -172,5 +173,5 @@ def test_a_prepared_full_tunnel_run_unprivileged_reaches_its_gateway_and_fails_c
     assert f"exclude routes removed: {topo.b.outer4}/32" in r.stdout, r.stdout
     links = topo.run(topo.a, ["ip", "link"]).stdout
     assert "tsks" not in links and "tunsec0" not in links, links
-    assert topo.run(topo.a, ["ip", "route", "show", "proto", "116"]).stdout == ""
+    assert tunsec_table.proto_routes(topo.a.ns) == ""
     assert uplink in path(topo, ELSEWHERE)

@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tunsec_table
 from ike_peers import Conn, TunsecIke
 from routed_hosts import RoutedHosts
-
-from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 
 CAP_NET_ADMIN = 1 << 12
 
@@ -48,10 +47,10 @@ def test_cap_net_admin_goes_once_no_full_tunnel_nor_needed_exclude_route_is_left
     site.readable_by_tunsec()
     r = site.cli("reload")
     assert r.returncode == 0, r.stdout + r.stderr
-    tun = topo.run(topo.a, ["ip", "route", "show", "dev", "tunsec0"]).stdout
+    tun = tunsec_table.show("-4", "dev", "tunsec0", ns=topo.a.ns)
     assert "0.0.0.0/1" not in tun and topo.b.inner_net4 in tun, tun
     # the hub's address is reached by the default route again, whatever its exclude route says
-    ours = topo.run(topo.a, ["ip", "route", "show", "proto", str(RTPROT_TUNSEC)]).stdout
+    ours = tunsec_table.proto_routes(topo.a.ns)
     caps, _ = capabilities(site.proc.pid)
     assert not caps & CAP_NET_ADMIN, f"CAP_NET_ADMIN kept with no full tunnel left (routes of tunsec's: {ours!r})"
     site.stop()

@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import tunsec_table
 from ike_peers import CHILD, PSK, Conn, TunsecIke
 from routed_hosts import RoutedHosts
 
 from tunsec.bench.netns import wait_until
-from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.ike.config import IkeConfig, LocalAuth, RemoteAuth, child_config
 from tunsec.ike.endpoint import IkeEndpoint
 from tunsec.ike.identity import Identity
@@ -108,7 +108,7 @@ def spoof(topo: RoutedHosts, sources: list[str], request: bytes) -> None:
 
 
 def tunsec_routes(topo: RoutedHosts) -> str:
-    return topo.run(topo.b, ["ip", "route", "show", "proto", str(RTPROT_TUNSEC)]).stdout
+    return tunsec_table.proto_routes(topo.b.ns)
 
 
 def started_site(topo: RoutedHosts) -> tuple[TunsecIke, SiteConn]:

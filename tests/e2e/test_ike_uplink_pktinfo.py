@@ -18,6 +18,7 @@ import pytest
 from routed_hosts import RoutedHosts
 
 from tunsec import pktinfo
+from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 
 PORT = 5000
 TUN = "fx2t0"
@@ -29,10 +30,11 @@ def topo() -> Iterator[RoutedHosts]:
     with t:
         t.run(t.a, ["ip", "tuntap", "add", "mode", "tun", "name", TUN])   # no reader: what enters it is lost
         t.run(t.a, ["ip", "link", "set", TUN, "up"])
-        for half in ("0.0.0.0/1", "128.0.0.0/1"):
-            t.run(t.a, ["ip", "route", "add", half, "dev", TUN])
-        for half in ("::/1", "8000::/1"):
-            t.run(t.a, ["ip", "-6", "route", "add", half, "dev", TUN])
+        # as tunsec routes a full tunnel: in its table, looked up before the main table (dataplane/routetable.py)
+        for family, halves in (("-4", ("0.0.0.0/1", "128.0.0.0/1")), ("-6", ("::/1", "8000::/1"))):
+            t.run(t.a, ["ip", family, "rule", "add", "priority", str(RULE_PRIORITY), "lookup", str(TABLE)])
+            for half in halves:
+                t.run(t.a, ["ip", family, "route", "add", half, "dev", TUN, "table", str(TABLE)])
         yield t
 
 
@@ -64,4 +66,4 @@ def test_a_datagram_with_the_uplink_interface_skips_the_tun_halves(topo: RoutedH
     assert f"dev {TUN}" in topo.run(topo.a, ["ip", *v, "route", "get", dst]).stdout   # captured
     assert not arrives(topo, family, dst, 0)   # as routed: into the TUN
     assert arrives(topo, family, dst, ifindex(topo, topo.a.veth)), "the uplink's interface did not take it"
-    assert dst not in topo.run(topo.a, ["ip", *v, "route", "show"]).stdout   # and no route for it
+    assert dst not in topo.run(topo.a, ["ip", *v, "route", "show", "table", "all"]).stdout   # and no route for it

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+import tunsec_table
 from ike_peers import Conn, TunsecIke
 from routed_hosts import RoutedHosts
 
@@ -44,8 +45,8 @@ def standing(topo: RoutedHosts) -> list[str]:
     """The networks of the routes through the kill-switch device at STANDING_PRIORITY, both families."""
     out = []
     for fam in ("-4", "-6"):
-        r = topo.run(topo.a, ["ip", fam, "route", "show", "dev", DEVICE], check=False)
-        out += [ln.split()[0] for ln in r.stdout.splitlines() if f"metric {STANDING_PRIORITY}" in ln]
+        shown = tunsec_table.show(fam, "dev", DEVICE, ns=topo.a.ns) if DEVICE in links(topo) else ""
+        out += [ln.split()[0] for ln in shown.splitlines() if f"metric {STANDING_PRIORITY}" in ln]
     return sorted(out)
 
 
@@ -120,7 +121,7 @@ def test_an_unprivileged_reload_says_the_standing_route_it_may_not_add(topo: Rou
     r = client.cli("reload")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (f"standing routes not added (tunsec may not change routes, no CAP_NET_ADMIN): as root run ip route add "
-            f"{DROPPED} dev {DEVICE} proto 116 metric {STANDING_PRIORITY}") in r.stdout, r.stdout
+            f"{DROPPED} dev {DEVICE} table 116 proto 116 metric {STANDING_PRIORITY}") in r.stdout, r.stdout
     assert f"ip route add {DROPPED} dev tunsec0" in r.stdout, r.stdout
     client.stop()
     assert DEVICE not in links(topo), links(topo)

@@ -135,7 +135,7 @@ def test_sigterm_removes_tun_routes_socket_and_worker(pair: TunsecPair) -> None:
     side.proc.send_signal(signal.SIGTERM)
     assert side.proc.wait(timeout=10) == 0
     assert not _tun_exists(topo, side)
-    routes = topo.run(side.host, ["ip", "route", "show", topo.b.inner_net4], check=False).stdout
+    routes = topo.run(side.host, ["ip", "route", "show", "table", "all", topo.b.inner_net4], check=False).stdout
     assert routes.strip() == ""
     # nothing listens there any more; the file itself stays when the directory is root's (tunsec made it
     # root:<the user's group> 0750 so the user cannot replace the socket; the next start clears it)
@@ -186,7 +186,7 @@ def test_attaches_to_existing_tun_and_leaves_it(topo: TwoHosts) -> None:
     pair.a.proc.send_signal(signal.SIGTERM)
     assert pair.a.proc.wait(timeout=10) == 0
     assert _tun_exists(topo, pair.a, "tsx0"), "a TUN tunsec did not create must survive it"
-    routes = topo.run(topo.a, ["ip", "route", "show", "dev", "tsx0"], check=False).stdout
+    routes = topo.run(topo.a, ["ip", "route", "show", "table", "all", "dev", "tsx0"], check=False).stdout
     assert topo.b.inner_net4 not in routes
 
 

@@ -123,7 +123,7 @@ def test_reload_keeps_the_untouched_tunnel_and_applies_the_rest(topo: TwoHosts) 
 
 
 def tun_routes(side: TunsecIke) -> list[str]:
-    out = side.topo.run(side.host, ["ip", "-4", "route", "show", "dev", "tunsec0"]).stdout
+    out = side.topo.run(side.host, ["ip", "-4", "route", "show", "dev", "tunsec0", "table", "116"]).stdout
     return sorted(line.split()[0] for line in out.splitlines() if line.strip())
 
 

@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+import tunsec_table
 from ike_peers import Conn, TunsecIke
 from reachable import python_argv
 from routed_hosts import RoutedHosts
@@ -58,8 +59,7 @@ def test_a_failed_start_after_a_kill9_keeps_the_killed_runs_kill_switch(topo: Ro
 def linkdown(topo: RoutedHosts) -> bool:
     """The kill switch's routes are marked linkdown (the kernel does it once the carrier is off: after the
     linkwatch's delay, not at the kill itself)."""
-    return all("linkdown" in topo.run(topo.a, ["ip", fam, "route", "show", "dev", DEVICE]).stdout
-               for fam in ("-4", "-6"))
+    return all("linkdown" in tunsec_table.show(fam, "dev", DEVICE, ns=topo.a.ns) for fam in ("-4", "-6"))
 
 
 def test_a_killed_runs_network_is_held_where_routes_with_linkdown_are_ignored(topo: RoutedHosts) -> None:
@@ -80,7 +80,7 @@ def test_a_killed_runs_network_is_held_where_routes_with_linkdown_are_ignored(to
     assert "dev tunsec0" in path(topo, topo.b.inner4), path(topo, topo.b.inner4)
     kill9(topo, client)
     assert DEVICE in links(topo)   # the device and its standing routes are there ...
-    assert wait_until(lambda: linkdown(topo), 15), topo.run(topo.a, ["ip", "route", "show", "dev", DEVICE]).stdout
+    assert wait_until(lambda: linkdown(topo), 15), tunsec_table.show("-4", "dev", DEVICE, ns=topo.a.ns)
     for dst in (topo.b.inner4, topo.b.inner6):   # ... and used
         assert f"dev {DEVICE}" in path(topo, dst), (path(topo, dst), client.log_tail())
 

@@ -228,7 +228,8 @@ def test_unprivileged_on_a_tun_made_for_it(topo: TwoHosts) -> None:
     a, b = own_side(topo, pair.a, pw), own_side(topo, pair.b, pw)
     for cmd in (f"ip tuntap add dev tunsec0 mode tun user {user} multi_queue vnet_hdr",
                 "ip link set dev tunsec0 addrgenmode none", "ip link set dev tunsec0 up",
-                f"ip route add {topo.b.inner_net4} dev tunsec0"):
+                # tunsec's table, looked up before the main table (dataplane/routetable.py)
+                "ip rule add priority 116 lookup 116", f"ip route add {topo.b.inner_net4} dev tunsec0 table 116"):
         topo.run(topo.a, cmd.split())
     prep = topo.run(topo.b, [sys.executable, "-m", "tunsec", "prepare", "-c", str(b.conf), "--user", user],
                     check=False)

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+import tunsec_table
 from ike_peers import CONN, Charon, TunsecIke, requires_strongswan
 from roadwarrior import GatewayConn, Pool, RoadWarriorConn
 from routed_hosts import RoutedHosts
@@ -41,8 +42,7 @@ GONE = "203.0.113.77"   # an address no configuration here has
 
 def tunsec_routes(topo: RoutedHosts) -> str:
     """The routes of tunsec's proto in the client, both families."""
-    return "".join(topo.run(topo.a, ["ip", *fam, "route", "show", "proto", str(RTPROT_TUNSEC)]).stdout
-                   for fam in ([], ["-6"]))
+    return tunsec_table.proto_routes(topo.a.ns)
 
 
 def full_tunnel(topo: RoutedHosts) -> tuple[Charon, TunsecIke]:
@@ -61,9 +61,9 @@ def test_full_tunnel_client_keeps_its_gateway_and_default_route(topo: RoutedHost
     assert sorted(sa["local_vips"]) == sorted([VIP4, VIP6])
     # the default routes are the host's own still; the tunnel's are the two halves of each family
     assert topo.default_routes(topo.a) == before
-    tun4 = topo.run(topo.a, ["ip", "route", "show", "dev", "tunsec0"]).stdout
+    tun4 = tunsec_table.show("-4", "dev", "tunsec0", ns=topo.a.ns)
     assert "0.0.0.0/1" in tun4 and "128.0.0.0/1" in tun4, tun4
-    tun6 = topo.run(topo.a, ["ip", "-6", "route", "show", "dev", "tunsec0"]).stdout
+    tun6 = tunsec_table.show("-6", "dev", "tunsec0", ns=topo.a.ns)
     assert "::/1" in tun6 and "8000::/1" in tun6, tun6
     # the gateway's address keeps the path it had: through the router, not into the TUN
     path = topo.run(topo.a, ["ip", "route", "get", topo.b.outer4]).stdout
@@ -93,14 +93,14 @@ def test_a_start_after_kill_9_removes_the_exclude_route_the_killed_run_left(topo
     client.proc.wait(timeout=10)
     client.proc = None
     # the TUN went with its last descriptor, its routes with it; the exclude route stayed
-    exclude = f"{topo.b.outer4} via 192.0.2.1 dev veth0"
+    exclude = f"{topo.b.outer4} table 116 "   # a throw route in tunsec's table
     assert exclude in tunsec_routes(topo) and topo.default_routes(topo.a) == before
     # one of a peer no longer configured (the killed run's configuration had it)
-    topo.run(topo.a, ["ip", "route", "add", f"{GONE}/32", "via", "192.0.2.1", "dev", "veth0", "proto",
-                      str(RTPROT_TUNSEC), "metric", str(block_mark("tunsec0"))])
+    topo.run(topo.a, ["ip", "route", "add", "throw", f"{GONE}/32", "table", "116", "proto", str(RTPROT_TUNSEC),
+                      "metric", str(block_mark("tunsec0"))])
     client.start()
     # the configured peer's is replaced by the start's own (h/prepare: no longer removed first), the other goes
-    added = f"exclude route {topo.b.outer4}/32 via 192.0.2.1 (the path it had"
+    added = f"exclude route {topo.b.outer4}/32 (the host's path via 192.0.2.1"
     assert wait_until(lambda: client.log_text().count(added) == 2, 15), client.log_tail()
     client.wait_log(rf"exclude route {GONE}/32 an earlier tunsec left removed")
     client.wait_established(timeout=20)

@@ -11,9 +11,10 @@ A block is this instance's by its TUN's mark (Tun.owns; an unmarked one only if 
 record): another TUN's block of the network (another instance's replace took the place of ours) is not, so
 ours is said lost and put back, with add, once theirs goes; never over theirs.
 
-The look is one netlink dump the kernel filters (NETLINK_GET_STRICT_CHK: the main table, tunsec's proto,
-prohibit routes only): a few of them rather than the host's whole routing table (pyroute2 filters dumps in
-Python, seconds for a full table).  A kernel without dump filtering sends every route: each is checked here.
+The look is one netlink dump the kernel filters (NETLINK_GET_STRICT_CHK: tunsec's proto, prohibit routes
+only, of every table: tunsec's own (routetable.py), and the main table where an older tunsec's stay): a few
+of them rather than the host's whole routing table (pyroute2 filters dumps in Python, seconds for a full
+table).  A kernel without dump filtering sends every route: each is checked here.
 Only the kernel's datagrams are read (netlink.from_kernel): a route another netlink socket unicast to the
 dump's socket would have hidden a deleted block from the check (review revlate7 R1).
 """
@@ -30,7 +31,8 @@ import struct
 
 from tunsec.dataplane.blockrecord import mark_metrics
 from tunsec.dataplane.netlink import ForeignDrops, _netlink, from_kernel
-from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTN_PROHIBIT, RTPROT_TUNSEC, prohibit_of
+from tunsec.dataplane.prohibitroute import RTN_PROHIBIT, RTPROT_TUNSEC, prohibit_of
+from tunsec.dataplane.routetable import TABLE
 from tunsec.dataplane.tun import IPNetwork, Tun, Unrouted, _iproute
 from tunsec.loglimit import LogLimiter, suffix
 
@@ -114,7 +116,8 @@ class Keeper:
             with _iproute() as ipr, _netlink(f"putting back the prohibit route of {dst}"):
                 # add, not replace: a route someone else put in the block's place (another VPN, root, a
                 # tunnel moved elsewhere) is theirs; taken over, it would be gone for good once we unblock
-                ipr.route("add", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC, metrics=mark_metrics(tun.name))
+                ipr.route("add", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC, table=TABLE,
+                          metrics=mark_metrics(tun.name))
         except OSError as err:
             taken = err.errno == errno.EEXIST
             known = dst in self.lost
@@ -141,7 +144,8 @@ class Keeper:
 
 
 def tunsec_prohibits() -> set[tuple[IPNetwork, int | None]]:
-    """tunsec's prohibit routes in the main table (either family): each one's network and mark (None: none)."""
+    """tunsec's prohibit routes in its table or the main table (either family): each one's network and mark (None:
+    none)."""
     return {n for family in (socket.AF_INET, socket.AF_INET6) for n in _dump(family)}
 
 
@@ -149,7 +153,7 @@ def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
         with contextlib.suppress(OSError):   # an old kernel: no filter, every route comes (checked below)
             s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        body = _RTMSG.pack(family, 0, 0, 0, RT_TABLE_MAIN, RTPROT_TUNSEC, 0, RTN_PROHIBIT, 0)
+        body = _RTMSG.pack(family, 0, 0, 0, 0, RTPROT_TUNSEC, 0, RTN_PROHIBIT, 0)   # table 0: every table
         s.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body, (0, 0))
         found: set[tuple[IPNetwork, int | None]] = set()
         while True:
@@ -177,6 +181,6 @@ def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
 
 
 def _prohibit_of(msg: bytes) -> tuple[IPNetwork, int | None] | None:
-    """The network and mark of one route message if it is a prohibit route of tunsec's in the main table."""
+    """The network and mark of one route message if it is a prohibit route of tunsec's (prohibit_of)."""
     p = prohibit_of(msg)
     return (p.net, p.mark) if p is not None else None

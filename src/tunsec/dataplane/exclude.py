@@ -2,27 +2,27 @@
 an IKE peer (strongSwan's kernel-libipsec does the same: its routes of a full tunnel are more specific
 than a default route, and an "exclude route" keeps each peer's address on its old path).
 
-A tunnel's network of length 0 (``0.0.0.0/0``, ``::/0``) goes into the main table as its two halves
-(``0.0.0.0/1`` + ``128.0.0.0/1``, ``::/1`` + ``8000::/1``): longer than any default route, so preferred,
-and the default route is never replaced (``ip route replace 0.0.0.0/0`` took its place: gone at exit).
-Left in place, the host's own default route may change while tunsec runs (DHCP, NetworkManager, another
-daemon): the halves still win, and at exit the host has whatever default route it has then.  ``ipaddress``
-treats the halves as a full tunnel already (ike/address_role.py).
+A tunnel's network of length 0 (``0.0.0.0/0``, ``::/0``) goes into the TUN's routes as its two halves
+(``0.0.0.0/1`` + ``128.0.0.0/1``, ``::/1`` + ``8000::/1``), in tunsec's own table (routetable.py), looked up
+before the main table: the host's own default route is never replaced and may change while tunsec runs
+(DHCP, NetworkManager, another daemon), and no main-table route of any length takes a tunnel's network
+(review revks3 F1: an IPv6 router advertisement's on-link 2000::/3, a LAN's route: under a full tunnel the
+host's LAN is tunnelled too, but for the peers).  ``ipaddress`` treats the halves as a full tunnel already
+(ike/address_role.py).
 
-A TUN route covering a peer's outer address (a full tunnel's halves cover every gateway; a site-to-site
-remote_ts 192.0.2.0/24 covers a peer 192.0.2.1 reached through a router) would send our IKE and ESP to
-that peer into the TUN: the tunnel would kill itself.  So for each such peer a host route (/32, /128) goes
-in first, by the path the host had for it: the most specific main-table route to it that is neither the
-TUN's nor ours (what ``ip route get PEER`` said before the TUN's routes went in: gateway and device).
-Where that path is more specific than every TUN route covering the peer (the peer on a connected link) it
-needs none.  The host routes are tunsec's proto with the TUN's mark as their metric (a metric changes no
-TCP behaviour, unlike the blocks' RTAX_REORDERING mark on a route that carries traffic), so a start after
-kill -9 knows and removes the ones this instance left (clear_stale).
+A TUN route covering a peer's outer address (a full tunnel's halves cover every gateway and every neighbour;
+a site-to-site remote_ts 192.0.2.0/24 covers a peer 192.0.2.1) would send our IKE and ESP to that peer into
+the TUN: the tunnel would kill itself.  So for each such peer the host has a path to (a main-table route, not
+the TUN's nor ours) a ``throw`` route of its address (/32, /128) goes into tunsec's table first: there the
+lookup leaves the table and goes on to the main table, the host's own path to the peer, whatever it is by
+then (a new default route, another uplink: nothing to follow).  The throw routes are tunsec's proto with the
+TUN's mark as their metric, so a start after kill -9 knows and removes the ones this instance left
+(clear_stale), and the host routes by the peer's path that tunsec of before h/fixks5 put in the main table too.
 
 `tunsec prepare` (root) adds the configured peers' exclude routes for a later `tunsec up` that holds no
-CAP_NET_ADMIN: a start finds one on the path it would take and uses it without writing to the kernel
-(and removes only the ones of its mark it does not hold, after); on a TUN it did not make
-(``keep_found``) it leaves those it found at its clean stop, as it leaves the TUN's routes it found.
+CAP_NET_ADMIN: a start finds one in place and uses it without writing to the kernel (and removes only the ones
+of its mark it does not hold, after); on a TUN it did not make (``keep_found``) it leaves those it found at its
+clean stop, as it leaves the TUN's routes it found.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from typing import Any
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
-from tunsec.dataplane.routes import RT_SCOPE_LINK, RTN_UNICAST, destination, ifname, in_main, next_hops
+from tunsec.dataplane.routes import RTN_UNICAST, destination, in_main, next_hops
+from tunsec.dataplane.routetable import TABLE, in_table
 from tunsec.loglimit import LogLimiter, suffix
 from tunsec.policy.full_tunnel import HALVES
 
@@ -51,6 +52,7 @@ IPNetwork = IPv4Network | IPv6Network
 IPAddress = IPv4Address | IPv6Address
 Route = tuple[IPNetwork, tuple[IPNetwork, ...]]   # a remote network, the tunnel's local networks
 
+RTN_THROW = 9   # linux/rtnetlink.h
 FOLLOW_INTERVAL = 10.0   # seconds between two looks at the host's paths for the exclude routes
 
 
@@ -91,11 +93,12 @@ def best_path(paths: Iterable[Path], peer: IPAddress) -> Path | None:
 
 
 def captured(peer: IPAddress, tun_nets: Iterable[IPNetwork], path: Path | None) -> bool:
-    """A TUN route would take peer's traffic from path: one covers it at least as specifically (the TUN's
-    metric 0 wins a tie).  No path: nothing to keep (the peer is unreachable outside the tunnel anyway)."""
+    """A TUN route would take peer's traffic from path: one covers it (tunsec's table comes before the main
+    table, whatever the length of path's route).  No path: nothing to keep (the peer is unreachable outside the
+    tunnel anyway)."""
     if path is None:
         return False
-    return any(n.version == peer.version and peer in n and n.prefixlen >= path.net.prefixlen for n in tun_nets)
+    return any(n.version == peer.version and peer in n for n in tun_nets)
 
 
 def _iproute() -> Any:
@@ -123,6 +126,11 @@ def _host(peer: IPAddress) -> str:
     return f"{peer}/{peer.max_prefixlen}"
 
 
+def _command(verb: str, peer: IPAddress, mark: int) -> str:
+    """Root's command that adds (or deletes) peer's exclude route of mark."""
+    return f"ip route {verb} throw {_host(peer)} table {TABLE} proto {RTPROT_TUNSEC} metric {mark}"
+
+
 @dataclass
 class ExcludeRoutes:
     """This instance's exclude routes (see the module), by peer address: the path each one takes."""
@@ -136,8 +144,6 @@ class ExcludeRoutes:
     paths: dict[int, list[Path]] = field(default_factory=dict)
     refused: int = 0          # exclude routes refused (status)
     denied: bool = False      # one was refused for want of CAP_NET_ADMIN: no table dump per address again
-    # by peer, the path follow() could not move its exclude route to: said once per change, not every round
-    stuck: dict[IPAddress, Path] = field(default_factory=dict)
     _refused_log: LogLimiter = field(default_factory=LogLimiter, repr=False, compare=False)
     # held for a whole change: the IKE service's threads and a reload's add and remove at once
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -163,38 +169,36 @@ class ExcludeRoutes:
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
             paths: dict[int, list[Path]] = {}
-            present: dict[int, dict[IPAddress, tuple[str | None, int]]] = {}
+            present: dict[int, set[IPAddress]] = {}
             for peer in peers:
                 family = _family(peer)
                 if family not in paths:
                     paths[family] = self.paths[family] = _paths(ipr, family, tun_idx)
                     # on a TUN made for us (prepare's) look for its routes first: found, they stay at exit,
                     # and without CAP_NET_ADMIN nothing else would do; else add (or replace) makes it ours
-                    present[family] = _present(ipr, family, self.mark) if self.keep_found else {}
+                    present[family] = _present(ipr, family, self.mark) if self.keep_found else set()
                 path = best_path(paths[family], peer)
                 if not captured(peer, tun_nets, path):
                     continue
                 assert path is not None
-                if present[family].get(peer) == (path.gateway, path.oif):
+                if peer in present[family]:
                     self._found(peer, path)   # tunsec prepare's (or a killed run's): nothing to write
                     continue
                 try:
                     self._add(ipr, peer, path)
                 except NetlinkError as exc:
                     self.denied = self.denied or exc.code == errno.EPERM
-                    via = f" via {path.gateway}" if path.gateway else ""
                     # only configured or authenticated peers get here (exclude_gate.py): the command is theirs
                     failed.append(self._refusal(
-                        f"exclude route {_host(peer)}{via} refused: {reason(exc)}; IKE and ESP to peer "
-                        f"{peer} go into TUN {self.tun} (as root: ip route add {_host(peer)}{via} "
-                        f"dev {ifname(ipr, path.oif)} proto {RTPROT_TUNSEC} metric {self.mark})"))
+                        f"exclude route {_host(peer)} refused: {reason(exc)}; IKE and ESP to peer "
+                        f"{peer} go into TUN {self.tun} (as root: {_command('add', peer, self.mark)})"))
         return failed
 
     def _found(self, peer: IPAddress, path: Path) -> None:
         self.held[peer] = path
         if self.keep_found:
             self.found.add(peer)
-        log.info("exclude route %s%s in place (the path it had: not into TUN %s)", _host(peer),
+        log.info("exclude route %s in place (the host's path%s: not into TUN %s)", _host(peer),
                  f" via {path.gateway}" if path.gateway else "", self.tun)
 
     def _refusal(self, line: str) -> str:
@@ -212,31 +216,26 @@ class ExcludeRoutes:
             for family in (socket.AF_INET, socket.AF_INET6):
                 self.paths[family] = _paths(ipr, family, tun_idx)
 
-    def _route(self, peer: IPAddress, path: Path) -> dict[str, object]:
-        """pyroute2's arguments for peer's exclude route by path."""
-        kw: dict[str, object] = {"dst": _host(peer), "oif": path.oif, "proto": RTPROT_TUNSEC, "priority": self.mark}
-        if path.gateway:
-            kw["gateway"] = path.gateway
-        else:
-            kw["scope"] = RT_SCOPE_LINK
-        return kw
+    def _route(self, peer: IPAddress) -> dict[str, object]:
+        """pyroute2's arguments for peer's exclude route: a throw route in tunsec's table (the lookup goes on
+        to the main table)."""
+        return {"dst": _host(peer), "type": "throw", "table": TABLE, "proto": RTPROT_TUNSEC, "priority": self.mark}
 
     def _add(self, ipr: Any, peer: IPAddress, path: Path) -> None:
-        kw = self._route(peer, path)
         try:
-            ipr.route("add", **kw)
+            ipr.route("add", **self._route(peer))
         except NetlinkError as exc:   # one a killed run of ours left (clear_stale missed it): ours now
             if exc.code != errno.EEXIST:
                 raise
-            ipr.route("replace", **kw)
         self.held[peer] = path
-        log.info("exclude route %s%s (the path it had: not into TUN %s)", _host(peer),
+        log.info("exclude route %s (the host's path%s: not into TUN %s)", _host(peer),
                  f" via {path.gateway}" if path.gateway else "", self.tun)
 
     def follow(self) -> None:
-        """Each exclude route onto the path the host has for its peer now: the host's default route changed
-        while tunsec runs (DHCP, NetworkManager, another uplink).  None found (the uplink gone for a moment):
-        the route stays as it is.  The paths are kept for IKE sent without an exclude route (paths)."""
+        """The host's paths listed again (paths: its default route changed while tunsec runs, DHCP,
+        NetworkManager, another uplink), and the one each peer's exclude route leads to now, for status and
+        for IKE sent without an exclude route.  Nothing to write: a throw route leads to whatever path the main
+        table has.  None found (the uplink gone for a moment): the last one known is kept."""
         with self._lock, _iproute() as ipr, as_oserror("following the host's paths for the exclude routes"):
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
@@ -244,20 +243,10 @@ class ExcludeRoutes:
             self.paths.update(paths)
             for peer, had in list(self.held.items()):
                 now = best_path(paths[_family(peer)], peer)
-                if now is None or (now.gateway, now.oif) == (had.gateway, had.oif):
-                    self.stuck.pop(peer, None)
-                    continue
-                try:
-                    ipr.route("replace", **self._route(peer, now))
-                except NetlinkError as exc:
-                    if self.stuck.get(peer) != now:   # an unprivileged run is refused every round (EPERM)
-                        log.warning("exclude route %s stays on its old path: %s", _host(peer), reason(exc))
-                    self.stuck[peer] = now
-                    continue
-                self.stuck.pop(peer, None)
-                self.held[peer] = now
-                log.info("exclude route %s follows the host's path: %s", _host(peer),
-                         f"via {now.gateway}" if now.gateway else "on the link")
+                if now is not None and (now.gateway, now.oif) != (had.gateway, had.oif):
+                    self.held[peer] = now
+                    log.info("exclude route %s: the host's path is now %s", _host(peer),
+                             f"via {now.gateway}" if now.gateway else "on the link")
 
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
@@ -277,7 +266,6 @@ class ExcludeRoutes:
         self.remove([p for p in self.held if p not in self.found])
         self.held.clear()
         self.found.clear()
-        self.stuck.clear()
 
     def remove(self, gone: list[IPAddress]) -> None:
         """The exclude routes of gone go (those held)."""
@@ -287,15 +275,14 @@ class ExcludeRoutes:
             for peer in gone:
                 path = self.held.pop(peer, None)
                 self.found.discard(peer)
-                self.stuck.pop(peer, None)
                 if path is None:
                     continue
                 try:
-                    ipr.route("del", dst=_host(peer), oif=path.oif, proto=RTPROT_TUNSEC, priority=self.mark)
+                    ipr.route("del", **self._route(peer))
                 except NetlinkError as exc:
-                    if exc.code != errno.ESRCH:   # gone already: removed by someone else, or with its device
-                        log.warning("exclude route %s stays: %s (as root: ip route del %s proto %d metric %d)",
-                                    _host(peer), reason(exc), _host(peer), RTPROT_TUNSEC, self.mark)
+                    if exc.code != errno.ESRCH:   # gone already: removed by someone else
+                        log.warning("exclude route %s stays: %s (as root: %s)", _host(peer), reason(exc),
+                                    _command("del", peer, self.mark))
                     continue
                 log.info("exclude route %s removed", _host(peer))
 
@@ -313,17 +300,19 @@ class ExcludeRoutes:
 
     def drop_unheld(self, whose: str) -> list[str]:
         """The exclude routes of this instance's mark (tunsec's proto, host routes, its TUN's mark as their
-        metric) it does not hold go; whose says who left them (logged).  Those removed; OSError if they
-        cannot be listed."""
+        metric: _stale_of) it does not hold go; whose says who left them (logged).  Those removed; OSError if
+        they cannot be listed."""
         removed: list[str] = []
         with _iproute() as ipr, as_oserror(f"listing the exclude routes {whose}"):
             for family in (socket.AF_INET, socket.AF_INET6):
                 for r in ipr.route("dump", family=family):
-                    if not _stale_of(r, self.mark) or ip_address(r.get_attr("RTA_DST")) in self.held:
+                    if not _stale_of(r, self.mark) or (in_table(r) and ip_address(r.get_attr("RTA_DST")) in self.held):
                         continue
                     dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
+                    kw = {"oif": r.get_attr("RTA_OIF")} if r.get_attr("RTA_OIF") is not None else {}
                     try:
-                        ipr.route("del", dst=dst, oif=r.get_attr("RTA_OIF"), proto=RTPROT_TUNSEC, priority=self.mark)
+                        ipr.route("del", dst=dst, type=r["type"], table=r.get_attr("RTA_TABLE") or r["table"],
+                                  proto=RTPROT_TUNSEC, priority=self.mark, **kw)
                     except NetlinkError as exc:
                         log.warning("exclude route %s %s stays: %s", dst, whose, reason(exc))
                         continue
@@ -332,22 +321,18 @@ class ExcludeRoutes:
         return removed
 
 
-def _present(ipr: Any, family: int, mark: int) -> dict[IPAddress, tuple[str | None, int]]:
-    """This instance's exclude routes in the kernel now (its mark, _stale_of): the next hop of each."""
-    out: dict[IPAddress, tuple[str | None, int]] = {}
-    for r in ipr.route("dump", family=family):
-        if _stale_of(r, mark) and len(hops := next_hops(r)) == 1:   # ours have one next hop: no multipath
-            gateway, oif = hops[0]
-            if oif is not None:
-                out[ip_address(r.get_attr("RTA_DST"))] = (gateway, int(oif))
-    return out
+def _present(ipr: Any, family: int, mark: int) -> set[IPAddress]:
+    """This instance's exclude routes in the kernel now (its mark's throw routes in tunsec's table)."""
+    return {ip_address(r.get_attr("RTA_DST")) for r in ipr.route("dump", family=family)
+            if _stale_of(r, mark) and in_table(r)}
 
 
 def _stale_of(r: Any, mark: int) -> bool:
-    """A host route of tunsec's proto in the main table with mark as its metric: an exclude route of ours."""
+    """A host route of tunsec's proto with mark as its metric: an exclude route of ours (a throw route in tunsec's
+    table), or one a tunsec of before h/fixks5 put in the main table (by the peer's path, unicast)."""
     host = 32 if r["family"] == socket.AF_INET else 128
-    return bool(in_main(r) and r["type"] == RTN_UNICAST and r["proto"] == RTPROT_TUNSEC
-                and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
+    kind = (in_table(r) and r["type"] == RTN_THROW) or (in_main(r) and r["type"] == RTN_UNICAST)
+    return bool(kind and r["proto"] == RTPROT_TUNSEC and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
 
 
 async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:

@@ -6,7 +6,9 @@ tunnel's remote network, a gateway's pools; a full tunnel's as the halves of a d
 dataplane/exclude.py) go with the TUN when its last descriptor closes.  After a kill -9 (a crash, the OOM
 killer) the host's other routes (its default route) would carry the tunnels' traffic in clear until the
 next start (for ever if it fails).  So each has a route of the same network with a metric below the TUN's
-(STANDING_PRIORITY; the TUN's is 0) into a device of this instance's (``name``): a persistent TUN no
+(STANDING_PRIORITY; the TUN's is IPv4's 0, IPv6's 1024), in tunsec's table with it (routetable.py: looked up
+before the main table, so no route of the host's wins over it, of any metric: review revks3 F2), into a
+device of this instance's (``name``): a persistent TUN no
 process reads (no carrier: the kernel drops what is routed to it; a dummy device would do the same, but
 its kernel module is often missing).  While the TUN lives its route wins; once it is gone the device
 takes the traffic.  The exclude routes (host routes, more specific) survive as well, so a restart's IKE
@@ -77,7 +79,8 @@ from tunsec.dataplane.ksreader import STANDING_PRIORITY, cut_off, tun_owner_of
 from tunsec.dataplane.linkdown import keep_used
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
-from tunsec.dataplane.routes import destination, ifname, in_main
+from tunsec.dataplane.routes import destination, ifname
+from tunsec.dataplane.routetable import TABLE, in_table
 from tunsec.dataplane.tun import NO_ADDR_GEN
 from tunsec.dataplane.tundev import LinkState, hold, holds, let_go, link_state, me, tun_owner, tun_owner_uid, unpersist
 
@@ -160,7 +163,7 @@ class KillSwitch:
         """net's standing route; the failed line if it cannot be (one for root's hand goes to unapplied)."""
         cmd = _route_add(net, self.name)
         try:
-            ipr.route("add", dst=str(net), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
+            ipr.route("add", dst=str(net), oif=idx, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY, table=TABLE)
         except NetlinkError as exc:
             if exc.code == errno.EPERM:
                 self.unapplied.append(cmd)
@@ -302,14 +305,16 @@ class KillSwitch:
     def _drop(self, ipr: Any, net: IPNetwork) -> str | None:
         """net's standing route off the device; the failed line if it stays (one for root goes to unapplied)."""
         try:
-            ipr.route("del", dst=str(net), oif=self.index, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY)
+            ipr.route("del", dst=str(net), oif=self.index, proto=RTPROT_TUNSEC, priority=STANDING_PRIORITY,
+                      table=TABLE)
         except NetlinkError as exc:
             if exc.code == errno.EPERM:
-                self.unapplied.append(f"ip route del {net} dev {self.name} metric {STANDING_PRIORITY}")
+                self.unapplied.append(f"ip route del {net} dev {self.name} table {TABLE} metric {STANDING_PRIORITY}")
                 return None
             if exc.code != errno.ESRCH:
                 return f"standing route {net} dev {self.name} stays: {reason(exc)}; its traffic is dropped if " \
-                       f"tunsec is killed (as root: ip route del {net} dev {self.name} metric {STANDING_PRIORITY})"
+                       f"tunsec is killed (as root: ip route del {net} dev {self.name} table {TABLE} " \
+                       f"metric {STANDING_PRIORITY})"
         self.held.discard(net)
         log.info("standing route %s dev %s removed (no tunnel routes it any more)", net, self.name)
         return None
@@ -389,7 +394,7 @@ class KillSwitch:
 
 def _route_add(net: IPNetwork, device: str) -> str:
     """The command for root that adds net's standing route."""
-    return f"ip route add {net} dev {device} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY}"
+    return f"ip route add {net} dev {device} table {TABLE} proto {RTPROT_TUNSEC} metric {STANDING_PRIORITY}"
 
 
 def _delete(ipr: Any, idx: int, name: str) -> None:
@@ -430,10 +435,10 @@ def _ipv6_on(ipr: Any, idx: int, name: str) -> None:
 
 
 def _holder(ipr: Any, net: IPNetwork) -> int | None:
-    """The device of the main table's route of net at STANDING_PRIORITY (None: none; 0: a route of no one
+    """The device of tunsec's table's route of net at STANDING_PRIORITY (None: none; 0: a route of no one
     device, a blackhole, prohibit or multipath one: never ours)."""
     for r in ipr.route("dump", family=socket.AF_INET if net.version == 4 else socket.AF_INET6):
-        if in_main(r) and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and destination(r) == net:
+        if in_table(r) and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and destination(r) == net:
             oif = r.get_attr("RTA_OIF")
             return int(oif) if oif is not None else 0
     return None
@@ -455,12 +460,13 @@ def _described(state: LinkState) -> str:
 
 def _standing(ipr: Any, idx: int, versions: set[int]) -> set[IPNetwork]:
     """The standing routes on the device (index idx) already, of the IP versions asked (only those: a
-    kernel without IPv6 refuses its dump): networks of the main table's routes of tunsec's proto through it
-    with STANDING_PRIORITY (what ensure adds; another table's, or another proto's, holds nothing here)."""
+    kernel without IPv6 refuses its dump): networks of tunsec's table's routes of tunsec's proto through it
+    with STANDING_PRIORITY (what ensure adds; another table's, or another proto's, holds nothing here: the main
+    table's of a tunsec of before h/fixks5 lose to every route of the host's, review revks3 F2)."""
     out: set[IPNetwork] = set()
     for family in (socket.AF_INET if v == 4 else socket.AF_INET6 for v in sorted(versions)):
         for r in ipr.route("dump", family=family, oif=idx):
-            if (r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and in_main(r)
+            if (r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and in_table(r)
                     and r["proto"] == RTPROT_TUNSEC):
                 out.add(destination(r))
     return out

@@ -19,11 +19,14 @@ from typing import Any
 from tunsec.dataplane.exclude import IPNetwork
 from tunsec.dataplane.netlink import NetlinkError, reason
 from tunsec.dataplane.routes import destination, in_main
+from tunsec.dataplane.routetable import in_table
 from tunsec.dataplane.tundev import me, owner_name, tun_owner_uid
 
 log = logging.getLogger("tunsec.tun")
 
-# below the TUN's routes (metric 0): the route that holds a tunnel's network once the TUN is gone
+# below the TUN's routes (metric 0, IPv6's 1024) in tunsec's table (routetable.py: looked up before the main
+# table, so no route of the host's of any metric wins over it, review revks3 F2): the route that holds a
+# tunnel's network once the TUN is gone
 STANDING_PRIORITY = 0xFFFFFFFE
 
 
@@ -56,9 +59,9 @@ def _unrouted(ipr: Any, idx: int, name: str, owner: int) -> str:
     """The standing routes into device idx removed where this process may; what stays, said."""
     stay: list[str] = []
     gone: list[str] = []
-    for net in _into(ipr, idx):
+    for net, table in _into(ipr, idx):
         try:
-            ipr.route("del", dst=str(net), oif=idx, priority=STANDING_PRIORITY)
+            ipr.route("del", dst=str(net), oif=idx, priority=STANDING_PRIORITY, table=table)
             gone.append(str(net))
         except NetlinkError as exc:
             stay.append(str(net) if exc.code == errno.EPERM else f"{net} ({reason(exc)})")
@@ -73,15 +76,17 @@ def _unrouted(ipr: Any, idx: int, name: str, owner: int) -> str:
     return f"{what}: not ours, left as it is (as root: ip link del {name})"
 
 
-def _into(ipr: Any, idx: int) -> list[IPNetwork]:
-    """The main table's routes through device idx with STANDING_PRIORITY, of any proto (a prepare's of before
-    h/fixks2 or one added by hand: each hands its network to the reader)."""
-    out: list[IPNetwork] = []
+def _into(ipr: Any, idx: int) -> list[tuple[IPNetwork, int]]:
+    """tunsec's table's routes through device idx with STANDING_PRIORITY, and the main table's (a tunsec's of
+    before h/fixks5), of any proto (a prepare's of before h/fixks2 or one added by hand: each hands its network
+    to the reader): network and table of each."""
+    out: list[tuple[IPNetwork, int]] = []
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             routes = list(ipr.route("dump", family=family, oif=idx))
         except NetlinkError:   # a kernel without IPv6
             continue
-        out += [destination(r) for r in routes
-                if r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY and in_main(r)]
+        out += [(destination(r), int(r.get_attr("RTA_TABLE") or r["table"])) for r in routes
+                if r.get_attr("RTA_OIF") == idx and r.get_attr("RTA_PRIORITY") == STANDING_PRIORITY
+                and (in_table(r) or in_main(r))]
     return out

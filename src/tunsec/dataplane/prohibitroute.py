@@ -32,6 +32,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from tunsec.dataplane.netlink import ForeignDrops, NetlinkError, from_kernel
+from tunsec.dataplane.routetable import TABLE
 
 log = logging.getLogger("tunsec.tun")
 
@@ -57,16 +58,18 @@ FOREIGN = ForeignDrops("prohibit route delete", log)
 
 @dataclass(frozen=True)
 class Prohibit:
-    """One prohibit route of tunsec's (main table, proto 116) as a message carries it."""
+    """One prohibit route of tunsec's (its table, or the main table: an older tunsec's; proto 116) as a message
+    carries it."""
 
     net: IPNetwork
     mark: int | None    # its TUN's (blockrecord.block_mark); None: none (an older tunsec's)
     priority: int | None
+    table: int = TABLE
 
 
 def prohibit_of(msg: bytes) -> Prohibit | None:
     """The route in one route message (after the netlink header) if it is a prohibit route of tunsec's in
-    the main table."""
+    its table (routetable.py) or the main table (one a tunsec of before h/fixks5 left)."""
     if len(msg) < RTMSG.size:
         return None
     family, dst_len, _src, _tos, table, proto, _scope, kind, _flags = RTMSG.unpack_from(msg)
@@ -81,13 +84,13 @@ def prohibit_of(msg: bytes) -> Prohibit | None:
         elif attr == RTA_METRICS:
             mark = next((struct.unpack("=I", v)[0] for a, v in attrs(value, 0) if a == RTAX_REORDERING
                          and len(v) == 4), None) or None   # 0: none (the kernel leaves a 0 out)
-    if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table != RT_TABLE_MAIN:
+    if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table not in (TABLE, RT_TABLE_MAIN):
         return None
     size = 4 if family == socket.AF_INET else 16
     if family not in (socket.AF_INET, socket.AF_INET6) or len(dst) not in (0, size) or dst_len > size * 8:
         return None
     address = ip_address(dst or bytes(size))
-    return Prohibit(ip_network(f"{address}/{dst_len}", strict=False), mark, priority)
+    return Prohibit(ip_network(f"{address}/{dst_len}", strict=False), mark, priority, table)
 
 
 def attrs(msg: bytes, off: int) -> Iterator[tuple[int, bytes]]:
@@ -160,7 +163,7 @@ def _read(s: socket.socket, ours: set[tuple[int, int]]) -> list[Prohibit]:
 
 def _put_back(ipr: Any, p: Prohibit) -> None:
     """Another TUN's block our delete took (it had replaced ours after our dump): back, as it was."""
-    kw: dict[str, object] = {"dst": str(p.net), "type": "prohibit", "proto": RTPROT_TUNSEC}
+    kw: dict[str, object] = {"dst": str(p.net), "type": "prohibit", "proto": RTPROT_TUNSEC, "table": p.table}
     if p.mark is not None:
         kw["metrics"] = {"reordering": p.mark}
     if p.priority is not None:

@@ -1,5 +1,6 @@
 """What a route the kernel dumped (pyroute2's rtmsg) says, in one place for the modules that read the
-main table (dataplane/exclude.py, dataplane/tun.py): its table, destination, next hops, a device's name."""
+main table (the host's paths: dataplane/exclude.py, dataplane/tun.py): its table, destination, next hops, a
+device's name.  tunsec's own routes are in its own table (routetable.in_table)."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from tunsec.dataplane.prohibitroute import RTN_PROHIBIT as RTN_PROHIBIT
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC as RTPROT_TUNSEC
 from tunsec.dataplane.prohibitroute import delete as _delete_prohibit
 from tunsec.dataplane.routes import RT_SCOPE_LINK, destination, gateways, ifname, in_main
+from tunsec.dataplane.routetable import TABLE, ensure_rules, in_table
 from tunsec.dataplane.tundev import me, open_error, tun_flags, tun_group, tun_owner
 
 log = logging.getLogger("tunsec.tun")
@@ -122,6 +123,8 @@ class Tun:
     # networks whose unmarked prohibit route (an older tunsec's) the start took for this instance's, its
     # record listing them: the only unmarked blocks it lifts or counts as its own later (owns)
     unmarked: set[IPNetwork] = field(default_factory=set, repr=False, compare=False)
+    # the IP versions whose rule (routetable.py: tunsec's table before the main table) was looked at
+    ruled: set[int] = field(default_factory=set, repr=False, compare=False)
     # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
     # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
     # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
@@ -244,13 +247,14 @@ class Tun:
         op = f"adding route {dst} via TUN {self.name}"
         with _iproute() as ipr, _netlink(op):
             idx = ipr.link_lookup(ifname=self.name)[0]
+            self._rule(ipr, dst.version)
             if _has_route(ipr, idx, dst):
                 log.info("route %s via %s exists", dst, self.name)
                 return True   # not ours: left in place at exit
-            kw: dict[str, object] = {"dst": str(dst), "oif": idx}
+            kw: dict[str, object] = {"dst": str(dst), "oif": idx, **TUN_ROUTE}
             if src:
                 kw["prefsrc"] = src
-            cmd = f"ip route add {dst} dev {self.name}" + (f" src {src}" if src else "")
+            cmd = f"ip route add {dst} dev {self.name}" + (f" src {src}" if src else "") + TUN_ROUTE_ARGS
             before = len(self.unapplied)
             self._change(lambda: ipr.route("replace", **kw), op, f"no route to {dst} through it", cmd,
                          lambda: self._family_hint(dst))
@@ -259,6 +263,21 @@ class Tun:
             self.routes.append((dst, src))
         log.info("route %s via %s%s", dst, self.name, f" src {src}" if src else "")
         return True
+
+    def _rule(self, ipr: Any, version: int) -> None:
+        """The rule that has tunsec's table (these routes) looked up before the main table, once per IP version;
+        missing without CAP_NET_ADMIN (tunsec prepare's taken away): root's command in unapplied."""
+        if version in self.ruled:
+            return
+        try:
+            missing = ensure_rules(ipr, [version])
+        except NetlinkError as exc:   # a kernel without IPv6: the route's own refusal says why
+            if exc.code != errno.EAFNOSUPPORT:
+                raise
+            return
+        for cmd in missing:
+            self.unapplied.append((f"no rule looks up table {TABLE} (its routes) before the main table", cmd))
+        self.ruled.add(version)
 
     def _unblock_routed(self, dst: IPNetwork) -> None:
         """dst's block off now that its TUN route is in."""
@@ -300,11 +319,12 @@ class Tun:
             self._note_blocks(dst)   # recorded before it exists: a kill -9 in between leaves none unrecorded
             try:
                 with _iproute() as ipr, _netlink(op):
+                    self._rule(ipr, dst.version)   # a block of tunsec's table holds nothing without it
                     # replace, as add_route does: a route of the host's to that very network must not win.
                     # Marked as tunsec's (proto) and recorded as this instance's: a tunsec killed before it
                     # could remove it finds it at its next start (clear_stale_blocks), by its TUN's mark
                     # (blockrecord.py); add_route's replace of the same network takes it over too
-                    ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC,
+                    ipr.route("replace", dst=str(dst), type="prohibit", proto=RTPROT_TUNSEC, **TUN_ROUTE,
                               metrics=mark_metrics(self.name))
             except OSError:
                 self._note_blocks()
@@ -361,18 +381,22 @@ class Tun:
             log.warning("prohibit routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
             return False
         mine, mark = self.record.inherited if self.record is not None else set(), block_mark(self.name)
+        held = {d for d, _s in self.routes} | {d for d, r in found if in_table(r)}   # in tunsec's table
         for dst, r in found:
             # another tunsec's in this namespace (or an older tunsec's whose record was lost)
             if route_mark(r) != mark and (route_mark(r) is not None or dst not in mine):
                 log.warning("prohibit route of %s (tunsec's, proto %d) is not this instance's (not its TUN's mark, nor "
                             "unmarked and recorded: %s): left "
                             "in place, another tunsec in this network namespace may hold it; if none does, as root: "
-                            "ip route del prohibit %s proto %d", dst, RTPROT_TUNSEC,
-                            self.record.name() if self.record is not None else "no record", dst, RTPROT_TUNSEC)
+                            "ip route del prohibit %s proto %d table %s", dst, RTPROT_TUNSEC,
+                            self.record.name() if self.record is not None else "no record", dst, RTPROT_TUNSEC,
+                            r.get_attr("RTA_TABLE"))
                 continue
             # remove_address's stand-in for a TUN route (killed before it put the route back): the TUN
-            # route, in by now, is preferred, so it goes whether its network is wanted or not
-            if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY:
+            # route, in by now, is preferred, so it goes whether its network is wanted or not; so does one in the
+            # main table (a tunsec's of before h/fixks5) of a network tunsec's table routes or blocks (looked up
+            # first); one of a network it does not (its route not added: unprivileged) holds it still
+            if dst in wanted and r.get_attr("RTA_PRIORITY") != _GUARD_PRIORITY and (in_table(r) or dst not in held):
                 self._adopt(dst, r, f"left by an earlier tunsec; no route through TUN {self.name} yet")
                 continue
             try:
@@ -420,8 +444,8 @@ class Tun:
             before = len(self.unapplied)
             try:
                 if links:
-                    self._change(lambda: ipr.route("del", dst=str(dst), oif=links[0]), op,
-                                 f"route to {dst} through it", f"ip route del {dst} dev {self.name}")
+                    self._change(lambda: ipr.route("del", dst=str(dst), oif=links[0], table=TABLE), op,
+                                 f"route to {dst} through it", f"ip route del {dst} dev {self.name} table {TABLE}")
             except OSError as exc:   # already gone (someone removed it): nothing left to do
                 if exc.errno != errno.ESRCH:
                     raise
@@ -471,7 +495,8 @@ class Tun:
 
     def remove_address(self, addr: str) -> None:
         """A virtual IP off the TUN, our routes kept.  The kernel deletes the IPv4 routes whose source
-        it was and, with the TUN's last IPv4 address, every IPv4 route through it: those are backed
+        it was (in the main table only: not ours, in tunsec's table; replaced all the same) and, with the TUN's
+        last IPv4 address, every IPv4 route through it: those are backed
         by a prohibit route of the lowest preference meanwhile (their traffic is refused, never sent
         by the host's other routes in clear), then put back without that source.  A route the kernel
         will not take back stays blocked by it, until a reload adds the route (unrouted)."""
@@ -490,7 +515,7 @@ class Tun:
                     # add, not replace: a prohibit route of that network at that metric is there already
                     # (an operator's kill switch under the VPN's route): it covers the network, and is
                     # neither taken over nor deleted after (review revblock F3)
-                    ipr.route("add", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY,
+                    ipr.route("add", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, table=TABLE,
                               proto=RTPROT_TUNSEC, metrics=mark_metrics(self.name))
                 except NetlinkError as exc:   # those put in go (blocking nothing: the routes stay), or stay recorded
                     if exc.code == errno.EEXIST:
@@ -518,7 +543,7 @@ class Tun:
         failed: set[IPNetwork] = set()
         for dst, src in self._lost_with(gone, last):
             kept = src if src and src != gone else None
-            kw: dict[str, object] = {"dst": str(dst), "oif": idx}
+            kw: dict[str, object] = {"dst": str(dst), "oif": idx, **TUN_ROUTE}
             if kept:
                 kw["prefsrc"] = kept
             try:
@@ -537,7 +562,7 @@ class Tun:
             try:
                 # naming proto and mark: an IPv4 delete takes only a route whose metrics match (ours)
                 ipr.route("del", dst=str(dst), type="prohibit", priority=_GUARD_PRIORITY, proto=RTPROT_TUNSEC,
-                          metrics=mark_metrics(self.name))
+                          table=TABLE, metrics=mark_metrics(self.name))
             except NetlinkError as exc:   # harmless: the TUN route is preferred; said, not raised
                 if exc.code == errno.ESRCH:   # removed by someone else: nothing of ours left
                     continue
@@ -549,7 +574,7 @@ class Tun:
         """Give one of our routes a preferred source (a virtual IP) or none; others' routes are left alone.
 
         The kernel drops an IPv4 route whose source address goes away, so it is put back without one."""
-        kw: dict[str, object] = {"dst": str(dst)}
+        kw: dict[str, object] = {"dst": str(dst), **TUN_ROUTE}
         if src:
             kw["prefsrc"] = src
         with self._lock:
@@ -614,7 +639,7 @@ class Tun:
             for dst, _src in self.routes:
                 try:
                     if links:
-                        ipr.route("del", dst=str(dst), oif=links[0])
+                        ipr.route("del", dst=str(dst), oif=links[0], table=TABLE)
                 except (NetlinkError, OSError) as exc:   # at exit: gone with its TUN, or removed by someone
                     log.debug("route %s: %s", dst, exc)
         self.routes.clear()
@@ -631,8 +656,9 @@ class Tun:
 
 
 def _ours_prohibit(r: Any) -> bool:
-    """A prohibit route tunsec made (block): in the main table, with our proto."""
-    return bool(r["type"] == RTN_PROHIBIT and r["proto"] == RTPROT_TUNSEC and in_main(r))
+    """A prohibit route tunsec made (block): in its table, with our proto; or in the main table (a tunsec of before
+    h/fixks5 left it)."""
+    return bool(r["type"] == RTN_PROHIBIT and r["proto"] == RTPROT_TUNSEC and (in_table(r) or in_main(r)))
 
 
 def _delete_stale(r: Any, dst: IPNetwork) -> None:
@@ -640,7 +666,7 @@ def _delete_stale(r: Any, dst: IPNetwork) -> None:
     meanwhile is gone, and another TUN's block a delete took in its place is put back."""
     mark = route_mark(r)
     with _iproute() as ipr, _netlink(f"removing the prohibit route of {dst} an earlier tunsec left",
-                                     lambda: f"as root: ip route del prohibit {dst}"):
+                                     lambda: f"as root: ip route del prohibit {dst} table {r.get_attr('RTA_TABLE')}"):
         _delete_prohibit(ipr, _prohibit_key(r, dst), dst, lambda _d, m: m == mark)
 
 
@@ -668,6 +694,12 @@ class Unrouted:
     blocked: bool
 
 
+# where the TUN's routes and the blocks go: tunsec's table (routetable.py), looked up before the main table, so
+# no route of the host's of any metric competes (review revks3 F1, F3, F5).  The family's default metric (IPv4's
+# 0; IPv6's 1024: the kernel makes a metric 0 1024): a block and the TUN route of a network share the key, so
+# either replaces the other; TUN_ROUTE_ARGS: the same in root's commands
+TUN_ROUTE: dict[str, int] = {"table": TABLE}
+TUN_ROUTE_ARGS = f" table {TABLE}"
 # the metric of the prohibit route that stands in for a TUN route while remove_address runs: the least
 # preferred, so the TUN route (metric 0) wins whenever it is there
 _GUARD_PRIORITY = 0xFFFFFFFF
@@ -684,9 +716,9 @@ def _addr_gen_mode(link: Any) -> int | None:
 
 
 def _has_route(ipr: Any, idx: int, dst: IPNetwork) -> bool:
-    """dst already routed through the TUN (main table), as root or tunsec prepare may have done."""
+    """dst already routed through the TUN (in tunsec's table), as root or tunsec prepare may have done."""
     family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-    return any(_same_dst(r, dst) for r in ipr.route("dump", family=family, oif=idx))
+    return any(_same_dst(r, dst) and in_table(r) for r in ipr.route("dump", family=family, oif=idx))
 
 
 def _same_dst(r: Any, dst: IPNetwork) -> bool:
