@@ -106,7 +106,7 @@ def test_a_prepared_device_made_again_after_its_reader_was_cut_off_stays_at_the_
         ks.close()
         assert ks.fd == -1   # released
     assert DEVICE in ip(ns, "link", "show") and owner(ns) == "0"
-    assert f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE))
+    assert f"dev {DEVICE}" in ip(ns, "route", "show", str(SITE), "table", "116")
     with in_netns(ns):   # unheld: a later start finds it a TUN nobody reads, its route in place
         again = KillSwitch(TUN, keep_found=True)
         assert again.ensure([SITE]) == []
