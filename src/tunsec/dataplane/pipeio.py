@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tunsec.dataplane.pipe import MsgType, ike_event_own_spi, ike_event_sender
+from tunsec.dataplane.pipe import MsgType, batch, ike_event_own_spi, ike_event_sender
 from tunsec.ike.constants import MAX_IKE_MESSAGE
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_prefix_mask
 from tunsec.loglimit import LogLimiter, suffix
@@ -22,6 +22,7 @@ log = logging.getLogger("tunsec.worker")
 MAX_DATAGRAM = 65536
 
 _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
+_BATCH = bytes([batch.BATCH_TYPE])   # a batch's type byte, as data[1:2] reads it
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -202,6 +203,7 @@ class PipeWriter:
         self.loop = loop
         self.pause_reading = pause_reading
         self._source_mask = ipv6_prefix_mask(ipv6_source_prefix)
+        self._batch_limit = batch.limit(chan)
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._unknown = _IkeWaiting()   # by sender
@@ -246,12 +248,26 @@ class PipeWriter:
         return self._held
 
     def release(self) -> None:
+        """Send what was held, in order: the answers between two events in as few datagrams as fit
+        (pipe.batch: the control process reads a batch's answers with one receive, not one each)."""
         held, self._held = self._held, None
+        answers: list[bytes] = []
         for item in held or ():
-            if type(item) is bytes:   # an answer: send()'s way for one, without a call with five arguments each
-                self._send_answer(item)
-            else:
-                self.send(*item)
+            if type(item) is bytes:   # an answer
+                answers.append(item)
+                continue
+            if answers:
+                self._send_answers(answers)
+                answers = []
+            self.send(*item)
+        if answers:
+            self._send_answers(answers)
+
+    def _send_answers(self, answers: list[bytes]) -> None:
+        at = 0
+        while at < len(answers):
+            data, at = batch.pack(answers, at, self._batch_limit)
+            self._send_answer(data)
 
     def _send_answer(self, data: bytes) -> None:
         if self.queue:
@@ -542,8 +558,23 @@ class PipeReader:
                     self.on_eof()
                     return
                 # after any event handle raised (it went into held as it was sent)
-                held += self.handle(data)
+                if data[1:2] == _BATCH:
+                    self._handle_batch(data, held)
+                else:
+                    held += self.handle(data)
                 if not self.reading:
                     return
         finally:
             writer.release()
+
+    def _handle_batch(self, data: bytes, held: list[bytes | tuple[bytes, bool, bool, int, bool]]) -> None:
+        """A batch of requests (pipe.batch): each handled and answered as if it had come alone, in
+        order.  A batch whose framing is wrong (never from the control process's own WorkerClient)
+        is logged; the requests up to the fault are handled, those after it cannot be told apart
+        and are not (their requester's timeout ends them)."""
+        messages, wrong = batch.split(data)
+        handle = self.handle
+        for msg in messages:
+            held += handle(msg)
+        if wrong is not None:
+            log.warning("malformed pipe batch, the rest dropped: %s", wrong)
