@@ -134,30 +134,91 @@ def test_limit_follows_a_small_send_buffer() -> None:
         b.close()
 
 
-def test_the_worker_writer_batches_the_answers_between_events() -> None:
-    """PipeWriter.release: the answers held in a turn leave as few datagrams as fit; an event held
-    between them keeps its place (it goes alone)."""
+def _writer() -> tuple[PipeWriter, socket.socket, socket.socket, asyncio.AbstractEventLoop]:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
     theirs.setblocking(False)
     loop = asyncio.new_event_loop()
+    return PipeWriter(ours, loop, lambda pause: None), ours, theirs, loop
+
+
+def _datagrams(sock: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(65536))
+        except BlockingIOError:
+            return out
+
+
+_EVENT = pipe.encode(pipe.FirstUse(spi=0x1001))
+_IKE = pipe.encode(pipe.Ike(data=bytes(40), remote=pipe.Endpoint(ipaddress.ip_address("198.51.100.1"), 4500)))
+
+
+def test_the_worker_writer_sends_a_turn_as_one_batch_in_order() -> None:
+    """PipeWriter.release with nothing waiting: the turn's answers and the event raised among them
+    leave as one datagram, in their order."""
+    writer, ours, theirs, loop = _writer()
     try:
-        writer = PipeWriter(ours, loop, lambda pause: None)
         held = writer.hold()
         held += [_ok(1), _ok(2)]
-        writer.send(pipe.encode(pipe.FirstUse(spi=0x1001)), is_event=True)
+        writer.send(_EVENT, is_event=True)
         held += [_ok(3), _ok(4), _ok(5)]
         writer.release()
-        datagrams = []
-        while True:
-            try:
-                datagrams.append(theirs.recv(65536))
-            except BlockingIOError:
-                break
-        assert [len(messages(d)) for d in datagrams] == [2, 1, 3]
-        assert [pipe.decode(m) for d in datagrams for m in messages(d)] == [
+        datagrams = _datagrams(theirs)
+        assert len(datagrams) == 1
+        assert [pipe.decode(m) for m in messages(datagrams[0])] == [
             pipe.Reply(1, MsgType.SPDDELETE, Errno.OK), pipe.Reply(2, MsgType.SPDDELETE, Errno.OK),
             pipe.FirstUse(spi=0x1001), *(pipe.Reply(i, MsgType.SPDDELETE, Errno.OK) for i in (3, 4, 5))]
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
+
+
+def test_behind_what_waits_the_answers_between_two_events_go_together() -> None:
+    """Something waits in the writer's queue already: each held item takes its own way behind it
+    (answers batched between two events, the event alone), in order."""
+    writer, ours, theirs, loop = _writer()
+    try:
+        writer.queue.append((_ok(9), False))   # as if the pipe had had no room for it
+        writer.events_waiting = 1
+        held = writer.hold()
+        held += [_ok(1), _ok(2)]
+        writer.send(_EVENT, is_event=True)
+        held += [_ok(3)]
+        writer.release()
+        assert [len(messages(d)) for d, _ in writer.queue] == [1, 2, 1, 1]
+        writer._drain()
+        got = [pipe.decode(m) for d in _datagrams(theirs) for m in messages(d)]
+        assert got == [pipe.Reply(i, MsgType.SPDDELETE, Errno.OK) for i in (9, 1, 2)] + [
+            pipe.FirstUse(spi=0x1001), pipe.Reply(3, MsgType.SPDDELETE, Errno.OK)]
+    finally:
+        loop.close()
+        ours.close()
+        theirs.close()
+
+
+def test_a_drain_of_ike_events_leaves_together_or_into_their_queues() -> None:
+    """PipeWriter.holding (the worker's drain of the fast path's events): the IKE events of one drain
+    leave as one datagram; when the pipe has no room, each goes to its queue and shares, as alone."""
+    writer, ours, theirs, loop = _writer()
+    try:
+        def drain() -> None:
+            for _ in range(5):
+                writer.send(_IKE, is_event=True)
+
+        writer.holding(drain)()
+        datagrams = _datagrams(theirs)
+        assert [len(messages(d)) for d in datagrams] == [5]
+        while True:   # the pipe full
+            try:
+                ours.send(bytes(4096))
+            except BlockingIOError:
+                break
+        writer.holding(drain)()
+        assert len(writer.ike) == 5 and writer.ike_bytes == 5 * len(_IKE)
+        writer.loop.remove_writer(ours.fileno())
     finally:
         loop.close()
         ours.close()

@@ -23,6 +23,8 @@ MAX_DATAGRAM = 65536
 
 _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
 _BATCH = bytes([batch.BATCH_TYPE])   # a batch's type byte, as data[1:2] reads it
+# what PipeWriter.hold keeps: an answer as bare bytes, anything else as send's arguments
+_Held = bytes | tuple[bytes, bool, bool, int, bool]
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -230,7 +232,7 @@ class PipeWriter:
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
         # what hold() keeps: answers as bare bytes, anything else as send's arguments
-        self._held: list[bytes | tuple[bytes, bool, bool, int, bool]] | None = None
+        self._held: list[_Held] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
@@ -241,18 +243,25 @@ class PipeWriter:
                 ("pipe_ike_proven_full", self.dropped_ike_proven),
                 ("pipe_ike_proven_source", self.dropped_ike_proven_source))
 
-    def hold(self) -> list[bytes | tuple[bytes, bool, bool, int, bool]]:
+    def hold(self) -> list[_Held]:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches).  The list
         it is kept in: the caller may append answers to it (bare bytes) in their place in the order."""
         self._held = []
         return self._held
 
     def release(self) -> None:
-        """Send what was held, in order: the answers between two events in as few datagrams as fit
-        (pipe.batch: the control process reads a batch's answers with one receive, not one each)."""
+        """Send what was held, in order, in as few datagrams as fit (pipe.batch: the control process
+        reads a batch with one receive, not one each).  While nothing waits in the queues, answers
+        and events alike go together, as each would have gone at once; from the first batch the pipe
+        has no room for, or when something waits already, each takes its own way (answers behind the
+        queue, batched between two events; events to their queues and shares)."""
         held, self._held = self._held, None
+        if not held:
+            return
+        if not self.queue and not self.ike and not self.ike_known and not self.ike_proven:
+            held = self._send_together(held)
         answers: list[bytes] = []
-        for item in held or ():
+        for item in held:
             if type(item) is bytes:   # an answer
                 answers.append(item)
                 continue
@@ -262,6 +271,36 @@ class PipeWriter:
             self.send(*item)
         if answers:
             self._send_answers(answers)
+
+    def holding(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` with what it sends held until it returns, then released (as a turn of PipeReader):
+        the events of one drain of the fast path's queue (a burst's IKE_AUTHs) leave together."""
+        def run() -> None:
+            if self._held is not None:   # within a turn that holds already
+                fn()
+                return
+            self.hold()
+            try:
+                fn()
+            finally:
+                self.release()
+        return run
+
+    def _send_together(self, held: list[_Held]) -> list[_Held]:
+        """Send held items in batches while the pipe takes them; what is left from the first batch it
+        has no room for (to go each its own way)."""
+        datas = [item if isinstance(item, bytes) else item[0] for item in held]
+        at = 0
+        while at < len(datas):
+            data, end = batch.pack(datas, at, self._batch_limit)
+            try:
+                self.chan.send(data)
+            except BlockingIOError:
+                return held[at:]
+            except OSError as err:   # the control process is gone; the reader sees EOF and ends the worker
+                log.debug("pipe: %s", err)
+            at = end
+        return []
 
     def _send_answers(self, answers: list[bytes]) -> None:
         at = 0
@@ -567,7 +606,7 @@ class PipeReader:
         finally:
             writer.release()
 
-    def _handle_batch(self, data: bytes, held: list[bytes | tuple[bytes, bool, bool, int, bool]]) -> None:
+    def _handle_batch(self, data: bytes, held: list[_Held]) -> None:
         """A batch of requests (pipe.batch): each handled and answered as if it had come alone, in
         order.  A batch whose framing is wrong (never from the control process's own WorkerClient)
         is logged; the requests up to the fault are handled, those after it cannot be told apart
