@@ -143,6 +143,31 @@ def test_a_turn_reads_at_most_batch_requests_and_the_next_the_rest(pair: Pair) -
     assert [int.from_bytes(d, "big") for d in received(control)] == list(range(PipeReader.BATCH, n))
 
 
+def test_a_turn_counts_a_batchs_requests_towards_batch(pair: Pair) -> None:
+    """Requests in batches count one each: a turn reads datagrams until BATCH requests are in (the
+    batch that reaches it whole), and the next turn the rest, so batches do not make a turn longer
+    for the worker's other work than BATCH requests did."""
+    control, chan, loop = pair
+    handled: list[bytes] = []
+
+    def handle(data: bytes) -> list[bytes]:
+        handled.append(data)
+        return []
+
+    reader = PipeReader(chan, loop, handle, lambda: None)
+    reader.start()
+    per = 10
+    requests = [framed(i.to_bytes(2, "big")) for i in range(3 * PipeReader.BATCH)]
+    for at in range(0, len(requests), per):
+        control.send(batch.pack(requests[at:at + per])[0])
+    reader.readable()
+    assert len(handled) == -(-PipeReader.BATCH // per) * per   # whole batches, up to the one reaching BATCH
+    reader.readable()
+    reader.readable()
+    reader.readable()
+    assert handled == requests
+
+
 def test_end_of_file_is_reported_after_the_answers_before_it(pair: Pair) -> None:
     control, chan, loop = pair
     ended: list[bool] = []

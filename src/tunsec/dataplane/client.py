@@ -546,9 +546,10 @@ class WorkerClient:
         waiting for room in the pipe: requests reach the worker in the order they were made.  In a
         burst a client's set-up makes ~5 requests (GETSPI refill, UPDATE, ADD, SPDADD, SEND_IKE) from
         callbacks of a turn, among other clients' work: sent one by one, each could wake the worker
-        for a short slice on cold caches; sent together, it reads them in one wake-up (and answers
-        them together, worker.PipeReader).  Nothing awaits an answer without yielding to the loop,
-        which runs the flush first: a request is never held past its own turn."""
+        for a short slice on cold caches; sent together, as one batch (pipe.batch), the worker reads
+        them with one receive in one wake-up (and answers them together, worker.PipeReader).  Nothing
+        awaits an answer without yielding to the loop, which runs the flush first: a request is never
+        held past its own turn."""
         held = self._held
         if len(held) + len(self._outq) >= SEND_QUEUE_MAX:
             raise OSError(f"{len(held) + len(self._outq)} requests already wait for room in the pipe")

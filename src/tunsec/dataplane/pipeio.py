@@ -553,8 +553,9 @@ class PipeWriter:
 class PipeReader:
     """Reads the control process's requests and hands each to ``handle``; the answers (and any event
     raised meanwhile) to the requests read in one turn, at most BATCH of them, leave together after
-    the turn, in order.  The control process then reads them in one wake-up instead of being woken,
-    and the worker preempted, once per answer: a set-up burst sends ~5 requests per client, most of
+    the turn, in order, as few datagrams as fit (pipe.batch; a batch of requests is handled as its
+    requests, in order).  The control process then reads them in one wake-up instead of being woken,
+    and the worker preempted, once per answer: a set-up burst sends ~6 requests per client, most of
     them pipelined.  ``on_readable`` is what the loop calls (a bench wraps it to time the worker)."""
 
     BATCH = 64
@@ -585,7 +586,10 @@ class PipeReader:
         writer = self.writer
         held = writer.hold()
         try:
-            for _ in range(self.BATCH):   # then the loop's other callbacks; still readable: called again
+            # BATCH requests (a batch is handled whole), then the loop's other callbacks; still
+            # readable: called again
+            read = 0
+            while read < self.BATCH:
                 try:
                     data = self.chan.recv(MAX_DATAGRAM)
                 except BlockingIOError:
@@ -598,22 +602,24 @@ class PipeReader:
                     return
                 # after any event handle raised (it went into held as it was sent)
                 if data[1:2] == _BATCH:
-                    self._handle_batch(data, held)
+                    read += self._handle_batch(data, held)
                 else:
+                    read += 1
                     held += self.handle(data)
                 if not self.reading:
                     return
         finally:
             writer.release()
 
-    def _handle_batch(self, data: bytes, held: list[_Held]) -> None:
+    def _handle_batch(self, data: bytes, held: list[_Held]) -> int:
         """A batch of requests (pipe.batch): each handled and answered as if it had come alone, in
-        order.  A batch whose framing is wrong (never from the control process's own WorkerClient)
-        is logged; the requests up to the fault are handled, those after it cannot be told apart
-        and are not (their requester's timeout ends them)."""
+        order; how many.  A batch whose framing is wrong (never from the control process's own
+        WorkerClient) is logged; the requests up to the fault are handled, those after it cannot be
+        told apart and are not (their requester's timeout ends them)."""
         messages, wrong = batch.split(data)
         handle = self.handle
         for msg in messages:
             held += handle(msg)
         if wrong is not None:
             log.warning("malformed pipe batch, the rest dropped: %s", wrong)
+        return max(1, len(messages))
