@@ -54,6 +54,19 @@ def received(s: socket.socket, datagrams: list[bytes] | None = None) -> list[byt
         out += [body(m) for m in messages(data)]
 
 
+def recording(chan: socket.socket, loop: asyncio.AbstractEventLoop) -> tuple[PipeReader, list[bytes]]:
+    """A started reader whose handler keeps each request it is given and answers none."""
+    handled: list[bytes] = []
+
+    def handle(data: bytes) -> list[bytes]:
+        handled.append(data)
+        return []
+
+    reader = PipeReader(chan, loop, handle, lambda: None)
+    reader.start()
+    return reader, handled
+
+
 def test_the_answers_of_a_turn_leave_together_after_it_in_order(pair: Pair) -> None:
     control, chan, loop = pair
     seen_before_done: list[list[bytes]] = []
@@ -97,14 +110,7 @@ def test_a_batch_of_requests_is_handled_as_its_requests_in_order(pair: Pair) -> 
 def test_a_batch_whose_framing_breaks_is_handled_up_to_the_fault(pair: Pair) -> None:
     """The messages before a framing fault are handled; what follows cannot be told apart and is not."""
     control, chan, loop = pair
-    handled: list[bytes] = []
-
-    def handle(data: bytes) -> list[bytes]:
-        handled.append(data)
-        return []
-
-    reader = PipeReader(chan, loop, handle, lambda: None)
-    reader.start()
+    reader, handled = recording(chan, loop)
     good, bad = framed(b"first"), bytearray(framed(b"second"))
     bad[12:16] = (1000).to_bytes(4, "big")   # says it is longer than what is left
     data = bytearray(batch.pack([good, bytes(bad)])[0])
@@ -148,14 +154,7 @@ def test_a_turn_counts_a_batchs_requests_towards_batch(pair: Pair) -> None:
     batch that reaches it whole), and the next turn the rest, so batches do not make a turn longer
     for the worker's other work than BATCH requests did."""
     control, chan, loop = pair
-    handled: list[bytes] = []
-
-    def handle(data: bytes) -> list[bytes]:
-        handled.append(data)
-        return []
-
-    reader = PipeReader(chan, loop, handle, lambda: None)
-    reader.start()
+    reader, handled = recording(chan, loop)
     per = 10
     requests = [framed(i.to_bytes(2, "big")) for i in range(3 * PipeReader.BATCH)]
     for at in range(0, len(requests), per):
