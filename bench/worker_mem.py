@@ -46,7 +46,7 @@ from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
 from tunsec.bench.netns import in_netns, netns_socket
 from tunsec.dataplane import pipe
-from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector
+from tunsec.dataplane.pipe import Action, Alg, Direction, Endpoint, Lifetime, Policy, SaSpec, Selector, batch
 
 LOCAL = Endpoint(ipaddress.ip_address("127.0.0.1"), 4500)
 PEER = Endpoint(ipaddress.ip_address("127.0.0.2"), 4500)
@@ -169,6 +169,14 @@ class Chan:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.next_id = 1
+        self.waiting: list[bytes] = []   # the rest of a batch read (recv)
+
+    def recv(self) -> pipe.Message:
+        """The next message from the worker: answers may come as one batch (pipe.batch)."""
+        if not self.waiting:
+            data = self.sock.recv(65536)
+            self.waiting.extend(batch.split(data)[0] if batch.is_batch(data) else [data])
+        return pipe.decode(self.waiting.pop(0))
 
     def ask_many(self, builds: list[Callable[[int], pipe.Message]]) -> list[pipe.Reply]:
         """Send a batch (as the service pipelines a Child SA's install), then read every answer."""
@@ -179,7 +187,7 @@ class Chan:
             self.next_id += 1
         out = []
         while ids:
-            msg = pipe.decode(self.sock.recv(65536))
+            msg = self.recv()
             if isinstance(msg, pipe.Reply) and msg.req_id in ids and not msg.more:
                 del ids[msg.req_id]
                 if msg.errno is not pipe.Errno.OK:
@@ -193,7 +201,7 @@ class Chan:
         self.sock.send(pipe.encode(pipe.Dump(req)))
         parts = []
         while True:
-            msg = pipe.decode(self.sock.recv(65536))
+            msg = self.recv()
             if isinstance(msg, pipe.Reply) and msg.req_id == req:
                 parts.append(msg)
                 if not msg.more:

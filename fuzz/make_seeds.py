@@ -26,6 +26,7 @@ from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6
 from scapy.packet import Raw
 
 from tunsec.dataplane import pipe
+from tunsec.dataplane.pipe.batch import pack
 from tunsec.ike import message as ike
 from tunsec.ike.constants import ExchangeType, HeaderFlag, NotifyType, PayloadType
 
@@ -378,6 +379,9 @@ def pipe_seeds() -> Iterable[tuple[str, bytes]]:
     ]
     for name, m in msgs:
         yield name, pipe.encode(m)
+    # a turn's install and the worker's answers, as one batch each (pipe.batch)
+    yield "batch-requests", pack([pipe.encode(m) for _, m in msgs[1:3]] + [pipe.encode(msgs[5][1])], 0)[0]
+    yield "batch-answers", pack([pipe.encode(m) for _, m in msgs[11:15]] + [pipe.encode(msgs[-3][1])], 0)[0]
     bad = bytearray(pipe.encode(pipe.Flush(5)))
     bad[0] = 2
     yield "bad-version", bytes(bad)

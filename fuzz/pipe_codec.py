@@ -8,6 +8,10 @@ error_reply() must answer every PipeError with a bare header (it echoes the
 type byte even when unknown, so the reply need not decode), and a decoded
 message encodes to bytes that decode to the same message.
 
+A batch (pipe.batch: several messages in one datagram) splits without raising, into the messages
+before any framing fault; each goes through the checks above, and a whole batch of two or more
+packs back to the same bytes.
+
 Input: one datagram as it would arrive on the SOCK_SEQPACKET pair.
 
 Run: python3 fuzz/pipe_codec.py [libFuzzer flags] [corpus dirs]   (see fuzz/README.md)
@@ -20,11 +24,22 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from tunsec.dataplane.pipe import HEADER_LEN, PipeError, decode, encode, error_reply
+    from tunsec.dataplane.pipe import HEADER_LEN, MAX_MESSAGE, PipeError, batch, decode, encode, error_reply
     from tunsec.dataplane.pipe.decoding import _decode
 
 
 def test_one_input(data: bytes) -> None:
+    if not batch.is_batch(data):
+        one_message(data)
+        return
+    messages, wrong = batch.split(data)
+    if wrong is None and len(messages) > 1 and batch.pack(messages, 0, MAX_MESSAGE) != (data, len(messages)):
+        raise AssertionError("a whole batch did not pack back to its bytes")
+    for msg in messages:
+        one_message(msg)
+
+
+def one_message(data: bytes) -> None:
     try:
         msg = decode(data)
     except PipeError as err:

@@ -13,6 +13,7 @@ import socket
 from typing import Any
 
 import pytest
+from pipe_batches import messages
 
 from tunsec import metrics
 from tunsec.dataplane import pipe
@@ -39,7 +40,7 @@ class SilentWorker:
     def drain(self) -> None:
         while True:
             try:
-                self.read.append(pipe.decode(self.sock.recv(pipe.MAX_MESSAGE)))
+                self.read += [pipe.decode(m) for m in messages(self.sock.recv(pipe.MAX_MESSAGE))]
             except BlockingIOError:
                 return
 

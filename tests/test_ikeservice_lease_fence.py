@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from pipe_batches import messages
 from test_ikeservice_install_order import PipeOrderWorker, turns
 from test_ikeservice_peers import GW, PSK, FakeSocket, Gateway, _now, esp_open, esp_seal, ipv4_udp, run, site_ip
 
@@ -99,20 +100,24 @@ class PipeWorker:
     def _readable(self) -> None:
         while True:
             try:
-                data = self._theirs.recv(1 << 17)
+                datagram = self._theirs.recv(1 << 17)
             except BlockingIOError:
                 return
-            msg = pipe.decode(data)
-            self.log.append(msg)
-            if isinstance(msg, pipe.SendIke):
-                self.send_ike(msg)
-                answers = [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK))]
-            else:
-                answers = self.worker.handle_datagram(data)
-            if self.watch is not None:
-                self.watch(msg)
-            for answer in answers:
-                self._theirs.send(answer)
+            for data in messages(datagram):   # a turn's requests come as one batch
+                self._request(data)
+
+    def _request(self, data: bytes) -> None:
+        msg = pipe.decode(data)
+        self.log.append(msg)
+        if isinstance(msg, pipe.SendIke):
+            self.send_ike(msg)
+            answers = [pipe.encode(pipe.Reply(msg.req_id, msg.TYPE, Errno.OK))]
+        else:
+            answers = self.worker.handle_datagram(data)
+        if self.watch is not None:
+            self.watch(msg)
+        for answer in answers:
+            self._theirs.send(answer)
 
     def close(self) -> None:
         for sock in (self.client._sock, self._theirs):

@@ -19,6 +19,7 @@ import asyncio
 import socket
 
 import pytest
+from pipe_batches import messages
 
 from tunsec.dataplane import client as client_mod
 from tunsec.dataplane import pipe
@@ -44,7 +45,8 @@ def test_ike_spi_requests_the_worker_never_answers_are_given_up(monkeypatch: pyt
         wc._sock = ours
         loop.add_reader(ours.fileno(), wc._readable)
         read: list[pipe.Message] = []
-        loop.add_reader(theirs.fileno(), lambda: read.append(pipe.decode(theirs.recv(65536))))   # answers none
+        loop.add_reader(theirs.fileno(),   # answers none
+                        lambda: read.extend(pipe.decode(m) for m in messages(theirs.recv(65536))))
 
         trusted = TrustedSpis(lambda: wc, IkeSpiTag.new())
         trusted.start()                                 # the tag key (IKE_SPI_KEY)

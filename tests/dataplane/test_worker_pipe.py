@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from conftest import netns_unavailable
 from esp_ref import esp_seal, ike_message, ipv4_udp
+from pipe_batches import Unbatched
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
@@ -101,7 +102,7 @@ def worker(tmp_path: Path) -> Iterator[Worker]:
             stderr=log.open("wb"),
         )
         theirs.close()
-        w = Worker(proc, ours, udp, ns, log)
+        w = Worker(proc, Unbatched(ours), udp, ns, log)   # type: ignore[arg-type]   # answers may come batched
         yield w
         ours.close()
         assert proc.wait(timeout=10) == 0, "the worker must exit cleanly when the pipe closes"

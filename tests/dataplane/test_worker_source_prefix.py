@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import netns_unavailable
 from esp_ref import ike_message
+from pipe_batches import Unbatched
 from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_NO_PI, IFF_TUN
 
@@ -63,7 +64,7 @@ def _start(ns: str, tmp_path: Path, bits: int) -> Worker:
     theirs.close()
     udp.close()
     tun.close()
-    return Worker(proc, ours, ns, log)
+    return Worker(proc, Unbatched(ours), ns, log)   # type: ignore[arg-type]   # a drain's events come as one batch
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import tunsec
 from tunsec.dataplane import pipe
 from tunsec.dataplane.late_answers import Late, LateAnswers
-from tunsec.dataplane.pipe import Errno, PipeError
+from tunsec.dataplane.pipe import Errno, PipeError, batch
 from tunsec.dataplane.stderr_relay import StderrRelay
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX
 from tunsec.loglimit import LogLimiter, suffix
@@ -116,6 +117,7 @@ _Failed = Callable[[WorkerError], None]
 _Entry = tuple[_Future, _Then | None, Callable[[_Future], None] | None, _Failed | None, int]
 
 _TYPE = 1    # the pipe header's type byte, after the version (docs/pipe.md)
+_BATCH = bytes([batch.BATCH_TYPE])   # a batch's type byte (pipe.batch), as data[1:2] reads it
 _FLAGS = 8   # the pipe header's flags byte, after version, type, errno and the request id (docs/pipe.md)
 _DUMP = int(pipe.MsgType.DUMP)   # the one request answered in parts (flag MORE)
 
@@ -206,6 +208,8 @@ class WorkerClient:
         # requests made in this event-loop turn, sent together at its end (_flush): see _send
         self._held: list[bytes] = []
         self._flush_at: asyncio.Handle | None = None
+        self._limit_of: socket.socket | None = None   # the socket _limit was asked of (_batch_limit)
+        self._limit = batch.BATCH_BYTES
         self._refused = False   # a send found the worker's end closed (see gone)
         self._pipe_closed = asyncio.Event()   # set with _closed: see pipe_closed
         self.stderr: StderrRelay | None = None   # the worker's stderr, read here (stderr_relay.py)
@@ -309,7 +313,10 @@ class WorkerClient:
                     break
                 read += 1
                 size += len(data)
-                self._received(data, events)
+                if data[1:2] == _BATCH:
+                    self._batch_received(data, events)
+                else:
+                    self._received(data, events)
             for msg in events:
                 self.on_event(msg)
             if closed:
@@ -317,6 +324,17 @@ class WorkerClient:
                 return
             if read < READ_BATCH:
                 return
+
+    def _batch_received(self, data: bytes, events: list[pipe.Message]) -> None:
+        """A batch of the worker's answers (and events): each as if it had come alone; a batch whose
+        framing is wrong counts as one malformed datagram, its messages up to the fault handled."""
+        messages, wrong = batch.split(data)
+        for msg in messages:
+            self._received(msg, events)
+        if wrong is not None:
+            self.malformed += 1
+            if (held := self._malformed_log.admit()) is not None:
+                log.error("malformed batch from the worker, the rest dropped: %s%s", wrong, suffix(held))
 
     def _received(self, data: bytes, events: list[pipe.Message] | None = None) -> None:
         """One datagram from the worker: an answer is handled now, an event too or, given
@@ -561,9 +579,10 @@ class WorkerClient:
         waiting for room in the pipe: requests reach the worker in the order they were made.  In a
         burst a client's set-up makes ~5 requests (GETSPI refill, UPDATE, ADD, SPDADD, SEND_IKE) from
         callbacks of a turn, among other clients' work: sent one by one, each could wake the worker
-        for a short slice on cold caches; sent together, it reads them in one wake-up (and answers
-        them together, worker.PipeReader).  Nothing awaits an answer without yielding to the loop,
-        which runs the flush first: a request is never held past its own turn."""
+        for a short slice on cold caches; sent together, as one batch (pipe.batch), the worker reads
+        them with one receive in one wake-up (and answers them together, worker.PipeReader).  Nothing
+        awaits an answer without yielding to the loop, which runs the flush first: a request is never
+        held past its own turn."""
         held = self._held
         if len(held) + len(self._outq) >= SEND_QUEUE_MAX:
             raise OSError(f"{len(held) + len(self._outq)} requests already wait for room in the pipe")
@@ -579,25 +598,36 @@ class WorkerClient:
             self._flush()
 
     def _flush(self) -> None:
-        """Send the requests held in this turn, in order; what does not fit waits in _outq (_drain)."""
+        """Send the requests held in this turn, in order, as few datagrams as fit (pipe.batch: one
+        send, and one read in the worker, for a turn's requests instead of one each); what does not
+        fit in the pipe waits in _outq (_drain), request by request."""
         self._flush_at = None
         held, self._held = self._held, []
         sock, outq = self._sock, self._outq
         if sock is None:
             return
-        send = sock.send
-        for n, data in enumerate(held):
-            if not outq:
-                try:
-                    send(data)
-                    continue
-                except BlockingIOError:
-                    asyncio.get_running_loop().add_writer(sock.fileno(), self._drain)
-                except OSError as err:
-                    self._unsent(data, err)
-                    continue
-            outq.extend(held[n:])
+        if outq:
+            outq.extend(held)
             return
+        send, at, most = sock.send, 0, self._batch_limit(sock)
+        while at < len(held):
+            data, end = batch.pack(held, at, most)
+            try:
+                send(data)
+            except BlockingIOError:
+                outq.extend(held[at:])
+                asyncio.get_running_loop().add_writer(sock.fileno(), self._drain)
+                return
+            except OSError as err:
+                for request in held[at:end]:
+                    self._unsent(request, err)
+            at = end
+
+    def _batch_limit(self, sock: socket.socket) -> int:
+        """pipe.batch.limit of the pipe's socket, asked once per socket."""
+        if self._limit_of is not sock:
+            self._limit_of, self._limit = sock, batch.limit(sock)
+        return self._limit
 
     def _unsent(self, data: bytes, err: OSError) -> None:
         """A held request the pipe refused other than for want of room (the worker gone, say): it fails
@@ -611,16 +641,20 @@ class WorkerClient:
             _fail(entry, WorkerError(f"{pipe.MsgType(data[1]).name} ({err})", Errno.EIO))
 
     def _drain(self) -> None:
-        sock = self._sock
-        while sock is not None and self._outq:
+        """The requests that waited for room in the pipe, batched as _flush sends them."""
+        sock, outq = self._sock, self._outq
+        while sock is not None and outq:
+            waiting = list(itertools.islice(outq, batch.MAX_BATCHED))
+            data, end = batch.pack(waiting, 0, self._batch_limit(sock))
             try:
-                sock.send(self._outq[0])
+                sock.send(data)
             except BlockingIOError:
                 return
             except OSError:
                 break    # the reader sees the worker go; its requests fail then
-            self._outq.popleft()
-        self._outq.clear()
+            for _ in range(end):
+                outq.popleft()
+        outq.clear()
         if sock is not None:
             asyncio.get_running_loop().remove_writer(sock.fileno())
 

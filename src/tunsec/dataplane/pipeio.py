@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from tunsec.dataplane.pipe import MsgType, ike_event_own_spi, ike_event_sender
+from tunsec.dataplane.pipe import MsgType, batch, ike_event_own_spi, ike_event_sender
 from tunsec.ike.constants import MAX_IKE_MESSAGE
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_prefix_mask
 from tunsec.loglimit import LogLimiter, suffix
@@ -22,6 +22,9 @@ log = logging.getLogger("tunsec.worker")
 MAX_DATAGRAM = 65536
 
 _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
+_BATCH = bytes([batch.BATCH_TYPE])   # a batch's type byte, as data[1:2] reads it
+# what PipeWriter.hold keeps: an answer as bare bytes, anything else as send's arguments
+_Held = bytes | tuple[bytes, bool, bool, int, bool]
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -202,6 +205,7 @@ class PipeWriter:
         self.loop = loop
         self.pause_reading = pause_reading
         self._source_mask = ipv6_prefix_mask(ipv6_source_prefix)
+        self._batch_limit = batch.limit(chan)
         # answers and non-IKE events, in order; the flag: an answer (it holds the reader paused)
         self.queue: collections.deque[tuple[bytes, bool]] = collections.deque()
         self._unknown = _IkeWaiting()   # by sender
@@ -228,7 +232,7 @@ class PipeWriter:
         self._log_limit = LogLimiter(burst=2, period=10.0)
         self._writing = False
         # what hold() keeps: answers as bare bytes, anything else as send's arguments
-        self._held: list[bytes | tuple[bytes, bool, bool, int, bool]] | None = None
+        self._held: list[_Held] | None = None
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
@@ -239,19 +243,70 @@ class PipeWriter:
                 ("pipe_ike_proven_full", self.dropped_ike_proven),
                 ("pipe_ike_proven_source", self.dropped_ike_proven_source))
 
-    def hold(self) -> list[bytes | tuple[bytes, bool, bool, int, bool]]:
+    def hold(self) -> list[_Held]:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches).  The list
         it is kept in: the caller may append answers to it (bare bytes) in their place in the order."""
         self._held = []
         return self._held
 
     def release(self) -> None:
+        """Send what was held, in order, in as few datagrams as fit (pipe.batch: the control process
+        reads a batch with one receive, not one each).  While nothing waits in the queues, answers
+        and events alike go together, as each would have gone at once; from the first batch the pipe
+        has no room for, or when something waits already, each takes its own way (answers behind the
+        queue, batched between two events; events to their queues and shares)."""
         held, self._held = self._held, None
-        for item in held or ():
-            if type(item) is bytes:   # an answer: send()'s way for one, without a call with five arguments each
-                self._send_answer(item)
-            else:
-                self.send(*item)
+        if not held:
+            return
+        if not self.queue and not self.ike and not self.ike_known and not self.ike_proven:
+            held = self._send_together(held)
+        answers: list[bytes] = []
+        for item in held:
+            if type(item) is bytes:   # an answer
+                answers.append(item)
+                continue
+            if answers:
+                self._send_answers(answers)
+                answers = []
+            self.send(*item)
+        if answers:
+            self._send_answers(answers)
+
+    def holding(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """``fn`` with what it sends held until it returns, then released (as a turn of PipeReader):
+        the events of one drain of the fast path's queue (a burst's IKE_AUTHs) leave together."""
+        def run() -> None:
+            if self._held is not None:   # within a turn that holds already
+                fn()
+                return
+            self.hold()
+            try:
+                fn()
+            finally:
+                self.release()
+        return run
+
+    def _send_together(self, held: list[_Held]) -> list[_Held]:
+        """Send held items in batches while the pipe takes them; what is left from the first batch it
+        has no room for (to go each its own way)."""
+        datas = [item if isinstance(item, bytes) else item[0] for item in held]
+        at = 0
+        while at < len(datas):
+            data, end = batch.pack(datas, at, self._batch_limit)
+            try:
+                self.chan.send(data)
+            except BlockingIOError:
+                return held[at:]
+            except OSError as err:   # the control process is gone; the reader sees EOF and ends the worker
+                log.debug("pipe: %s", err)
+            at = end
+        return []
+
+    def _send_answers(self, answers: list[bytes]) -> None:
+        at = 0
+        while at < len(answers):
+            data, at = batch.pack(answers, at, self._batch_limit)
+            self._send_answer(data)
 
     def _send_answer(self, data: bytes) -> None:
         if self.queue:
@@ -498,8 +553,9 @@ class PipeWriter:
 class PipeReader:
     """Reads the control process's requests and hands each to ``handle``; the answers (and any event
     raised meanwhile) to the requests read in one turn, at most BATCH of them, leave together after
-    the turn, in order.  The control process then reads them in one wake-up instead of being woken,
-    and the worker preempted, once per answer: a set-up burst sends ~5 requests per client, most of
+    the turn, in order, as few datagrams as fit (pipe.batch; a batch of requests is handled as its
+    requests, in order).  The control process then reads them in one wake-up instead of being woken,
+    and the worker preempted, once per answer: a set-up burst sends ~6 requests per client, most of
     them pipelined.  ``on_readable`` is what the loop calls (a bench wraps it to time the worker)."""
 
     BATCH = 64
@@ -530,7 +586,10 @@ class PipeReader:
         writer = self.writer
         held = writer.hold()
         try:
-            for _ in range(self.BATCH):   # then the loop's other callbacks; still readable: called again
+            # BATCH requests (a batch is handled whole), then the loop's other callbacks; still
+            # readable: called again
+            read = 0
+            while read < self.BATCH:
                 try:
                     data = self.chan.recv(MAX_DATAGRAM)
                 except BlockingIOError:
@@ -542,8 +601,25 @@ class PipeReader:
                     self.on_eof()
                     return
                 # after any event handle raised (it went into held as it was sent)
-                held += self.handle(data)
+                if data[1:2] == _BATCH:
+                    read += self._handle_batch(data, held)
+                else:
+                    read += 1
+                    held += self.handle(data)
                 if not self.reading:
                     return
         finally:
             writer.release()
+
+    def _handle_batch(self, data: bytes, held: list[_Held]) -> int:
+        """A batch of requests (pipe.batch): each handled and answered as if it had come alone, in
+        order; how many.  A batch whose framing is wrong (never from the control process's own
+        WorkerClient) is logged; the requests up to the fault are handled, those after it cannot be
+        told apart and are not (their requester's timeout ends them)."""
+        messages, wrong = batch.split(data)
+        handle = self.handle
+        for msg in messages:
+            held += handle(msg)
+        if wrong is not None:
+            log.warning("malformed pipe batch, the rest dropped: %s", wrong)
+        return max(1, len(messages))

@@ -655,7 +655,7 @@ async def serve(args: argparse.Namespace) -> int:
     reader = PipeReader(chan, loop, worker.handle_datagram, eof, args.ipv6_source_prefix)
     worker.pipe_drops = reader.writer.drops
     reader.start()
-    loop.add_reader(dp.event_fd, worker.drain_events)
+    loop.add_reader(dp.event_fd, reader.writer.holding(worker.drain_events))   # a drain's events together
     def finish() -> None:
         if not done.done():
             done.set_result(None)

@@ -1,7 +1,8 @@
 """Message codec of the pipe between the control process and the worker.
 
 One datagram on the AF_UNIX SOCK_SEQPACKET pair is one message: a 16-byte
-header and typed extensions, in the manner of PF_KEYv2 (RFC 2367).  The
+header and typed extensions, in the manner of PF_KEYv2 (RFC 2367); or a batch
+of whole messages (batch: the framing, each message as it would be alone).  The
 exact wire layout is in docs/pipe.md; keep the two in step.
 
 This module does no I/O.  Every value type validates itself when it is
@@ -12,7 +13,8 @@ act on.  decode() raises only PipeError, whatever the bytes.
 The package's modules, one part each: protocol (numbers, enums, PipeError), values (the
 value types and their checks), messages, wire (struct layouts and schemas), encoding,
 decoding (decode and the general decoder), quick (the quick decoders, for bytes laid out
-exactly as encoding lays them out) and fields (the tables both decoders share).
+exactly as encoding lays them out), fields (the tables both decoders share) and batch (several
+messages in one datagram).
 """
 
 from tunsec.dataplane.pipe.decoding import decode

@@ -60,6 +60,7 @@ class MsgType(IntEnum):
     FIRST_USE = 21
     # the control process's notices: no answer either (request id 0)
     ADDR_ADDED = 22       # the host added these addresses: an SA whose source was refused tries it again
+    # 23 is a batch's (pipe/batch.py): several messages in one datagram, framing and not a message of its own
 
     @property
     def is_event(self) -> bool:
