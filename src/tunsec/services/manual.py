@@ -564,10 +564,7 @@ class ManualService(Service):
                         sa.direction.name.lower(), sa.spi)
         try:
             if not in_gone:
-                # its undo booked unless refused (the SPI another's): one cancelled or unanswered may be in
-                undo_in = functools.partial(pipe.Delete, spi=p.inbound.spi, direction=Direction.IN, remote=None)
-                await unless_refused(worker, lambda r: pipe.GetSpi(r, p.inbound.spi, p.inbound.spi),
-                                     functools.partial(done.append, undo_in))
+                await self._getspi(worker, p.inbound, done)
                 await self._hand(worker, lambda r: pipe.Update(r, p.inbound), p.inbound)   # undone with GETSPI's
             if not out_gone:
                 # by its reqid too (ours, IdSpace): an ADD whose answer came late may have been refused
@@ -584,6 +581,15 @@ class ManualService(Service):
             raise StartupError(f"{name}: installing SAs failed: {err}") from err
         log.info("%s: SAs in %08x / out %08x installed, %d policies", name, p.inbound.spi,
                  p.outbound.spi, len(p.policies))
+
+    @staticmethod
+    async def _getspi(worker: WorkerClient, sa: SaSpec, done: list[Callable[[int], Any]]) -> None:
+        """sa's inbound SPI taken in worker; answered, its undo in done (the larval SA is ours).  One
+        unanswered or cancelled books none: the worker may have refused it for another owner's SA (the
+        IKE service's GETSPI range holds manual SPIs too), and a larval SA it did make goes at the
+        worker's larval timeout (review revlate12 F1)."""
+        await worker.request(lambda r: pipe.GetSpi(r, sa.spi, sa.spi))
+        done.append(functools.partial(pipe.Delete, spi=sa.spi, direction=Direction.IN, remote=None))
 
     async def _hand(self, worker: WorkerClient, make: Callable[[int], pipe.Message], sa: SaSpec,
                     went_in: Callable[[], object] = lambda: None) -> None:
