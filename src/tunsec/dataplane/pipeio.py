@@ -23,6 +23,8 @@ MAX_DATAGRAM = 65536
 
 _IKE_TYPE = int(MsgType.IKE)   # the pipe header's byte 1 (docs/pipe.md, Framing)
 _BATCH = bytes([batch.BATCH_TYPE])   # a batch's type byte, as data[1:2] reads it
+# items held (a turn of the pipe reader, a drain of the fast path's events) passed on at once: a batch's worth
+HELD_MAX = 64
 # what PipeWriter.hold keeps: an answer as bare bytes, anything else as send's arguments
 _Held = bytes | tuple[bytes, bool, bool, int, bool]
 
@@ -233,6 +235,7 @@ class PipeWriter:
         self._writing = False
         # what hold() keeps: answers as bare bytes, anything else as send's arguments
         self._held: list[_Held] | None = None
+        self._held_bytes = 0   # the bytes sent into _held since it was last passed on
 
     def drops(self) -> tuple[tuple[str, int], ...]:
         """The counters DUMP reports with the fast path's drops."""
@@ -247,6 +250,7 @@ class PipeWriter:
         """Keep what is sent from now on, in order, until release() (PipeReader's batches).  The list
         it is kept in: the caller may append answers to it (bare bytes) in their place in the order."""
         self._held = []
+        self._held_bytes = 0
         return self._held
 
     def release(self) -> None:
@@ -256,8 +260,10 @@ class PipeWriter:
         has no room for, or when something waits already, each takes its own way (answers behind the
         queue, batched between two events; events to their queues and shares)."""
         held, self._held = self._held, None
-        if not held:
-            return
+        if held:
+            self._pass_on(held)
+
+    def _pass_on(self, held: list[_Held]) -> None:
         if not self.queue and not self.ike and not self.ike_known and not self.ike_proven:
             held = self._send_together(held)
         answers: list[bytes] = []
@@ -271,6 +277,19 @@ class PipeWriter:
             self.send(*item)
         if answers:
             self._send_answers(answers)
+
+    def _pass_on_held(self, held: list[_Held]) -> None:
+        """A batch's worth held: passed on now, still holding (review revpipe2 F1: a drain under a flood
+        frees the C queue's slots as it reads, so what it held grew past every bound of this writer).
+        The list is emptied in place: the pipe reader's turn appends its answers to this very list."""
+        items = held[:]
+        held.clear()
+        self._held_bytes = 0
+        self._held = None   # what does not go together takes its own way, not back into held
+        try:
+            self._pass_on(items)
+        finally:
+            self._held = held
 
     def holding(self, fn: Callable[[], None]) -> Callable[[], None]:
         """``fn`` with what it sends held until it returns, then released (as a turn of PipeReader):
@@ -324,8 +343,11 @@ class PipeWriter:
         """known: an IKE event of an established IKE SA (the fast path's finding, not the peer's claim),
         whose peer is the one IKE_SPI_ADD named for it (0: the SA is a peer of its own).  proven: one
         whose SPI of ours carries our tag for its sender (the fast path's finding too)."""
-        if self._held is not None:
-            self._held.append((data, is_event, known, peer, proven))
+        if (held := self._held) is not None:
+            held.append((data, is_event, known, peer, proven))
+            self._held_bytes += len(data)
+            if len(held) >= HELD_MAX or self._held_bytes >= self._batch_limit:
+                self._pass_on_held(held)
             return
         # the header's type says IKE; the worker encodes every event itself, so it is not a claim
         if is_event and len(data) > 1 and data[1] == _IKE_TYPE:

@@ -36,6 +36,7 @@ import dataclasses
 import enum
 import functools
 import heapq
+import itertools
 import logging
 import math
 import os
@@ -61,6 +62,7 @@ from tunsec.ike.constants import NON_ESP_MARKER
 from tunsec.ike.dos_source import DEFAULT_IPV6_SOURCE_PREFIX, ipv6_source_prefix
 
 log = logging.getLogger("tunsec.worker")
+EVENTS_PER_WAKE = 1024   # the fast path's event queue holds as many (csrc/internal.h TS_EVENT_CAP)
 
 Request = (
     pipe.GetSpi | pipe.Update | pipe.Add | pipe.Delete | pipe.Flush
@@ -444,7 +446,9 @@ class Worker:
 
     # --- events ------------------------------------------------------------------
     def drain_events(self) -> None:
-        for ev in self.dp.events_encoding_ike(pipe.encode_ike_event):
+        # at most a queue's worth a wake-up (review revpipe2 F2: a flood refilled it as fast as it was read,
+        # and the pipe's requests and the timers waited); the eventfd stays readable while events remain
+        for ev in itertools.islice(self.dp.events_encoding_ike(pipe.encode_ike_event), EVENTS_PER_WAKE):
             if isinstance(ev, tuple):   # an IKE message, encoded already (the events' bulk: every IKE_AUTH)
                 self._send_event(*ev)
                 continue
