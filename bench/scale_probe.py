@@ -14,11 +14,13 @@ Every mode prints, for each thread of the control process and the worker, its CP
 switches, per client.  ``trace`` and ``record`` leave perf's output in --out (perf report -i ...).
 ``pyspy`` samples both processes' Python stacks with py-spy (``record --format raw``, 1000 Hz,
 ``--native`` with ``--native``; not installed by tunsec: give its path) from the load until all
-pinged, and prints each process's top functions by own and by total samples.  Every mode also
+pinged, and prints each process's top functions by own and by total samples (py-spy samples a
+thread that waits for a CPU too: a call that wakes another task looks dearer than it is).  Every mode also
 prints the processes' CPU from the load until all pinged (the window of scale.py's cpu_gateway)
 per process of the gateway's tree (the control process, the spawner, the worker, ...).
 ``callgrind-control`` runs the control process under valgrind (the same: instrumentation on from the
-load to all up, the clients' retransmissions after 120 s; the worker and spawner run natively).
+load to all up, the clients' retransmissions after 120 s, and ``user = root`` in its tunsec { } so
+that vgdb reaches it; the worker runs natively).
 ``callgrind`` runs the worker under valgrind (instrumentation on from the load to all up, the
 count printed per client); the worker then stays root (valgrind's vgdb cannot reach a process
 that changed its uid) and the clients' charon retransmits only after 120 s (the slowed worker
