@@ -14,7 +14,8 @@
   answered a ping to the gateway's inner address with that virtual IP as its source
   (:func:`~tunsec.bench.ping.ping_from`: one raw socket, IP_PKTINFO picks the source, retried until answered);
 - the gateway's RSS (its process and its descendants: tunsec's control process and worker,
-  charon) before the load and after the pings, and its CPU time (user+system) in between; and the
+  charon) before the load and after the pings, and its time on a CPU in between (each thread's
+  schedstat, ns: tunsec.bench.procs.thread_times; 10 ms ticks until 2026-12-05); and the
   RSS once more SETTLE_SECONDS later, what the gateway keeps once calm (tunsec gives the burst's
   free heap back when it has been idle for 2 s: tunsec.memtrim).
 
@@ -65,10 +66,9 @@ from tunsec.bench.netns import TwoHosts
 from tunsec.bench.ping import ping_from
 from tunsec.bench.procs import (
     SchedSampler,
-    cpu_seconds,
+    cpu_between,
     rss_bytes,
-    threads_cpu_seconds,
-    tree_cpu_seconds,
+    thread_times,
     tree_rss_bytes,
 )
 from tunsec.bench.scale_clients import RoadWarriors, burst_seconds, client_times, retransmissions_by_message
@@ -106,10 +106,7 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     time.sleep(1.0)                         # let both settle before the "before" sample
     res.rss_before = tree_rss_bytes(gateway.pids())
     res.rss_main_before = sum(rss_bytes(p) for p in gateway.pids())
-    cpu0 = tree_cpu_seconds(gateway.pids())
-    main0 = sum(cpu_seconds(p) for p in gateway.pids())
-    loops0 = threads_cpu_seconds(gateway.pids(), LOOP_THREAD)
-    ccpu0 = tree_cpu_seconds(clients.pids())
+    cpu0, ccpu0 = thread_times(gateway.pids()), thread_times(clients.pids())
     sampler = SchedSampler(gateway.pids())
     sampler.start()
     drops0 = rcvbuf_errors(topo)   # a retransmission after a drop here is the kernel's, not the gateway's answer
@@ -142,10 +139,12 @@ def run_clients(topo: TwoHosts, gateway: Gateway, clients: RoadWarriors, timeout
     res.rcvbuf_clients = drops[topo.b.ns] - drops0[topo.b.ns]
     if res.pinged == clients.clients:
         res.t_pinged = time.monotonic() - t0
-    res.cpu_gateway = tree_cpu_seconds(gateway.pids()) - cpu0
-    res.cpu_main = sum(cpu_seconds(p) for p in gateway.pids()) - main0
-    res.cpu_loops = threads_cpu_seconds(gateway.pids(), LOOP_THREAD) - loops0
-    res.cpu_clients = tree_cpu_seconds(clients.pids()) - ccpu0
+    # on a CPU by schedstat (ns), not by 10 ms ticks: 0.1 s of CPU over 100 clients was 10 ticks
+    cpu1, ccpu1 = thread_times(gateway.pids()), thread_times(clients.pids())
+    res.cpu_gateway = cpu_between(cpu0, cpu1)
+    res.cpu_main = cpu_between(cpu0, cpu1, pids=gateway.pids())
+    res.cpu_loops = cpu_between(cpu0, cpu1, prefix=LOOP_THREAD)
+    res.cpu_clients = cpu_between(ccpu0, ccpu1)
     res.rss_after = tree_rss_bytes(gateway.pids())
     res.rss_main_after = sum(rss_bytes(p) for p in gateway.pids())
     # nothing asked of either gateway meanwhile (tunsec's status below would be a request strongSwan never gets)

@@ -39,7 +39,7 @@ class ScaleResult:
     rss_main_after: int = 0
     rss_settled: int = 0            # RSS again, SETTLE_SECONDS after the "after" sample (what a calm gateway keeps)
     rss_main_settled: int = 0
-    cpu_gateway: float = 0.0        # user+system seconds of the gateway's processes, load to last ping
+    cpu_gateway: float = 0.0        # seconds on a CPU of the gateway's processes, load to last ping (schedstat)
     cpu_clients: float = 0.0        # ... of the client charon (is it the bottleneck?)
     cpu_main: float = 0.0           # of cpu_gateway, the main process (tunsec: the control process; charon)
     cpu_loops: float = 0.0          # of cpu_gateway, tunsec's C packet loop threads (tunsec-q<N>, in the worker)
@@ -145,7 +145,7 @@ def format_table(results: Sequence[ScaleResult]) -> str:
          [r.kib_per_client_settled for r in results], 1),
         ("  of which main process, settled", [(r.rss_main_settled - r.rss_main_before) / 1024 / r.clients
                                               if r.rss_settled else None for r in results], 1),
-        ("gateway CPU s (user+sys)", [r.cpu_gateway for r in results], 2),
+        ("gateway CPU s (on a CPU, schedstat)", [r.cpu_gateway for r in results], 2),
         ("gateway CPU ms per client", [r.cpu_gateway * 1000 / r.clients for r in results], 2),
         ("  main process (control; charon)", [r.cpu_main * 1000 / r.clients for r in results], 2),
         ("main process on a CPU, % of burst", [_pct(r.main_run) for r in results], 0),
