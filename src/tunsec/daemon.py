@@ -195,7 +195,10 @@ class Daemon:
         if any(r[0] == net for r in self.tun.routes):
             return
         same = tuple(n for n in local_nets if n.version == net.version)
-        self.tun.add_route(net, local_address_in(same) if same else None)
+        src, before = local_address_in(same) if same else None, len(self.tun.unapplied)
+        self.tun.add_route(net, src)
+        if self.route_keeper is not None and len(self.tun.unapplied) == before and net not in dict(self.tun.routes):
+            self.route_keeper.found[net] = src   # in place (tunsec prepare's): not ours, watched all the same
 
     async def _start_worker(self) -> None:
         assert self.tun is not None
@@ -399,6 +402,8 @@ class Daemon:
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
         nets = [n for n, _ in wanted]
         lines += await reroute.standing(self.killswitch, self.killswitch.ensure, nets, "added")
+        if self.route_keeper is not None:   # a found route of a tunnel the reload removes: no longer watched
+            self.route_keeper.found = {n: s for n, s in self.route_keeper.found.items() if n in nets}
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
         if self.route_keeper is not None:   # those listed that the kernel dropped meanwhile (review revks3 F4)
             lines += routekeep.reload_lines(await asyncio.to_thread(self.route_keeper.check), reroute.FAILED)

@@ -1,7 +1,7 @@
 """The TUN's routes the kernel or someone else removed, put back by routekeep.Keeper (h/fixks6, review revks3 F4)
 in a namespace of the test's own, real TUNs and netlink: another instance's route in the place is not fought
-over, a route a reload took off is not put back, one whose source address went comes back without it, and a
-deleted rule comes back."""
+over, a route a reload took off is not put back, one whose source address went comes back without it, a deleted
+rule comes back, and a route the start found in place (tunsec prepare's) is watched too."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tunsec_table
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns, scratch_netns
+from tunsec.daemon import Daemon
 from tunsec.dataplane.routekeep import Keeper
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 from tunsec.dataplane.tun import Tun
@@ -99,3 +100,23 @@ def test_a_deleted_rule_is_put_back(ns: str) -> None:
         assert "dev eth0" in ip(ns, "route", "get", "10.2.0.5")
         assert keeper.check().rules == [4] and keeper.rules_put_back == 1
     assert f"dev {TUN}" in ip(ns, "route", "get", "10.2.0.5")
+
+
+def test_a_route_the_start_found_in_place_is_watched_too_and_left_unlisted(ns: str) -> None:
+    """tunsec prepare's route (root's here) is in table 116 before the start: Daemon._add_route finds it, does not
+    list it as its own (the exit leaves it), and hands it to the keeper, which puts it back once it is gone; a
+    reload whose configuration no longer routes it takes it off the watch."""
+    ip(ns, "route", "add", str(SITE), "dev", TUN, "src", "192.168.1.10", "table", str(TABLE))
+    with in_netns(ns):
+        d = Daemon.__new__(Daemon)   # only what _add_route reads
+        d.tun = Tun(TUN, False, None)  # type: ignore[arg-type]
+        d.route_keeper = Keeper(d.tun)
+        d._add_route(SITE, (ip_network("192.168.1.0/24"),))
+        assert d.tun.routes == [] and d.route_keeper.found == {SITE: "192.168.1.10"}
+        ip(ns, "route", "del", str(SITE), "dev", TUN, "table", str(TABLE))
+        assert d.route_keeper.check().put_back == [SITE] and d.tun.routes == []
+        back = tunsec_table.show("-4", ns=ns)
+        assert f"{SITE} dev {TUN} " in back and " src 192.168.1.10 " in back, back
+        d.route_keeper.found = {}   # what a reload that no longer routes SITE leaves (Daemon._reload_routes)
+        ip(ns, "route", "del", str(SITE), "dev", TUN, "table", str(TABLE))
+        assert d.route_keeper.check().put_back == [] and str(SITE) not in tunsec_table.show("-4", ns=ns)

@@ -18,6 +18,8 @@ host's routes) and puts back, with add, what is missing; and the rule of each fa
 - without CAP_NET_ADMIN (given up at the drop where nothing kept it: docs/privileges.md) a route cannot be put
   back: an ERROR, once per loss, with root's command; `tunsec status` lists it as lost until it is back.
   A TUN that is down refuses its routes (ENETDOWN): lost until it is up, then put back.
+- a wanted route a start found in place (`tunsec prepare`'s: not listed, left at the exit) is watched too
+  (Keeper.found, filled by Daemon._add_route, kept to the wanted networks by each reload), and put back as found.
 Counted: routes and rules put back (status "tun", metric tunsec_tun_routes_put_back_total).
 """
 
@@ -28,13 +30,11 @@ import contextlib
 import errno
 import logging
 import socket
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
 
 from tunsec.dataplane.netlink import ForeignDrops, NetlinkError, reason, route_dump
-from tunsec.dataplane.prohibitroute import RTA_DST, RTA_TABLE, RTMSG, attrs
+from tunsec.dataplane.prohibitroute import route_of
 from tunsec.dataplane.routes import RTN_UNICAST
 from tunsec.dataplane.routetable import TABLE, ensure_rules, has_rule
 from tunsec.dataplane.tun import TUN_ROUTE, TUN_ROUTE_ARGS, IPNetwork, Tun, _iproute
@@ -43,7 +43,6 @@ from tunsec.loglimit import LogLimiter, suffix
 log = logging.getLogger("tunsec.tun")
 
 INTERVAL = 2.0
-RTA_OIF = 4   # linux/rtnetlink.h
 # datagrams another netlink socket unicast to the dump's socket: not the kernel's answer, dropped
 FOREIGN = ForeignDrops("TUN route check", log)
 
@@ -80,6 +79,9 @@ class Keeper:
     rules_put_back: int = 0
     lost: dict[IPNetwork, str] = field(default_factory=dict)   # listed, missing from the kernel: why
     lost_rules: dict[int, str] = field(default_factory=dict)   # IP version: why its rule is not back
+    # wanted routes a start or reload found in place, not its own (tunsec prepare's: Tun.routes does not list them,
+    # the exit leaves them): their source as the daemon would give it.  Watched all the same (Daemon._add_route)
+    found: dict[IPNetwork, str | None] = field(default_factory=dict)
     limit: LogLimiter = field(default_factory=lambda: LogLimiter(burst=5, period=60.0))
 
     def check(self) -> Check:
@@ -87,20 +89,23 @@ class Keeper:
         done = Check()
         tun = self.tun
         with tun._lock:
-            if not tun.routes:
+            listed = {d for d, _s in tun.routes}
+            watched = [*tun.routes, *((d, s) for d, s in dict(self.found).items()
+                                      if d not in listed and d not in tun.unrouted)]
+            if not watched:
                 self.lost.clear()
                 self.lost_rules.clear()
                 return done
             try:
                 idx = socket.if_nametoindex(tun.name)
-                present = {net for family in {_family(d.version) for d, _s in tun.routes}
+                present = {net for family in {_family(d.version) for d, _s in watched}
                            for net in _tun_routes(family, idx)}
             except OSError as err:   # the TUN gone (a stop under way) or netlink refused: the next round
                 log.debug("TUN %s routes not checked: %s", tun.name, err.strerror or err)
                 return done
-            versions: set[int] = {d.version for d, _s in tun.routes}
+            versions: set[int] = {d.version for d, _s in watched}
             self._rules(done, versions & tun.ruled)
-            missing = [(d, s) for d, s in tun.routes if d not in present]
+            missing = [(d, s) for d, s in watched if d not in present]
             self.lost = {d: w for d, w in self.lost.items() if any(d == m for m, _s in missing)}   # back: not lost
             for dst, src in missing:
                 self._put_back(done, idx, dst, src)
@@ -226,20 +231,5 @@ def _tun_routes(family: int, idx: int) -> Iterator[IPNetwork]:
 
 def _through(msg: bytes, idx: int) -> IPNetwork | None:
     """The destination of one route message if it is a unicast route of tunsec's table through device idx."""
-    if len(msg) < RTMSG.size:
-        return None
-    family, dst_len, _src, _tos, table, _proto, _scope, kind, _flags = RTMSG.unpack_from(msg)
-    dst, oif = b"", None
-    for attr, value in attrs(msg, RTMSG.size):
-        if attr == RTA_DST:
-            dst = value
-        elif attr == RTA_TABLE and len(value) == 4:
-            table = struct.unpack("=I", value)[0]
-        elif attr == RTA_OIF and len(value) == 4:
-            oif = struct.unpack("=i", value)[0]
-    size = 4 if family == socket.AF_INET else 16
-    if (kind != RTN_UNICAST or table != TABLE or oif != idx or family not in (socket.AF_INET, socket.AF_INET6)
-            or len(dst) not in (0, size) or dst_len > size * 8):
-        return None
-    return ip_network(f"{ip_address(dst or bytes(size))}/{dst_len}", strict=False)
-
+    r = route_of(msg)
+    return r.net if r is not None and r.kind == RTN_UNICAST and r.table == TABLE and r.oif == idx else None
