@@ -157,6 +157,6 @@ def daemon(gw: Gateway) -> Any:
         sockets=SimpleNamespace(offloads=lambda: []),
         worker=SimpleNamespace(pid=None, malformed=0, late=0, dump_overflows=0, stderr_dropped=0),
         unowned=SimpleNamespace(count=0), services=[],
-        calm=None, restarts=[], started=0.0, ctl_counts=Counts(),
+        calm=None, restarts=[], started=0.0, ctl_counts=Counts(), route_keeper=None,
         service_status=lambda dump: [{"tunnels": []}, gw.ike_part()])
 

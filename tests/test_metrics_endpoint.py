@@ -201,7 +201,7 @@ def _daemon(worker_malformed: int = 0) -> Any:
     from types import SimpleNamespace
 
     from tunsec.ctlsocket import Counts
-    return SimpleNamespace(ctl_counts=Counts(),
+    return SimpleNamespace(ctl_counts=Counts(), route_keeper=None,
         cfg=SimpleNamespace(tunsec=SimpleNamespace(tun="tun0")), mtu=1400, tun=None,
         sockets=SimpleNamespace(offloads=lambda: []),
         worker=SimpleNamespace(pid=None, malformed=worker_malformed, late=0, dump_overflows=0, stderr_dropped=0),

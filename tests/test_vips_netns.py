@@ -288,6 +288,7 @@ class Reloading:
         self.ike = type("IkeService", (), {"vips": client.vips, "sweep_excludes": staticmethod(lambda reset: None)})
         self.excludes = None   # no exclude routes: these networks cover no peer
         self.killswitch = KillSwitch("")   # no full tunnel here: it holds no route
+        self.route_keeper = None   # no watch of dropped routes (routekeep.py) in these interleavings
 
     def _add_route(self, net: ipaddress.IPv4Network, local_nets: tuple[()]) -> None:
         Daemon._add_route(self, net, local_nets)  # type: ignore[arg-type]

@@ -45,7 +45,7 @@ from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.filecheck import reread_refusal
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import blockwatch, exclude, pipe, spawner
+from tunsec.dataplane import blockwatch, exclude, pipe, routekeep, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, is_half, tun_routes
@@ -128,6 +128,7 @@ class Daemon:
         self._blocks_hold: netadmin.BlocksHold | None = None   # CAP_NET_ADMIN kept for the blocks alone
         self.excludes: ExcludeRoutes | None = None   # IKE peers' paths kept out of the TUN's routes (exclude.py)
         self.killswitch = KillSwitch("")   # the standing routes under the TUN's routes (killswitch.py)
+        self.route_keeper: routekeep.Keeper | None = None   # the TUN's routes the kernel dropped put back
         self._reloading = asyncio.Lock()   # one reload at a time (SIGHUP and `tunsec reload` may meet)
         self._reloads: set[asyncio.Task[None]] = set()   # SIGHUP's
         self.reload_cut = reload_cut.ReloadCut()   # the control socket's, and the stop's cut (reload_cut.py)
@@ -151,6 +152,7 @@ class Daemon:
         made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
         self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
         self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
+        self.route_keeper = routekeep.Keeper(self.tun)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -193,7 +195,10 @@ class Daemon:
         if any(r[0] == net for r in self.tun.routes):
             return
         same = tuple(n for n in local_nets if n.version == net.version)
-        self.tun.add_route(net, local_address_in(same) if same else None)
+        src, before = local_address_in(same) if same else None, len(self.tun.unapplied)
+        self.tun.add_route(net, src)
+        if self.route_keeper is not None and len(self.tun.unapplied) == before and net not in dict(self.tun.routes):
+            self.route_keeper.found[net] = src   # in place (tunsec prepare's): not ours, watched all the same
 
     async def _start_worker(self) -> None:
         assert self.tun is not None
@@ -397,7 +402,11 @@ class Daemon:
         lines = [f"{reroute.FAILED}{line}" for line in await asyncio.to_thread(self._exclude_peers, wanted)]
         nets = [n for n, _ in wanted]
         lines += await reroute.standing(self.killswitch, self.killswitch.ensure, nets, "added")
+        if self.route_keeper is not None:   # a found route of a tunnel the reload removes: no longer watched
+            self.route_keeper.found = {n: s for n, s in self.route_keeper.found.items() if n in nets}
         lines += await reroute.reload_routes(self.tun, wanted, self._add_route)
+        if self.route_keeper is not None:   # those listed that the kernel dropped meanwhile (review revks3 F4)
+            lines += routekeep.reload_lines(await asyncio.to_thread(self.route_keeper.check), reroute.FAILED)
         # after the TUN's routes went; one the TUN keeps (its removal refused) keeps its standing route
         kept = [*nets, *(n for n, _ in self.tun.routes)]
         lines += await reroute.standing(self.killswitch, self.killswitch.keep_only, kept, "removed")
@@ -614,6 +623,8 @@ class Daemon:
             keeper = self._blocks_hold.keeper if self._blocks_hold else None   # the one netadmin asks
             self._tasks = [asyncio.create_task(self._watch_worker()),
                            asyncio.create_task(blockwatch.watch(self.tun, self.stopping, keeper=keeper))]
+            if self.route_keeper is not None:   # the TUN's routes the kernel drops put back (routekeep.py)
+                self._tasks.append(asyncio.create_task(routekeep.watch(self.route_keeper, self.stopping)))
             if self.excludes is not None:   # they follow the host's paths (its default route may change)
                 self._tasks.append(asyncio.create_task(exclude.follow(self.excludes, self.stopping)))
             gctune.settle()   # start-up is done: what exists now lives as long as we do

@@ -51,6 +51,7 @@ from tunsec.dataplane import pipe
 from tunsec.eventcounts import EventCounts
 from tunsec.exposition import Written
 from tunsec.metrics_names import WorkerNames, names_of
+from tunsec.metrics_tun import tun_families
 from tunsec.status import SA_FIELDS, SLICE, release
 
 __all__ = ["DUMP_TIMEOUT", "EventCounts", "ListenError", "MetricsServer", "Source", "start"]
@@ -212,13 +213,7 @@ def state_families(doc: dict[str, Any], worker_up: bool, policies: Metric | Writ
     names = names or WorkerNames()
     yield GaugeMetricFamily("tunsec_worker_up", "1 if the dataplane worker answered this scrape's DUMP in time",
                             value=1 if worker_up else 0)
-    unrouted = GaugeMetricFamily("tunsec_tun_unrouted_networks", "Tunnels' networks the kernel refused to route "
-                                 "through the TUN at a reload; blocked=1: a prohibit route refuses their traffic, "
-                                 "0: the kernel refused that too", labels=["blocked"])
-    held = collections.Counter(bool(u["blocked"]) for u in doc.get("tun", {}).get("unrouted", ()))
-    for blocked in (True, False):
-        unrouted.add_metric(["1" if blocked else "0"], held[blocked])
-    yield unrouted
+    yield from tun_families(doc)   # the TUN's routes (metrics_tun.py)
     ike = GaugeMetricFamily("tunsec_ike_sas", "IKE SAs by connection and state", labels=["connection", "state"])
     by_state = collections.Counter((s["name"], s["state"]) for s in doc.get("ike_sas", []))
     for (conn, state), n in sorted(by_state.items()):

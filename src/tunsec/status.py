@@ -178,7 +178,9 @@ def status_rows(d: Daemon, dump: Reply) -> dict[str, Any]:
                 # tunnels' networks the kernel refused to route through the TUN (a reload's): blocked, a
                 # prohibit route of ours refuses their traffic; not blocked, the host's routes may carry it
                 "unrouted": [{"network": str(net), "blocked": u.blocked, "reason": u.why}
-                             for net, u in (d.tun.unrouted.items() if d.tun else ())]},
+                             for net, u in (d.tun.unrouted.items() if d.tun else ())],
+                # the TUN's routes (and rules) put back since the start; those removed and not back (routekeep.py)
+                **(d.route_keeper.status() if d.route_keeper is not None else {})},
         "udp_offloads": d.sockets.offloads(),
         # gauges: the worker's values of now (DUMP's GAUGEs: its live C allocations, policies in its SPD);
         # malformed: datagrams from it the control process could not decode, dropped (since it started);
@@ -247,6 +249,11 @@ def render(doc: dict[str, Any]) -> str:
         held = ("its traffic refused (prohibit route)" if u["blocked"]
                 else "NOT blocked: its traffic may leave in clear by the host's other routes")
         lines.append(f"unrouted: {u['network']}, {held}: {u['reason']}")
+    for lost in tun.get("routes_lost", ()):
+        lines.append(f"route lost: {lost['network']}: {lost['reason']}")
+    if tun.get("routes_put_back") or tun.get("rules_put_back"):
+        lines.append(f"routes put back after someone else or the kernel removed them: {tun['routes_put_back']} "
+                     f"(rules {tun['rules_put_back']})")
     gauges = worker.get("gauges") or {}
     if gauges or any(worker.get(k) for k in ("malformed", "late_answers", "dump_overflows", "stderr_dropped")):
         lines.append("worker: " + ", ".join([f"{k} {v}" for k, v in gauges.items()]

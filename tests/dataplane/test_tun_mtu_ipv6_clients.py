@@ -112,6 +112,7 @@ class _Tun:
     def __init__(self) -> None:
         self.mtu = 0
         self.routes: list[tuple[IPv4Network | IPv6Network, object]] = []
+        self.unapplied: list[tuple[str, str]] = []
 
     def configure(self, mtu: int) -> None:
         self.mtu = mtu
@@ -129,7 +130,7 @@ def _set_up(routes: tuple[str, ...], mtu: int) -> _Tun:
     daemon.cfg = SimpleNamespace(tunsec=SimpleNamespace(mtu=mtu, outer_mtu=OUTER_MTU), path="tunsec.conf")  # type: ignore[assignment]
     daemon.services = [_Service([], [(6, "::", 4500)], routes)]  # type: ignore[list-item]
     daemon.manual = SimpleNamespace(carries_ipv6=lambda: False)  # type: ignore[assignment]
-    daemon.tun, daemon.excludes = tun, None  # type: ignore[assignment]
+    daemon.tun, daemon.excludes, daemon.route_keeper = tun, None, None  # type: ignore[assignment]
     daemon.killswitch = SimpleNamespace(ensure=lambda nets: [], keep_only=lambda nets: [],  # type: ignore[assignment]
                                         report_unapplied=lambda path: None)
     daemon._setup_tun()

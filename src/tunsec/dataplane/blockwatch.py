@@ -25,12 +25,11 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import socket
-import struct
 
 from tunsec.dataplane.blockrecord import mark_metrics
-from tunsec.dataplane.netlink import ForeignDrops, _netlink, from_kernel
+from tunsec.dataplane.netlink import RTM_NEWROUTE as RTM_NEWROUTE
+from tunsec.dataplane.netlink import ForeignDrops, _netlink, route_dump
 from tunsec.dataplane.prohibitroute import RTN_PROHIBIT, RTPROT_TUNSEC, prohibit_of
 from tunsec.dataplane.routetable import TABLE
 from tunsec.dataplane.tun import IPNetwork, Tun, Unrouted, _iproute
@@ -40,13 +39,6 @@ log = logging.getLogger("tunsec.tun")
 
 INTERVAL = 2.0
 
-# linux/netlink.h, linux/rtnetlink.h
-SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-_NLMSG = struct.Struct("=IHHII")
-_RTMSG = struct.Struct("=BBBBBBBBI")
 # datagrams another netlink socket unicast to a route dump's socket: not the kernel's answer, dropped
 FOREIGN = ForeignDrops("prohibit route check", log)
 
@@ -150,34 +142,8 @@ def tunsec_prohibits() -> set[tuple[IPNetwork, int | None]]:
 
 
 def _dump(family: int) -> set[tuple[IPNetwork, int | None]]:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
-        with contextlib.suppress(OSError):   # an old kernel: no filter, every route comes (checked below)
-            s.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        body = _RTMSG.pack(family, 0, 0, 0, 0, RTPROT_TUNSEC, 0, RTN_PROHIBIT, 0)   # table 0: every table
-        s.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body, (0, 0))
-        found: set[tuple[IPNetwork, int | None]] = set()
-        while True:
-            data, sender = s.recvfrom(1 << 16)
-            if not from_kernel(sender):   # review revlate7 R1: a forged route would keep a deleted block out
-                FOREIGN.dropped(sender)
-                continue
-            if not data:
-                raise OSError("netlink: the route dump ended early")
-            off = 0
-            while off + _NLMSG.size <= len(data):
-                size, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, off)
-                if size < _NLMSG.size:
-                    raise OSError("netlink: malformed message in the route dump")
-                if kind == NLMSG_DONE:
-                    return found
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, off + _NLMSG.size)[0]
-                    raise OSError(code, f"netlink route dump: {os.strerror(code)}")
-                if kind == RTM_NEWROUTE:
-                    net = _prohibit_of(data[off + _NLMSG.size:off + size])
-                    if net is not None:
-                        found.add(net)
-                off += (size + 3) & ~3
+    body = route_dump(family, FOREIGN, proto=RTPROT_TUNSEC, kind=RTN_PROHIBIT)   # table 0: every table
+    return {net for msg in body if (net := _prohibit_of(msg)) is not None}
 
 
 def _prohibit_of(msg: bytes) -> tuple[IPNetwork, int | None] | None:

@@ -44,7 +44,7 @@ RTPROT_TUNSEC = 116
 
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTA_DST, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 6, 8, 15
+RTA_DST, RTA_OIF, RTA_PRIORITY, RTA_METRICS, RTA_TABLE = 1, 4, 6, 8, 15
 RTAX_REORDERING = 9
 RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE = 7, 11
 NLMSG = struct.Struct("=IHHII")
@@ -70,10 +70,31 @@ class Prohibit:
 def prohibit_of(msg: bytes) -> Prohibit | None:
     """The route in one route message (after the netlink header) if it is a prohibit route of tunsec's in
     its table (routetable.py) or the main table (one a tunsec of before h/fixks5 left)."""
+    r = route_of(msg)
+    if r is None or r.kind != RTN_PROHIBIT or r.proto != RTPROT_TUNSEC or r.table not in (TABLE, RT_TABLE_MAIN):
+        return None
+    return Prohibit(r.net, r.mark, r.priority, r.table)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What tunsec reads of one route in a route message."""
+
+    net: IPNetwork
+    table: int
+    proto: int
+    kind: int            # RTN_*
+    oif: int | None      # its device's index
+    priority: int | None
+    mark: int | None     # RTAX_REORDERING (blockrecord.block_mark); None: none
+
+
+def route_of(msg: bytes) -> Route | None:
+    """The route in one route message (after the netlink header); None for one of another family or malformed."""
     if len(msg) < RTMSG.size:
         return None
     family, dst_len, _src, _tos, table, proto, _scope, kind, _flags = RTMSG.unpack_from(msg)
-    dst, mark, priority = b"", None, None
+    dst, mark, priority, oif = b"", None, None, None
     for attr, value in attrs(msg, RTMSG.size):
         if attr == RTA_DST:
             dst = value
@@ -81,16 +102,16 @@ def prohibit_of(msg: bytes) -> Prohibit | None:
             table = struct.unpack("=I", value)[0]
         elif attr == RTA_PRIORITY and len(value) == 4:
             priority = struct.unpack("=I", value)[0]
+        elif attr == RTA_OIF and len(value) == 4:
+            oif = struct.unpack("=i", value)[0]
         elif attr == RTA_METRICS:
             mark = next((struct.unpack("=I", v)[0] for a, v in attrs(value, 0) if a == RTAX_REORDERING
                          and len(v) == 4), None) or None   # 0: none (the kernel leaves a 0 out)
-    if kind != RTN_PROHIBIT or proto != RTPROT_TUNSEC or table not in (TABLE, RT_TABLE_MAIN):
-        return None
     size = 4 if family == socket.AF_INET else 16
     if family not in (socket.AF_INET, socket.AF_INET6) or len(dst) not in (0, size) or dst_len > size * 8:
         return None
     address = ip_address(dst or bytes(size))
-    return Prohibit(ip_network(f"{address}/{dst_len}", strict=False), mark, priority, table)
+    return Route(ip_network(f"{address}/{dst_len}", strict=False), table, proto, kind, oif, priority, mark)
 
 
 def attrs(msg: bytes, off: int) -> Iterator[tuple[int, bytes]]:
