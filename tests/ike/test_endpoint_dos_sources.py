@@ -159,7 +159,7 @@ def test_status_shows_the_per_address_half_open_table_as_it_is_now() -> None:
     held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, held_dropped_half_open=0, spi_waits=0,
                            waiting_max_half_open=0, returned=0, install_waits=0,
                            install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0,
-                           natt_unanswered=0, gate=None, late_returned=0)
+                           natt_unanswered=0, natt_other_port=0, gate=None, late_returned=0)
 
     def shown() -> tuple[int, int, int, float, float]:
         doc = ike_status.status([], [], b, held, held, held, {}, EventCounts())  # type: ignore[arg-type]
@@ -352,7 +352,7 @@ def test_status_names_the_busiest_source_by_its_prefix() -> None:
     held = SimpleNamespace(held_waiting=0, held_total=0, held_dropped=0, held_dropped_half_open=0, spi_waits=0,
                            waiting_max_half_open=0, returned=0, install_waits=0,
                            install_holds=0, install_hold_seconds=0.0, install_hold_max=0.0, esp_on_ike_port=0,
-                           natt_unanswered=0, gate=None, late_returned=0)
+                           natt_unanswered=0, natt_other_port=0, gate=None, late_returned=0)
     for i, ip in enumerate([*_in_64("2001:db8:1:2", 4), "198.51.100.1", "::ffff:198.51.100.2"]):
         b.receive(with_spi(request, i), (ip, 1000 + i), 1.0)
     b.datagrams_to_send(1.0)
