@@ -62,11 +62,11 @@ SELFTEST_SRC := $(wildcard csrc/test/*.c)
 # the refused ones (csrc/test/test_addrwatch.c)
 SELFTEST_LD := -Wl,--wrap=realloc -Wl,--wrap=sendmmsg
 
-build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h $(SELFTEST_SRC) csrc/test/selftest.h
+build/selftest: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h csrc/srcroute.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
 	gcc $(CFLAGS_SAN) -o $@ $(CSRC) $(SELFTEST_SRC) $(SELFTEST_LD) -lcrypto -lpthread
 
-build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h $(SELFTEST_SRC) csrc/test/selftest.h
+build/selftest-tsan: $(CSRC) csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h csrc/srcroute.h $(SELFTEST_SRC) csrc/test/selftest.h
 	mkdir -p build
 	gcc -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=thread -Icsrc -o $@ \
 	    $(CSRC) $(SELFTEST_SRC) $(SELFTEST_LD) -lcrypto -lpthread
@@ -89,7 +89,7 @@ CFLAGS_FUZZ := -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror -fsanitize=ad
 FUZZ_OBJ := $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(CSRC))
 .SECONDARY: $(FUZZ_OBJ)
 
-build/fuzz/obj/%.o: csrc/%.c csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h
+build/fuzz/obj/%.o: csrc/%.c csrc/tunsec_dp.h csrc/tunsec_bench.h csrc/internal.h csrc/limit.h csrc/srcroute.h
 	@mkdir -p build/fuzz/obj
 	$(CLANG) $(CFLAGS_FUZZ) -fsanitize=fuzzer-no-link -c -o $@ $<
 

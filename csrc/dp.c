@@ -312,12 +312,11 @@ static bool own_esp(const ts_sa *sa, const ts_flow *f) {
 int ts_outbound_locked(ts_dp *dp, ts_flow_cache *cache, const uint8_t *pkt, size_t len, uint8_t *out,
                        size_t outcap, ts_sa **sa_out, int *drop, size_t *icmp_len) {
     ts_flow f;
-    *drop = TS_DROP_NONE;
     *icmp_len = 0;
-    if (!ts_flow_parse(pkt, len, &f)) {
-        *drop = TS_DROP_MALFORMED;
+    /* malformed, or a source route: sealed, it would go on past the selectors (srcroute.h) */
+    *drop = ts_flow_parse_own(pkt, len, &f);
+    if (*drop != TS_DROP_NONE)
         return 0;
-    }
     if (ts_own_end_from(dp, &f)) {   /* our own ESP (or IKE), whatever SA it would enter: ownesp.c */
         *drop = TS_DROP_ESP_LOOP;
         return 0;
@@ -578,11 +577,16 @@ static int check_inner(ts_sa *sa, const uint8_t *pt, size_t pt_len, size_t *inne
     for (size_t i = 0; i < padlen; i++)
         if (pt[plen + i] != (uint8_t)(i + 1))
             return TS_DROP_MALFORMED;
-    if (nh == PROTO_DUMMY)
+    if (nh == PROTO_DUMMY) {
+        *inner_len = pt_len;   /* no inner packet: what it carried is its whole payload (account) */
         return TS_DROP_DUMMY;
+    }
     ts_flow f;
-    if ((nh != 4 && nh != 41) || !ts_flow_parse(pt, plen, &f) || (nh == 4) != (f.family == 4))
-        return TS_DROP_MALFORMED;
+    int why = nh == 4 || nh == 41 ? ts_flow_parse_own(pt, plen, &f) : TS_DROP_MALFORMED;
+    if (why == TS_DROP_NONE && (nh == 4) != (f.family == 4))
+        why = TS_DROP_MALFORMED;   /* the next header and the inner version disagree */
+    if (why != TS_DROP_NONE)
+        return why;   /* malformed, or a source route: destinations no selector saw (srcroute.h) */
     /* TFC padding may follow the inner packet: its own length field wins */
     *inner_len = f.family == 4 ? ts_be16(pt + 2) : (size_t)ts_be16(pt + 4) + 40;
     /* an SA without selectors admits nothing: "no selector" never means "any" */
@@ -724,17 +728,23 @@ int ts_inbound_locked(ts_dp *dp, uint8_t *udp, size_t len, const ts_addr *src,
     const uint8_t *pt = udp + ESP_HDR + ESP_IV;
     size_t inner_len = 0;
     int why = check_inner(sa, pt, pt_len, &inner_len);
-    if (why != TS_DROP_NONE) {
-        if (why == TS_DROP_POLICY || why == TS_DROP_ICMP_QUOTE)
+    if (why != TS_DROP_NONE && why != TS_DROP_DUMMY) {
+        if (why == TS_DROP_POLICY || why == TS_DROP_ICMP_QUOTE || why == TS_DROP_SOURCE_ROUTE)
             atomic_fetch_add_explicit(&sa->counters[TS_CTR_POLICY_DROPS], 1, memory_order_relaxed);
         *drop = why;
         return 0;
     }
+    /* a TFC dummy (RFC 4303 §2.6) took a number and the key like any packet: it counts in the SA's
+     * lifetime too, or a peer could send without end on one key (review revesp R2; XFRM counts it) */
     if (!account(dp, sa, inner_len)) {
         *drop = TS_DROP_LIFETIME;
         return 0;
     }
     emit_reserve(dp, sa, seq, false);
+    if (why == TS_DROP_DUMMY) {
+        *drop = why;
+        return 0;
+    }
     memcpy(out, pt, inner_len);
     return (int)inner_len;
 }

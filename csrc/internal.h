@@ -266,6 +266,10 @@ bool ts_selector_match(const ts_selector *s, const ts_flow *f);
 bool ts_selector_valid(const ts_selector *s);
 /* 5-tuple of an IP packet; false if it is not a well-formed IPv4/IPv6 packet */
 bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f);
+/* the same for a packet the fast path would pass on (inbound decrypted, or outbound from the TUN),
+ * as its drop reason: TS_DROP_MALFORMED, TS_DROP_SOURCE_ROUTE for a source route with hops to go
+ * (the selectors see only its header's destination: srcroute.h), else TS_DROP_NONE */
+int ts_flow_parse_own(const uint8_t *pkt, size_t len, ts_flow *f);
 /* where a well-formed packet's L4 header starts and its data ends; false for a later fragment */
 bool ts_flow_l4(const uint8_t *pkt, size_t len, size_t *l4, size_t *end);
 /* How much of its flow a packet quoted in an ICMP error shows (the quote may

@@ -1,6 +1,7 @@
 /* The SPD: an ordered list of selectors -> PROTECT/BYPASS/DISCARD, and the
  * selector matching shared with the inbound policy check. */
 #include "internal.h"
+#include "srcroute.h"
 #include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -62,6 +63,7 @@ static bool ports_of(ts_flow *f, const uint8_t *l4, size_t l4len) {
 typedef struct ts_parsed {
     size_t l4, end;    /* the L4 header's offset and where the data ends */
     bool first;        /* not a later fragment: L4 starts at l4 */
+    bool routed;       /* a packet's own header names further destinations (srcroute.h); never a quote's */
     uint8_t known;     /* enum ts_quote_known */
 } ts_parsed;
 
@@ -71,6 +73,12 @@ static bool parse_v4(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
     size_t ihl = (size_t)(p[0] & 15) * 4, tot = ts_be16(p + 2);
     if (ihl < 20 || tot < ihl || (quote ? ihl > len : tot > len))
         return false;
+    if (ihl > 20 && !quote) {   /* options (the common IHL 5 pays this one branch) */
+        int route = ts_ip4_source_route(p + 20, ihl - 20);
+        if (route == TS_SRCROUTE_BAD)
+            return false;
+        r->routed = route == TS_SRCROUTE_LIVE;
+    }
     f->family = 4;
     f->proto = p[9];
     memcpy(f->src, p + 12, 4);
@@ -106,6 +114,8 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
         if (nh == 0 || nh == 43 || nh == 60) {         /* hop-by-hop, routing, destination */
             if (off + 8 > end)
                 return quote;                           /* a quote cut in its chain: protocol unknown */
+            if (nh == 43 && !quote && ts_ip6_route_live(p + off))
+                r->routed = true;                       /* segments left: srcroute.h */
             size_t hl = ((size_t)p[off + 1] + 1) * 8;
             nh = p[off];
             off += hl;
@@ -147,6 +157,7 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
 
 static bool parse_ip(const uint8_t *pkt, size_t len, bool quote, ts_flow *f, ts_parsed *r) {
     memset(f, 0, sizeof(*f));
+    r->routed = false;
     if (len < 1)
         return false;
     switch (pkt[0] >> 4) {
@@ -159,6 +170,13 @@ static bool parse_ip(const uint8_t *pkt, size_t len, bool quote, ts_flow *f, ts_
 bool ts_flow_parse(const uint8_t *pkt, size_t len, ts_flow *f) {
     ts_parsed r;
     return parse_ip(pkt, len, false, f, &r);
+}
+
+int ts_flow_parse_own(const uint8_t *pkt, size_t len, ts_flow *f) {
+    ts_parsed r;
+    if (!parse_ip(pkt, len, false, f, &r))
+        return TS_DROP_MALFORMED;
+    return r.routed ? TS_DROP_SOURCE_ROUTE : TS_DROP_NONE;
 }
 
 bool ts_flow_l4(const uint8_t *pkt, size_t len, size_t *l4, size_t *end) {

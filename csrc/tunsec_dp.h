@@ -110,6 +110,11 @@ enum ts_drop {
                                          its peer: a peer's address is routed into the TUN, and
                                          sealing it again would loop (review revmobike F1, revmobfix
                                          F2: two SAs sealing each other's) */
+    TS_DROP_SOURCE_ROUTE,             /* inner packet (inbound, decrypted; or outbound, from the TUN)
+                                         with a source route that has hops to go: an IPv4 LSRR/SSRR
+                                         option or an IPv6 Routing header with Segments Left > 0
+                                         names destinations the selectors never saw (srcroute.h,
+                                         review revesp F1) */
     TS_DROP__COUNT
 };
 
@@ -121,8 +126,8 @@ enum ts_drop {
  * tunsec_child_sa_<name> metric show it (metrics.SA_COUNTER_HELP holds the
  * help text, or says how a counter is exported differently). */
 enum ts_sa_counter {
-    TS_CTR_PACKETS = 0,     /* packets through the SA: OUT sent, IN accepted */
-    TS_CTR_BYTES,           /* inner bytes of those packets */
+    TS_CTR_PACKETS = 0,     /* packets through the SA: OUT sent, IN accepted (TFC dummies too) */
+    TS_CTR_BYTES,           /* inner bytes of those packets (a dummy's: its whole payload) */
     TS_CTR_REPLAY_DROPS,    /* IN: sequence number replayed or left of the window */
     TS_CTR_AUTH_DROPS,      /* IN: ICV did not verify */
     TS_CTR_POLICY_DROPS,    /* IN: inner packet (or the packet an ICMP error quotes) outside the SA's selectors */

@@ -33,7 +33,8 @@
  * shares; anything else never is.  SA B holds a reservation (ts_sad_reserve, LIMIT_B): a number
  * above it is never delivered, and raises at most one RESERVE naming it.
  * An ICMP error that gets through must quote a packet inside A's selectors (an ICMPv6 one
- * found behind any number of extension headers).
+ * found behind any number of extension headers); nothing that gets through carries a source
+ * route with hops to go or an IPv4 option cut short (fz_source_routed).
  * SA A is armed with report_first_use: one FIRST_USE at most per input, never
  * without an untampered record with A's SPI, and always once one got through.
  * Both SAs are re-created before every input, so each input starts from the
@@ -175,6 +176,8 @@ static void check_inner(const uint8_t *out, int n, size_t outcap) {
         FUZZ_ASSERT(n >= 20 && fz_be16(out + 2) == (uint16_t)n);
     else
         FUZZ_ASSERT(n >= 40 && fz_be16(out + 4) + 40u == (unsigned)n);
+    /* no source route with hops to go, no option cut short, gets through (review revesp F1) */
+    FUZZ_ASSERT(fz_source_routed(out, (size_t)n) == 0);
     /* an ICMP error that got through (SA A: SA B has no selectors) quotes a whole IP header
      * of its family inside A's selectors (RFC 4301 §6.2; only the simple layouts checked) */
     if (out[0] == 0x45 && out[9] == 1 && (fz_be16(out + 6) & 0x1fff) == 0 && n > 20) {

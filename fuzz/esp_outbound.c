@@ -12,7 +12,8 @@
  * 172.16.0.0/12-ish DISCARD, 198.51.100.0/24 PROTECT reqid 2 (no SA: ACQUIRE).
  * Every ESP packet the sender produces must be accepted by a receiver keyed
  * with the same SA (any address, both ways) and give back the inner packet
- * unchanged, but for an ICMP error without a whole quoted IP header. */
+ * unchanged, but for an ICMP error without a whole quoted IP header; none carries a source route
+ * with hops to go or an IPv4 option cut short (fz_source_routed). */
 #include "fuzz_util.h"
 
 #define SPI 0x4000u
@@ -104,6 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_ASSERT((size_t)n <= outcap);
         FUZZ_ASSERT((size_t)n >= len + 16 + 2 + 16 && (size_t)n <= len + 16 + 5 + 16 && ((size_t)n - 32) % 4 == 0);
         FUZZ_ASSERT((fz_be32(esp) == SPI || fz_be32(esp) == SPI_PORTS) && dst.family == 4 && dst.port == 4500);
+        /* a source route with hops to go, or an option cut short, is never sealed (review revesp F1) */
+        FUZZ_ASSERT(fz_source_routed(pkt, len) == 0);
         /* a packet that shows no ports (a later fragment, a cut header) never takes the port-restricted policy */
         FUZZ_ASSERT(fz_be32(esp) != SPI_PORTS || shows_port_below_5060(pkt, len));
         ts_addr src;

@@ -125,6 +125,38 @@ static inline void fz_params(ts_sa_params *p, uint32_t spi, uint8_t dir, const u
     fz_addr4(&p->remote, 192, 0, 2, 1, 4500);
 }
 
+/* The oracle's own reading (not csrc/srcroute.c's) of whether a whole packet (its length fields
+ * checked by the caller) names destinations beyond its header's, which the fast path never passes
+ * either way (review revesp F1): 1 an IPv4 LSRR/SSRR with its pointer not past its end or an IPv6
+ * Routing header with segments left, -1 an IPv4 option cut short (malformed), else 0. */
+static inline int fz_source_routed(const uint8_t *p, size_t n) {
+    if (p[0] >> 4 == 4) {
+        size_t end = (size_t)(p[0] & 15) * 4;
+        for (size_t i = 20; i < end && p[i] != 0; i += p[i] == 1 ? 1 : p[i + 1]) {
+            if (p[i] == 1)
+                continue;
+            if (i + 1 >= end || p[i + 1] < 2 || i + p[i + 1] > end ||
+                ((p[i] == 131 || p[i] == 137) && p[i + 1] < 3))
+                return -1;
+            if ((p[i] == 131 || p[i] == 137) && p[i + 2] <= p[i + 1])
+                return 1;
+        }
+        return 0;
+    }
+    size_t off = 40;
+    uint8_t nh = p[6];
+    while ((nh == 0 || nh == 43 || nh == 60 || nh == 44) && off + 8 <= n) {
+        if (nh == 43 && p[off + 3])
+            return 1;
+        if (nh == 44 && (fz_be16(p + off + 2) & 0xfff8))
+            return 0;   /* a later fragment: the rest is data */
+        size_t hl = nh == 44 ? 8 : ((size_t)p[off + 1] + 1) * 8;
+        nh = p[off];
+        off += hl;
+    }
+    return 0;
+}
+
 /* pop every queued event so the bounded queue never fills across runs */
 static inline void fz_drain_events(ts_dp *dp) {
     static uint8_t buf[TS_MAX_PACKET];

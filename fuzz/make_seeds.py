@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_LSRR, IPOption_Router_Alert, IPOption_RR, IPOption_SSRR
+from scapy.layers.inet6 import (
+    ICMPv6PacketTooBig,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrSegmentRouting,
+)
 from scapy.packet import Raw
 
 from tunsec.dataplane import pipe
@@ -98,6 +105,20 @@ def v6_frag(offset: int = 0) -> bytes:
                  / UDP(sport=1, dport=2) / Raw(b"f" * 16))
 
 
+def source_routes() -> list[bytes]:
+    """Review revesp F1: live routes (dropped both ways), then spent ones and other options (passed),
+    then an option cut short (malformed)."""
+    def v6_srh(segleft: int) -> bytes:
+        srh = IPv6ExtHdrSegmentRouting(addresses=["2001:db8::99", "fd00::2"], segleft=segleft, lastentry=1)
+        return bytes(IPv6(src="fd00::1", dst="fd00::2") / srh / UDP(sport=1, dport=2) / Raw(b"sr"))
+    cut = bytearray(v4_udp(8, options=[IPOption_Router_Alert()]))
+    cut[20:24] = b"\x83\x09\x04\x00"
+    return [v4_udp(8, options=[IPOption_LSRR(routers=["192.0.2.99"])]),
+            v4_udp(8, options=[IPOption_SSRR(routers=["10.2.0.7", "192.0.2.99"])]), v6_srh(1),
+            v4_udp(8, options=[IPOption_LSRR(routers=["192.0.2.99"], pointer=8)]),
+            v4_udp(8, options=[IPOption_RR(routers=["0.0.0.0"]), IPOption_Router_Alert()]), v6_srh(0), bytes(cut)]
+
+
 # ------------------------------------------------------------------ ESP inbound
 
 
@@ -144,6 +165,8 @@ def esp_inbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "sealed-icmp6-chain", b"".join(sealed(esp_trailer(v6_chained(p, n), 41), i + 1) for i, (p, n) in enumerate(
         [(v6_too_big(), 9), (v6_too_big("fc00::1"), 9), (v6_too_big("fc00::1"), 200)]))
     yield "sealed-tfc", sealed(esp_trailer(v4_udp(8), 4, tfc=40), 3)
+    yield "sealed-source-route", b"".join(sealed(esp_trailer(p, 4 if p[0] >> 4 == 4 else 41), i + 1)
+                                          for i, p in enumerate(source_routes()))
     yield "sealed-dummy", sealed(esp_trailer(b"", 59), 1)
     yield "sealed-bad-pad", sealed(esp_trailer(v4_udp(9), 4, bad_pad=True), 1)
     yield "sealed-wrong-nh", sealed(esp_trailer(v4_udp(), 41), 1)
@@ -193,6 +216,8 @@ def esp_outbound_seeds() -> Iterable[tuple[str, bytes]]:
     yield "v4-icmp-error-cut", b"\0\0" + v4_icmp_error(quote=19)
     yield "v4-frag", b"\0\0" + v4_udp(flags=1, frag=100)
     yield "v4-options", b"\0\0" + bytes(IP(src="10.1.0.1", dst="10.2.0.1", options=b"\x01\x01\x01\x00") / UDP())
+    for i, p in enumerate(source_routes()):
+        yield f"source-route-{i}", b"\0\0" + p
     yield "v4-df-too-big", b"\x01\0" + v4_udp(600, flags=2)
     yield "v4-too-big-no-df", b"\x01\0" + v4_udp(600)
     yield "v6-udp", b"\0\0" + v6_udp()

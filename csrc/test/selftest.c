@@ -28,7 +28,8 @@
  * model of its own, and what a change leaves of the flow caches), test_review_revspd.c (review
  * revspd: a range policy's delete cost, a shared dgen counter), test_spd_upkeep.c (what a held
  * packet's retry and deletes walk), test_sandbox.c (the worker's seccomp filter), test_addrwatch.c
- * (the addresses the host added: which end a gone source, and for which SA); what they share is
+ * (the addresses the host added: which end a gone source, and for which SA), test_srcroute.c
+ * (source routes past the selectors, TFC dummies in the lifetime); what they share is
  * in selftest.h (harness.c, ref_esp.c).  An argument sets the fuzz
  * iterations (default 200000).
  */
@@ -130,6 +131,9 @@ int main(int argc, char **argv) {
     test_review_revspd2_pass_bounded();
     test_addrwatch_ring();
     test_addrwatch_refused_then_added();
+    test_srcroute_options();
+    test_srcroute_path();
+    test_dummy_lifetime();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);
     return failures ? 1 : 0;
 }

@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tunsec.dataplane._fastpath import ffi
 
-from tunsec.dataplane.fastpath import Dataplane
+from tunsec.dataplane.fastpath import Dataplane, Drop
 from tunsec.dataplane.pipe import (
     Action,
     Alg,
@@ -243,6 +243,15 @@ def ike_message(payload: bytes = b"", message_id: int = 0) -> bytes:
     the least the fast path passes up from port 500 or after the non-ESP marker."""
     header = bytes(range(0xA0, 0xA8)) + bytes(8) + bytes([33, 0x20, 34, 0x08])
     return header + struct.pack("!II", message_id, 28 + len(payload)) + payload
+
+
+def opened(packet: bytes) -> tuple[bytes, Drop, dict[str, int], int]:
+    """An inner packet sealed by the peer and opened by a fresh receiver (SEL4, SEL6): what comes
+    out, why not, the drops counted, the SA's policy_drops."""
+    key = new_key()
+    dp, spi = receiver(key)
+    out, drop = dp.inbound(esp_seal(key, spi, 1, packet, 4 if packet[0] >> 4 == 4 else 41))
+    return out, drop, dp.drops(), dp.get(spi, Direction.IN).counters["policy_drops"]
 
 
 def total_drops(dp: Dataplane) -> int:

@@ -26,6 +26,7 @@ HEADER = CSRC / "tunsec_dp.h"
 BENCH_HEADER = CSRC / "tunsec_bench.h"
 SOURCES = ["dp.c", "esp.c", "replay.c", "sad.c", "spd.c", "icmp.c", "events.c", "loop.c", "offload.c"]
 SOURCES += ["hold.c", "cmsg.c", "ikespi.c", "spdrange.c", "sandbox.c", "ownesp.c", "icmp_limit.c", "addrwatch.c"]
+SOURCES += ["srcroute.c"]
 BENCH_SOURCES = ["bench.c"]
 
 CFLAGS = ["-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall", "-Wextra", "-Werror"]
