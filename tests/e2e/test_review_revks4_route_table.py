@@ -144,6 +144,8 @@ def test_strict_reverse_path_filtering_leaves_the_routers_arp_unanswered_under_a
     client.start()
     assert "dev tunsec0" in path(topo, "203.0.113.9"), path(topo, "203.0.113.9")
     assert router_asks(topo), client.log_tail()
+    # (h/fixks7) the rest of the link still fails the check: the start says so, with the advice
+    assert "rp_filter = 1 on veth0" in client.log_text() and "rp_filter=2" in client.log_text(), client.log_tail()
 
 
 def test_a_tunnel_to_the_peers_own_address_sends_its_ike_into_the_tun(topo: RoutedHosts) -> None:
