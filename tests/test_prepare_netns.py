@@ -16,6 +16,7 @@ from reachable import scratch_dir
 
 from tunsec import privilege
 from tunsec.bench.netns import scratch_netns
+from tunsec.dataplane.markrule import MARK, MARK_PRIORITY
 
 NETNS_PROBLEM = netns_unavailable()
 pytestmark = [
@@ -159,11 +160,14 @@ def test_prepare_gives_a_split_tunnels_network_its_standing_route_and_undo_takes
                               text=True).stdout
     assert "10.2.0.0/24 dev tsks" in standing and "metric 4294967294" in standing, standing
     assert "116:\tfrom all lookup 116" in rules(ns), rules(ns)   # tunsec's table before main (fixks5)
+    # tunsec's own IKE and ESP (their sockets' mark) past it, to the main table (review revks4 F5)
+    assert f"{MARK_PRIORITY}:\tfrom all fwmark {MARK:#x} lookup main" in rules(ns), rules(ns)
     r = prepare(ns, base, base / "run", base / "state", undo=True)
     assert r.returncode == 0 and "standing routes removed" in r.stdout, r.stdout + r.stderr
     left = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True).stdout
     assert "tsks" not in left and not has_tun(ns), left
     assert "lookup 116" not in rules(ns) and "its rules removed" in r.stdout, rules(ns) + r.stdout   # table empty
+    assert "fwmark" not in rules(ns), rules(ns)
 
 
 def rules(ns: str) -> str:

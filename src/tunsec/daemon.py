@@ -45,7 +45,7 @@ from tunsec.conf.diff import comparable, restart_keys
 from tunsec.conf.errors import ConfigError
 from tunsec.conf.filecheck import reread_refusal
 from tunsec.conf.tunsec_section import MAX_WORKERS, worker_user
-from tunsec.dataplane import blockwatch, exclude, pipe, routekeep, spawner
+from tunsec.dataplane import blockwatch, exclude, pipe, routekeep, rpfilter, spawner
 from tunsec.dataplane.blockrecord import BlockRecord
 from tunsec.dataplane.client import WorkerClient, WorkerFds, worker_args
 from tunsec.dataplane.exclude import ExcludeRoutes, Route, is_half, tun_routes
@@ -170,6 +170,7 @@ class Daemon:
             self._exclude_peers(routes)   # before the TUN's routes: the peers' paths as they were
             if self.excludes is not None:   # after: those in place (tunsec prepare's) are held, not stale
                 self.excludes.clear_stale()
+                rpfilter.warn_strict(self.excludes.held, (n for n, _ in routes))
             self.killswitch.ensure(n for n, _ in routes)   # before the TUN's: a kill -9 fails closed
             for net, local_nets in routes:
                 self._add_route(net, local_nets)
@@ -188,7 +189,11 @@ class Daemon:
         """Exclude routes for the configured peers that routes capture; what failed (logged)."""
         if self.excludes is None:
             return []
-        return self.excludes.ensure([p for svc in self.services for p in svc.peer_addresses()], [n for n, _ in routes])
+        # the configured local networks the routes cover stay local (review revks4 F2); a reload drops the
+        # unwanted ones after the TUN's routes changed (_reload_routes)
+        failed = self.excludes.keep_local(routes, drop=False)
+        return failed + self.excludes.ensure([p for svc in self.services for p in svc.peer_addresses()],
+                                             [n for n, _ in routes])
 
     def _add_route(self, net: IPv4Network | IPv6Network, local_nets: tuple[IPv4Network | IPv6Network, ...]) -> None:
         assert self.tun is not None
@@ -412,6 +417,7 @@ class Daemon:
         lines += await reroute.standing(self.killswitch, self.killswitch.keep_only, kept, "removed")
         if self.excludes is not None:   # a peer no TUN route captures any more needs none (review revfull F5)
             await asyncio.to_thread(self.excludes.keep_captured, nets)
+            await asyncio.to_thread(self.excludes.keep_local, wanted)
         if self.ike is not None:   # those added (or re-added) take the virtual IP their IKE SA holds
             await self.ike.vips.source_routes()
             self.ike.sweep_excludes(reset=True)   # the TUN's routes changed: checked again
@@ -519,9 +525,11 @@ class Daemon:
                         privilege._me(), _read_grant(self.cfg.path))
 
     def _full_routing(self) -> bool:
-        """Exclude routes or a full tunnel's standing routes held, or a full tunnel that needs an exclude route for
-        each authenticated peer it meets (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
-        return bool(self.tun and ((self.excludes and self.excludes.held) or any(map(is_half, self.killswitch.held))
+        """Exclude routes (or a local_ts's throw route: removed at exit, not with the TUN) or a full tunnel's
+        standing routes held, or a full tunnel that needs an exclude route for each authenticated peer it meets
+        (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
+        held = self.excludes and (self.excludes.held or self.excludes.lans)
+        return bool(self.tun and (held or any(map(is_half, self.killswitch.held))
                                   or is_full_tunnel([n for n, _ in self.tun.routes])))
 
     async def _start_serving(self) -> None:

@@ -29,7 +29,7 @@ class Sockets:
         try:
             for _ in range(nqueues):
                 out.queues.append({fam: bind_udp(fam, a, p, purpose="ESP-in-UDP", reuseport=nqueues > 1,
-                                                 big_buffers=True)
+                                                 big_buffers=True, mark=True)
                                    for fam, (a, p) in out.binds.items()})
         except BaseException:
             out.close()

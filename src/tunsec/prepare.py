@@ -31,6 +31,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
 from tunsec.dataplane.exclude import ExcludeRoutes
+from tunsec.dataplane.exclude import Path as HostPath
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 from tunsec.dataplane.tun import Tun, interface_exists
@@ -122,12 +123,20 @@ def _full_routing(d: Daemon) -> str:
     """What the summary says of the exclude routes and the kill switch in place; "" without either."""
     parts = []
     if d.excludes is not None and d.excludes.held:
-        parts.append("exclude routes " + ", ".join(f"{p}" + (f" via {path.gateway}" if path.gateway else " on the link")
-                                                   for p, path in d.excludes.held.items()))
+        parts.append("exclude routes " + ", ".join(f"{p}" + _via(path) for p, path in d.excludes.held.items()))
+    if d.excludes is not None and (d.excludes.lans or d.excludes.hops):
+        parts.append("throw routes " + ", ".join(map(str, sorted(d.excludes.lans | d.excludes.hops, key=str))))
     if d.killswitch.held:
         parts.append(f"standing routes {', '.join(sorted(map(str, d.killswitch.held)))} dev {d.killswitch.name} "
                      "(kill switch)")
     return "; " + "; ".join(parts) if parts else ""
+
+
+def _via(path: HostPath | None) -> str:
+    """How the summary names an exclude route's path."""
+    if path is None:
+        return " (no path yet)"
+    return f" via {path.gateway}" if path.gateway else " on the link"
 
 
 def _ensure_tun(name: str, flags: int, owner: Target) -> str:

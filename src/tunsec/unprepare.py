@@ -23,6 +23,7 @@ from tunsec.conf.config import Config
 from tunsec.ctlsocket import Listener, listener
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
+from tunsec.dataplane.markrule import remove_mark_rules
 from tunsec.dataplane.netlink import IPRoute
 from tunsec.dataplane.routetable import TABLE, remove_unused_rules
 from tunsec.dataplane.tun import interface_exists
@@ -81,7 +82,7 @@ def undo(cfg: Config) -> str:
         raise PrepareError(str(err.strerror or err)) from err
     said.append(f"exclude routes removed: {', '.join(gone)}" if gone else "no exclude route")
     with IPRoute() as ipr:
-        rules = remove_unused_rules(ipr)
+        rules = remove_unused_rules(ipr) + remove_mark_rules(ipr, (4, 6))
     if rules:
         said.append(f"table {TABLE} empty, its rules removed ({'; '.join(rules)})")
     return "; ".join(said) + f". The directories of {cfg.path} stay as they are."

@@ -4,14 +4,18 @@ of the test's own (real netlink: a dummy device stands in for the TUN, another f
 from __future__ import annotations
 
 import secrets
+import socket
 import subprocess
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
+from os import PathLike
+from pathlib import Path as FsPath
 
 import pytest
 
 from tunsec.bench.netns import in_netns
-from tunsec.dataplane.exclude import ExcludeRoutes, Path, best_path, captured, tun_networks, tun_routes
+from tunsec.dataplane import rpfilter
+from tunsec.dataplane.exclude import ExcludeRoutes, Path, best_path, captured, local_throws, tun_networks, tun_routes
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 
@@ -42,16 +46,16 @@ def test_the_path_is_the_longest_prefix_then_the_lowest_metric() -> None:
 
 def test_a_peer_is_captured_by_any_tun_route_covering_it() -> None:
     """tunsec's table comes before the main table (dataplane/routetable.py): a TUN route covering a peer takes
-    it whatever the length of the host's path to it, a connected link's too (fixks5)."""
+    it whatever the length of the host's path to it, a connected link's too (fixks5), and with no path at all
+    (review revks4 F3: a throw route needs none, it serves once the host has one)."""
     gateway = ip_address("198.51.100.2")
-    assert captured(gateway, HALVES4, DEFAULT4)                 # a full tunnel: every gateway through a router
-    assert captured(ip_address("192.0.2.7"), HALVES4, LAN4)     # and every neighbour on the link
+    assert captured(gateway, HALVES4)                 # a full tunnel: every gateway through a router
+    assert captured(ip_address("192.0.2.7"), HALVES4)     # and every neighbour on the link
     # a site-to-site remote_ts covering the peer, reached through a router
-    assert captured(ip_address("192.0.2.1"), [ip_network("192.0.2.0/24")], DEFAULT4)
-    assert not captured(gateway, [ip_network("10.0.0.0/8")], DEFAULT4)
-    assert not captured(gateway, HALVES4, None)                 # unreachable but through the tunnel: nothing to keep
-    assert captured(ip_address("2001:db8:2::2"), HALVES6, Path(ip_network("::/0"), "2001:db8:1::1", 2))
-    assert not captured(ip_address("2001:db8:2::2"), HALVES4, Path(ip_network("::/0"), "2001:db8:1::1", 2))
+    assert captured(ip_address("192.0.2.1"), [ip_network("192.0.2.0/24")])
+    assert not captured(gateway, [ip_network("10.0.0.0/8")])
+    assert captured(ip_address("2001:db8:2::2"), HALVES6)
+    assert not captured(ip_address("2001:db8:2::2"), HALVES4)
 
 
 def ip(ns: str, *args: str) -> str:
@@ -166,3 +170,102 @@ def test_an_older_tunsecs_host_route_of_our_mark_is_not_taken_as_in_place(ns: st
     with in_netns(ns):
         ex.close()
     assert ours(ns) == ""
+
+
+def test_a_peer_without_a_path_gets_its_throw_route_and_takes_the_path_once_it_comes(ns: str) -> None:
+    """(review revks4 F3) a full tunnel started before the host has a default route (DHCP not answered yet, a
+    laptop off the network): the gateway is captured all the same, its throw route goes in at once, and the
+    default route that comes later is the gateway's path; follow() notes it.  Before, no path meant no exclude
+    route, and none came with the path: IKE and ESP to the gateway went into the TUN until a reload."""
+    ex = ExcludeRoutes("tsx0")
+    gateway = ip_address("198.51.100.2")
+    ip(ns, "route", "del", "default")
+    with in_netns(ns):
+        assert ex.ensure([gateway], HALVES4) == []
+    assert gateway in ex.held and ex.held[gateway] is None
+    assert "throw 198.51.100.2" in ours(ns), ours(ns)
+    ip(ns, "route", "add", "default", "via", "192.0.2.1", "dev", "up0")   # the DHCP answer (its client names the dev)
+    assert "via 192.0.2.1 dev up0" in ip(ns, "route", "get", str(gateway))
+    with in_netns(ns):
+        ex.follow()
+        path = ex.held[gateway]
+        assert path is not None and path.gateway == "192.0.2.1"
+        ex.close()
+    assert ours(ns) == ""
+
+
+def test_the_next_hop_of_a_peers_path_gets_a_throw_route_that_follows_it(ns: str) -> None:
+    """(review revks4 F4) under a full tunnel the halves are the reverse path of the router too: with rp_filter =
+    1 the host stops answering its ARP.  The next hop of each held path gets a throw route (the main table's
+    connected route is then the router's, both ways), moved when the default route moves, gone at close; a peer
+    on the link has none to give."""
+    ex = ExcludeRoutes("tsx0")
+    with in_netns(ns):
+        ex.ensure([ip_address("198.51.100.2"), ip_address("192.0.2.7")], HALVES4)
+    assert f"throw 192.0.2.1 metric {ex.mark}" in ours(ns), ours(ns)
+    assert "dev up0" in ip(ns, "route", "get", "192.0.2.1") and "dev tsx0" in ip(ns, "route", "get", "192.0.2.77")
+    ip(ns, "route", "replace", "default", "via", "192.0.2.254", "dev", "up0")
+    with in_netns(ns):
+        ex.follow()
+    assert "throw 192.0.2.254" in ours(ns) and "throw 192.0.2.1 " not in ours(ns), ours(ns)
+    with in_netns(ns):
+        ex.keep_only([ip_address("192.0.2.7")])   # no path with a next hop is left
+    assert "192.0.2.254" not in ours(ns), ours(ns)
+    with in_netns(ns):
+        ex.close()
+    assert ours(ns) == ""
+
+
+def test_only_the_configured_local_networks_a_tun_route_covers_get_a_throw_route() -> None:
+    """(review revks4 F2) hub and spoke: local_ts 10.1.0.0/24 (the site's LAN), remote_ts 10.0.0.0/8."""
+    lan, rest = ip_network("10.1.0.0/24"), ip_network("10.0.0.0/8")
+    assert local_throws([(rest, (lan,))]) == {lan}
+    assert local_throws([(HALVES4[0], (lan,)), (HALVES4[1], (lan,))]) == {lan}   # a site's full tunnel
+    assert local_throws([(ip_network("10.2.0.0/24"), (lan,))]) == set()   # not covered: its connected route wins
+    assert local_throws([(rest, (rest,))]) == set()   # the TUN's own network: nothing to keep out
+    assert local_throws([(lan, (rest,))]) == set()    # a hub: its local side covers the spoke's: the TUN's wins
+    assert local_throws([(rest, ()), (lan, ())]) == set()   # no local network configured (dynamic: a client's)
+
+
+def test_the_throw_routes_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns: str) -> None:
+    """keep_local without drop adds only (a reload, before the TUN's routes change); with drop the unwanted go;
+    a killed run's is removed by the next start's clear_stale, another instance's stays."""
+    ex = ExcludeRoutes("tsx0")
+    lan, rest = ip_network("10.1.0.0/24"), ip_network("10.0.0.0/8")
+    ip(ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
+    ip(ns, "addr", "add", "10.1.0.254/24", "dev", "lan0")
+    ip(ns, "link", "set", "lan0", "up")
+    ip(ns, "route", "add", str(rest), "dev", "tsx0", "table", str(TABLE))
+    with in_netns(ns):
+        assert ex.keep_local([(rest, (lan,))], drop=False) == []
+    assert f"throw {lan} metric {ex.mark}" in ours(ns), ours(ns)
+    assert "dev lan0" in ip(ns, "route", "get", "10.1.0.5") and "dev tsx0" in ip(ns, "route", "get", "10.2.0.5")
+    with in_netns(ns):
+        ex.keep_local([], drop=False)
+    assert str(lan) in ours(ns)
+    with in_netns(ns):
+        ex.keep_local([], drop=True)
+    assert ours(ns) == "" and ex.lans == set()
+    other = ExcludeRoutes("tsy0").mark
+    for mark in (ex.mark, other):
+        ip(ns, "route", "add", "throw", str(lan), "table", str(TABLE), "proto", str(RTPROT_TUNSEC), "metric", str(mark))
+    with in_netns(ns):
+        ex.clear_stale()
+    assert f"metric {ex.mark}" not in ours(ns) and f"metric {other}" in ours(ns), ours(ns)
+
+
+def test_strict_reverse_path_filtering_under_tunsecs_routes_is_found(tmp_path: PathLike) -> None:
+    """(review revks4 F4) the start's WARNING: rp_filter = 1 (the larger of all's and the device's) on the
+    device of an IPv4 peer's path, under a full tunnel or a TUN route that is the peer's own address."""
+    conf = FsPath(str(tmp_path))
+    for key, value in (("all", "0"), ("lo", "1")):
+        (conf / key).mkdir()
+        (conf / key / "rp_filter").write_text(f"{value}\n")
+    peer = ip_address("198.51.100.2")
+    held = {peer: Path(ip_network("0.0.0.0/0"), "127.0.0.2", socket.if_nametoindex("lo"))}
+    assert rpfilter.strict_devices(held, HALVES4, conf) == ["lo"]
+    assert rpfilter.strict_devices(held, [ip_network("198.51.100.2/32")], conf) == ["lo"]   # host to host
+    assert rpfilter.strict_devices(held, [ip_network("198.51.100.0/24")], conf) == []   # the throw route serves
+    assert rpfilter.strict_devices({peer: None}, HALVES4, conf) == []
+    (conf / "lo" / "rp_filter").write_text("2\n")
+    assert rpfilter.strict_devices(held, HALVES4, conf) == []

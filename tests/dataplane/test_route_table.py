@@ -5,6 +5,7 @@ missing rule, and the rule goes (prepare --undo) only once the table is empty.""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ import tunsec_table
 from conftest import netns_unavailable
 
 from tunsec.bench.netns import in_netns, scratch_netns
+from tunsec.dataplane.markrule import MARK, MARK_PRIORITY, SO_MARK, remove_mark_rules
 from tunsec.dataplane.netlink import IPRoute
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE, remove_unused_rules
 from tunsec.dataplane.tun import Tun
+from tunsec.services.base import bind_udp
 
 NETNS_PROBLEM = netns_unavailable()
 pytestmark = [
@@ -91,6 +94,7 @@ UNPRIVILEGED = """
 import os, sys
 from ipaddress import ip_network
 from tunsec.dataplane.tun import Tun
+from tunsec.services.base import bind_udp
 os.setgroups([])
 os.setresgid(65534, 65534, 65534)
 os.setresuid(65534, 65534, 65534)
@@ -113,3 +117,46 @@ def test_a_start_without_cap_net_admin_says_roots_command_for_a_missing_rule(ns:
     r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", UNPRIVILEGED, TUN, str(SITE)],
                        capture_output=True, text=True, timeout=60)
     assert r.stdout == "[] []\n", r.stdout + r.stderr   # found in place: nothing to say, not listed as its own
+
+
+MARK_RULE = f"{MARK_PRIORITY}:\tfrom all fwmark {MARK:#x} lookup main"
+
+
+def mark_rules(ns: str) -> list[str]:
+    return [ln for family in ("-4", "-6") for ln in ip(ns, family, "rule").splitlines() if "fwmark" in ln]
+
+
+def test_tunsecs_own_ike_and_esp_sockets_carry_the_mark_that_the_rule_sends_past_the_table(ns: str) -> None:
+    """(review revks4 F5) a host-to-host tunnel's TUN route is the peer's own address, which wins over the peer's
+    throw route in the same table: tunsec's IKE and ESP to the peer went into the TUN.  Now the route's rule comes
+    with a rule of tunsec's mark before it (one per family, shared), the IKE and ESP sockets (bind_udp, as root)
+    carry the mark, and the lookup of the mark takes the main table's path; everything else to the peer takes the
+    TUN's.  The rule goes with tunsec's table's at prepare --undo (table empty)."""
+    peer = ip_network("198.51.100.2/32")
+    ip(ns, "route", "add", "throw", str(peer), "table", str(TABLE), "metric", "7")   # the exclude route loses
+    with in_netns(ns):
+        a, b = Tun(TUN, False, None), Tun(OTHER_TUN, False, None)  # type: ignore[arg-type]
+        a.add_route(peer, None)
+        a.add_route(SITE6, None)
+        b.add_route(LAB, None)
+        for version, addr in ((4, "0.0.0.0"), (6, "::")):
+            ike = bind_udp(version, addr, 0, purpose="IKE", mark=True)
+            other = bind_udp(version, addr, 0, purpose="RADIUS")
+            assert ike.getsockopt(socket.SOL_SOCKET, SO_MARK) == MARK and other.getsockopt(socket.SOL_SOCKET,
+                                                                                          SO_MARK) == 0
+            ike.close()
+            other.close()
+    assert mark_rules(ns) == [MARK_RULE, MARK_RULE], mark_rules(ns)
+    assert f"dev {TUN}" in way(ns, "198.51.100.2")
+    assert "via 192.168.1.1 dev eth0" in ip(ns, "route", "get", "198.51.100.2", "mark", hex(MARK))
+    with in_netns(ns):
+        a.remove_routes()
+        with IPRoute() as ipr:
+            assert remove_mark_rules(ipr, (4, 6)) == [f"ip -6 rule del priority {MARK_PRIORITY} fwmark {MARK:#x} "
+                                                      "lookup main"]
+        b.remove_routes()
+        ip(ns, "route", "del", "throw", str(peer), "table", str(TABLE), "metric", "7")
+        with IPRoute() as ipr:
+            assert remove_mark_rules(ipr, (4, 6)) == [f"ip rule del priority {MARK_PRIORITY} fwmark {MARK:#x} "
+                                                      "lookup main"]
+    assert mark_rules(ns) == []

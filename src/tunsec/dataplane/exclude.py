@@ -12,10 +12,16 @@ host's LAN is tunnelled too, but for the peers).  ``ipaddress`` treats the halve
 
 A TUN route covering a peer's outer address (a full tunnel's halves cover every gateway and every neighbour;
 a site-to-site remote_ts 192.0.2.0/24 covers a peer 192.0.2.1) would send our IKE and ESP to that peer into
-the TUN: the tunnel would kill itself.  So for each such peer the host has a path to (a main-table route, not
-the TUN's nor ours) a ``throw`` route of its address (/32, /128) goes into tunsec's table first: there the
-lookup leaves the table and goes on to the main table, the host's own path to the peer, whatever it is by
-then (a new default route, another uplink: nothing to follow).  The throw routes are tunsec's proto with the
+the TUN: the tunnel would kill itself.  So for each such peer, with or without a path of the host's to it yet
+(a peer without one gets its route all the same, which serves once the host has one: review revks4 F3), a
+``throw`` route of its address (/32, /128) goes into tunsec's table first: there the lookup leaves the table
+and goes on to the main table, the host's own path to the peer, whatever it is by then (a new default route,
+another uplink: nothing to follow).  The next hop of each such path, when a TUN route covers it, gets one too
+(review revks4 F4: the router's reverse path, so that rp_filter = 1 does not stop the host answering its ARP),
+and so does each configured local_ts network a TUN route covers (review revks4 F2: a spoke's LAN under its
+remote_ts 10.0.0.0/8 stays on its connected route).  tunsec's own IKE and ESP sockets also carry a mark that
+sends their packets past tunsec's table (markrule.py): the throw routes serve unprivileged starts, whose
+sockets carry none.  The throw routes are tunsec's proto with the
 TUN's mark as their metric, so a start after kill -9 knows and removes the ones this instance left
 (clear_stale), and the host routes by the peer's path that tunsec of before h/fixks5 put in the main table too.
 
@@ -35,7 +41,7 @@ import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from typing import Any
 
 from tunsec.dataplane.blockrecord import block_mark
@@ -92,13 +98,24 @@ def best_path(paths: Iterable[Path], peer: IPAddress) -> Path | None:
     return min(found, key=lambda p: (-p.net.prefixlen, p.priority), default=None)
 
 
-def captured(peer: IPAddress, tun_nets: Iterable[IPNetwork], path: Path | None) -> bool:
-    """A TUN route would take peer's traffic from path: one covers it (tunsec's table comes before the main
-    table, whatever the length of path's route).  No path: nothing to keep (the peer is unreachable outside the
-    tunnel anyway)."""
-    if path is None:
-        return False
+def captured(peer: IPAddress, tun_nets: Iterable[IPNetwork]) -> bool:
+    """A TUN route would take peer's traffic: one covers it (tunsec's table comes before the main table,
+    whatever the length of the host's route).  With or without a path to it now: a throw route needs none (it
+    sends the lookup on to the main table, whatever path that has once it has one: review revks4 F3)."""
     return any(n.version == peer.version and peer in n for n in tun_nets)
+
+
+def local_throws(routes: Iterable[Route]) -> set[IPNetwork]:
+    """The configured local networks a TUN route covers (hub and spoke: local_ts 10.1.0.0/24, remote_ts
+    10.0.0.0/8): each gets a throw route, so that the site's LAN stays on its connected route rather than going
+    into the TUN (review revks4 F2; strongSwan's users add a passthrough policy for it).  Only the configuration's
+    local_ts (routes' second half: never dynamic ones, nor an RA's prefix), strictly inside a TUN route and not
+    one itself."""
+    routes = list(routes)
+    nets = {n for n, _ in routes}
+    return {loc for _, local in routes for loc in local if loc not in nets
+            and any(loc.version == n.version and loc.prefixlen > n.prefixlen and loc.subnet_of(n)  # type: ignore[arg-type]
+                    for n in nets)}
 
 
 def _iproute() -> Any:
@@ -126,9 +143,28 @@ def _host(peer: IPAddress) -> str:
     return f"{peer}/{peer.max_prefixlen}"
 
 
-def _command(verb: str, peer: IPAddress, mark: int) -> str:
-    """Root's command that adds (or deletes) peer's exclude route of mark."""
-    return f"ip route {verb} throw {_host(peer)} table {TABLE} proto {RTPROT_TUNSEC} metric {mark}"
+def _host_net(peer: IPAddress) -> IPNetwork:
+    return ip_network(_host(peer))
+
+
+def _command(verb: str, dst: IPAddress | IPNetwork, mark: int) -> str:
+    """Root's command that adds (or deletes) the throw route of dst (a peer: its exclude route) of mark."""
+    net = dst if isinstance(dst, IPv4Network | IPv6Network) else _host_net(dst)
+    ip = "ip -6" if net.version == 6 else "ip"
+    return f"{ip} route {verb} throw {net} table {TABLE} proto {RTPROT_TUNSEC} metric {mark}"
+
+
+def _hop(path: Path | None, tun_nets: Sequence[IPNetwork]) -> IPNetwork | None:
+    """The next hop of path as a throw route's network, if a TUN route covers it (review revks4 F4: under a full
+    tunnel table 116 is the reverse path of every address on the uplink's link, so with rp_filter = 1 the host
+    stops answering its router's ARP).  A link-local one is left out (the kernel's lookup of a link-local
+    destination goes on past table 116 anyway, and IPv6 has no rp_filter)."""
+    if path is None or not path.gateway:
+        return None
+    gateway = ip_address(path.gateway)
+    if gateway.is_link_local or not captured(gateway, tun_nets):
+        return None
+    return _host_net(gateway)
 
 
 @dataclass
@@ -137,8 +173,13 @@ class ExcludeRoutes:
 
     tun: str
     keep_found: bool = False   # the routes found at start stay at the clean stop (the TUN was made for us)
-    held: dict[IPAddress, Path] = field(default_factory=dict)
+    # the path each exclude route leads to (None: the host had none yet; the throw route serves once it has)
+    held: dict[IPAddress, Path | None] = field(default_factory=dict)
     found: set[IPAddress] = field(default_factory=set)   # held, found in place, and keep_found: close() leaves
+    lans: set[IPNetwork] = field(default_factory=set)    # throw routes of configured local_ts (local_throws)
+    hops: set[IPNetwork] = field(default_factory=set)    # throw routes of the held paths' next hops (_hop)
+    found_nets: set[IPNetwork] = field(default_factory=set)   # of lans and hops: found in place, keep_found
+    nets: list[IPNetwork] = field(default_factory=list)   # the TUN's routes as last given (ensure, keep_captured)
     # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
     # unauthenticated captured address leaves by (services/ike/exclude_gate.py)
     paths: dict[int, list[Path]] = field(default_factory=dict)
@@ -166,10 +207,11 @@ class ExcludeRoutes:
                                             f"before); IKE and ESP to peer {peer} go into TUN {self.tun}"))
             return failed
         with self._lock, _iproute() as ipr, as_oserror("listing routes for the exclude routes"):
+            self.nets = list(tun_nets)
             idx = ipr.link_lookup(ifname=self.tun)
             tun_idx = idx[0] if idx else None
             paths: dict[int, list[Path]] = {}
-            present: dict[int, set[IPAddress]] = {}
+            present: dict[int, set[IPNetwork]] = {}
             for peer in peers:
                 family = _family(peer)
                 if family not in paths:
@@ -178,10 +220,9 @@ class ExcludeRoutes:
                     # and without CAP_NET_ADMIN nothing else would do; else add (or replace) makes it ours
                     present[family] = _present(ipr, family, self.mark) if self.keep_found else set()
                 path = best_path(paths[family], peer)
-                if not captured(peer, tun_nets, path):
+                if not captured(peer, tun_nets):
                     continue
-                assert path is not None
-                if peer in present[family]:
+                if _host_net(peer) in present[family]:
                     self._found(peer, path)   # tunsec prepare's (or a killed run's): nothing to write
                     continue
                 try:
@@ -192,14 +233,81 @@ class ExcludeRoutes:
                     failed.append(self._refusal(
                         f"exclude route {_host(peer)} refused: {reason(exc)}; IKE and ESP to peer "
                         f"{peer} go into TUN {self.tun} (as root: {_command('add', peer, self.mark)})"))
+            self._sync(ipr, self.hops, self._hops(), "the next hop of a peer's path", failed)
         return failed
 
-    def _found(self, peer: IPAddress, path: Path) -> None:
+    def _hops(self) -> set[IPNetwork]:
+        return {h for path in self.held.values() if (h := _hop(path, self.nets)) is not None}
+
+    def keep_local(self, routes: Sequence[Route], drop: bool = True) -> list[str]:
+        """The throw routes of the configured local networks the TUN's routes (routes: in, or about to go in)
+        cover (local_throws), added where missing; with drop, those no longer wanted go (a reload, after the TUN's
+        routes changed: so that no moment sends the LAN into the TUN).  What failed, one line each (logged)."""
+        failed: list[str] = []
+        want = local_throws(routes)
+        if want == self.lans or (not drop and want <= self.lans):
+            return failed
+        with self._lock, _iproute() as ipr, as_oserror("adding the throw routes of the local networks"):
+            self._sync(ipr, self.lans, want if drop else self.lans | want, "a configured local_ts", failed)
+        return failed
+
+    def _sync(self, ipr: Any, have: set[IPNetwork], want: set[IPNetwork], what: str, failed: list[str]) -> None:
+        """have (lans or hops) made want: the throw routes of want - have added (those found in place on a TUN made
+        for us taken as they are), those of have - want deleted unless another of ours is the same route."""
+        add = sorted(want - have, key=str)
+        present = self._present_all(ipr) if add and self.keep_found else set()
+        for net in add:
+            if net in present:
+                self.found_nets.add(net)
+            elif not self._throw(ipr, net, what, failed):
+                continue
+            have.add(net)
+            log.info("throw route %s in table %d (%s: the host's route, not TUN %s)", net, TABLE, what, self.tun)
+        for net in sorted(have - want, key=str):
+            have.discard(net)
+            self.found_nets.discard(net)
+            if not self._in_use(net):
+                self._delete(ipr, net)
+
+    def _present_all(self, ipr: Any) -> set[IPNetwork]:
+        return _present(ipr, socket.AF_INET, self.mark) | _present(ipr, socket.AF_INET6, self.mark)
+
+    def _throw(self, ipr: Any, net: IPNetwork, what: str, failed: list[str]) -> bool:
+        """net's throw route added (one already there is ours); False, said in failed, if refused."""
+        if self.denied:
+            failed.append(self._refusal(f"throw route {net} ({what}) not added: no CAP_NET_ADMIN (refused before); "
+                                        f"as root: {_command('add', net, self.mark)}"))
+            return False
+        try:
+            ipr.route("add", **self._route(net))
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST:
+                return True
+            self.denied = self.denied or exc.code == errno.EPERM
+            failed.append(self._refusal(f"throw route {net} ({what}) refused: {reason(exc)}; it goes into TUN "
+                                        f"{self.tun} (as root: {_command('add', net, self.mark)})"))
+            return False
+        return True
+
+    def _in_use(self, net: IPNetwork) -> bool:
+        """net's throw route serves another of ours (a peer's /32 that is also a next hop or a local_ts)."""
+        host = net.prefixlen == net.max_prefixlen and net.network_address in self.held
+        return host or net in self.lans or net in self.hops
+
+    def _delete(self, ipr: Any, net: IPNetwork) -> None:
+        try:
+            ipr.route("del", **self._route(net))
+        except NetlinkError as exc:
+            if exc.code != errno.ESRCH:   # gone already: removed by someone else
+                log.warning("throw route %s stays: %s (as root: %s)", net, reason(exc), _command("del", net, self.mark))
+            return
+        log.info("throw route %s removed from table %d", net, TABLE)
+
+    def _found(self, peer: IPAddress, path: Path | None) -> None:
         self.held[peer] = path
         if self.keep_found:
             self.found.add(peer)
-        log.info("exclude route %s in place (the host's path%s: not into TUN %s)", _host(peer),
-                 f" via {path.gateway}" if path.gateway else "", self.tun)
+        log.info("exclude route %s in place (%s: not into TUN %s)", _host(peer), _said(path), self.tun)
 
     def _refusal(self, line: str) -> str:
         """Counted, logged rate-limited (a hub's authenticating clients may be many)."""
@@ -216,20 +324,21 @@ class ExcludeRoutes:
             for family in (socket.AF_INET, socket.AF_INET6):
                 self.paths[family] = _paths(ipr, family, tun_idx)
 
-    def _route(self, peer: IPAddress) -> dict[str, object]:
-        """pyroute2's arguments for peer's exclude route: a throw route in tunsec's table (the lookup goes on
-        to the main table)."""
-        return {"dst": _host(peer), "type": "throw", "table": TABLE, "proto": RTPROT_TUNSEC, "priority": self.mark}
+    def _route(self, dst: IPAddress | IPNetwork) -> dict[str, object]:
+        """pyroute2's arguments for a throw route of ours in tunsec's table (the lookup goes on to the main
+        table): a peer's exclude route, or a network's (lans, hops)."""
+        net = dst if isinstance(dst, IPv4Network | IPv6Network) else _host_net(dst)
+        return {"dst": str(net), "type": "throw", "table": TABLE, "proto": RTPROT_TUNSEC, "priority": self.mark,
+                "family": _family(net.network_address)}
 
-    def _add(self, ipr: Any, peer: IPAddress, path: Path) -> None:
+    def _add(self, ipr: Any, peer: IPAddress, path: Path | None) -> None:
         try:
             ipr.route("add", **self._route(peer))
         except NetlinkError as exc:   # one a killed run of ours left (clear_stale missed it): ours now
             if exc.code != errno.EEXIST:
                 raise
         self.held[peer] = path
-        log.info("exclude route %s (the host's path%s: not into TUN %s)", _host(peer),
-                 f" via {path.gateway}" if path.gateway else "", self.tun)
+        log.info("exclude route %s (%s: not into TUN %s)", _host(peer), _said(path), self.tun)
 
     def follow(self) -> None:
         """The host's paths listed again (paths: its default route changed while tunsec runs, DHCP,
@@ -243,10 +352,12 @@ class ExcludeRoutes:
             self.paths.update(paths)
             for peer, had in list(self.held.items()):
                 now = best_path(paths[_family(peer)], peer)
-                if now is not None and (now.gateway, now.oif) != (had.gateway, had.oif):
+                if now is not None and (had is None or (now.gateway, now.oif) != (had.gateway, had.oif)):
                     self.held[peer] = now
                     log.info("exclude route %s: the host's path is now %s", _host(peer),
                              f"via {now.gateway}" if now.gateway else "on the link")
+            if self._hops() != self.hops and not self.denied:   # a new next hop needs its throw route (F4)
+                self._sync(ipr, self.hops, self._hops(), "the next hop of a peer's path", [])
 
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
@@ -254,28 +365,39 @@ class ExcludeRoutes:
         self.remove([p for p in list(self.held) if p not in keep])
 
     def keep_captured(self, tun_nets: Sequence[IPNetwork]) -> None:
-        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go."""
-        self.remove([p for p in list(self.held) if not any(p in n for n in tun_nets if n.version == p.version)])
+        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go, and the next
+        hops' that none needs."""
+        self.nets = list(tun_nets)
+        self.remove([p for p in list(self.held) if not captured(p, tun_nets)], always=True)
 
     def close(self) -> None:
         """At exit, after the TUN's routes: every exclude route of ours goes, but those found at start on a
         TUN made for us (keep_found): they serve the next start, as the TUN's routes do."""
-        if self.found:
-            log.info("exclude routes %s stay (they were there at start: tunsec prepare's)",
-                     ", ".join(_host(p) for p in sorted(self.found, key=str)))
+        if self.found or self.found_nets:
+            kept = [*(_host(p) for p in sorted(self.found, key=str)), *map(str, sorted(self.found_nets, key=str))]
+            log.info("exclude routes %s stay (they were there at start: tunsec prepare's)", ", ".join(kept))
         self.remove([p for p in self.held if p not in self.found])
+        if self.lans or self.hops:
+            with self._lock, _iproute() as ipr:
+                for have in (self.lans, self.hops):
+                    self._sync(ipr, have, have & self.found_nets, "", [])
         self.held.clear()
         self.found.clear()
+        self.lans.clear()
+        self.hops.clear()
+        self.found_nets.clear()
 
-    def remove(self, gone: list[IPAddress]) -> None:
-        """The exclude routes of gone go (those held)."""
-        if not gone:
+    def remove(self, gone: list[IPAddress], always: bool = False) -> None:
+        """The exclude routes of gone go (those held), and the next hops' no path of the rest needs (always:
+        even if none of gone was held)."""
+        gone = [p for p in gone if p in self.held]
+        if not gone and not always:
             return
         with self._lock, _iproute() as ipr:
             for peer in gone:
-                path = self.held.pop(peer, None)
+                self.held.pop(peer)
                 self.found.discard(peer)
-                if path is None:
+                if self._in_use(_host_net(peer)):   # also a next hop's or a local_ts's throw route
                     continue
                 try:
                     ipr.route("del", **self._route(peer))
@@ -285,6 +407,8 @@ class ExcludeRoutes:
                                     _command("del", peer, self.mark))
                     continue
                 log.info("exclude route %s removed", _host(peer))
+            if self._hops() != self.hops:
+                self._sync(ipr, self.hops, self._hops() & self.hops, "the next hop of a peer's path", [])
 
     def clear_stale(self) -> None:
         """At start, after ensure() took those it found in place: the exclude routes of this instance's mark
@@ -306,7 +430,7 @@ class ExcludeRoutes:
         with _iproute() as ipr, as_oserror(f"listing the exclude routes {whose}"):
             for family in (socket.AF_INET, socket.AF_INET6):
                 for r in ipr.route("dump", family=family):
-                    if not _stale_of(r, self.mark) or (in_table(r) and ip_address(r.get_attr("RTA_DST")) in self.held):
+                    if not _stale_of(r, self.mark) or (in_table(r) and self._in_use(_dst(r))):
                         continue
                     dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
                     kw = {"oif": r.get_attr("RTA_OIF")} if r.get_attr("RTA_OIF") is not None else {}
@@ -321,18 +445,30 @@ class ExcludeRoutes:
         return removed
 
 
-def _present(ipr: Any, family: int, mark: int) -> set[IPAddress]:
-    """This instance's exclude routes in the kernel now (its mark's throw routes in tunsec's table)."""
-    return {ip_address(r.get_attr("RTA_DST")) for r in ipr.route("dump", family=family)
-            if _stale_of(r, mark) and in_table(r)}
+def _said(path: Path | None) -> str:
+    """How a log line names an exclude route's path."""
+    if path is None:
+        return "no path of the host's yet: the one it gets"
+    return f"the host's path{f' via {path.gateway}' if path.gateway else ''}"
+
+
+def _dst(r: Any) -> IPNetwork:
+    return ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}")
+
+
+def _present(ipr: Any, family: int, mark: int) -> set[IPNetwork]:
+    """This instance's throw routes in the kernel now (its mark's in tunsec's table): exclude routes, lans, hops."""
+    return {_dst(r) for r in ipr.route("dump", family=family) if _stale_of(r, mark) and in_table(r)}
 
 
 def _stale_of(r: Any, mark: int) -> bool:
-    """A host route of tunsec's proto with mark as its metric: an exclude route of ours (a throw route in tunsec's
-    table), or one a tunsec of before h/fixks5 put in the main table (by the peer's path, unicast)."""
+    """A route of tunsec's proto with mark as its metric: a throw route of ours in tunsec's table (an exclude
+    route, a local_ts's or a next hop's), or a host route a tunsec of before h/fixks5 put in the main table (by
+    the peer's path, unicast)."""
     host = 32 if r["family"] == socket.AF_INET else 128
-    kind = (in_table(r) and r["type"] == RTN_THROW) or (in_main(r) and r["type"] == RTN_UNICAST)
-    return bool(kind and r["proto"] == RTPROT_TUNSEC and r["dst_len"] == host and r.get_attr("RTA_PRIORITY") == mark)
+    kind = (in_table(r) and r["type"] == RTN_THROW and r.get_attr("RTA_DST") is not None) or (
+        in_main(r) and r["type"] == RTN_UNICAST and r["dst_len"] == host)
+    return bool(kind and r["proto"] == RTPROT_TUNSEC and r.get_attr("RTA_PRIORITY") == mark)
 
 
 async def follow(excludes: ExcludeRoutes, stopping: asyncio.Event, interval: float = FOLLOW_INTERVAL) -> None:

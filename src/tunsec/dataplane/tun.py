@@ -20,6 +20,7 @@ from pytun_pmd3 import TunTapDevice
 from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.dataplane.blockrecord import BlockRecord, block_mark, mark_metrics, route_mark
+from tunsec.dataplane.markrule import ensure_mark_rules
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, _netlink, _reason, netlink_failure
 from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN as RT_TABLE_MAIN
 from tunsec.dataplane.prohibitroute import RTN_PROHIBIT as RTN_PROHIBIT
@@ -271,6 +272,8 @@ class Tun:
             return
         try:
             missing = ensure_rules(ipr, [version])
+            # refused without CAP_NET_ADMIN: the IKE and ESP sockets then carry no mark either (markrule.py)
+            ensure_mark_rules(ipr, [version])
         except NetlinkError as exc:   # a kernel without IPv6: the route's own refusal says why
             if exc.code != errno.EAFNOSUPPORT:
                 raise

@@ -35,7 +35,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from tunsec import privilege
-from tunsec.dataplane import pipe
+from tunsec.dataplane import markrule, pipe
 from tunsec.loglimit import internal_error
 
 if TYPE_CHECKING:
@@ -69,10 +69,10 @@ STOP_CUT = "reload cut short by the stop"
 
 
 def bind_udp(family: int, addr: str, port: int, *, purpose: str,
-             reuseport: bool = False, big_buffers: bool = False) -> socket.socket:
+             reuseport: bool = False, big_buffers: bool = False, mark: bool = False) -> socket.socket:
     """A non-blocking UDP socket bound to addr:port, or a StartupError naming the operation
     (purpose), the address and port, the cause and the fix (privilege.bind_error).  Every service
-    binds through here."""
+    binds through here.  mark: tunsec's own IKE or ESP, its packets past tunsec's table (markrule.py)."""
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     try:
         s = socket.socket(af, socket.SOCK_DGRAM)
@@ -84,6 +84,8 @@ def bind_udp(family: int, addr: str, port: int, *, purpose: str,
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == 6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if mark:
+            markrule.mark_socket(s, purpose)
         if big_buffers:
             for opt, force in ((socket.SO_RCVBUF, _SO_RCVBUFFORCE), (socket.SO_SNDBUF, _SO_SNDBUFFORCE)):
                 try:

@@ -178,7 +178,7 @@ class ExcludeGate:
         if path is None:
             self.stats.into_tun += 1
             return 0
-        return path.oif if captured(ip, nets, path) else 0
+        return path.oif if captured(ip, nets) else 0
 
     def sent(self, err: int | None) -> None:
         """A datagram given an interface by _uplink was sent (err None) or refused (err: its errno, 0 if

@@ -95,7 +95,7 @@ class IkeSockets:
                 # drop.  Without the capability it falls back to SO_RCVBUF, which the kernel caps at
                 # net.core.rmem_max (default 208 KiB: raise that sysctl there).  Linux doubles either
                 # (bookkeeping), so getsockopt reads back 8 MiB.
-                self.by_key[key] = bind_udp(*key, purpose="IKE", big_buffers=True)
+                self.by_key[key] = bind_udp(*key, purpose="IKE", big_buffers=True, mark=True)
                 pktinfo.enable(self.by_key[key])   # which of our addresses a peer talked to (recv)
 
     def close(self) -> None:
