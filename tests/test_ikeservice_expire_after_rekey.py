@@ -4,7 +4,8 @@ unowned event, until GRACE seconds after the SA's DELETE was answered; an SPI ne
 
 A real IkeService over the in-process worker (the C fast path's SAD), a real IKE engine as the peer
 (test_ikeservice_peers.connected); the site rekeys, and the EXPIREs go through IkeService.on_event as
-the pipe reader hands them over.  Timers are fired by hand (fire_timers), not waited for.
+the pipe reader hands them over.  Timers are fired by hand (fire_timers) and the registry's clock
+moved, not waited for.
 """
 
 from __future__ import annotations
@@ -12,19 +13,12 @@ from __future__ import annotations
 import ipaddress
 
 from test_ikeservice_peers import Gateway, connected, run, site_ip
+from test_ikeservice_rekey import fire_timers
 
 from tunsec.dataplane import pipe
 from tunsec.dataplane.pipe import Direction, Endpoint, ExpireReason
 from tunsec.ike.config import DEFAULT_MAX_CHILD_SAS
-from tunsec.services.ike.service import IkeService
-
-
-def fire_timers(svc: IkeService) -> None:
-    """The service's timers (lingering inbound SAs, going SAs' grace), now."""
-    for handle, fn in list(svc._timers.items()):
-        handle.cancel()
-        del svc._timers[handle]
-        fn()
+from tunsec.services.ike.going_sas import GRACE
 
 
 def _expire(spi: int, direction: Direction, hard: bool = False) -> pipe.Expire:
@@ -66,19 +60,22 @@ def test_expires_of_a_rekeyed_child_sas_sas_are_claimed_quietly_and_rekey_nothin
 
 
 def test_a_let_go_sa_is_not_ours_after_its_grace() -> None:
-    """GRACE after the DELETEs were answered (timers fired by hand), an EXPIRE naming them is unowned."""
+    """GRACE after the DELETEs were answered (the linger's timer fired by hand, the registry's clock
+    moved on), an EXPIRE naming them is unowned; before, it is still ours."""
     async def body() -> None:
         gw = await connected(1)
         svc = gw.service
         spi_in, spi_out = await _rekeyed(gw)
         assert len(svc.going) == 2
-        for _ in range(3):   # the linger ends (its DELETE answered), then each SA's grace
-            fire_timers(svc)
-            await gw.settle()
-        assert len(svc.going) == 0
+        fire_timers(svc)   # the inbound SA's linger ends: its DELETE goes, and is answered
+        await gw.settle()
+        assert svc.on_event(_expire(spi_in, Direction.IN)) is True   # within the grace after its DELETE
+        now = svc.going.clock()
+        svc.going.clock = lambda: now + GRACE
+        assert svc.going.owner(spi_in, Direction.IN, None) is None and len(svc.going) == 0
         assert svc.on_event(_expire(spi_out, Direction.OUT)) is False
         assert svc.on_event(_expire(spi_in, Direction.IN)) is False
-        assert svc.expires_after_rekey == 0
+        assert svc.expires_after_rekey == 1
 
     run(body())
 

@@ -17,13 +17,15 @@ index still has its Child SA but the engine has dropped it (its ChildSaDown not 
 
 Bounded: an IKE SA's entries are at most 2 x max_child_sas (its connection's), the oldest going
 first; entries come only from installed Child SAs (never from a datagram), go GRACE seconds after
-their DELETEs, and all go at a worker restart (restart.worker_restarted).
+their DELETEs (pruned at the next call), and all go at a worker restart (restart.worker_restarted).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tunsec.dataplane import pipe
@@ -48,63 +50,82 @@ def _key(spi: int, direction: Direction, remote: Endpoint | None) -> _Key:
 
 
 class GoingSas:
-    """See the module's docstring: SA name -> its IKE SA's handle, and per IKE SA its names in the
-    order they went, each with the timer that ends it (None until its DELETE is answered)."""
+    """See the module's docstring: SA name -> its IKE SA's handle; per IKE SA its names in the order
+    they went, each with the time it stops being ours (None until its DELETE is answered); and those
+    times in the order they were set (one GRACE after now each time: in order), pruned from the front
+    at each call, so that an IKE SA long gone keeps nothing.  No timer per SA (a rekey storm's
+    thousands), none among the service's (IkeService._timers: lingers, standby ends)."""
 
-    __slots__ = ("_owner", "_per_ike")
+    __slots__ = ("_ends", "_owner", "_per_ike", "clock")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._owner: dict[_Key, int] = {}
-        self._per_ike: dict[int, dict[_Key, asyncio.TimerHandle | None]] = {}
+        self._per_ike: dict[int, dict[_Key, float | None]] = {}
+        self._ends: deque[tuple[float, _Key]] = deque()   # (when, name): at most the DELETEs of GRACE seconds
+        self.clock = clock
 
     def __len__(self) -> int:
         return len(self._owner)
 
     def owner(self, spi: int, direction: Direction, remote: Endpoint | None) -> int | None:
-        """The IKE SA handle whose let-go Child SA had this SA, if any."""
+        """The IKE SA handle whose let-go Child SA had this SA, if any (and it is not past its grace)."""
+        self._prune()
         return self._owner.get(_key(spi, direction, remote))
 
     def clear(self) -> None:
-        """None is ours any more (a worker restart: the new worker has none of them; the timers went)."""
+        """None is ours any more (a worker restart: the new worker has none of them)."""
         self._owner.clear()
         self._per_ike.clear()
+        self._ends.clear()
+
+    def book(self, ike: int, keys: tuple[_Key, ...], cap: int) -> None:
+        self._prune()
+        for key in keys:
+            self._forget(key)   # a name booked before (an SPI used again) starts over
+            self._owner[key] = ike
+            self._per_ike.setdefault(ike, {})[key] = None
+        mine = self._per_ike[ike]
+        while len(mine) > cap:
+            self._forget(next(iter(mine)))
+
+    def deleted(self, key: _Key) -> None:
+        self._prune()
+        ike = self._owner.get(key)
+        if ike is not None and self._per_ike[ike][key] is None:
+            when = self.clock() + GRACE
+            self._per_ike[ike][key] = when
+            self._ends.append((when, key))
+
+    def _prune(self) -> None:
+        now = self.clock()
+        while self._ends and self._ends[0][0] <= now:
+            when, key = self._ends.popleft()
+            ike = self._owner.get(key)
+            if ike is not None and self._per_ike[ike].get(key) == when:   # (not booked again since)
+                self._forget(key)
+
+    def _forget(self, key: _Key) -> None:
+        ike = self._owner.pop(key, None)
+        if ike is None:
+            return
+        mine = self._per_ike[ike]
+        del mine[key]
+        if not mine:
+            del self._per_ike[ike]   # no empty dict kept per IKE SA
 
 
 def book(svc: IkeService, state: ChildState) -> None:
     """``state`` leaves the child index: its two SAs stay ours until GRACE after their DELETEs."""
-    going = svc.going
     conn = svc.connections.get(state.conn)
     cap = 2 * (conn.ike.max_child_sas if conn is not None else DEFAULT_MAX_CHILD_SAS)
-    mine = going._per_ike.setdefault(state.ike, {})
-    for key in (_key(state.spi_in, Direction.IN, None), _key(state.spi_out, Direction.OUT, state.remote)):
-        _forget(svc, key)   # a name booked before (an SPI used again) starts over
-        mine = going._per_ike.setdefault(state.ike, mine)
-        going._owner[key] = state.ike
-        mine[key] = None
-    while len(mine) > cap:
-        _forget(svc, next(iter(mine)))
+    svc.going.book(state.ike, (_key(state.spi_in, Direction.IN, None),
+                               _key(state.spi_out, Direction.OUT, state.remote)), cap)
 
 
 def deleted(svc: IkeService, spi: int, direction: Direction, remote: Endpoint | None) -> None:
-    """The DELETE of this SA was answered (or not sent: an older worker's): it stays ours GRACE more."""
-    key = _key(spi, direction, remote)
-    ike = svc.going._owner.get(key)
-    if ike is None:
-        return
-    mine = svc.going._per_ike[ike]
-    if mine.get(key) is None:
-        mine[key] = svc._later(GRACE, lambda: _forget(svc, key))
-
-
-def _forget(svc: IkeService, key: _Key) -> None:
-    going = svc.going
-    ike = going._owner.pop(key, None)
-    if ike is None:
-        return
-    mine = going._per_ike[ike]
-    svc._unlater(mine.pop(key, None))   # (one that fired is no longer among the timers: nothing to do)
-    if not mine:
-        del going._per_ike[ike]   # no empty dict kept per IKE SA
+    """The DELETE of this SA was answered (or not sent: an older worker's, or none of ours): it stays
+    ours GRACE more (the worker's event queue may hold an EXPIRE raised before it)."""
+    svc.going.deleted(_key(spi, direction, remote))
 
 
 def claim(svc: IkeService, msg: pipe.Expire) -> bool:

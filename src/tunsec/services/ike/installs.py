@@ -597,6 +597,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         await self._delete_sa(state.spi_out, Direction.OUT, state.remote, state.spi_in, lineage.worker)
     else:   # none of ours (on standby, refused): it counted nothing
         self._acct_deleted(state.spi_in, Direction.OUT, None)
+        going_sas.deleted(self, state.spi_out, Direction.OUT, state.remote)   # no DELETE to wait for
     if linger and not self.closing and lineage.worker == self.spi_pool.generation:
         await _linger(self, state)
     else:
