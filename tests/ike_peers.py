@@ -457,6 +457,18 @@ def ping_both_ways(topo: TwoHosts, count: int = 3) -> None:
     assert topo.ping(b, a.inner4, count=count, src=b.inner4), "ping B -> A lost packets"
 
 
+def tunsec_pair(topo: TwoHosts, extra_child: str = "") -> tuple[TunsecIke, TunsecIke]:
+    """tunsec in A (start_action = start) and in B with the same child lines, the tunnel up and pinged
+    both ways."""
+    a = TunsecIke(topo, Conn(topo.a, topo.b, start_action="start", extra_child=extra_child))
+    b = TunsecIke(topo, Conn(topo.b, topo.a, extra_child=extra_child))
+    b.start()
+    a.start()
+    a.wait_established()
+    ping_both_ways(topo)
+    return a, b
+
+
 def iperf3_tcp(topo: TwoHosts, seconds: int = 2, reverse: bool = False) -> int:
     """A TCP run from A to B through the tunnel (``reverse``: B sends); bytes received."""
     srv = topo.popen(topo.b, ["iperf3", "-s", "-1", "-B", topo.b.inner4])

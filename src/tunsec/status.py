@@ -188,12 +188,14 @@ def status_rows(d: Daemon, dump: Reply) -> dict[str, Any]:
         # dump_overflows: DUMP answers that grew past client.DUMP_MAX_BYTES, failed (a lying worker);
         # stderr_dropped: lines of its stderr over the relay's rate limit, dropped (stderr_relay.py);
         # unowned_events: events naming no service's SA or policy, since tunsec started (worker_distrust);
-        # refused_expires: EXPIREs for limits the SA was never given, ignored (the services')
+        # refused_expires: EXPIREs for limits the SA was never given, ignored (the services');
+        # expires_after_rekey: EXPIREs of SAs of Child SAs just rekeyed or deleted, ignored (going_sas.py)
         "worker": {"pid": d.worker.pid, "restarts": len(d.restarts), "gauges": dict(dump.gauges),
                    "malformed": d.worker.malformed, "late_answers": d.worker.late,
                    "dump_overflows": d.worker.dump_overflows, "stderr_dropped": d.worker.stderr_dropped,
                    "unowned_events": d.unowned.count,
-                   "refused_expires": sum(svc.refused_expires for svc in d.services)},
+                   "refused_expires": sum(svc.refused_expires for svc in d.services),
+                   "expires_after_rekey": sum(svc.expires_after_rekey for svc in d.services)},
         # malloc_trims: times the control process gave its free heap back after a burst (memtrim);
         # the worker's are among its gauges
         # control_socket: requests refused (busy: every connection slot taken) or cut short, since the

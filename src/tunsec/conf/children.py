@@ -111,10 +111,14 @@ def rekey_limit(rekey: int, rand: int, randbelow: Callable[[int], int] = secrets
     """strongSwan's soft limit for one SA: ``rekey`` minus a random part of ``rand`` (0: no limit).
 
     Drawn anew for every SA, so that neither the two peers nor the SAs of a
-    busy gateway reach their byte or packet limits, and rekey, all at once."""
+    busy gateway reach their byte or packet limits, and rekey, all at once.
+    The random part is at most ``rekey``, as the time jitter is at most its
+    period (ike/sa_timers.jittered): strongSwan's default ``rand`` (life -
+    rekey) exceeds ``rekey`` once life is twice rekey, and unbounded it put
+    most SAs' limit at the floor of 1, a rekey at every SA's first packet."""
     if rekey <= 0:
         return 0
-    return max(1, rekey - (randbelow(rand + 1) if rand > 0 else 0))
+    return max(1, rekey - (randbelow(min(rand, rekey) + 1) if rand > 0 else 0))
 
 
 def _parse_esp_proposals(text: str) -> tuple[ProposalSpec, ...]:

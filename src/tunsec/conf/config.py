@@ -20,6 +20,7 @@ from tunsec.conf.connections import Connection, any_peer_action_warnings, port_w
 from tunsec.conf.credentials import Credentials, credential_owners
 from tunsec.conf.errors import ConfigError, ConfigIssue
 from tunsec.conf.filecheck import FileCheck, refusal_line
+from tunsec.conf.lifetime_warnings import rand_limit_warnings
 from tunsec.conf.manual import ManualTunnel, ike_inside_manual_warnings, read_manual_section
 from tunsec.conf.named_overlap import named_overlap_warnings
 from tunsec.conf.pools import pool_ts_warnings, read_pools
@@ -173,6 +174,7 @@ def parse_config(text: str, path: str = "<string>", *, check: FileCheck | None =
         warnings=tuple(_ordered(withhold_tails(root, [
             *weak_psk_warnings(secrets, psks),
             *port_warnings(connections),
+            *rand_limit_warnings(sections.get("connections"), connections),
             *any_peer_action_warnings(connections),
             *pool_ts_warnings(connections, pools),
             *ike_inside_manual_warnings(manual, connections, pools),

@@ -142,6 +142,8 @@ class Service(ABC):
 
     # EXPIREs from the worker for limits the SA was never given: refused (tunsec status, metrics)
     refused_expires: int = 0
+    # EXPIREs of SAs of Child SAs just let go (rekeyed), raised before their DELETE: ours, not acted on
+    expires_after_rekey: int = 0
 
     @abstractmethod
     def worker_entries(self) -> int:

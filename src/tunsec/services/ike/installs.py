@@ -24,7 +24,16 @@ from tunsec.loglimit import suffix
 from tunsec.policy.claims import Peer, describe
 from tunsec.policy.ids import Band, priority
 from tunsec.policy.selector import addr_text, parse_ip
-from tunsec.services.ike import churn_log, install_failed, install_requests, recreate, rekey_hold, restart, tries
+from tunsec.services.ike import (
+    churn_log,
+    going_sas,
+    install_failed,
+    install_requests,
+    recreate,
+    rekey_hold,
+    restart,
+    tries,
+)
 from tunsec.services.ike.child_index import book, still_held, unbook
 from tunsec.services.ike.giveup import Turn
 from tunsec.services.ike.install_requests import ALGS
@@ -82,6 +91,7 @@ async def _delete_sa_in(self: IkeService, worker: int, spi: int, direction: Dire
         with contextlib.suppress(WorkerError):
             final = (await self.worker().request(lambda r: pipe.Delete(r, spi, direction, remote)))[-1].current
     finally:   # whatever happened: the session's Stop waits for it
+        going_sas.deleted(self, spi, direction, remote)   # its EXPIREs read from now on are still ours a while
         if of_child is not None:
             self._acct_deleted(of_child, direction, final)
 
@@ -587,6 +597,7 @@ async def _remove(self: IkeService, state: ChildState, lineage_ended: bool, ling
         await self._delete_sa(state.spi_out, Direction.OUT, state.remote, state.spi_in, lineage.worker)
     else:   # none of ours (on standby, refused): it counted nothing
         self._acct_deleted(state.spi_in, Direction.OUT, None)
+        going_sas.deleted(self, state.spi_out, Direction.OUT, state.remote)   # no DELETE to wait for
     if linger and not self.closing and lineage.worker == self.spi_pool.generation:
         await _linger(self, state)
     else:
@@ -703,6 +714,7 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
                        ev.describe())
         return
     linger = _lingers(self, state)   # before _forget: it asks the lineage's other members
+    going_sas.book(self, state)   # its SAs' EXPIREs the worker raised before their DELETEs stay ours
     recreate.lost(self, state, ev.reason)   # (a re-creation's lost before its install said OK: tried again)
     self._acct_child_down(state)   # now, in event order: before its IKE SA's Stop (which waits for it)
     self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))

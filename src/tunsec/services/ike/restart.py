@@ -54,6 +54,7 @@ async def worker_restarted(self: IkeService) -> None:
     self.trusted.resend()   # first: the new worker's IKE events from the established peers have their reserve
     worker_died(self)   # as the daemon said it at the death (an in-process worker's restart did not)
     self._lingering.clear()   # nor do lingering inbound SAs' (their timers just went)
+    self.going.clear()   # nor any SA of a Child SA let go (going_sas.py)
     # after the timers went (it arms its own again), before the loop below releases the booked Child SAs' lineages
     recreate.worker_restarted(self)
     for state in self.children.values():

@@ -88,6 +88,7 @@ from tunsec.services.ike import (
     child_index,
     churn_log,
     commands,
+    going_sas,
     ikesas,
     installs,
     mobility,
@@ -115,6 +116,7 @@ from tunsec.services.ike.configured_claims import ConfiguredClaims
 from tunsec.services.ike.exclude_gate import ExcludeGate
 from tunsec.services.ike.exclude_trust import authenticated_peer, kept_addresses
 from tunsec.services.ike.giveup import GiveUp
+from tunsec.services.ike.going_sas import GoingSas
 from tunsec.services.ike.handles import Handles
 from tunsec.services.ike.host_addresses import HostAddresses
 from tunsec.services.ike.keypool import KeyPoolRefill
@@ -242,6 +244,7 @@ class IkeService(Service):
         self._timers: dict[asyncio.TimerHandle, Callable[[], object]] = {}   # lingering inbound SAs, standby ends
         # IKE SA handle -> its Child SAs' lingering inbound SAs (SPI -> lineage), oldest first (installs._linger)
         self._lingering: dict[int, dict[int, Lineage]] = {}
+        self.going = GoingSas()   # SAs of Child SAs let go, until surely gone from the worker (going_sas.py)
         # auth = eap-radius: the RADIUS client, and the round trip each IKE SA waits for
         self.radius = RadiusRelay(radius) if radius is not None else None
         self._relay_rounds: dict[IkeSa, asyncio.Task[None]] = {}
@@ -647,7 +650,8 @@ class IkeService(Service):
                 return True
             case pipe.Expire():
                 self._acct_expired(msg)   # its counters first: a hard EXPIRE deletes the Child SA
-                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote)
+                # (one of a Child SA just let go, its DELETE under way: ours, not unowned: going_sas.py)
+                return self.expired(msg.spi, msg.direction, msg.hard, msg.remote) or going_sas.claim(self, msg)
             case pipe.InvalidSpi():
                 return self.invalid_spi(msg.spi, msg.remote)   # True: it logged the notify it sent
             case pipe.FirstUse():
@@ -691,6 +695,7 @@ class IkeService(Service):
     _child_registered = installs._child_registered
     log_peer = refusal_log.peer_key   # the peer a log line about an IKE SA is limited as
     _forget = installs._forget
+    _linger_ended = installs._linger_ended
     _start_install = installs._start_install
     _child_up = installs._child_up
     _install_ended = installs._install_ended
