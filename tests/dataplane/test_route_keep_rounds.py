@@ -199,10 +199,13 @@ def _forged_delrule() -> bytes:
 
 def test_only_the_kernels_notices_of_deletions_in_table_116_wake_the_keeper(ns: str) -> None:
     """A datagram another netlink socket unicast to the notices' socket (a forged RTM_DELRULE of table 116) is
-    dropped and counted; a deletion in the main table says nothing; the kernel's RTM_DELRULE of the rule does."""
+    dropped and counted; a deletion in the main table says nothing, nor the IPv6 routes of table 116 the kernel
+    flushes as the TUN goes down (its own, port id 0: the poll's, nothing goes back through a TUN that is down);
+    the kernel's RTM_DELRULE of the rule does."""
     from tunsec.dataplane.routenotice import Deletions  # new on h/fixkeep
 
     ip(ns, "route", "add", "10.9.0.0/24", "dev", "eth0")
+    ip(ns, "-6", "route", "add", str(SITE6), "dev", TUN, "table", str(TABLE))
     ip(ns, "rule", "add", "priority", str(RULE_PRIORITY), "lookup", str(TABLE))
     with in_netns(ns):
         async def body() -> None:
@@ -213,6 +216,8 @@ def test_only_the_kernels_notices_of_deletions_in_table_116_wake_the_keeper(ns: 
                 with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as other:
                     other.sendto(_forged_delrule(), (notices._sock.getsockname()[0], 0))
                 ip(ns, "route", "del", "10.9.0.0/24", "dev", "eth0")
+                ip(ns, "link", "set", TUN, "down")
+                assert str(SITE6) not in tunsec_table.show("-6", ns=ns)   # the kernel's flush (notified)
                 await asyncio.sleep(0.5)
                 assert woken == [] and notices.foreign.count == 1, (woken, notices.foreign.count)
                 ip(ns, "rule", "del", "priority", str(RULE_PRIORITY), "lookup", str(TABLE))

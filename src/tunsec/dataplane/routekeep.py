@@ -23,7 +23,7 @@ does every other add.
   whole changes too.
 - without CAP_NET_ADMIN (given up at the drop where nothing kept it: docs/privileges.md) a route cannot be put
   back: an ERROR, once per loss, with root's command; `tunsec status` lists it as lost until it is back.
-  A round's losses of one reason are one ERROR naming the count and the first few (rate-limited).
+  Past FEW of one reason in a round, one ERROR names the count and the first few (all rate-limited).
   A TUN that is down refuses its routes (ENETDOWN): lost until it is up, then put back.
 - a wanted route a start found in place (`tunsec prepare`'s: not listed, left at the exit) is watched too
   (Keeper.found, filled by Daemon._add_route, kept to the wanted networks by each reload), and put back as found.
@@ -51,7 +51,7 @@ from tunsec.loglimit import LogLimiter, suffix
 log = logging.getLogger("tunsec.tun")
 
 INTERVAL = 2.0
-FEW = 5   # the networks a line of several lost routes names
+FEW = 5   # lost routes of one reason said a line each in a round; past that, one line naming the first FEW
 # datagrams another netlink socket unicast to the dump's socket: not the kernel's answer, dropped
 FOREIGN = ForeignDrops("TUN route check", log)
 
@@ -266,20 +266,22 @@ class Keeper:
             rnd.said.append(Loss(dst, why, many, kind))
 
     def _say_lost(self, said: list[Loss]) -> None:
-        """The round's new losses, one ERROR per reason naming the count and the first few (review revlate13 R1:
-        a TUN down at 1,000 routes wrote 1,000 lines), rate-limited."""
+        """The round's new losses, rate-limited: a line each, with its own root's command, up to FEW of a reason;
+        past that one line naming the count and the first few (review revlate13 R1: a TUN down at 1,000 routes
+        wrote 1,000 lines at once)."""
         groups: dict[tuple[int, str], list[Loss]] = {}
         for loss in said:
             groups.setdefault(loss.kind, []).append(loss)
+        name = self.tun.name
+        lines: list[str] = []
         for losses in groups.values():
-            first = losses[0]
-            if len(losses) == 1:
-                line = f"route {first.dst} via TUN {self.tun.name} was removed and {first.why}; its traffic"
-            else:
-                nets = ", ".join(str(x.dst) for x in losses[:FEW]) + (
-                    f" and {len(losses) - FEW} more" if len(losses) > FEW else "")
-                line = (f"{len(losses)} routes via TUN {self.tun.name} were removed ({nets}) and {first.many}; "
-                        "their traffic")
+            if len(losses) <= FEW:
+                lines += [f"route {x.dst} via TUN {name} was removed and {x.why}; its traffic" for x in losses]
+                continue
+            nets = ", ".join(str(x.dst) for x in losses[:FEW])
+            lines.append(f"{len(losses)} routes via TUN {name} were removed ({nets} and {len(losses) - FEW} more) "
+                         f"and {losses[0].many}; their traffic")
+        for line in lines:
             held = self.lost_said.admit()
             if held is not None:
                 log.error("%s is held by the kill switch, or follows the host's other routes%s", line, suffix(held))

@@ -6,8 +6,11 @@ not the blocks; every tunnel's traffic follows the main table's routes, in clear
 kernel tells every socket subscribed to the rule groups of a deleted rule (RTM_DELRULE: `ip rule del`, `ip rule
 flush`, systemd-networkd's start removing foreign rules) and to the route groups of a deleted route
 (RTM_DELROUTE: `ip route del ... table 116`), so the check runs within milliseconds of the deletion.  It sends
-no notice for the routes it flushes itself (a device down, its last IPv4 address gone: fib_sync_down_dev): the
-keeper's poll stays for those.
+no notice for the IPv4 routes it flushes itself (a device down, its last IPv4 address gone: fib_sync_down_dev):
+the keeper's poll stays for those.  The IPv6 routes it flushes with a device that goes down it notifies, as its
+own (port id 0 in the header, where a deletion a process asked for carries that process's): those are left to
+the poll too, since nothing goes back through a device that is down, and a check in the moment it is down (an
+operator's `ip link set down`, then `up`) would only say so, once more than the loss it then finds.
 
 Read on the event loop (a plain rtnetlink socket, no privilege needed, as the address watch's): a datagram is
 read, its messages' type and table looked at (the table's byte in rtmsg and fib_rule_hdr alike: table 116 fits
@@ -41,15 +44,16 @@ READS = 64       # datagrams read per wake-up of the event loop: others' route c
 
 
 def deletion_in_table(data: bytes) -> bool:
-    """Whether a datagram of the kernel's tells of a rule or route of tunsec's table deleted."""
+    """Whether a datagram of the kernel's tells of a rule of tunsec's table deleted, or a route of it deleted at a
+    process's request."""
     off = 0
     while off + NLMSG.size <= len(data):
-        size, kind, _flags, _seq, _pid = NLMSG.unpack_from(data, off)
+        size, kind, _flags, _seq, pid = NLMSG.unpack_from(data, off)
         if size < NLMSG.size:
             return False
         body = off + NLMSG.size
-        if kind in (RTM_DELROUTE, RTM_DELRULE) and body + TABLE_BYTE < min(off + size, len(data)) \
-                and data[body + TABLE_BYTE] == TABLE:
+        asked = kind == RTM_DELRULE or (kind == RTM_DELROUTE and pid != 0)   # pid 0: a flush of the kernel's
+        if asked and body + TABLE_BYTE < min(off + size, len(data)) and data[body + TABLE_BYTE] == TABLE:
             return True
         off += (size + 3) & ~3
     return False
