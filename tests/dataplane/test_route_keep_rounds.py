@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import tunsec_table
 from conftest import netns_unavailable
+from iproute_proxy import IPRouteProxy
 
 from tunsec.bench.netns import in_netns, scratch_netns, wait_until
 from tunsec.dataplane import routekeep
@@ -61,29 +62,15 @@ class Adds:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, refuse: int = 0) -> None:
         self.tried: list[str] = []
-        real = routekeep._iproute
         outer = self
 
-        class Counting:
-            def __init__(self) -> None:
-                self.ipr = real()
-
-            def __enter__(self) -> Counting:
-                self.ipr.__enter__()
-                return self
-
-            def __exit__(self, *exc: object) -> Any:
-                return self.ipr.__exit__(*exc)
-
+        class Counting(IPRouteProxy):
             def route(self, command: str, **kw: Any) -> Any:
                 if command == "add":
                     outer.tried.append(str(kw["dst"]))
                     if refuse:   # what the kernel answers a process without CAP_NET_ADMIN
                         raise NetlinkError(refuse, "Operation not permitted")
-                return self.ipr.route(command, **kw)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(self.ipr, name)
+                return self.i.route(command, **kw)
 
         monkeypatch.setattr(routekeep, "_iproute", Counting)
 
