@@ -124,8 +124,8 @@ def _full_routing(d: Daemon) -> str:
     parts = []
     if d.excludes is not None and d.excludes.held:
         parts.append("exclude routes " + ", ".join(f"{p}" + _via(path) for p, path in d.excludes.held.items()))
-    if d.excludes is not None and (d.excludes.lans or d.excludes.hops):
-        parts.append("throw routes " + ", ".join(map(str, sorted(d.excludes.lans | d.excludes.hops, key=str))))
+    if d.excludes is not None and d.excludes.lans:
+        parts.append("throw routes " + ", ".join(map(str, sorted(d.excludes.lans, key=str))))
     if d.killswitch.held:
         parts.append(f"standing routes {', '.join(sorted(map(str, d.killswitch.held)))} dev {d.killswitch.name} "
                      "(kill switch)")

@@ -16,10 +16,11 @@ the TUN: the tunnel would kill itself.  So for each such peer, with or without a
 (a peer without one gets its route all the same, which serves once the host has one: review revks4 F3), a
 ``throw`` route of its address (/32, /128) goes into tunsec's table first: there the lookup leaves the table
 and goes on to the main table, the host's own path to the peer, whatever it is by then (a new default route,
-another uplink: nothing to follow).  The next hop of each such path, when a TUN route covers it, gets one too
-(review revks4 F4: the router's reverse path, so that rp_filter = 1 does not stop the host answering its ARP),
-and so does each configured local_ts network a TUN route covers (review revks4 F2: a spoke's LAN under its
-remote_ts 10.0.0.0/8 stays on its connected route).  tunsec's own IKE and ESP sockets also carry a mark that
+another uplink: nothing to follow).  Each configured local_ts network a TUN route covers gets one too (review
+revks4 F2: a spoke's LAN under its remote_ts 10.0.0.0/8 stays on its connected route).  The next hop of a
+peer's path gets none (review revlate14 F1: whoever sets the host's routes, a LAN's DHCP server, would choose an
+address that leaves the tunnel in clear); with rp_filter = 1 a full tunnel is the router's reverse path, which
+the start warns of (rpfilter.py).  tunsec's own IKE and ESP sockets also carry a mark that
 sends their packets past tunsec's table (markrule.py): the throw routes serve unprivileged starts, whose
 sockets carry none.  The throw routes are tunsec's proto with the
 TUN's mark as their metric, so a start after kill -9 knows and removes the ones this instance left
@@ -41,7 +42,7 @@ import socket
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
 from tunsec.dataplane.blockrecord import block_mark
@@ -154,19 +155,6 @@ def _command(verb: str, dst: IPAddress | IPNetwork, mark: int) -> str:
     return f"{ip} route {verb} throw {net} table {TABLE} proto {RTPROT_TUNSEC} metric {mark}"
 
 
-def _hop(path: Path | None, tun_nets: Sequence[IPNetwork]) -> IPNetwork | None:
-    """The next hop of path as a throw route's network, if a TUN route covers it (review revks4 F4: under a full
-    tunnel table 116 is the reverse path of every address on the uplink's link, so with rp_filter = 1 the host
-    stops answering its router's ARP).  A link-local one is left out (the kernel's lookup of a link-local
-    destination goes on past table 116 anyway, and IPv6 has no rp_filter)."""
-    if path is None or not path.gateway:
-        return None
-    gateway = ip_address(path.gateway)
-    if gateway.is_link_local or not captured(gateway, tun_nets):
-        return None
-    return _host_net(gateway)
-
-
 @dataclass
 class ExcludeRoutes:
     """This instance's exclude routes (see the module), by peer address: the path each one takes."""
@@ -177,8 +165,7 @@ class ExcludeRoutes:
     held: dict[IPAddress, Path | None] = field(default_factory=dict)
     found: set[IPAddress] = field(default_factory=set)   # held, found in place, and keep_found: close() leaves
     lans: set[IPNetwork] = field(default_factory=set)    # throw routes of configured local_ts (local_throws)
-    hops: set[IPNetwork] = field(default_factory=set)    # throw routes of the held paths' next hops (_hop)
-    found_nets: set[IPNetwork] = field(default_factory=set)   # of lans and hops: found in place, keep_found
+    found_nets: set[IPNetwork] = field(default_factory=set)   # of lans: found in place, keep_found
     nets: list[IPNetwork] = field(default_factory=list)   # the TUN's routes as last given (ensure, keep_captured)
     # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
     # unauthenticated captured address leaves by (services/ike/exclude_gate.py)
@@ -233,11 +220,7 @@ class ExcludeRoutes:
                     failed.append(self._refusal(
                         f"exclude route {_host(peer)} refused: {reason(exc)}; IKE and ESP to peer "
                         f"{peer} go into TUN {self.tun} (as root: {_command('add', peer, self.mark)})"))
-            self._sync(ipr, self.hops, self._hops(), "the next hop of a peer's path", failed)
         return failed
-
-    def _hops(self) -> set[IPNetwork]:
-        return {h for path in self.held.values() if (h := _hop(path, self.nets)) is not None}
 
     def keep_local(self, routes: Sequence[Route], drop: bool = True) -> list[str]:
         """The throw routes of the configured local networks the TUN's routes (routes: in, or about to go in)
@@ -252,7 +235,7 @@ class ExcludeRoutes:
         return failed
 
     def _sync(self, ipr: Any, have: set[IPNetwork], want: set[IPNetwork], what: str, failed: list[str]) -> None:
-        """have (lans or hops) made want: the throw routes of want - have added (those found in place on a TUN made
+        """have (lans) made want: the throw routes of want - have added (those found in place on a TUN made
         for us taken as they are), those of have - want deleted unless another of ours is the same route."""
         add = sorted(want - have, key=str)
         present = self._present_all(ipr) if add and self.keep_found else set()
@@ -290,9 +273,9 @@ class ExcludeRoutes:
         return True
 
     def _in_use(self, net: IPNetwork) -> bool:
-        """net's throw route serves another of ours (a peer's /32 that is also a next hop or a local_ts)."""
+        """net's throw route serves another of ours (a peer's /32 that is also a local_ts)."""
         host = net.prefixlen == net.max_prefixlen and net.network_address in self.held
-        return host or net in self.lans or net in self.hops
+        return host or net in self.lans
 
     def _delete(self, ipr: Any, net: IPNetwork) -> None:
         try:
@@ -326,7 +309,7 @@ class ExcludeRoutes:
 
     def _route(self, dst: IPAddress | IPNetwork) -> dict[str, object]:
         """pyroute2's arguments for a throw route of ours in tunsec's table (the lookup goes on to the main
-        table): a peer's exclude route, or a network's (lans, hops)."""
+        table): a peer's exclude route, or a network's (lans)."""
         net = dst if isinstance(dst, IPv4Network | IPv6Network) else _host_net(dst)
         return {"dst": str(net), "type": "throw", "table": TABLE, "proto": RTPROT_TUNSEC, "priority": self.mark,
                 "family": _family(net.network_address)}
@@ -356,8 +339,6 @@ class ExcludeRoutes:
                     self.held[peer] = now
                     log.info("exclude route %s: the host's path is now %s", _host(peer),
                              f"via {now.gateway}" if now.gateway else "on the link")
-            if self._hops() != self.hops and not self.denied:   # a new next hop needs its throw route (F4)
-                self._sync(ipr, self.hops, self._hops(), "the next hop of a peer's path", [])
 
     def keep_only(self, peers: Iterable[IPAddress]) -> None:
         """The exclude routes of addresses not in peers go (no IKE SA nor connection has them any more)."""
@@ -365,8 +346,7 @@ class ExcludeRoutes:
         self.remove([p for p in list(self.held) if p not in keep])
 
     def keep_captured(self, tun_nets: Sequence[IPNetwork]) -> None:
-        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go, and the next
-        hops' that none needs."""
+        """The exclude routes of peers no TUN route (tun_nets, after a reload) covers any more go."""
         self.nets = list(tun_nets)
         self.remove([p for p in list(self.held) if not captured(p, tun_nets)], always=True)
 
@@ -377,19 +357,16 @@ class ExcludeRoutes:
             kept = [*(_host(p) for p in sorted(self.found, key=str)), *map(str, sorted(self.found_nets, key=str))]
             log.info("exclude routes %s stay (they were there at start: tunsec prepare's)", ", ".join(kept))
         self.remove([p for p in self.held if p not in self.found])
-        if self.lans or self.hops:
+        if self.lans:
             with self._lock, _iproute() as ipr:
-                for have in (self.lans, self.hops):
-                    self._sync(ipr, have, have & self.found_nets, "", [])
+                self._sync(ipr, self.lans, self.lans & self.found_nets, "", [])
         self.held.clear()
         self.found.clear()
         self.lans.clear()
-        self.hops.clear()
         self.found_nets.clear()
 
     def remove(self, gone: list[IPAddress], always: bool = False) -> None:
-        """The exclude routes of gone go (those held), and the next hops' no path of the rest needs (always:
-        even if none of gone was held)."""
+        """The exclude routes of gone go (those held; always: the call is made even if none of gone was)."""
         gone = [p for p in gone if p in self.held]
         if not gone and not always:
             return
@@ -397,7 +374,7 @@ class ExcludeRoutes:
             for peer in gone:
                 self.held.pop(peer)
                 self.found.discard(peer)
-                if self._in_use(_host_net(peer)):   # also a next hop's or a local_ts's throw route
+                if self._in_use(_host_net(peer)):   # also a local_ts's throw route
                     continue
                 try:
                     ipr.route("del", **self._route(peer))
@@ -407,8 +384,6 @@ class ExcludeRoutes:
                                     _command("del", peer, self.mark))
                     continue
                 log.info("exclude route %s removed", _host(peer))
-            if self._hops() != self.hops:
-                self._sync(ipr, self.hops, self._hops() & self.hops, "the next hop of a peer's path", [])
 
     def clear_stale(self) -> None:
         """At start, after ensure() took those it found in place: the exclude routes of this instance's mark
@@ -457,7 +432,8 @@ def _dst(r: Any) -> IPNetwork:
 
 
 def _present(ipr: Any, family: int, mark: int) -> set[IPNetwork]:
-    """This instance's throw routes in the kernel now (its mark's in tunsec's table): exclude routes, lans, hops."""
+    """This instance's throw routes in the kernel now (its mark's in tunsec's table): exclude routes, lans, and a
+    killed run's next hops (a tunsec of h/fixks7 made them)."""
     return {_dst(r) for r in ipr.route("dump", family=family) if _stale_of(r, mark) and in_table(r)}
 
 

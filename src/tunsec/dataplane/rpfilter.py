@@ -3,10 +3,12 @@
 Table 116 comes before the main table for the kernel's source check too: with a full tunnel its halves are the
 reverse path of every IPv4 address on the uplink's link, so with ``rp_filter = 1`` (RHEL's setting, the CIS
 benchmarks' advice) the packets of the hosts there (their ARP requests for this host included) fail the check
-and are dropped.  tunsec keeps the peers (their exclude routes) and the next hops of the paths to them (a throw
-route each: exclude.py ``_hop``) outside, so the router still gets its ARP answers and the peers' IKE and ESP
-come in; the rest of the link cannot reach this host, which the WARNING says, with the advice: loose mode
-(``rp_filter = 2``) if it must.  A host-to-host tunnel (a TUN route that is a peer's own address) makes that
+and are dropped.  tunsec keeps the peers (their exclude routes) outside, so their IKE and ESP come in; the router
+and the rest of the link fail the check (the router's ARP requests for this host go unanswered once its
+neighbour entry ages out), which the WARNING says, with the advice: loose mode (``rp_filter = 2``).  A throw
+route for the router (h/fixks7) was taken out again: whoever sets the host's routes (a LAN's DHCP server) would
+choose an address that leaves the tunnel in clear (review revlate14 F1).
+A host-to-host tunnel (a TUN route that is a peer's own address) makes that
 peer's reverse path the TUN too: its IKE and ESP would be dropped.
 """
 
@@ -63,8 +65,8 @@ def warn_strict(held: dict[IPAddress, Path | None], tun_nets: Iterable[IPNetwork
     devices = strict_devices(held, list(tun_nets))
     for name in devices:
         log.warning("rp_filter = 1 on %s (net.ipv4.conf.all / .%s.rp_filter): tunsec's routes (table 116) are the "
-                    "reverse path of the addresses on its link but the peers' and their next hops', so the kernel "
-                    "drops their packets to this host (its ARP answers to them too); if they must reach it: sysctl "
+                    "reverse path of the addresses on its link but the peers', so the kernel drops their packets to "
+                    "this host (its ARP answers to them, the router's too: the peers' ESP may stop coming in); sysctl "
                     "-w net.ipv4.conf.%s.rp_filter=2 net.ipv4.conf.all.rp_filter=2 (loose; operations.md)",
                     name, name, name)
     return devices
