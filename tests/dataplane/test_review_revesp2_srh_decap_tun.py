@@ -53,7 +53,14 @@ SCRIPT = textwrap.dedent(r'''
     ip("link", "set", TUN, "up")
     ip("-6", "route", "add", "fd00:a::/64", "dev", TUN)        # the peer's network
     for addr in (GW + "/128", MGMT + "/128"):                    # the gateway's own
-        ip("-6", "addr", "add", addr, "dev", "lo")
+        ip("-6", "addr", "add", addr, "dev", "lo", "nodad")
+    # an address is tentative until the kernel's DAD work has run, even on lo with nodad: bind()
+    # refuses it (EADDRNOTAVAIL) and it takes no packet until then; wait for that, not for a time
+    for _ in range(1000):
+        show = subprocess.run(["ip", "-6", "addr", "show", "dev", "lo", "tentative"], capture_output=True, text=True)
+        if not show.stdout.strip():
+            break
+        select.select([], [], [], 0.01)
     service = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     service.bind((MGMT, 9101))
     key = new_key()
