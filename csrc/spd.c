@@ -101,6 +101,7 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
         end = len;   /* a quote only: a packet's own length must fit (checked above) */
     uint8_t nh = p[6];
     bool first = true;
+    size_t ah = 0;   /* a packet's own first AH: its flow stops there, the walk goes on (below) */
     f->family = 6;
     memcpy(f->src, p + 8, 16);
     memcpy(f->dst, p + 24, 16);
@@ -115,18 +116,22 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
             if (off + 8 > end)
                 return quote;                           /* a quote cut in its chain: protocol unknown */
             if (nh == 43 && !quote && ts_ip6_route_live(p + off))
-                r->routed = true;                       /* segments left: srcroute.h */
+                r->routed = true;                       /* segments left, or a packet behind: srcroute.h */
             size_t hl = ((size_t)p[off + 1] + 1) * 8;
             nh = p[off];
             off += hl;
             if (off > end)
                 return quote;
-        } else if (nh == 51 && quote) {                 /* AH, (len + 2) * 4 bytes (RFC 4302 §2.2) */
-            /* only in a quote: the host behind the TUN hands an ICMPv6 error to the protocol
-             * behind AH (ipv6_skip_exthdr), which the quote must be the SA's traffic of; a
-             * packet's own flow stops at AH, protocol 51, as XFRM's policy lookup does */
+        } else if (nh == 51) {                          /* AH, (len + 2) * 4 bytes (RFC 4302 §2.2) */
+            /* a quote: the host behind the TUN hands an ICMPv6 error to the protocol behind AH
+             * (ipv6_skip_exthdr), which the quote must be the SA's traffic of.  A packet's own
+             * flow stops at AH, protocol 51, as XFRM's policy lookup does; but the host, once it
+             * has verified the AH (xfrm_input), resubmits the header behind it, a Routing header
+             * too: the walk goes on for that only (review revesp2 F2; srcroute.h) */
             if (off + 8 > end)
                 return quote;
+            if (!quote && !ah)
+                ah = off;
             size_t hl = ((size_t)p[off + 1] + 2) * 4;
             nh = p[off];
             off += hl;
@@ -143,6 +148,11 @@ static bool parse_v6(const uint8_t *p, size_t len, bool quote, ts_flow *f, ts_pa
         } else {
             break;
         }
+    }
+    if (ah) {   /* the flow is the AH's: no fragment header before it said "later" (that ends the walk) */
+        nh = 51;
+        off = ah;
+        first = true;
     }
     f->proto = nh;
     r->l4 = off;

@@ -34,7 +34,8 @@
  * above it is never delivered, and raises at most one RESERVE naming it.
  * An ICMP error that gets through must quote a packet inside A's selectors (an ICMPv6 one
  * found behind any number of extension headers); nothing that gets through carries a source
- * route with hops to go or an IPv4 option cut short (fz_source_routed).
+ * route with hops to go (behind AH too, or a spent IPv6 one before an IP header) or an option or header
+ * chain cut short (fz_source_routed).
  * SA A is armed with report_first_use: one FIRST_USE at most per input, never
  * without an untampered record with A's SPI, and always once one got through.
  * Both SAs are re-created before every input, so each input starts from the

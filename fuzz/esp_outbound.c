@@ -13,7 +13,8 @@
  * Every ESP packet the sender produces must be accepted by a receiver keyed
  * with the same SA (any address, both ways) and give back the inner packet
  * unchanged, but for an ICMP error without a whole quoted IP header; none carries a source route
- * with hops to go or an IPv4 option cut short (fz_source_routed). */
+ * with hops to go (behind AH too, or a spent IPv6 one before an IP header) or an option or header chain
+ * cut short (fz_source_routed). */
 #include "fuzz_util.h"
 
 #define SPI 0x4000u

@@ -127,8 +127,10 @@ static inline void fz_params(ts_sa_params *p, uint32_t spi, uint8_t dir, const u
 
 /* The oracle's own reading (not csrc/srcroute.c's) of whether a whole packet (its length fields
  * checked by the caller) names destinations beyond its header's, which the fast path never passes
- * either way (review revesp F1): 1 an IPv4 LSRR/SSRR with its pointer not past its end or an IPv6
- * Routing header with segments left, -1 an IPv4 option cut short (malformed), else 0. */
+ * either way (review revesp F1, revesp2 F1, F2): 1 an IPv4 LSRR/SSRR with its pointer not past its
+ * end, an IPv6 Routing header with segments left or with an IPv4/IPv6 header (4, 41) straight
+ * behind it, anywhere in the chain, behind AH too; -1 an IPv4 option or an IPv6 header chain cut
+ * short (malformed); else 0. */
 static inline int fz_source_routed(const uint8_t *p, size_t n) {
     if (p[0] >> 4 == 4) {
         size_t end = (size_t)(p[0] & 15) * 4;
@@ -143,16 +145,22 @@ static inline int fz_source_routed(const uint8_t *p, size_t n) {
         }
         return 0;
     }
-    size_t off = 40;
+    size_t end = (size_t)fz_be16(p + 4) + 40, off = 40;
+    if (end > n)
+        end = n;
     uint8_t nh = p[6];
-    while ((nh == 0 || nh == 43 || nh == 60 || nh == 44) && off + 8 <= n) {
-        if (nh == 43 && p[off + 3])
+    while (nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51) {
+        if (off + 8 > end)
+            return -1;
+        if (nh == 43 && (p[off + 3] || p[off] == 4 || p[off] == 41))
             return 1;
         if (nh == 44 && (fz_be16(p + off + 2) & 0xfff8))
             return 0;   /* a later fragment: the rest is data */
-        size_t hl = nh == 44 ? 8 : ((size_t)p[off + 1] + 1) * 8;
+        size_t hl = nh == 44 ? 8 : nh == 51 ? ((size_t)p[off + 1] + 2) * 4 : ((size_t)p[off + 1] + 1) * 8;
         nh = p[off];
         off += hl;
+        if (off > end)
+            return -1;
     }
     return 0;
 }

@@ -30,6 +30,7 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrHopByHop,
     IPv6ExtHdrSegmentRouting,
 )
+from scapy.layers.ipsec import AH
 from scapy.packet import Raw
 
 from tunsec.dataplane import pipe
@@ -107,16 +108,28 @@ def v6_frag(offset: int = 0) -> bytes:
 
 def source_routes() -> list[bytes]:
     """Review revesp F1: live routes (dropped both ways), then spent ones and other options (passed),
-    then an option cut short (malformed)."""
-    def v6_srh(segleft: int) -> bytes:
-        srh = IPv6ExtHdrSegmentRouting(addresses=["2001:db8::99", "fd00::2"], segleft=segleft, lastentry=1)
-        return bytes(IPv6(src="fd00::1", dst="fd00::2") / srh / UDP(sport=1, dport=2) / Raw(b"sr"))
+    then an option cut short (malformed).  Review revesp2: a spent SRH / RPL header with an IPv6 or
+    IPv4 packet behind it, a live SRH behind AH (dropped); a spent one behind AH (passed); an AH past
+    its packet (malformed)."""
+    def v6_srh(segleft: int, nh: int = 17, ah: bool = False) -> bytes:
+        srh = IPv6ExtHdrSegmentRouting(addresses=["2001:db8::99", "fd00::2"], segleft=segleft, lastentry=1, nh=nh)
+        inner = {17: UDP(sport=1, dport=2) / Raw(b"sr"), 41: IPv6(src="fd00::1", dst="2001:db8::99") / UDP(),
+                 4: IP(src="10.1.0.1", dst="192.0.2.99") / UDP()}[nh]
+        head = IPv6(src="fd00::1", dst="fd00::2")
+        if ah:
+            head = head / AH(nh=43, payloadlen=4, icv=bytes(12))
+        return bytes(head / srh / inner)
     cut = bytearray(v4_udp(8, options=[IPOption_Router_Alert()]))
     cut[20:24] = b"\x83\x09\x04\x00"
+    rpl = bytearray(v6_srh(0, 41))
+    rpl[42] = 3
+    ah_cut = bytearray(v6_srh(1, ah=True))
+    ah_cut[41] = 200
     return [v4_udp(8, options=[IPOption_LSRR(routers=["192.0.2.99"])]),
             v4_udp(8, options=[IPOption_SSRR(routers=["10.2.0.7", "192.0.2.99"])]), v6_srh(1),
             v4_udp(8, options=[IPOption_LSRR(routers=["192.0.2.99"], pointer=8)]),
-            v4_udp(8, options=[IPOption_RR(routers=["0.0.0.0"]), IPOption_Router_Alert()]), v6_srh(0), bytes(cut)]
+            v4_udp(8, options=[IPOption_RR(routers=["0.0.0.0"]), IPOption_Router_Alert()]), v6_srh(0), bytes(cut),
+            v6_srh(0, 41), v6_srh(0, 4), bytes(rpl), v6_srh(1, ah=True), v6_srh(0, ah=True), bytes(ah_cut)]
 
 
 # ------------------------------------------------------------------ ESP inbound

@@ -132,6 +132,7 @@ int main(int argc, char **argv) {
     test_addrwatch_ring();
     test_addrwatch_refused_then_added();
     test_srcroute_options();
+    test_srcroute_v6_walk();
     test_srcroute_path();
     test_dummy_lifetime();
     printf("selftest: %lu checks, %lu failures\n", checks, failures);

@@ -214,6 +214,7 @@ void test_review_revspd2_pass_bounded(void);
 void test_addrwatch_ring(void);                  /* test_addrwatch.c */
 void test_addrwatch_refused_then_added(void);
 void test_srcroute_options(void);                /* test_srcroute.c */
+void test_srcroute_v6_walk(void);
 void test_srcroute_path(void);
 void test_dummy_lifetime(void);
 

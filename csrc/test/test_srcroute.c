@@ -1,6 +1,7 @@
 /* Source routes (srcroute.c, review revesp F1) and TFC dummies in an SA's lifetime (review revesp
  * R2).  An inner packet with an IPv4 LSRR/SSRR option that has hops to go, or an IPv6 Routing header
- * with segments left, is dropped as TS_DROP_SOURCE_ROUTE both ways: its later destinations are no
+ * with segments left (or with none left and an IP header straight behind it, or behind AH: review
+ * revesp2), is dropped as TS_DROP_SOURCE_ROUTE both ways: its later destinations are no
  * selector's.  Spent routes, other options and extension headers pass; options cut short are
  * malformed.  A dummy (next header 59) counts in the SA's packets, bytes and limits.  Draws from the
  * shared PRNG only through pair_new (its key). */
@@ -93,6 +94,117 @@ static size_t v6_with_rh(uint8_t *b, uint8_t segleft, bool hbh) {
     return total;
 }
 
+/* An IPv6 packet from A6 to B6 whose extension header chain the letters spell: h hop-by-hop, d
+ * destination options, r / R a segment routing header (type 4) with 0 / 1 segments left, p RPL
+ * (type 3) with 0 left, a AH (24 bytes), f / F a first / later fragment header; then what ends it:
+ * u UDP, 6 an IPv6 header, 4 an IPv4 header, e ESP (its bytes encrypted), n no next header. */
+static size_t v6_chain(uint8_t *b, const char *spec) {
+    size_t n = 40, at = 6;   /* at: the next header byte to fill */
+    memset(b, 0, 200);
+    b[0] = 0x60;
+    b[7] = 64;
+    memcpy(b + 8, A6, 16);
+    memcpy(b + 24, B6, 16);
+    for (const char *c = spec; *c; c++) {
+        static const char hdr[] = "hdrRpafF", nhs[] = {0, 60, 43, 43, 43, 51, 44, 44};
+        static const char end[] = "u64en", ends[] = {17, 41, 4, 50, 59};
+        static const uint8_t end_len[] = {8, 40, 20, 16, 0};
+        const char *h = strchr(hdr, *c), *e = strchr(end, *c);
+        if (h) {
+            b[at] = (uint8_t)nhs[h - hdr];
+            at = n;
+            size_t hl = *c == 'h' || *c == 'd' || *c == 'f' || *c == 'F' ? 8 : 24;
+            if (*c == 'a')
+                b[n + 1] = 4;                       /* (4 + 2) * 4 bytes */
+            else if (hl == 24)
+                b[n + 1] = 2;                       /* (2 + 1) * 8 bytes, one address */
+            if (hl == 24 && *c != 'a') {
+                b[n + 2] = *c == 'p' ? 3 : 4;
+                b[n + 3] = *c == 'R';
+            }
+            if (*c == 'F')
+                put16(b + n + 2, 8 << 3);           /* offset 8: a later fragment */
+            if (*c == 'f' || *c == 'F')
+                b[n + 5] = 1;                       /* M */
+            n += hl;
+        } else {
+            FATAL_IF(!e || c[1]);
+            b[at] = (uint8_t)ends[e - end];
+            if (*c == '6') {
+                b[n] = 0x60;
+                b[n + 6] = 59;
+            } else if (*c == '4') {
+                b[n] = 0x45;
+                b[n + 3] = 20;
+                b[n + 9] = 17;
+            } else if (*c == 'u') {
+                put16(b + n, 1234);
+                put16(b + n + 2, 5678);
+                put16(b + n + 4, 8);
+            }
+            n += end_len[e - end];
+        }
+    }
+    put16(b + 4, (uint16_t)(n - 40));
+    return n;
+}
+
+/* ---- the IPv6 walk: a packet behind a spent route, a route behind AH (review revesp2) ---------- */
+void test_srcroute_v6_walk(void) {
+    static const struct {
+        const char *spec;
+        int want;        /* ts_flow_parse_own */
+        uint8_t proto;   /* the flow's, when not malformed */
+    } cases[] = {
+        {"Ru", TS_DROP_SOURCE_ROUTE, 17},
+        {"ru", TS_DROP_NONE, 17},                     /* spent */
+        {"r6", TS_DROP_SOURCE_ROUTE, 41},             /* F1: decapsulated at the last segment */
+        {"r4", TS_DROP_SOURCE_ROUTE, 4},
+        {"p6", TS_DROP_SOURCE_ROUTE, 41},             /* RPL the same */
+        {"hr6", TS_DROP_SOURCE_ROUTE, 41},
+        {"rd6", TS_DROP_NONE, 41},                    /* not straight behind: a tunnel device's (revesp R1) */
+        {"d6", TS_DROP_NONE, 41},
+        {"6", TS_DROP_NONE, 41},
+        {"aRu", TS_DROP_SOURCE_ROUTE, 51},            /* F2: behind AH, the flow still AH's */
+        {"aadRu", TS_DROP_SOURCE_ROUTE, 51},
+        {"ar6", TS_DROP_SOURCE_ROUTE, 51},
+        {"faRu", TS_DROP_SOURCE_ROUTE, 51},
+        {"aru", TS_DROP_NONE, 51},
+        {"au", TS_DROP_NONE, 51},
+        {"ae", TS_DROP_NONE, 51},                     /* nested ESP: what it hides is not seen */
+        {"afRu", TS_DROP_SOURCE_ROUTE, 51},
+        {"aFu", TS_DROP_NONE, 51},                    /* a later fragment's bytes are data */
+        {"FRu", TS_DROP_NONE, 43},                    /* a later fragment: the rest is data */
+    };
+    uint8_t b[200];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len = v6_chain(b, cases[i].spec);
+        uint8_t *pkt = malloc(len);   /* a buffer of its own size: a read past it is ASan's */
+        FATAL_IF(!pkt);
+        memcpy(pkt, b, len);
+        ts_flow f;
+        int got = ts_flow_parse_own(pkt, len, &f);
+        if (got != cases[i].want || f.proto != cases[i].proto)
+            fprintf(stderr, "v6 walk %s: %d proto %u, want %d proto %u\n", cases[i].spec, got, f.proto,
+                    cases[i].want, cases[i].proto);
+        CHECK(got == cases[i].want && f.proto == cases[i].proto);
+        free(pkt);
+    }
+    /* an AH past the payload, an AH of 4 bytes, a Routing header cut behind AH: malformed */
+    size_t len = v6_chain(b, "an");
+    b[41] = 5;
+    CHECK(ts_flow_parse_own(b, len, &(ts_flow){0}) == TS_DROP_MALFORMED);
+    put16(b + 4, 4);
+    CHECK(ts_flow_parse_own(b, 44, &(ts_flow){0}) == TS_DROP_MALFORMED);
+    len = v6_chain(b, "aRu");
+    put16(b + 4, 24 + 6);
+    CHECK(ts_flow_parse_own(b, 40 + 24 + 6, &(ts_flow){0}) == TS_DROP_MALFORMED);
+    /* an ICMPv6 error's quote is never walked for routes: its AH and SRH pass (ts_quote_parse) */
+    len = v6_chain(b, "ar6");
+    ts_flow q;
+    CHECK(ts_quote_parse(b, len, &q) == TS_QUOTE_PORTS && q.proto == 41);
+}
+
 /* pkt sealed by the peer and opened by pr.rx: the drop reason (and the packet back if through) */
 static int opened(struct pair *pr, uint32_t seq, const uint8_t *pkt, size_t len) {
     int drop;
@@ -120,7 +232,7 @@ void test_srcroute_path(void) {
     uint32_t seq = 1;
     static const char live4[] = "\x83\x07\x04\xc0\x00\x02\x63\x00", spent4[] = "\x83\x07\x08\xc0\x00\x02\x63\x00";
     static const char ra[] = "\x94\x04\x00\x00", cut[] = "\x83\x09\x04\x00";
-    uint8_t pkt[128];
+    uint8_t pkt[200];
     size_t len = v4_with(pkt, live4, 8);
     CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_SOURCE_ROUTE);
     CHECK(sealed(&pr, pkt, len) == TS_DROP_SOURCE_ROUTE);
@@ -144,10 +256,17 @@ void test_srcroute_path(void) {
     CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_NONE && sealed(&pr, pkt, len) == TS_DROP_NONE);
     len = v6_with_rh(pkt, 0, true);
     CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_NONE && sealed(&pr, pkt, len) == TS_DROP_NONE);
+    /* a spent SRH with a packet behind it, a Routing header behind AH (review revesp2) */
+    len = v6_chain(pkt, "r6");
+    CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_SOURCE_ROUTE && sealed(&pr, pkt, len) == TS_DROP_SOURCE_ROUTE);
+    len = v6_chain(pkt, "aRu");
+    CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_SOURCE_ROUTE && sealed(&pr, pkt, len) == TS_DROP_SOURCE_ROUTE);
+    len = v6_chain(pkt, "aru");
+    CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_NONE && sealed(&pr, pkt, len) == TS_DROP_NONE);
     /* an option cut short: malformed, as the kernel finds it */
     len = v4_with(pkt, cut, 4);
     CHECK(opened(&pr, seq++, pkt, len) == TS_DROP_MALFORMED && sealed(&pr, pkt, len) == TS_DROP_MALFORMED);
-    CHECK(drop_count(pr.rx, TS_DROP_SOURCE_ROUTE) == 3 && drop_count(pr.tx, TS_DROP_SOURCE_ROUTE) == 3);
+    CHECK(drop_count(pr.rx, TS_DROP_SOURCE_ROUTE) == 5 && drop_count(pr.tx, TS_DROP_SOURCE_ROUTE) == 5);
     pair_free(&pr);
 }
 
