@@ -62,12 +62,17 @@ def mark_rule_command(version: int, verb: str = "add") -> str:
     return f"ip{' -6' if version == 6 else ''} rule {verb} priority {MARK_PRIORITY} fwmark {MARK:#x} lookup main"
 
 
+def has_mark_rule(ipr: Any, version: int) -> bool:
+    """Whether the mark's rule of that IP version is in place."""
+    return any(_ours(r) for r in ipr.get_rules(family=_family(version)))
+
+
 def ensure_mark_rules(ipr: Any, versions: Iterable[int]) -> list[str]:
     """The mark's rule of each IP version, added where missing; root's commands for those this process may not
     add (EPERM: its sockets carry no mark either then).  A kernel without IPv6: NetlinkError, as for the table's."""
     missing: list[str] = []
     for version in sorted(set(versions)):
-        if any(_ours(r) for r in ipr.get_rules(family=_family(version))):
+        if has_mark_rule(ipr, version):
             continue
         try:
             ipr.rule("add", family=_family(version), table=MAIN, priority=MARK_PRIORITY, action=FR_ACT_TO_TBL,

@@ -40,6 +40,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunsec.dataplane.markrule import MARK, MARK_PRIORITY, ensure_mark_rules, has_mark_rule
 from tunsec.dataplane.netlink import ForeignDrops, NetlinkError, reason, route_dump
 from tunsec.dataplane.prohibitroute import Route, route_of
 from tunsec.dataplane.routenotice import Deletions
@@ -162,6 +163,7 @@ class Keeper:
             try:
                 with _iproute() as ipr:
                     self._rules(ipr, done, versions)
+                    self._mark_rules(ipr, done, versions & tun.marked)
                     if watched:
                         self._routes(ipr, done, watched)
             except (NetlinkError, OSError) as err:   # the TUN gone (a stop under way), netlink refused: the next round
@@ -206,6 +208,27 @@ class Keeper:
             done.rules.append(version)
             self.say(logging.WARNING, "the rule that looks up table %d before the main table (IPv%d) was removed "
                      "by someone else: put back", TABLE, version)
+
+    def _mark_rules(self, ipr: Any, done: Check, versions: set[int]) -> None:
+        """The mark's rule (markrule.py) of each version this run put in place, put back if someone removed it:
+        without it tunsec's own IKE and ESP are looked up in table 116, and a host-to-host tunnel's TUN route (the
+        peer's own address) takes them (review revlate15 F1)."""
+        for version in sorted(versions):
+            try:
+                if has_mark_rule(ipr, version):
+                    continue
+                cmds = ensure_mark_rules(ipr, [version])
+            except NetlinkError as exc:
+                done.failed.append(f"the rule priority {MARK_PRIORITY} fwmark {MARK:#x} lookup main (IPv{version}) "
+                                   f"was removed and cannot be put back: {reason(exc)}")
+                continue
+            if cmds:   # EPERM: the sockets were marked by a start that could add it; root's command then
+                done.failed.append(f"the rule priority {MARK_PRIORITY} fwmark {MARK:#x} lookup main (IPv{version}) "
+                                   f"was removed and this process may not put it back: as root, {cmds[0]}")
+                continue
+            self.rules_put_back += 1   # counted with the table's rules; done.rules names those (a reload's answer)
+            self.say(logging.WARNING, "the rule priority %d fwmark %#x lookup main (IPv%d: tunsec's own IKE and ESP) "
+                     "was removed by someone else: put back", MARK_PRIORITY, MARK, version)
 
     def _rule_lost(self, done: Check, version: int, why: str) -> None:
         line = (f"the rule that looks up table {TABLE} (the tunnels' routes) before the main table (IPv{version}) "

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tunsec.dataplane.netlink import NLMSG, ForeignDrops, from_kernel
-from tunsec.dataplane.prohibitroute import RTM_DELROUTE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE
+from tunsec.dataplane.prohibitroute import RT_TABLE_MAIN, RTM_DELROUTE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE
 from tunsec.dataplane.routetable import TABLE
 
 log = logging.getLogger("tunsec.tun")
@@ -53,7 +53,9 @@ def deletion_in_table(data: bytes) -> bool:
             return False
         body = off + NLMSG.size
         asked = kind == RTM_DELRULE or (kind == RTM_DELROUTE and pid != 0)   # pid 0: a flush of the kernel's
-        if asked and body + TABLE_BYTE < min(off + size, len(data)) and data[body + TABLE_BYTE] == TABLE:
+        # a rule of the main table too: the mark's (markrule.py, review revlate15 F1)
+        tables = (TABLE, RT_TABLE_MAIN) if kind == RTM_DELRULE else (TABLE,)
+        if asked and body + TABLE_BYTE < min(off + size, len(data)) and data[body + TABLE_BYTE] in tables:
             return True
         off += (size + 3) & ~3
     return False

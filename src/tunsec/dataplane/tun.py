@@ -126,6 +126,8 @@ class Tun:
     unmarked: set[IPNetwork] = field(default_factory=set, repr=False, compare=False)
     # the IP versions whose rule (routetable.py: tunsec's table before the main table) was looked at
     ruled: set[int] = field(default_factory=set, repr=False, compare=False)
+    # IP versions whose mark rule (markrule.py) this run has in place: the route keeper puts it back too
+    marked: set[int] = field(default_factory=set, repr=False, compare=False)
     # held for each whole change of the TUN's routes and addresses (its netlink sequence and the lists
     # above): a reload's thread and the virtual IPs' run at once, and remove_address's guard-delete-
     # restore must not interleave with a route added or removed meanwhile (lost, or put back untracked).
@@ -273,7 +275,8 @@ class Tun:
         try:
             missing = ensure_rules(ipr, [version])
             # refused without CAP_NET_ADMIN: the IKE and ESP sockets then carry no mark either (markrule.py)
-            ensure_mark_rules(ipr, [version])
+            if not ensure_mark_rules(ipr, [version]):
+                self.marked.add(version)
         except NetlinkError as exc:   # a kernel without IPv6: the route's own refusal says why
             if exc.code != errno.EAFNOSUPPORT:
                 raise
