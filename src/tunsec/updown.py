@@ -431,13 +431,29 @@ class Scripts:
         self._downs = _DownIndex()   # the downs queued and not ended, by their remote addresses
         self.skipped = 0
         self._live: set[_Turn] = set()   # queued or running, not ended
+        # tasks that may queue a down when they end (expect): what a stop's drain waits for too
+        self._coming: set[asyncio.Future[Any]] = set()
         self.closing = False   # tunsec is stopping (drain): no up runs any more
+        self._drained = False   # the drain is over: a down queued from now on cannot be waited for
         self._log = LogLimiter(burst=5, period=60.0)   # a client may churn Child SAs while its script hangs
+
+    def expect(self, task: asyncio.Future[Any]) -> None:
+        """``task`` may queue a down before it ends: the removal of a Child SA from the worker, its
+        down-client queued after it (services/ike/installs._child_down).  A stop's drain waits for
+        it as for a queued event: the Child SAs the stop deletes go out of the worker first, and
+        a loaded worker may answer after the peer acknowledged the DELETE (h/fixdown)."""
+        if not task.done():
+            self._coming.add(task)
+            task.add_done_callback(self._coming.discard)
 
     def submit(self, key: int, argv: Sequence[str], ev: ChildEvent, cap: int = DEFAULT_MAX_CHILD_SAS) -> bool:
         """Queue ``ev``'s runs in IKE SA ``key``'s turn (``cap``: the Child SAs it may hold); False:
         an up skipped (the queue is full)."""
         if not ev.up and self._drop_up(key, dataclasses.replace(ev, up=True)):
+            return True
+        if not ev.up and self._drained:   # past the stop's deadline: it would be killed unseen at the exit
+            log.error("updown %s down-client for %s: not run, tunsec is stopping and its %.0f s for the "
+                      "down-clients are over", argv[0], ev.child, STOP_WAIT)
             return True
         if ev.up and self.closing:   # its down would not run either
             log.info("updown %s up-client for %s: not run, tunsec is stopping", argv[0], ev.child)
@@ -566,12 +582,14 @@ class Scripts:
 
     async def drain(self, deadline: float) -> int:
         """tunsec stops: no more ups; until the loop's clock reaches ``deadline`` the events queued
-        (the downs of every Child SA the stop ended) run; then those left are cancelled (a running
-        script's process group killed) and counted in the log.  The downs not run (or not to their end)."""
+        (the downs of every Child SA the stop ended), and those the tasks ``expect`` was given queue
+        meanwhile, run; then those left are cancelled (a running script's process group killed) and
+        counted in the log, as is a down queued later.  The downs not run (or not to their end)."""
         self.closing = True
         loop = asyncio.get_running_loop()
-        while self._live and (left := deadline - loop.time()) > 0:
-            await asyncio.wait([t.end for t in self._live], timeout=left)
+        while (self._live or self._coming) and (left := deadline - loop.time()) > 0:
+            await asyncio.wait([*(t.end for t in self._live), *self._coming], timeout=left)
+        self._drained = True
         turns = list(self._live)
         downs = [t for t in turns if not t.ev.up]
         if downs:

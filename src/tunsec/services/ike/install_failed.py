@@ -117,7 +117,7 @@ def uninstallable(self: IkeService, state: ChildState, what: str) -> None:
     any request sent for it, its lineage's policies and reqid if it was the last member) removed."""
     ended = self._forget(state)
     delete_in_engine(self, self._ike_sa(state.ike), state.unique_id, state.conn, state.child, what)
-    self._spawn(self._changes.queue(_removed(self, state, ended)))
+    self.scripts.expect(self._spawn(self._changes.queue(_removed(self, state, ended))))   # then its down-client
 
 
 async def _removed(self: IkeService, state: ChildState, ended: bool) -> None:

@@ -717,7 +717,8 @@ def _child_gone(self: IkeService, sa: IkeSa, ev: ChildSaDown) -> None:
     going_sas.book(self, state)   # its SAs' EXPIREs the worker raised before their DELETEs stay ours
     recreate.lost(self, state, ev.reason)   # (a re-creation's lost before its install said OK: tried again)
     self._acct_child_down(state)   # now, in event order: before its IKE SA's Stop (which waits for it)
-    self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger)))
+    # its down-client is queued once it is out of the worker: a stop's drain waits for that
+    self.scripts.expect(self._spawn(self._changes.queue(self._child_down(state, self._forget(state), ev, linger))))
 
 
 async def _child_down(self: IkeService, state: ChildState, lineage_ended: bool, ev: ChildSaDown,

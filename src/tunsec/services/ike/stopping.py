@@ -9,7 +9,9 @@ again elsewhere or later; the peer's CREATE_CHILD_SAs meet IKE SAs the stop put 
 which the engine refuses (TEMPORARY_FAILURE); an IKE SA that completes anyway (its IKE_AUTH was
 in flight) is deleted at once, before any of its Child SAs is installed or announced to a script.
 The scripts' queue is closed at once too: no up-client runs after the stop began, so none is left
-without its down-client.  The DELETE exchanges of the SAs being deleted go on as before: the
+without its down-client.  The deletes' events are handled at once (the Child SAs go down in the
+service whether or not the peer answers), and the drain waits for the removals from the worker
+that queue their down-clients (Scripts.expect).  The DELETE exchanges of the SAs being deleted go on as before: the
 stop waits for those, and only those, to be answered (SHUTDOWN_WAIT).
 """
 
@@ -40,7 +42,10 @@ async def shutdown(self: IkeService) -> None:
         task.cancel()     # the IKE SAs they wait for are deleted next
     for sa in self.endpoint.sas:
         _delete(self, sa)
-    self.barrier.flush()
+    # their events now (the deletes left them in the SAs): each Child SA goes down in the service,
+    # its removal from the worker and down-client queued, whether or not the peer answers the
+    # DELETE (a flush alone left them for the next input, none from a silent peer: h/fixdown)
+    self._pump()
     await _await_deletes(self, time.monotonic() + SHUTDOWN_WAIT)
     await self.scripts.drain(stop_began + updown.STOP_WAIT)   # the down-clients the deletes queued
     if self._tasks or self.sockets.natt_sends:
