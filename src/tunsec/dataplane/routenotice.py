@@ -30,6 +30,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tunsec.dataplane.markrule import MAIN
 from tunsec.dataplane.netlink import NLMSG, ForeignDrops, from_kernel
 from tunsec.dataplane.prohibitroute import RTM_DELROUTE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE
 from tunsec.dataplane.routetable import TABLE
@@ -44,8 +45,8 @@ READS = 64       # datagrams read per wake-up of the event loop: others' route c
 
 
 def deletion_in_table(data: bytes) -> bool:
-    """Whether a datagram of the kernel's tells of a rule of tunsec's table deleted, or a route of it deleted at a
-    process's request."""
+    """Whether a datagram of the kernel's tells of a rule of tunsec's table (or of the main table's: a local
+    network's rule looks it up) deleted, or a route of tunsec's table deleted at a process's request."""
     off = 0
     while off + NLMSG.size <= len(data):
         size, kind, _flags, _seq, pid = NLMSG.unpack_from(data, off)
@@ -53,8 +54,9 @@ def deletion_in_table(data: bytes) -> bool:
             return False
         body = off + NLMSG.size
         asked = kind == RTM_DELRULE or (kind == RTM_DELROUTE and pid != 0)   # pid 0: a flush of the kernel's
-        if asked and body + TABLE_BYTE < min(off + size, len(data)) and data[body + TABLE_BYTE] == TABLE:
-            return True
+        if asked and body + TABLE_BYTE < min(off + size, len(data)) and (
+                data[body + TABLE_BYTE] == TABLE or (kind == RTM_DELRULE and data[body + TABLE_BYTE] == MAIN)):
+            return True   # a rule of the main table: a local network's (localrules.py), or the host's own
         off += (size + 3) & ~3
     return False
 
