@@ -152,7 +152,7 @@ class Daemon:
         made_for_us = not self.tun.created   # tunsec prepare's: its exclude routes and kill switch stay at exit
         self.excludes = ExcludeRoutes(self.tun.name, keep_found=made_for_us)
         self.killswitch = KillSwitch(self.tun.name, keep_found=made_for_us)
-        self.route_keeper = routekeep.Keeper(self.tun)
+        self.route_keeper = routekeep.Keeper(self.tun, local=self.excludes.local_nets)
         if self.ike is not None:
             self.ike.tun = self.tun   # a client's virtual IPs go on it
             self.ike.exclude_routes(self.excludes)
@@ -525,7 +525,7 @@ class Daemon:
                         privilege._me(), _read_grant(self.cfg.path))
 
     def _full_routing(self) -> bool:
-        """Exclude routes (or a local_ts's throw route: removed at exit, not with the TUN) or a full tunnel's
+        """Exclude routes (or a local_ts's rule, localrules.py: removed at exit, not with the TUN) or a full tunnel's
         standing routes held, or a full tunnel that needs an exclude route for each authenticated peer it meets
         (exclude_gate.py): CAP_NET_ADMIN kept until none is (netadmin.py)."""
         held = self.excludes and (self.excludes.held or self.excludes.lans)

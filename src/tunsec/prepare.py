@@ -33,6 +33,7 @@ from tunsec.conf.config import Config
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.exclude import Path as HostPath
 from tunsec.dataplane.killswitch import KillSwitch
+from tunsec.dataplane.localrules import LOCAL_PRIORITY
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 from tunsec.dataplane.tun import Tun, interface_exists
 from tunsec.dataplane.tundev import TUNSETIFF, TUNSETOWNER, TUNSETPERSIST, tun_flags, tun_in_use, tun_owner, unpersist
@@ -125,7 +126,8 @@ def _full_routing(d: Daemon) -> str:
     if d.excludes is not None and d.excludes.held:
         parts.append("exclude routes " + ", ".join(f"{p}" + _via(path) for p, path in d.excludes.held.items()))
     if d.excludes is not None and d.excludes.lans:
-        parts.append("throw routes " + ", ".join(map(str, sorted(d.excludes.lans, key=str))))
+        parts.append(f"rules priority {LOCAL_PRIORITY} to " + ", ".join(map(str, sorted(d.excludes.lans, key=str)))
+                     + " lookup main suppress_prefixlength 0 (local networks)")
     if d.killswitch.held:
         parts.append(f"standing routes {', '.join(sorted(map(str, d.killswitch.held)))} dev {d.killswitch.name} "
                      "(kill switch)")

@@ -1,6 +1,7 @@
 """`tunsec prepare --undo -c FILE`: what `tunsec prepare` made for the configuration's TUN goes, as root,
 while no tunsec runs on it: the TUN (and its routes with it), the kill switch device (and
-its standing routes) and the exclude routes of the TUN's mark.  In that order: the TUN's traffic is
+its standing routes), the exclude routes of the TUN's mark and the rules of local networks no other tunsec's route
+covers (localrules.py).  In that order: the TUN's traffic is
 dropped by the kill switch until it goes, and the peers stay reachable until then.  Last the rules that look up
 tunsec's routing table (routetable.py), if that table holds no route any more (another instance's would).
 The directories prepare gave to the user stay (state_dir holds manual keys' sequence numbers).
@@ -21,6 +22,7 @@ from pytun_pmd3.linux import IFF_MULTI_QUEUE, IFF_NO_PI, IFF_TUN, IFF_VNET_HDR
 
 from tunsec.conf.config import Config
 from tunsec.ctlsocket import Listener, listener
+from tunsec.dataplane import localrules
 from tunsec.dataplane.exclude import ExcludeRoutes
 from tunsec.dataplane.killswitch import KillSwitch
 from tunsec.dataplane.markrule import remove_mark_rules
@@ -82,6 +84,9 @@ def undo(cfg: Config) -> str:
         raise PrepareError(str(err.strerror or err)) from err
     said.append(f"exclude routes removed: {', '.join(gone)}" if gone else "no exclude route")
     with IPRoute() as ipr:
+        # the local networks' rules no other tunsec's route covers any more (localrules.py: they are shared)
+        if local := localrules.drop_unwanted(ipr, set()):
+            said.append(f"rules of local networks removed ({'; '.join(local)})")
         rules = remove_unused_rules(ipr) + remove_mark_rules(ipr, (4, 6))
     if rules:
         said.append(f"table {TABLE} empty, its rules removed ({'; '.join(rules)})")

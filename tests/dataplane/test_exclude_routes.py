@@ -16,6 +16,7 @@ import pytest
 from tunsec.bench.netns import in_netns
 from tunsec.dataplane import rpfilter
 from tunsec.dataplane.exclude import ExcludeRoutes, Path, best_path, captured, local_throws, tun_networks, tun_routes
+from tunsec.dataplane.localrules import LOCAL_PRIORITY
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
 from tunsec.dataplane.routetable import RULE_PRIORITY, TABLE
 
@@ -224,9 +225,16 @@ def test_only_the_configured_local_networks_a_tun_route_covers_get_a_throw_route
     assert local_throws([(rest, ()), (lan, ())]) == set()   # no local network configured (dynamic: a client's)
 
 
-def test_the_throw_routes_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns: str) -> None:
-    """keep_local without drop adds only (a reload, before the TUN's routes change); with drop the unwanted go;
-    a killed run's is removed by the next start's clear_stale, another instance's stays."""
+def _local_rules(ns: str, version: int = 4) -> str:
+    """tunsec's rules of local networks (localrules.py), as `ip rule` says them."""
+    out = ip(ns, *(["-6"] if version == 6 else []), "rule")
+    return "\n".join(line for line in out.splitlines() if line.startswith(f"{LOCAL_PRIORITY}:"))
+
+
+def test_the_rules_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns: str) -> None:
+    """keep_local without drop adds only (a reload, before the TUN's routes change); with drop the unwanted go
+    (review revlate14 F2: a rule `to LAN lookup main suppress_prefixlength 0`, not a throw route); a killed run's
+    throw route of h/fixks7 is removed by the next start's clear_stale, another instance's stays."""
     ex = ExcludeRoutes("tsx0")
     lan, rest = ip_network("10.1.0.0/24"), ip_network("10.0.0.0/8")
     ip(ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
@@ -235,20 +243,70 @@ def test_the_throw_routes_of_the_local_networks_go_in_before_and_out_after_the_t
     ip(ns, "route", "add", str(rest), "dev", "tsx0", "table", str(TABLE))
     with in_netns(ns):
         assert ex.keep_local([(rest, (lan,))], drop=False) == []
-    assert f"throw {lan} metric {ex.mark}" in ours(ns), ours(ns)
+    assert f"to {lan} lookup main suppress_prefixlength 0" in _local_rules(ns), _local_rules(ns)
+    assert ours(ns) == "", ours(ns)   # no throw route
     assert "dev lan0" in ip(ns, "route", "get", "10.1.0.5") and "dev tsx0" in ip(ns, "route", "get", "10.2.0.5")
     with in_netns(ns):
         ex.keep_local([], drop=False)
-    assert str(lan) in ours(ns)
+    assert str(lan) in _local_rules(ns)
     with in_netns(ns):
         ex.keep_local([], drop=True)
-    assert ours(ns) == "" and ex.lans == set()
+    assert _local_rules(ns) == "" and ex.lans == set()
     other = ExcludeRoutes("tsy0").mark
     for mark in (ex.mark, other):
         ip(ns, "route", "add", "throw", str(lan), "table", str(TABLE), "proto", str(RTPROT_TUNSEC), "metric", str(mark))
     with in_netns(ns):
         ex.clear_stale()
     assert f"metric {ex.mark}" not in ours(ns) and f"metric {other}" in ours(ns), ours(ns)
+
+
+def _add_rule(ns: str, net: str) -> None:
+    ip(ns, *(["-6"] if ":" in net else []), "rule", "add", "priority", str(LOCAL_PRIORITY), "to", net, "lookup",
+       "main", "suppress_prefixlength", "0", "protocol", str(RTPROT_TUNSEC))
+
+
+def test_a_killed_runs_rule_of_a_local_network_goes_at_start_unless_another_tunsec_covers_it(ns: str) -> None:
+    """A start's clear_stale removes the rules (of either family) of local networks it does not want, which a
+    killed run left, but one another tunsec's TUN route still covers (it may have the same local_ts: the rules
+    are shared); the clean stop leaves a shared rule the same way, and removes its own."""
+    ip(ns, "link", "add", "tsy0", "type", "veth", "peer", "name", "tsy0p")
+    ip(ns, "link", "set", "tsy0", "up")
+    ip(ns, "route", "add", "10.0.0.0/8", "dev", "tsy0", "table", str(TABLE))   # the other tunsec's
+    for net in ("10.1.0.0/24", "172.16.1.0/24", "fd00:1::/64"):
+        _add_rule(ns, net)
+    ex = ExcludeRoutes("tsx0")
+    site = ip_network("192.168.5.0/24")
+    ip(ns, "route", "add", "192.168.0.0/16", "dev", "tsx0", "table", str(TABLE))   # ours: not another's
+    _add_rule(ns, str(site))
+    with in_netns(ns):
+        ex.clear_stale()
+    assert "10.1.0.0/24" in _local_rules(ns), _local_rules(ns)   # covered by tsy0's 10.0.0.0/8
+    assert "172.16.1.0/24" not in _local_rules(ns) and str(site) not in _local_rules(ns), _local_rules(ns)
+    assert _local_rules(ns, 6) == ""
+    with in_netns(ns):
+        assert ex.keep_local([(ip_network("10.0.0.0/8"), (ip_network("10.1.0.0/24"),)),
+                              (ip_network("192.168.0.0/16"), (site,))]) == []
+        ex.close()
+    assert "10.1.0.0/24" in _local_rules(ns) and str(site) not in _local_rules(ns), _local_rules(ns)
+
+
+def test_an_ipv6_local_network_gets_its_rule(ns: str) -> None:
+    """IPv6 as IPv4: a site's /48 under remote_ts fd00::/16; its connected /64 stays local, the rest of the /48
+    goes into the TUN (the fixture's ::/1 half and this fd00::/16), not out by the default route."""
+    ip(ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
+    ip(ns, "-6", "addr", "add", "fd00:1::1/64", "dev", "lan0", "nodad")
+    ip(ns, "link", "set", "lan0", "up")
+    ip(ns, "-6", "route", "add", "fd00::/16", "dev", "tsx0", "table", str(TABLE))
+    ex = ExcludeRoutes("tsx0")
+    with in_netns(ns):
+        assert ex.keep_local([(ip_network("fd00::/16"), (ip_network("fd00:1::/48"),))]) == []
+    try:
+        assert "dev lan0" in ip(ns, "-6", "route", "get", "fd00:1::5")
+        assert "dev tsx0" in ip(ns, "-6", "route", "get", "fd00:1:0:77::5")
+    finally:
+        with in_netns(ns):
+            ex.close()
+    assert _local_rules(ns, 6) == ""
 
 
 def test_strict_reverse_path_filtering_under_tunsecs_routes_is_found(tmp_path: PathLike) -> None:

@@ -99,3 +99,27 @@ def test_a_rogue_classless_route_to_the_peer_takes_a_protected_server_out_of_a_s
     finally:
         with in_netns(ns):
             ex.close()
+
+
+def test_a_local_ts_wider_than_the_lan_sends_its_unrouted_part_out_by_the_default_route_in_clear(ns: str) -> None:
+    """Review revlate14 F2.  A site gateway: local_ts 10.1.0.0/16 (its site; the LAN 10.1.0.0/24 is connected,
+    the rest behind internal routers, or not in use), remote_ts 10.0.0.0/8 by the hub.  keep_local throws all of
+    10.1.0.0/16 to the main table, whose only route for 10.1.77.5 is the default: the gateway's own traffic and
+    what the tunnel brings for it leave by the uplink in clear (to the ISP), where fixks5's table 116 kept them
+    in the TUN.  The same when an internal router's route goes (its link down, OSPF withdrawn).  Fails on main;
+    passes once only what the main table routes other than by its default route leaves table 116 (wg-quick's
+    `lookup main suppress_prefixlength 0`, as a rule for the local_ts only)."""
+    ex = ExcludeRoutes("tsx0")
+    ip(ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
+    ip(ns, "addr", "add", "10.1.0.254/24", "dev", "lan0")
+    ip(ns, "link", "set", "lan0", "up")
+    site, rest = ip_network("10.1.0.0/16"), ip_network("10.0.0.0/8")
+    _tun_routes(ns, [str(rest)])
+    try:
+        with in_netns(ns):
+            assert ex.keep_local([(rest, (site,))], drop=False) == []
+        assert "dev lan0" in ip(ns, "route", "get", "10.1.0.5")   # the LAN stays local: what fixks7 wanted
+        assert "dev up0" not in ip(ns, "route", "get", "10.1.77.5"), "the site's unrouted part leaves in clear"
+    finally:
+        with in_netns(ns):
+            ex.close()

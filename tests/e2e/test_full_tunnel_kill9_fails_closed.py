@@ -30,6 +30,7 @@ from routed_hosts import RoutedHosts
 from tunsec.bench.netns import wait_until
 from tunsec.conf.tunsec_section import WORKER_USER
 from tunsec.dataplane.killswitch import device_name
+from tunsec.dataplane.localrules import LOCAL_PRIORITY
 
 ELSEWHERE = "203.0.113.9"     # any internet address: the full tunnel's
 
@@ -170,9 +171,11 @@ def test_a_prepared_full_tunnel_run_unprivileged_reaches_its_gateway_and_fails_c
 
     r = client.cli("prepare", "--undo")   # and prepare's work goes: the host routes as it did before
     assert r.returncode == 0, r.stdout + r.stderr
-    # the gateway's, with (h/fixks7) the throw routes of the local_ts and of the router prepare added too
+    # the gateway's; the local_ts's is a rule (h/fixlocal), which goes too
     removed = r.stdout.split("exclude routes removed: ")[-1].split(";")[0].split(", ")
-    assert f"{topo.b.outer4}/32" in removed and f"{topo.a.inner_net4}" in removed, r.stdout
+    assert f"{topo.b.outer4}/32" in removed, r.stdout
+    assert f"rule del priority {LOCAL_PRIORITY} to {topo.a.inner_net4} lookup main" in r.stdout, r.stdout
+    assert f"{LOCAL_PRIORITY}:" not in topo.run(topo.a, ["ip", "rule"]).stdout
     links = topo.run(topo.a, ["ip", "link"]).stdout
     assert "tsks" not in links and "tunsec0" not in links, links
     assert tunsec_table.proto_routes(topo.a.ns) == ""

@@ -16,8 +16,9 @@ the TUN: the tunnel would kill itself.  So for each such peer, with or without a
 (a peer without one gets its route all the same, which serves once the host has one: review revks4 F3), a
 ``throw`` route of its address (/32, /128) goes into tunsec's table first: there the lookup leaves the table
 and goes on to the main table, the host's own path to the peer, whatever it is by then (a new default route,
-another uplink: nothing to follow).  Each configured local_ts network a TUN route covers gets one too (review
-revks4 F2: a spoke's LAN under its remote_ts 10.0.0.0/8 stays on its connected route).  The next hop of a
+another uplink: nothing to follow).  Each configured local_ts network a TUN route covers gets a rule instead
+(review revks4 F2: a spoke's LAN under its remote_ts 10.0.0.0/8 stays on its connected route; review revlate14
+F2: only what the main table routes other than by its default route: localrules.py).  The next hop of a
 peer's path gets none (review revlate14 F1: whoever sets the host's routes, a LAN's DHCP server, would choose an
 address that leaves the tunnel in clear); with rp_filter = 1 a full tunnel is the router's reverse path, which
 the start warns of (rpfilter.py).  tunsec's own IKE and ESP sockets also carry a mark that
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
+from tunsec.dataplane import localrules
 from tunsec.dataplane.blockrecord import block_mark
 from tunsec.dataplane.netlink import IPRoute, NetlinkError, as_oserror, reason
 from tunsec.dataplane.prohibitroute import RTPROT_TUNSEC
@@ -108,10 +110,10 @@ def captured(peer: IPAddress, tun_nets: Iterable[IPNetwork]) -> bool:
 
 def local_throws(routes: Iterable[Route]) -> set[IPNetwork]:
     """The configured local networks a TUN route covers (hub and spoke: local_ts 10.1.0.0/24, remote_ts
-    10.0.0.0/8): each gets a throw route, so that the site's LAN stays on its connected route rather than going
-    into the TUN (review revks4 F2; strongSwan's users add a passthrough policy for it).  Only the configuration's
-    local_ts (routes' second half: never dynamic ones, nor an RA's prefix), strictly inside a TUN route and not
-    one itself."""
+    10.0.0.0/8): each gets a rule (localrules.py), so that the site's LAN stays on its connected route rather
+    than going into the TUN (review revks4 F2; strongSwan's users add a passthrough policy for it).  Only the
+    configuration's local_ts (routes' second half: never dynamic ones, nor an RA's prefix), strictly inside a TUN
+    route and not one itself."""
     routes = list(routes)
     nets = {n for n, _ in routes}
     return {loc for _, local in routes for loc in local if loc not in nets
@@ -164,7 +166,7 @@ class ExcludeRoutes:
     # the path each exclude route leads to (None: the host had none yet; the throw route serves once it has)
     held: dict[IPAddress, Path | None] = field(default_factory=dict)
     found: set[IPAddress] = field(default_factory=set)   # held, found in place, and keep_found: close() leaves
-    lans: set[IPNetwork] = field(default_factory=set)    # throw routes of configured local_ts (local_throws)
+    lans: set[IPNetwork] = field(default_factory=set)    # rules of configured local_ts (local_throws, localrules.py)
     found_nets: set[IPNetwork] = field(default_factory=set)   # of lans: found in place, keep_found
     nets: list[IPNetwork] = field(default_factory=list)   # the TUN's routes as last given (ensure, keep_captured)
     # the host's own paths by family as last listed (ensure, refresh, follow): the interface IKE to an
@@ -223,68 +225,64 @@ class ExcludeRoutes:
         return failed
 
     def keep_local(self, routes: Sequence[Route], drop: bool = True) -> list[str]:
-        """The throw routes of the configured local networks the TUN's routes (routes: in, or about to go in)
+        """The rules (localrules.py) of the configured local networks the TUN's routes (routes: in, or about to go in)
         cover (local_throws), added where missing; with drop, those no longer wanted go (a reload, after the TUN's
         routes changed: so that no moment sends the LAN into the TUN).  What failed, one line each (logged)."""
         failed: list[str] = []
         want = local_throws(routes)
         if want == self.lans or (not drop and want <= self.lans):
             return failed
-        with self._lock, _iproute() as ipr, as_oserror("adding the throw routes of the local networks"):
+        with self._lock, _iproute() as ipr, as_oserror("adding the rules of the local networks"):
             self._sync(ipr, self.lans, want if drop else self.lans | want, "a configured local_ts", failed)
         return failed
 
+    def local_nets(self) -> set[IPNetwork]:
+        """The local networks whose rules this instance holds now (the route keeper puts back a deleted one)."""
+        with self._lock:
+            return set(self.lans)
+
     def _sync(self, ipr: Any, have: set[IPNetwork], want: set[IPNetwork], what: str, failed: list[str]) -> None:
-        """have (lans) made want: the throw routes of want - have added (those found in place on a TUN made
-        for us taken as they are), those of have - want deleted unless another of ours is the same route."""
+        """have (lans) made want: the rules of want - have added (localrules.py; those found in place on a TUN
+        made for us taken as they are), those of have - want deleted (unless another tunsec's route needs one)."""
         add = sorted(want - have, key=str)
-        present = self._present_all(ipr) if add and self.keep_found else set()
+        present = localrules.present(ipr) if add and self.keep_found else set()
         for net in add:
             if net in present:
                 self.found_nets.add(net)
-            elif not self._throw(ipr, net, what, failed):
+            elif not self._rule(ipr, net, what, failed):
                 continue
             have.add(net)
-            log.info("throw route %s in table %d (%s: the host's route, not TUN %s)", net, TABLE, what, self.tun)
+            log.info("rule to %s lookup main suppress_prefixlength 0 (%s: the host's routes of it but its default "
+                     "route, not TUN %s)", net, what, self.tun)
         for net in sorted(have - want, key=str):
             have.discard(net)
             self.found_nets.discard(net)
-            if not self._in_use(net):
-                self._delete(ipr, net)
+            localrules.delete(ipr, net, self._own())
 
-    def _present_all(self, ipr: Any) -> set[IPNetwork]:
-        return _present(ipr, socket.AF_INET, self.mark) | _present(ipr, socket.AF_INET6, self.mark)
+    def _own(self) -> tuple[str, ...]:
+        """This instance's devices in tunsec's table: its TUN and its standing routes' (killswitch.py)."""
+        from tunsec.dataplane.killswitch import device_name  # killswitch.py imports this module
+        return (self.tun, device_name(self.tun))
 
-    def _throw(self, ipr: Any, net: IPNetwork, what: str, failed: list[str]) -> bool:
-        """net's throw route added (one already there is ours); False, said in failed, if refused."""
+    def _rule(self, ipr: Any, net: IPNetwork, what: str, failed: list[str]) -> bool:
+        """net's rule added (one already there is the shared one); False, said in failed, if refused."""
+        command = localrules.local_rule_command(net)
         if self.denied:
-            failed.append(self._refusal(f"throw route {net} ({what}) not added: no CAP_NET_ADMIN (refused before); "
-                                        f"as root: {_command('add', net, self.mark)}"))
+            failed.append(self._refusal(f"rule to {net} ({what}) not added: no CAP_NET_ADMIN (refused before); "
+                                        f"as root: {command}"))
             return False
         try:
-            ipr.route("add", **self._route(net))
+            localrules.add(ipr, net)
         except NetlinkError as exc:
-            if exc.code == errno.EEXIST:
-                return True
             self.denied = self.denied or exc.code == errno.EPERM
-            failed.append(self._refusal(f"throw route {net} ({what}) refused: {reason(exc)}; it goes into TUN "
-                                        f"{self.tun} (as root: {_command('add', net, self.mark)})"))
+            failed.append(self._refusal(f"rule to {net} ({what}) refused: {reason(exc)}; it goes into TUN "
+                                        f"{self.tun} (as root: {command})"))
             return False
         return True
 
     def _in_use(self, net: IPNetwork) -> bool:
-        """net's throw route serves another of ours (a peer's /32 that is also a local_ts)."""
-        host = net.prefixlen == net.max_prefixlen and net.network_address in self.held
-        return host or net in self.lans
-
-    def _delete(self, ipr: Any, net: IPNetwork) -> None:
-        try:
-            ipr.route("del", **self._route(net))
-        except NetlinkError as exc:
-            if exc.code != errno.ESRCH:   # gone already: removed by someone else
-                log.warning("throw route %s stays: %s (as root: %s)", net, reason(exc), _command("del", net, self.mark))
-            return
-        log.info("throw route %s removed from table %d", net, TABLE)
+        """net's throw route is a held peer's exclude route."""
+        return net.prefixlen == net.max_prefixlen and net.network_address in self.held
 
     def _found(self, peer: IPAddress, path: Path | None) -> None:
         self.held[peer] = path
@@ -374,8 +372,6 @@ class ExcludeRoutes:
             for peer in gone:
                 self.held.pop(peer)
                 self.found.discard(peer)
-                if self._in_use(_host_net(peer)):   # also a local_ts's throw route
-                    continue
                 try:
                     ipr.route("del", **self._route(peer))
                 except NetlinkError as exc:
@@ -392,6 +388,12 @@ class ExcludeRoutes:
             self.drop_unheld("an earlier tunsec left")
         except OSError as exc:
             log.warning("exclude routes an earlier tunsec may have left not checked: %s", exc.strerror or exc)
+        try:   # a killed run's rules of local networks no longer configured (localrules.py)
+            with _iproute() as ipr, as_oserror("listing the rules of the local networks"):
+                for cmd in localrules.drop_unwanted(ipr, self.lans, self._own()):
+                    log.info("rule an earlier tunsec left removed (%s)", cmd)
+        except OSError as exc:
+            log.warning("rules of local networks an earlier tunsec may have left not checked: %s", exc.strerror or exc)
         try:   # the host's own paths, before the TUN's routes go in: IKE to unauthenticated peers leaves by them
             self.refresh()
         except OSError as exc:
@@ -432,8 +434,8 @@ def _dst(r: Any) -> IPNetwork:
 
 
 def _present(ipr: Any, family: int, mark: int) -> set[IPNetwork]:
-    """This instance's throw routes in the kernel now (its mark's in tunsec's table): exclude routes, lans, and a
-    killed run's next hops (a tunsec of h/fixks7 made them)."""
+    """This instance's throw routes in the kernel now (its mark's in tunsec's table): exclude routes, and a killed
+    run's next hops and local_ts's (a tunsec of h/fixks7 made them)."""
     return {_dst(r) for r in ipr.route("dump", family=family) if _stale_of(r, mark) and in_table(r)}
 
 

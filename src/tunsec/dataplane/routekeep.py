@@ -11,7 +11,8 @@ without the rule nothing in the table holds the tunnels' traffic, not even the k
 and every INTERVAL seconds (blockwatch's, beside it: the kernel tells nothing of the routes it flushes with a
 device), under the TUN's lock, Keeper.check compares Tun.routes with tunsec's table (one dump per family the
 kernel filters to the table: no pass over the host's routes) and puts back, with add, what is missing; and the
-rule of each family the TUN routes or blocks (the blocks' prohibit routes are looked up through it too).
+rule of each family the TUN routes or blocks (the blocks' prohibit routes are looked up through it too), and the
+rules of the local networks this instance holds (localrules.py, Keeper.local) of those families.
 A round costs one netlink socket, and decides without a try what it already knows (review revlate13 F1): a TUN
 that is down refuses every route, a place the dump shows another route in refuses ours, and after one EPERM so
 does every other add.
@@ -37,9 +38,11 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunsec.dataplane import localrules
 from tunsec.dataplane.markrule import MARK, MARK_PRIORITY, ensure_mark_rules, has_mark_rule
 from tunsec.dataplane.netlink import ForeignDrops, NetlinkError, reason, route_dump
 from tunsec.dataplane.prohibitroute import Route, route_of
@@ -141,6 +144,9 @@ class Keeper:
     found: dict[IPNetwork, str | None] = field(default_factory=dict)
     limit: LogLimiter = field(default_factory=lambda: LogLimiter(burst=5, period=60.0))
     lost_said: LogLimiter = field(default_factory=lambda: LogLimiter(burst=5, period=60.0))   # the losses' ERRORs
+    # the local networks whose rules (localrules.py) this instance holds: ExcludeRoutes.local_nets
+    local: Callable[[], set[IPNetwork]] = field(default=set)
+    lost_local: dict[IPNetwork, str] = field(default_factory=dict)   # of local: missing, not put back: why
 
     def check(self) -> Check:
         """Under the TUN's lock: its listed routes and the rules before them in the kernel again.  One netlink
@@ -164,6 +170,7 @@ class Keeper:
                 with _iproute() as ipr:
                     self._rules(ipr, done, versions)
                     self._mark_rules(ipr, done, versions & tun.marked)
+                    self._local_rules(ipr, done, versions)
                     if watched:
                         self._routes(ipr, done, watched)
             except (NetlinkError, OSError) as err:   # the TUN gone (a stop under way), netlink refused: the next round
@@ -229,6 +236,31 @@ class Keeper:
             self.rules_put_back += 1   # counted with the table's rules; done.rules names those (a reload's answer)
             self.say(logging.WARNING, "the rule priority %d fwmark %#x lookup main (IPv%d: tunsec's own IKE and ESP) "
                      "was removed by someone else: put back", MARK_PRIORITY, MARK, version)
+
+    def _local_rules(self, ipr: Any, done: Check, versions: set[int]) -> None:
+        """The local networks' rules of versions (those a TUN route of ours needs) put back where missing."""
+        want = {n for n in self.local() if n.version in versions}
+        self.lost_local = {n: w for n, w in self.lost_local.items() if n in want}
+        for net in sorted(want - localrules.present(ipr, {_family(n.version) for n in want}), key=str):
+            try:
+                localrules.add(ipr, net)
+            except NetlinkError as exc:
+                self._local_lost(done, net, "this process may not put it back (no CAP_NET_ADMIN): as root, "
+                                 f"{localrules.local_rule_command(net)}" if exc.code == errno.EPERM
+                                 else f"it cannot be put back: {reason(exc)}")
+                continue
+            self.lost_local.pop(net, None)
+            self.rules_put_back += 1
+            done.rules.append(net.version)
+            self.say(logging.WARNING, "the rule to %s lookup main (a local network) was removed by someone else: "
+                     "put back", net)
+
+    def _local_lost(self, done: Check, net: IPNetwork, why: str) -> None:
+        line = f"the rule that keeps local network {net} on the host's own routes was removed and {why}"
+        done.failed.append(line)
+        if self.lost_local.get(net) != why:   # said once, not every round
+            self.lost_local[net] = why
+            log.error("%s; its traffic goes into TUN %s", line, self.tun.name)
 
     def _rule_lost(self, done: Check, version: int, why: str) -> None:
         line = (f"the rule that looks up table {TABLE} (the tunnels' routes) before the main table (IPv{version}) "
@@ -318,7 +350,8 @@ class Keeper:
         """`tunsec status`'s part: the counts, and what is lost now (network or rule, why)."""
         return {"routes_put_back": self.routes_put_back, "rules_put_back": self.rules_put_back,
                 "routes_lost": [{"network": str(d), "reason": w} for d, w in self.lost.items()]
-                + [{"network": f"rule (IPv{v})", "reason": w} for v, w in self.lost_rules.items()]}
+                + [{"network": f"rule (IPv{v})", "reason": w} for v, w in self.lost_rules.items()]
+                + [{"network": f"rule to {n}", "reason": w} for n, w in self.lost_local.items()]}
 
 
 def reload_lines(done: Check, failed: str) -> list[str]:

@@ -44,8 +44,8 @@ READS = 64       # datagrams read per wake-up of the event loop: others' route c
 
 
 def deletion_in_table(data: bytes) -> bool:
-    """Whether a datagram of the kernel's tells of a rule of tunsec's table deleted, or a route of it deleted at a
-    process's request."""
+    """Whether a datagram of the kernel's tells of a rule of tunsec's table (or of the main table's: a local
+    network's rule looks it up) deleted, or a route of tunsec's table deleted at a process's request."""
     off = 0
     while off + NLMSG.size <= len(data):
         size, kind, _flags, _seq, pid = NLMSG.unpack_from(data, off)
@@ -53,7 +53,8 @@ def deletion_in_table(data: bytes) -> bool:
             return False
         body = off + NLMSG.size
         asked = kind == RTM_DELRULE or (kind == RTM_DELROUTE and pid != 0)   # pid 0: a flush of the kernel's
-        # a rule of the main table too: the mark's (markrule.py, review revlate15 F1)
+        # a rule of the main table too: the mark's (markrule.py, review revlate15 F1), a local network's
+        # (localrules.py), or the host's own (a wake-up too many costs one check)
         tables = (TABLE, RT_TABLE_MAIN) if kind == RTM_DELRULE else (TABLE,)
         if asked and body + TABLE_BYTE < min(off + size, len(data)) and data[body + TABLE_BYTE] in tables:
             return True
