@@ -70,7 +70,7 @@ def test_a_let_go_sa_is_not_ours_after_its_grace() -> None:
         fire_timers(svc)   # the inbound SA's linger ends: its DELETE goes, and is answered
         await gw.settle()
         assert svc.on_event(_expire(spi_in, Direction.IN)) is True   # within the grace after its DELETE
-        now = svc.going.clock()
+        now = svc.going.now()
         svc.going.clock = lambda: now + GRACE
         assert svc.going.owner(spi_in, Direction.IN, None) is None and len(svc.going) == 0
         assert svc.on_event(_expire(spi_out, Direction.OUT)) is False

@@ -35,6 +35,7 @@ from tunsec.radius.accounting import SAMPLE_EVERY, Accounting
 from tunsec.radius.causes import Cause
 from tunsec.radius.usage import ChildRef, Usage
 from tunsec.services.ike import INBOUND_LINGER, installs, radius_edge
+from tunsec.services.ike.going_sas import GoingSas
 from tunsec.services.ike.state import ChildState, Lineage
 
 # the SpiPool of a service stub: every inbound SPI and lineage is the current worker's (installs._delete_sa asks)
@@ -382,7 +383,7 @@ def test_a_lingering_inbound_sa_deleted_as_its_lineage_ends_counts_to_its_last_p
         lineage = Lineage(1, members=set())
         lineage.lingering = {spi: (7, timer)}
         service = types.SimpleNamespace(accounting=acct, _unlater=lambda t: t.cancel(), worker=lambda: w,
-                                        spi_pool=_CURRENT_WORKER, _lingering={})
+                                        spi_pool=_CURRENT_WORKER, _lingering={}, going=GoingSas())
         service._delete_sa = functools.partial(installs._delete_sa, service)
         service._acct_deleted = functools.partial(radius_edge._acct_deleted, service)
         acct.stop("ike-1", Cause.USER_REQUEST)   # the IKE SA is gone; then its last Child SA's removal
@@ -426,7 +427,7 @@ def test_a_child_sa_whose_outbound_sa_was_never_added_is_carried_when_its_inboun
         acct.stop("ike-1", Cause.USER_REQUEST)
         service = types.SimpleNamespace(accounting=acct, closing=False, worker=lambda: w, children={},
                                         _unlater=lambda t: None, _release=lambda lineage: None,
-                                        spi_pool=_CURRENT_WORKER, _lingering={})
+                                        spi_pool=_CURRENT_WORKER, _lingering={}, going=GoingSas())
         for name in ("_install_answered", "_delete_sa"):
             setattr(service, name, functools.partial(getattr(installs, name), service))
         service._acct_deleted = functools.partial(radius_edge._acct_deleted, service)
