@@ -173,11 +173,11 @@ def test_prepare_gives_a_split_tunnels_network_its_standing_route_and_undo_takes
 
 def test_prepare_adds_the_rule_of_a_covered_local_ts_and_undo_takes_it(ns: str, base: Path) -> None:
     """(h/fixlocal, review revlate14 F2) local_ts 10.1.0.0/24 under remote_ts 10.0.0.0/8: prepare adds its rule
-    (`to 10.1.0.0/24 lookup main suppress_prefixlength 0`, not a throw route) for the unprivileged `tunsec up`,
+    (`to 10.1.0.0/24 lookup main suppress_prefixlength 23`, not a throw route) for the unprivileged `tunsec up`,
     and says so; `--undo` removes it with the rest."""
     r = prepare(ns, base, base / "run", base / "state", "10.0.0.0/8")
     assert r.returncode == 0 and f"rules priority {LOCAL_PRIORITY} to 10.1.0.0/24" in r.stdout, r.stdout + r.stderr
-    assert f"{LOCAL_PRIORITY}:\tfrom all to 10.1.0.0/24 lookup main suppress_prefixlength 0" in rules(ns), rules(ns)
+    assert f"{LOCAL_PRIORITY}:\tfrom all to 10.1.0.0/24 lookup main suppress_prefixlength 23" in rules(ns), rules(ns)
     r = prepare(ns, base, base / "run", base / "state", "10.0.0.0/8", undo=True)
     assert r.returncode == 0 and "rules of local networks removed" in r.stdout, r.stdout + r.stderr
     assert f"{LOCAL_PRIORITY}:" not in rules(ns), rules(ns)

@@ -127,7 +127,7 @@ def _full_routing(d: Daemon) -> str:
         parts.append("exclude routes " + ", ".join(f"{p}" + _via(path) for p, path in d.excludes.held.items()))
     if d.excludes is not None and d.excludes.lans:
         parts.append(f"rules priority {LOCAL_PRIORITY} to " + ", ".join(map(str, sorted(d.excludes.lans, key=str)))
-                     + " lookup main suppress_prefixlength 0 (local networks)")
+                     + " lookup main suppress_prefixlength (each its length less one: local networks)")
     if d.killswitch.held:
         parts.append(f"standing routes {', '.join(sorted(map(str, d.killswitch.held)))} dev {d.killswitch.name} "
                      "(kill switch)")

@@ -233,7 +233,7 @@ def _local_rules(ns: str, version: int = 4) -> str:
 
 def test_the_rules_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns: str) -> None:
     """keep_local without drop adds only (a reload, before the TUN's routes change); with drop the unwanted go
-    (review revlate14 F2: a rule `to LAN lookup main suppress_prefixlength 0`, not a throw route); a killed run's
+    (review revlate14 F2: a rule `to LAN lookup main suppress_prefixlength LEN-1`, not a throw route); a killed run's
     throw route of h/fixks7 is removed by the next start's clear_stale, another instance's stays."""
     ex = ExcludeRoutes("tsx0")
     lan, rest = ip_network("10.1.0.0/24"), ip_network("10.0.0.0/8")
@@ -243,7 +243,7 @@ def test_the_rules_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns:
     ip(ns, "route", "add", str(rest), "dev", "tsx0", "table", str(TABLE))
     with in_netns(ns):
         assert ex.keep_local([(rest, (lan,))], drop=False) == []
-    assert f"to {lan} lookup main suppress_prefixlength 0" in _local_rules(ns), _local_rules(ns)
+    assert f"to {lan} lookup main suppress_prefixlength {lan.prefixlen - 1}" in _local_rules(ns), _local_rules(ns)
     assert ours(ns) == "", ours(ns)   # no throw route
     assert "dev lan0" in ip(ns, "route", "get", "10.1.0.5") and "dev tsx0" in ip(ns, "route", "get", "10.2.0.5")
     with in_netns(ns):
@@ -262,7 +262,7 @@ def test_the_rules_of_the_local_networks_go_in_before_and_out_after_the_tuns(ns:
 
 def _add_rule(ns: str, net: str) -> None:
     ip(ns, *(["-6"] if ":" in net else []), "rule", "add", "priority", str(LOCAL_PRIORITY), "to", net, "lookup",
-       "main", "suppress_prefixlength", "0", "protocol", str(RTPROT_TUNSEC))
+       "main", "suppress_prefixlength", str(ip_network(net).prefixlen - 1), "protocol", str(RTPROT_TUNSEC))
 
 
 def test_a_killed_runs_rule_of_a_local_network_goes_at_start_unless_another_tunsec_covers_it(ns: str) -> None:

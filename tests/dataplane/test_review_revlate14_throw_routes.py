@@ -108,7 +108,7 @@ def test_a_local_ts_wider_than_the_lan_sends_its_unrouted_part_out_by_the_defaul
     what the tunnel brings for it leave by the uplink in clear (to the ISP), where fixks5's table 116 kept them
     in the TUN.  The same when an internal router's route goes (its link down, OSPF withdrawn).  Fails on main;
     passes once only what the main table routes other than by its default route leaves table 116 (wg-quick's
-    `lookup main suppress_prefixlength 0`, as a rule for the local_ts only)."""
+    `lookup main suppress_prefixlength LEN-1`, as a rule for the local_ts only)."""
     ex = ExcludeRoutes("tsx0")
     ip(ns, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p")
     ip(ns, "addr", "add", "10.1.0.254/24", "dev", "lan0")

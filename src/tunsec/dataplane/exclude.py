@@ -252,8 +252,8 @@ class ExcludeRoutes:
             elif not self._rule(ipr, net, what, failed):
                 continue
             have.add(net)
-            log.info("rule to %s lookup main suppress_prefixlength 0 (%s: the host's routes of it but its default "
-                     "route, not TUN %s)", net, what, self.tun)
+            log.info("rule to %s lookup main suppress_prefixlength %d (%s: the host's routes at least as "
+                     "specific as it, not TUN %s)", net, localrules.suppressed(net), what, self.tun)
         for net in sorted(have - want, key=str):
             have.discard(net)
             self.found_nets.discard(net)

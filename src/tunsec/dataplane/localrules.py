@@ -6,9 +6,10 @@ site's LAN 10.1.0.0/24 is connected, the rest of 10.1.0.0/16 is behind internal 
 route of 10.1.0.0/16 in tunsec's table (h/fixks7) sent all of it to the main table, whose only route for
 10.1.77.5 is the default one: out by the uplink, in clear.  Instead, one rule per such network, at
 LOCAL_PRIORITY (114: before the mark's rule, 115, and tunsec's table's, 116), as wg-quick's:
-``ip rule add priority 114 to 10.1.0.0/16 lookup main suppress_prefixlength 0``.  The main table serves
-what it has a route of a length above 0 for (the LAN, an internal router's route); a lookup that finds only
-its default route goes on to the next rules: tunsec's table, the TUN.  So the LAN stays local, and the rest of
+``ip rule add priority 114 to 10.1.0.0/16 lookup main suppress_prefixlength 15``.  The main table serves
+what it has a route at least as specific as the network for (the LAN, an internal router's route); a lookup that
+finds only a wider one (its default route, or a DHCP server's 0.0.0.0/1 and 128.0.0.0/1, an RA's ::/1: review
+revlate16 F1) goes on to the next rules: tunsec's table, the TUN.  So the LAN stays local, and the rest of
 the site goes into the tunnel, as before h/fixks7, also when an internal router's route goes.
 
 The rules are tunsec's (FRA_PROTOCOL RTPROT_TUNSEC) and shared by every instance in the network namespace, as
@@ -48,8 +49,15 @@ def _family(net: IPNetwork) -> int:
 def local_rule_command(net: IPNetwork, verb: str = "add") -> str:
     """Root's command that adds (or deletes) net's rule."""
     ip = "ip -6" if net.version == 6 else "ip"
-    return (f"{ip} rule {verb} priority {LOCAL_PRIORITY} to {net} lookup main suppress_prefixlength 0 "
-            f"protocol {RTPROT_TUNSEC}")
+    return (f"{ip} rule {verb} priority {LOCAL_PRIORITY} to {net} lookup main suppress_prefixlength "
+            f"{suppressed(net)} protocol {RTPROT_TUNSEC}")
+
+
+def suppressed(net: IPNetwork) -> int:
+    """The main table's routes of this length or shorter are passed over for net: only those at least as specific
+    as net serve (its LAN's), not a wider one (a default route, a DHCP server's 0.0.0.0/1 and 128.0.0.0/1, an
+    RA's ::/1: review revlate16 F1, TunnelVision's routes)."""
+    return max(net.prefixlen - 1, 0)
 
 
 def _rule_net(rule: Any) -> IPNetwork | None:
@@ -57,7 +65,8 @@ def _rule_net(rule: Any) -> IPNetwork | None:
     default route, tunsec's proto); None for any other rule."""
     table = rule.get_attr("FRA_TABLE") if rule.get_attr("FRA_TABLE") is not None else rule["table"]
     if not (table == MAIN and rule["action"] == FR_ACT_TO_TBL and rule.get_attr("FRA_PRIORITY") == LOCAL_PRIORITY
-            and rule.get_attr("FRA_SUPPRESS_PREFIXLEN") == 0 and rule.get_attr("FRA_PROTOCOL") == RTPROT_TUNSEC
+            and rule.get_attr("FRA_SUPPRESS_PREFIXLEN") == rule["dst_len"] - 1
+            and rule.get_attr("FRA_PROTOCOL") == RTPROT_TUNSEC
             and rule["dst_len"] and not rule["src_len"] and rule.get_attr("FRA_FWMARK") is None):
         return None
     return ip_network(f"{rule.get_attr('FRA_DST')}/{rule['dst_len']}")
@@ -78,7 +87,7 @@ def present(ipr: Any, families: Iterable[int] = (socket.AF_INET, socket.AF_INET6
 
 def _args(net: IPNetwork) -> dict[str, object]:
     return {"family": _family(net), "table": MAIN, "priority": LOCAL_PRIORITY, "action": FR_ACT_TO_TBL,
-            "dst": str(net.network_address), "dst_len": net.prefixlen, "suppress_prefixlen": 0,
+            "dst": str(net.network_address), "dst_len": net.prefixlen, "suppress_prefixlen": suppressed(net),
             "protocol": RTPROT_TUNSEC}
 
 
